@@ -1,0 +1,69 @@
+"""Aggregation strategies: streaming, deterministic, float64 accumulation.
+
+An accumulator sees one decoded update at a time, so memory is O(model), never
+O(participants x model). Callers feed updates in a fixed order (the round's
+participants sorted by id); with float64 sums the same updates always give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from participant_sdk.wire import TensorSpec, Update
+
+__all__ = ["FedAvgAccumulator", "STRATEGIES"]
+
+STRATEGIES = ("fedavg",)
+
+
+class FedAvgAccumulator:
+    """Weighted FedAvg over dense and row-sparse updates.
+
+    ``new = base + server_lr * sum_i n_i * delta_i / sum_i n_i``, computed per row:
+    a row-sparse update only counts towards the rows it sent, so each row is the
+    weighted mean over the participants that touched it. Rows nobody sent keep the
+    base value. ``server_lr`` = 1 is plain FedAvg.
+    """
+
+    def __init__(self, spec: Mapping[str, TensorSpec], *, server_lr: float = 1.0) -> None:
+        self._spec = dict(spec)
+        self._server_lr = server_lr
+        self._sums = {name: np.zeros(s.shape, dtype=np.float64) for name, s in spec.items()}
+        self._row_weights = {
+            name: np.zeros(s.shape[0] if s.shape else 1, dtype=np.float64)
+            for name, s in spec.items()
+        }
+        self.count = 0
+        self.total_examples = 0
+
+    def add(self, update: Update) -> None:
+        """Fold one validated update into the running sums."""
+        weight = float(update.num_examples)
+        for name, delta in update.tensors.items():
+            scaled = delta.astype(np.float64) * weight
+            if update.rows is None:
+                self._sums[name] += scaled
+                self._row_weights[name] += weight
+            else:
+                # rows are distinct (validated by the codec), so fancy-index += is exact
+                self._sums[name][update.rows] += scaled
+                self._row_weights[name][update.rows] += weight
+        self.count += 1
+        self.total_examples += update.num_examples
+
+    def result(
+        self, base: Mapping[str, npt.NDArray[np.generic]]
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Return the new model tensors as float32."""
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        for name, spec in self._spec.items():
+            weights = self._row_weights[name]
+            denom = np.where(weights > 0, weights, 1.0)
+            mean = self._sums[name] / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
+            new = np.asarray(base[name], dtype=np.float64) + self._server_lr * mean
+            out[name] = new.astype(np.float32)
+        return out

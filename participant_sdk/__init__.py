@@ -1,0 +1,1 @@
+"""fedrec participant SDK: talk to a fedrec coordinator and train a recommender locally."""

@@ -1,0 +1,250 @@
+"""The byte format of model weights and updates: safetensors with string metadata.
+
+This module is the single definition of the wire format; the coordinator imports it
+rather than keeping its own copy. Received bytes are parsed with the safetensors
+library only. Never pickle, never ``np.load(allow_pickle=True)``: a pickle can run
+arbitrary code on the receiver.
+
+A **model** payload holds the model's tensors (for ``kind="mf"``: ``item_factors``
+float32 ``num_items x dim`` and ``item_bias`` float32 ``num_items``).
+
+An **update** payload holds, for each model tensor, the delta ``trained - base``, and
+the metadata ``round``, ``base_version``, ``num_examples`` and ``update_kind``:
+
+* ``dense`` — every tensor has the model's exact shape;
+* ``row_sparse`` — an extra int64 tensor ``rows`` lists the distinct item rows the
+  participant touched (ascending, in range); every model tensor then holds just
+  those rows, in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from safetensors import SafetensorError
+from safetensors.numpy import load as _st_load
+from safetensors.numpy import save as _st_save
+
+__all__ = [
+    "ROWS_TENSOR",
+    "Update",
+    "UpdateKind",
+    "TensorSpec",
+    "WireError",
+    "decode_update",
+    "decode_weights",
+    "encode_update",
+    "encode_weights",
+    "mf_spec",
+    "read_metadata",
+]
+
+ROWS_TENSOR = "rows"
+UpdateKind = Literal["dense", "row_sparse"]
+# A safetensors header is JSON describing the tensors; anything larger is not a model of ours.
+_MAX_HEADER_BYTES = 1 << 20
+
+
+class WireError(ValueError):
+    """The bytes are not a valid payload; ``field`` names what to fix."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The expected name, dtype and shape of one model tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def mf_spec(*, num_items: int, dim: int) -> dict[str, TensorSpec]:
+    """Tensor specs of a matrix-factorisation model: item factors and item biases."""
+    return {
+        "item_factors": TensorSpec("item_factors", "float32", (num_items, dim)),
+        "item_bias": TensorSpec("item_bias", "float32", (num_items,)),
+    }
+
+
+@dataclass
+class Update:
+    """A decoded, validated update."""
+
+    round: int
+    base_version: int
+    num_examples: int
+    tensors: dict[str, npt.NDArray[np.float32]]
+    rows: npt.NDArray[np.int64] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> UpdateKind:
+        return "dense" if self.rows is None else "row_sparse"
+
+
+def encode_weights(
+    tensors: Mapping[str, npt.NDArray[np.generic]], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise tensors (made contiguous) into safetensors bytes."""
+    arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    return bytes(_st_save(arrays, metadata=dict(metadata) if metadata else None))
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """Return the ``__metadata__`` of a safetensors payload without loading tensors."""
+    if len(data) < 8:
+        raise WireError("body is too short to be safetensors (needs an 8-byte header length)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > _MAX_HEADER_BYTES or 8 + header_len > len(data):
+        raise WireError("safetensors header length is out of bounds")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"safetensors header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WireError("safetensors header must be a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise WireError("safetensors __metadata__ must map strings to strings")
+    return metadata
+
+
+def decode_weights(data: bytes) -> dict[str, npt.NDArray[np.generic]]:
+    """Parse safetensors bytes into numpy arrays (no validation against a spec)."""
+    read_metadata(data)
+    try:
+        return dict(_st_load(data))
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise WireError(f"body is not valid safetensors: {exc}") from exc
+
+
+def encode_update(
+    deltas: Mapping[str, npt.NDArray[np.generic]],
+    *,
+    round: int,
+    base_version: int,
+    num_examples: int,
+    rows: npt.NDArray[np.integer] | None = None,
+) -> bytes:
+    """Serialise an update: per-tensor deltas, optionally restricted to ``rows``."""
+    tensors: dict[str, npt.NDArray[np.generic]] = {
+        name: np.asarray(delta, dtype=np.float32) for name, delta in deltas.items()
+    }
+    kind: UpdateKind = "dense"
+    if rows is not None:
+        tensors[ROWS_TENSOR] = np.asarray(rows, dtype=np.int64)
+        kind = "row_sparse"
+    metadata = {
+        "round": str(round),
+        "base_version": str(base_version),
+        "num_examples": str(num_examples),
+        "update_kind": kind,
+    }
+    return encode_weights(tensors, metadata)
+
+
+def _positive_int(metadata: Mapping[str, str], key: str, *, allow_zero: bool = False) -> int:
+    raw = metadata.get(key)
+    if raw is None:
+        raise WireError(f"metadata '{key}' is missing", field=key)
+    if not raw.isdigit():
+        raise WireError(f"metadata '{key}' must be a non-negative integer, got {raw!r}", field=key)
+    value = int(raw)
+    if value == 0 and not allow_zero:
+        raise WireError(f"metadata '{key}' must be a positive integer, got 0", field=key)
+    return value
+
+
+def decode_update(
+    data: bytes, spec: Mapping[str, TensorSpec], *, max_norm: float | None = None
+) -> Update:
+    """Parse and validate an update against the model spec; raise :class:`WireError`.
+
+    Checks names, dtypes, shapes, finiteness, row indices and, when ``max_norm`` is
+    given, the update's global L2 norm.
+    """
+    metadata = read_metadata(data)
+    round_number = _positive_int(metadata, "round")
+    base_version = _positive_int(metadata, "base_version", allow_zero=True)
+    num_examples = _positive_int(metadata, "num_examples")
+    kind = metadata.get("update_kind", "dense")
+    if kind not in ("dense", "row_sparse"):
+        raise WireError(
+            f"metadata 'update_kind' must be 'dense' or 'row_sparse', got {kind!r}",
+            field="update_kind",
+        )
+    arrays = decode_weights(data)
+
+    rows: npt.NDArray[np.int64] | None = None
+    expected_names = set(spec)
+    if kind == "row_sparse":
+        expected_names.add(ROWS_TENSOR)
+    missing = sorted(expected_names - set(arrays))
+    unknown = sorted(set(arrays) - expected_names)
+    if missing:
+        raise WireError(f"missing tensors: {', '.join(missing)}", field=missing[0])
+    if unknown:
+        raise WireError(f"unknown tensors: {', '.join(unknown)}", field=unknown[0])
+
+    num_rows: int | None = None
+    if kind == "row_sparse":
+        raw_rows = arrays[ROWS_TENSOR]
+        if raw_rows.dtype != np.int64 or raw_rows.ndim != 1:
+            raise WireError("tensor 'rows' must be a 1-D int64 array", field=ROWS_TENSOR)
+        rows = raw_rows.astype(np.int64, copy=False)
+        limit = min(s.shape[0] for s in spec.values())
+        if rows.size and (rows.min() < 0 or rows.max() >= limit):
+            raise WireError(f"tensor 'rows' has indices outside [0, {limit})", field=ROWS_TENSOR)
+        if rows.size > 1 and not bool(np.all(np.diff(rows) > 0)):
+            raise WireError("tensor 'rows' must be strictly ascending", field=ROWS_TENSOR)
+        num_rows = int(rows.size)
+
+    tensors: dict[str, npt.NDArray[np.float32]] = {}
+    squared_norm = 0.0
+    for name, tensor_spec in spec.items():
+        array = arrays[name]
+        if array.dtype != np.dtype(tensor_spec.dtype):
+            raise WireError(
+                f"tensor '{name}' must have dtype {tensor_spec.dtype}, got {array.dtype}",
+                field=name,
+            )
+        expected_shape = tensor_spec.shape
+        if num_rows is not None:
+            expected_shape = (num_rows, *tensor_spec.shape[1:])
+        if tuple(array.shape) != expected_shape:
+            raise WireError(
+                f"tensor '{name}' must have shape {list(expected_shape)}, got {list(array.shape)}",
+                field=name,
+            )
+        if not bool(np.isfinite(array).all()):
+            raise WireError(f"tensor '{name}' contains NaN or Inf", field=name)
+        if max_norm is not None:
+            squared_norm += float(np.square(array, dtype=np.float64).sum())
+        tensors[name] = array.astype(np.float32, copy=False)
+    if max_norm is not None and math.sqrt(squared_norm) > max_norm:
+        raise WireError(
+            f"update L2 norm {math.sqrt(squared_norm):.4g} exceeds the bound {max_norm:.4g}",
+            field="norm",
+        )
+    return Update(
+        round=round_number,
+        base_version=base_version,
+        num_examples=num_examples,
+        tensors=tensors,
+        rows=rows,
+        metadata=metadata,
+    )
