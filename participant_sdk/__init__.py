@@ -1,1 +1,124 @@
-"""fedrec participant SDK: talk to a fedrec coordinator and train a recommender locally."""
+"""fedrec participant SDK: talk to a fedrec coordinator and train a recommender locally.
+
+Quick start::
+
+    from participant_sdk import Client
+
+    with Client("http://localhost:8000", token) as client:  # or FEDREC_URL / FEDREC_TOKEN
+        current = client.rounds.current(fid)
+        weights = client.models.weights(fid, current.base_version)
+        deltas = train(weights)  # your local training: trained - base, per tensor
+        client.updates.submit(fid, current.number, deltas,
+                              base_version=current.base_version, num_examples=n)
+        current = client.rounds.wait_for_next(fid, after=current.number, timeout=3600)
+
+:class:`AsyncClient` offers the same methods as coroutines. Errors are subclasses of
+:class:`FedrecError` (the tree is drawn in ``participant_sdk._exceptions``). The byte
+format lives in :mod:`participant_sdk.wire`; the response models in
+:mod:`participant_sdk.types`.
+"""
+
+from ._base_client import Timeout
+from ._client import AsyncClient, Client
+from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    FederationCompletedError,
+    FedrecError,
+    FutureRoundError,
+    InternalServerError,
+    InvalidUpdateError,
+    NotFoundError,
+    NoUpdatesError,
+    ParticipantRevokedError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitError,
+    RoundClosedError,
+    RoundNotOpenError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+    UnsupportedMediaTypeError,
+    UpdateConflictError,
+    WaitTimeoutError,
+)
+from .types import (
+    Deployment,
+    DeployPolicy,
+    EnrolledParticipant,
+    Evaluation,
+    Federation,
+    Health,
+    MetricsRow,
+    ModelSpec,
+    ModelVersion,
+    Participant,
+    PrivacyPolicy,
+    Receipt,
+    Round,
+    RoundPolicy,
+    StrategySpec,
+    Target,
+)
+
+__all__ = [
+    # clients and their configuration
+    "AsyncClient",
+    "Client",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "NOT_GIVEN",
+    "NotGiven",
+    "Timeout",
+    # exceptions
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "FederationCompletedError",
+    "FedrecError",
+    "FutureRoundError",
+    "InternalServerError",
+    "InvalidUpdateError",
+    "NoUpdatesError",
+    "NotFoundError",
+    "ParticipantRevokedError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RoundClosedError",
+    "RoundNotOpenError",
+    "ServiceUnavailableError",
+    "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
+    "UpdateConflictError",
+    "WaitTimeoutError",
+    # response models and federation specs
+    "DeployPolicy",
+    "Deployment",
+    "EnrolledParticipant",
+    "Evaluation",
+    "Federation",
+    "Health",
+    "MetricsRow",
+    "ModelSpec",
+    "ModelVersion",
+    "Participant",
+    "PrivacyPolicy",
+    "Receipt",
+    "Round",
+    "RoundPolicy",
+    "StrategySpec",
+    "Target",
+]

@@ -1,0 +1,307 @@
+"""What :class:`Client` and :class:`AsyncClient` share: config, URLs, headers, retries, parsing.
+
+Only the code that performs I/O (sending and sleeping) differs between the two
+clients; everything that decides *what* to send, *whether* to retry and *how long*
+to wait lives here, once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from ._constants import (
+    ENV_TOKEN,
+    ENV_URL,
+    INITIAL_RETRY_DELAY,
+    LONG_POLL_READ_MARGIN,
+    MAX_LONG_POLL_WAIT,
+    MAX_RETRY_AFTER,
+    MAX_RETRY_DELAY,
+    NOT_GIVEN,
+    USER_AGENT,
+    WEIGHTS_CACHE_SIZE,
+    NotGiven,
+)
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APITimeoutError,
+    FedrecError,
+)
+
+__all__ = ["BaseClient", "RequestOptions", "Timeout", "path_segment"]
+
+log = logging.getLogger("participant_sdk")
+
+#: What ``timeout=`` accepts: seconds for every phase, a full :class:`httpx.Timeout`,
+#: or ``None`` for no timeout.
+Timeout: TypeAlias = float | httpx.Timeout | None
+
+T = TypeVar("T")
+
+# 408 Request Timeout, 429 Too Many Requests, and every 5xx (502/503/504 above all) are
+# transient. 409 and the other 4xx are answers about the request itself: retrying
+# cannot change them.
+_RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def path_segment(value: object) -> str:
+    """Quote ``value`` as one URL path segment, so an id can never add path components."""
+    return quote(str(value), safe="")
+
+
+@dataclass
+class RequestOptions:
+    """One logical API call; retried attempts re-send the same request."""
+
+    method: str
+    path: str
+    params: Mapping[str, str | int | float] | None = None
+    json: object | None = None
+    content: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: Timeout | NotGiven = NOT_GIVEN
+
+
+@dataclass
+class CachedWeights:
+    """The last weights bytes served for one ``(fid, version)`` and their ``ETag``."""
+
+    etag: str
+    data: bytes
+
+
+class WeightsCache:
+    """A small thread-safe LRU of weights payloads keyed by ``(fid, version)``."""
+
+    def __init__(self, maxsize: int = WEIGHTS_CACHE_SIZE) -> None:
+        self._maxsize = maxsize
+        self._entries: OrderedDict[tuple[str, str], CachedWeights] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> CachedWeights | None:
+        """The cached entry for ``key`` (marking it recently used), or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, str], entry: CachedWeights) -> None:
+        """Store ``entry``, evicting the least recently used beyond ``maxsize``."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+def _resolve(value: str | None, env: str, what: str) -> str:
+    resolved = value if value is not None else os.environ.get(env)
+    if not resolved:
+        raise FedrecError(f"no coordinator {what}: pass {what}= or set the {env} variable")
+    return resolved
+
+
+def _parse_retry_after(headers: httpx.Headers) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), or ``None``."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+class BaseClient:
+    """Configuration and request logic shared by :class:`Client` and :class:`AsyncClient`.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        The coordinator's root URL, e.g. ``"http://localhost:8000"`` (without ``/v1``).
+        Defaults to the ``FEDREC_URL`` environment variable.
+    token : str, optional
+        A bearer token (admin or participant). Defaults to ``FEDREC_TOKEN``.
+    timeout : float, httpx.Timeout or None
+        Default timeout of every request; ``None`` disables it.
+    max_retries : int
+        Retries after the first attempt of a request that failed transiently.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | httpx.URL | None,
+        token: str | None,
+        timeout: Timeout,
+        max_retries: int,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        url = _resolve(None if base_url is None else str(base_url), ENV_URL, "base_url")
+        self.base_url: str = url.rstrip("/")
+        self._token: str = _resolve(token, ENV_TOKEN, "token")
+        self.timeout: Timeout = timeout
+        self.max_retries: int = max_retries
+        self._weights_cache = WeightsCache()
+
+    def __repr__(self) -> str:
+        # Never the token: reprs end up in logs.
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # --- building requests ------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _default_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+
+    def _build_request(
+        self, http: httpx.Client | httpx.AsyncClient, options: RequestOptions
+    ) -> httpx.Request:
+        headers = self._default_headers()
+        headers.update(options.headers)
+        if options.method != "GET" and "Idempotency-Key" not in headers:
+            # Generated once per logical request; every retry re-sends this very request,
+            # so the coordinator can recognise a repeat and answer with the first result.
+            headers["Idempotency-Key"] = str(uuid.uuid4())
+        timeout = self.timeout if isinstance(options.timeout, NotGiven) else options.timeout
+        return http.build_request(
+            options.method,
+            self._url(options.path),
+            params=dict(options.params) if options.params else None,
+            json=options.json,
+            content=options.content,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def _long_poll_timeout(self, wait: float | None, timeout: Timeout | NotGiven) -> Timeout:
+        """The timeout of a long-poll: its read timeout must outlast the server's ``wait``."""
+        base = self.timeout if isinstance(timeout, NotGiven) else timeout
+        if wait is None or base is None:
+            return base
+        base = base if isinstance(base, httpx.Timeout) else httpx.Timeout(base)
+        read = base.read
+        if read is not None:
+            read = max(read, float(wait) + LONG_POLL_READ_MARGIN)
+        return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
+
+    @staticmethod
+    def _wait_param(wait: float) -> int:
+        """The ``?wait=`` value: whole seconds in ``[0, MAX_LONG_POLL_WAIT]``."""
+        return int(max(0.0, min(float(MAX_LONG_POLL_WAIT), wait)))
+
+    # --- retries ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _should_retry(response: httpx.Response) -> bool:
+        status = response.status_code
+        return status in _RETRYABLE_STATUSES or status >= 500
+
+    @staticmethod
+    def _retry_delay(retries_taken: int, response: httpx.Response | None) -> float:
+        """Seconds to wait before retry number ``retries_taken + 1``.
+
+        A server's ``Retry-After`` wins (capped at ``MAX_RETRY_AFTER``); otherwise
+        exponential backoff from ``INITIAL_RETRY_DELAY`` up to ``MAX_RETRY_DELAY``, minus up
+        to 25 % jitter so that many participants do not retry in lockstep.
+        """
+        if response is not None:
+            retry_after = _parse_retry_after(response.headers)
+            if retry_after is not None:
+                return min(retry_after, MAX_RETRY_AFTER)
+        delay = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
+        return delay * (1.0 - 0.25 * random.random())
+
+    def _transport_error(self, err: httpx.RequestError, request: httpx.Request) -> APIError:
+        if isinstance(err, httpx.TimeoutException):
+            return APITimeoutError(request, f"Request timed out: {request.method} {request.url}")
+        return APIConnectionError(
+            request, f"Connection error: {request.method} {request.url}: {err!r}"
+        )
+
+    @staticmethod
+    def _is_retryable_error(err: httpx.RequestError) -> bool:
+        # Transport errors (connect, read, write, pool, timeouts, protocol) are transient;
+        # decoding errors or too many redirects are not.
+        return isinstance(err, httpx.TransportError)
+
+    @staticmethod
+    def _log_retry(request: httpx.Request, delay: float, retries_left: int, reason: str) -> None:
+        log.info(
+            "retrying %s %s in %.2fs after %s (%d retries left)",
+            request.method,
+            request.url,
+            delay,
+            reason,
+            retries_left,
+        )
+
+    # --- parsing ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse(response: httpx.Response, type_: type[T]) -> T:
+        """Validate a JSON body against ``type_``; a mismatch is the server breaking contract."""
+        try:
+            data = response.json()
+        except ValueError as err:
+            raise APIResponseValidationError(
+                f"{response.status_code} response to {response.request.method} "
+                f"{response.request.url} is not JSON",
+                response=response,
+                body=response.text,
+            ) from err
+        try:
+            return _adapter(type_).validate_python(data)
+        except ValidationError as err:
+            raise APIResponseValidationError(
+                f"{response.status_code} response to {response.request.method} "
+                f"{response.request.url} does not match {getattr(type_, '__name__', type_)}: "
+                f"{err}",
+                response=response,
+                body=data,
+            ) from err
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(type_: type[T]) -> TypeAdapter[T]:
+    adapter = _ADAPTERS.get(type_)
+    if adapter is None:
+        adapter = _ADAPTERS[type_] = TypeAdapter(type_)
+    return adapter

@@ -1,0 +1,94 @@
+"""Defaults of the participant SDK client, and the ``NOT_GIVEN`` sentinel.
+
+Every number the client uses for timeouts, retries and long polling is named here so
+it can be read (and overridden per client) in one place.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Final, Literal
+
+import httpx
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "ENV_TOKEN",
+    "ENV_URL",
+    "INITIAL_RETRY_DELAY",
+    "LONG_POLL_MIN_INTERVAL",
+    "LONG_POLL_READ_MARGIN",
+    "MAX_LONG_POLL_WAIT",
+    "MAX_RETRY_AFTER",
+    "MAX_RETRY_DELAY",
+    "NOT_GIVEN",
+    "NotGiven",
+    "USER_AGENT",
+    "WEIGHTS_CACHE_SIZE",
+]
+
+#: Per-request timeout: 60 s to read, write or wait for a pooled connection; 5 s to connect.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
+#: Retries after the first attempt, for connection errors, timeouts, 408, 429 and 5xx.
+DEFAULT_MAX_RETRIES: Final = 2
+#: First backoff delay in seconds; doubles on each retry, with jitter.
+INITIAL_RETRY_DELAY: Final = 0.5
+#: Upper bound of the exponential backoff delay in seconds.
+MAX_RETRY_DELAY: Final = 8.0
+#: Upper bound in seconds on a server's ``Retry-After``: a larger value is clamped to this.
+MAX_RETRY_AFTER: Final = 60.0
+
+#: The coordinator caps ``?wait=`` of the long-poll at this many seconds.
+MAX_LONG_POLL_WAIT: Final = 60
+#: A long-poll request's read timeout exceeds its ``wait`` by at least this many seconds.
+LONG_POLL_READ_MARGIN: Final = 10.0
+#: Seconds between long-polls when the server answers at once with nothing new.
+LONG_POLL_MIN_INTERVAL: Final = 1.0
+
+#: How many downloaded weight payloads a client keeps for ``If-None-Match`` revalidation.
+WEIGHTS_CACHE_SIZE: Final = 8
+
+#: Environment variables read when ``base_url`` or ``token`` is not passed.
+ENV_URL: Final = "FEDREC_URL"
+ENV_TOKEN: Final = "FEDREC_TOKEN"
+
+
+def _sdk_version() -> str:
+    try:
+        return metadata.version("fedrec")
+    except metadata.PackageNotFoundError:  # running from a source checkout
+        return "0+unknown"
+
+
+USER_AGENT: Final = f"fedrec-participant-sdk/{_sdk_version()}"
+
+
+class NotGiven:
+    """The type of :data:`NOT_GIVEN`, the marker of an argument that was not passed.
+
+    It lets ``timeout=None`` (no timeout at all) differ from leaving ``timeout`` out
+    (use the client's default).
+
+    Examples
+    --------
+    >>> client.rounds.list(fid, timeout=None)  # wait as long as it takes
+    >>> client.rounds.list(fid)  # the client's timeout
+    """
+
+    _instance: NotGiven | None = None
+
+    def __new__(cls) -> NotGiven:
+        # A singleton, so ``is NOT_GIVEN`` and ``isinstance(x, NotGiven)`` agree.
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven()

@@ -1,0 +1,29 @@
+"""Resource namespaces of the clients: ``client.federations``, ``client.rounds``, ...
+
+Each resource comes as a sync/async pair with identical methods.
+"""
+
+from .deployment import AsyncDeployments, Deployments
+from .evaluations import AsyncEvaluations, Evaluations
+from .federations import AsyncFederations, Federations
+from .models import AsyncModels, Models
+from .participants import AsyncParticipants, Participants
+from .rounds import AsyncRounds, Rounds
+from .updates import AsyncUpdates, Updates
+
+__all__ = [
+    "AsyncDeployments",
+    "AsyncEvaluations",
+    "AsyncFederations",
+    "AsyncModels",
+    "AsyncParticipants",
+    "AsyncRounds",
+    "AsyncUpdates",
+    "Deployments",
+    "Evaluations",
+    "Federations",
+    "Models",
+    "Participants",
+    "Rounds",
+    "Updates",
+]

@@ -1,0 +1,228 @@
+"""``client.rounds``: read rounds, long-poll for the next one, force aggregation."""
+
+from __future__ import annotations
+
+import builtins
+import math
+import time
+
+from .._base_client import Timeout, path_segment
+from .._constants import LONG_POLL_MIN_INTERVAL, NOT_GIVEN, NotGiven
+from .._exceptions import WaitTimeoutError
+from ..types import ItemList, ModelVersion, Round
+from ._resource import AsyncAPIResource, SyncAPIResource
+
+__all__ = ["AsyncRounds", "Rounds"]
+
+
+def _path(fid: str, suffix: str = "") -> str:
+    return f"/v1/federations/{path_segment(fid)}/rounds{suffix}"
+
+
+def _current_params(wait: float | None, after: int | None) -> dict[str, str | int | float]:
+    params: dict[str, str | int | float] = {}
+    if wait is not None:
+        params["wait"] = wait
+    if after is not None:
+        params["after"] = after
+    return params
+
+
+def _check_wait_args(after: int, timeout: float) -> float:
+    """Validate the arguments of ``wait_for_next``; return its monotonic deadline."""
+    if after < 0:
+        raise ValueError(f"after must be >= 0, got {after}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+    return time.monotonic() + timeout
+
+
+def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float:
+    """Seconds to pause before polling again (0 if the server held the poll as asked).
+
+    A server that answers a long-poll early without news (or a zero ``wait`` near the
+    deadline) would otherwise be polled in a tight loop.
+    """
+    now = time.monotonic()
+    if wait >= 1 and now - started >= wait - 1:
+        return 0.0
+    return max(0.0, min(LONG_POLL_MIN_INTERVAL, deadline - now))
+
+
+def _timed_out(fid: str, after: int, timeout: float) -> WaitTimeoutError:
+    return WaitTimeoutError(
+        f"federation {fid}: no round after {after} within {timeout:g} s", after=after
+    )
+
+
+class Rounds(SyncAPIResource):
+    """The training rounds of a federation."""
+
+    def current(
+        self,
+        fid: str,
+        wait: float | None = None,
+        after: int | None = None,
+        *,
+        timeout: Timeout | NotGiven = NOT_GIVEN,
+    ) -> Round:
+        """The federation's current round, optionally long-polling for a newer one.
+
+        Parameters
+        ----------
+        fid : str
+            The federation id.
+        wait : float, optional
+            Seconds (at most 60, whole seconds) the coordinator may hold the request until
+            the current round's number exceeds ``after`` or the federation stops being
+            active. The read timeout is extended beyond ``wait`` automatically.
+        after : int, optional
+            The round number the caller already knows.
+        timeout : float, httpx.Timeout or None, optional
+            Overrides the client's timeout for this call.
+
+        Returns
+        -------
+        Round
+            The current round (on a long-poll, possibly still ``number <= after``).
+        """
+        wait_s = None if wait is None else self._client._wait_param(wait)
+        return self._client._get(
+            _path(fid, "/current"),
+            Round,
+            params=_current_params(wait_s, after),
+            timeout=self._client._long_poll_timeout(wait_s, timeout),
+        )
+
+    def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+        """Long-poll until a round numbered above ``after`` is current.
+
+        Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to 60 s).
+
+        Parameters
+        ----------
+        fid : str
+            The federation id.
+        after : int
+            The last round number the caller has seen (0 before the first round).
+        timeout : float
+            Give up after this many seconds (``math.inf`` waits as long as it takes).
+
+        Returns
+        -------
+        Round
+            The new current round, with ``number > after``; or, once the federation is no
+            longer active, its last round (``number <= after``): check
+            ``round.number > after`` to tell them apart.
+
+        Raises
+        ------
+        WaitTimeoutError
+            If no newer round appeared within ``timeout`` seconds.
+        """
+        deadline = _check_wait_args(after, timeout)
+        while True:
+            wait = self._client._wait_param(deadline - time.monotonic())
+            started = time.monotonic()
+            current = self.current(fid, wait=wait, after=after)
+            if current.number > after:
+                return current
+            if self._client.federations.get(fid).state != "active":
+                return current
+            if time.monotonic() >= deadline:
+                raise _timed_out(fid, after, timeout)
+            pause = _pause_before_next_poll(wait, started, deadline)
+            if pause > 0:
+                self._client._sleep(pause)
+
+    def list(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> builtins.list[Round]:
+        """Every round of the federation, oldest first."""
+        return self._client._get(_path(fid), ItemList[Round], timeout=timeout).items
+
+    def get(self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Round:
+        """Round number ``n``.
+
+        Raises
+        ------
+        NotFoundError
+            If the round does not exist (``round-not-found``).
+        """
+        return self._client._get(_path(fid, f"/{int(n)}"), Round, timeout=timeout)
+
+    def aggregate(
+        self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+    ) -> ModelVersion:
+        """Close round ``n`` now and aggregate its updates (admin).
+
+        Returns
+        -------
+        ModelVersion
+            The model version the round produced.
+
+        Raises
+        ------
+        RoundNotOpenError
+            If the round is not open.
+        NoUpdatesError
+            If nothing was uploaded for it.
+        """
+        path = _path(fid, f"/{int(n)}/aggregate")
+        return self._client._post(path, ModelVersion, timeout=timeout)
+
+
+class AsyncRounds(AsyncAPIResource):
+    """The training rounds of a federation (async twin of :class:`Rounds`)."""
+
+    async def current(
+        self,
+        fid: str,
+        wait: float | None = None,
+        after: int | None = None,
+        *,
+        timeout: Timeout | NotGiven = NOT_GIVEN,
+    ) -> Round:
+        """The current round, optionally long-polling; see :meth:`Rounds.current`."""
+        wait_s = None if wait is None else self._client._wait_param(wait)
+        return await self._client._get(
+            _path(fid, "/current"),
+            Round,
+            params=_current_params(wait_s, after),
+            timeout=self._client._long_poll_timeout(wait_s, timeout),
+        )
+
+    async def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+        """Long-poll until a round numbered above ``after`` is current.
+
+        See :meth:`Rounds.wait_for_next`.
+        """
+        deadline = _check_wait_args(after, timeout)
+        while True:
+            wait = self._client._wait_param(deadline - time.monotonic())
+            started = time.monotonic()
+            current = await self.current(fid, wait=wait, after=after)
+            if current.number > after:
+                return current
+            if (await self._client.federations.get(fid)).state != "active":
+                return current
+            if time.monotonic() >= deadline:
+                raise _timed_out(fid, after, timeout)
+            pause = _pause_before_next_poll(wait, started, deadline)
+            if pause > 0:
+                await self._client._sleep(pause)
+
+    async def list(
+        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+    ) -> builtins.list[Round]:
+        """Every round of the federation, oldest first."""
+        return (await self._client._get(_path(fid), ItemList[Round], timeout=timeout)).items
+
+    async def get(self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Round:
+        """Round number ``n``."""
+        return await self._client._get(_path(fid, f"/{int(n)}"), Round, timeout=timeout)
+
+    async def aggregate(
+        self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+    ) -> ModelVersion:
+        """Close round ``n`` now and aggregate its updates (admin)."""
+        path = _path(fid, f"/{int(n)}/aggregate")
+        return await self._client._post(path, ModelVersion, timeout=timeout)

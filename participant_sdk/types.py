@@ -1,0 +1,372 @@
+"""Response models of the coordinator's REST API v1 (see ``docs/api.md``).
+
+These are the SDK's own copies of the wire schemas: the SDK never imports the
+coordinator. Every model accepts fields it does not know (``extra="allow"``), so an
+older SDK keeps working against a newer coordinator; unknown fields stay readable
+through ``model_extra``. The federation specs (:class:`ModelSpec`, :class:`RoundPolicy`,
+...) are also what ``client.federations.create()`` accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BaseAPIModel",
+    "DeployPolicy",
+    "Deployment",
+    "EnrolledParticipant",
+    "Evaluation",
+    "Federation",
+    "FederationState",
+    "Health",
+    "MetricsRow",
+    "ModelSpec",
+    "ModelVersion",
+    "Participant",
+    "ParticipantState",
+    "PrivacyPolicy",
+    "Receipt",
+    "Round",
+    "RoundPolicy",
+    "RoundState",
+    "Split",
+    "StrategySpec",
+    "Target",
+]
+
+FederationState = Literal["active", "completed"]
+ParticipantState = Literal["active", "revoked"]
+RoundState = Literal["open", "aggregating", "closed", "failed"]
+Split = Literal["validation", "test"]
+
+T = TypeVar("T")
+
+
+class BaseAPIModel(BaseModel):
+    """Base of every SDK model: tolerant of extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- federation configuration (request and response) --------------------------------------
+
+
+class ModelSpec(BaseAPIModel):
+    """The model a federation trains, e.g. matrix factorisation (``kind="mf"``).
+
+    Attributes
+    ----------
+    kind : str
+        Model family; ``"mf"`` for matrix factorisation.
+    num_items : int
+        Rows of the item tables (the catalog size).
+    dim : int
+        Latent dimension.
+    seed, init_scale
+        Initialisation of version 0; the coordinator's defaults when ``None``.
+    """
+
+    kind: str
+    num_items: int
+    dim: int
+    seed: int | None = None
+    init_scale: float | None = None
+
+
+class StrategySpec(BaseAPIModel):
+    """How updates are aggregated, e.g. ``name="fedavg"`` with ``server_lr``."""
+
+    name: str | None = None
+    server_lr: float | None = None
+
+
+class RoundPolicy(BaseAPIModel):
+    """When rounds close: quorum, round budget, deadline, and what to do below quorum."""
+
+    min_participants: int | None = None
+    max_rounds: int | None = None
+    deadline_seconds: float | None = None
+    below_quorum: str | None = None
+
+
+class Target(BaseAPIModel):
+    """Stop once the aggregated validation ``metric`` reaches ``value``."""
+
+    metric: str
+    value: float
+
+
+class DeployPolicy(BaseAPIModel):
+    """Which version gets deployed, e.g. ``policy="best"`` by ``metric="ndcg@10"``."""
+
+    policy: str | None = None
+    metric: str | None = None
+
+
+class PrivacyPolicy(BaseAPIModel):
+    """Privacy limits applied to every update, e.g. an L2 norm bound."""
+
+    max_update_norm: float | None = None
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+class Health(BaseAPIModel):
+    """``GET /healthz``: ``status`` is ``"ok"`` when the coordinator serves."""
+
+    status: str
+
+
+class Federation(BaseAPIModel):
+    """One joint training job.
+
+    Attributes
+    ----------
+    id : str
+        The federation id (``fid`` in every other call).
+    name : str
+        Human-readable name.
+    state : {"active", "completed"}
+        ``completed`` once the target or the round budget is reached.
+    current_round : int or None
+        The open round's number; ``None`` once completed.
+    latest_version : int
+        The newest model version (0 is the initial model).
+    deployed_version : int or None
+        The live version, if any.
+    participant_count : int
+        Enrolled participants.
+    created_at : datetime
+        Creation time.
+    model, strategy, rounds, target, deploy, privacy
+        The configuration the federation was created with.
+    """
+
+    id: str
+    name: str
+    state: FederationState
+    current_round: int | None = None
+    latest_version: int
+    deployed_version: int | None = None
+    participant_count: int = 0
+    created_at: datetime
+    model: ModelSpec
+    strategy: StrategySpec | None = None
+    rounds: RoundPolicy | None = None
+    target: Target | None = None
+    deploy: DeployPolicy | None = None
+    privacy: PrivacyPolicy | None = None
+
+
+class Participant(BaseAPIModel):
+    """An enrolled organisation or device.
+
+    Attributes
+    ----------
+    id : str
+        The participant id.
+    name : str
+        Its name.
+    state : {"active", "revoked"}
+        Revoked participants can no longer call the API.
+    created_at : datetime
+        Enrolment time.
+    """
+
+    id: str
+    name: str
+    state: ParticipantState
+    created_at: datetime
+
+
+class EnrolledParticipant(Participant):
+    """A participant just enrolled, with its bearer token (shown only this once).
+
+    Attributes
+    ----------
+    token : str
+        The participant's bearer token; hand it to the participant over a secure
+        channel. It is left out of ``repr()`` so it does not end up in logs.
+    """
+
+    token: str = Field(repr=False)
+
+
+class Round(BaseAPIModel):
+    """One training round of a federation.
+
+    Attributes
+    ----------
+    number : int
+        1, 2, ... within the federation.
+    state : {"open", "aggregating", "closed", "failed"}
+        Uploads are accepted while ``open``.
+    base_version : int
+        The model version participants train from in this round.
+    update_count : int
+        Updates received so far.
+    result_version : int or None
+        The version this round produced, once closed.
+    opened_at, closed_at, deadline_at : datetime or None
+        Timestamps; ``deadline_at`` is ``None`` without a deadline.
+    """
+
+    number: int
+    state: RoundState
+    base_version: int
+    update_count: int = 0
+    result_version: int | None = None
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+
+class ModelVersion(BaseAPIModel):
+    """An immutable, content-addressed global model.
+
+    Attributes
+    ----------
+    version : int
+        0 is the initial model; each closed round adds one.
+    round : int or None
+        The round that produced it (``None`` for version 0).
+    parent : int or None
+        The version it was aggregated from (``None`` for version 0).
+    sha256 : str
+        Hex digest of the weights bytes (also their ``ETag``).
+    chain_hash : str
+        Hash chain over the lineage (see ``docs/api.md``).
+    size : int
+        Size of the weights in bytes.
+    created_at : datetime
+        Creation time.
+    contributors : list of str
+        Sorted sha256s of the updates aggregated into it.
+    """
+
+    version: int
+    round: int | None = None
+    parent: int | None = None
+    sha256: str
+    chain_hash: str
+    size: int
+    created_at: datetime
+    contributors: list[str] = Field(default_factory=list)
+
+
+class Receipt(BaseAPIModel):
+    """The coordinator's acknowledgement of an update: it is durable once this exists.
+
+    Attributes
+    ----------
+    update_id : str
+        Id of the stored update.
+    round : int
+        The round it counts for.
+    sha256 : str
+        Hex digest of the uploaded bytes.
+    size : int
+        Bytes uploaded.
+    num_examples : int
+        The weight of the update in FedAvg.
+    received_at : datetime
+        When the coordinator stored it.
+    """
+
+    update_id: str
+    round: int
+    sha256: str
+    size: int
+    num_examples: int
+    received_at: datetime
+
+
+class Evaluation(BaseAPIModel):
+    """One participant's metrics for one model version and split.
+
+    Attributes
+    ----------
+    version : int
+        The model version evaluated.
+    split : {"validation", "test"}
+        Which local split.
+    metrics : dict of str to float
+        E.g. ``{"ndcg@10": 0.04}``.
+    num_users : int
+        Users evaluated (the weight in the aggregate).
+    participant_id : str
+        Who reported it.
+    created_at : datetime
+        When it was reported.
+    """
+
+    version: int
+    split: str
+    metrics: dict[str, float]
+    num_users: int
+    participant_id: str
+    created_at: datetime
+
+
+class MetricsRow(BaseAPIModel):
+    """Aggregated metrics of one model version on one split, weighted by ``num_users``.
+
+    Attributes
+    ----------
+    version : int
+        The model version.
+    round : int or None
+        The round that produced it.
+    split : str
+        ``"validation"`` or ``"test"``.
+    metrics : dict of str to float
+        The ``num_users``-weighted averages.
+    num_users : int
+        Users over all reports.
+    participants : int
+        How many participants reported.
+    """
+
+    version: int
+    round: int | None = None
+    split: str
+    metrics: dict[str, float]
+    num_users: int
+    participants: int
+
+
+class Deployment(BaseAPIModel):
+    """The live model version of a federation.
+
+    Attributes
+    ----------
+    version : int
+        The deployed model version.
+    policy : str, dict or None
+        The deploy policy that applies.
+    deployed_at : datetime or None
+        When this version went live.
+    deployed_by : str or None
+        Who promoted it (the admin or the policy).
+    history : list of dict
+        Earlier promotions and roll-backs, as the coordinator reports them.
+    """
+
+    version: int
+    policy: str | dict[str, Any] | None = None
+    deployed_at: datetime | None = None
+    deployed_by: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ItemList(BaseModel, Generic[T]):
+    """The ``{"items": [...]}`` envelope of every list endpoint (internal)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[T]
