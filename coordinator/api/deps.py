@@ -1,0 +1,48 @@
+"""Request dependencies as ``Annotated`` aliases, defined once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coordinator.domain.auth import Principal, authenticate
+from coordinator.domain.context import Context
+from coordinator.worker import RoundWorker
+
+__all__ = ["AdminDep", "ContextDep", "PrincipalDep", "WorkerDep"]
+
+_bearer = HTTPBearer(auto_error=False, description="Admin or participant token.")
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+def get_worker(request: Request) -> RoundWorker:
+    worker: RoundWorker = request.app.state.worker
+    return worker
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+WorkerDep = Annotated[RoundWorker, Depends(get_worker)]
+
+
+def get_principal(
+    ctx: ContextDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return authenticate(ctx, credentials.credentials if credentials else None)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_admin(principal: PrincipalDep) -> Principal:
+    principal.require_admin()
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,162 @@
+"""Every error leaves as RFC 9457 ``application/problem+json``.
+
+Domain errors carry their status and slug; infrastructure errors are mapped here
+centrally: request validation -> 422, integrity errors -> 409, a locked or
+unreachable database -> 503 (retryable), anything else -> 500 with the traceback
+logged server-side only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coordinator.domain.errors import CoordinatorError
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "problem_response"]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("fedrec.api")
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Validation error"),
+}
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:fedrec:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(extra)
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return (
+        "database is locked" in text
+        or "database is busy" in text
+        or "could not serialize" in text
+        or "deadlock detected" in text
+        or exc.connection_invalidated
+    )
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CoordinatorError)
+    async def _domain(request: Request, exc: CoordinatorError) -> JSONResponse:
+        return problem_response(
+            request,
+            status=exc.status_code,
+            slug=exc.slug,
+            title=exc.title,
+            detail=exc.detail,
+            headers=exc.headers,
+            **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return problem_response(
+            request,
+            status=422,
+            slug="validation-error",
+            title="Validation error",
+            detail=f"{where}: {first['msg']}",
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem_response(
+            request,
+            status=exc.status_code,
+            slug=slug,
+            title=title,
+            detail=str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error on %s: %s", request.url.path, exc.orig)
+        return problem_response(
+            request,
+            status=409,
+            slug="conflict",
+            title="Conflict",
+            detail="the request conflicts with the current state; read it and retry",
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+        if _is_retryable(exc):
+            return _unavailable(request)
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _is_retryable(exc):
+            return _unavailable(request)
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request,
+            status=500,
+            slug="internal-error",
+            title="Internal error",
+            detail="the coordinator failed unexpectedly; the error is in its log",
+        )
+
+
+def _unavailable(request: Request) -> JSONResponse:
+    return problem_response(
+        request,
+        status=503,
+        slug="service-unavailable",
+        title="Service unavailable",
+        detail="the database is busy; retry shortly",
+        headers={"Retry-After": "1"},
+    )

@@ -1,0 +1,44 @@
+"""Federated evaluation: participants report metrics; the aggregate per version."""
+
+from fastapi import APIRouter, status
+
+from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.schemas import (
+    Evaluation,
+    EvaluationCreate,
+    MetricsHistory,
+    MetricsRow,
+)
+from coordinator.domain import evaluation
+
+router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
+
+
+@router.post(
+    "/models/{version}/evaluations", status_code=status.HTTP_201_CREATED, response_model=Evaluation
+)
+def submit_evaluation(
+    federation_id: str,
+    version: int,
+    body: EvaluationCreate,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+) -> Evaluation:
+    """Report this participant's metrics for a version on its validation or test split."""
+    row = evaluation.submit_evaluation(
+        ctx,
+        principal,
+        federation_id,
+        version,
+        split=body.split,
+        metrics=body.metrics,
+        num_users=body.num_users,
+    )
+    return Evaluation.model_validate(row)
+
+
+@router.get("/metrics", response_model=MetricsHistory)
+def get_metrics(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> MetricsHistory:
+    """Aggregated metrics per version and split, weighted by users evaluated."""
+    rows = evaluation.aggregated_metrics(ctx, principal, federation_id)
+    return MetricsHistory(items=[MetricsRow.model_validate(r) for r in rows])

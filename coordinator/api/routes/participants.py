@@ -1,0 +1,51 @@
+"""Participants: enrol, list, revoke, who-am-I."""
+
+from fastapi import APIRouter, status
+
+from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
+from coordinator.api.schemas import (
+    EnrolledParticipant,
+    Participant,
+    ParticipantCreate,
+    ParticipantList,
+)
+from coordinator.domain import federations
+
+router = APIRouter(prefix="/federations/{federation_id}/participants", tags=["participants"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EnrolledParticipant)
+def enrol_participant(
+    federation_id: str, body: ParticipantCreate, ctx: ContextDep, admin: AdminDep
+) -> EnrolledParticipant:
+    """Enrol a participant; the response carries its token, shown only this once."""
+    participant, token = federations.enrol_participant(ctx, admin, federation_id, name=body.name)
+    return EnrolledParticipant(
+        id=participant.id,
+        name=participant.name,
+        state=participant.state,
+        created_at=participant.created_at,
+        token=token,
+    )
+
+
+@router.get("", response_model=ParticipantList)
+def list_participants(federation_id: str, ctx: ContextDep, admin: AdminDep) -> ParticipantList:
+    """List the federation's participants (never their tokens)."""
+    rows = federations.list_participants(ctx, admin, federation_id)
+    return ParticipantList(items=[Participant.model_validate(r) for r in rows])
+
+
+@router.get("/me", response_model=Participant)
+def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Participant:
+    """The calling participant."""
+    return Participant.model_validate(federations.get_participant(ctx, principal, federation_id))
+
+
+@router.delete("/{participant_id}", response_model=Participant)
+def revoke_participant(
+    federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
+) -> Participant:
+    """Revoke a participant: its token stops working at once."""
+    row = federations.revoke_participant(ctx, admin, federation_id, participant_id)
+    return Participant.model_validate(row)

@@ -1,0 +1,257 @@
+"""Request and response schemas of the REST API (v1), named by role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from coordinator.domain.specs import (
+    DeployPolicy,
+    ModelSpec,
+    PrivacyPolicy,
+    RoundPolicy,
+    StrategySpec,
+    TargetSpec,
+)
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RequestSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FederationCreate(RequestSchema):
+    name: str = Field(min_length=1, max_length=200)
+    model: ModelSpec
+    strategy: StrategySpec = StrategySpec()
+    rounds: RoundPolicy = RoundPolicy()
+    catalog: list[str] | None = Field(
+        default=None,
+        description="External item ids (num_items of them); row i of the model is catalog[i].",
+    )
+    target: TargetSpec | None = None
+    deploy: DeployPolicy = DeployPolicy()
+    privacy: PrivacyPolicy = PrivacyPolicy()
+
+    @model_validator(mode="after")
+    def _catalog_matches_model(self) -> FederationCreate:
+        if self.catalog is not None:
+            if len(self.catalog) != self.model.num_items:
+                raise ValueError(
+                    f"catalog has {len(self.catalog)} ids but model.num_items is "
+                    f"{self.model.num_items}"
+                )
+            if len(set(self.catalog)) != len(self.catalog):
+                raise ValueError("catalog ids must be distinct")
+        return self
+
+
+class Federation(Schema):
+    id: str
+    name: str
+    state: Literal["active", "completed"]
+    model: ModelSpec
+    strategy: StrategySpec
+    rounds: RoundPolicy
+    target: TargetSpec | None
+    deploy: DeployPolicy
+    privacy: PrivacyPolicy
+    current_round: int | None = Field(description="Open round number; null once completed.")
+    latest_version: int
+    deployed_version: int | None
+    participant_count: int
+    created_at: datetime
+
+
+class FederationList(Schema):
+    items: list[Federation]
+
+
+class Catalog(Schema):
+    items: list[str]
+
+
+class ParticipantCreate(RequestSchema):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Participant(Schema):
+    id: str
+    name: str
+    state: Literal["active", "revoked"]
+    created_at: datetime
+
+
+class EnrolledParticipant(Participant):
+    token: str = Field(description="Bearer token of this participant; shown only once.")
+
+
+class ParticipantList(Schema):
+    items: list[Participant]
+
+
+class Round(Schema):
+    number: int
+    state: Literal["open", "aggregating", "closed", "failed"]
+    base_version: int
+    update_count: int
+    result_version: int | None
+    opened_at: datetime
+    closed_at: datetime | None
+    deadline_at: datetime | None
+
+
+class RoundList(Schema):
+    items: list[Round]
+
+
+class Receipt(Schema):
+    update_id: str
+    round: int
+    sha256: str
+    size: int
+    num_examples: int
+    received_at: datetime
+
+
+class ModelVersion(Schema):
+    version: int
+    round: int | None
+    parent: int | None
+    sha256: str
+    chain_hash: str
+    size: int
+    created_at: datetime
+    contributors: list[str]
+
+
+class ModelVersionList(Schema):
+    items: list[ModelVersion]
+
+
+class EvaluationCreate(RequestSchema):
+    split: Literal["validation", "test"]
+    metrics: dict[str, float] = Field(
+        description="Metric name (e.g. `ndcg@10`) to value in [0, 1].", min_length=1
+    )
+    num_users: int = Field(gt=0, description="Users evaluated; the weight of these figures.")
+
+    @model_validator(mode="after")
+    def _metrics_in_range(self) -> EvaluationCreate:
+        import re
+
+        from coordinator.domain.specs import METRIC_PATTERN
+
+        for name, value in self.metrics.items():
+            if not re.match(METRIC_PATTERN, name):
+                raise ValueError(f"unknown metric name {name!r}; use e.g. 'ndcg@10', 'hr@10'")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"metric {name!r} must lie in [0, 1], got {value}")
+        return self
+
+
+class Evaluation(Schema):
+    version: int
+    split: str
+    metrics: dict[str, float]
+    num_users: int
+    participant_id: str
+    created_at: datetime
+
+
+class MetricsRow(Schema):
+    version: int
+    round: int | None
+    split: str
+    metrics: dict[str, float]
+    num_users: int
+    participants: int
+
+
+class MetricsHistory(Schema):
+    items: list[MetricsRow]
+
+
+class DeploymentCreate(RequestSchema):
+    version: int = Field(ge=0)
+
+
+class DeploymentEvent(Schema):
+    version: int
+    actor: str
+    reason: str
+    metric_value: float | None
+    created_at: datetime
+
+
+class Deployment(Schema):
+    version: int
+    policy: str
+    deployed_at: datetime
+    deployed_by: str
+    history: list[DeploymentEvent]
+
+
+class Health(Schema):
+    status: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:fedrec:problem:round-closed"])
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def federation_out(view: Any) -> Federation:
+    row = view.row
+    return Federation(
+        id=row.id,
+        name=row.name,
+        state=row.state,
+        model=ModelSpec.model_validate(row.model_spec),
+        strategy=StrategySpec.model_validate(row.strategy),
+        rounds=RoundPolicy.model_validate(row.round_policy),
+        target=TargetSpec.model_validate(row.target) if row.target else None,
+        deploy=DeployPolicy.model_validate(row.deploy_policy),
+        privacy=PrivacyPolicy.model_validate(row.privacy),
+        current_round=row.current_round,
+        latest_version=row.latest_version,
+        deployed_version=view.deployed_version,
+        participant_count=view.participant_count,
+        created_at=row.created_at,
+    )
+
+
+def model_version_out(row: Any) -> ModelVersion:
+    return ModelVersion(
+        version=row.version,
+        round=row.round_number,
+        parent=row.parent,
+        sha256=row.sha256,
+        chain_hash=row.chain_hash,
+        size=row.size,
+        created_at=row.created_at,
+        contributors=list(row.contributors),
+    )
+
+
+def receipt_out(row: Any) -> Receipt:
+    return Receipt(
+        update_id=row.id,
+        round=row.round_number,
+        sha256=row.sha256,
+        size=row.size,
+        num_examples=row.num_examples,
+        received_at=row.received_at,
+    )

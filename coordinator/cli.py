@@ -1,0 +1,129 @@
+"""The ``fedrec`` command line: serve, migrate, verify-lineage (and the simulation jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> object:
+    try:
+        from coordinator.config import Settings
+    except ImportError as exc:  # the SDK-only install has no server dependencies
+        raise SystemExit(
+            f"the coordinator needs the server extra: pip install 'fedrec[server]' ({exc})"
+        ) from exc
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coordinator.app import create_app
+    from coordinator.bootstrap import load_secrets
+    from coordinator.config import Settings
+    from coordinator.migrate import upgrade
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    secrets = load_secrets(settings)  # creates the data directory on first start
+    upgrade(settings.resolved_database_url)
+    print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    print(f"  data directory: {settings.data_dir.resolve()}")
+    print(f"  database:       {_redact(settings.resolved_database_url)}")
+    print(f"  blobs:          {settings.blob_dir.resolve()}")
+    if secrets.admin_token_file is not None:
+        state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
+        print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
+    else:
+        print("  admin token:    from FEDREC_ADMIN_TOKEN")
+    sys.stdout.flush()
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from coordinator.config import Settings
+    from coordinator.migrate import upgrade
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    print(f"database at head: {_redact(settings.resolved_database_url)}")
+    return 0
+
+
+def cmd_verify_lineage(args: argparse.Namespace) -> int:
+    from coordinator.app import build_context
+    from coordinator.config import Settings
+    from coordinator.domain.lineage import verify_lineage
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    report = verify_lineage(build_context(settings), args.federation_id)
+    if report.checked == 0 and report.ok:
+        print(f"federation {args.federation_id}: no model versions found", file=sys.stderr)
+        return 2
+    if report.ok:
+        print(f"lineage ok: {report.checked} versions verified")
+        return 0
+    print(f"lineage broken at version {report.bad_version}: {report.reason}", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
+    serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
+    serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")
+    migrate.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    verify = sub.add_parser(
+        "verify-lineage",
+        help="recompute a federation's hash chain; exit 1 naming the first bad version",
+    )
+    verify.add_argument("federation_id")
+    verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    verify.set_defaults(func=cmd_verify_lineage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Coordinator settings: one pydantic-settings class, every variable prefixed ``FEDREC_``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Environment", "Settings"]
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Everything the coordinator can be configured with (env vars or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDREC_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    data_dir: Path = Field(
+        default=Path("fedrec-data"),
+        description="Holds the blob folder, the embedded SQLite database and generated secrets.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file in data_dir. "
+        "postgresql://... is switched to the psycopg 3 driver.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Admin bearer token; generated into data_dir/admin_token if unset.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the token hashes; generated into data_dir/secret_key if unset. "
+        "Replicas sharing a database must share it.",
+    )
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    aggregation_lease_seconds: float = Field(default=300.0, gt=0)
+    timer_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
+    )
+    sqlite_busy_timeout_ms: int = 15_000
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fedrec.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

@@ -1,0 +1,24 @@
+"""What domain services need from the outside world, passed explicitly."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.store.blobs import BlobStore
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    """Session factory, blob store and identity of this coordinator process."""
+
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    secret_key: bytes
+    admin_token_hash: str
+    lease_seconds: float = 300.0
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)

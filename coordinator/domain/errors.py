@@ -1,0 +1,135 @@
+"""Domain errors: one root, each subclass carries its HTTP status and problem slug.
+
+The API layer renders every subclass as RFC 9457 ``application/problem+json``
+with ``type = urn:fedrec:problem:<slug>``; ``extra`` becomes extension members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "CoordinatorError",
+    "Conflict",
+    "FederationCompleted",
+    "Forbidden",
+    "FutureRound",
+    "InvalidUpdate",
+    "NoUpdates",
+    "NotFound",
+    "ParticipantRevoked",
+    "PayloadTooLarge",
+    "RoundClosed",
+    "RoundNotOpen",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpdateConflict",
+    "ValidationFailed",
+]
+
+
+class CoordinatorError(Exception):
+    status_code: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class Unauthorized(CoordinatorError):
+    status_code = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class ParticipantRevoked(Unauthorized):
+    slug = "participant-revoked"
+    title = "Participant revoked"
+
+
+class Forbidden(CoordinatorError):
+    status_code = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(CoordinatorError):
+    status_code = 404
+    slug = "not-found"
+    title = "Not found"
+
+    def __init__(self, detail: str, *, slug: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        if slug:
+            self.slug = slug  # type: ignore[misc]
+
+
+class Conflict(CoordinatorError):
+    status_code = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class RoundClosed(Conflict):
+    slug = "round-closed"
+    title = "Round closed"
+
+
+class FutureRound(Conflict):
+    slug = "future-round"
+    title = "Round not open yet"
+
+
+class UpdateConflict(Conflict):
+    slug = "update-conflict"
+    title = "A different update was already accepted"
+
+
+class RoundNotOpen(Conflict):
+    slug = "round-not-open"
+    title = "Round not open"
+
+
+class NoUpdates(Conflict):
+    slug = "no-updates"
+    title = "Round has no updates"
+
+
+class FederationCompleted(Conflict):
+    slug = "federation-completed"
+    title = "Federation completed"
+
+
+class PayloadTooLarge(CoordinatorError):
+    status_code = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(CoordinatorError):
+    status_code = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class InvalidUpdate(CoordinatorError):
+    status_code = 422
+    slug = "invalid-update"
+    title = "Invalid update"
+
+
+class ValidationFailed(CoordinatorError):
+    status_code = 422
+    slug = "validation-error"
+    title = "Validation error"
+
+
+class ServiceUnavailable(CoordinatorError):
+    status_code = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"

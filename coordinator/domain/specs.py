@@ -1,0 +1,85 @@
+"""Federation policies as validated value objects (pydantic, no web framework).
+
+The API reuses these as request schemas, so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from participant_sdk.wire import TensorSpec, mf_spec
+
+__all__ = [
+    "DeployPolicy",
+    "ModelSpec",
+    "PrivacyPolicy",
+    "RoundPolicy",
+    "StrategySpec",
+    "TargetSpec",
+]
+
+METRIC_PATTERN = r"^(ndcg|hr|precision|recall|sampled_ndcg|sampled_hr)@[1-9][0-9]*$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Spec):
+    kind: Literal["mf"] = Field(description="Model family; `mf` = matrix factorisation.")
+    num_items: int = Field(gt=0, le=50_000_000, description="Rows of the item tables.")
+    dim: int = Field(gt=0, le=4096, description="Latent dimension of the item factors.")
+    seed: int = Field(default=0, ge=0, description="Seed of the initial item factors.")
+    init_scale: float = Field(
+        default=0.01,
+        ge=0,
+        le=10,
+        description="Std of the initial item factors (biases start at 0).",
+    )
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> ModelSpec:
+        if self.num_items * self.dim > 500_000_000:
+            raise ValueError("num_items * dim must be at most 5e8 parameters")
+        return self
+
+    def tensors(self) -> dict[str, TensorSpec]:
+        return mf_spec(num_items=self.num_items, dim=self.dim)
+
+
+class StrategySpec(_Spec):
+    name: Literal["fedavg"] = "fedavg"
+    server_lr: float = Field(
+        default=1.0, gt=0, le=1000, description="Scale of the averaged delta (1 = plain FedAvg)."
+    )
+
+
+class RoundPolicy(_Spec):
+    min_participants: int = Field(default=1, ge=1, description="Quorum for deadline closes.")
+    max_rounds: int = Field(default=10, ge=1, le=100_000, description="Rounds producing a version.")
+    deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Round deadline counted from its opening; none = no deadline.",
+    )
+    below_quorum: Literal["extend", "fail"] = Field(
+        default="extend", description="At a deadline below quorum: extend it, or fail the round."
+    )
+
+
+class TargetSpec(_Spec):
+    metric: str = Field(pattern=METRIC_PATTERN, description="e.g. `ndcg@10`.")
+    value: float = Field(description="Stop once the aggregated validation metric reaches this.")
+
+
+class DeployPolicy(_Spec):
+    policy: Literal["best", "latest", "none"] = "best"
+    metric: str = Field(default="ndcg@10", pattern=METRIC_PATTERN)
+
+
+class PrivacyPolicy(_Spec):
+    max_update_norm: float | None = Field(
+        default=None, gt=0, description="Reject updates whose global L2 norm exceeds this."
+    )

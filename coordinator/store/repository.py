@@ -1,0 +1,251 @@
+"""Repositories: every SQL statement of the coordinator lives here.
+
+Each repository wraps one session; the caller owns the transaction. Queries are
+written once for SQLite and PostgreSQL; row locks (``FOR UPDATE``) are ignored by
+SQLite, where ``BEGIN IMMEDIATE`` already serialises writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from coordinator.store.models import (
+    Deployment,
+    Evaluation,
+    Federation,
+    ModelVersion,
+    Participant,
+    Round,
+    Update,
+)
+
+__all__ = [
+    "DeploymentRepository",
+    "EvaluationRepository",
+    "FederationRepository",
+    "ModelVersionRepository",
+    "ParticipantRepository",
+    "RoundRepository",
+    "UpdateRepository",
+]
+
+
+class _Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, obj: object) -> None:
+        self.session.add(obj)
+        self.session.flush()
+
+
+class FederationRepository(_Repository):
+    def get(self, federation_id: str, *, for_update: bool = False) -> Federation | None:
+        stmt = select(Federation).where(Federation.id == federation_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def list(self, ids: Sequence[str] | None = None) -> Sequence[Federation]:
+        stmt = select(Federation).order_by(Federation.created_at, Federation.id)
+        if ids is not None:
+            stmt = stmt.where(Federation.id.in_(ids))
+        return self.session.scalars(stmt).all()
+
+    def active_ids(self) -> Sequence[str]:
+        return self.session.scalars(select(Federation.id).where(Federation.state == "active")).all()
+
+
+class ParticipantRepository(_Repository):
+    def get(self, participant_id: str) -> Participant | None:
+        return self.session.get(Participant, participant_id)
+
+    def get_by_token_hash(self, token_hash: str) -> Participant | None:
+        return self.session.scalars(
+            select(Participant).where(Participant.token_hash == token_hash)
+        ).one_or_none()
+
+    def list(self, federation_id: str) -> Sequence[Participant]:
+        return self.session.scalars(
+            select(Participant)
+            .where(Participant.federation_id == federation_id)
+            .order_by(Participant.created_at, Participant.id)
+        ).all()
+
+    def active_ids(self, federation_id: str) -> set[str]:
+        return set(
+            self.session.scalars(
+                select(Participant.id).where(
+                    Participant.federation_id == federation_id, Participant.state == "active"
+                )
+            )
+        )
+
+    def count(self, federation_id: str) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Participant)
+                .where(Participant.federation_id == federation_id)
+            )
+            or 0
+        )
+
+
+class RoundRepository(_Repository):
+    def get(self, federation_id: str, number: int, *, for_update: bool = False) -> Round | None:
+        stmt = select(Round).where(Round.federation_id == federation_id, Round.number == number)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def list(self, federation_id: str) -> Sequence[Round]:
+        return self.session.scalars(
+            select(Round).where(Round.federation_id == federation_id).order_by(Round.number)
+        ).all()
+
+    def claim_for_aggregation(
+        self, round_id: str, *, owner: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Compare-and-set ``open -> aggregating`` (or take over an expired lease)."""
+        result = self.session.execute(
+            update(Round)
+            .where(
+                Round.id == round_id,
+                (Round.state == "open")
+                | ((Round.state == "aggregating") & (Round.lease_expires_at < now)),
+            )
+            .values(state="aggregating", lease_owner=owner, lease_expires_at=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def close_if_owned(
+        self, round_id: str, *, owner: str, result_version: int, closed_at: datetime
+    ) -> bool:
+        """Compare-and-set ``aggregating -> closed``; false if the lease was lost."""
+        result = self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, Round.state == "aggregating", Round.lease_owner == owner)
+            .values(
+                state="closed",
+                result_version=result_version,
+                closed_at=closed_at,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def release(self, round_id: str, *, owner: str) -> None:
+        """Give a claimed round back (``aggregating -> open``) after a failed attempt."""
+        self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, Round.state == "aggregating", Round.lease_owner == owner)
+            .values(state="open", lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    def due(self, now: datetime) -> Sequence[Round]:
+        """Rounds that need the timer: deadline passed, or an aggregation lease expired."""
+        return self.session.scalars(
+            select(Round)
+            .where(
+                ((Round.state == "open") & (Round.deadline_at.is_not(None)))
+                & (Round.deadline_at <= now)
+                | ((Round.state == "aggregating") & (Round.lease_expires_at < now))
+            )
+            .order_by(Round.federation_id, Round.number)
+        ).all()
+
+    def open_rounds(self) -> Sequence[Round]:
+        return self.session.scalars(select(Round).where(Round.state == "open")).all()
+
+
+class UpdateRepository(_Repository):
+    def get(self, round_id: str, participant_id: str) -> Update | None:
+        return self.session.scalars(
+            select(Update).where(
+                Update.round_id == round_id, Update.participant_id == participant_id
+            )
+        ).one_or_none()
+
+    def for_round(self, round_id: str) -> Sequence[Update]:
+        """Updates of a round in the fixed aggregation order (participant id)."""
+        return self.session.scalars(
+            select(Update).where(Update.round_id == round_id).order_by(Update.participant_id)
+        ).all()
+
+    def count_all(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
+
+
+class ModelVersionRepository(_Repository):
+    def get(self, federation_id: str, version: int) -> ModelVersion | None:
+        return self.session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.federation_id == federation_id, ModelVersion.version == version
+            )
+        ).one_or_none()
+
+    def list(self, federation_id: str) -> Sequence[ModelVersion]:
+        return self.session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.federation_id == federation_id)
+            .order_by(ModelVersion.version)
+        ).all()
+
+    def count_for_round(self, federation_id: str, round_number: int) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(
+                    ModelVersion.federation_id == federation_id,
+                    ModelVersion.round_number == round_number,
+                )
+            )
+            or 0
+        )
+
+
+class EvaluationRepository(_Repository):
+    def get(
+        self, federation_id: str, version: int, split: str, participant_id: str
+    ) -> Evaluation | None:
+        return self.session.scalars(
+            select(Evaluation).where(
+                Evaluation.federation_id == federation_id,
+                Evaluation.version == version,
+                Evaluation.split == split,
+                Evaluation.participant_id == participant_id,
+            )
+        ).one_or_none()
+
+    def list(self, federation_id: str) -> Sequence[Evaluation]:
+        return self.session.scalars(
+            select(Evaluation)
+            .where(Evaluation.federation_id == federation_id)
+            .order_by(Evaluation.version, Evaluation.split, Evaluation.participant_id)
+        ).all()
+
+
+class DeploymentRepository(_Repository):
+    def history(self, federation_id: str) -> Sequence[Deployment]:
+        return self.session.scalars(
+            select(Deployment)
+            .where(Deployment.federation_id == federation_id)
+            .order_by(Deployment.seq)
+        ).all()
+
+    def current(self, federation_id: str) -> Deployment | None:
+        return self.session.scalars(
+            select(Deployment)
+            .where(Deployment.federation_id == federation_id)
+            .order_by(Deployment.seq.desc())
+            .limit(1)
+        ).first()
