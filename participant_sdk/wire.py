@@ -30,7 +30,6 @@ import numpy as np
 import numpy.typing as npt
 from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
-from safetensors.numpy import save as _st_save
 
 __all__ = [
     "ROWS_TENSOR",
@@ -94,12 +93,56 @@ class Update:
         return "dense" if self.rows is None else "row_sparse"
 
 
+_DTYPE_CODES = {
+    np.dtype(np.float16): "F16",
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float64): "F64",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.int16): "I16",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.uint8): "U8",
+    np.dtype(np.uint16): "U16",
+    np.dtype(np.uint32): "U32",
+    np.dtype(np.uint64): "U64",
+    np.dtype(np.bool_): "BOOL",
+}
+
+
 def encode_weights(
     tensors: Mapping[str, npt.NDArray[np.generic]], metadata: Mapping[str, str] | None = None
 ) -> bytes:
-    """Serialise tensors (made contiguous) into safetensors bytes."""
-    arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
-    return bytes(_st_save(arrays, metadata=dict(metadata) if metadata else None))
+    """Serialise tensors into safetensors bytes, deterministically.
+
+    The safetensors library orders the ``__metadata__`` map arbitrarily, so the same
+    tensors could give different bytes (and sha256s) from run to run. This writer emits
+    the same format with sorted keys: identical inputs always give identical bytes,
+    which content addressing, idempotent retries and reproducible aggregation rely on.
+    Parsing stays with the safetensors library.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        array = np.asarray(tensors[name])
+        native = array.dtype.newbyteorder("=")
+        code = _DTYPE_CODES.get(native)
+        if code is None:
+            raise WireError(f"tensor '{name}' has unsupported dtype {array.dtype}", field=name)
+        raw = np.ascontiguousarray(array, dtype=native.newbyteorder("<")).tobytes()
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    # the format pads the header with spaces so that the data starts 8-byte aligned
+    encoded += b" " * (-len(encoded) % 8)
+    return b"".join([struct.pack("<Q", len(encoded)), encoded, *chunks])
 
 
 def read_metadata(data: bytes) -> dict[str, str]:

@@ -1,0 +1,168 @@
+"""Shared fixtures: a migrated database on every backend, the app, clients.
+
+Backends: SQLite (a file per test) always; PostgreSQL when ``FEDREC_TEST_POSTGRES_URL``
+is set (a fresh database per test, cloned from a template migrated once). Without it
+the PostgreSQL cases skip, unless ``FEDREC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``),
+which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from coordinator.app import build_context, create_app
+from coordinator.config import Settings
+from coordinator.domain.context import Context
+from coordinator.migrate import upgrade
+
+ADMIN_TOKEN = "fra_test-admin-token-0123456789abcdef0123456789abcdef"
+SECRET_KEY = "test-secret-key"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("FEDREC_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("FEDREC_REQUIRE_POSTGRES") == "1":
+        pytest.fail("FEDREC_REQUIRE_POSTGRES=1 but FEDREC_TEST_POSTGRES_URL is not set")
+    return None
+
+
+def _admin_engine(url: str) -> Engine:
+    return create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+
+
+_template: dict[str, str] = {}
+
+
+def _postgres_template(base_url: str) -> str:
+    """A database migrated to head once per test session; tests clone it."""
+    if "name" not in _template:
+        name = f"fedrec_tpl_{uuid.uuid4().hex[:12]}"
+        engine = _admin_engine(base_url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:  # noqa: BLE001 - turn any connection failure into a clear message
+            if os.environ.get("FEDREC_REQUIRE_POSTGRES") == "1":
+                pytest.fail(f"PostgreSQL is required but unreachable at {base_url}: {exc}")
+            pytest.skip(f"PostgreSQL unreachable at {base_url}: {exc}")
+        finally:
+            engine.dispose()
+        upgrade(_database_url(base_url, name))
+        _template["name"] = name
+    return _template["name"]
+
+
+def _database_url(base_url: str, name: str) -> str:
+    return (
+        make_url(base_url)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_template() -> Iterator[None]:
+    yield
+    base = os.environ.get("FEDREC_TEST_POSTGRES_URL")
+    if base and "name" in _template:
+        engine = _admin_engine(base)
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{_template["name"]}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_database() -> Iterator[str]:
+    """An empty (unmigrated) PostgreSQL database, dropped afterwards."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("set FEDREC_TEST_POSTGRES_URL to run PostgreSQL tests")
+    name = f"fedrec_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine(base)
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _database_url(base, name)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database migrated to head, on the parametrised backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fedrec.db'}"
+        upgrade(url)
+        yield url
+        return
+    base = postgres_url()
+    if base is None:
+        pytest.skip("set FEDREC_TEST_POSTGRES_URL to run PostgreSQL tests")
+    template = _postgres_template(base)
+    name = f"fedrec_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine(base)
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    try:
+        yield _database_url(base, name)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        environment="test",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        secret_key=SECRET_KEY,
+        max_upload_bytes=4 * 1024 * 1024,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Context]:
+    context = build_context(settings)
+    yield context
+    context.sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings, run_timer=False)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
