@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import os
 import random
 import threading
@@ -134,10 +135,10 @@ def _parse_retry_after(headers: httpx.Headers) -> float | None:
             when = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
+        return max(0.0, when.timestamp() - time.time())  # a past date means now
+    if not math.isfinite(seconds) or seconds < 0:
         return None
-    return max(0.0, seconds)
+    return seconds
 
 
 class BaseClient:
