@@ -1,0 +1,141 @@
+"""Round state machine at the domain level, on SQLite and PostgreSQL: exactly-once
+aggregation between competing processes, lease takeover, deadlines."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from coordinator.domain import rounds
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
+from coordinator.domain.federations import create_federation, enrol_participant
+from coordinator.domain.lineage import verify_lineage
+from coordinator.domain.specs import (
+    DeployPolicy,
+    ModelSpec,
+    PrivacyPolicy,
+    RoundPolicy,
+    StrategySpec,
+)
+from coordinator.store.models import Round, utc_now
+from coordinator.store.repository import ModelVersionRepository, RoundRepository
+from tests.factories import update_bytes
+
+ADMIN = Principal(is_admin=True)
+
+
+def _federation(
+    ctx: Context, participants: int = 2, **policy: object
+) -> tuple[str, list[Principal]]:
+    view = create_federation(
+        ctx,
+        name="f",
+        model=ModelSpec(kind="mf", num_items=20, dim=4),
+        strategy=StrategySpec(),
+        rounds=RoundPolicy(**policy),  # type: ignore[arg-type]
+        catalog=None,
+        target=None,
+        deploy=DeployPolicy(),
+        privacy=PrivacyPolicy(),
+    )
+    principals = []
+    for i in range(participants):
+        row, _token = enrol_participant(ctx, ADMIN, view.row.id, name=f"p{i}")
+        principals.append(Principal(False, row.id, view.row.id, row.name))
+    return view.row.id, principals
+
+
+def test_competing_aggregators_make_one_version(ctx: Context) -> None:
+    fid, parts = _federation(ctx, participants=3)
+    for seed, who in enumerate(parts[:2]):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    others = [replace(ctx, instance_id=f"proc-{i}") for i in range(4)]
+    results: list[object] = []
+    barrier = threading.Barrier(len(others))
+
+    def race(c: Context) -> None:
+        barrier.wait()
+        results.append(rounds.try_aggregate(c, fid, 1))
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sum(r is not None for r in results) == 1
+    with ctx.sessions() as session:
+        assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+        assert [r.number for r in RoundRepository(session).list(fid)] == [1, 2]
+    assert verify_lineage(ctx, fid).ok
+
+
+def test_expired_lease_is_taken_over_with_identical_bytes(ctx: Context) -> None:
+    fid, parts = _federation(ctx, participants=2)
+    for seed, who in enumerate(parts):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    crashed = replace(ctx, instance_id="crashed")
+    now = utc_now()
+    with ctx.sessions.begin() as session:
+        round_row = RoundRepository(session).get(fid, 1)
+        assert round_row is not None
+        assert RoundRepository(session).claim_for_aggregation(
+            round_row.id, owner="crashed", now=now, lease_until=now + timedelta(seconds=60)
+        )
+    # the lease is still valid: nobody else may take the round
+    assert rounds.try_aggregate(ctx, fid, 1) is None
+    with ctx.sessions.begin() as session:
+        session.execute(update(Round).values(lease_expires_at=now - timedelta(seconds=1)))
+    version = rounds.try_aggregate(ctx, fid, 1)
+    assert version is not None
+    # the crashed process wakes up late: its lease is gone, it cannot commit
+    assert rounds._complete_claimed_round(crashed, fid, 1) is None
+    with ctx.sessions() as session:
+        assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+
+
+def test_aggregation_is_deterministic(ctx: Context) -> None:
+    digests = []
+    for _ in range(2):
+        fid, parts = _federation(ctx, participants=2)
+        for seed, who in enumerate(parts):
+            rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+        version = rounds.try_aggregate(ctx, fid, 1)
+        assert version is not None
+        digests.append(version.sha256)
+    assert digests[0] == digests[1]
+
+
+def test_deadline_with_quorum_aggregates_what_arrived(ctx: Context) -> None:
+    fid, parts = _federation(ctx, participants=3, min_participants=1, deadline_seconds=60)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=1))
+    assert rounds.run_due_work(ctx) == 0  # deadline not reached, round incomplete
+    with ctx.sessions.begin() as session:
+        session.execute(update(Round).values(deadline_at=utc_now() - timedelta(seconds=1)))
+    assert rounds.run_due_work(ctx) == 1
+    closed = rounds.get_round(ctx, ADMIN, fid, 1)
+    assert closed.state == "closed"
+    assert closed.result_version == 1
+
+
+@pytest.mark.parametrize(("action", "state"), [("extend", "open"), ("fail", "failed")])
+def test_deadline_below_quorum(ctx: Context, action: str, state: str) -> None:
+    fid, parts = _federation(
+        ctx, participants=3, min_participants=2, deadline_seconds=60, below_quorum=action
+    )
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=1))
+    with ctx.sessions.begin() as session:
+        session.execute(update(Round).values(deadline_at=utc_now() - timedelta(seconds=1)))
+    rounds.run_due_work(ctx)
+    first = rounds.get_round(ctx, ADMIN, fid, 1)
+    assert first.state == state
+    if action == "extend":
+        assert first.deadline_at is not None and first.deadline_at > utc_now()
+    else:
+        second = rounds.get_round(ctx, ADMIN, fid, 2)
+        assert second.state == "open"
+        assert second.base_version == first.base_version

@@ -1,0 +1,82 @@
+"""The safetensors wire codec shared by the SDK and the coordinator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from safetensors.numpy import load, save
+
+from participant_sdk.wire import (
+    WireError,
+    decode_update,
+    decode_weights,
+    encode_update,
+    encode_weights,
+    mf_spec,
+    read_metadata,
+)
+
+
+def _tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "item_factors": rng.standard_normal((5, 3)).astype(np.float32),
+        "item_bias": rng.standard_normal(5).astype(np.float32),
+    }
+
+
+def test_encode_is_deterministic_and_readable_by_safetensors() -> None:
+    meta = {"round": "1", "base_version": "0", "num_examples": "3", "update_kind": "dense"}
+    first = encode_weights(_tensors(), meta)
+    assert first == encode_weights(_tensors(), dict(reversed(list(meta.items()))))
+    loaded = load(first)
+    for name, array in _tensors().items():
+        np.testing.assert_array_equal(loaded[name], array)
+    assert read_metadata(first) == meta
+
+
+def test_decodes_library_written_bytes() -> None:
+    data = save(_tensors(), metadata={"round": "2", "base_version": "1", "num_examples": "9"})
+    update = decode_update(data, mf_spec(num_items=5, dim=3))
+    assert (update.round, update.base_version, update.num_examples) == (2, 1, 9)
+    assert update.kind == "dense"
+
+
+def test_row_sparse_roundtrip() -> None:
+    rows = np.array([0, 3], dtype=np.int64)
+    deltas = {"item_factors": np.ones((2, 3), np.float32), "item_bias": np.ones(2, np.float32)}
+    data = encode_update(deltas, round=1, base_version=0, num_examples=4, rows=rows)
+    update = decode_update(data, mf_spec(num_items=5, dim=3))
+    assert update.kind == "row_sparse"
+    np.testing.assert_array_equal(update.rows, rows)
+
+
+@pytest.mark.parametrize("rows", [[3, 1], [1, 1], [-1], [5]])
+def test_bad_rows_rejected(rows: list[int]) -> None:
+    n = len(rows)
+    deltas = {"item_factors": np.ones((n, 3), np.float32), "item_bias": np.ones(n, np.float32)}
+    data = encode_update(
+        deltas, round=1, base_version=0, num_examples=4, rows=np.array(rows, np.int64)
+    )
+    with pytest.raises(WireError) as err:
+        decode_update(data, mf_spec(num_items=5, dim=3))
+    assert err.value.field == "rows"
+
+
+def test_header_length_out_of_bounds() -> None:
+    with pytest.raises(WireError, match="out of bounds"):
+        decode_weights(b"\xff" * 8 + b"{}")
+
+
+def test_norm_bound() -> None:
+    data = encode_update(
+        {"item_factors": np.full((5, 3), 1.0, np.float32), "item_bias": np.zeros(5, np.float32)},
+        round=1,
+        base_version=0,
+        num_examples=1,
+    )
+    spec = mf_spec(num_items=5, dim=3)
+    assert decode_update(data, spec, max_norm=4.0).num_examples == 1  # norm = sqrt(15) < 4
+    with pytest.raises(WireError) as err:
+        decode_update(data, spec, max_norm=3.0)
+    assert err.value.field == "norm"
