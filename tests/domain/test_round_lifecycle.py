@@ -37,7 +37,7 @@ def _federation(
         name="f",
         model=ModelSpec(kind="mf", num_items=20, dim=4),
         strategy=StrategySpec(),
-        rounds=RoundPolicy(**policy),  # type: ignore[arg-type]
+        rounds=RoundPolicy(**policy),
         catalog=None,
         target=None,
         deploy=DeployPolicy(),
@@ -134,7 +134,8 @@ def test_deadline_below_quorum(ctx: Context, action: str, state: str) -> None:
     first = rounds.get_round(ctx, ADMIN, fid, 1)
     assert first.state == state
     if action == "extend":
-        assert first.deadline_at is not None and first.deadline_at > utc_now()
+        assert first.deadline_at is not None
+        assert first.deadline_at > utc_now()
     else:
         second = rounds.get_round(ctx, ADMIN, fid, 2)
         assert second.state == "open"
