@@ -51,6 +51,7 @@ from ._exceptions import (
 )
 from .types import (
     Deployment,
+    DeploymentEvent,
     DeployPolicy,
     EnrolledParticipant,
     Evaluation,
@@ -107,6 +108,7 @@ __all__ = [
     # response models and federation specs
     "DeployPolicy",
     "Deployment",
+    "DeploymentEvent",
     "EnrolledParticipant",
     "Evaluation",
     "Federation",

@@ -10,7 +10,7 @@ through ``model_extra``. The federation specs (:class:`ModelSpec`, :class:`Round
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,7 @@ __all__ = [
     "BaseAPIModel",
     "DeployPolicy",
     "Deployment",
+    "DeploymentEvent",
     "EnrolledParticipant",
     "Evaluation",
     "Federation",
@@ -340,6 +341,30 @@ class MetricsRow(BaseAPIModel):
     participants: int
 
 
+class DeploymentEvent(BaseAPIModel):
+    """One promotion or roll-back in a deployment's history.
+
+    Attributes
+    ----------
+    version : int
+        The version made live.
+    actor : str or None
+        Who did it: the admin, or the deploy policy.
+    reason : str or None
+        Why, e.g. a promotion by policy or a manual roll-back.
+    metric_value : float or None
+        The policy metric's value for that version, when the policy chose it.
+    created_at : datetime or None
+        When it happened.
+    """
+
+    version: int
+    actor: str | None = None
+    reason: str | None = None
+    metric_value: float | None = None
+    created_at: datetime | None = None
+
+
 class Deployment(BaseAPIModel):
     """The live model version of a federation.
 
@@ -347,21 +372,21 @@ class Deployment(BaseAPIModel):
     ----------
     version : int
         The deployed model version.
-    policy : str, dict or None
-        The deploy policy that applies.
+    policy : str or None
+        The federation's deploy policy (``"best"``, ``"latest"`` or ``"none"``).
     deployed_at : datetime or None
         When this version went live.
     deployed_by : str or None
         Who promoted it (the admin or the policy).
-    history : list of dict
-        Earlier promotions and roll-backs, as the coordinator reports them.
+    history : list of DeploymentEvent
+        Every promotion and roll-back, oldest first; the last one is live.
     """
 
     version: int
-    policy: str | dict[str, Any] | None = None
+    policy: str | None = None
     deployed_at: datetime | None = None
     deployed_by: str | None = None
-    history: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[DeploymentEvent] = Field(default_factory=list)
 
 
 class ItemList(BaseModel, Generic[T]):

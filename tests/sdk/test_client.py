@@ -507,11 +507,29 @@ class TestEvaluationsMetricsDeployment:
             "policy": "best",
             "deployed_at": TS,
             "deployed_by": "admin",
-            "history": [{"version": 2, "deployed_at": TS}],
+            "history": [
+                {
+                    "version": 2,
+                    "actor": "policy",
+                    "reason": "best",
+                    "metric_value": 0.1,
+                    "created_at": TS,
+                },
+                {
+                    "version": 3,
+                    "actor": "admin",
+                    "reason": "promote",
+                    "metric_value": None,
+                    "created_at": TS,
+                },
+            ],
         }
         fake.add("GET", f"{FED}/deployment", respond(200, deployment))
         fake.add("POST", f"{FED}/deployment", respond(200, {**deployment, "version": 2}))
-        assert client.deployment.get(FID).version == 3
+        live = client.deployment.get(FID)
+        assert live.version == 3
+        assert [event.version for event in live.history] == [2, 3]
+        assert live.history[0].metric_value == 0.1
         assert client.deployment.promote(FID, 2).version == 2
         assert _json(fake.requests[-1]) == {"version": 2}
 

@@ -46,6 +46,7 @@ EXPECTED = {
     # response models and federation specs
     "DeployPolicy",
     "Deployment",
+    "DeploymentEvent",
     "EnrolledParticipant",
     "Evaluation",
     "Federation",
