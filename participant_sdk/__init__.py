@@ -18,7 +18,7 @@ format lives in :mod:`participant_sdk.wire`; the response models in
 :mod:`participant_sdk.types`.
 """
 
-from ._base_client import Timeout
+from ._base_client import TimeoutTypes
 from ._client import AsyncClient, Client
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
 from ._exceptions import (
@@ -77,7 +77,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "NOT_GIVEN",
     "NotGiven",
-    "Timeout",
+    "TimeoutTypes",
     # exceptions
     "APIConnectionError",
     "APIError",

@@ -45,13 +45,13 @@ from ._exceptions import (
     FedrecError,
 )
 
-__all__ = ["BaseClient", "RequestOptions", "Timeout", "path_segment"]
+__all__ = ["BaseClient", "RequestOptions", "TimeoutTypes", "path_segment"]
 
 log = logging.getLogger("participant_sdk")
 
 #: What ``timeout=`` accepts: seconds for every phase, a full :class:`httpx.Timeout`,
 #: or ``None`` for no timeout.
-Timeout: TypeAlias = float | httpx.Timeout | None
+TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ class RequestOptions:
     json: object | None = None
     content: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: Timeout | NotGiven = NOT_GIVEN
+    timeout: TimeoutTypes | NotGiven = NOT_GIVEN
 
 
 @dataclass
@@ -162,7 +162,7 @@ class BaseClient:
         *,
         base_url: str | httpx.URL | None,
         token: str | None,
-        timeout: Timeout,
+        timeout: TimeoutTypes,
         max_retries: int,
     ) -> None:
         if max_retries < 0:
@@ -170,7 +170,7 @@ class BaseClient:
         url = _resolve(None if base_url is None else str(base_url), ENV_URL, "base_url")
         self.base_url: str = url.rstrip("/")
         self._token: str = _resolve(token, ENV_TOKEN, "token")
-        self.timeout: Timeout = timeout
+        self.timeout: TimeoutTypes = timeout
         self.max_retries: int = max_retries
         self._weights_cache = WeightsCache()
 
@@ -210,7 +210,9 @@ class BaseClient:
             timeout=timeout,
         )
 
-    def _long_poll_timeout(self, wait: float | None, timeout: Timeout | NotGiven) -> Timeout:
+    def _long_poll_timeout(
+        self, wait: float | None, timeout: TimeoutTypes | NotGiven
+    ) -> TimeoutTypes:
         """The timeout of a long-poll: its read timeout must outlast the server's ``wait``."""
         base = self.timeout if isinstance(timeout, NotGiven) else timeout
         if wait is None or base is None:

@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from ._base_client import BaseClient, RequestOptions, Timeout, path_segment
+from ._base_client import BaseClient, RequestOptions, TimeoutTypes, path_segment
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
 from ._exceptions import _make_status_error
 from .resources.deployment import AsyncDeployments, Deployments
@@ -85,7 +85,7 @@ class Client(BaseClient):
         base_url: str | httpx.URL | None = None,
         token: str | None = None,
         *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -137,7 +137,7 @@ class Client(BaseClient):
         """Read, promote and roll back the deployed model version."""
         return Deployments(self)
 
-    def health(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Health:
+    def health(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Health:
         """Check that the coordinator is up (``GET /healthz``).
 
         Returns
@@ -147,7 +147,9 @@ class Client(BaseClient):
         """
         return self._get("/healthz", Health, timeout=timeout)
 
-    def metrics(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> list[MetricsRow]:
+    def metrics(
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> list[MetricsRow]:
         """Aggregated evaluation metrics of a federation, per model version and split.
 
         Parameters
@@ -168,7 +170,7 @@ class Client(BaseClient):
         self,
         *,
         max_retries: int | NotGiven = NOT_GIVEN,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Self:
         """A copy of this client with other retry or timeout defaults.
 
@@ -249,7 +251,7 @@ class Client(BaseClient):
         type_: type[T],
         *,
         params: dict[str, str | int | float] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> T:
         return self._call(RequestOptions("GET", path, params=params, timeout=timeout), type_)
 
@@ -259,11 +261,13 @@ class Client(BaseClient):
         type_: type[T],
         *,
         json: object | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> T:
         return self._call(RequestOptions("POST", path, json=json, timeout=timeout), type_)
 
-    def _delete(self, path: str, type_: type[T], *, timeout: Timeout | NotGiven = NOT_GIVEN) -> T:
+    def _delete(
+        self, path: str, type_: type[T], *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> T:
         return self._call(RequestOptions("DELETE", path, timeout=timeout), type_)
 
 
@@ -299,7 +303,7 @@ class AsyncClient(BaseClient):
         base_url: str | httpx.URL | None = None,
         token: str | None = None,
         *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -353,12 +357,12 @@ class AsyncClient(BaseClient):
         """Read, promote and roll back the deployed model version."""
         return AsyncDeployments(self)
 
-    async def health(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Health:
+    async def health(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Health:
         """Check that the coordinator is up (``GET /healthz``); see :meth:`Client.health`."""
         return await self._get("/healthz", Health, timeout=timeout)
 
     async def metrics(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> list[MetricsRow]:
         """Aggregated evaluation metrics per version and split; see :meth:`Client.metrics`."""
         return (await self._get(_metrics_path(fid), ItemList[MetricsRow], timeout=timeout)).items
@@ -369,7 +373,7 @@ class AsyncClient(BaseClient):
         self,
         *,
         max_retries: int | NotGiven = NOT_GIVEN,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Self:
         """A copy of this client with other retry or timeout defaults.
 
@@ -446,7 +450,7 @@ class AsyncClient(BaseClient):
         type_: type[T],
         *,
         params: dict[str, str | int | float] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> T:
         options = RequestOptions("GET", path, params=params, timeout=timeout)
         return await self._call(options, type_)
@@ -457,11 +461,11 @@ class AsyncClient(BaseClient):
         type_: type[T],
         *,
         json: object | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> T:
         return await self._call(RequestOptions("POST", path, json=json, timeout=timeout), type_)
 
     async def _delete(
-        self, path: str, type_: type[T], *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, path: str, type_: type[T], *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> T:
         return await self._call(RequestOptions("DELETE", path, timeout=timeout), type_)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._base_client import Timeout, path_segment
+from .._base_client import TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import Deployment
 from ._resource import AsyncAPIResource, SyncAPIResource
@@ -17,7 +17,7 @@ def _path(fid: str) -> str:
 class Deployments(SyncAPIResource):
     """Which model version is deployed, and its history."""
 
-    def get(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Deployment:
+    def get(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Deployment:
         """The deployed version and its history.
 
         Raises
@@ -28,7 +28,7 @@ class Deployments(SyncAPIResource):
         return self._client._get(_path(fid), Deployment, timeout=timeout)
 
     def promote(
-        self, fid: str, version: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> Deployment:
         """Deploy ``version`` (admin): a promotion, or a roll-back to an older version.
 
@@ -44,12 +44,12 @@ class Deployments(SyncAPIResource):
 class AsyncDeployments(AsyncAPIResource):
     """Which model version is deployed (async twin of :class:`Deployments`)."""
 
-    async def get(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Deployment:
+    async def get(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Deployment:
         """The deployed version and its history; 404 while nothing is deployed."""
         return await self._client._get(_path(fid), Deployment, timeout=timeout)
 
     async def promote(
-        self, fid: str, version: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> Deployment:
         """Deploy ``version`` (admin): promote or roll back."""
         body = {"version": int(version)}

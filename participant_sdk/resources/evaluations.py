@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._base_client import Timeout, path_segment
+from .._base_client import TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import Evaluation, Split
 from ._resource import AsyncAPIResource, SyncAPIResource
@@ -37,7 +37,7 @@ class Evaluations(SyncAPIResource):
         metrics: Mapping[str, float],
         num_users: int,
         *,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Evaluation:
         """Report metrics of a model version on this participant's local split.
 
@@ -76,7 +76,7 @@ class AsyncEvaluations(AsyncAPIResource):
         metrics: Mapping[str, float],
         num_users: int,
         *,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Evaluation:
         """Report metrics of a model version; see :meth:`Evaluations.submit`."""
         body = _body(split, metrics, num_users)

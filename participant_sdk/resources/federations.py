@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._base_client import Timeout, path_segment
+from .._base_client import TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import (
     DeployPolicy,
@@ -79,7 +79,7 @@ class Federations(SyncAPIResource):
         target: Target | Mapping[str, Any] | None = None,
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin).
 
@@ -114,7 +114,7 @@ class Federations(SyncAPIResource):
         )
         return self._client._post(_path(), Federation, json=body, timeout=timeout)
 
-    def list(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> builtins.list[Federation]:
+    def list(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> builtins.list[Federation]:
         """All federations (admin), or a participant's own.
 
         Returns
@@ -123,7 +123,7 @@ class Federations(SyncAPIResource):
         """
         return self._client._get(_path(), ItemList[Federation], timeout=timeout).items
 
-    def get(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Federation:
+    def get(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Federation:
         """One federation by id.
 
         Raises
@@ -133,7 +133,9 @@ class Federations(SyncAPIResource):
         """
         return self._client._get(_path(fid), Federation, timeout=timeout)
 
-    def catalog(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> builtins.list[str]:
+    def catalog(
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> builtins.list[str]:
         """The federation's item catalog: external item ids, row ``i`` of the model first.
 
         Returns
@@ -158,7 +160,7 @@ class AsyncFederations(AsyncAPIResource):
         target: Target | Mapping[str, Any] | None = None,
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin); see :meth:`Federations.create`."""
         body = _create_body(
@@ -173,16 +175,18 @@ class AsyncFederations(AsyncAPIResource):
         )
         return await self._client._post(_path(), Federation, json=body, timeout=timeout)
 
-    async def list(self, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> builtins.list[Federation]:
+    async def list(
+        self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> builtins.list[Federation]:
         """All federations (admin), or a participant's own."""
         return (await self._client._get(_path(), ItemList[Federation], timeout=timeout)).items
 
-    async def get(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Federation:
+    async def get(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Federation:
         """One federation by id."""
         return await self._client._get(_path(fid), Federation, timeout=timeout)
 
     async def catalog(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[str]:
         """The federation's item catalog (empty when it has none)."""
         items = await self._client._get(_path(fid, "/catalog"), ItemList[str], timeout=timeout)

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from .._base_client import (
     CachedWeights,
     RequestOptions,
-    Timeout,
+    TimeoutTypes,
     WeightsCache,
     path_segment,
 )
@@ -37,7 +37,7 @@ def _path(fid: str, suffix: str = "") -> str:
 
 
 def _weights_request(
-    cache: WeightsCache, fid: str, version: VersionRef, timeout: Timeout | NotGiven
+    cache: WeightsCache, fid: str, version: VersionRef, timeout: TimeoutTypes | NotGiven
 ) -> tuple[tuple[str, str], CachedWeights | None, RequestOptions]:
     key = (str(fid), str(version))
     cached = cache.get(key)
@@ -86,13 +86,13 @@ class Models(SyncAPIResource):
     """The global model versions of a federation."""
 
     def list(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[ModelVersion]:
         """Every model version, version 0 (the initial model) first."""
         return self._client._get(_path(fid), ItemList[ModelVersion], timeout=timeout).items
 
     def get(
-        self, fid: str, version: VersionRef, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> ModelVersion:
         """One model version's metadata.
 
@@ -112,7 +112,7 @@ class Models(SyncAPIResource):
         return self._client._get(path, ModelVersion, timeout=timeout)
 
     def weights(
-        self, fid: str, version: VersionRef, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Download a model version's tensors (for ``mf``: ``item_factors``, ``item_bias``).
 
@@ -142,21 +142,21 @@ class AsyncModels(AsyncAPIResource):
     """The global model versions of a federation (async twin of :class:`Models`)."""
 
     async def list(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[ModelVersion]:
         """Every model version, version 0 first."""
         items = await self._client._get(_path(fid), ItemList[ModelVersion], timeout=timeout)
         return items.items
 
     async def get(
-        self, fid: str, version: VersionRef, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> ModelVersion:
         """One model version's metadata (``version`` may be ``"latest"``)."""
         path = _path(fid, f"/{path_segment(version)}")
         return await self._client._get(path, ModelVersion, timeout=timeout)
 
     async def weights(
-        self, fid: str, version: VersionRef, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Download a model version's tensors, revalidating cached bytes by ``ETag``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 
-from .._base_client import Timeout, path_segment
+from .._base_client import TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import EnrolledParticipant, ItemList, Participant
 from ._resource import AsyncAPIResource, SyncAPIResource
@@ -20,7 +20,7 @@ class Participants(SyncAPIResource):
     """The organisations or devices enrolled in a federation."""
 
     def enrol(
-        self, fid: str, name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, name: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> EnrolledParticipant:
         """Enrol a participant (admin).
 
@@ -41,16 +41,18 @@ class Participants(SyncAPIResource):
         )
 
     def list(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[Participant]:
         """All participants of a federation (admin; no tokens)."""
         return self._client._get(_path(fid), ItemList[Participant], timeout=timeout).items
 
-    def me(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Participant:
+    def me(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Participant:
         """The participant this client's token belongs to."""
         return self._client._get(_path(fid, "/me"), Participant, timeout=timeout)
 
-    def revoke(self, fid: str, pid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Participant:
+    def revoke(
+        self, fid: str, pid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> Participant:
         """Revoke a participant's token (admin).
 
         Returns
@@ -66,7 +68,7 @@ class AsyncParticipants(AsyncAPIResource):
     """The participants of a federation (async twin of :class:`Participants`)."""
 
     async def enrol(
-        self, fid: str, name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, name: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> EnrolledParticipant:
         """Enrol a participant (admin); the result carries its token."""
         return await self._client._post(
@@ -74,17 +76,17 @@ class AsyncParticipants(AsyncAPIResource):
         )
 
     async def list(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[Participant]:
         """All participants of a federation (admin; no tokens)."""
         return (await self._client._get(_path(fid), ItemList[Participant], timeout=timeout)).items
 
-    async def me(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Participant:
+    async def me(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Participant:
         """The participant this client's token belongs to."""
         return await self._client._get(_path(fid, "/me"), Participant, timeout=timeout)
 
     async def revoke(
-        self, fid: str, pid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, pid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> Participant:
         """Revoke a participant's token (admin)."""
         path = _path(fid, f"/{path_segment(pid)}")

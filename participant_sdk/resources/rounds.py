@@ -6,7 +6,7 @@ import builtins
 import math
 import time
 
-from .._base_client import Timeout, path_segment
+from .._base_client import TimeoutTypes, path_segment
 from .._constants import LONG_POLL_MIN_INTERVAL, NOT_GIVEN, NotGiven
 from .._exceptions import WaitTimeoutError
 from ..types import ItemList, ModelVersion, Round
@@ -64,7 +64,7 @@ class Rounds(SyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The federation's current round, optionally long-polling for a newer one.
 
@@ -135,11 +135,13 @@ class Rounds(SyncAPIResource):
             if pause > 0:
                 self._client._sleep(pause)
 
-    def list(self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> builtins.list[Round]:
+    def list(
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> builtins.list[Round]:
         """Every round of the federation, oldest first."""
         return self._client._get(_path(fid), ItemList[Round], timeout=timeout).items
 
-    def get(self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Round:
+    def get(self, fid: str, n: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Round:
         """Round number ``n``.
 
         Raises
@@ -150,7 +152,7 @@ class Rounds(SyncAPIResource):
         return self._client._get(_path(fid, f"/{int(n)}"), Round, timeout=timeout)
 
     def aggregate(
-        self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, n: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> ModelVersion:
         """Close round ``n`` now and aggregate its updates (admin).
 
@@ -179,7 +181,7 @@ class AsyncRounds(AsyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The current round, optionally long-polling; see :meth:`Rounds.current`."""
         wait_s = None if wait is None else self._client._wait_param(wait)
@@ -211,17 +213,17 @@ class AsyncRounds(AsyncAPIResource):
                 await self._client._sleep(pause)
 
     async def list(
-        self, fid: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> builtins.list[Round]:
         """Every round of the federation, oldest first."""
         return (await self._client._get(_path(fid), ItemList[Round], timeout=timeout)).items
 
-    async def get(self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Round:
+    async def get(self, fid: str, n: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Round:
         """Round number ``n``."""
         return await self._client._get(_path(fid, f"/{int(n)}"), Round, timeout=timeout)
 
     async def aggregate(
-        self, fid: str, n: int, *, timeout: Timeout | NotGiven = NOT_GIVEN
+        self, fid: str, n: int, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> ModelVersion:
         """Close round ``n`` now and aggregate its updates (admin)."""
         path = _path(fid, f"/{int(n)}/aggregate")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._base_client import RequestOptions, Timeout, path_segment
+from .._base_client import RequestOptions, TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import Receipt
 from ..wire import encode_update
@@ -27,7 +27,7 @@ def _submit_request(
     base_version: int,
     num_examples: int,
     rows: Rows | None,
-    timeout: Timeout | NotGiven,
+    timeout: TimeoutTypes | NotGiven,
 ) -> RequestOptions:
     body = encode_update(
         deltas,
@@ -57,7 +57,7 @@ class Updates(SyncAPIResource):
         base_version: int,
         num_examples: int,
         rows: Rows | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round.
 
@@ -121,7 +121,7 @@ class AsyncUpdates(AsyncAPIResource):
         base_version: int,
         num_examples: int,
         rows: Rows | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round; see :meth:`Updates.submit`."""
         options = _submit_request(

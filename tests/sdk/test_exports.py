@@ -15,7 +15,7 @@ EXPECTED = {
     "DEFAULT_TIMEOUT",
     "NOT_GIVEN",
     "NotGiven",
-    "Timeout",
+    "TimeoutTypes",
     # exceptions
     "APIConnectionError",
     "APIError",
