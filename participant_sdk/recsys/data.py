@@ -40,7 +40,16 @@ FloatArray = npt.NDArray[np.float64]
 
 # Column spellings tried, in order, when the caller does not name the columns.
 USER_COLUMNS = ("user", "user_id", "userid", "uid", "customer_id", "visitor_id")
-ITEM_COLUMNS = ("item", "item_id", "itemid", "movieid", "movie_id", "product_id", "productid", "iid")
+ITEM_COLUMNS = (
+    "item",
+    "item_id",
+    "itemid",
+    "movieid",
+    "movie_id",
+    "product_id",
+    "productid",
+    "iid",
+)
 RATING_COLUMNS = ("rating", "score", "value", "weight")
 TIMESTAMP_COLUMNS = ("timestamp", "time", "ts", "date", "datetime")
 
@@ -383,9 +392,7 @@ def load_movielens_ratings_csv(
     )
 
 
-def k_core(
-    inter: Interactions, k: int, *, report: CleaningReport | None = None
-) -> Interactions:
+def k_core(inter: Interactions, k: int, *, report: CleaningReport | None = None) -> Interactions:
     """Keep interactions whose user and item both have at least ``k`` interactions.
 
     Iterates until stable (removing an item can push a user below ``k``). Id maps are

@@ -61,7 +61,8 @@ def _ranks(
     ahead = (scores > target_scores) | ((scores == target_scores) & (columns < targets[:, None]))
     ahead &= candidates
     ahead[rows, targets] = False
-    return ahead.sum(axis=1).astype(np.int64)
+    ranks: IntArray = ahead.sum(axis=1).astype(np.int64)
+    return ranks
 
 
 def rank_metrics(ranks: IntArray, k: int = 10) -> dict[str, float]:
@@ -159,16 +160,15 @@ def evaluate_sampled(
     return {f"sampled_hr@{k}": m[f"hr@{k}"], f"sampled_ndcg@{k}": m[f"ndcg@{k}"]}
 
 
-def top_k(
-    scores: npt.NDArray[np.floating], exclude: npt.NDArray[np.bool_], k: int
-) -> IntArray:
+def top_k(scores: npt.NDArray[np.floating], exclude: npt.NDArray[np.bool_], k: int) -> IntArray:
     """Top-``k`` item indices per row, excluding masked items; ties by index ascending.
 
     Rows with fewer than ``k`` allowed items are padded with ``-1``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:
-        return top_k(scores[None, :], exclude.reshape(1, -1), k)[0]
+        single: IntArray = top_k(scores[None, :], exclude.reshape(1, -1), k)[0]
+        return single
     n_items = scores.shape[1]
     k_eff = min(k, n_items)
     # Sort key: allowed first, then score descending, then index ascending (lexsort

@@ -1,0 +1,74 @@
+"""Recommendation core of the participant SDK: data, splits, BPR-MF, metrics.
+
+Typical participant round::
+
+    from participant_sdk.recsys import BPRConfig, BPRTrainer, load_csv, map_to_catalog
+
+    data, report = load_csv("interactions.csv")
+    mapped = map_to_catalog(data, catalog)            # catalog from the federation
+    trainer = BPRTrainer(num_users=mapped.interactions.num_users,
+                         num_items=len(catalog), config=BPRConfig(dim=128))
+    update = trainer.train_round(global_tensors, mapped.interactions)
+    # upload update.sparse_delta() with rows=update.rows, num_examples=update.num_examples
+"""
+
+from .data import (
+    CatalogMapping,
+    CleaningReport,
+    Interactions,
+    from_arrays,
+    k_core,
+    load_csv,
+    load_movielens_100k,
+    load_movielens_ratings_csv,
+    map_to_catalog,
+)
+from .metrics import (
+    draw_sampled_negatives,
+    evaluate_loo,
+    evaluate_sampled,
+    evaluate_split,
+    rank_metrics,
+    recommend,
+    seen_matrix,
+    top_k,
+)
+from .model import BPRConfig, BPRTrainer, LocalUpdate, init_item_tensors, score_items
+from .partition import local_view, partition_users
+from .popularity import PopularityModel
+from .splits import LeaveOneOutSplit, RandomSplit, concat, leave_one_out, split_80_20
+from .synthetic import make_synthetic
+
+__all__ = [
+    "BPRConfig",
+    "BPRTrainer",
+    "CatalogMapping",
+    "CleaningReport",
+    "Interactions",
+    "LeaveOneOutSplit",
+    "LocalUpdate",
+    "PopularityModel",
+    "RandomSplit",
+    "concat",
+    "draw_sampled_negatives",
+    "evaluate_loo",
+    "evaluate_sampled",
+    "evaluate_split",
+    "from_arrays",
+    "init_item_tensors",
+    "k_core",
+    "leave_one_out",
+    "load_csv",
+    "load_movielens_100k",
+    "load_movielens_ratings_csv",
+    "local_view",
+    "make_synthetic",
+    "map_to_catalog",
+    "partition_users",
+    "rank_metrics",
+    "recommend",
+    "score_items",
+    "seen_matrix",
+    "split_80_20",
+    "top_k",
+]
