@@ -21,4 +21,6 @@ class Context:
     secret_key: bytes
     admin_token_hash: str
     lease_seconds: float = 300.0
+    # fault-test hook: seconds to sleep after aggregating, before committing the result
+    aggregation_pause_seconds: float = 0.0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)

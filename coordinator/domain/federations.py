@@ -42,6 +42,7 @@ __all__ = [
     "load_federation",
     "open_round",
     "read_version_bytes",
+    "reenrol_participant",
     "revoke_participant",
 ]
 
@@ -222,6 +223,26 @@ def revoke_participant(
             participant.state = "revoked"
             participant.revoked_at = utc_now()
     return participant
+
+
+def reenrol_participant(
+    ctx: Context, principal: Principal, federation_id: str, participant_id: str
+) -> tuple[Participant, str]:
+    """Re-activate a participant with a fresh token (the old one stays invalid)."""
+    principal.require_admin()
+    token = new_token("frp")
+    with ctx.sessions.begin() as session:
+        load_federation(session, principal, federation_id)
+        participant = ParticipantRepository(session).get(participant_id)
+        if participant is None or participant.federation_id != federation_id:
+            raise NotFound(
+                f"participant {participant_id} is not enrolled in this federation",
+                slug="participant-not-found",
+            )
+        participant.state = "active"
+        participant.revoked_at = None
+        participant.token_hash = hash_token(ctx.secret_key, token)
+    return participant, token
 
 
 def _resolve_version(session: Session, federation: Federation, version: int | str) -> ModelVersion:

@@ -60,9 +60,6 @@ __all__ = [
 
 log = logging.getLogger("fedrec.rounds")
 
-# Test hook: seconds to pause between claiming a round and committing its result.
-aggregation_pause_seconds: float = 0.0
-
 
 @dataclass
 class Receipt:
@@ -347,8 +344,9 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
         base_tensors = decode_weights(ctx.blobs.get(base.sha256))
         new_tensors = accumulator.result(base_tensors)
         del base_tensors
-        if aggregation_pause_seconds:
-            time.sleep(aggregation_pause_seconds)
+        if ctx.aggregation_pause_seconds:
+            log.warning("test hook: pausing %.1fs before committing", ctx.aggregation_pause_seconds)
+            time.sleep(ctx.aggregation_pause_seconds)
         contributors = sorted(row.sha256 for row in updates)
         now = utc_now()
 

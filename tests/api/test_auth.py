@@ -147,6 +147,21 @@ class TestRevoked:
         response = client.get(f"/v1/federations/{fed['id']}", headers=participant)
         assert_problem(response, 401, "participant-revoked")
 
+    def test_reenrol_issues_a_new_token(
+        self, client: TestClient, admin_headers: dict[str, str]
+    ) -> None:
+        fed = create_federation(client, admin_headers)
+        pid, old = enrol(client, admin_headers, fed["id"])
+        client.delete(f"/v1/federations/{fed['id']}/participants/{pid}", headers=admin_headers)
+        response = client.post(
+            f"/v1/federations/{fed['id']}/participants/{pid}/reenrol", headers=admin_headers
+        )
+        assert response.status_code == 200
+        assert response.json()["state"] == "active"
+        new = {"Authorization": f"Bearer {response.json()['token']}"}
+        assert client.get(f"/v1/federations/{fed['id']}", headers=new).status_code == 200
+        assert_problem(client.get(f"/v1/federations/{fed['id']}", headers=old), 401, "unauthorized")
+
 
 class TestTokens:
     def test_token_shown_once_and_stored_hashed(

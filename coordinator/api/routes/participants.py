@@ -20,12 +20,12 @@ def enrol_participant(
 ) -> EnrolledParticipant:
     """Enrol a participant; the response carries its token, shown only this once."""
     participant, token = federations.enrol_participant(ctx, admin, federation_id, name=body.name)
-    return EnrolledParticipant(
-        id=participant.id,
-        name=participant.name,
-        state=participant.state,
-        created_at=participant.created_at,
-        token=token,
+    return _with_token(participant, token)
+
+
+def _with_token(participant: object, token: str) -> EnrolledParticipant:
+    return EnrolledParticipant.model_validate(
+        {**Participant.model_validate(participant).model_dump(), "token": token}
     )
 
 
@@ -49,3 +49,12 @@ def revoke_participant(
     """Revoke a participant: its token stops working at once."""
     row = federations.revoke_participant(ctx, admin, federation_id, participant_id)
     return Participant.model_validate(row)
+
+
+@router.post("/{participant_id}/reenrol", response_model=EnrolledParticipant)
+def reenrol_participant(
+    federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
+) -> EnrolledParticipant:
+    """Re-activate a (revoked) participant with a fresh token, shown only this once."""
+    participant, token = federations.reenrol_participant(ctx, admin, federation_id, participant_id)
+    return _with_token(participant, token)
