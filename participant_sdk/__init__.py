@@ -49,6 +49,7 @@ from ._exceptions import (
     UpdateConflictError,
     WaitTimeoutError,
 )
+from .participant import FederatedRecommender, StepOutcome
 from .types import (
     Deployment,
     DeploymentEvent,
@@ -73,6 +74,9 @@ __all__ = [
     # clients and their configuration
     "AsyncClient",
     "Client",
+    # the participant loop
+    "FederatedRecommender",
+    "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "NOT_GIVEN",

@@ -11,6 +11,9 @@ EXPECTED = {
     # clients and their configuration
     "AsyncClient",
     "Client",
+    # the participant loop
+    "FederatedRecommender",
+    "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "NOT_GIVEN",

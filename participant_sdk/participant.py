@@ -1,0 +1,353 @@
+"""One participant's whole federated loop, in a few lines.
+
+Example::
+
+    from participant_sdk import Client, FederatedRecommender
+
+    client = Client("http://coordinator:8000", token)
+    rec = FederatedRecommender.from_file(client, federation_id, "interactions.csv")
+    rec.run()                       # evaluate, train, upload each round until the federation ends
+    rec.recommend("user-42", k=10)  # from the deployed version, never an item the user has
+
+Each round the participant downloads the round's base version, evaluates it on its
+local validation split and reports the figures, trains BPR-MF locally from that base,
+and uploads only the delta of the item rows it touched. User factors never leave the
+process. Progress is saved after every upload, so a participant restarted from its
+``state_dir`` resumes at the coordinator's current round and never uploads twice into
+one round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ._client import Client
+from ._exceptions import (
+    FederationCompletedError,
+    FutureRoundError,
+    NotFoundError,
+    RoundClosedError,
+    UpdateConflictError,
+)
+from .recsys.data import Interactions, load_csv, load_movielens_100k, map_to_catalog
+from .recsys.metrics import (
+    draw_sampled_negatives,
+    evaluate_loo,
+    evaluate_sampled,
+    recommend,
+    seen_matrix,
+)
+from .recsys.model import BPRConfig, BPRTrainer
+from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
+
+__all__ = ["FederatedRecommender", "StepOutcome"]
+
+log = logging.getLogger("fedrec.participant")
+
+StepOutcome = Literal["uploaded", "waiting", "completed"]
+SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class _Progress:
+    """What must survive a restart: the last round uploaded and version evaluated."""
+
+    last_round: int = 0
+    last_evaluated_version: int = -1
+    test_reported_version: int = -1
+    history: list[dict[str, object]] = field(default_factory=list)
+
+
+class FederatedRecommender:
+    """A participant: local data, a local BPR-MF trainer, and the federated loop.
+
+    Parameters
+    ----------
+    client:
+        A :class:`~participant_sdk.Client` holding this participant's token.
+    federation_id:
+        The federation to take part in.
+    interactions:
+        Local interactions whose items are already catalog rows (see :meth:`from_file`,
+        which maps external ids onto the federation's catalog).
+    config:
+        Local training hyperparameters; ``dim`` is taken from the federation's model.
+    state_dir:
+        Where progress and the private user factors are saved after each upload.
+    sparse:
+        Upload only the item rows touched this round (row-sparse) instead of dense deltas.
+    k:
+        Cut-off of the reported metrics (``ndcg@k``, ``hr@k``, ...).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        federation_id: str,
+        interactions: Interactions,
+        *,
+        config: BPRConfig | None = None,
+        state_dir: str | Path | None = None,
+        sparse: bool = True,
+        k: int = 10,
+    ) -> None:
+        self.client = client
+        self.federation_id = federation_id
+        federation = client.federations.get(federation_id)
+        self.num_items = federation.model.num_items
+        base_config = config or BPRConfig()
+        self.config = base_config.replace(dim=federation.model.dim)
+        if interactions.num_items != self.num_items:
+            raise ValueError(
+                f"interactions index {interactions.num_items} items but the federation's "
+                f"model has {self.num_items}; map them with map_to_catalog first"
+            )
+        self.data = interactions
+        self.split: LeaveOneOutSplit = leave_one_out(interactions)
+        self.k = k
+        self.sparse = sparse
+        self.trainer = BPRTrainer(
+            num_users=interactions.num_users, num_items=self.num_items, config=self.config
+        )
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.progress = _Progress()
+        self.deployed_version: int | None = None
+        self._deployed: dict[str, F32] | None = None
+        self._load_state()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_file(
+        cls,
+        client: Client,
+        federation_id: str,
+        path: str | Path,
+        *,
+        user_col: str | None = None,
+        item_col: str | None = None,
+        rating_col: str | None = None,
+        time_col: str | None = None,
+        **kwargs: object,
+    ) -> FederatedRecommender:
+        """Load a local interaction file and map its items onto the federation's catalog.
+
+        ``u.data`` (MovieLens 100K) is read as such; any other file is CSV/TSV with a
+        header, its columns named by the arguments or auto-detected. Items the catalog
+        lacks are reported in the log, not silently dropped.
+        """
+        path = Path(path)
+        if path.name == "u.data":
+            interactions, _report = load_movielens_100k(path)
+        else:
+            interactions, _report = load_csv(
+                path,
+                user_col=user_col,
+                item_col=item_col,
+                rating_col=rating_col,
+                timestamp_col=time_col,
+            )
+        return cls.from_interactions(client, federation_id, interactions, **kwargs)
+
+    @classmethod
+    def from_interactions(
+        cls, client: Client, federation_id: str, interactions: Interactions, **kwargs: object
+    ) -> FederatedRecommender:
+        """Map interactions with external item ids onto the federation's catalog."""
+        catalog: Sequence[str] = client.federations.catalog(federation_id)
+        if not catalog:
+            # no catalog: the federation's rows are the item ids 0..num_items-1 themselves
+            num_items = client.federations.get(federation_id).model.num_items
+            catalog = [str(i) for i in range(num_items)]
+        mapping = map_to_catalog(interactions, catalog)
+        if mapping.unknown_interactions:
+            log.warning(
+                "%d interactions with %d items outside the federation's catalog were left out "
+                "(first: %s)",
+                mapping.unknown_interactions,
+                len(mapping.unknown_items),
+                ", ".join(mapping.unknown_items[:5]),
+            )
+        return cls(client, federation_id, mapping.interactions, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, round_timeout: float = 3600.0) -> dict[str, float]:
+        """Take part until the federation completes; return the test metrics reported.
+
+        Waiting for the next round long-polls the coordinator; ``round_timeout`` bounds
+        one wait.
+        """
+        while True:
+            outcome = self.step()
+            if outcome == "completed":
+                return self.finish()
+            self.client.rounds.wait_for_next(
+                self.federation_id, after=self.progress.last_round, timeout=round_timeout
+            )
+
+    def step(self) -> StepOutcome:
+        """Do this round's work if there is any: evaluate the base, train, upload.
+
+        Returns ``"uploaded"``, ``"waiting"`` (nothing to do until the next round opens)
+        or ``"completed"`` (the federation has ended).
+        """
+        current = self.client.rounds.current(self.federation_id)
+        federation = self.client.federations.get(self.federation_id)
+        if federation.state != "active":
+            return "completed"
+        if current.state != "open" or current.number <= self.progress.last_round:
+            return "waiting"
+        weights = self._weights(current.base_version)
+        if self.progress.last_evaluated_version < current.base_version:
+            self._report_validation(current.base_version, weights)
+            self.progress.last_evaluated_version = current.base_version
+        update = self.trainer.train_round(weights, self.split.train)
+        if update.num_examples == 0:
+            log.warning("no local training data; skipping round %d", current.number)
+            return "waiting"
+        try:
+            if self.sparse:
+                self.client.updates.submit(
+                    self.federation_id,
+                    current.number,
+                    update.sparse_delta(),
+                    base_version=current.base_version,
+                    num_examples=update.num_examples,
+                    rows=update.rows,
+                )
+            else:
+                self.client.updates.submit(
+                    self.federation_id,
+                    current.number,
+                    update.delta,
+                    base_version=current.base_version,
+                    num_examples=update.num_examples,
+                )
+        except UpdateConflictError:
+            log.warning("round %d already has an update from us; moving on", current.number)
+        except (RoundClosedError, FutureRoundError):
+            log.info(
+                "round %d closed before our upload; resuming at the current round", current.number
+            )
+            return "waiting"
+        except FederationCompletedError:
+            return "completed"
+        self.progress.last_round = current.number
+        self.progress.history.append(
+            {"round": current.number, "loss": update.loss, "rows": int(update.rows.size)}
+        )
+        self._save_state()
+        return "uploaded"
+
+    def finish(self) -> dict[str, float]:
+        """After completion: fetch the deployed version, report its test metrics once."""
+        try:
+            version = self.client.deployment.get(self.federation_id).version
+        except NotFoundError:
+            version = self.client.federations.get(self.federation_id).latest_version
+        weights = self._weights(version)
+        self.deployed_version = version
+        self._deployed = weights
+        metrics = self.test_metrics(weights)
+        if self.progress.test_reported_version != version and self.split.test.users.size:
+            self.client.evaluations.submit(
+                self.federation_id, version, "test", metrics, int(self.split.test.users.size)
+            )
+            self.progress.test_reported_version = version
+            self._save_state()
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_metrics(self, weights: dict[str, F32]) -> dict[str, float]:
+        """Full-ranking metrics on the local validation items (candidates exclude train)."""
+        return evaluate_loo(
+            lambda users: self.trainer.score(users, weights),
+            self.split.train,
+            self.split.valid,
+            k=self.k,
+        )
+
+    def test_metrics(self, weights: dict[str, F32]) -> dict[str, float]:
+        """Full-ranking and sampled (99 negatives) metrics on the local test items."""
+        if not self.split.test.users.size:
+            return {}
+
+        def score(users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+            return self.trainer.score(users, weights)
+
+        seen = concat(self.split.train, self.split.valid)
+        metrics = evaluate_loo(score, seen, self.split.test, k=self.k)
+        most_seen = int(seen_matrix(self.data, self.split.test.users).sum(axis=1).max())
+        if self.num_items - most_seen >= SAMPLED_NEGATIVES:
+            negatives = draw_sampled_negatives(
+                self.data, self.split.test.users, n=SAMPLED_NEGATIVES
+            )
+            metrics.update(evaluate_sampled(score, self.split.test, negatives, k=self.k))
+        else:
+            log.info("catalog too small for %d sampled negatives per user", SAMPLED_NEGATIVES)
+        return metrics
+
+    def _report_validation(self, version: int, weights: dict[str, F32]) -> None:
+        if not self.split.valid.users.size:
+            return
+        metrics = self.validation_metrics(weights)
+        self.client.evaluations.submit(
+            self.federation_id, version, "validation", metrics, int(self.split.valid.users.size)
+        )
+
+    # ------------------------------------------------------------------ serving
+    def recommend(self, user_id: str, k: int = 10) -> list[str]:
+        """Top-``k`` catalog item ids for a local user from the deployed version.
+
+        Items the user already has (in any split) are never recommended.
+        """
+        if self._deployed is None:
+            self.finish()
+        assert self._deployed is not None
+        try:
+            user = self.data.user_ids.index(str(user_id))
+        except ValueError as exc:
+            raise KeyError(f"user {user_id!r} has no local interactions") from exc
+        users = np.array([user], dtype=np.int64)
+        scores = self.trainer.score(users, self._deployed)
+        top = recommend(scores, seen_matrix(self.data, users), k)[0]
+        return [self.data.item_ids[i] for i in top if i >= 0]
+
+    # ------------------------------------------------------------------ state
+    def _weights(self, version: int) -> dict[str, F32]:
+        tensors = self.client.models.weights(self.federation_id, version)
+        return {name: np.asarray(array, dtype=np.float32) for name, array in tensors.items()}
+
+    def _load_state(self) -> None:
+        if self.state_dir is None:
+            return
+        progress = self.state_dir / "progress.json"
+        trainer = self.state_dir / "trainer.safetensors"
+        if progress.exists() and trainer.exists():
+            self.progress = _Progress(**json.loads(progress.read_text()))
+            self.trainer.load(trainer)
+            log.info("resumed from %s after round %d", self.state_dir, self.progress.last_round)
+
+    def _save_state(self) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # trainer first, then progress: progress never points past the saved factors
+        self.trainer.save(self.state_dir / "trainer.safetensors.tmp")
+        os.replace(
+            self.state_dir / "trainer.safetensors.tmp", self.state_dir / "trainer.safetensors"
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".progress-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self.progress), handle)
+        os.replace(tmp, self.state_dir / "progress.json")

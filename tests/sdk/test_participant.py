@@ -1,0 +1,139 @@
+"""The participant loop against the in-process coordinator: evaluate, train, upload,
+complete, deploy, report test figures, recommend; resume from saved state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from participant_sdk import Client, FederatedRecommender
+from participant_sdk.recsys import BPRConfig, local_view, make_synthetic, partition_users
+from participant_sdk.recsys.data import Interactions
+from tests.conftest import ADMIN_TOKEN
+
+CONFIG = BPRConfig(dim=8, learning_rate=0.05, epochs=2, seed=0)
+
+
+def _sdk(coordinator: TestClient, token: str) -> Client:
+    return Client(str(coordinator.base_url), token, http_client=coordinator)
+
+
+@pytest.fixture
+def coordinator(app: FastAPI) -> Iterator[TestClient]:
+    """The in-process coordinator (tests/sdk's own ``client`` fixture is a fake)."""
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def data() -> Interactions:
+    return make_synthetic(num_users=60, num_items=200, seed=1)
+
+
+def _federation(
+    coordinator: TestClient, data: Interactions, participants: int, **extra: object
+) -> tuple[Client, str, list[str]]:
+    admin = _sdk(coordinator, ADMIN_TOKEN)
+    federation = admin.federations.create(
+        "synthetic",
+        {"kind": "mf", "num_items": data.num_items, "dim": 8, "seed": 0},
+        catalog=data.item_ids,
+        **extra,  # type: ignore[arg-type]
+    )
+    tokens = [admin.participants.enrol(federation.id, f"p{i}").token for i in range(participants)]
+    return admin, federation.id, tokens
+
+
+def test_three_participants_run_to_deployment(coordinator: TestClient, data: Interactions) -> None:
+    admin, fid, tokens = _federation(
+        coordinator,
+        data,
+        3,
+        rounds={"max_rounds": 3},
+        deploy={"policy": "best", "metric": "ndcg@10"},
+    )
+    parts = [
+        FederatedRecommender(_sdk(coordinator, token), fid, local_view(data, users), config=CONFIG)
+        for token, users in zip(tokens, partition_users(data, "iid", 3, seed=0), strict=True)
+    ]
+    for round_number in (1, 2, 3):
+        assert [p.step() for p in parts] == ["uploaded"] * 3
+        admin.rounds.wait_for_next(fid, after=round_number, timeout=30)
+        assert admin.rounds.get(fid, round_number).update_count == 3
+    assert [p.step() for p in parts] == ["completed"] * 3
+    results = [p.finish() for p in parts]
+    assert all(0.0 <= r["ndcg@10"] <= 1.0 for r in results)
+    assert {"hr@10", "precision@10", "recall@10", "sampled_hr@10", "sampled_ndcg@10"} <= set(
+        results[0]
+    )
+
+    versions = admin.models.list(fid)
+    assert [len(v.contributors) for v in versions] == [0, 3, 3, 3]
+    history = admin.metrics(fid)
+    validation = {row.version: row for row in history if row.split == "validation"}
+    assert sorted(validation) == [0, 1, 2]  # each round's base version was evaluated
+    assert all(row.participants == 3 for row in validation.values())
+    deployment = admin.deployment.get(fid)
+    best = max(validation.values(), key=lambda row: (row.metrics["ndcg@10"], row.version))
+    assert deployment.version == best.version
+    test_rows = [row for row in history if row.split == "test"]
+    assert [(row.version, row.participants) for row in test_rows] == [(deployment.version, 3)]
+
+    user = parts[0].data.user_ids[0]
+    recommended = parts[0].recommend(user, k=5)
+    assert len(recommended) == 5
+    owned = {parts[0].data.item_ids[i] for i in parts[0].data.items[parts[0].data.users == 0]}
+    assert not owned & set(recommended)
+
+
+def test_target_stops_early(coordinator: TestClient, data: Interactions) -> None:
+    admin, fid, tokens = _federation(
+        coordinator, data, 1, rounds={"max_rounds": 10}, target={"metric": "hr@10", "value": 0.0}
+    )
+    part = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, data, config=CONFIG)
+    assert part.step() == "uploaded"
+    admin.rounds.wait_for_next(fid, after=1, timeout=30)
+    assert part.step() == "completed"
+    assert admin.federations.get(fid).state == "completed"
+    assert admin.federations.get(fid).latest_version == 1
+
+
+def test_restart_from_saved_state_rejoins_current_round(
+    coordinator: TestClient, data: Interactions, tmp_path: Path
+) -> None:
+    admin, fid, tokens = _federation(coordinator, data, 2, rounds={"max_rounds": 5})
+    halves = partition_users(data, "iid", 2, seed=0)
+    first = FederatedRecommender(
+        _sdk(coordinator, tokens[0]),
+        fid,
+        local_view(data, halves[0]),
+        config=CONFIG,
+        state_dir=tmp_path,
+    )
+    other = FederatedRecommender(
+        _sdk(coordinator, tokens[1]), fid, local_view(data, halves[1]), config=CONFIG
+    )
+    assert first.step() == "uploaded"
+    saved = first.trainer.user_factors.copy()
+    del first  # the process dies after its upload
+    assert other.step() == "uploaded"
+    admin.rounds.wait_for_next(fid, after=1, timeout=30)
+
+    restarted = FederatedRecommender(
+        _sdk(coordinator, tokens[0]),
+        fid,
+        local_view(data, halves[0]),
+        config=CONFIG,
+        state_dir=tmp_path,
+    )
+    assert restarted.progress.last_round == 1
+    np.testing.assert_array_equal(restarted.trainer.user_factors, saved)
+    assert restarted.step() == "uploaded"
+    assert admin.rounds.current(fid).number == 2
+    assert restarted.progress.last_round == 2
+    assert restarted.step() == "waiting"
