@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 from tests.factories import assert_problem, create_federation, enrol, put_update, update_bytes
 
 
-def _evaluate(client: TestClient, fid: str, version: int, headers: dict, **body: object):
+def _evaluate(client: TestClient, fid: str, version: int, headers: dict, **body: object) -> Any:
     payload = {"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 10, **body}
     return client.post(
         f"/v1/federations/{fid}/models/{version}/evaluations", json=payload, headers=headers
