@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -90,6 +92,99 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
     return 1
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
+    from coordinator.simulation import SimulationOptions
+
+    return SimulationOptions(
+        dataset="ml-100k" if demo else args.dataset,
+        data=Path(args.data) if args.data else _env_path("FEDREC_ML100K_DIR") if demo else None,
+        user_col=getattr(args, "user_col", None),
+        item_col=getattr(args, "item_col", None),
+        rating_col=getattr(args, "rating_col", None),
+        time_col=getattr(args, "time_col", None),
+        participants=args.participants,
+        partition=args.partition,
+        rounds=args.rounds,
+        seed=args.seed,
+        dim=args.dim,
+        local_epochs=args.local_epochs,
+        learning_rate=args.lr,
+        reg=args.reg,
+        negatives=args.negatives,
+        server_lr=args.server_lr,
+        coordinator=args.coordinator,
+        admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        report=Path(args.report) if args.report else None,
+        fallback_to_synthetic=demo,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from coordinator.simulation import SimulationOptions, run_simulation
+
+    # the progress display tells the story; per-round log lines would break it up
+    logging.getLogger("fedrec").setLevel(logging.WARNING)
+    options = _simulation_options(args, demo=args.command == "demo")
+    assert isinstance(options, SimulationOptions)
+    run_simulation(options)
+    return 0
+
+
+def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
+    defaults = SIMULATION_DEFAULTS
+    if not demo:
+        parser.add_argument(
+            "--dataset", choices=["ml-100k", "csv", "synthetic"], default="synthetic"
+        )
+    parser.add_argument("--data", help="dataset path (ml-100k folder, or a CSV/TSV file)")
+    if not demo:
+        parser.add_argument("--user-col", help="CSV column of the user id (auto-detected)")
+        parser.add_argument("--item-col", help="CSV column of the item id (auto-detected)")
+        parser.add_argument("--rating-col", help="CSV column of the rating (auto-detected)")
+        parser.add_argument("--time-col", help="CSV column of the timestamp (auto-detected)")
+    parser.add_argument("--participants", type=int, default=defaults["participants"])
+    parser.add_argument(
+        "--partition",
+        choices=["iid", "skewed", "per-user"],
+        default="iid",
+        help="per-user = one participant per user (cross-device)",
+    )
+    parser.add_argument("--rounds", type=int, default=defaults["rounds"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=defaults["dim"], help="latent dimension")
+    parser.add_argument("--local-epochs", type=int, default=defaults["local_epochs"])
+    parser.add_argument("--lr", type=float, default=defaults["lr"], help="local learning rate")
+    parser.add_argument("--reg", type=float, default=defaults["reg"])
+    parser.add_argument("--negatives", type=int, default=defaults["negatives"])
+    parser.add_argument("--server-lr", type=float, default=defaults["server_lr"])
+    parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
+    parser.add_argument(
+        "--admin-token", help="admin token of --coordinator (or FEDREC_ADMIN_TOKEN)"
+    )
+    parser.add_argument(
+        "--data-dir", help="data folder of the embedded coordinator (default: temp)"
+    )
+    parser.add_argument("--report", help="write a JSON report (per-round history, final metrics)")
+
+
+SIMULATION_DEFAULTS: dict[str, float] = {
+    "participants": 5,
+    "rounds": 20,
+    "dim": 64,
+    "local_epochs": 2,
+    "lr": 0.05,
+    "reg": 0.01,
+    "negatives": 1,
+    "server_lr": 1.0,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("federation_id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
+
+    simulate = sub.add_parser(
+        "simulate", help="run a federation of N participants over HTTP against a coordinator"
+    )
+    _add_simulation_arguments(simulate, demo=False)
+    simulate.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo", help="simulate on MovieLens 100K (downloaded; synthetic data if unavailable)"
+    )
+    _add_simulation_arguments(demo, demo=True)
+    demo.set_defaults(func=cmd_simulate)
     return parser
 
 
@@ -120,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
