@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
 from coordinator.api.routes import health
@@ -125,5 +126,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     add_exception_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    # added last = outermost: the size limit applies before anything buffers a body
+    app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

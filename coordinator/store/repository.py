@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import (
     Deployment,
     Evaluation,
     Federation,
+    IdempotencyRecord,
     ModelVersion,
     Participant,
     Round,
@@ -27,6 +28,7 @@ __all__ = [
     "DeploymentRepository",
     "EvaluationRepository",
     "FederationRepository",
+    "IdempotencyRepository",
     "ModelVersionRepository",
     "ParticipantRepository",
     "RoundRepository",
@@ -249,3 +251,15 @@ class DeploymentRepository(_Repository):
             .order_by(Deployment.seq.desc())
             .limit(1)
         ).first()
+
+
+class IdempotencyRepository(_Repository):
+    def get(self, principal: str, key: str) -> IdempotencyRecord | None:
+        return self.session.scalars(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.principal == principal, IdempotencyRecord.key == key
+            )
+        ).one_or_none()
+
+    def delete(self, record_id: str) -> None:
+        self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))

@@ -17,7 +17,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "federations",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -209,7 +208,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("updates", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_updates_round_id"))
         batch_op.drop_index(batch_op.f("ix_updates_participant_id"))

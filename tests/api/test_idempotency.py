@@ -1,0 +1,76 @@
+"""Idempotency-Key on non-GET requests: a retry gets the original response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.factories import assert_problem, create_federation, federation_body
+
+
+def _post(client: TestClient, headers: dict, key: str | None, **overrides: object) -> Any:
+    extra = {"Idempotency-Key": key} if key else {}
+    return client.post(
+        "/v1/federations", json=federation_body(**overrides), headers={**headers, **extra}
+    )
+
+
+def _count(client: TestClient, headers: dict) -> int:
+    return len(client.get("/v1/federations", headers=headers).json()["items"])
+
+
+def test_retry_with_same_key_replays_the_original(client: TestClient, admin_headers: dict) -> None:
+    first = _post(client, admin_headers, "create-1")
+    again = _post(client, admin_headers, "create-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _count(client, admin_headers) == 1
+
+
+def test_without_a_key_each_request_acts(client: TestClient, admin_headers: dict) -> None:
+    _post(client, admin_headers, None)
+    _post(client, admin_headers, None)
+    assert _count(client, admin_headers) == 2
+
+
+def test_same_key_different_body_422(client: TestClient, admin_headers: dict) -> None:
+    _post(client, admin_headers, "create-2", name="one")
+    response = _post(client, admin_headers, "create-2", name="two")
+    assert_problem(response, 422, "idempotency-key-reused")
+    assert _count(client, admin_headers) == 1
+
+
+def test_enrol_retry_returns_the_same_participant(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    url = f"/v1/federations/{fid}/participants"
+    headers = {**admin_headers, "Idempotency-Key": "enrol-1"}
+    first = client.post(url, json={"name": "shop"}, headers=headers)
+    again = client.post(url, json={"name": "shop"}, headers=headers)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["token"] == first.json()["token"]
+    assert len(client.get(url, headers=admin_headers).json()["items"]) == 1
+
+
+def test_errors_are_replayed_too(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    url = f"/v1/federations/{fid}/rounds/1/aggregate"
+    headers = {**admin_headers, "Idempotency-Key": "agg-1"}
+    assert_problem(client.post(url, headers=headers), 409, "no-updates")
+    assert_problem(client.post(url, headers=headers), 409, "no-updates")
+
+
+def test_keys_are_scoped_to_the_caller(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    url = f"/v1/federations/{fid}/participants"
+    a = client.post(url, json={"name": "a"}, headers={**admin_headers, "Idempotency-Key": "k"})
+    token = a.json()["token"]
+    # the participant's own use of the same key is not answered with the admin's response
+    other = client.post(
+        f"/v1/federations/{fid}/models/0/evaluations",
+        json={"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 1},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "k"},
+    )
+    assert other.status_code == 201
+    assert "split" in other.json()
