@@ -128,7 +128,8 @@ def _run(servers: list[ServerProcess]) -> str:
                     .group_by(ModelVersion.round_number)
                 ).all()
             )
-            assert per_round == {None: 1, **dict.fromkeys(range(1, ROUNDS + 1), 1)}
+            expected_rounds: list[int | None] = [None, *range(1, ROUNDS + 1)]
+            assert per_round == dict.fromkeys(expected_rounds, 1)
             stored = {
                 row.id: (row.round_number, row.sha256) for row in session.scalars(select(Update))
             }
