@@ -281,7 +281,7 @@ def aggregate_round(
                 round=number,
                 state=round_row.state,
             )
-        if not _contributing_updates(session, round_row):
+        if not UpdateRepository(session).count_from_active(round_row.id):
             raise NoUpdates(f"round {number} has no update from an active participant yet")
         claimed = RoundRepository(session).claim_for_aggregation(
             round_row.id,
@@ -312,7 +312,7 @@ def try_aggregate(ctx: Context, federation_id: str, number: int) -> ModelVersion
     now = utc_now()
     with ctx.sessions.begin() as session:
         round_row = RoundRepository(session).get(federation_id, number)
-        if round_row is None or not _contributing_updates(session, round_row):
+        if round_row is None or not UpdateRepository(session).count_from_active(round_row.id):
             return None
         if not RoundRepository(session).claim_for_aggregation(
             round_row.id,
@@ -466,7 +466,7 @@ def _handle_round(ctx: Context, federation_id: str, number: int, now: datetime) 
         )
         if round_row.state != "open" and not expired_lease:
             return False
-        contributing = len(_contributing_updates(session, round_row))
+        contributing = UpdateRepository(session).count_from_active(round_row.id)
         past_deadline = round_row.deadline_at is not None and round_row.deadline_at <= now
         complete = round_is_complete_in(session, round_row)
         if round_row.state == "open" and past_deadline and contributing < policy.min_participants:
@@ -478,6 +478,6 @@ def _handle_round(ctx: Context, federation_id: str, number: int, now: datetime) 
 
 
 def round_is_complete_in(session: Session, round_row: Round) -> bool:
-    active = ParticipantRepository(session).active_ids(round_row.federation_id)
-    uploaded = {u.participant_id for u in UpdateRepository(session).for_round(round_row.id)}
-    return bool(active) and active <= uploaded
+    """Every active participant has uploaded (counted in SQL: rounds can have thousands)."""
+    active = ParticipantRepository(session).count_active(round_row.federation_id)
+    return active > 0 and UpdateRepository(session).count_from_active(round_row.id) == active

@@ -87,6 +87,16 @@ class ParticipantRepository(_Repository):
             )
         )
 
+    def count_active(self, federation_id: str) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Participant)
+                .where(Participant.federation_id == federation_id, Participant.state == "active")
+            )
+            or 0
+        )
+
     def count(self, federation_id: str) -> int:
         return int(
             self.session.scalar(
@@ -181,6 +191,18 @@ class UpdateRepository(_Repository):
         return self.session.scalars(
             select(Update).where(Update.round_id == round_id).order_by(Update.participant_id)
         ).all()
+
+    def count_from_active(self, round_id: str) -> int:
+        """Updates of a round whose participant is still active (they will be aggregated)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Update)
+                .join(Participant, Participant.id == Update.participant_id)
+                .where(Update.round_id == round_id, Participant.state == "active")
+            )
+            or 0
+        )
 
     def count_all(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
