@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -110,7 +109,8 @@ def test_below_quorum_extend_moves_the_deadline(server: ServerProcess) -> None:
         fed.clients[0].rounds.wait_for_next(fed.id, after=1, timeout=3 * DEADLINE + 15)
         closed = fed.admin.rounds.get(fed.id, 1)
         assert (closed.state, closed.update_count, closed.result_version) == ("closed", 8, 1)
-        assert closed.closed_at is not None and closed.deadline_at is not None
+        assert closed.closed_at is not None
+        assert closed.deadline_at is not None
         assert closed.closed_at >= closed.deadline_at
         version = fed.admin.models.get(fed.id, 1)
         assert version.contributors == sorted(r.sha256 for r in (first | second).values())
