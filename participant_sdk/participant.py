@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,11 +35,16 @@ import numpy.typing as npt
 
 from ._client import Client
 from ._exceptions import (
+    APIConnectionError,
     FederationCompletedError,
     FutureRoundError,
+    InternalServerError,
     NotFoundError,
+    ParticipantRevokedError,
+    RateLimitError,
     RoundClosedError,
     UpdateConflictError,
+    WaitTimeoutError,
 )
 from .recsys.data import Interactions, load_csv, load_movielens_100k, map_to_catalog
 from .recsys.metrics import (
@@ -181,19 +188,43 @@ class FederatedRecommender:
         return cls(client, federation_id, mapping.interactions, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the loop
-    def run(self, *, round_timeout: float = 3600.0) -> dict[str, float]:
+    def run(
+        self, *, round_timeout: float = 3600.0, outage_timeout: float = 600.0
+    ) -> dict[str, float]:
         """Take part until the federation completes; return the test metrics reported.
 
-        Waiting for the next round long-polls the coordinator; ``round_timeout`` bounds
-        one wait.
+        Waiting for the next round long-polls the coordinator (``round_timeout`` bounds
+        one wait, after which the participant simply checks again). A coordinator
+        restart or a network blip is ridden out: the client's own retries first, then
+        this loop retries with backoff for up to ``outage_timeout`` seconds and resumes
+        at whatever round is current. A revoked token raises
+        :class:`~participant_sdk.ParticipantRevokedError` (and says so in the log).
         """
+        outage_started: float | None = None
+        delay = 1.0
         while True:
-            outcome = self.step()
-            if outcome == "completed":
-                return self.finish()
-            self.client.rounds.wait_for_next(
-                self.federation_id, after=self.progress.last_round, timeout=round_timeout
-            )
+            try:
+                outcome = self.step()
+                if outcome == "completed":
+                    log.info("federation %s completed; reporting test figures", self.federation_id)
+                    return self.finish()
+                self.client.rounds.wait_for_next(
+                    self.federation_id, after=self.progress.last_round, timeout=round_timeout
+                )
+                outage_started, delay = None, 1.0
+            except WaitTimeoutError:
+                continue
+            except ParticipantRevokedError:
+                log.error("participant revoked by the coordinator's admin; stopping")
+                raise
+            except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+                now = time.monotonic()
+                outage_started = outage_started or now
+                if now - outage_started > outage_timeout:
+                    raise
+                log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 30.0)
 
     def step(self) -> StepOutcome:
         """Do this round's work if there is any: evaluate the base, train, upload.

@@ -137,3 +137,16 @@ def test_restart_from_saved_state_rejoins_current_round(
     assert admin.rounds.current(fid).number == 2
     assert restarted.progress.last_round == 2
     assert restarted.step() == "waiting"
+
+
+def test_revoked_participant_stops_with_a_typed_error(
+    coordinator: TestClient, data: Interactions
+) -> None:
+    from participant_sdk import ParticipantRevokedError
+
+    admin, fid, tokens = _federation(coordinator, data, 1)
+    part = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, data, config=CONFIG)
+    pid = admin.participants.list(fid)[0].id
+    admin.participants.revoke(fid, pid)
+    with pytest.raises(ParticipantRevokedError):
+        part.run(round_timeout=1, outage_timeout=1)
