@@ -8,6 +8,7 @@ which turns the skip into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -85,22 +86,32 @@ def _drop_postgres_template() -> Iterator[None]:
         engine.dispose()
 
 
-@pytest.fixture
-def fresh_postgres_database() -> Iterator[str]:
-    """An empty (unmigrated) PostgreSQL database, dropped afterwards."""
+@contextlib.contextmanager
+def _scratch_postgres_database(template: str | None = None) -> Iterator[str]:
+    """Create a uniquely named database (optionally cloned from ``template``); drop it after."""
     base = postgres_url()
     if base is None:
         pytest.skip("set FEDREC_TEST_POSTGRES_URL to run PostgreSQL tests")
+    if template == "migrated":
+        template = _postgres_template(base)
     name = f"fedrec_test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
     engine = _admin_engine(base)
     with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
     try:
         yield _database_url(base, name)
     finally:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_database() -> Iterator[str]:
+    """An empty (unmigrated) PostgreSQL database, dropped afterwards."""
+    with _scratch_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -116,20 +127,8 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    base = postgres_url()
-    if base is None:
-        pytest.skip("set FEDREC_TEST_POSTGRES_URL to run PostgreSQL tests")
-    template = _postgres_template(base)
-    name = f"fedrec_test_{uuid.uuid4().hex[:12]}"
-    engine = _admin_engine(base)
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    try:
-        yield _database_url(base, name)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with _scratch_postgres_database(template="migrated") as url:
+        yield url
 
 
 @pytest.fixture

@@ -206,19 +206,26 @@ def get_participant(ctx: Context, principal: Principal, federation_id: str) -> P
         return participant
 
 
+def _load_participant(
+    session: Session, principal: Principal, federation_id: str, participant_id: str
+) -> Participant:
+    load_federation(session, principal, federation_id)
+    participant = ParticipantRepository(session).get(participant_id)
+    if participant is None or participant.federation_id != federation_id:
+        raise NotFound(
+            f"participant {participant_id} is not enrolled in this federation",
+            slug="participant-not-found",
+        )
+    return participant
+
+
 def revoke_participant(
     ctx: Context, principal: Principal, federation_id: str, participant_id: str
 ) -> Participant:
     """Revoke a participant: its token stops working and its open-round update is ignored."""
     principal.require_admin()
     with ctx.sessions.begin() as session:
-        load_federation(session, principal, federation_id)
-        participant = ParticipantRepository(session).get(participant_id)
-        if participant is None or participant.federation_id != federation_id:
-            raise NotFound(
-                f"participant {participant_id} is not enrolled in this federation",
-                slug="participant-not-found",
-            )
+        participant = _load_participant(session, principal, federation_id, participant_id)
         if participant.state != "revoked":
             participant.state = "revoked"
             participant.revoked_at = utc_now()
@@ -232,13 +239,7 @@ def reenrol_participant(
     principal.require_admin()
     token = new_token("frp")
     with ctx.sessions.begin() as session:
-        load_federation(session, principal, federation_id)
-        participant = ParticipantRepository(session).get(participant_id)
-        if participant is None or participant.federation_id != federation_id:
-            raise NotFound(
-                f"participant {participant_id} is not enrolled in this federation",
-                slug="participant-not-found",
-            )
+        participant = _load_participant(session, principal, federation_id, participant_id)
         participant.state = "active"
         participant.revoked_at = None
         participant.token_hash = hash_token(ctx.secret_key, token)
