@@ -47,6 +47,7 @@ from participant_sdk.recsys.model import BPRConfig
 from participant_sdk.recsys.partition import PartitionScheme, partition_users
 from participant_sdk.recsys.popularity import PopularityModel
 from participant_sdk.recsys.splits import LeaveOneOutSplit, RandomSplit, leave_one_out, split_80_20
+from participant_sdk.wire import WireError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(
@@ -99,7 +100,7 @@ SETTINGS = (
     Setting("central", None, 1, tuple(Candidate(lr, 1.0) for lr in (0.05, 0.08, 0.12))),
     Setting("iid-5", "iid", 5, tuple(Candidate(0.08, s) for s in (1.0, 2.0, 4.0))),
     Setting("skewed-5", "skewed", 5, tuple(Candidate(0.08, s) for s in (1.0, 2.0, 4.0))),
-    Setting("per-user", "per-user", 0, tuple(Candidate(0.08, s) for s in (25.0, 50.0, 100.0))),
+    Setting("per-user", "per-user", 0, tuple(Candidate(0.08, s) for s in (12.5, 25.0, 50.0))),
 )
 
 
@@ -155,21 +156,30 @@ def run_tune(job: TuneJob) -> dict[str, Any]:
         m = evaluate_loo(res.score, train, data.loo.valid)
         return {"ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"]}
 
-    res = simulate(
-        train,
-        groups_for(job.setting, train),
-        config_for(job.cand, 0),
-        rounds=job.max_rounds,
-        server_lr=job.cand.server_lr,
-        lr_decay_per_round=LR_DECAY,
-        eval_every=job.check_every,
-        eval_fn=ev,
-    )
+    start = time.perf_counter()
+    history: list[tuple[int, dict[str, float]]] = []
+    try:
+        res = simulate(
+            train,
+            groups_for(job.setting, train),
+            config_for(job.cand, 0),
+            rounds=job.max_rounds,
+            server_lr=job.cand.server_lr,
+            lr_decay_per_round=LR_DECAY,
+            eval_every=job.check_every,
+            eval_fn=ev,
+        )
+        history = res.history
+    except WireError as exc:
+        # A too-large server_lr can diverge; the codec then refuses the non-finite
+        # update. That candidate simply loses the selection.
+        history = [(0, {"ndcg@10": float("-inf"), "hr@10": 0.0, "diverged": 1.0})]
+        del exc
     return {
         "setting": job.setting.name,
         "cand": job.cand,
-        "history": res.history,
-        "seconds": res.seconds,
+        "history": history,
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -247,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rounds", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    parser.add_argument(
+        "--select",
+        default=None,
+        help="skip tuning: 'setting:lr:server_lr:rounds,...' (e.g. from an earlier run's log)",
+    )
     args = parser.parse_args(argv)
 
     data_dir = args.data.resolve()
@@ -288,9 +303,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- tuning (seed 0, validation)
     tune_jobs = [TuneJob(data_dir, s, c, max_rounds, check_every) for s in settings for c in s.grid]
-    print(f"tuning: {len(tune_jobs)} runs of up to {max_rounds} rounds ...", flush=True)
     best: dict[str, tuple[float, Candidate, int]] = {}
     tune_seconds: dict[str, float] = {}
+    if args.select:
+        tune_jobs = []
+        for part in args.select.split(","):
+            name, lr, slr, rounds = part.split(":")
+            best[name] = (float("nan"), Candidate(float(lr), float(slr)), int(rounds))
+            tune_seconds[name] = float("nan")
+        settings = [s for s in settings if s.name in best]
+        print(f"tuning skipped, selected: {args.select}", flush=True)
+    else:
+        print(f"tuning: {len(tune_jobs)} runs of up to {max_rounds} rounds ...", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for out in pool.map(run_tune, tune_jobs):
             name = out["setting"]
