@@ -121,6 +121,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
         data_dir=Path(args.data_dir) if args.data_dir else None,
         report=Path(args.report) if args.report else None,
+        workers=args.workers,
         fallback_to_synthetic=demo,
     )
 
@@ -171,6 +172,9 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         "--data-dir", help="data folder of the embedded coordinator (default: temp)"
     )
     parser.add_argument("--report", help="write a JSON report (per-round history, final metrics)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="participants stepped side by side (threads)"
+    )
 
 
 SIMULATION_DEFAULTS: dict[str, float] = {

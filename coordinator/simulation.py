@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,7 @@ class SimulationOptions:
     admin_token: str | None = None
     data_dir: Path | None = None
     report: Path | None = None
+    workers: int = 4
     fallback_to_synthetic: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -299,6 +301,7 @@ def _federate(
     fid = federation.id
     clients: list[Client] = []
     participants: list[FederatedRecommender] = []
+    stack = contextlib.ExitStack()
     try:
         for index, users in enumerate(groups):
             token = admin.participants.enrol(fid, f"participant-{index}").token
@@ -308,6 +311,7 @@ def _federate(
                 FederatedRecommender(client, fid, local_view(data, users), config=config)
             )
         history: list[dict[str, Any]] = []
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=options.workers))
         with Progress(
             TextColumn("[bold]round {task.completed}/{task.total}"),
             BarColumn(),
@@ -318,7 +322,8 @@ def _federate(
             task = progress.add_task("rounds", total=options.rounds, status="")
             for round_number in range(1, options.rounds + 1):
                 started = time.perf_counter()
-                outcomes = [p.step() for p in participants]
+                # participants are independent: step them side by side, as real ones would
+                outcomes = list(pool.map(lambda p: p.step(), participants))
                 if "completed" in outcomes:
                     break
                 # a participant without training data uploads nothing: close the round anyway
@@ -348,6 +353,7 @@ def _federate(
         )
         return history, federated
     finally:
+        stack.close()
         for client in clients:
             client.close()
 

@@ -233,10 +233,10 @@ class FederatedRecommender:
         or ``"completed"`` (the federation has ended).
         """
         current = self.client.rounds.current(self.federation_id)
-        federation = self.client.federations.get(self.federation_id)
-        if federation.state != "active":
-            return "completed"
         if current.state != "open" or current.number <= self.progress.last_round:
+            # only now can the federation have ended (its last round is then closed)
+            if self.client.federations.get(self.federation_id).state != "active":
+                return "completed"
             return "waiting"
         weights = self._weights(current.base_version)
         if self.progress.last_evaluated_version < current.base_version:

@@ -1,9 +1,11 @@
 """Rounds: current (with long-poll), history, upload, aggregate."""
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
 from coordinator.api.schemas import (
@@ -18,6 +20,7 @@ from coordinator.api.schemas import (
 from coordinator.domain import rounds
 from coordinator.domain.errors import UnsupportedMediaType
 
+log = logging.getLogger("fedrec.api")
 router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
 
 MAX_WAIT_SECONDS = 60.0
@@ -83,14 +86,20 @@ async def upload_update(
     principal: PrincipalDep,
     worker: WorkerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> Receipt:
+) -> Receipt | Response:
     """Upload this participant's update (safetensors deltas) for round `number`."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise UnsupportedMediaType(
             f"send the update as 'application/octet-stream' (safetensors), not {content_type!r}"
         )
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        # the participant went away mid-body: nothing was stored, nobody reads a reply;
+        # an expected event on real networks, not an internal error (no 500, no traceback)
+        log.info("upload to round %d of %s cut off by the client", number, federation_id)
+        return Response(status_code=499)
     receipt = await run_in_threadpool(
         rounds.submit_update,
         ctx,
