@@ -9,22 +9,21 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from coordinator.store.db import create_db_engine
 from coordinator.store.models import ModelVersion, Round, Update
 from participant_sdk import Client
-from tests.conftest import _admin_engine, _database_url, postgres_url
+from tests.conftest import _scratch_postgres_database
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 
 __all__ = [
@@ -66,22 +65,9 @@ def wait_until(
         time.sleep(interval)
 
 
-@contextmanager
-def new_postgres_database() -> Iterator[str]:
+def new_postgres_database() -> AbstractContextManager[str]:
     """A fresh, empty PostgreSQL database (``fedrec serve`` migrates it), dropped after."""
-    base = postgres_url()
-    if base is None:
-        pytest.skip("set FEDREC_TEST_POSTGRES_URL to run PostgreSQL tests")
-    name = f"fedrec_fault_{uuid.uuid4().hex[:12]}"
-    engine = _admin_engine(base)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield _database_url(base, name)
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    return _scratch_postgres_database()
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 A raw socket sends the request head with ``Content-Length: N`` and only part of the
 body, then closes (politely, or with a TCP reset). Nothing is stored: no update row,
-no blob, no temporary file left behind. The same upload sent again succeeds.
+no blob, no temporary file left behind, and no internal error. The same upload sent
+again succeeds.
 """
 
 from __future__ import annotations
@@ -97,3 +98,9 @@ def test_disconnect_mid_body_stores_nothing_and_the_retry_succeeds(
         (row,) = check_blobs(server, fed.id)
         assert row.id == retry.json()["update_id"]
         assert set(blob_files(server)) == blobs_before | {row.sha256}
+
+    # a participant going away is an expected event: logged as such, not as a crash
+    log = server.log_path.read_text(errors="replace")
+    assert "cut off by the client" in log
+    assert "unhandled error" not in log
+    assert "Exception in ASGI application" not in log
