@@ -55,3 +55,27 @@ def test_locked_sqlite_is_a_retryable_503(tmp_path: Path) -> None:
     with TestClient(create_app(settings, run_timer=False)) as client:
         listing = client.get("/v1/federations", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert listing.json()["items"] == []  # the failed request left nothing behind
+
+
+def test_health_and_reads_answer_while_a_round_aggregates(settings: Settings) -> None:
+    import time
+
+    from tests.factories import create_federation, enrol, put_update, update_bytes
+
+    slow = settings.model_copy(update={"test_aggregation_pause_seconds": 2.0})
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(slow, run_timer=False)) as client:
+        fid = create_federation(client, admin)["id"]
+        _, participant = enrol(client, admin, fid)
+        # completing the round starts its aggregation on the worker thread, paused 2 s inside
+        put_update(client, fid, 1, update_bytes(), participant)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert client.get("/healthz").status_code == 200
+        state = client.get(f"/v1/federations/{fid}/rounds/1", headers=admin).json()["state"]
+        assert state == "aggregating"
+        assert time.monotonic() - started < 1.0
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/federations/{fid}", headers=admin).json()["latest_version"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
