@@ -2,7 +2,7 @@
 
 This module is the single definition of the wire format; the coordinator imports it
 rather than keeping its own copy. Received bytes are parsed with the safetensors
-library only. Never pickle, never ``np.load(allow_pickle=True)``: a pickle can run
+library only. Never pickle, never let numpy unpickle (``allow_pickle`` stays off): a pickle can run
 arbitrary code on the receiver.
 
 A **model** payload holds the model's tensors (for ``kind="mf"``: ``item_factors``
