@@ -6,9 +6,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
+from coordinator.domain.evaluation import aggregate_in
 from coordinator.domain.specs import DeployPolicy, TargetSpec
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository
@@ -22,8 +24,6 @@ def deployed_version(session: Session, federation_id: str) -> int | None:
 
 
 def _validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
-    from coordinator.domain.evaluation import aggregate_in
-
     return {
         row.version: row.metrics[metric]
         for row in aggregate_in(session, federation_id)
@@ -90,8 +90,6 @@ def auto_deploy(session: Session, federation: Federation, *, now: datetime) -> D
 def get_deployment(
     ctx: Context, principal: Principal, federation_id: str
 ) -> tuple[Federation, list[Deployment]]:
-    from coordinator.domain.federations import load_federation
-
     with ctx.sessions() as session:
         federation = load_federation(session, principal, federation_id)
         history = list(DeploymentRepository(session).history(federation_id))
@@ -107,8 +105,6 @@ def promote(
     ctx: Context, principal: Principal, federation_id: str, *, version: int
 ) -> tuple[Federation, list[Deployment]]:
     """Make ``version`` live (a promotion, or a roll-back to an earlier version)."""
-    from coordinator.domain.federations import load_federation
-
     principal.require_admin()
     with ctx.sessions.begin() as session:
         federation = load_federation(session, principal, federation_id)

@@ -9,10 +9,10 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.federations import load_federation
 from coordinator.store.models import Evaluation, utc_now
 from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
 

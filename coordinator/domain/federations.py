@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
+from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal, hash_token, new_token
 from coordinator.domain.context import Context
+from coordinator.domain.deployment import deployed_version
 from coordinator.domain.errors import NotFound
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
 from coordinator.domain.specs import (
@@ -135,18 +137,7 @@ def create_federation(
     return FederationView(federation, 0, None)
 
 
-def load_federation(session: Session, principal: Principal, federation_id: str) -> Federation:
-    """Fetch a federation the caller may see, or raise 404/403."""
-    federation = FederationRepository(session).get(federation_id)
-    if federation is None:
-        raise NotFound(f"federation {federation_id} does not exist", slug="federation-not-found")
-    principal.check_federation(federation_id)
-    return federation
-
-
 def _view(session: Session, federation: Federation) -> FederationView:
-    from coordinator.domain.deployment import deployed_version
-
     return FederationView(
         federation,
         ParticipantRepository(session).count(federation.id),
