@@ -1,0 +1,45 @@
+"""The ``fedrec`` command line: migrate, verify-lineage, help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from coordinator.cli import main
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("FEDREC_DATABASE_URL", raising=False)
+    monkeypatch.setenv("FEDREC_SECRET_KEY", "cli-test")
+    monkeypatch.setenv("FEDREC_ADMIN_TOKEN", "fra_cli-test-token")
+    return tmp_path / "data"
+
+
+def test_migrate_creates_the_schema(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--data-dir", str(data_dir)]) == 0
+    assert "database at head" in capsys.readouterr().out
+    engine = create_engine(f"sqlite:///{data_dir / 'fedrec.db'}")
+    assert {"federations", "rounds", "updates", "model_versions"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+
+
+def test_verify_lineage_of_unknown_federation(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["migrate", "--data-dir", str(data_dir)])
+    assert main(["verify-lineage", "nope", "--data-dir", str(data_dir)]) == 2
+    assert "no model versions" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "migrate", "verify-lineage", "simulate", "demo"):
+        assert command in out
