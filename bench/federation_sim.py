@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain.aggregation import FedAvgAccumulator
+from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
 from participant_sdk.recsys.partition import local_view
@@ -51,6 +51,7 @@ def simulate(
     *,
     rounds: int,
     server_lr: float = 1.0,
+    normalization: RowNormalization = "touched",
     lr_decay_per_round: float = 1.0,
     sparse: bool = True,
     eval_every: int = 0,
@@ -61,6 +62,7 @@ def simulate(
 
     ``config.epochs`` is the number of local epochs per round. The learning rate of
     round ``r`` (0-based) is ``config.learning_rate * lr_decay_per_round ** r``.
+    ``normalization`` is the accumulator's ``row_normalization``.
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -79,7 +81,7 @@ def simulate(
     result = FedResult(item_tensors=global_tensors, user_factors=_gather(participants, train))
     for r in range(rounds):
         lr = config.learning_rate * lr_decay_per_round**r
-        acc = FedAvgAccumulator(spec, server_lr=server_lr)
+        acc = FedAvgAccumulator(spec, server_lr=server_lr, row_normalization=normalization)
         sent = 0
         for _users, local, trainer in participants:
             if len(local) == 0:

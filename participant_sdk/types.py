@@ -79,10 +79,16 @@ class ModelSpec(BaseAPIModel):
 
 
 class StrategySpec(BaseAPIModel):
-    """How updates are aggregated, e.g. ``name="fedavg"`` with ``server_lr``."""
+    """How updates are aggregated, e.g. ``name="fedavg"`` with ``server_lr``.
+
+    ``normalization`` is ``"touched"`` (each item row averaged over the updates that
+    sent it; the coordinator's default) or ``"total"`` (every row divided by the
+    round's total example weight, for many small participants).
+    """
 
     name: str | None = None
     server_lr: float | None = None
+    normalization: str | None = None
 
 
 class RoundPolicy(BaseAPIModel):

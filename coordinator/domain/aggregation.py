@@ -9,29 +9,50 @@ same bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from participant_sdk.wire import TensorSpec, Update
 
-__all__ = ["FedAvgAccumulator", "STRATEGIES"]
+__all__ = ["FedAvgAccumulator", "NORMALIZATIONS", "RowNormalization", "STRATEGIES"]
 
 STRATEGIES = ("fedavg",)
+
+RowNormalization = Literal["touched", "total"]
+NORMALIZATIONS: tuple[RowNormalization, ...] = ("touched", "total")
 
 
 class FedAvgAccumulator:
     """Weighted FedAvg over dense and row-sparse updates.
 
-    ``new = base + server_lr * sum_i n_i * delta_i / sum_i n_i``, computed per row:
-    a row-sparse update only counts towards the rows it sent, so each row is the
-    weighted mean over the participants that touched it. Rows nobody sent keep the
-    base value. ``server_lr`` = 1 is plain FedAvg.
+    ``new = base + server_lr * sum_i n_i * delta_i / W``, computed per row, where
+    ``row_normalization`` chooses ``W``:
+
+    * ``"touched"`` (default): ``W`` is the weight of the participants that sent the
+      row, so each row is the weighted mean over the participants that touched it
+      (a row-sparse update only counts towards the rows it sent);
+    * ``"total"``: ``W = sum_i n_i`` over every update of the round, for every row,
+      so a row moves in proportion to the example weight that touched it (a rare
+      item moves less than a popular one, as when centralized SGD sums gradients).
+
+    The two agree on rows every update sent (in particular for dense updates).
+    Rows nobody sent keep the base value. ``server_lr`` = 1 is plain FedAvg.
     """
 
-    def __init__(self, spec: Mapping[str, TensorSpec], *, server_lr: float = 1.0) -> None:
+    def __init__(
+        self,
+        spec: Mapping[str, TensorSpec],
+        *,
+        server_lr: float = 1.0,
+        row_normalization: RowNormalization = "touched",
+    ) -> None:
+        if row_normalization not in NORMALIZATIONS:
+            raise ValueError(f"row_normalization must be one of {NORMALIZATIONS}")
         self._spec = dict(spec)
         self._server_lr = server_lr
+        self._normalization: RowNormalization = row_normalization
         self._sums = {name: np.zeros(s.shape, dtype=np.float64) for name, s in spec.items()}
         self._row_weights = {
             name: np.zeros(s.shape[0] if s.shape else 1, dtype=np.float64)
@@ -61,7 +82,10 @@ class FedAvgAccumulator:
         """Return the new model tensors as float32."""
         out: dict[str, npt.NDArray[np.float32]] = {}
         for name, spec in self._spec.items():
-            weights = self._row_weights[name]
+            if self._normalization == "total":
+                weights = np.full_like(self._row_weights[name], float(self.total_examples))
+            else:
+                weights = self._row_weights[name]
             denom = np.where(weights > 0, weights, 1.0)
             mean = self._sums[name] / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
             new = np.asarray(base[name], dtype=np.float64) + self._server_lr * mean

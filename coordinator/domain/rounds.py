@@ -338,7 +338,11 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
             strategy = StrategySpec.model_validate(federation.strategy)
 
         # stream: one update in memory at a time, float64 sums, fixed order
-        accumulator = FedAvgAccumulator(spec.tensors(), server_lr=strategy.server_lr)
+        accumulator = FedAvgAccumulator(
+            spec.tensors(),
+            server_lr=strategy.server_lr,
+            row_normalization=strategy.normalization,
+        )
         for row in updates:
             accumulator.add(decode_update(ctx.blobs.get(row.sha256), spec.tensors()))
         base_tensors = decode_weights(ctx.blobs.get(base.sha256))

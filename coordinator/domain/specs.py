@@ -54,6 +54,15 @@ class StrategySpec(_Spec):
     server_lr: float = Field(
         default=1.0, gt=0, le=1000, description="Scale of the averaged delta (1 = plain FedAvg)."
     )
+    normalization: Literal["touched", "total"] = Field(
+        default="touched",
+        description=(
+            "Denominator of each item row's weighted delta sum: `touched` = the example "
+            "weight of the updates that sent that row (per-row mean); `total` = the "
+            "example weight of every update in the round, so rows move in proportion to "
+            "how many examples touched them (suits many small participants)."
+        ),
+    )
 
 
 class RoundPolicy(_Spec):

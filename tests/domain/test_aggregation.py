@@ -1,11 +1,17 @@
-"""FedAvg accumulation: numpy equivalence, dense vs row-sparse, determinism."""
+"""FedAvg accumulation: numpy equivalence, dense vs row-sparse, determinism, row
+normalization (``touched`` / ``total``) in the accumulator and through the API."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pytest
+from fastapi.testclient import TestClient
 
 from coordinator.domain.aggregation import FedAvgAccumulator
-from participant_sdk.wire import Update, mf_spec
+from participant_sdk.wire import Update, decode_weights, encode_update, mf_spec
+from tests.factories import create_federation, enrol, put_update
 
 SPEC = mf_spec(num_items=6, dim=2)
 
@@ -95,3 +101,159 @@ def test_server_lr_scales_the_step() -> None:
     out = acc.result(_base())
     expected = 1 + 2.0 * update.tensors["item_factors"].astype(np.float64)
     np.testing.assert_allclose(out["item_factors"], expected.astype(np.float32))
+
+
+def _two_sparse() -> tuple[Update, Update]:
+    first = Update(
+        round=1,
+        base_version=0,
+        num_examples=1,
+        tensors={
+            "item_factors": np.full((1, 2), 2.0, np.float32),
+            "item_bias": np.ones(1, np.float32),
+        },
+        rows=np.array([0], np.int64),
+    )
+    second = Update(
+        round=1,
+        base_version=0,
+        num_examples=3,
+        tensors={
+            "item_factors": np.full((2, 2), 6.0, np.float32),
+            "item_bias": np.full(2, 3.0, np.float32),
+        },
+        rows=np.array([0, 4], np.int64),
+    )
+    return first, second
+
+
+def test_total_normalization_divides_every_row_by_the_round_weight() -> None:
+    acc = FedAvgAccumulator(SPEC, row_normalization="total")
+    for update in _two_sparse():
+        acc.add(update)
+    out = acc.result(_base())
+    # row 0: both sent it -> same as "touched"; row 4: only the 3-example update, / 4
+    np.testing.assert_allclose(out["item_factors"][0], 1 + (1 * 2 + 3 * 6) / 4)
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 3 * 6 / 4)
+    np.testing.assert_array_equal(out["item_factors"][[1, 2, 3, 5]], 1)  # nobody sent them
+    np.testing.assert_allclose(out["item_bias"][[0, 4]], [(1 + 9) / 4, 3 * 3 / 4])
+
+
+def test_total_normalization_with_server_lr() -> None:
+    acc = FedAvgAccumulator(SPEC, server_lr=4.0, row_normalization="total")
+    for update in _two_sparse():
+        acc.add(update)
+    out = acc.result(_base())
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 4.0 * 3 * 6 / 4)
+    np.testing.assert_allclose(out["item_bias"][4], 4.0 * 3 * 3 / 4)
+
+
+def test_total_equals_touched_for_dense_updates() -> None:
+    updates = [_dense(1, 3), _dense(2, 7), _dense(3, 1)]
+    a = FedAvgAccumulator(SPEC, server_lr=1.5)
+    b = FedAvgAccumulator(SPEC, server_lr=1.5, row_normalization="total")
+    for update in updates:
+        a.add(update)
+        b.add(update)
+    for name in SPEC:
+        np.testing.assert_array_equal(a.result(_base())[name], b.result(_base())[name])
+
+
+def test_total_normalization_is_order_independent() -> None:
+    first, second = _two_sparse()
+    a = FedAvgAccumulator(SPEC, row_normalization="total")
+    b = FedAvgAccumulator(SPEC, row_normalization="total")
+    a.add(first)
+    a.add(second)
+    b.add(second)
+    b.add(first)
+    for name in SPEC:
+        np.testing.assert_allclose(a.result(_base())[name], b.result(_base())[name])
+
+
+def test_total_normalization_of_an_empty_round_keeps_the_base() -> None:
+    out = FedAvgAccumulator(SPEC, row_normalization="total").result(_base())
+    for name in SPEC:
+        np.testing.assert_array_equal(out[name], _base()[name])
+
+
+def test_unknown_normalization_is_refused() -> None:
+    with pytest.raises(ValueError, match="row_normalization"):
+        FedAvgAccumulator(SPEC, row_normalization="rows")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- API level
+def _closed_round(client: TestClient, fid: str, number: int, headers: dict[str, str]) -> dict:
+    for _ in range(50):
+        body: dict = client.get(f"/v1/federations/{fid}/rounds/{number}", headers=headers).json()
+        if body["state"] in ("closed", "failed"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"round {number} did not close")
+
+
+def test_api_stores_normalization_and_defaults_to_touched(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    default = create_federation(client, admin_headers)
+    assert default["strategy"]["normalization"] == "touched"
+    fed = create_federation(
+        client,
+        admin_headers,
+        strategy={"name": "fedavg", "server_lr": 2.0, "normalization": "total"},
+    )
+    assert fed["strategy"] == {"name": "fedavg", "server_lr": 2.0, "normalization": "total"}
+    again = client.get(f"/v1/federations/{fed['id']}", headers=admin_headers).json()
+    assert again["strategy"]["normalization"] == "total"
+    bad = client.post(
+        "/v1/federations",
+        json={
+            "name": "bad",
+            "model": {"kind": "mf", "num_items": 20, "dim": 4},
+            "strategy": {"name": "fedavg", "normalization": "rows"},
+        },
+        headers=admin_headers,
+    )
+    assert bad.status_code == 422
+
+
+def test_api_round_aggregates_with_total_normalization(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    fed = create_federation(
+        client,
+        admin_headers,
+        strategy={"name": "fedavg", "server_lr": 2.0, "normalization": "total"},
+        rounds={"min_participants": 2, "max_rounds": 2},
+    )
+    fid = fed["id"]
+    _, shop_a = enrol(client, admin_headers, fid, "a")
+    _, shop_b = enrol(client, admin_headers, fid, "b")
+    base = {
+        name: np.asarray(value, dtype=np.float32).astype(np.float64)
+        for name, value in decode_weights(
+            client.get(f"/v1/federations/{fid}/models/0/weights", headers=admin_headers).content
+        ).items()
+    }
+    rows_a, rows_b = np.array([0, 3], np.int64), np.array([3, 7, 19], np.int64)
+    for headers, rows, n, value in ((shop_a, rows_a, 1, 0.5), (shop_b, rows_b, 3, -0.25)):
+        deltas = {
+            "item_factors": np.full((rows.size, 4), value, np.float32),
+            "item_bias": np.full(rows.size, value, np.float32),
+        }
+        body = encode_update(deltas, round=1, base_version=0, num_examples=n, rows=rows)
+        assert put_update(client, fid, 1, body, headers).status_code in (200, 201)
+    assert _closed_round(client, fid, 1, admin_headers)["state"] == "closed"
+    new = {
+        name: np.asarray(value, dtype=np.float64)
+        for name, value in decode_weights(
+            client.get(f"/v1/federations/{fid}/models/1/weights", headers=admin_headers).content
+        ).items()
+    }
+    step = np.zeros(20)
+    step[[0, 3]] += 1 * 0.5
+    step[[3, 7, 19]] += 3 * -0.25
+    np.testing.assert_allclose(new["item_bias"], base["item_bias"] + 2.0 * step / 4, atol=1e-6)
+    np.testing.assert_allclose(
+        new["item_factors"][:, 0], base["item_factors"][:, 0] + 2.0 * step / 4, atol=1e-6
+    )
