@@ -117,6 +117,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
         reg=args.reg,
         negatives=args.negatives,
         server_lr=args.server_lr,
+        normalization=args.normalization,
         coordinator=args.coordinator,
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -164,6 +165,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument("--reg", type=float, default=defaults["reg"])
     parser.add_argument("--negatives", type=int, default=defaults["negatives"])
     parser.add_argument("--server-lr", type=float, default=defaults["server_lr"])
+    parser.add_argument(
+        "--normalization",
+        choices=["touched", "total"],
+        default="touched",
+        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md)",
+    )
     parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
     parser.add_argument(
         "--admin-token", help="admin token of --coordinator (or FEDREC_ADMIN_TOKEN)"

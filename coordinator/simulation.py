@@ -82,6 +82,7 @@ class SimulationOptions:
     reg: float = 0.01
     negatives: int = 1
     server_lr: float = 1.0
+    normalization: Literal["touched", "total"] = "touched"
     coordinator: str | None = None
     admin_token: str | None = None
     data_dir: Path | None = None
@@ -293,7 +294,11 @@ def _federate(
             "seed": options.seed,
             "init_scale": 0.01,
         },
-        strategy={"name": "fedavg", "server_lr": options.server_lr},
+        strategy={
+            "name": "fedavg",
+            "server_lr": options.server_lr,
+            "normalization": options.normalization,
+        },
         rounds={"min_participants": 1, "max_rounds": options.rounds},
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},
