@@ -130,6 +130,8 @@ class FederatedRecommender:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.progress = _Progress()
         self.deployed_version: int | None = None
+        # a round we could not act on (aggregating, closed before our upload, no data)
+        self._skipped_round = 0
         self._deployed: dict[str, F32] | None = None
         self._load_state()
 
@@ -209,7 +211,7 @@ class FederatedRecommender:
                     log.info("federation %s completed; reporting test figures", self.federation_id)
                     return self.finish()
                 self.client.rounds.wait_for_next(
-                    self.federation_id, after=self.progress.last_round, timeout=round_timeout
+                    self.federation_id, after=self.waiting_after, timeout=round_timeout
                 )
                 outage_started, delay = None, 1.0
             except WaitTimeoutError:
@@ -226,6 +228,11 @@ class FederatedRecommender:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 30.0)
 
+    @property
+    def waiting_after(self) -> int:
+        """The round number after which there is new work: wait for a round beyond it."""
+        return max(self.progress.last_round, self._skipped_round)
+
     def step(self) -> StepOutcome:
         """Do this round's work if there is any: evaluate the base, train, upload.
 
@@ -237,6 +244,7 @@ class FederatedRecommender:
             # only now can the federation have ended (its last round is then closed)
             if self.client.federations.get(self.federation_id).state != "active":
                 return "completed"
+            self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
         weights = self._weights(current.base_version)
         if self.progress.last_evaluated_version < current.base_version:
@@ -245,6 +253,7 @@ class FederatedRecommender:
         update = self.trainer.train_round(weights, self.split.train)
         if update.num_examples == 0:
             log.warning("no local training data; skipping round %d", current.number)
+            self._skipped_round = current.number
             return "waiting"
         try:
             if self.sparse:
@@ -270,6 +279,7 @@ class FederatedRecommender:
             log.info(
                 "round %d closed before our upload; resuming at the current round", current.number
             )
+            self._skipped_round = current.number
             return "waiting"
         except FederationCompletedError:
             return "completed"

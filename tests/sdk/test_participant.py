@@ -150,3 +150,15 @@ def test_revoked_participant_stops_with_a_typed_error(
     admin.participants.revoke(fid, pid)
     with pytest.raises(ParticipantRevokedError):
         part.run(round_timeout=1, outage_timeout=1)
+
+
+def test_participant_without_data_waits_for_the_next_round(
+    coordinator: TestClient, data: Interactions
+) -> None:
+    admin, fid, tokens = _federation(coordinator, data, 2)
+    empty = data.subset(np.zeros(len(data), dtype=bool))
+    idle = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, empty, config=CONFIG)
+    assert idle.step() == "waiting"
+    # run() would now long-poll for round 2 instead of spinning on round 1
+    assert idle.waiting_after == 1
+    assert admin.rounds.get(fid, 1).update_count == 0
