@@ -53,6 +53,7 @@ def simulate(
     server_lr: float = 1.0,
     normalization: RowNormalization = "touched",
     lr_decay_per_round: float = 1.0,
+    refit_epochs: int = 0,
     sparse: bool = True,
     eval_every: int = 0,
     eval_fn: Callable[[FedResult], dict[str, float]] | None = None,
@@ -62,7 +63,10 @@ def simulate(
 
     ``config.epochs`` is the number of local epochs per round. The learning rate of
     round ``r`` (0-based) is ``config.learning_rate * lr_decay_per_round ** r``.
-    ``normalization`` is the accumulator's ``row_normalization``.
+    ``normalization`` is the accumulator's ``row_normalization``. ``refit_epochs`` > 0
+    ends with that many local user-only epochs (items frozen) on the final global model,
+    the local personalisation step a participant runs after the last round; evaluations
+    at checkpoints apply it to a copy of the user factors, so training is unchanged.
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -105,7 +109,11 @@ def simulate(
         result.bytes_per_round.append(sent)
         result.item_tensors = global_tensors
         if eval_fn is not None and eval_every and ((r + 1) % eval_every == 0 or r + 1 == rounds):
+            saved = [(t.user_factors.copy(), t.steps) for _u, _l, t in participants]
+            _refit(participants, global_tensors, refit_epochs, lr)
             result.user_factors = _gather(participants, train)
+            for (_u, _l, t), (factors, steps) in zip(participants, saved, strict=True):
+                t.user_factors, t.steps = factors, steps
             metrics = eval_fn(result)
             result.history.append((r + 1, metrics))
             if progress is not None:
@@ -113,9 +121,27 @@ def simulate(
                 progress(
                     f"    round {r + 1}/{rounds}: {shown} ({time.perf_counter() - start:.0f}s)"
                 )
+    if rounds:
+        _refit(participants, global_tensors, refit_epochs, lr)
     result.user_factors = _gather(participants, train)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _refit(
+    participants: Sequence[tuple[npt.NDArray[np.int64], Interactions, BPRTrainer]],
+    item_tensors: dict[str, F32],
+    epochs: int,
+    learning_rate: float,
+) -> None:
+    """User-only local epochs against ``item_tensors`` (no upload)."""
+    if epochs <= 0:
+        return
+    for _users, local, trainer in participants:
+        if len(local):
+            trainer.train_round(
+                item_tensors, local, epochs=epochs, learning_rate=learning_rate, update_items=False
+            )
 
 
 def _gather(

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.federation_sim import FedResult, simulate
+from coordinator.domain.aggregation import RowNormalization
 from participant_sdk.recsys.data import Interactions, load_movielens_100k
 from participant_sdk.recsys.metrics import (
     draw_sampled_negatives,
@@ -77,9 +78,13 @@ class Candidate:
 
     learning_rate: float
     server_lr: float
+    normalization: RowNormalization = "touched"
 
     def label(self) -> str:
-        return f"lr={self.learning_rate:g}, server_lr={self.server_lr:g}"
+        return (
+            f"lr={self.learning_rate:g}, server_lr={self.server_lr:g}, "
+            f"normalization={self.normalization}"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,14 +98,35 @@ class Setting:
 
 
 # Same budget everywhere: 3 candidates x max_rounds. Centralized tunes the (only)
-# learning rate; the federations tune the server learning rate at the base local rate.
-# Per-user FedAvg averages each item row over its ~50-600 touching users where
-# centralized SGD sums them, hence a server_lr of that order.
+# learning rate; the federations tune the server learning rate at the base local rate,
+# with the "total" row normalization (each item row's weighted delta sum divided by the
+# round's total example weight). With K equal silos that sum is ~1/K of what one epoch
+# of centralized SGD would add, so the centralized grid lr in {0.05, 0.08, 0.12}
+# corresponds to server_lr ~ K x {0.6, 1, 1.5}; {2, 4, 8} brackets it for K = 5 (with
+# 5 silos every row is touched by every silo, through the sampled negatives, so
+# "total" and "touched" nearly coincide). One participant per user is one large
+# synchronous batch per round; server_lr far below K keeps it stable (120 oscillated).
+FED_NORMALIZATION: RowNormalization = "total"
 SETTINGS = (
     Setting("central", None, 1, tuple(Candidate(lr, 1.0) for lr in (0.05, 0.08, 0.12))),
-    Setting("iid-5", "iid", 5, tuple(Candidate(0.08, s) for s in (1.0, 2.0, 4.0))),
-    Setting("skewed-5", "skewed", 5, tuple(Candidate(0.08, s) for s in (1.0, 2.0, 4.0))),
-    Setting("per-user", "per-user", 0, tuple(Candidate(0.08, s) for s in (12.5, 25.0, 50.0))),
+    Setting(
+        "iid-5",
+        "iid",
+        5,
+        tuple(Candidate(0.08, s, FED_NORMALIZATION) for s in (2.0, 4.0, 8.0)),
+    ),
+    Setting(
+        "skewed-5",
+        "skewed",
+        5,
+        tuple(Candidate(0.08, s, FED_NORMALIZATION) for s in (2.0, 4.0, 8.0)),
+    ),
+    Setting(
+        "per-user",
+        "per-user",
+        0,
+        tuple(Candidate(0.08, s, FED_NORMALIZATION) for s in (12.5, 25.0, 50.0)),
+    ),
 )
 
 
@@ -165,6 +191,7 @@ def run_tune(job: TuneJob) -> dict[str, Any]:
             config_for(job.cand, 0),
             rounds=job.max_rounds,
             server_lr=job.cand.server_lr,
+            normalization=job.cand.normalization,
             lr_decay_per_round=LR_DECAY,
             eval_every=job.check_every,
             eval_fn=ev,
@@ -204,6 +231,7 @@ def run_final(job: FinalJob) -> dict[str, Any]:
         cfg,
         rounds=job.rounds,
         server_lr=job.cand.server_lr,
+        normalization=job.cand.normalization,
         lr_decay_per_round=LR_DECAY,
     )
     metrics = evaluate_loo(res.score, trainval, data.loo.test)
@@ -215,6 +243,7 @@ def run_final(job: FinalJob) -> dict[str, Any]:
         cfg,
         rounds=job.rounds,
         server_lr=job.cand.server_lr,
+        normalization=job.cand.normalization,
         lr_decay_per_round=LR_DECAY,
     )
     m8020 = evaluate_split(res8020.score, data.split.train, data.split.test)
@@ -260,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--select",
         default=None,
-        help="skip tuning: 'setting:lr:server_lr:rounds,...' (e.g. from an earlier run's log)",
+        help=(
+            "skip tuning: 'setting:lr:server_lr:rounds[:normalization],...' "
+            "(e.g. from an earlier run's log)"
+        ),
     )
     args = parser.parse_args(argv)
 
@@ -279,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds
         else ([0] if args.quick else [0, 1, 2])
     )
-    max_rounds = args.max_rounds or (20 if args.quick else 40)
+    max_rounds = args.max_rounds or (20 if args.quick else 60)
     check_every = 5 if args.quick else 10
     settings = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(",")]
     if args.quick:
@@ -308,8 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.select:
         tune_jobs = []
         for part in args.select.split(","):
-            name, lr, slr, rounds = part.split(":")
-            best[name] = (float("nan"), Candidate(float(lr), float(slr)), int(rounds))
+            name, lr, slr, rounds, *norm = part.split(":")
+            normalization: RowNormalization = "total" if norm == ["total"] else "touched"
+            best[name] = (
+                float("nan"),
+                Candidate(float(lr), float(slr), normalization),
+                int(rounds),
+            )
             tune_seconds[name] = float("nan")
         settings = [s for s in settings if s.name in best]
         print(f"tuning skipped, selected: {args.select}", flush=True)
