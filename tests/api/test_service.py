@@ -62,19 +62,22 @@ def test_health_and_reads_answer_while_a_round_aggregates(settings: Settings) ->
 
     from tests.factories import create_federation, enrol, put_update, update_bytes
 
-    slow = settings.model_copy(update={"test_aggregation_pause_seconds": 2.0})
+    slow = settings.model_copy(update={"test_aggregation_pause_seconds": 4.0})
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with TestClient(create_app(slow, run_timer=False)) as client:
         fid = create_federation(client, admin)["id"]
         _, participant = enrol(client, admin, fid)
-        # completing the round starts its aggregation on the worker thread, paused 2 s inside
+        # completing the round starts its aggregation on the worker thread, paused inside
         put_update(client, fid, 1, update_bytes(), participant)
-        time.sleep(0.3)
+        url = f"/v1/federations/{fid}/rounds/1"
+        deadline = time.monotonic() + 3
+        while client.get(url, headers=admin).json()["state"] != "aggregating":
+            assert time.monotonic() < deadline, "aggregation did not start"
+            time.sleep(0.05)
         started = time.monotonic()
         assert client.get("/healthz").status_code == 200
-        state = client.get(f"/v1/federations/{fid}/rounds/1", headers=admin).json()["state"]
-        assert state == "aggregating"
-        assert time.monotonic() - started < 1.0
+        assert client.get(url, headers=admin).json()["state"] == "aggregating"
+        assert time.monotonic() - started < 2.0  # answered during the 4 s aggregation pause
         deadline = time.monotonic() + 10
         while client.get(f"/v1/federations/{fid}", headers=admin).json()["latest_version"] < 1:
             assert time.monotonic() < deadline
