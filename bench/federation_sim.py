@@ -54,6 +54,8 @@ def simulate(
     normalization: RowNormalization = "touched",
     lr_decay_per_round: float = 1.0,
     refit_epochs: int = 0,
+    server_momentum: float = 0.0,
+    uniform_weights: bool = False,
     sparse: bool = True,
     eval_every: int = 0,
     eval_fn: Callable[[FedResult], dict[str, float]] | None = None,
@@ -67,6 +69,10 @@ def simulate(
     ends with that many local user-only epochs (items frozen) on the final global model,
     the local personalisation step a participant runs after the last round; evaluations
     at checkpoints apply it to a copy of the user factors, so training is unchanged.
+    ``server_momentum`` > 0 is FedAvgM (bench-only): the server keeps a velocity
+    ``v = momentum * v + (aggregate - base)`` and moves the model by ``v``.
+    ``uniform_weights`` is the accumulator's ``weighting="uniform"`` (every update
+    weighs 1 instead of its ``num_examples``).
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -83,9 +89,15 @@ def simulate(
         )
         participants.append((users, local, trainer))
     result = FedResult(item_tensors=global_tensors, user_factors=_gather(participants, train))
+    velocity = {name: np.zeros(t.shape, dtype=np.float64) for name, t in global_tensors.items()}
     for r in range(rounds):
         lr = config.learning_rate * lr_decay_per_round**r
-        acc = FedAvgAccumulator(spec, server_lr=server_lr, row_normalization=normalization)
+        acc = FedAvgAccumulator(
+            spec,
+            server_lr=server_lr,
+            row_normalization=normalization,
+            weighting="uniform" if uniform_weights else "examples",
+        )
         sent = 0
         for _users, local, trainer in participants:
             if len(local) == 0:
@@ -101,11 +113,20 @@ def simulate(
                 )
             else:
                 payload = encode_update(
-                    update.delta, round=r + 1, base_version=r, num_examples=update.num_examples
+                    update.delta,
+                    round=r + 1,
+                    base_version=r,
+                    num_examples=update.num_examples,
                 )
             sent += len(payload)
             acc.add(decode_update(payload, spec))
-        global_tensors = acc.result(global_tensors)
+        aggregate = acc.result(global_tensors)
+        if server_momentum > 0.0:
+            for name, value in aggregate.items():
+                base64 = global_tensors[name].astype(np.float64)
+                velocity[name] = server_momentum * velocity[name] + (value - base64)
+                aggregate[name] = (base64 + velocity[name]).astype(np.float32)
+        global_tensors = aggregate
         result.bytes_per_round.append(sent)
         result.item_tensors = global_tensors
         if eval_fn is not None and eval_every and ((r + 1) % eval_every == 0 or r + 1 == rounds):

@@ -79,11 +79,15 @@ class Candidate:
     learning_rate: float
     server_lr: float
     normalization: RowNormalization = "touched"
+    server_momentum: float = 0.0
+    uniform_weights: bool = False
 
     def label(self) -> str:
+        momentum = f", momentum={self.server_momentum:g}" if self.server_momentum else ""
+        uniform = ", uniform weights" if self.uniform_weights else ""
         return (
             f"lr={self.learning_rate:g}, server_lr={self.server_lr:g}, "
-            f"normalization={self.normalization}"
+            f"normalization={self.normalization}{momentum}{uniform}"
         )
 
 
@@ -106,6 +110,10 @@ class Setting:
 # 5 silos every row is touched by every silo, through the sampled negatives, so
 # "total" and "touched" nearly coincide). One participant per user is one large
 # synchronous batch per round; server_lr far below K keeps it stable (120 oscillated).
+# Per-user updates are weighted uniformly (num_examples = 1): a participant's delta
+# already sums its examples' gradients, so example weights count a heavy user's
+# examples twice (n_u x a sum over n_u examples); uniform weights make a row's step
+# proportional to the plain sum of the users' deltas, as in centralized SGD.
 FED_NORMALIZATION: RowNormalization = "total"
 SETTINGS = (
     Setting("central", None, 1, tuple(Candidate(lr, 1.0) for lr in (0.05, 0.08, 0.12))),
@@ -125,7 +133,9 @@ SETTINGS = (
         "per-user",
         "per-user",
         0,
-        tuple(Candidate(0.08, s, FED_NORMALIZATION) for s in (12.5, 25.0, 50.0)),
+        tuple(
+            Candidate(0.08, s, FED_NORMALIZATION, uniform_weights=True) for s in (25.0, 50.0, 100.0)
+        ),
     ),
 )
 
@@ -192,6 +202,8 @@ def run_tune(job: TuneJob) -> dict[str, Any]:
             rounds=job.max_rounds,
             server_lr=job.cand.server_lr,
             normalization=job.cand.normalization,
+            server_momentum=job.cand.server_momentum,
+            uniform_weights=job.cand.uniform_weights,
             lr_decay_per_round=LR_DECAY,
             eval_every=job.check_every,
             eval_fn=ev,
@@ -232,6 +244,8 @@ def run_final(job: FinalJob) -> dict[str, Any]:
         rounds=job.rounds,
         server_lr=job.cand.server_lr,
         normalization=job.cand.normalization,
+        server_momentum=job.cand.server_momentum,
+        uniform_weights=job.cand.uniform_weights,
         lr_decay_per_round=LR_DECAY,
     )
     metrics = evaluate_loo(res.score, trainval, data.loo.test)
@@ -244,6 +258,8 @@ def run_final(job: FinalJob) -> dict[str, Any]:
         rounds=job.rounds,
         server_lr=job.cand.server_lr,
         normalization=job.cand.normalization,
+        server_momentum=job.cand.server_momentum,
+        uniform_weights=job.cand.uniform_weights,
         lr_decay_per_round=LR_DECAY,
     )
     m8020 = evaluate_split(res8020.score, data.split.train, data.split.test)
@@ -290,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "--select",
         default=None,
         help=(
-            "skip tuning: 'setting:lr:server_lr:rounds[:normalization],...' "
+            "skip tuning: 'setting:lr:server_lr:rounds[:normalization[:momentum[:uniform]]],...' "
             "(e.g. from an earlier run's log)"
         ),
     )
@@ -340,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.select:
         tune_jobs = []
         for part in args.select.split(","):
-            name, lr, slr, rounds, *norm = part.split(":")
-            normalization: RowNormalization = "total" if norm == ["total"] else "touched"
+            name, lr, slr, rounds, *extra = part.split(":")
+            normalization: RowNormalization = "total" if extra[:1] == ["total"] else "touched"
+            momentum = float(extra[1]) if len(extra) > 1 else 0.0
+            uniform = extra[2:3] == ["uniform"]
             best[name] = (
                 float("nan"),
-                Candidate(float(lr), float(slr), normalization),
+                Candidate(float(lr), float(slr), normalization, momentum, uniform),
                 int(rounds),
             )
             tune_seconds[name] = float("nan")

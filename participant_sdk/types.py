@@ -83,12 +83,14 @@ class StrategySpec(BaseAPIModel):
 
     ``normalization`` is ``"touched"`` (each item row averaged over the updates that
     sent it; the coordinator's default) or ``"total"`` (every row divided by the
-    round's total example weight, for many small participants).
+    round's total example weight, for many small participants); ``weighting`` is
+    ``"examples"`` (an update weighs its ``num_examples``; the default) or ``"uniform"``.
     """
 
     name: str | None = None
     server_lr: float | None = None
     normalization: str | None = None
+    weighting: str | None = None
 
 
 class RoundPolicy(BaseAPIModel):

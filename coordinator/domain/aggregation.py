@@ -16,26 +16,38 @@ import numpy.typing as npt
 
 from participant_sdk.wire import TensorSpec, Update
 
-__all__ = ["FedAvgAccumulator", "NORMALIZATIONS", "RowNormalization", "STRATEGIES"]
+__all__ = [
+    "FedAvgAccumulator",
+    "NORMALIZATIONS",
+    "RowNormalization",
+    "STRATEGIES",
+    "UpdateWeighting",
+    "WEIGHTINGS",
+]
 
 STRATEGIES = ("fedavg",)
 
 RowNormalization = Literal["touched", "total"]
 NORMALIZATIONS: tuple[RowNormalization, ...] = ("touched", "total")
+UpdateWeighting = Literal["examples", "uniform"]
+WEIGHTINGS: tuple[UpdateWeighting, ...] = ("examples", "uniform")
 
 
 class FedAvgAccumulator:
     """Weighted FedAvg over dense and row-sparse updates.
 
-    ``new = base + server_lr * sum_i n_i * delta_i / W``, computed per row, where
-    ``row_normalization`` chooses ``W``:
+    ``new = base + server_lr * sum_i n_i * delta_i / W``, computed per row. ``n_i`` is
+    the update's ``num_examples`` (``weighting="examples"``, the default) or 1 for every
+    update (``weighting="uniform"``: a local delta already sums its examples' gradients,
+    so example weights count a large participant's examples twice). ``row_normalization``
+    chooses ``W``:
 
     * ``"touched"`` (default): ``W`` is the weight of the participants that sent the
       row, so each row is the weighted mean over the participants that touched it
       (a row-sparse update only counts towards the rows it sent);
     * ``"total"``: ``W = sum_i n_i`` over every update of the round, for every row,
-      so a row moves in proportion to the example weight that touched it (a rare
-      item moves less than a popular one, as when centralized SGD sums gradients).
+      so a row moves in proportion to the weight that touched it (a rare item moves
+      less than a popular one, as when centralized SGD sums gradients).
 
     The two agree on rows every update sent (in particular for dense updates).
     Rows nobody sent keep the base value. ``server_lr`` = 1 is plain FedAvg.
@@ -47,12 +59,17 @@ class FedAvgAccumulator:
         *,
         server_lr: float = 1.0,
         row_normalization: RowNormalization = "touched",
+        weighting: UpdateWeighting = "examples",
     ) -> None:
         if row_normalization not in NORMALIZATIONS:
             raise ValueError(f"row_normalization must be one of {NORMALIZATIONS}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}")
         self._spec = dict(spec)
         self._server_lr = server_lr
         self._normalization: RowNormalization = row_normalization
+        self._uniform = weighting == "uniform"
+        self._total_weight = 0.0
         self._sums = {name: np.zeros(s.shape, dtype=np.float64) for name, s in spec.items()}
         self._row_weights = {
             name: np.zeros(s.shape[0] if s.shape else 1, dtype=np.float64)
@@ -63,7 +80,7 @@ class FedAvgAccumulator:
 
     def add(self, update: Update) -> None:
         """Fold one validated update into the running sums."""
-        weight = float(update.num_examples)
+        weight = 1.0 if self._uniform else float(update.num_examples)
         for name, delta in update.tensors.items():
             scaled = delta.astype(np.float64) * weight
             if update.rows is None:
@@ -75,6 +92,7 @@ class FedAvgAccumulator:
                 self._row_weights[name][update.rows] += weight
         self.count += 1
         self.total_examples += update.num_examples
+        self._total_weight += weight
 
     def result(
         self, base: Mapping[str, npt.NDArray[np.generic]]
@@ -83,7 +101,7 @@ class FedAvgAccumulator:
         out: dict[str, npt.NDArray[np.float32]] = {}
         for name, spec in self._spec.items():
             if self._normalization == "total":
-                weights = np.full_like(self._row_weights[name], float(self.total_examples))
+                weights = np.full_like(self._row_weights[name], self._total_weight)
             else:
                 weights = self._row_weights[name]
             denom = np.where(weights > 0, weights, 1.0)

@@ -342,6 +342,7 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
             spec.tensors(),
             server_lr=strategy.server_lr,
             row_normalization=strategy.normalization,
+            weighting=strategy.weighting,
         )
         for row in updates:
             accumulator.add(decode_update(ctx.blobs.get(row.sha256), spec.tensors()))

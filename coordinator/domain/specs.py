@@ -63,6 +63,14 @@ class StrategySpec(_Spec):
             "how many examples touched them (suits many small participants)."
         ),
     )
+    weighting: Literal["examples", "uniform"] = Field(
+        default="examples",
+        description=(
+            "Weight of an update: its `num_examples` (`examples`), or 1 for every update "
+            "(`uniform`; with one participant per user, each delta already sums its "
+            "examples' gradients)."
+        ),
+    )
 
 
 class RoundPolicy(_Spec):

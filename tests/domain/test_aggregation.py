@@ -180,6 +180,37 @@ def test_total_normalization_of_an_empty_round_keeps_the_base() -> None:
 def test_unknown_normalization_is_refused() -> None:
     with pytest.raises(ValueError, match="row_normalization"):
         FedAvgAccumulator(SPEC, row_normalization="rows")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weighting"):
+        FedAvgAccumulator(SPEC, weighting="size")  # type: ignore[arg-type]
+
+
+def test_uniform_weighting_ignores_num_examples() -> None:
+    first, second = _two_sparse()
+    touched = FedAvgAccumulator(SPEC, weighting="uniform")
+    total = FedAvgAccumulator(SPEC, server_lr=3.0, row_normalization="total", weighting="uniform")
+    for update in (first, second):
+        touched.add(update)
+        total.add(update)
+    out = touched.result(_base())
+    np.testing.assert_allclose(out["item_factors"][0], 1 + (2 + 6) / 2)
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 6)
+    out = total.result(_base())
+    # every row / 2 updates: a row's step is server_lr / K x the plain sum of deltas
+    np.testing.assert_allclose(out["item_factors"][0], 1 + 3.0 * (2 + 6) / 2)
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 3.0 * 6 / 2)
+    np.testing.assert_allclose(out["item_bias"][[0, 4]], [3.0 * (1 + 3) / 2, 3.0 * 3 / 2])
+    assert total.total_examples == 4  # still counts the real examples
+
+
+def test_uniform_equals_examples_when_weights_are_equal() -> None:
+    updates = [_dense(1, 4), _dense(2, 4)]
+    a = FedAvgAccumulator(SPEC, row_normalization="total")
+    b = FedAvgAccumulator(SPEC, row_normalization="total", weighting="uniform")
+    for update in updates:
+        a.add(update)
+        b.add(update)
+    for name in SPEC:
+        np.testing.assert_allclose(a.result(_base())[name], b.result(_base())[name], rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- API level
@@ -197,14 +228,17 @@ def test_api_stores_normalization_and_defaults_to_touched(
 ) -> None:
     default = create_federation(client, admin_headers)
     assert default["strategy"]["normalization"] == "touched"
-    fed = create_federation(
-        client,
-        admin_headers,
-        strategy={"name": "fedavg", "server_lr": 2.0, "normalization": "total"},
-    )
-    assert fed["strategy"] == {"name": "fedavg", "server_lr": 2.0, "normalization": "total"}
+    assert default["strategy"]["weighting"] == "examples"
+    strategy = {
+        "name": "fedavg",
+        "server_lr": 2.0,
+        "normalization": "total",
+        "weighting": "uniform",
+    }
+    fed = create_federation(client, admin_headers, strategy=strategy)
+    assert fed["strategy"] == strategy
     again = client.get(f"/v1/federations/{fed['id']}", headers=admin_headers).json()
-    assert again["strategy"]["normalization"] == "total"
+    assert again["strategy"] == strategy
     bad = client.post(
         "/v1/federations",
         json={
@@ -215,15 +249,31 @@ def test_api_stores_normalization_and_defaults_to_touched(
         headers=admin_headers,
     )
     assert bad.status_code == 422
+    bad = client.post(
+        "/v1/federations",
+        json={
+            "name": "bad",
+            "model": {"kind": "mf", "num_items": 20, "dim": 4},
+            "strategy": {"name": "fedavg", "weighting": "size"},
+        },
+        headers=admin_headers,
+    )
+    assert bad.status_code == 422
 
 
+@pytest.mark.parametrize("weighting", ["examples", "uniform"])
 def test_api_round_aggregates_with_total_normalization(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], weighting: str
 ) -> None:
     fed = create_federation(
         client,
         admin_headers,
-        strategy={"name": "fedavg", "server_lr": 2.0, "normalization": "total"},
+        strategy={
+            "name": "fedavg",
+            "server_lr": 2.0,
+            "normalization": "total",
+            "weighting": weighting,
+        },
         rounds={"min_participants": 2, "max_rounds": 2},
     )
     fid = fed["id"]
@@ -250,10 +300,12 @@ def test_api_round_aggregates_with_total_normalization(
             client.get(f"/v1/federations/{fid}/models/1/weights", headers=admin_headers).content
         ).items()
     }
+    w_a, w_b = (1, 3) if weighting == "examples" else (1, 1)
     step = np.zeros(20)
-    step[[0, 3]] += 1 * 0.5
-    step[[3, 7, 19]] += 3 * -0.25
-    np.testing.assert_allclose(new["item_bias"], base["item_bias"] + 2.0 * step / 4, atol=1e-6)
+    step[[0, 3]] += w_a * 0.5
+    step[[3, 7, 19]] += w_b * -0.25
+    step *= 2.0 / (w_a + w_b)
+    np.testing.assert_allclose(new["item_bias"], base["item_bias"] + step, atol=1e-6)
     np.testing.assert_allclose(
-        new["item_factors"][:, 0], base["item_factors"][:, 0] + 2.0 * step / 4, atol=1e-6
+        new["item_factors"][:, 0], base["item_factors"][:, 0] + step, atol=1e-6
     )
