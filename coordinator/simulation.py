@@ -80,8 +80,8 @@ class SimulationOptions:
     local_epochs: int = 2
     learning_rate: float = 0.05
     reg: float = 0.01
-    negatives: int = 1
-    server_lr: float = 1.0
+    negatives: int = 3
+    server_lr: float = 2.0
     normalization: Literal["touched", "total"] = "touched"
     coordinator: str | None = None
     admin_token: str | None = None
