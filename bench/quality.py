@@ -109,11 +109,11 @@ class Setting:
 # corresponds to server_lr ~ K x {0.6, 1, 1.5}; {2, 4, 8} brackets it for K = 5 (with
 # 5 silos every row is touched by every silo, through the sampled negatives, so
 # "total" and "touched" nearly coincide). One participant per user is one large
-# synchronous batch per round; server_lr far below K keeps it stable (120 oscillated).
-# Per-user updates are weighted uniformly (num_examples = 1): a participant's delta
+# synchronous batch per round, so server_lr stays far below K = 943. Per-user updates
+# are weighted uniformly (accumulator weighting="uniform"): a participant's delta
 # already sums its examples' gradients, so example weights count a heavy user's
-# examples twice (n_u x a sum over n_u examples); uniform weights make a row's step
-# proportional to the plain sum of the users' deltas, as in centralized SGD.
+# examples twice; uniform weights make a row's step server_lr / K x the plain sum of
+# the users' deltas. (With example weights, server_lr 120 oscillated; see RESULTS.md.)
 FED_NORMALIZATION: RowNormalization = "total"
 SETTINGS = (
     Setting("central", None, 1, tuple(Candidate(lr, 1.0) for lr in (0.05, 0.08, 0.12))),
