@@ -57,10 +57,10 @@ class StrategySpec(_Spec):
     normalization: Literal["touched", "total"] = Field(
         default="touched",
         description=(
-            "Denominator of each item row's weighted delta sum: `touched` = the example "
-            "weight of the updates that sent that row (per-row mean); `total` = the "
-            "example weight of every update in the round, so rows move in proportion to "
-            "how many examples touched them (suits many small participants)."
+            "Denominator of each item row's weighted delta sum: `touched` = the weight of "
+            "the updates that sent that row (per-row mean); `total` = the weight of every "
+            "update in the round, so rows move in proportion to the weight that touched "
+            "them (suits many small participants). Weights: see `weighting`."
         ),
     )
     weighting: Literal["examples", "uniform"] = Field(
