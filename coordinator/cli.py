@@ -118,6 +118,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
         negatives=args.negatives,
         server_lr=args.server_lr,
         normalization=args.normalization,
+        weighting=args.weighting,
         coordinator=args.coordinator,
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -170,6 +171,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         choices=["touched", "total"],
         default="touched",
         help="FedAvg row weights: participants that touched the row, or all (see docs/api.md)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=["examples", "uniform"],
+        default="examples",
+        help="FedAvg update weights: example counts, or 1 each (per-user federations)",
     )
     parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
     parser.add_argument(

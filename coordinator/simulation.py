@@ -83,6 +83,7 @@ class SimulationOptions:
     negatives: int = 3
     server_lr: float = 2.0
     normalization: Literal["touched", "total"] = "touched"
+    weighting: Literal["examples", "uniform"] = "examples"
     coordinator: str | None = None
     admin_token: str | None = None
     data_dir: Path | None = None
@@ -298,6 +299,7 @@ def _federate(
             "name": "fedavg",
             "server_lr": options.server_lr,
             "normalization": options.normalization,
+            "weighting": options.weighting,
         },
         rounds={"min_participants": 1, "max_rounds": options.rounds},
         catalog=data.item_ids,
