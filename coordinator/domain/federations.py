@@ -32,6 +32,7 @@ from coordinator.store.repository import (
 from participant_sdk.wire import encode_weights
 
 __all__ = [
+    "MODEL_METADATA",
     "FederationView",
     "create_federation",
     "enrol_participant",
@@ -47,6 +48,11 @@ __all__ = [
     "reenrol_participant",
     "revoke_participant",
 ]
+
+
+# Model bytes carry no version number: the same weights are the same content-addressed blob,
+# and the version can be encoded without knowing it (outside the closing transaction).
+MODEL_METADATA = {"kind": "model"}
 
 
 @dataclass
@@ -100,7 +106,7 @@ def create_federation(
     privacy: PrivacyPolicy,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
-    weights = encode_weights(initial_weights(model), {"kind": "model", "version": "0"})
+    weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()
     with ctx.sessions.begin() as session:

@@ -33,7 +33,7 @@ from coordinator.domain.errors import (
     RoundNotOpen,
     UpdateConflict,
 )
-from coordinator.domain.federations import load_federation, open_round
+from coordinator.domain.federations import MODEL_METADATA, load_federation, open_round
 from coordinator.domain.lineage import chain_hash
 from coordinator.domain.specs import ModelSpec, PrivacyPolicy, RoundPolicy, StrategySpec
 from coordinator.store.blobs import sha256_hex
@@ -353,14 +353,16 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
             log.warning("test hook: pausing %.1fs before committing", ctx.aggregation_pause_seconds)
             time.sleep(ctx.aggregation_pause_seconds)
         contributors = sorted(row.sha256 for row in updates)
+        # encode and fsync before the transaction: the database lock is held only briefly
+        weights = encode_weights(new_tensors, MODEL_METADATA)
+        del new_tensors
+        digest = ctx.blobs.put(weights)
         now = utc_now()
 
         with ctx.sessions.begin() as session:
             federation = FederationRepository(session).get(federation_id, for_update=True)
             assert federation is not None
             new_number = federation.latest_version + 1
-            weights = encode_weights(new_tensors, {"kind": "model", "version": str(new_number)})
-            digest = ctx.blobs.put(weights)
             if not RoundRepository(session).close_if_owned(
                 round_row.id, owner=ctx.instance_id, result_version=new_number, closed_at=now
             ):
