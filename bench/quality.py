@@ -59,6 +59,8 @@ DEFAULT_DATA = Path(
 # reg 0.01, one local epoch per round, learning rate x0.96 per round, 3 negatives per
 # positive, each the harder of 2 uniform candidates. Against the EVALUATION.md numpy
 # anchor recipe (1 uniform negative, constant lr) validation NDCG@10 went ~0.060 -> ~0.065.
+# Recency weighting (each user's 10 latest interactions drawn 40x as often as older
+# ones) then took it to ~0.092; RESULTS.md section 5 has the exploration.
 BASE = BPRConfig(
     dim=128,
     learning_rate=0.08,
@@ -68,6 +70,8 @@ BASE = BPRConfig(
     batch_size=256,
     init_scale=0.1,
     hard_negatives=2,
+    recency_window=10,
+    recency_weight=40.0,
 )
 LR_DECAY = 0.96
 

@@ -116,6 +116,8 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
         learning_rate=args.lr,
         reg=args.reg,
         negatives=args.negatives,
+        recency_window=args.recency_window,
+        recency_weight=args.recency_weight,
         server_lr=args.server_lr,
         normalization=args.normalization,
         weighting=args.weighting,
@@ -165,6 +167,18 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument("--lr", type=float, default=defaults["lr"], help="local learning rate")
     parser.add_argument("--reg", type=float, default=defaults["reg"])
     parser.add_argument("--negatives", type=int, default=defaults["negatives"])
+    parser.add_argument(
+        "--recency-window",
+        type=int,
+        default=defaults["recency_window"],
+        help="each user's N latest interactions are sampled more often (0 = off)",
+    )
+    parser.add_argument(
+        "--recency-weight",
+        type=float,
+        default=defaults["recency_weight"],
+        help="how many times as often as older ones (only helps data with real timestamps)",
+    )
     parser.add_argument("--server-lr", type=float, default=defaults["server_lr"])
     parser.add_argument(
         "--normalization",
@@ -202,6 +216,8 @@ SIMULATION_DEFAULTS: dict[str, float] = {
     "lr": 0.05,
     "reg": 0.01,
     "negatives": 3,
+    "recency_window": 10,
+    "recency_weight": 40.0,
     "server_lr": 2.0,
 }
 

@@ -81,6 +81,8 @@ class SimulationOptions:
     learning_rate: float = 0.05
     reg: float = 0.01
     negatives: int = 3
+    recency_window: int = 10
+    recency_weight: float = 40.0
     server_lr: float = 2.0
     normalization: Literal["touched", "total"] = "touched"
     weighting: Literal["examples", "uniform"] = "examples"
@@ -98,6 +100,8 @@ class SimulationOptions:
             learning_rate=self.learning_rate,
             reg=self.reg,
             negatives=self.negatives,
+            recency_window=self.recency_window,
+            recency_weight=self.recency_weight,
             epochs=self.local_epochs,
             seed=self.seed,
         ).replace(**self.config_overrides)
@@ -234,6 +238,16 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         f"{options.rounds} rounds"
     )
     config = options.bpr_config()
+    recency = (
+        f", each user's {config.recency_window} latest interactions sampled "
+        f"{config.recency_weight:g}x as often"
+        if config.recency_weighted
+        else ""
+    )
+    console.print(
+        f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
+        f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
+    )
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""

@@ -43,3 +43,24 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("serve", "migrate", "verify-lineage", "simulate", "demo"):
         assert command in out
+
+
+def test_simulate_options_carry_the_training_recipe() -> None:
+    from coordinator.cli import _simulation_options, build_parser
+    from coordinator.simulation import SimulationOptions
+
+    args = build_parser().parse_args(
+        ["simulate", "--recency-window", "5", "--recency-weight", "8", "--negatives", "2"]
+    )
+    options = _simulation_options(args, demo=False)
+    assert isinstance(options, SimulationOptions)
+    config = options.bpr_config()
+    assert (config.recency_window, config.recency_weight, config.negatives) == (5, 8.0, 2)
+    # recency weighting is on by default and can be switched off
+    default = _simulation_options(build_parser().parse_args(["demo"]), demo=True)
+    assert isinstance(default, SimulationOptions)
+    assert default.bpr_config().recency_weighted
+    off = build_parser().parse_args(["simulate", "--recency-window", "0"])
+    off_options = _simulation_options(off, demo=False)
+    assert isinstance(off_options, SimulationOptions)
+    assert not off_options.bpr_config().recency_weighted

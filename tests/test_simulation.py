@@ -42,6 +42,8 @@ def test_simulate_writes_report(tmp_path: Path) -> None:
     output = (tmp_path / "out.txt").read_text()
     assert "federated" in output
     assert "popularity" in output
+    assert "10 latest interactions sampled 40x" in " ".join(output.split())
+    assert report["options"]["recency_window"] == 10
     # the embedded coordinator kept its state in the given folder
     assert (tmp_path / "coordinator" / "fedrec.db").exists()
 

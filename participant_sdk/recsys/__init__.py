@@ -33,7 +33,14 @@ from .metrics import (
     seen_matrix,
     top_k,
 )
-from .model import BPRConfig, BPRTrainer, LocalUpdate, init_item_tensors, score_items
+from .model import (
+    BPRConfig,
+    BPRTrainer,
+    LocalUpdate,
+    init_item_tensors,
+    recency_weights,
+    score_items,
+)
 from .partition import local_view, partition_users
 from .popularity import PopularityModel
 from .splits import LeaveOneOutSplit, RandomSplit, concat, leave_one_out, split_80_20
@@ -67,6 +74,7 @@ __all__ = [
     "partition_users",
     "rank_metrics",
     "recommend",
+    "recency_weights",
     "score_items",
     "seen_matrix",
     "split_80_20",

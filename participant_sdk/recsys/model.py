@@ -17,6 +17,13 @@ regularisation, so untouched item rows do not move and row-sparse deltas are exa
 Per-triple gradients in a mini-batch are summed, not averaged, which is what
 per-interaction SGD would do and what keeps ``learning_rate`` comparable across
 batch sizes.
+
+Recency weighting (``recency_window`` / ``recency_weight``) changes only which
+positives an epoch visits: each user's most recent interactions are drawn more often
+than older ones, so the factors lean toward what users interact with now. What a user
+does next is far better predicted by their last few items than by their oldest ones
+(on ML-100K it lifts validation NDCG@10 by ~40 %, see ``bench/RESULTS.md``). Model and
+loss are unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "BPRTrainer",
     "LocalUpdate",
     "init_item_tensors",
+    "recency_weights",
     "score_items",
 ]
 
@@ -75,6 +83,14 @@ class BPRConfig:
     hard_negatives:
         Candidates drawn per negative; the one the current model scores highest is
         used (dynamic negative sampling). 1 = plain uniform sampling.
+    recency_window:
+        How many of each user's most recent interactions (by timestamp, ties by item
+        index, as in the leave-one-out split) count as recent. 0 disables recency
+        weighting. Interactions without a timestamp are never recent.
+    recency_weight:
+        How many times as often a recent interaction is drawn as an older one. With
+        weighting on, an epoch draws ``len(train) * negatives`` positives with
+        replacement in proportion to these weights (same cost as an unweighted epoch).
     """
 
     dim: int = 64
@@ -88,6 +104,19 @@ class BPRConfig:
     init_scale: float = 0.1
     lr_decay: float = 1.0
     hard_negatives: int = 1
+    recency_window: int = 0
+    recency_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.recency_window < 0:
+            raise ValueError(f"recency_window must be >= 0, got {self.recency_window}")
+        if not self.recency_weight > 0.0:
+            raise ValueError(f"recency_weight must be > 0, got {self.recency_weight}")
+
+    @property
+    def recency_weighted(self) -> bool:
+        """Whether epochs draw positives by recency weight instead of uniformly."""
+        return self.recency_window > 0 and self.recency_weight != 1.0
 
     def replace(self, **changes: Any) -> BPRConfig:
         """Return a copy with some fields changed."""
@@ -108,6 +137,26 @@ def init_item_tensors(
         "item_factors": (rng.standard_normal((num_items, dim)) * scale).astype(np.float32),
         "item_bias": np.zeros(num_items, dtype=np.float32),
     }
+
+
+def recency_weights(train: Interactions, window: int, weight: float) -> npt.NDArray[np.float64]:
+    """Per-interaction sampling weights: ``weight`` for each user's ``window`` latest, else 1.
+
+    "Latest" orders a user's interactions by ``(timestamp, item index)`` like the
+    leave-one-out split; interactions whose timestamp is unknown (NaN) keep weight 1.
+    """
+    weights = np.ones(len(train), dtype=np.float64)
+    timed = np.flatnonzero(np.isfinite(train.timestamps))
+    if window <= 0 or timed.size == 0:
+        return weights
+    users = train.users[timed]
+    order = timed[np.lexsort((train.items[timed], train.timestamps[timed], users))]
+    sorted_users = train.users[order]
+    counts = np.bincount(sorted_users)
+    ends = np.cumsum(counts)  # one past each user's last position in `order`
+    from_end = ends[sorted_users] - 1 - np.arange(order.size)
+    weights[order[from_end < window]] = weight
+    return weights
 
 
 def score_items(user_factors: F32, item_factors: F32, item_bias: F32) -> npt.NDArray[np.float32]:
@@ -255,9 +304,15 @@ class BPRTrainer:
         losses: list[float] = []
         if len(train) and n_epochs > 0:
             seen = _Seen.build(train.users, train.items, self.num_items)
+            draw_p = None
+            if cfg.recency_weighted:
+                weights = recency_weights(train, cfg.recency_window, cfg.recency_weight)
+                draw_p = weights / weights.sum()
             for _ in range(n_epochs):
                 losses.append(
-                    self._epoch(train, seen, q, b, base_q, base_b, lr, rng, touched, update_items)
+                    self._epoch(
+                        train, seen, draw_p, q, b, base_q, base_b, lr, rng, touched, update_items
+                    )
                 )
                 lr *= cfg.lr_decay
         if not update_items:
@@ -287,6 +342,7 @@ class BPRTrainer:
         self,
         train: Interactions,
         seen: _Seen,
+        draw_p: npt.NDArray[np.float64] | None,
         q: F32,
         b: F32,
         base_q: F32,
@@ -299,7 +355,10 @@ class BPRTrainer:
         cfg = self.config
         p = self.user_factors
         n_neg = max(1, cfg.negatives)
-        order = rng.permutation(np.repeat(np.arange(len(train)), n_neg))
+        if draw_p is None:
+            order = rng.permutation(np.repeat(np.arange(len(train)), n_neg))
+        else:
+            order = rng.choice(len(train), size=len(train) * n_neg, p=draw_p)
         users_all = train.users[order]
         pos_all = train.items[order]
         n_cand = max(1, cfg.hard_negatives)
