@@ -77,7 +77,7 @@ class SimulationOptions:
     rounds: int = 20
     seed: int = 0
     dim: int = 64
-    local_epochs: int = 2
+    local_epochs: int = 8
     learning_rate: float = 0.05
     reg: float = 0.01
     negatives: int = 3

@@ -187,32 +187,73 @@ def test_config_rejects_bad_recency(changes: dict[str, float], message: str) -> 
         CFG.replace(**changes)
 
 
-def test_recency_weighting_trains_mostly_on_recent_items() -> None:
-    # every user: old interactions with items 0-9, then one recent one with items 10-19
+def _recent_and_old(num_users: int = 40) -> Interactions:
+    """Every user: 6 old interactions with items 0-9, then one recent with items 10-19."""
     rng = np.random.default_rng(0)
     users, items, times = [], [], []
-    for u in range(40):
+    for u in range(num_users):
         old = rng.choice(10, size=6, replace=False)
-        recent = 10 + rng.integers(0, 10)
         users += [u] * 7
-        items += [*old.tolist(), int(recent)]
+        items += [*old.tolist(), int(10 + rng.integers(0, 10))]
         times += [*range(6), 100]
-    data = _interactions(users, items, times, num_items=60)
+    return _interactions(users, items, times, num_items=60)
+
+
+def test_recency_weighting_trains_mostly_on_recent_items() -> None:
+    data = _recent_and_old()
     base = init_item_tensors(data.num_items, CFG.dim, seed=1)
     cfg = CFG.replace(negatives=1)
 
-    def bias_gain(update_cfg: BPRConfig) -> tuple[float, float]:
-        update = _trainer(data, update_cfg).train_round(base, data, epochs=3)
+    def bias_gain(update_cfg: BPRConfig, epochs: int) -> tuple[float, float]:
+        update = _trainer(data, update_cfg).train_round(base, data, epochs=epochs)
         bias = update.delta["item_bias"]
         return float(bias[:10].sum()), float(bias[10:20].sum())
 
-    old_plain, recent_plain = bias_gain(cfg)
-    old_weighted, recent_weighted = bias_gain(cfg.replace(recency_window=1, recency_weight=50.0))
+    weighted = cfg.replace(recency_window=1, recency_weight=50.0)
+    old_plain, recent_plain = bias_gain(cfg, epochs=3)
+    old_weighted, recent_weighted = bias_gain(weighted, epochs=10)
     # uniform sampling visits old positives 6x as often as recent ones...
     assert old_plain > recent_plain
-    # ...recency weighting turns that around, at the same number of triples
+    # ...recency weighting turns that around
     assert recent_weighted > 2 * old_weighted
     assert recent_weighted > recent_plain
     # and stays deterministic for a seed
-    again = bias_gain(cfg.replace(recency_window=1, recency_weight=50.0))
-    assert again == (old_weighted, recent_weighted)
+    assert bias_gain(weighted, epochs=10) == (old_weighted, recent_weighted)
+
+
+def test_recency_weighted_epoch_visits_are_set_per_interaction() -> None:
+    # users 0-199 have 6 old interactions, users 200-399 have 30; each has one recent one.
+    # Old items 0-9, recent items 10-19, and a large catalog, so that sampled negatives
+    # almost never land on items 0-19.
+    rng = np.random.default_rng(1)
+    users, items, times = [], [], []
+    for u in range(400):
+        n_old = 6 if u < 200 else 30
+        users += [u] * (n_old + 1)
+        items += [*rng.integers(0, 10, size=n_old).tolist(), int(10 + rng.integers(0, 10))]
+        times += [*range(n_old), 100]
+    data = _interactions(users, items, times, num_items=20_000)
+    cfg = CFG.replace(
+        negatives=2, batch_size=1_000_000, reg=0.0, recency_window=1, recency_weight=6.0
+    )
+    zeros = {
+        "item_factors": np.zeros((data.num_items, CFG.dim), dtype=np.float32),
+        "item_bias": np.zeros(data.num_items, dtype=np.float32),
+    }
+
+    def visits(part: Interactions) -> tuple[float, float]:
+        # One batch at zero factors: every triple has x = 0, so each visit of a positive
+        # adds exactly lr * σ(0) = 0.5 to its item's bias.
+        trainer = BPRTrainer(num_users=data.num_users, num_items=data.num_items, config=cfg)
+        trainer.user_factors[:] = 0.0
+        bias = trainer.train_round(zeros, part, epochs=1, learning_rate=1.0).item_bias
+        return 2 * float(bias[:10].sum()), 2 * float(bias[10:20].sum())
+
+    light = data.subset(data.users < 200)
+    for part, n_old in ((data, 200 * 6 + 200 * 30), (light, 200 * 6)):
+        old, recent = visits(part)
+        n_recent = int(np.unique(part.users).size)
+        # every recent interaction is visited `negatives` times, whoever trains it...
+        assert recent == pytest.approx(2 * n_recent, abs=4)
+        # ...and every older one negatives / recency_weight times in expectation
+        assert old == pytest.approx(2 * n_old / 6, rel=0.15)
