@@ -18,7 +18,11 @@ from coordinator.config import Settings
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
-from coordinator.store.db import create_db_engine, create_session_factory
+from coordinator.store.db import (
+    create_db_engine,
+    create_read_session_factory,
+    create_session_factory,
+)
 from coordinator.worker import RoundWorker
 
 __all__ = ["create_app"]
@@ -90,6 +94,7 @@ def build_context(settings: Settings) -> Context:
     )
     return Context(
         sessions=create_session_factory(engine),
+        read_sessions=create_read_session_factory(engine),
         blobs=BlobStore(settings.blob_dir),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),

@@ -113,7 +113,7 @@ class IdempotencyMiddleware:
                 return record.id, None
         except IntegrityError:
             pass
-        with self.ctx.sessions() as session:
+        with self.ctx.read_sessions() as session:
             existing = IdempotencyRepository(session).get(principal, key)
         if existing is None:  # deleted meanwhile (the first attempt failed): run again
             return self._claim(principal, key, scope, fingerprint)

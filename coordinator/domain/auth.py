@@ -58,7 +58,7 @@ def authenticate(ctx: Context, token: str | None) -> Principal:
     # constant-time comparison: the admin hash must not leak through timing
     if hmac.compare_digest(digest, ctx.admin_token_hash):
         return Principal(is_admin=True)
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         participant = ParticipantRepository(session).get_by_token_hash(digest)
     if participant is None:
         raise Unauthorized("unknown token", headers={"WWW-Authenticate": "Bearer"})

@@ -14,9 +14,12 @@ __all__ = ["Context"]
 
 @dataclass
 class Context:
-    """Session factory, blob store and identity of this coordinator process."""
+    """Session factories, blob store and identity of this coordinator process."""
 
+    # ``sessions.begin()`` for work that writes (or reads, then writes); ``read_sessions()``
+    # for read-only work, which on SQLite does not queue for the write lock
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     blobs: BlobStore
     secret_key: bytes
     admin_token_hash: str

@@ -90,7 +90,7 @@ def auto_deploy(session: Session, federation: Federation, *, now: datetime) -> D
 def get_deployment(
     ctx: Context, principal: Principal, federation_id: str
 ) -> tuple[Federation, list[Deployment]]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         federation = load_federation(session, principal, federation_id)
         history = list(DeploymentRepository(session).history(federation_id))
     if not history:

@@ -96,6 +96,6 @@ def aggregate_in(session: Session, federation_id: str) -> list[AggregatedMetrics
 def aggregated_metrics(
     ctx: Context, principal: Principal, federation_id: str
 ) -> list[AggregatedMetrics]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         return aggregate_in(session, federation_id)

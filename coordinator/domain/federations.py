@@ -152,18 +152,18 @@ def _view(session: Session, federation: Federation) -> FederationView:
 
 
 def get_federation(ctx: Context, principal: Principal, federation_id: str) -> FederationView:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         return _view(session, load_federation(session, principal, federation_id))
 
 
 def list_federations(ctx: Context, principal: Principal) -> list[FederationView]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         ids = None if principal.is_admin else [principal.federation_id or ""]
         return [_view(session, f) for f in FederationRepository(session).list(ids)]
 
 
 def get_catalog(ctx: Context, principal: Principal, federation_id: str) -> list[str]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         return list(load_federation(session, principal, federation_id).catalog or [])
 
 
@@ -188,14 +188,14 @@ def enrol_participant(
 
 def list_participants(ctx: Context, principal: Principal, federation_id: str) -> list[Participant]:
     principal.require_admin()
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         return list(ParticipantRepository(session).list(federation_id))
 
 
 def get_participant(ctx: Context, principal: Principal, federation_id: str) -> Participant:
     participant_id = principal.require_participant()
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         participant = ParticipantRepository(session).get(participant_id)
         if participant is None:
@@ -259,7 +259,7 @@ def _resolve_version(session: Session, federation: Federation, version: int | st
 def get_model_version(
     ctx: Context, principal: Principal, federation_id: str, version: int | str
 ) -> ModelVersion:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         federation = load_federation(session, principal, federation_id)
         return _resolve_version(session, federation, version)
 
@@ -267,7 +267,7 @@ def get_model_version(
 def list_model_versions(
     ctx: Context, principal: Principal, federation_id: str
 ) -> list[ModelVersion]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         return list(ModelVersionRepository(session).list(federation_id))
 

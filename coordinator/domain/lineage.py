@@ -37,7 +37,7 @@ class LineageReport:
 
 def verify_lineage(ctx: Context, federation_id: str) -> LineageReport:
     """Recompute every version's weight hash and chain; report the first mismatch."""
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         versions = ModelVersionRepository(session).list(federation_id)
     parent_chain = GENESIS_CHAIN
     expected_parent: int | None = None

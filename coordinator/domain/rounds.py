@@ -79,13 +79,13 @@ def _load_round(session: Session, federation: Federation, number: int) -> Round:
 
 
 def get_round(ctx: Context, principal: Principal, federation_id: str, number: int) -> Round:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         federation = load_federation(session, principal, federation_id)
         return _load_round(session, federation, number)
 
 
 def list_rounds(ctx: Context, principal: Principal, federation_id: str) -> list[Round]:
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         return list(RoundRepository(session).list(federation_id))
 
@@ -94,7 +94,7 @@ def current_round(
     ctx: Context, principal: Principal, federation_id: str
 ) -> tuple[Federation, Round]:
     """The federation's current round (the last one once the federation completed)."""
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         federation = load_federation(session, principal, federation_id)
         rounds = RoundRepository(session)
         number = federation.current_round
@@ -181,7 +181,7 @@ def submit_update(
     """
     participant_id = principal.require_participant()
     digest = sha256_hex(body)
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         federation = load_federation(session, principal, federation_id)
         round_row = RoundRepository(session).get(federation_id, number)
         if round_row is not None:
@@ -239,7 +239,7 @@ def submit_update(
             round_row.update_count += 1
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
-        with ctx.sessions() as session:
+        with ctx.read_sessions() as session:
             round_row = _load_round(
                 session, load_federation(session, principal, federation_id), number
             )
@@ -252,7 +252,7 @@ def submit_update(
 
 def round_is_complete(ctx: Context, federation_id: str, number: int) -> bool:
     """True when every active participant has uploaded to this open round."""
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         round_row = RoundRepository(session).get(federation_id, number)
         return (
             round_row is not None
@@ -327,7 +327,7 @@ def try_aggregate(ctx: Context, federation_id: str, number: int) -> ModelVersion
 def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> ModelVersion | None:
     """Aggregate a round this process has claimed; commit version + close + next open."""
     try:
-        with ctx.sessions() as session:
+        with ctx.read_sessions() as session:
             federation = FederationRepository(session).get(federation_id)
             assert federation is not None
             round_row = _load_round(session, federation, number)
@@ -447,7 +447,7 @@ def run_due_work(ctx: Context) -> int:
     rounds whose aggregation lease expired. Safe to run in every process at once."""
     now = utc_now()
     done = 0
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         candidates = [(r.federation_id, r.number) for r in RoundRepository(session).due(now)]
         candidates += [(r.federation_id, r.number) for r in RoundRepository(session).open_rounds()]
     for federation_id, number in dict.fromkeys(candidates):

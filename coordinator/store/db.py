@@ -1,14 +1,31 @@
-"""Engine and session factory; SQLite is configured (WAL, busy timeout, foreign keys)."""
+"""Engine and session factories; SQLite is configured (WAL, busy timeout, foreign keys).
+
+Two kinds of session: ``create_session_factory`` for work that writes (or reads and then
+writes), ``create_read_session_factory`` for read-only work. On SQLite they differ in how
+the transaction begins (see ``_begin``); on PostgreSQL they behave the same.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["create_db_engine", "create_session_factory"]
+__all__ = [
+    "ReadOnlySessionError",
+    "create_db_engine",
+    "create_read_session_factory",
+    "create_session_factory",
+]
+
+# execution option carried by the connections of read-only sessions
+_READ_ONLY = "fedrec_read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only session tried to write: use a write session (``sessions.begin()``)."""
 
 
 def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engine:
@@ -24,7 +41,7 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
         @event.listens_for(engine, "connect")
         def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             # pysqlite's own transaction handling defers BEGIN; take control so that
-            # write transactions start with BEGIN IMMEDIATE below and never deadlock.
+            # each transaction starts with the BEGIN chosen below.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             if not in_memory:
@@ -35,13 +52,42 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Writers queue on the busy timeout at BEGIN instead of failing on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            if conn.get_execution_options().get(_READ_ONLY):
+                # WAL readers take no lock: they neither wait for a writer nor hold one up
+                conn.exec_driver_sql("BEGIN")
+            else:
+                # a writer queues on the busy timeout here, at BEGIN; a deferred transaction
+                # that reads and then writes would instead fail when its read lock cannot be
+                # upgraded (SQLITE_BUSY, which the busy timeout does not retry)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for work that writes; on SQLite they hold the write lock from BEGIN."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read-only work; on SQLite they never wait for the write lock.
+
+    They refuse to write, so code that reads and then writes cannot slip into one
+    without the write lock taken at BEGIN. Same pool and events as ``engine``.
+    """
+    factory = sessionmaker(
+        bind=engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+    )
+
+    @event.listens_for(factory, "before_flush")
+    def _refuse_flush(_session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+        raise ReadOnlySessionError("a read-only session cannot flush changes")
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _refuse_dml(state: ORMExecuteState) -> None:
+        if not state.is_select:
+            raise ReadOnlySessionError("a read-only session cannot execute a write statement")
+
+    return factory
