@@ -27,12 +27,13 @@ from tests.factories import (
 )
 
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+# Overrides the conftest's backend parametrisation: these tests are about SQLite locking.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture
 def sqlite_settings(settings: Settings, backend: str) -> Settings:
-    if backend != "sqlite":
-        pytest.skip("SQLite locking")
+    assert backend == "sqlite", "SQLite-only fixture: parametrize the test with SQLITE_ONLY"
     # a writer blocked by the test's lock gives up quickly (503) instead of after 15 s
     return settings.model_copy(update={"sqlite_busy_timeout_ms": 200})
 
@@ -83,6 +84,7 @@ def _round_trip(client: TestClient, admin: dict[str, str]) -> None:
     assert client.get(f"/v1/federations/{fid}/metrics", headers=participant).is_success
 
 
+@SQLITE_ONLY
 def test_writes_begin_immediate_reads_begin_deferred(
     sqlite_client: TestClient, admin_headers: dict[str, str]
 ) -> None:
@@ -98,6 +100,7 @@ def test_writes_begin_immediate_reads_begin_deferred(
     assert sum(t[0] == "BEGIN" for t in reading) >= 6
 
 
+@SQLITE_ONLY
 def test_reads_answer_while_another_connection_holds_the_write_lock(
     sqlite_client: TestClient, sqlite_settings: Settings, admin_headers: dict[str, str]
 ) -> None:
