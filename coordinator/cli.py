@@ -214,7 +214,7 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
 # ML-100K validation NDCG@10 ~0.079 with recency weighting, ~0.063 without). A recency-
 # weighted epoch visits each user's 10 latest interactions 3 times (the negatives) and
 # older ones 40x less, ~1/8 of a full pass on ML-100K, hence 8 local epochs; with
-# --recency-window 0 use about 2. `fedrec demo` takes ~60 s on 2 cores.
+# --recency-window 0 use about 2. `fedrec demo` takes ~45 s on 2 cores.
 SIMULATION_DEFAULTS: dict[str, float] = {
     "participants": 5,
     "rounds": 20,
