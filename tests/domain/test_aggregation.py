@@ -239,26 +239,19 @@ def test_api_stores_normalization_and_defaults_to_touched(
     assert fed["strategy"] == strategy
     again = client.get(f"/v1/federations/{fed['id']}", headers=admin_headers).json()
     assert again["strategy"] == strategy
-    bad = client.post(
-        "/v1/federations",
-        json={
-            "name": "bad",
-            "model": {"kind": "mf", "num_items": 20, "dim": 4},
-            "strategy": {"name": "fedavg", "normalization": "rows"},
-        },
-        headers=admin_headers,
-    )
-    assert bad.status_code == 422
-    bad = client.post(
-        "/v1/federations",
-        json={
-            "name": "bad",
-            "model": {"kind": "mf", "num_items": 20, "dim": 4},
-            "strategy": {"name": "fedavg", "weighting": "size"},
-        },
-        headers=admin_headers,
-    )
-    assert bad.status_code == 422
+    for field, value in (("normalization", "rows"), ("weighting", "size")):
+        bad = client.post(
+            "/v1/federations",
+            json={
+                "name": "bad",
+                "model": {"kind": "mf", "num_items": 20, "dim": 4},
+                "strategy": {"name": "fedavg", field: value},
+            },
+            headers=admin_headers,
+        )
+        assert bad.status_code == 422
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert field in bad.text
 
 
 @pytest.mark.parametrize("weighting", ["examples", "uniform"])
