@@ -87,7 +87,8 @@ class BPRConfig:
     recency_window:
         How many of each user's most recent interactions (by timestamp, ties by item
         index, as in the leave-one-out split) count as recent. 0 disables recency
-        weighting. Interactions without a timestamp are never recent.
+        weighting. Interactions without a timestamp are never recent; a participant
+        with no timestamps at all trains unweighted.
     recency_weight:
         How many times as often a recent interaction is visited as an older one. With
         weighting on, an epoch visits each recent interaction ``negatives`` times and
@@ -118,7 +119,7 @@ class BPRConfig:
 
     @property
     def recency_weighted(self) -> bool:
-        """Whether epochs draw positives by recency weight instead of uniformly."""
+        """Whether epochs visit positives by recency weight instead of uniformly."""
         return self.recency_window > 0 and self.recency_weight != 1.0
 
     def replace(self, **changes: Any) -> BPRConfig:
