@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds
         else ([0] if args.quick else [0, 1, 2])
     )
-    max_rounds = args.max_rounds or (20 if args.quick else 60)
+    max_rounds = args.max_rounds or (20 if args.quick else 90)
     check_every = 5 if args.quick else 10
     settings = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(",")]
     if args.quick:

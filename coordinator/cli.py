@@ -1,4 +1,4 @@
-"""The ``fedrec`` command line: serve, migrate, verify-lineage (and the simulation jobs)."""
+"""The ``fedrec`` command line: serve, migrate, verify-lineage, gc (and the simulation jobs)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,27 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
         return 0
     print(f"lineage broken at version {report.bad_version}: {report.reason}", file=sys.stderr)
     return 1
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from coordinator.app import build_context
+    from coordinator.config import Settings
+    from coordinator.domain.garbage import collect_garbage
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    report = collect_garbage(
+        build_context(settings),
+        grace_seconds=args.grace_hours * 3600.0,
+        keep_finished_updates=not args.finished_round_updates,
+        dry_run=args.dry_run,
+    )
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"blobs: {verb} {report.removed} ({report.removed_bytes / 1e6:.1f} MB); "
+        f"kept {report.kept} referenced, {report.recent} unreferenced inside the grace period"
+    )
+    return 0
 
 
 def _env_path(name: str) -> Path | None:
@@ -229,6 +250,16 @@ SIMULATION_DEFAULTS: dict[str, float] = {
 }
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("federation_id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
+
+    gc = sub.add_parser(
+        "gc", help="remove blob files no row refers to (safe while coordinators run)"
+    )
+    gc.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    gc.add_argument(
+        "--grace-hours",
+        type=_non_negative_float,
+        default=24.0,
+        help="keep unreferenced files younger than this: longer than any upload or "
+        "aggregation takes (default 24; 0 only while no coordinator runs)",
+    )
+    gc.add_argument(
+        "--finished-round-updates",
+        action="store_true",
+        help="also remove the update bytes of closed and failed rounds (their rows and "
+        "hashes stay; model versions are never removed)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    gc.set_defaults(func=cmd_gc)
 
     simulate = sub.add_parser(
         "simulate", help="run a federation of N participants over HTTP against a coordinator"

@@ -1,7 +1,9 @@
-"""The ``fedrec`` command line: migrate, verify-lineage, help."""
+"""The ``fedrec`` command line: migrate, verify-lineage, gc, help."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -36,12 +38,40 @@ def test_verify_lineage_of_unknown_federation(
     assert "no model versions" in capsys.readouterr().err
 
 
+def test_gc_removes_an_old_orphan_blob(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.store.blobs import BlobStore
+
+    main(["migrate", "--data-dir", str(data_dir)])
+    blobs = BlobStore(data_dir / "blobs")
+    digest = blobs.put(b"never committed")
+    old = time.time() - 3 * 3600
+    os.utime(blobs.path(digest), (old, old))
+
+    assert main(["gc", "--data-dir", str(data_dir), "--grace-hours", "4"]) == 0
+    assert "removed 0" in capsys.readouterr().out
+    assert main(["gc", "--data-dir", str(data_dir), "--grace-hours", "2", "--dry-run"]) == 0
+    assert "would remove 1" in capsys.readouterr().out
+    assert blobs.exists(digest)
+    assert main(["gc", "--data-dir", str(data_dir), "--grace-hours", "2"]) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert not blobs.exists(digest)
+
+
+def test_gc_refuses_a_negative_grace(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gc", "--data-dir", str(data_dir), "--grace-hours", "-1"])
+    assert exit_info.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err
+
+
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "migrate", "verify-lineage", "simulate", "demo"):
+    for command in ("serve", "migrate", "verify-lineage", "gc", "simulate", "demo"):
         assert command in out
 
 

@@ -3,6 +3,12 @@
 A blob is written to a temporary file in its final folder, fsynced, renamed into
 place and the folder fsynced, so once ``put`` returns the bytes survive a crash and
 no reader ever sees a half-written blob.
+
+Blobs no database row points at (an upload refused after its bytes were stored, a
+crash between the write and the commit, update bytes of finished rounds) are removed
+by :mod:`coordinator.domain.garbage`. Storing a blob that already exists refreshes its
+modification time, so a collector that only removes files older than a grace period
+never takes a blob an in-flight request is about to reference.
 """
 
 from __future__ import annotations
@@ -10,9 +16,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BlobStore", "BlobNotFound", "sha256_hex"]
+__all__ = ["BlobFile", "BlobStore", "BlobNotFound", "sha256_hex"]
+
+TEMP_PREFIX = ".tmp-"  # a write in progress, or left by a crash mid-write
+TRASH_PREFIX = ".trash-"  # a blob being removed by the collector
 
 
 def sha256_hex(data: bytes) -> str:
@@ -23,6 +34,16 @@ class BlobNotFound(LookupError):
     pass
 
 
+@dataclass(frozen=True)
+class BlobFile:
+    """A file under the blob root: a blob (``digest`` set) or a leftover temporary file."""
+
+    path: Path
+    digest: str | None
+    size: int
+    mtime: float
+
+
 class BlobStore:
     """Blobs under ``root/<sha[:2]>/<sha>``; the name is the sha256 of the content."""
 
@@ -31,7 +52,7 @@ class BlobStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if not _is_digest(digest):
             raise ValueError(f"not a sha256 hex digest: {digest!r}")
         return self.root / digest[:2] / digest
 
@@ -39,12 +60,16 @@ class BlobStore:
         """Store ``data`` durably and return its sha256."""
         digest = digest or sha256_hex(data)
         target = self.path(digest)
-        if target.exists() and target.stat().st_size == len(data):
-            return digest
+        try:
+            if target.stat().st_size == len(data):
+                os.utime(target)  # "in use now": see remove_stale
+                return digest
+        except FileNotFoundError:
+            pass  # absent, or taken by the collector a moment ago: write it
         if not target.parent.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.root)  # the new fan-out folder's entry must be durable too
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -65,6 +90,55 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
+
+    def scan(self) -> Iterator[BlobFile]:
+        """Every blob and leftover temporary file, one fan-out folder at a time."""
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or len(folder.name) != 2:
+                continue
+            for entry in os.scandir(folder):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while we looked
+                name = entry.name
+                digest = None if name.startswith((TEMP_PREFIX, TRASH_PREFIX)) else name
+                if digest is not None and not _is_digest(digest):
+                    continue  # not ours: leave it alone
+                yield BlobFile(Path(entry.path), digest, stat.st_size, stat.st_mtime)
+
+    def remove_stale(self, item: BlobFile, older_than: float) -> bool:
+        """Remove ``item`` unless it was written or re-stored at or after ``older_than``.
+
+        The blob is first renamed aside, then its time is checked again: a concurrent
+        :meth:`put` of the same bytes either refreshed the time before the rename (the
+        blob is put back) or found it gone and wrote it anew. Returns whether it was
+        removed.
+        """
+        if item.digest is None:  # temporary or half-removed file: nothing refers to it
+            try:
+                if item.path.stat().st_mtime >= older_than:
+                    return False
+                item.path.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        aside = item.path.with_name(TRASH_PREFIX + item.path.name)
+        try:
+            os.rename(item.path, aside)
+        except FileNotFoundError:
+            return False
+        if aside.stat().st_mtime >= older_than:
+            os.replace(aside, item.path)  # re-stored meanwhile: keep it
+            return False
+        aside.unlink()
+        return True
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "ParticipantRepository",
     "RoundRepository",
     "UpdateRepository",
+    "referenced_blobs",
 ]
 
 
@@ -285,3 +286,19 @@ class IdempotencyRepository(_Repository):
 
     def delete(self, record_id: str) -> None:
         self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+
+def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = True) -> set[str]:
+    """Digests of every blob a row points at: model versions, and updates.
+
+    Without ``updates_of_finished_rounds`` only updates of rounds still ``open`` or
+    ``aggregating`` count: a closed or failed round never reads its updates again.
+    """
+    digests = set(session.scalars(select(ModelVersion.sha256).distinct()))
+    updates = select(Update.sha256).distinct()
+    if not updates_of_finished_rounds:
+        updates = updates.join(Round, Round.id == Update.round_id).where(
+            Round.state.in_(("open", "aggregating"))
+        )
+    digests.update(session.scalars(updates))
+    return digests

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,56 @@ def test_missing_blob(tmp_path: Path) -> None:
 def test_rejects_path_traversal(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sha256"):
         BlobStore(tmp_path).path("../../etc/passwd")
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_storing_an_existing_blob_refreshes_its_time(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"weights")
+    _age(store.path(digest), 3600)
+    store.put(b"weights")
+    assert store.path(digest).stat().st_mtime > time.time() - 60
+
+
+def test_scan_lists_blobs_and_leftover_temp_files_only(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"a")
+    (store.path(digest).parent / ".tmp-crashed").write_bytes(b"half")
+    (store.path(digest).parent / "README").write_text("not a blob")
+    (tmp_path / "stray.txt").write_text("not in a fan-out folder")
+    found = {(item.path.name, item.digest, item.size) for item in store.scan()}
+    assert found == {(digest, digest, 1), (".tmp-crashed", None, 4)}
+
+
+def test_remove_stale_removes_an_old_blob(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"orphan")
+    _age(store.path(digest), 3600)
+    (item,) = store.scan()
+    assert store.remove_stale(item, older_than=time.time() - 60)
+    assert not store.exists(digest)
+    assert list(store.scan()) == []  # no trash left behind
+
+
+def test_remove_stale_keeps_a_blob_stored_again_meanwhile(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"orphan, then uploaded again")
+    _age(store.path(digest), 3600)
+    (item,) = store.scan()  # the collector saw it old ...
+    store.put(b"orphan, then uploaded again")  # ... a request stores the same bytes ...
+    assert not store.remove_stale(item, older_than=time.time() - 60)  # ... it stays
+    assert store.get(digest) == b"orphan, then uploaded again"
+
+
+def test_put_rewrites_a_blob_the_collector_took(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"bytes")
+    _age(store.path(digest), 3600)
+    (item,) = store.scan()
+    assert store.remove_stale(item, older_than=time.time() - 60)
+    assert store.put(b"bytes") == digest
+    assert store.get(digest) == b"bytes"
