@@ -51,6 +51,17 @@ class FederationCreate(RequestSchema):
         return self
 
 
+class PrivacySpent(Schema):
+    epsilon: float | None = Field(
+        description=(
+            "Epsilon spent at `delta` (RDP accountant, every participant in every round); "
+            "null = unbounded: noise_multiplier 0 clips without a privacy guarantee."
+        )
+    )
+    delta: float
+    rounds: int = Field(description="Aggregated (noisy) rounds so far.")
+
+
 class Federation(Schema):
     id: str
     name: str
@@ -61,6 +72,9 @@ class Federation(Schema):
     target: TargetSpec | None
     deploy: DeployPolicy
     privacy: PrivacyPolicy
+    privacy_spent: PrivacySpent | None = Field(
+        description="Differential privacy spent so far; null without `privacy.dp`."
+    )
     current_round: int | None = Field(description="Open round number; null once completed.")
     latest_version: int
     deployed_version: int | None
@@ -225,6 +239,7 @@ def federation_out(view: Any) -> Federation:
         target=TargetSpec.model_validate(row.target) if row.target else None,
         deploy=DeployPolicy.model_validate(row.deploy_policy),
         privacy=PrivacyPolicy.model_validate(row.privacy),
+        privacy_spent=PrivacySpent.model_validate(spent) if (spent := view.privacy_spent) else None,
         current_round=row.current_round,
         latest_version=row.latest_version,
         deployed_version=view.deployed_version,

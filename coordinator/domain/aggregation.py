@@ -3,7 +3,8 @@
 An accumulator sees one decoded update at a time, so memory is O(model), never
 O(participants x model). Callers feed updates in a fixed order (the round's
 participants sorted by id); with float64 sums the same updates always give the
-same bytes.
+same bytes. Under differential privacy (``dp``) each update is clipped before it is
+summed and seeded Gaussian noise joins the sums (see :mod:`coordinator.domain.privacy`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.domain.privacy import DPAggregation
 from participant_sdk.wire import TensorSpec, Update
 
 __all__ = [
@@ -51,6 +53,11 @@ class FedAvgAccumulator:
 
     The two agree on rows every update sent (in particular for dense updates).
     Rows nobody sent keep the base value. ``server_lr`` = 1 is plain FedAvg.
+
+    With ``dp`` (DP-FedAvg; needs ``"uniform"`` and ``"total"``, so ``W`` is the number
+    of updates whatever their contents) each update is first scaled by
+    ``min(1, C / ||delta_i||)``, and noise of std ``z * C`` is added to every coordinate
+    of every tensor's sum, rows nobody sent included, before the division by ``W``.
     """
 
     def __init__(
@@ -60,11 +67,15 @@ class FedAvgAccumulator:
         server_lr: float = 1.0,
         row_normalization: RowNormalization = "touched",
         weighting: UpdateWeighting = "examples",
+        dp: DPAggregation | None = None,
     ) -> None:
         if row_normalization not in NORMALIZATIONS:
             raise ValueError(f"row_normalization must be one of {NORMALIZATIONS}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}")
+        if dp is not None and (row_normalization, weighting) != ("total", "uniform"):
+            raise ValueError('dp needs row_normalization="total" and weighting="uniform"')
+        self._dp = dp
         self._spec = dict(spec)
         self._server_lr = server_lr
         self._normalization: RowNormalization = row_normalization
@@ -81,8 +92,10 @@ class FedAvgAccumulator:
     def add(self, update: Update) -> None:
         """Fold one validated update into the running sums."""
         weight = 1.0 if self._uniform else float(update.num_examples)
+        # clipping scales the delta, never the update's weight in the denominators
+        scale = weight * self._dp.clip_factor(update) if self._dp else weight
         for name, delta in update.tensors.items():
-            scaled = delta.astype(np.float64) * weight
+            scaled = delta.astype(np.float64) * scale
             if update.rows is None:
                 self._sums[name] += scaled
                 self._row_weights[name] += weight
@@ -99,13 +112,19 @@ class FedAvgAccumulator:
     ) -> dict[str, npt.NDArray[np.float32]]:
         """Return the new model tensors as float32."""
         out: dict[str, npt.NDArray[np.float32]] = {}
+        # a fresh generator per call: the same noise every time, one tensor at a time
+        noise = self._dp.generator() if self._dp and self._dp.noise_std > 0 else None
         for name, spec in self._spec.items():
             if self._normalization == "total":
                 weights = np.full_like(self._row_weights[name], self._total_weight)
             else:
                 weights = self._row_weights[name]
             denom = np.where(weights > 0, weights, 1.0)
-            mean = self._sums[name] / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
+            total = self._sums[name]
+            if noise is not None:
+                assert self._dp is not None
+                total = total + noise.standard_normal(spec.shape) * self._dp.noise_std
+            mean = total / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
             new = np.asarray(base[name], dtype=np.float64) + self._server_lr * mean
             out[name] = new.astype(np.float32)
         return out

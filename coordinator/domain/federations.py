@@ -15,6 +15,7 @@ from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
 from coordinator.domain.errors import NotFound
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
+from coordinator.domain.privacy import PrivacySpent, check_strategy, privacy_spent
 from coordinator.domain.specs import (
     DeployPolicy,
     ModelSpec,
@@ -61,6 +62,12 @@ class FederationView:
     participant_count: int
     deployed_version: int | None
 
+    @property
+    def privacy_spent(self) -> PrivacySpent | None:
+        """Epsilon spent by the aggregated rounds; None without differential privacy."""
+        policy = PrivacyPolicy.model_validate(self.row.privacy)
+        return privacy_spent(policy, self.row.completed_rounds)
+
 
 def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
     """Version 0: small random item factors (seeded), zero biases."""
@@ -106,6 +113,7 @@ def create_federation(
     privacy: PrivacyPolicy,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
+    check_strategy(strategy, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

@@ -35,6 +35,7 @@ from coordinator.domain.errors import (
 )
 from coordinator.domain.federations import MODEL_METADATA, load_federation, open_round
 from coordinator.domain.lineage import chain_hash
+from coordinator.domain.privacy import DPAggregation, round_allowed
 from coordinator.domain.specs import ModelSpec, PrivacyPolicy, RoundPolicy, StrategySpec
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.models import Federation, ModelVersion, Round, Update, utc_now
@@ -336,6 +337,7 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
             assert base is not None
             spec = ModelSpec.model_validate(federation.model_spec)
             strategy = StrategySpec.model_validate(federation.strategy)
+            dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
 
         # stream: one update in memory at a time, float64 sums, fixed order
         accumulator = FedAvgAccumulator(
@@ -343,6 +345,15 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
             server_lr=strategy.server_lr,
             row_normalization=strategy.normalization,
             weighting=strategy.weighting,
+            # seeded by (federation, round): a taken-over aggregation draws the same noise
+            dp=DPAggregation.for_round(
+                dp_policy,
+                secret_key=ctx.secret_key,
+                federation_id=federation_id,
+                round_number=number,
+            )
+            if dp_policy
+            else None,
         )
         for row in updates:
             accumulator.add(decode_update(ctx.blobs.get(row.sha256), spec.tensors()))
@@ -406,10 +417,14 @@ def _complete_claimed_round(ctx: Context, federation_id: str, number: int) -> Mo
 def _advance(
     session: Session, federation: Federation, *, next_number: int, base_version: int, now: datetime
 ) -> None:
-    """After a round closed: open the next round, or complete the federation."""
+    """After a round closed: open the next round, or complete the federation (round
+    budget spent, target reached, or one more round would exceed the privacy budget)."""
     policy = RoundPolicy.model_validate(federation.round_policy)
-    if federation.completed_rounds >= policy.max_rounds or deployment.target_reached(
-        session, federation
+    dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
+    if (
+        federation.completed_rounds >= policy.max_rounds
+        or (dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds))
+        or deployment.target_reached(session, federation)
     ):
         federation.state = "completed"
         federation.current_round = None

@@ -13,6 +13,7 @@ from participant_sdk.wire import TensorSpec, mf_spec
 
 __all__ = [
     "DeployPolicy",
+    "DifferentialPrivacy",
     "ModelSpec",
     "PrivacyPolicy",
     "RoundPolicy",
@@ -96,7 +97,57 @@ class DeployPolicy(_Spec):
     metric: str = Field(default="ndcg@10", pattern=METRIC_PATTERN)
 
 
+class DifferentialPrivacy(_Spec):
+    """DP-FedAvg with server-side fixed clipping (McMahan et al. 2018).
+
+    The privacy unit is one participant: every update is clipped to ``clip_norm``, and
+    Gaussian noise of std ``noise_multiplier * clip_norm`` is added to the round's sum.
+    """
+
+    clip_norm: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="C: each update is scaled by min(1, C / its global L2 norm).",
+    )
+    noise_multiplier: float = Field(
+        ge=0,
+        le=1000,
+        allow_inf_nan=False,
+        description=(
+            "z: Gaussian noise of std z * C is added to every coordinate of the sum of the "
+            "clipped updates; 0 clips only (no privacy guarantee: epsilon is unbounded)."
+        ),
+    )
+    delta: float = Field(
+        default=1e-5,
+        gt=0,
+        lt=1,
+        description="The delta at which the epsilon spent is reported (below 1 / participants).",
+    )
+    max_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Complete the federation before a round would spend more than this.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_needs_noise(self) -> DifferentialPrivacy:
+        if self.max_epsilon is not None and self.noise_multiplier == 0:
+            raise ValueError(
+                "max_epsilon needs noise_multiplier > 0: without noise epsilon is unbounded"
+            )
+        return self
+
+
 class PrivacyPolicy(_Spec):
     max_update_norm: float | None = Field(
         default=None, gt=0, description="Reject updates whose global L2 norm exceeds this."
+    )
+    dp: DifferentialPrivacy | None = Field(
+        default=None,
+        description=(
+            "Participant-level differential privacy (central: the coordinator is trusted). "
+            "Needs strategy weighting `uniform` and normalization `total`."
+        ),
     )

@@ -1,0 +1,191 @@
+"""Participant-level differential privacy for FedAvg (DP-FedAvg, server-side fixed clipping).
+
+As in McMahan et al., "Learning Differentially Private Recurrent Language Models"
+(ICLR 2018) and Flower's ``DifferentialPrivacyServerSideFixedClipping``: the coordinator
+scales each update to a global L2 norm of at most ``C``, adds Gaussian noise of std
+``z * C`` to every coordinate of the round's sum, and divides by the number of updates.
+One participant changes that sum by at most ``C``, so each round is a Gaussian mechanism
+with noise multiplier ``z``; the RDP accountant of Google's ``dp-accounting`` composes the
+rounds into the epsilon spent at the policy's delta. This is central DP: the coordinator
+sees the clear updates and is trusted.
+
+The noise is seeded from an HMAC of the coordinator's secret key over (federation id,
+round number): a round aggregated again (a crashed aggregator taken over by another
+process) gets the same noise and so the same bytes, yet participants, who do not know
+the key, cannot predict or subtract it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from dp_accounting import dp_event, rdp
+
+from coordinator.domain.errors import ValidationFailed
+from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
+from participant_sdk.wire import TensorSpec, Update
+
+__all__ = [
+    "DPAggregation",
+    "PrivacySpent",
+    "check_strategy",
+    "clip_factor",
+    "epsilon_spent",
+    "noise_seed",
+    "privacy_spent",
+    "round_allowed",
+    "update_norm",
+]
+
+# domain separation: the secret key also keys token hashes
+_NOISE_LABEL = b"fedrec/dp-fedavg/noise/v1"
+
+
+def update_norm(update: Update) -> float:
+    """The global L2 norm of an update over all its tensors' values (float64)."""
+    return math.sqrt(
+        sum(float(np.square(t, dtype=np.float64).sum()) for t in update.tensors.values())
+    )
+
+
+def clip_factor(update: Update, clip_norm: float) -> float:
+    """``min(1, C / ||update||)``: the scale that bounds the update's norm by ``C``."""
+    norm = update_norm(update)
+    return 1.0 if norm <= clip_norm else clip_norm / norm
+
+
+def noise_seed(secret_key: bytes, federation_id: str, round_number: int) -> bytes:
+    """The noise seed of one round: HMAC-SHA256 of the coordinator's key over the round."""
+    message = b"\x00".join(
+        (_NOISE_LABEL, federation_id.encode(), str(round_number).encode("ascii"))
+    )
+    return hmac.new(secret_key, message, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class DPAggregation:
+    """What an accumulator needs to aggregate one round under DP."""
+
+    clip_norm: float
+    noise_multiplier: float
+    seed: bytes
+
+    @classmethod
+    def for_round(
+        cls,
+        policy: DifferentialPrivacy,
+        *,
+        secret_key: bytes,
+        federation_id: str,
+        round_number: int,
+    ) -> DPAggregation:
+        return cls(
+            clip_norm=policy.clip_norm,
+            noise_multiplier=policy.noise_multiplier,
+            seed=noise_seed(secret_key, federation_id, round_number),
+        )
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the noise added to each coordinate of the sum of clipped updates."""
+        return self.noise_multiplier * self.clip_norm
+
+    def clip_factor(self, update: Update) -> float:
+        return clip_factor(update, self.clip_norm)
+
+    def generator(self) -> np.random.Generator:
+        """A fresh generator on the round's seed: the same draws on every call."""
+        entropy = int.from_bytes(self.seed, "big")
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+
+    def noise(self, spec: Mapping[str, TensorSpec]) -> dict[str, npt.NDArray[np.float64]]:
+        """The round's noise on every coordinate of every tensor, drawn in ``spec`` order.
+
+        The accumulator draws the same values tensor by tensor from one :meth:`generator`
+        (memory O(model)); this whole-model form is for tests and small models.
+        """
+        rng = self.generator()
+        return {name: rng.standard_normal(s.shape) * self.noise_std for name, s in spec.items()}
+
+
+def check_strategy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
+    """Refuse DP with a strategy whose sensitivity depends on the data."""
+    if privacy.dp is None:
+        return
+    wrong = [
+        f'strategy.{name} = "{want}" (got "{got}")'
+        for name, want, got in (
+            ("weighting", "uniform", strategy.weighting),
+            ("normalization", "total", strategy.normalization),
+        )
+        if got != want
+    ]
+    if wrong:
+        raise ValidationFailed(
+            "privacy.dp needs "
+            + " and ".join(wrong)
+            + ": example weights and per-row denominators make one participant's influence "
+            "depend on the data, so the noise would not bound it",
+            field="strategy",
+        )
+    epsilon = epsilon_spent(privacy.dp.noise_multiplier, 1, privacy.dp.delta)
+    if privacy.dp.max_epsilon is not None and epsilon > privacy.dp.max_epsilon:
+        raise ValidationFailed(
+            f"privacy.dp.max_epsilon {privacy.dp.max_epsilon:g} is below the epsilon of a "
+            f"single round ({epsilon:.4g} at delta {privacy.dp.delta:g}): raise max_epsilon "
+            "or noise_multiplier",
+            field="privacy.dp.max_epsilon",
+            single_round_epsilon=epsilon,
+        )
+
+
+@lru_cache(maxsize=4096)
+def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """Epsilon after ``rounds`` Gaussian mechanisms of noise multiplier ``z`` (RDP).
+
+    Every participant takes part in every round (sampling rate 1), so each round is a
+    plain Gaussian mechanism. 0 before the first round; infinite without noise.
+    """
+    if rounds <= 0:
+        return 0.0
+    if noise_multiplier <= 0:
+        return math.inf
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def round_allowed(policy: DifferentialPrivacy, completed_rounds: int) -> bool:
+    """False once one more round would spend more than the policy's ``max_epsilon``."""
+    if policy.max_epsilon is None:
+        return True
+    epsilon = epsilon_spent(policy.noise_multiplier, completed_rounds + 1, policy.delta)
+    return epsilon <= policy.max_epsilon
+
+
+@dataclass(frozen=True)
+class PrivacySpent:
+    """Privacy spent so far; ``epsilon`` is None when unbounded (no noise)."""
+
+    epsilon: float | None
+    delta: float
+    rounds: int
+
+
+def privacy_spent(privacy: PrivacyPolicy, rounds: int) -> PrivacySpent | None:
+    """The (epsilon, delta) spent by ``rounds`` aggregated rounds; None without DP."""
+    if privacy.dp is None:
+        return None
+    epsilon = epsilon_spent(privacy.dp.noise_multiplier, rounds, privacy.dp.delta)
+    return PrivacySpent(
+        epsilon=epsilon if math.isfinite(epsilon) else None,
+        delta=privacy.dp.delta,
+        rounds=rounds,
+    )
