@@ -121,6 +121,7 @@ def _env_path(name: str) -> Path | None:
 def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
     from coordinator.simulation import SimulationOptions
 
+    dp = args.dp_clip is not None or args.dp_noise is not None
     return SimulationOptions(
         dataset="ml-100k" if demo else args.dataset,
         data=Path(args.data) if args.data else _env_path("FEDREC_ML100K_DIR") if demo else None,
@@ -140,8 +141,11 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
         recency_window=args.recency_window,
         recency_weight=args.recency_weight,
         server_lr=args.server_lr,
-        normalization=args.normalization,
-        weighting=args.weighting,
+        # DP accepts only uniform weights and total normalization: default to them
+        normalization=args.normalization or ("total" if dp else "touched"),
+        weighting=args.weighting or ("uniform" if dp else "examples"),
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
         coordinator=args.coordinator,
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -209,14 +213,27 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument(
         "--normalization",
         choices=["touched", "total"],
-        default="touched",
-        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md)",
+        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md; "
+        "default touched, total with --dp-clip)",
     )
     parser.add_argument(
         "--weighting",
         choices=["examples", "uniform"],
-        default="examples",
-        help="FedAvg update weights: example counts, or 1 each (per-user federations)",
+        help="FedAvg update weights: example counts, or 1 each (per-user federations; "
+        "default examples, uniform with --dp-clip)",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=_positive_float,
+        metavar="C",
+        help="differential privacy per participant: clip each update to L2 norm C "
+        "(needs --dp-noise; forces --weighting uniform --normalization total)",
+    )
+    parser.add_argument(
+        "--dp-noise",
+        type=_non_negative_float,
+        metavar="Z",
+        help="Gaussian noise multiplier: std Z*C on the sum of clipped updates (0 = clip only)",
     )
     parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
     parser.add_argument(
@@ -257,6 +274,13 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0.0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

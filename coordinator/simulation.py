@@ -86,6 +86,9 @@ class SimulationOptions:
     server_lr: float = 2.0
     normalization: Literal["touched", "total"] = "touched"
     weighting: Literal["examples", "uniform"] = "examples"
+    # differential privacy: clip norm C and noise multiplier z (None = no DP)
+    dp_clip: float | None = None
+    dp_noise: float | None = None
     coordinator: str | None = None
     admin_token: str | None = None
     data_dir: Path | None = None
@@ -93,6 +96,22 @@ class SimulationOptions:
     workers: int = 4
     fallback_to_synthetic: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def privacy(self) -> dict[str, Any] | None:
+        """The federation's privacy policy, or None; explains a strategy DP cannot use."""
+        if self.dp_clip is None and self.dp_noise is None:
+            return None
+        if self.dp_clip is None or self.dp_noise is None:
+            raise SystemExit(
+                "--dp-clip and --dp-noise go together (--dp-noise 0 clips without noise)"
+            )
+        if (self.weighting, self.normalization) != ("uniform", "total"):
+            raise SystemExit(
+                "differential privacy needs --weighting uniform --normalization total "
+                f"(got --weighting {self.weighting} --normalization {self.normalization}): "
+                "other weights make one participant's influence depend on its data"
+            )
+        return {"dp": {"clip_norm": self.dp_clip, "noise_multiplier": self.dp_noise}}
 
     def bpr_config(self) -> BPRConfig:
         return BPRConfig(
@@ -229,6 +248,7 @@ def centralized_baseline(
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
+    privacy = options.privacy()  # refuse a DP setting the coordinator would refuse, first
     name, data = load_dataset(options, console)
     split = leave_one_out(data)
     groups = partition_users(data, options.partition, options.participants, seed=options.seed)
@@ -260,7 +280,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             url, token = stack.enter_context(embedded_coordinator(data_dir))
             console.print(f"embedded coordinator at {url} (data in {data_dir})")
         admin = stack.enter_context(Client(url, token))
-        history, federated = _federate(options, config, data, groups, admin, url, console)
+        history, federated, spent = _federate(
+            options, config, data, groups, admin, url, console, privacy
+        )
     started = time.perf_counter()
     centralized = centralized_baseline(
         data, split, config.replace(epochs=options.local_epochs), options.rounds
@@ -274,6 +296,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         "popularity": {"test": popularity},
     }
     _print_table(console, final)
+    if spent is not None:
+        final["privacy_spent"] = spent
+        console.print(_privacy_line(options, spent))
     report = {
         "dataset": name,
         "options": {
@@ -299,7 +324,8 @@ def _federate(
     admin: Client,
     url: str,
     console: Console,
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    privacy: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
         {
@@ -318,6 +344,7 @@ def _federate(
         rounds={"min_participants": 1, "max_rounds": options.rounds},
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},
+        privacy=privacy,
     )
     fid = federation.id
     clients: list[Client] = []
@@ -372,7 +399,9 @@ def _federate(
         console.print(
             f"deployed version {deployed}; {len(results)} participants reported test figures"
         )
-        return history, federated
+        # newer than the SDK's Federation model: read it from the extra fields
+        spent = (admin.federations.get(fid).model_extra or {}).get("privacy_spent")
+        return history, federated, spent
     finally:
         stack.close()
         for client in clients:
@@ -392,6 +421,19 @@ def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[s
         "seconds": round(seconds, 3),
         "validation_of_base": dict(valid.metrics) if valid else {},
     }
+
+
+def _privacy_line(options: SimulationOptions, spent: dict[str, Any]) -> str:
+    epsilon = spent.get("epsilon")
+    shown = (
+        f"epsilon {epsilon:.3g} at delta {spent['delta']:g}"
+        if epsilon is not None
+        else "epsilon unbounded (no noise: clipping only)"
+    )
+    return (
+        f"differential privacy (one participant = the privacy unit; clip {options.dp_clip:g}, "
+        f"noise multiplier {options.dp_noise:g}): {shown} after {spent['rounds']} rounds"
+    )
 
 
 def _print_table(console: Console, final: dict[str, Any]) -> None:
