@@ -7,18 +7,27 @@ from the current global item tensors, encodes its row-sparse delta with
 a :class:`coordinator.domain.aggregation.FedAvgAccumulator`; the accumulator's result
 is the next global model. A centralized run is the special case of one participant
 holding every user with ``server_lr = 1``: the same code path and the same trainer.
+With ``dp_clip`` the accumulator clips and noises each round exactly as the coordinator
+does (:mod:`coordinator.domain.privacy`).
+
+``python -m bench.federation_sim --data DIR`` measures the quality cost of differential
+privacy on the per-user federation (bench/RESULTS.md, "Differential privacy (per-user)").
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
+from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed, update_norm
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
 from participant_sdk.recsys.partition import local_view
@@ -36,6 +45,8 @@ class FedResult:
     bytes_per_round: list[int] = field(default_factory=list)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
+    # global L2 norm of every update, per round (before any clipping)
+    update_norms: list[list[float]] = field(default_factory=list)
 
     def score(self, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Scores of global users against the final global model."""
@@ -60,6 +71,9 @@ def simulate(
     eval_every: int = 0,
     eval_fn: Callable[[FedResult], dict[str, float]] | None = None,
     progress: Callable[[str], None] | None = None,
+    dp_clip: float | None = None,
+    dp_noise: float = 0.0,
+    dp_secret: bytes = b"bench-secret",
 ) -> FedResult:
     """Run ``rounds`` FedAvg rounds of local BPR over the participants in ``groups``.
 
@@ -73,6 +87,9 @@ def simulate(
     ``v = momentum * v + (aggregate - base)`` and moves the model by ``v``.
     ``uniform_weights`` is the accumulator's ``weighting="uniform"`` (every update
     weighs 1 instead of its ``num_examples``).
+    ``dp_clip`` turns on DP-FedAvg: updates clipped to that L2 norm, noise of std
+    ``dp_noise * dp_clip`` on the sum, seeded from ``dp_secret`` and the round as in the
+    coordinator (needs ``normalization="total"`` and ``uniform_weights``).
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -92,12 +109,19 @@ def simulate(
     velocity = {name: np.zeros(t.shape, dtype=np.float64) for name, t in global_tensors.items()}
     for r in range(rounds):
         lr = config.learning_rate * lr_decay_per_round**r
+        dp = (
+            DPAggregation(dp_clip, dp_noise, noise_seed(dp_secret, "bench", r + 1))
+            if dp_clip is not None
+            else None
+        )
         acc = FedAvgAccumulator(
             spec,
             server_lr=server_lr,
             row_normalization=normalization,
             weighting="uniform" if uniform_weights else "examples",
+            dp=dp,
         )
+        norms: list[float] = []
         sent = 0
         for _users, local, trainer in participants:
             if len(local) == 0:
@@ -119,7 +143,10 @@ def simulate(
                     num_examples=update.num_examples,
                 )
             sent += len(payload)
-            acc.add(decode_update(payload, spec))
+            decoded = decode_update(payload, spec)
+            norms.append(update_norm(decoded))
+            acc.add(decoded)
+        result.update_norms.append(norms)
         aggregate = acc.result(global_tensors)
         if server_momentum > 0.0:
             for name, value in aggregate.items():
@@ -179,3 +206,88 @@ def _gather(
     for users, _local, trainer in participants:
         out[users] = trainer.user_factors
     return out
+
+
+# ---------------------------------------------------------------------------- DP figure
+def dp_quality(data_dir: Path, *, rounds: int, noises: Sequence[float], seed: int = 0) -> dict:
+    """Test NDCG@10 of the per-user federation without DP, then with DP at each noise.
+
+    The quality benchmark's per-user recipe (``bench.quality``: BASE, lr 0.08 x0.96 per
+    round, server_lr 100, total, uniform), fitted on train + validation and scored on
+    the leave-one-out test items. The clip norm C is the median global L2 norm of the
+    updates of the run without DP (all rounds, all users); z = 0 then shows the cost of
+    clipping alone.
+    """
+    from bench.quality import BASE, LR_DECAY, load  # bench.quality imports this module
+    from participant_sdk.recsys.metrics import evaluate_loo
+
+    data = load(data_dir)
+    trainval = data.loo.train_and_valid()
+    groups = [np.array([u], dtype=np.int64) for u in range(trainval.num_users)]
+    config = BASE.replace(learning_rate=0.08, seed=seed)
+
+    def run(**dp: float) -> tuple[FedResult, dict[str, float]]:
+        res = simulate(
+            trainval,
+            groups,
+            config,
+            rounds=rounds,
+            server_lr=100.0,
+            normalization="total",
+            uniform_weights=True,
+            lr_decay_per_round=LR_DECAY,
+            **dp,  # type: ignore[arg-type]
+        )
+        metrics = evaluate_loo(res.score, trainval, data.loo.test)
+        print(f"  {dp or 'no DP'}: test ndcg@10 {metrics['ndcg@10']:.4f} ({res.seconds:.0f} s)")
+        return res, metrics
+
+    plain, metrics = run()
+    all_norms = np.concatenate([np.asarray(n) for n in plain.update_norms])
+    per_round = [float(np.median(n)) for n in plain.update_norms]
+    clip = float(np.median(all_norms))
+    print(f"  update norms: median {clip:.4g}, per-round medians {per_round[0]:.4g} (round 1)")
+    print(f"  .. {per_round[-1]:.4g} (round {rounds}); C = {clip:.4g}")
+    rows: list[dict] = [{"noise_multiplier": None, "clip_norm": None, "epsilon": None, **metrics}]
+    for z in noises:
+        _res, metrics = run(dp_clip=clip, dp_noise=z)
+        epsilon = epsilon_spent(z, rounds, 1e-5)
+        rows.append(
+            {
+                "noise_multiplier": z,
+                "clip_norm": clip,
+                "epsilon": epsilon if np.isfinite(epsilon) else None,
+                **metrics,
+            }
+        )
+    return {
+        "rounds": rounds,
+        "seed": seed,
+        "delta": 1e-5,
+        "participants": len(groups),
+        "median_update_norm_per_round": per_round,
+        "update_norm_quartiles": [float(q) for q in np.quantile(all_norms, [0.25, 0.5, 0.75])],
+        "rows": rows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.quality import DEFAULT_DATA
+
+    parser = argparse.ArgumentParser(description="quality cost of DP on the per-user federation")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--noises", default="0,0.5,1.0", help="noise multipliers with DP")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    figures = dp_quality(
+        args.data, rounds=args.rounds, noises=[float(z) for z in args.noises.split(",")]
+    )
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
