@@ -15,7 +15,7 @@ from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
 from coordinator.domain.errors import NotFound
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
-from coordinator.domain.privacy import PrivacySpent, check_strategy, privacy_spent
+from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
 from coordinator.domain.specs import (
     DeployPolicy,
     ModelSpec,
@@ -113,7 +113,7 @@ def create_federation(
     privacy: PrivacyPolicy,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
-    check_strategy(strategy, privacy)
+    check_dp_policy(strategy, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

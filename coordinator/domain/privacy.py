@@ -12,7 +12,8 @@ sees the clear updates and is trusted.
 The noise is seeded from an HMAC of the coordinator's secret key over (federation id,
 round number): a round aggregated again (a crashed aggregator taken over by another
 process) gets the same noise and so the same bytes, yet participants, who do not know
-the key, cannot predict or subtract it.
+the key, cannot predict or subtract it. (Replicas should run the same numpy: its
+generators keep their streams across releases in practice, but do not promise it.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from dp_accounting import dp_event, rdp
 
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
@@ -35,7 +35,7 @@ from participant_sdk.wire import TensorSpec, Update
 __all__ = [
     "DPAggregation",
     "PrivacySpent",
-    "check_strategy",
+    "check_dp_policy",
     "clip_factor",
     "epsilon_spent",
     "noise_seed",
@@ -115,8 +115,9 @@ class DPAggregation:
         return {name: rng.standard_normal(s.shape) * self.noise_std for name, s in spec.items()}
 
 
-def check_strategy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
-    """Refuse DP with a strategy whose sensitivity depends on the data."""
+def check_dp_policy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
+    """Refuse a DP policy that cannot hold: a strategy whose sensitivity depends on the
+    data, or a ``max_epsilon`` that not even one round fits in."""
     if privacy.dp is None:
         return
     wrong = [
@@ -157,6 +158,9 @@ def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float:
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
+    # imported here: it pulls in scipy (~2 s), which federations without DP never need
+    from dp_accounting import dp_event, rdp
+
     accountant = rdp.RdpAccountant()
     accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), rounds)
     return float(accountant.get_epsilon(delta))

@@ -13,7 +13,7 @@ from coordinator.domain.aggregation import FedAvgAccumulator
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import (
     DPAggregation,
-    check_strategy,
+    check_dp_policy,
     clip_factor,
     epsilon_spent,
     noise_seed,
@@ -311,12 +311,12 @@ class TestPolicy:
 
     def test_strategy_must_be_uniform_total(self) -> None:
         policy = PrivacyPolicy.model_validate({"dp": {"clip_norm": 1, "noise_multiplier": 1}})
-        check_strategy(StrategySpec(normalization="total", weighting="uniform"), policy)
-        check_strategy(StrategySpec(), PrivacyPolicy())  # no DP: anything goes
+        check_dp_policy(StrategySpec(normalization="total", weighting="uniform"), policy)
+        check_dp_policy(StrategySpec(), PrivacyPolicy())  # no DP: anything goes
         with pytest.raises(ValidationFailed, match='weighting = "uniform".*normalization'):
-            check_strategy(StrategySpec(), policy)
+            check_dp_policy(StrategySpec(), policy)
         with pytest.raises(ValidationFailed, match='normalization = "total"') as info:
-            check_strategy(StrategySpec(weighting="uniform"), policy)
+            check_dp_policy(StrategySpec(weighting="uniform"), policy)
         assert "weighting" not in info.value.detail
 
     def test_budget_below_one_round_is_refused(self) -> None:
@@ -325,4 +325,4 @@ class TestPolicy:
             {"dp": {"clip_norm": 1, "noise_multiplier": 1, "max_epsilon": one_round * 0.9}}
         )
         with pytest.raises(ValidationFailed, match="single round"):
-            check_strategy(StrategySpec(normalization="total", weighting="uniform"), policy)
+            check_dp_policy(StrategySpec(normalization="total", weighting="uniform"), policy)
