@@ -38,9 +38,7 @@ def test_verify_lineage_of_unknown_federation(
     assert "no model versions" in capsys.readouterr().err
 
 
-def test_gc_removes_an_old_orphan_blob(
-    data_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_gc_removes_an_old_orphan_blob(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from coordinator.store.blobs import BlobStore
 
     main(["migrate", "--data-dir", str(data_dir)])
