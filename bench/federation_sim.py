@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
-from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed, update_norm
+from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
 from participant_sdk.recsys.partition import local_view
@@ -144,7 +144,7 @@ def simulate(
                 )
             sent += len(payload)
             decoded = decode_update(payload, spec)
-            norms.append(update_norm(decoded))
+            norms.append(decoded.norm())
             acc.add(decoded)
         result.update_norms.append(norms)
         aggregate = acc.result(global_tensors)

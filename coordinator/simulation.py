@@ -32,6 +32,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from coordinator.domain.errors import ValidationFailed
+from coordinator.domain.privacy import check_dp_policy
+from coordinator.domain.specs import PrivacyPolicy, StrategySpec
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
@@ -105,13 +108,17 @@ class SimulationOptions:
             raise SystemExit(
                 "--dp-clip and --dp-noise go together (--dp-noise 0 clips without noise)"
             )
-        if (self.weighting, self.normalization) != ("uniform", "total"):
-            raise SystemExit(
-                "differential privacy needs --weighting uniform --normalization total "
-                f"(got --weighting {self.weighting} --normalization {self.normalization}): "
-                "other weights make one participant's influence depend on its data"
+        policy = {"dp": {"clip_norm": self.dp_clip, "noise_multiplier": self.dp_noise}}
+        strategy = {"normalization": self.normalization, "weighting": self.weighting}
+        try:  # the coordinator's own check, before anything starts
+            check_dp_policy(
+                StrategySpec.model_validate(strategy), PrivacyPolicy.model_validate(policy)
             )
-        return {"dp": {"clip_norm": self.dp_clip, "noise_multiplier": self.dp_noise}}
+        except ValidationFailed as exc:
+            raise SystemExit(
+                f"{exc.detail} (set --weighting uniform --normalization total)"
+            ) from None
+        return policy
 
     def bpr_config(self) -> BPRConfig:
         return BPRConfig(

@@ -92,6 +92,12 @@ class Update:
     def kind(self) -> UpdateKind:
         return "dense" if self.rows is None else "row_sparse"
 
+    def norm(self) -> float:
+        """The global L2 norm over all the tensors' values (summed in float64)."""
+        return math.sqrt(
+            sum(float(np.square(t, dtype=np.float64).sum()) for t in self.tensors.values())
+        )
+
 
 _DTYPE_CODES = {
     np.dtype(np.float16): "F16",
@@ -257,7 +263,6 @@ def decode_update(
         num_rows = int(rows.size)
 
     tensors: dict[str, npt.NDArray[np.float32]] = {}
-    squared_norm = 0.0
     for name, tensor_spec in spec.items():
         array = arrays[name]
         if array.dtype != np.dtype(tensor_spec.dtype):
@@ -275,15 +280,8 @@ def decode_update(
             )
         if not bool(np.isfinite(array).all()):
             raise WireError(f"tensor '{name}' contains NaN or Inf", field=name)
-        if max_norm is not None:
-            squared_norm += float(np.square(array, dtype=np.float64).sum())
         tensors[name] = array.astype(np.float32, copy=False)
-    if max_norm is not None and math.sqrt(squared_norm) > max_norm:
-        raise WireError(
-            f"update L2 norm {math.sqrt(squared_norm):.4g} exceeds the bound {max_norm:.4g}",
-            field="norm",
-        )
-    return Update(
+    update = Update(
         round=round_number,
         base_version=base_version,
         num_examples=num_examples,
@@ -291,3 +289,6 @@ def decode_update(
         rows=rows,
         metadata=metadata,
     )
+    if max_norm is not None and (norm := update.norm()) > max_norm:
+        raise WireError(f"update L2 norm {norm:.4g} exceeds the bound {max_norm:.4g}", field="norm")
+    return update

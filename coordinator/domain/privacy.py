@@ -41,23 +41,15 @@ __all__ = [
     "noise_seed",
     "privacy_spent",
     "round_allowed",
-    "update_norm",
 ]
 
 # domain separation: the secret key also keys token hashes
 _NOISE_LABEL = b"fedrec/dp-fedavg/noise/v1"
 
 
-def update_norm(update: Update) -> float:
-    """The global L2 norm of an update over all its tensors' values (float64)."""
-    return math.sqrt(
-        sum(float(np.square(t, dtype=np.float64).sum()) for t in update.tensors.values())
-    )
-
-
 def clip_factor(update: Update, clip_norm: float) -> float:
     """``min(1, C / ||update||)``: the scale that bounds the update's norm by ``C``."""
-    norm = update_norm(update)
+    norm = update.norm()  # the same norm the wire codec bounds with max_update_norm
     return 1.0 if norm <= clip_norm else clip_norm / norm
 
 

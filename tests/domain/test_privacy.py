@@ -19,7 +19,6 @@ from coordinator.domain.privacy import (
     noise_seed,
     privacy_spent,
     round_allowed,
-    update_norm,
 )
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
 from participant_sdk.wire import Update, mf_spec
@@ -72,11 +71,11 @@ class TestClipping:
     def test_norm_is_global_over_all_tensors(self) -> None:
         update = _dense(1)
         flat = np.concatenate([t.ravel().astype(np.float64) for t in update.tensors.values()])
-        assert update_norm(update) == pytest.approx(float(np.linalg.norm(flat)))
+        assert update.norm() == pytest.approx(float(np.linalg.norm(flat)))
 
     def test_clipped_update_has_norm_c(self) -> None:
         update = _dense(1, scale=10.0)
-        assert update_norm(update) > 1.0
+        assert update.norm() > 1.0
         clipped = _clipped_tensors(update, 1.0)
         norm = math.sqrt(sum(float(np.square(t).sum()) for t in clipped.values()))
         assert norm == pytest.approx(1.0, rel=1e-6)
@@ -87,7 +86,7 @@ class TestClipping:
 
     def test_update_below_c_is_untouched(self) -> None:
         update = _dense(2, scale=0.01)
-        assert update_norm(update) < 1.0
+        assert update.norm() < 1.0
         assert clip_factor(update, 1.0) == 1.0
         clipped = _clipped_tensors(update, 1.0)
         for name, tensor in update.tensors.items():
@@ -95,12 +94,12 @@ class TestClipping:
 
     def test_zero_update_is_untouched(self) -> None:
         update = _sparse([], 0.0)
-        assert update_norm(update) == 0.0
+        assert update.norm() == 0.0
         assert clip_factor(update, 0.5) == 1.0
 
     def test_row_sparse_norm_counts_only_sent_values(self) -> None:
         update = _sparse([1, 4], 3.0)  # 2 rows x (2 factors + 1 bias) = 6 values of 3
-        assert update_norm(update) == pytest.approx(3.0 * math.sqrt(6))
+        assert update.norm() == pytest.approx(3.0 * math.sqrt(6))
         clipped = _clipped_tensors(update, 1.0)
         expected = 3.0 / (3.0 * math.sqrt(6))
         np.testing.assert_allclose(clipped["item_factors"][[1, 4]], expected, rtol=1e-6)

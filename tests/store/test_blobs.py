@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store.blobs import BlobNotFound, BlobStore
+from coordinator.store.blobs import BlobFile, BlobNotFound, BlobStore
 
 
 def test_put_get_roundtrip(tmp_path: Path) -> None:
@@ -44,6 +44,14 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
+def _old_blob(store: BlobStore, data: bytes) -> tuple[str, BlobFile]:
+    """Store ``data``, make it an hour old; its digest and what the collector's scan sees."""
+    digest = store.put(data)
+    _age(store.path(digest), 3600)
+    (item,) = store.scan()
+    return digest, item
+
+
 def test_storing_an_existing_blob_refreshes_its_time(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     digest = store.put(b"weights")
@@ -64,9 +72,7 @@ def test_scan_lists_blobs_and_leftover_temp_files_only(tmp_path: Path) -> None:
 
 def test_remove_stale_removes_an_old_blob(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
-    digest = store.put(b"orphan")
-    _age(store.path(digest), 3600)
-    (item,) = store.scan()
+    digest, item = _old_blob(store, b"orphan")
     assert store.remove_stale(item, older_than=time.time() - 60)
     assert not store.exists(digest)
     assert list(store.scan()) == []  # no trash left behind
@@ -74,9 +80,7 @@ def test_remove_stale_removes_an_old_blob(tmp_path: Path) -> None:
 
 def test_remove_stale_keeps_a_blob_stored_again_meanwhile(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
-    digest = store.put(b"orphan, then uploaded again")
-    _age(store.path(digest), 3600)
-    (item,) = store.scan()  # the collector saw it old ...
+    digest, item = _old_blob(store, b"orphan, then uploaded again")  # the collector saw it old ...
     store.put(b"orphan, then uploaded again")  # ... a request stores the same bytes ...
     assert not store.remove_stale(item, older_than=time.time() - 60)  # ... it stays
     assert store.get(digest) == b"orphan, then uploaded again"
@@ -84,9 +88,7 @@ def test_remove_stale_keeps_a_blob_stored_again_meanwhile(tmp_path: Path) -> Non
 
 def test_put_rewrites_a_blob_the_collector_took(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
-    digest = store.put(b"bytes")
-    _age(store.path(digest), 3600)
-    (item,) = store.scan()
+    digest, item = _old_blob(store, b"bytes")
     assert store.remove_stale(item, older_than=time.time() - 60)
     assert store.put(b"bytes") == digest
     assert store.get(digest) == b"bytes"
