@@ -28,9 +28,9 @@ import numpy.typing as npt
 
 from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
 from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed
+from fedrec.partition import local_view
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
-from participant_sdk.recsys.partition import local_view
 from participant_sdk.wire import decode_update, encode_update, mf_spec
 
 F32 = npt.NDArray[np.float32]

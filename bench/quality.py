@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from bench.federation_sim import FedResult, simulate
 from coordinator.domain.aggregation import RowNormalization
+from fedrec.partition import PartitionScheme, partition_users
 from participant_sdk.recsys.data import Interactions, load_movielens_100k
 from participant_sdk.recsys.metrics import (
     draw_sampled_negatives,
@@ -45,7 +46,6 @@ from participant_sdk.recsys.metrics import (
     evaluate_split,
 )
 from participant_sdk.recsys.model import BPRConfig
-from participant_sdk.recsys.partition import PartitionScheme, partition_users
 from participant_sdk.recsys.popularity import PopularityModel
 from participant_sdk.recsys.splits import LeaveOneOutSplit, RandomSplit, leave_one_out, split_80_20
 from participant_sdk.wire import WireError

@@ -35,6 +35,9 @@ from rich.table import Table
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import check_dp_policy
 from coordinator.domain.specs import PrivacyPolicy, StrategySpec
+from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
+from fedrec.partition import local_view, partition_users
+from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
@@ -48,14 +51,6 @@ from participant_sdk.recsys import (
     leave_one_out,
     load_csv,
     load_movielens_100k,
-    local_view,
-    make_synthetic,
-    partition_users,
-)
-from participant_sdk.recsys.datasets import (
-    DatasetUnavailable,
-    fetch_movielens_100k,
-    find_movielens_100k,
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 

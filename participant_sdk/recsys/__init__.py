@@ -1,5 +1,9 @@
 """Recommendation core of the participant SDK: data, splits, BPR-MF, metrics.
 
+Imported on use (``import participant_sdk`` does not load it). The simulation-only
+pieces (user partitions, the synthetic data set, the MovieLens download) live in the
+``fedrec`` application package.
+
 Typical participant round::
 
     from participant_sdk.recsys import BPRConfig, BPRTrainer, load_csv, map_to_catalog
@@ -41,10 +45,8 @@ from .model import (
     recency_weights,
     score_items,
 )
-from .partition import local_view, partition_users
 from .popularity import PopularityModel
 from .splits import LeaveOneOutSplit, RandomSplit, concat, leave_one_out, split_80_20
-from .synthetic import make_synthetic
 
 __all__ = [
     "BPRConfig",
@@ -68,10 +70,7 @@ __all__ = [
     "load_csv",
     "load_movielens_100k",
     "load_movielens_ratings_csv",
-    "local_view",
-    "make_synthetic",
     "map_to_catalog",
-    "partition_users",
     "rank_metrics",
     "recency_weights",
     "recommend",

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender
-from participant_sdk.recsys import BPRConfig, make_synthetic
+from participant_sdk.recsys import BPRConfig
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 
 

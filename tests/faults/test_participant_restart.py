@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, Round
-from participant_sdk.recsys import make_synthetic
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 from tests.faults.conftest import BACKENDS, deltas, server_for, wait_until
 
@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 DIM, ROUNDS = 8, 4
 PARTICIPANT = """
 import json, logging, sys
+from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender
-from participant_sdk.recsys import BPRConfig, make_synthetic
+from participant_sdk.recsys import BPRConfig
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 url, token, fid, state_dir = sys.argv[1:5]

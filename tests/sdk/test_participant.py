@@ -11,8 +11,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from fedrec.partition import local_view, partition_users
+from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender
-from participant_sdk.recsys import BPRConfig, local_view, make_synthetic, partition_users
+from participant_sdk.recsys import BPRConfig
 from participant_sdk.recsys.data import Interactions
 from tests.conftest import ADMIN_TOKEN
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.federation_sim import simulate
+from fedrec.partition import partition_users
+from fedrec.synthetic import make_synthetic
 from participant_sdk.recsys import (
     BPRConfig,
     BPRTrainer,
@@ -12,8 +14,6 @@ from participant_sdk.recsys import (
     evaluate_loo,
     init_item_tensors,
     leave_one_out,
-    make_synthetic,
-    partition_users,
 )
 
 CFG = BPRConfig(dim=16, learning_rate=0.05, reg=0.01, epochs=1, batch_size=128, seed=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedrec.synthetic import make_synthetic
 from participant_sdk.recsys import (
     BPRConfig,
     BPRTrainer,
@@ -16,7 +17,6 @@ from participant_sdk.recsys import (
     evaluate_loo,
     init_item_tensors,
     leave_one_out,
-    make_synthetic,
     recency_weights,
 )
 from participant_sdk.wire import decode_update, encode_update, mf_spec

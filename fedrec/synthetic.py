@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Interactions
+from participant_sdk.recsys.data import Interactions
 
 __all__ = ["make_synthetic"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from participant_sdk.recsys.datasets import (
+from fedrec.datasets import (
     DatasetUnavailable,
     fetch_movielens_100k,
     find_movielens_100k,

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .data import Interactions
+from participant_sdk.recsys.data import Interactions
 
 __all__ = ["PartitionScheme", "partition_users", "local_view"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import participant_sdk.recsys as recsys
-from participant_sdk.recsys import local_view, make_synthetic, partition_users
+from fedrec.partition import local_view, partition_users
+from fedrec.synthetic import make_synthetic
 
 
 @pytest.mark.parametrize("scheme", ["iid", "skewed"])
@@ -53,9 +53,3 @@ def test_synthetic_is_deterministic() -> None:
     assert np.array_equal(a.users, b.users)
     assert np.array_equal(a.items, b.items)
     assert not np.array_equal(a.items, make_synthetic(seed=6).items)
-
-
-def test_public_exports() -> None:
-    assert sorted(recsys.__all__) == recsys.__all__
-    for name in recsys.__all__:
-        assert hasattr(recsys, name)
