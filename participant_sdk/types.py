@@ -19,6 +19,7 @@ __all__ = [
     "DeployPolicy",
     "Deployment",
     "DeploymentEvent",
+    "DifferentialPrivacy",
     "EnrolledParticipant",
     "Evaluation",
     "Federation",
@@ -30,6 +31,7 @@ __all__ = [
     "Participant",
     "ParticipantState",
     "PrivacyPolicy",
+    "PrivacySpent",
     "Receipt",
     "Round",
     "RoundPolicy",
@@ -116,10 +118,64 @@ class DeployPolicy(BaseAPIModel):
     metric: str | None = None
 
 
+class DifferentialPrivacy(BaseAPIModel):
+    """Participant-level differential privacy: DP-FedAvg with server-side clipping.
+
+    Every update is scaled to a global L2 norm of at most ``clip_norm``, and Gaussian
+    noise of std ``noise_multiplier * clip_norm`` is added to the round's sum. The
+    coordinator needs strategy ``weighting="uniform"`` and ``normalization="total"``.
+
+    Attributes
+    ----------
+    clip_norm : float
+        C: each update is scaled by ``min(1, C / its global L2 norm)``.
+    noise_multiplier : float
+        z: noise std ``z * C``; 0 clips only (no privacy guarantee).
+    delta : float or None
+        The delta at which the epsilon spent is reported; the coordinator's default
+        (``1e-5``) when ``None``.
+    max_epsilon : float or None
+        Complete the federation before a round would spend more than this epsilon.
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    delta: float | None = None
+    max_epsilon: float | None = None
+
+
 class PrivacyPolicy(BaseAPIModel):
-    """Privacy limits applied to every update, e.g. an L2 norm bound."""
+    """Privacy limits applied to every update: an L2 norm bound and/or differential privacy.
+
+    Attributes
+    ----------
+    max_update_norm : float or None
+        Reject updates whose global L2 norm exceeds this.
+    dp : DifferentialPrivacy or None
+        Clip and noise every round (see :class:`DifferentialPrivacy`).
+    """
 
     max_update_norm: float | None = None
+    dp: DifferentialPrivacy | None = None
+
+
+class PrivacySpent(BaseAPIModel):
+    """The differential privacy a federation has spent so far (``Federation.privacy_spent``).
+
+    Attributes
+    ----------
+    epsilon : float or None
+        Epsilon spent at ``delta`` (every participant in every round); ``None`` means
+        unbounded: ``noise_multiplier`` 0 clips without a privacy guarantee.
+    delta : float
+        The delta of ``epsilon``.
+    rounds : int
+        Aggregated (noisy) rounds so far.
+    """
+
+    epsilon: float | None = None
+    delta: float
+    rounds: int
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -154,6 +210,8 @@ class Federation(BaseAPIModel):
         Creation time.
     model, strategy, rounds, target, deploy, privacy
         The configuration the federation was created with.
+    privacy_spent : PrivacySpent or None
+        Differential privacy spent so far; ``None`` without ``privacy.dp``.
     """
 
     id: str
@@ -170,6 +228,7 @@ class Federation(BaseAPIModel):
     target: Target | None = None
     deploy: DeployPolicy | None = None
     privacy: PrivacyPolicy | None = None
+    privacy_spent: PrivacySpent | None = None
 
 
 class Participant(BaseAPIModel):
