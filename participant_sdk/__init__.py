@@ -16,7 +16,12 @@ Quick start::
 :class:`FedrecError` (the tree is drawn in ``participant_sdk._exceptions``). The byte
 format lives in :mod:`participant_sdk.wire`; the response models in
 :mod:`participant_sdk.types`.
+
+The recommender (:class:`FederatedRecommender`, :mod:`participant_sdk.recsys`) is
+imported on first use, so ``import participant_sdk`` stays the thin client.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._base_client import TimeoutTypes
 from ._client import AsyncClient, Client
@@ -49,7 +54,6 @@ from ._exceptions import (
     UpdateConflictError,
     WaitTimeoutError,
 )
-from .participant import FederatedRecommender, StepOutcome
 from .types import (
     Deployment,
     DeploymentEvent,
@@ -128,3 +132,25 @@ __all__ = [
     "StrategySpec",
     "Target",
 ]
+
+# The participant loop pulls in the recommender (participant_sdk.recsys): load it on
+# first use (PEP 562), not with the client.
+_LAZY = {"FederatedRecommender": ".participant", "StepOutcome": ".participant"}
+
+if TYPE_CHECKING:
+    from .participant import FederatedRecommender, StepOutcome
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
