@@ -1,7 +1,8 @@
-"""Test data builders: federations, participants, updates."""
+"""Test data builders and API helpers: federations, participants, updates, weights, rounds."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from coordinator.domain.context import Context
 from coordinator.store.models import Update
-from participant_sdk.wire import encode_update
+from participant_sdk.wire import decode_weights, encode_update
 
 NUM_ITEMS = 20
 DIM = 4
@@ -85,6 +86,48 @@ def put_update(
         f"/v1/federations/{federation_id}/rounds/{number}/update",
         content=body,
         headers={**headers, "Content-Type": content_type},
+    )
+
+
+def weights(
+    client: TestClient, federation_id: str, version: int | str, headers: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Download and decode a model version's weights."""
+    response = client.get(
+        f"/v1/federations/{federation_id}/models/{version}/weights", headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return decode_weights(response.content)
+
+
+def wait_round_closed(
+    client: TestClient,
+    federation_id: str,
+    number: int,
+    headers: dict[str, str],
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Poll until the round is no longer open (closed or failed); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        url = f"/v1/federations/{federation_id}/rounds/{number}"
+        body: dict[str, Any] = client.get(url, headers=headers).json()
+        if body["state"] in ("closed", "failed"):
+            return body
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"round {number} did not close within {timeout:g} s: {body}")
+        time.sleep(0.05)
+
+
+def evaluate(
+    client: TestClient, federation_id: str, version: int, headers: dict[str, str], **body: object
+) -> Any:
+    """Report metrics for a version (defaults: validation split, ndcg@10 0.1, 10 users)."""
+    payload = {"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 10, **body}
+    return client.post(
+        f"/v1/federations/{federation_id}/models/{version}/evaluations",
+        json=payload,
+        headers=headers,
     )
 
 

@@ -3,19 +3,14 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from rich.console import Console
 
-from coordinator.cli import _simulation_options, build_parser
 from coordinator.domain.privacy import DPAggregation, clip_factor, epsilon_spent, noise_seed
-from coordinator.simulation import SimulationOptions, run_simulation
-from participant_sdk.wire import Update, decode_weights, mf_spec
+from participant_sdk.wire import Update, mf_spec
 from tests.conftest import SECRET_KEY
 from tests.factories import (
     DIM,
@@ -27,6 +22,8 @@ from tests.factories import (
     put_update,
     random_deltas,
     update_bytes,
+    wait_round_closed,
+    weights,
 )
 
 DP_STRATEGY = {"name": "fedavg", "server_lr": 2.0, "normalization": "total", "weighting": "uniform"}
@@ -34,12 +31,6 @@ DP_STRATEGY = {"name": "fedavg", "server_lr": 2.0, "normalization": "total", "we
 
 def _dp(**overrides: Any) -> dict[str, Any]:
     return {"clip_norm": 0.5, "noise_multiplier": 1.0, **overrides}
-
-
-def _weights(client: TestClient, fid: str, version: int, headers: dict) -> dict:
-    response = client.get(f"/v1/federations/{fid}/models/{version}/weights", headers=headers)
-    assert response.status_code == 200
-    return decode_weights(response.content)
 
 
 def _run_round(
@@ -50,12 +41,8 @@ def _run_round(
         body = update_bytes(round=number, base_version=number - 1, deltas=delta)
         assert put_update(client, fid, number, body, headers).status_code == 201
     # every active participant uploaded, so the round closes by itself
-    for _ in range(50):
-        state = client.get(f"/v1/federations/{fid}/rounds/{number}", headers=admin).json()
-        if state["state"] == "closed":
-            return deltas
-        time.sleep(0.1)
-    raise AssertionError(f"round {number} did not close: {state}")
+    assert wait_round_closed(client, fid, number, admin)["state"] == "closed"
+    return deltas
 
 
 class TestPolicyValidation:
@@ -130,7 +117,7 @@ class TestNoisyAggregation:
         assert fed["privacy"]["dp"] == {**_dp(), "delta": 1e-5, "max_epsilon": None}
         assert fed["privacy_spent"] == {"epsilon": 0.0, "delta": 1e-5, "rounds": 0}
         parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(3)]
-        base = _weights(client, fid, 0, admin_headers)
+        base = weights(client, fid, 0, admin_headers)
         deltas = _run_round(client, fid, 1, parts, admin_headers)
 
         # the same computation by hand: clip each update to 0.5, add the round's seeded
@@ -138,7 +125,7 @@ class TestNoisyAggregation:
         dp = DPAggregation(0.5, 1.0, noise_seed(SECRET_KEY.encode(), fid, 1))
         # drawn in the model spec's order, as the accumulator draws them
         noise = dp.noise(mf_spec(num_items=NUM_ITEMS, dim=DIM))
-        new = _weights(client, fid, 1, admin_headers)
+        new = weights(client, fid, 1, admin_headers)
         for name in base:
             total = noise[name].copy()
             for delta in deltas:
@@ -204,62 +191,3 @@ class TestBudget:
         assert deployment.json()["version"] == 2
         late = put_update(client, fid, 3, update_bytes(round=3, base_version=2), parts[0])
         assert_problem(late, 409, "federation-completed")
-
-
-class TestSimulate:
-    """``fedrec simulate --dp-clip C --dp-noise Z`` sets the policy over the API."""
-
-    def test_dp_flags_default_to_uniform_total(self) -> None:
-        options = _simulation_options(
-            build_parser().parse_args(["simulate", "--dp-clip", "0.5", "--dp-noise", "1"]),
-            demo=False,
-        )
-        assert isinstance(options, SimulationOptions)
-        assert (options.weighting, options.normalization) == ("uniform", "total")
-        assert options.privacy() == {"dp": {"clip_norm": 0.5, "noise_multiplier": 1.0}}
-        plain = _simulation_options(build_parser().parse_args(["simulate"]), demo=False)
-        assert isinstance(plain, SimulationOptions)
-        assert (plain.weighting, plain.normalization) == ("examples", "touched")
-        assert plain.privacy() is None
-
-    @pytest.mark.parametrize(
-        ("argv", "message"),
-        [
-            (["--dp-clip", "0.5", "--dp-noise", "1", "--weighting", "examples"], "--weighting"),
-            (["--dp-clip", "0.5", "--dp-noise", "1", "--normalization", "touched"], "uniform"),
-            (["--dp-clip", "0.5"], "go together"),
-            (["--dp-noise", "1"], "go together"),
-        ],
-    )
-    def test_dp_flags_refuse_what_the_coordinator_would(
-        self, argv: list[str], message: str
-    ) -> None:
-        options = _simulation_options(build_parser().parse_args(["simulate", *argv]), demo=False)
-        assert isinstance(options, SimulationOptions)
-        with pytest.raises(SystemExit, match=message):
-            options.privacy()
-
-    @pytest.mark.slow
-    def test_simulation_reports_epsilon(self, tmp_path: Path) -> None:
-        options = SimulationOptions(
-            dataset="synthetic",
-            participants=3,
-            rounds=2,
-            dim=8,
-            local_epochs=1,
-            weighting="uniform",
-            normalization="total",
-            dp_clip=0.5,
-            dp_noise=1.0,
-            data_dir=tmp_path / "coordinator",
-        )
-        out = tmp_path / "out.txt"
-        with out.open("w") as file:
-            report = run_simulation(options, Console(file=file, width=200))
-        spent = report["final"]["privacy_spent"]
-        assert spent == {
-            "epsilon": pytest.approx(epsilon_spent(1.0, 2, 1e-5)),
-            "delta": 1e-5,
-            "rounds": 2,
-        }
-        assert f"epsilon {spent['epsilon']:.3g} at delta 1e-05 after 2 rounds" in out.read_text()

@@ -1,16 +1,16 @@
-"""Rounds and model versions: aggregation, auto-close, completion, weights download."""
+"""/v1/federations/{id}/rounds: aggregation (admin and automatic), completion, long-poll."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash, verify_lineage
-from participant_sdk.wire import decode_weights
+from coordinator.domain.lineage import verify_lineage
 from tests.factories import (
     assert_problem,
     create_federation,
@@ -18,62 +18,9 @@ from tests.factories import (
     put_update,
     random_deltas,
     update_bytes,
+    wait_round_closed,
+    weights,
 )
-
-
-def _weights(client: TestClient, fid: str, version: int | str, headers: dict) -> dict:
-    response = client.get(f"/v1/federations/{fid}/models/{version}/weights", headers=headers)
-    assert response.status_code == 200
-    return decode_weights(response.content)
-
-
-def _wait_round(client: TestClient, fid: str, number: int, headers: dict) -> dict:
-    """Long-poll until the round is no longer open (bounded)."""
-    for _ in range(50):
-        body = client.get(f"/v1/federations/{fid}/rounds/{number}", headers=headers).json()
-        if body["state"] in ("closed", "failed"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"round {number} did not close: {body}")
-
-
-class TestCreate:
-    def test_version_zero_and_round_one(self, client: TestClient, admin_headers: dict) -> None:
-        fed = create_federation(client, admin_headers)
-        assert fed["state"] == "active"
-        assert fed["current_round"] == 1
-        assert fed["latest_version"] == 0
-        current = client.get(f"/v1/federations/{fed['id']}/rounds/current", headers=admin_headers)
-        assert current.json()["number"] == 1
-        assert current.json()["base_version"] == 0
-        assert current.json()["state"] == "open"
-        weights = _weights(client, fed["id"], 0, admin_headers)
-        assert weights["item_factors"].shape == (20, 4)
-        assert weights["item_factors"].dtype == np.float32
-        assert np.all(weights["item_bias"] == 0)
-        assert 0 < np.abs(weights["item_factors"]).max() < 0.1
-        version = client.get(f"/v1/federations/{fed['id']}/models/0", headers=admin_headers).json()
-        assert version["parent"] is None
-        assert version["round"] is None
-        assert version["chain_hash"] == chain_hash(GENESIS_CHAIN, version["sha256"], [])
-
-    def test_catalog_must_match_num_items(self, client: TestClient, admin_headers: dict) -> None:
-        response = client.post(
-            "/v1/federations",
-            json={"name": "x", "model": {"kind": "mf", "num_items": 3, "dim": 2}, "catalog": ["a"]},
-            headers=admin_headers,
-        )
-        body = assert_problem(response, 422, "validation-error")
-        assert "catalog" in body["detail"]
-
-    def test_unknown_field_rejected(self, client: TestClient, admin_headers: dict) -> None:
-        response = client.post(
-            "/v1/federations",
-            json={"name": "x", "model": {"kind": "mf", "num_items": 3, "dim": 2}, "colour": 1},
-            headers=admin_headers,
-        )
-        assert_problem(response, 422, "validation-error")
-        assert client.get("/v1/federations", headers=admin_headers).json()["items"] == []
 
 
 class TestAggregate:
@@ -83,7 +30,7 @@ class TestAggregate:
         fed = create_federation(client, admin_headers)
         fid = fed["id"]
         parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(3)]
-        base = _weights(client, fid, 0, admin_headers)
+        base = weights(client, fid, 0, admin_headers)
         deltas = [random_deltas(seed) for seed in (1, 2)]
         counts = [10, 30]
         for headers, delta, n in zip(parts[:2], deltas, counts, strict=True):
@@ -95,7 +42,7 @@ class TestAggregate:
         assert version["version"] == 1
         assert version["round"] == 1
         assert version["parent"] == 0
-        new = _weights(client, fid, 1, admin_headers)
+        new = weights(client, fid, 1, admin_headers)
         for name in ("item_factors", "item_bias"):
             expected = base[name].astype(np.float64) + sum(
                 n * d[name].astype(np.float64) for n, d in zip(counts, deltas, strict=True)
@@ -135,7 +82,7 @@ class TestAggregate:
         parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(2)]
         for seed, headers in enumerate(parts):
             put_update(client, fid, 1, update_bytes(seed=seed), headers)
-        closed = _wait_round(client, fid, 1, admin_headers)
+        closed = wait_round_closed(client, fid, 1, admin_headers)
         assert closed["result_version"] == 1
         assert closed["update_count"] == 2
 
@@ -148,7 +95,7 @@ class TestAggregate:
         for number in (1, 2):
             body = update_bytes(round=number, base_version=number - 1, seed=number)
             assert put_update(client, fid, number, body, headers).status_code == 201
-            _wait_round(client, fid, number, admin_headers)
+            wait_round_closed(client, fid, number, admin_headers)
         state = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
         assert state["state"] == "completed"
         assert state["current_round"] is None
@@ -175,39 +122,22 @@ class TestAggregate:
         assert version.json()["contributors"] == [hashlib.sha256(update_bytes(seed=2)).hexdigest()]
 
 
-class TestWeights:
-    def test_etag_and_304(self, client: TestClient, admin_headers: dict) -> None:
-        fed = create_federation(client, admin_headers)
-        url = f"/v1/federations/{fed['id']}/models/latest/weights"
-        response = client.get(url, headers=admin_headers)
-        assert response.headers["content-type"] == "application/octet-stream"
-        digest = hashlib.sha256(response.content).hexdigest()
-        assert response.headers["etag"] == f'"{digest}"'
-        cached = client.get(url, headers={**admin_headers, "If-None-Match": f'"{digest}"'})
-        assert cached.status_code == 304
-        assert cached.content == b""
-        stale = client.get(url, headers={**admin_headers, "If-None-Match": '"abc"'})
-        assert stale.status_code == 200
-
-    def test_unknown_version_404(self, client: TestClient, admin_headers: dict) -> None:
-        fed = create_federation(client, admin_headers)
-        response = client.get(
-            f"/v1/federations/{fed['id']}/models/9/weights", headers=admin_headers
-        )
-        assert_problem(response, 404, "model-version-not-found")
-
-
 class TestLongPoll:
+    """``GET .../rounds/current?wait=S&after=N``: each test bounds how long the poll took, so
+    a long-poll that always sat out its full ``wait`` fails instead of passing slowly."""
+
     def test_returns_immediately_when_round_is_newer(
         self, client: TestClient, admin_headers: dict
     ) -> None:
         fed = create_federation(client, admin_headers)
+        started = time.monotonic()
         response = client.get(
             f"/v1/federations/{fed['id']}/rounds/current",
             params={"wait": 30, "after": 0},
             headers=admin_headers,
         )
         assert response.json()["number"] == 1
+        assert time.monotonic() - started < 5  # not the 30 s it was allowed to wait
 
     def test_times_out_with_current_round(self, client: TestClient, admin_headers: dict) -> None:
         fed = create_federation(client, admin_headers)
@@ -218,4 +148,48 @@ class TestLongPoll:
             headers=admin_headers,
         )
         assert response.json()["number"] == 1
-        assert time.monotonic() - started >= 0.4
+        elapsed = time.monotonic() - started
+        assert 0.4 <= elapsed < 5  # waited its 0.5 s, and no more than that (plus slack)
+
+    def test_wakes_when_the_next_round_opens(self, client: TestClient, admin_headers: dict) -> None:
+        fed = create_federation(client, admin_headers)
+        _, participant = enrol(client, admin_headers, fed["id"])
+        numbers: list[int] = []
+        returned: list[float] = []
+
+        def poll() -> None:
+            response = client.get(
+                f"/v1/federations/{fed['id']}/rounds/current",
+                params={"wait": 30, "after": 1},
+                headers=admin_headers,
+            )
+            numbers.append(response.json()["number"])
+            returned.append(time.monotonic())
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        poller.join(timeout=0.5)
+        assert poller.is_alive(), "the long-poll returned before a newer round opened"
+        uploaded = time.monotonic()
+        # the only participant uploads: round 1 closes and round 2 opens
+        assert put_update(client, fed["id"], 1, update_bytes(), participant).status_code == 201
+        poller.join(timeout=10)
+        assert not poller.is_alive(), "the long-poll did not wake when round 2 opened"
+        assert numbers == [2]
+        assert returned[0] - uploaded < 10
+
+    def test_returns_immediately_once_the_federation_completed(
+        self, client: TestClient, admin_headers: dict
+    ) -> None:
+        fed = create_federation(client, admin_headers, rounds={"max_rounds": 1})
+        _, participant = enrol(client, admin_headers, fed["id"])
+        put_update(client, fed["id"], 1, update_bytes(), participant)
+        wait_round_closed(client, fed["id"], 1, admin_headers)
+        started = time.monotonic()
+        response = client.get(
+            f"/v1/federations/{fed['id']}/rounds/current",
+            params={"wait": 30, "after": 1},
+            headers=admin_headers,
+        )
+        assert response.json()["number"] == 1  # the last round: no newer one will open
+        assert time.monotonic() - started < 5

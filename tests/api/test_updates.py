@@ -115,12 +115,6 @@ class TestConflicts:
         assert_problem(response, 404, "round-not-found")
         assert stored_update_count(app.state.context) == 0
 
-    def test_unknown_federation_404(
-        self, client: TestClient, admin_headers: dict[str, str]
-    ) -> None:
-        response = client.get("/v1/federations/nope", headers=admin_headers)
-        assert_problem(response, 404, "federation-not-found")
-
 
 def _header_only(header: dict[str, object]) -> bytes:
     raw = json.dumps(header).encode()
