@@ -14,12 +14,14 @@ WORKDIR /app
 
 # Dependency layer: rebuilt only when pyproject.toml changes (empty stand-in packages).
 COPY pyproject.toml README.md ./
-RUN mkdir -p coordinator participant_sdk migrations && touch coordinator/__init__.py participant_sdk/__init__.py
+RUN mkdir -p coordinator participant_sdk fedrec migrations \
+    && touch coordinator/__init__.py participant_sdk/__init__.py fedrec/__init__.py
 RUN pip install ".[server]"
 
 # Project layer.
 COPY coordinator ./coordinator
 COPY participant_sdk ./participant_sdk
+COPY fedrec ./fedrec
 COPY migrations ./migrations
 RUN pip install --no-deps --force-reinstall .
 

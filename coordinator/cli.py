@@ -1,15 +1,17 @@
-"""The ``fedrec`` command line: serve, migrate, verify-lineage, gc (and the simulation jobs)."""
+"""The coordinator's commands: serve, migrate, verify-lineage, gc.
+
+The ``fedrec`` command (:mod:`fedrec.cli`, the application above this package) adds
+them to its parser with :func:`add_server_commands`. This module imports only the
+standard library; each command imports the server stack when it runs, so an install
+without the ``server`` extra says which extra it needs instead of failing on import.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
 
 def _settings(args: argparse.Namespace) -> object:
@@ -36,6 +38,8 @@ def _redact(url: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)  # first: explains a missing server extra
+
     import uvicorn
 
     from coordinator.app import create_app
@@ -43,7 +47,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from coordinator.config import Settings
     from coordinator.migrate import upgrade
 
-    settings = _settings(args)
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
@@ -63,10 +66,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from coordinator.config import Settings
     from coordinator.migrate import upgrade
 
-    settings = _settings(args)
     assert isinstance(settings, Settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
@@ -75,11 +79,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_lineage(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from coordinator.app import build_context
     from coordinator.config import Settings
     from coordinator.domain.lineage import verify_lineage
 
-    settings = _settings(args)
     assert isinstance(settings, Settings)
     report = verify_lineage(build_context(settings), args.federation_id)
     if report.checked == 0 and report.ok:
@@ -93,11 +98,12 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
     from coordinator.app import build_context
     from coordinator.config import Settings
     from coordinator.domain.garbage import collect_garbage
 
-    settings = _settings(args)
     assert isinstance(settings, Settings)
     report = collect_garbage(
         build_context(settings),
@@ -113,161 +119,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
-
-
-def _simulation_options(args: argparse.Namespace, *, demo: bool) -> object:
-    from coordinator.simulation import SimulationOptions
-
-    dp = args.dp_clip is not None or args.dp_noise is not None
-    return SimulationOptions(
-        dataset="ml-100k" if demo else args.dataset,
-        data=Path(args.data) if args.data else _env_path("FEDREC_ML100K_DIR") if demo else None,
-        user_col=getattr(args, "user_col", None),
-        item_col=getattr(args, "item_col", None),
-        rating_col=getattr(args, "rating_col", None),
-        time_col=getattr(args, "time_col", None),
-        participants=args.participants,
-        partition=args.partition,
-        rounds=args.rounds,
-        seed=args.seed,
-        dim=args.dim,
-        local_epochs=args.local_epochs,
-        learning_rate=args.lr,
-        reg=args.reg,
-        negatives=args.negatives,
-        recency_window=args.recency_window,
-        recency_weight=args.recency_weight,
-        server_lr=args.server_lr,
-        # DP accepts only uniform weights and total normalization: default to them
-        normalization=args.normalization or ("total" if dp else "touched"),
-        weighting=args.weighting or ("uniform" if dp else "examples"),
-        dp_clip=args.dp_clip,
-        dp_noise=args.dp_noise,
-        coordinator=args.coordinator,
-        admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        report=Path(args.report) if args.report else None,
-        workers=args.workers,
-        fallback_to_synthetic=demo,
-    )
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from coordinator.simulation import SimulationOptions, run_simulation
-
-    # the progress display tells the story; per-round log lines would break it up
-    logging.getLogger("fedrec").setLevel(logging.WARNING)
-    options = _simulation_options(args, demo=args.command == "demo")
-    assert isinstance(options, SimulationOptions)
-    run_simulation(options)
-    return 0
-
-
-def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
-    defaults = SIMULATION_DEFAULTS
-    if not demo:
-        parser.add_argument(
-            "--dataset", choices=["ml-100k", "csv", "synthetic"], default="synthetic"
-        )
-    parser.add_argument("--data", help="dataset path (ml-100k folder, or a CSV/TSV file)")
-    if not demo:
-        parser.add_argument("--user-col", help="CSV column of the user id (auto-detected)")
-        parser.add_argument("--item-col", help="CSV column of the item id (auto-detected)")
-        parser.add_argument("--rating-col", help="CSV column of the rating (auto-detected)")
-        parser.add_argument("--time-col", help="CSV column of the timestamp (auto-detected)")
-    parser.add_argument("--participants", type=int, default=defaults["participants"])
-    parser.add_argument(
-        "--partition",
-        choices=["iid", "skewed", "per-user"],
-        default="iid",
-        help="per-user = one participant per user (cross-device)",
-    )
-    parser.add_argument("--rounds", type=int, default=defaults["rounds"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dim", type=int, default=defaults["dim"], help="latent dimension")
-    parser.add_argument(
-        "--local-epochs",
-        type=int,
-        default=defaults["local_epochs"],
-        help="local epochs per round (a recency-weighted epoch is short: see --recency-window)",
-    )
-    parser.add_argument("--lr", type=float, default=defaults["lr"], help="local learning rate")
-    parser.add_argument("--reg", type=float, default=defaults["reg"])
-    parser.add_argument("--negatives", type=int, default=defaults["negatives"])
-    parser.add_argument(
-        "--recency-window",
-        type=int,
-        default=defaults["recency_window"],
-        help="each user's N latest interactions are sampled more often (0 = off)",
-    )
-    parser.add_argument(
-        "--recency-weight",
-        type=float,
-        default=defaults["recency_weight"],
-        help="how many times as often as older ones (only helps data with real timestamps)",
-    )
-    parser.add_argument("--server-lr", type=float, default=defaults["server_lr"])
-    parser.add_argument(
-        "--normalization",
-        choices=["touched", "total"],
-        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md; "
-        "default touched, total with --dp-clip)",
-    )
-    parser.add_argument(
-        "--weighting",
-        choices=["examples", "uniform"],
-        help="FedAvg update weights: example counts, or 1 each (per-user federations; "
-        "default examples, uniform with --dp-clip)",
-    )
-    parser.add_argument(
-        "--dp-clip",
-        type=_positive_float,
-        metavar="C",
-        help="differential privacy per participant: clip each update to L2 norm C "
-        "(needs --dp-noise; forces --weighting uniform --normalization total)",
-    )
-    parser.add_argument(
-        "--dp-noise",
-        type=_non_negative_float,
-        metavar="Z",
-        help="Gaussian noise multiplier: std Z*C on the sum of clipped updates (0 = clip only)",
-    )
-    parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
-    parser.add_argument(
-        "--admin-token", help="admin token of --coordinator (or FEDREC_ADMIN_TOKEN)"
-    )
-    parser.add_argument(
-        "--data-dir", help="data folder of the embedded coordinator (default: temp)"
-    )
-    parser.add_argument("--report", help="write a JSON report (per-round history, final metrics)")
-    parser.add_argument(
-        "--workers", type=int, default=4, help="participants stepped side by side (threads)"
-    )
-
-
-# Best 20-round recipe for 5 IID silos at a constant learning rate (bench/RESULTS.md:
-# ML-100K validation NDCG@10 ~0.079 with recency weighting, ~0.063 without). A recency-
-# weighted epoch visits each user's 10 latest interactions 3 times (the negatives) and
-# older ones 40x less, ~1/8 of a full pass on ML-100K, hence 8 local epochs; with
-# --recency-window 0 use about 2. `fedrec demo` takes ~45 s on 2 cores.
-SIMULATION_DEFAULTS: dict[str, float] = {
-    "participants": 5,
-    "rounds": 20,
-    "dim": 64,
-    "local_epochs": 8,
-    "lr": 0.05,
-    "reg": 0.01,
-    "negatives": 3,
-    "recency_window": 10,
-    "recency_weight": 40.0,
-    "server_lr": 2.0,
-}
-
-
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -277,17 +129,15 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
     serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
@@ -313,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     gc.add_argument(
         "--grace-hours",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=24.0,
         help="keep unreferenced files younger than this: longer than any upload or "
         "aggregation takes (default 24; 0 only while no coordinator runs)",
@@ -326,31 +176,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     gc.set_defaults(func=cmd_gc)
-
-    simulate = sub.add_parser(
-        "simulate", help="run a federation of N participants over HTTP against a coordinator"
-    )
-    _add_simulation_arguments(simulate, demo=False)
-    simulate.set_defaults(func=cmd_simulate)
-
-    demo = sub.add_parser(
-        "demo", help="simulate on MovieLens 100K (downloaded; synthetic data if unavailable)"
-    )
-    _add_simulation_arguments(demo, demo=True)
-    demo.set_defaults(func=cmd_simulate)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

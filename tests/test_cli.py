@@ -1,7 +1,9 @@
-"""The ``fedrec`` command line: migrate, verify-lineage, gc, help."""
+"""The ``fedrec`` command line: migrate, verify-lineage, gc, help, the simulation's options."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from coordinator.cli import main
+from fedrec.cli import OPTION_FIELDS, _simulation_options, build_parser, main
+from fedrec.options import SimulationOptions, default_of
 
 
 @pytest.fixture
@@ -74,9 +77,6 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_simulate_options_carry_the_training_recipe() -> None:
-    from coordinator.cli import _simulation_options, build_parser
-    from coordinator.simulation import SimulationOptions
-
     args = build_parser().parse_args(
         ["simulate", "--recency-window", "5", "--recency-weight", "8", "--negatives", "2"]
     )
@@ -92,3 +92,40 @@ def test_simulate_options_carry_the_training_recipe() -> None:
     off_options = _simulation_options(off, demo=False)
     assert isinstance(off_options, SimulationOptions)
     assert not off_options.bpr_config().recency_weighted
+
+
+def _simulation_parser(command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser: argparse.ArgumentParser = sub.choices[command]
+    return parser
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
+    """Every option's default is its SimulationOptions field's default (one place)."""
+    fields = {f.name for f in dataclasses.fields(SimulationOptions)}
+    checked, derived = set(), set()
+    for action in _simulation_parser(command)._actions:
+        name = OPTION_FIELDS.get(action.dest, action.dest)
+        if name not in fields:
+            continue
+        if action.default is None and default_of(name) is not None:
+            derived.add(name)  # no argparse default: chosen when the options are built
+            continue
+        assert action.default == default_of(name), name
+        checked.add(name)
+    assert derived == {"normalization", "weighting"}  # DP picks its own defaults
+    assert {"participants", "rounds", "dim", "local_epochs", "learning_rate"} <= checked
+
+
+def test_simulate_without_options_is_the_default_simulation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FEDREC_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("FEDREC_ML100K_DIR", raising=False)
+    simulate = build_parser().parse_args(["simulate"])
+    assert _simulation_options(simulate, demo=False) == SimulationOptions()
+    demo = build_parser().parse_args(["demo"])
+    assert _simulation_options(demo, demo=True) == SimulationOptions(
+        dataset="ml-100k", fallback_to_synthetic=True
+    )

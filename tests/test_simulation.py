@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from coordinator.cli import main
-from coordinator.simulation import SimulationOptions, run_simulation
+from fedrec.cli import main
+from fedrec.simulation import SimulationOptions, run_simulation
 
 KEYS = {"ndcg@10", "hr@10", "precision@10", "recall@10", "sampled_ndcg@10", "sampled_hr@10"}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from coordinator.cli import _simulation_options, build_parser
 from coordinator.domain.privacy import epsilon_spent
-from coordinator.simulation import SimulationOptions, run_simulation
+from fedrec.cli import _simulation_options, build_parser
+from fedrec.simulation import SimulationOptions, run_simulation
 
 
 class TestSimulate:

@@ -1,8 +1,9 @@
 """``fedrec simulate`` / ``fedrec demo``: a whole federation on one machine, over HTTP.
 
-An embedded coordinator (real uvicorn on 127.0.0.1, SQLite in a temporary or given
-folder), or a running one, and N participants that each hold one slice of a dataset's
-users and run :class:`participant_sdk.FederatedRecommender` against it. At the end the
+An embedded coordinator (:func:`fedrec.local_server.embedded_coordinator`: real
+uvicorn on 127.0.0.1, SQLite in a temporary or given folder), or a running one, and N
+participants that each hold one slice of a dataset's users and run
+:class:`participant_sdk.FederatedRecommender` against it. At the end the
 federated test figures are set beside the same model trained centrally on the pooled
 data with the same budget, and beside popularity.
 
@@ -17,25 +18,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coordinator.domain.errors import ValidationFailed
-from coordinator.domain.privacy import check_dp_policy
-from coordinator.domain.specs import PrivacyPolicy, StrategySpec
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
+from fedrec.local_server import embedded_coordinator
+from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
 from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
@@ -57,75 +53,8 @@ from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 __all__ = ["SimulationOptions", "load_dataset", "run_simulation"]
 
 log = logging.getLogger("fedrec.simulate")
-Partition = Literal["iid", "skewed", "per-user"]
 METRIC_KEYS = ("ndcg@10", "hr@10", "precision@10", "recall@10", "sampled_ndcg@10", "sampled_hr@10")
 METRIC_LABELS = ("NDCG@10", "HR@10", "P@10", "R@10", "NDCG@10 s99", "HR@10 s99")
-
-
-@dataclass
-class SimulationOptions:
-    dataset: Literal["ml-100k", "csv", "synthetic"] = "synthetic"
-    data: Path | None = None
-    user_col: str | None = None
-    item_col: str | None = None
-    rating_col: str | None = None
-    time_col: str | None = None
-    participants: int = 5
-    partition: Partition = "iid"
-    rounds: int = 20
-    seed: int = 0
-    dim: int = 64
-    local_epochs: int = 8
-    learning_rate: float = 0.05
-    reg: float = 0.01
-    negatives: int = 3
-    recency_window: int = 10
-    recency_weight: float = 40.0
-    server_lr: float = 2.0
-    normalization: Literal["touched", "total"] = "touched"
-    weighting: Literal["examples", "uniform"] = "examples"
-    # differential privacy: clip norm C and noise multiplier z (None = no DP)
-    dp_clip: float | None = None
-    dp_noise: float | None = None
-    coordinator: str | None = None
-    admin_token: str | None = None
-    data_dir: Path | None = None
-    report: Path | None = None
-    workers: int = 4
-    fallback_to_synthetic: bool = False
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def privacy(self) -> dict[str, Any] | None:
-        """The federation's privacy policy, or None; explains a strategy DP cannot use."""
-        if self.dp_clip is None and self.dp_noise is None:
-            return None
-        if self.dp_clip is None or self.dp_noise is None:
-            raise SystemExit(
-                "--dp-clip and --dp-noise go together (--dp-noise 0 clips without noise)"
-            )
-        policy = {"dp": {"clip_norm": self.dp_clip, "noise_multiplier": self.dp_noise}}
-        strategy = {"normalization": self.normalization, "weighting": self.weighting}
-        try:  # the coordinator's own check, before anything starts
-            check_dp_policy(
-                StrategySpec.model_validate(strategy), PrivacyPolicy.model_validate(policy)
-            )
-        except ValidationFailed as exc:
-            raise SystemExit(
-                f"{exc.detail} (set --weighting uniform --normalization total)"
-            ) from None
-        return policy
-
-    def bpr_config(self) -> BPRConfig:
-        return BPRConfig(
-            dim=self.dim,
-            learning_rate=self.learning_rate,
-            reg=self.reg,
-            negatives=self.negatives,
-            recency_window=self.recency_window,
-            recency_weight=self.recency_weight,
-            epochs=self.local_epochs,
-            seed=self.seed,
-        ).replace(**self.config_overrides)
 
 
 # ---------------------------------------------------------------------------- data
@@ -163,55 +92,6 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
         return "synthetic", make_synthetic(seed=options.seed)
     data, _report = load_movielens_100k(folder / "u.data")
     return "ml-100k", data
-
-
-# ---------------------------------------------------------------------------- coordinator
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def embedded_coordinator(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """A real uvicorn coordinator on 127.0.0.1 in a background thread; yields (url, token)."""
-    import uvicorn
-
-    from coordinator.app import create_app
-    from coordinator.bootstrap import load_secrets
-    from coordinator.config import Settings
-    from coordinator.migrate import upgrade
-
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=f"sqlite:///{(data_dir / 'fedrec.db').resolve()}",
-        host="127.0.0.1",
-        port=_free_port(),
-        _env_file=None,
-    )
-    secrets = load_secrets(settings)
-    upgrade(settings.resolved_database_url)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="fedrec-embedded", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the embedded coordinator did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://{settings.host}:{settings.port}", secrets.admin_token
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -401,8 +281,8 @@ def _federate(
         console.print(
             f"deployed version {deployed}; {len(results)} participants reported test figures"
         )
-        # newer than the SDK's Federation model: read it from the extra fields
-        spent = (admin.federations.get(fid).model_extra or {}).get("privacy_spent")
+        privacy_spent = admin.federations.get(fid).privacy_spent
+        spent = privacy_spent.model_dump() if privacy_spent is not None else None
         return history, federated, spent
     finally:
         stack.close()

@@ -1,0 +1,199 @@
+"""The fedrec command line: serve, migrate, verify-lineage, gc (the coordinator) and
+simulate, demo (a whole federation on this machine)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedrec.options import SimulationOptions, default_of
+
+__all__ = ["build_parser", "main"]
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOptions:
+    dp = args.dp_clip is not None or args.dp_noise is not None
+    return SimulationOptions(
+        dataset="ml-100k" if demo else args.dataset,
+        data=Path(args.data) if args.data else _env_path("FEDREC_ML100K_DIR") if demo else None,
+        user_col=getattr(args, "user_col", None),
+        item_col=getattr(args, "item_col", None),
+        rating_col=getattr(args, "rating_col", None),
+        time_col=getattr(args, "time_col", None),
+        participants=args.participants,
+        partition=args.partition,
+        rounds=args.rounds,
+        seed=args.seed,
+        dim=args.dim,
+        local_epochs=args.local_epochs,
+        learning_rate=args.lr,
+        reg=args.reg,
+        negatives=args.negatives,
+        recency_window=args.recency_window,
+        recency_weight=args.recency_weight,
+        server_lr=args.server_lr,
+        # DP accepts only uniform weights and total normalization: default to them
+        normalization=args.normalization or ("total" if dp else default_of("normalization")),
+        weighting=args.weighting or ("uniform" if dp else default_of("weighting")),
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
+        coordinator=args.coordinator,
+        admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        report=Path(args.report) if args.report else None,
+        workers=args.workers,
+        fallback_to_synthetic=demo,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        from fedrec.simulation import run_simulation
+    except ImportError as exc:  # an install without the app extra (rich, the server)
+        raise SystemExit(
+            f"fedrec {args.command} needs the app extra: pip install 'fedrec[app]' ({exc})"
+        ) from exc
+
+    # the progress display tells the story; per-round log lines would break it up
+    logging.getLogger("fedrec").setLevel(logging.WARNING)
+    run_simulation(_simulation_options(args, demo=args.command == "demo"))
+    return 0
+
+
+# The SimulationOptions field behind each option whose name differs from its field.
+OPTION_FIELDS = {"lr": "learning_rate"}
+
+
+def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
+    from coordinator.cli import non_negative_float, positive_float
+
+    if not demo:
+        parser.add_argument(
+            "--dataset", choices=["ml-100k", "csv", "synthetic"], default=default_of("dataset")
+        )
+    parser.add_argument("--data", help="dataset path (ml-100k folder, or a CSV/TSV file)")
+    if not demo:
+        parser.add_argument("--user-col", help="CSV column of the user id (auto-detected)")
+        parser.add_argument("--item-col", help="CSV column of the item id (auto-detected)")
+        parser.add_argument("--rating-col", help="CSV column of the rating (auto-detected)")
+        parser.add_argument("--time-col", help="CSV column of the timestamp (auto-detected)")
+    parser.add_argument("--participants", type=int, default=default_of("participants"))
+    parser.add_argument(
+        "--partition",
+        choices=["iid", "skewed", "per-user"],
+        default=default_of("partition"),
+        help="per-user = one participant per user (cross-device)",
+    )
+    parser.add_argument("--rounds", type=int, default=default_of("rounds"))
+    parser.add_argument("--seed", type=int, default=default_of("seed"))
+    parser.add_argument("--dim", type=int, default=default_of("dim"), help="latent dimension")
+    parser.add_argument(
+        "--local-epochs",
+        type=int,
+        default=default_of("local_epochs"),
+        help="local epochs per round (a recency-weighted epoch is short: see --recency-window)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
+    )
+    parser.add_argument("--reg", type=float, default=default_of("reg"))
+    parser.add_argument("--negatives", type=int, default=default_of("negatives"))
+    parser.add_argument(
+        "--recency-window",
+        type=int,
+        default=default_of("recency_window"),
+        help="each user's N latest interactions are sampled more often (0 = off)",
+    )
+    parser.add_argument(
+        "--recency-weight",
+        type=float,
+        default=default_of("recency_weight"),
+        help="how many times as often as older ones (only helps data with real timestamps)",
+    )
+    parser.add_argument("--server-lr", type=float, default=default_of("server_lr"))
+    # no argparse default: with --dp-clip these default to what DP accepts
+    parser.add_argument(
+        "--normalization",
+        choices=["touched", "total"],
+        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md; "
+        f"default {default_of('normalization')}, total with --dp-clip)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=["examples", "uniform"],
+        help="FedAvg update weights: example counts, or 1 each (per-user federations; "
+        f"default {default_of('weighting')}, uniform with --dp-clip)",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=positive_float,
+        metavar="C",
+        help="differential privacy per participant: clip each update to L2 norm C "
+        "(needs --dp-noise; forces --weighting uniform --normalization total)",
+    )
+    parser.add_argument(
+        "--dp-noise",
+        type=non_negative_float,
+        metavar="Z",
+        help="Gaussian noise multiplier: std Z*C on the sum of clipped updates (0 = clip only)",
+    )
+    parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
+    parser.add_argument(
+        "--admin-token", help="admin token of --coordinator (or FEDREC_ADMIN_TOKEN)"
+    )
+    parser.add_argument(
+        "--data-dir", help="data folder of the embedded coordinator (default: temp)"
+    )
+    parser.add_argument("--report", help="write a JSON report (per-round history, final metrics)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_of("workers"),
+        help="participants stepped side by side (threads)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # the coordinator's commands import only the standard library until they run
+    from coordinator.cli import add_server_commands
+
+    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_server_commands(sub)
+
+    simulate = sub.add_parser(
+        "simulate", help="run a federation of N participants over HTTP against a coordinator"
+    )
+    _add_simulation_arguments(simulate, demo=False)
+    simulate.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo", help="simulate on MovieLens 100K (downloaded; synthetic data if unavailable)"
+    )
+    _add_simulation_arguments(demo, demo=True)
+    demo.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
