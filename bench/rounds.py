@@ -30,10 +30,7 @@ import argparse
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
+from fedrec.local_server import CoordinatorProcess
 from participant_sdk.wire import encode_update
 
 ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"
@@ -62,67 +60,33 @@ def model_shape(params: int) -> tuple[int, int]:
     return max(1, round(params / (dim + 1))), dim
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ---------------------------------------------------------------- the coordinator process
 
 
-class Coordinator:
-    """``fedrec serve`` in a subprocess, with its RSS sampled in a thread."""
+class Coordinator(CoordinatorProcess):
+    """``fedrec serve`` in a subprocess (:mod:`fedrec.local_server`), its RSS sampled in a
+    thread."""
 
     def __init__(self, data_dir: Path, database_url: str | None, max_upload: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"serve-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "FEDREC_DATA_DIR": str(data_dir),
-            "FEDREC_ADMIN_TOKEN": ADMIN_TOKEN,
-            "FEDREC_SECRET_KEY": "bench-secret",
-            "FEDREC_TIMER_INTERVAL_SECONDS": "0.5",
-            "FEDREC_MAX_UPLOAD_BYTES": str(max_upload),
-        }
-        if database_url:
-            self.env["FEDREC_DATABASE_URL"] = database_url
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            data_dir,
+            database_url,
+            admin_token=ADMIN_TOKEN,
+            secret_key="bench-secret",
+            log_level="warning",
+            env={
+                "FEDREC_TIMER_INTERVAL_SECONDS": "0.5",
+                "FEDREC_MAX_UPLOAD_BYTES": str(max_upload),
+            },
+        )
         self._samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         self._stop = threading.Event()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "coordinator.cli",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"fedrec serve exited:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("fedrec serve did not become healthy")
+        super().start(timeout)
+        assert self.process is not None
         self._sampler = threading.Thread(
             target=self._sample, args=(self.process.pid, self._stop), daemon=True
         )
@@ -158,17 +122,11 @@ class Coordinator:
             return None
         return None
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join(timeout=5)
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        super().stop(timeout)
 
 
 @contextmanager
