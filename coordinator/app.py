@@ -99,7 +99,6 @@ def build_context(settings: Settings) -> Context:
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         lease_seconds=settings.aggregation_lease_seconds,
-        aggregation_pause_seconds=settings.test_aggregation_pause_seconds,
     )
 
 

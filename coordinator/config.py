@@ -49,11 +49,6 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )
     sqlite_busy_timeout_ms: int = 15_000
-    test_aggregation_pause_seconds: float = Field(
-        default=0.0,
-        ge=0,
-        description="Fault-test hook: pause between claiming a round and committing its result.",
-    )
 
     @field_validator("database_url")
     @classmethod

@@ -1,9 +1,10 @@
-"""Background work of one coordinator process: aggregation and the round timer.
+"""Background work of one coordinator process: the aggregation job and the round timer.
 
-Aggregation runs on a worker thread, off the event loop, so health checks and
-uploads keep answering while a large round aggregates. The timer enforces
-deadlines and takes over expired aggregation leases even when no request arrives;
-every replica runs one, and the database compare-and-set keeps the work exactly once.
+Every trigger of the aggregation job (an accepted upload, the timer, the admin's
+aggregate call) runs it on one worker thread, off the event loop, so health checks and
+uploads keep answering while a large round aggregates. The timer enforces deadlines
+and takes over expired aggregation leases even when no request arrives; every replica
+runs one, and the database compare-and-set keeps the work exactly once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from coordinator.domain import rounds
+from coordinator.domain import aggregation_job
+from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.lifecycle import Trigger
 
 __all__ = ["RoundWorker"]
 
@@ -39,21 +42,33 @@ class RoundWorker:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def kick(self, federation_id: str, number: int) -> Future[None] | None:
-        """Aggregate the round in the background if every active participant uploaded."""
+        """After an accepted upload: aggregate the round if it is now complete."""
         if self._stop.is_set():
             return None
-        return self._executor.submit(self._aggregate_if_complete, federation_id, number)
+        return self._executor.submit(self._after_upload, federation_id, number)
 
-    def _aggregate_if_complete(self, federation_id: str, number: int) -> None:
+    def aggregate_now(
+        self, principal: Principal, federation_id: str, number: int
+    ) -> Future[aggregation_job.Outcome]:
+        """The admin's call: aggregate the round now; the future raises why it cannot."""
+        return self._executor.submit(
+            aggregation_job.run,
+            self._ctx,
+            federation_id,
+            number,
+            trigger=Trigger.ADMIN,
+            principal=principal,
+        )
+
+    def _after_upload(self, federation_id: str, number: int) -> None:
         try:
-            if rounds.round_is_complete(self._ctx, federation_id, number):
-                rounds.try_aggregate(self._ctx, federation_id, number)
+            aggregation_job.run(self._ctx, federation_id, number, trigger=Trigger.UPLOAD)
         except Exception:
             # the timer retries; the lease makes a half-done attempt recoverable
             log.exception("aggregation of round %d of %s failed", number, federation_id)
 
     def tick(self) -> int:
-        return rounds.run_due_work(self._ctx)
+        return aggregation_job.run_due_work(self._ctx)
 
     def _run_timer(self) -> None:
         while not self._stop.wait(self._interval):

@@ -31,9 +31,14 @@ WorkerDep = Annotated[RoundWorker, Depends(get_worker)]
 
 
 def get_principal(
+    request: Request,
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # already authenticated by the idempotency middleware for a keyed request
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
     return authenticate(ctx, credentials.credentials if credentials else None)
 
 

@@ -1,36 +1,31 @@
-"""Replay the original response to a retried non-GET request with the same Idempotency-Key.
+"""The HTTP side of Idempotency-Key: buffer, authenticate, replay or record.
 
-The SDK sends one key per logical request and reuses it on every retry, so a retry
-whose first attempt did reach the coordinator (a lost response, a timeout) does not
-create a second federation or participant. Keys are scoped to the caller (a keyed hash
-of its credentials). A key reused with a different request body is rejected (422); a
-retry that arrives while the first attempt is still running gets 409 and Retry-After.
-5xx responses are not recorded, so the retry runs again.
-
-Upload bodies (``application/octet-stream``) are excluded: the update route is already
-idempotent on the body's sha256, and buffering large bodies twice is wasteful.
+The rules live in :mod:`coordinator.domain.idempotency`. This middleware only runs
+them for non-GET JSON requests that carry a key, and only once the caller is
+authenticated: a request without a valid token passes straight through to the app
+(which answers 401/403) and leaves no record. Upload bodies
+(``application/octet-stream``) pass through too: the upload use case replays by key
+itself.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.problems import problem_response
+from coordinator.domain import idempotency
+from coordinator.domain.auth import Principal, authenticate
 from coordinator.domain.context import Context
-from coordinator.store.models import IdempotencyRecord, utc_now
-from coordinator.store.repository import IdempotencyRepository
+from coordinator.domain.errors import CoordinatorError
 
 __all__ = ["IdempotencyMiddleware"]
 
 _METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-_MAX_KEY_LENGTH = 200
 
 
 class IdempotencyMiddleware:
@@ -50,29 +45,53 @@ class IdempotencyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if not key or len(key) > _MAX_KEY_LENGTH:
-            await problem_response(
-                None,
+        if not key or len(key) > idempotency.MAX_KEY_LENGTH:
+            await _problem(
+                scope,
                 status=400,
                 slug="bad-request",
                 title="Bad request",
-                detail=f"Idempotency-Key must be 1 to {_MAX_KEY_LENGTH} characters",
-                instance=scope.get("path"),
+                detail=f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} characters",
             )(scope, receive, send)
             return
+        principal = await run_in_threadpool(self._authenticate, headers.get(b"authorization"))
+        if principal is None:
+            await self.app(scope, receive, send)  # the app answers 401/403; nothing recorded
+            return
+        # the route's dependency reuses it instead of authenticating again
+        scope.setdefault("state", {})["principal"] = principal
 
         body = await _read_body(receive)
-        principal = hmac.new(
-            self.ctx.secret_key, headers.get(b"authorization", b""), hashlib.sha256
-        ).hexdigest()
         fingerprint = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
-        record_id, replay = await run_in_threadpool(
-            self._claim, principal, key.decode("latin-1"), scope, fingerprint
-        )
-        if replay is not None:
-            await replay(scope, _replay_receive(body, receive), send)
+        try:
+            claimed = await run_in_threadpool(
+                idempotency.begin,
+                self.ctx,
+                principal,
+                key.decode("latin-1"),
+                method=scope["method"],
+                path=scope["path"],
+                fingerprint=fingerprint,
+            )
+        except CoordinatorError as exc:
+            await _problem(
+                scope,
+                status=exc.status_code,
+                slug=exc.slug,
+                title=exc.title,
+                detail=exc.detail,
+                headers=exc.headers,
+            )(scope, receive, send)
+            return
+        if isinstance(claimed, idempotency.StoredResponse):
+            await Response(
+                content=claimed.body,
+                status_code=claimed.status_code,
+                media_type=claimed.content_type,
+                headers={"Idempotent-Replayed": "true"},
+            )(scope, _replay_receive(body, receive), send)
             return
 
         status: int | None = None
@@ -94,68 +113,26 @@ class IdempotencyMiddleware:
             await self.app(scope, _replay_receive(body, receive), capture)
         finally:
             await run_in_threadpool(
-                self._finish, record_id, status, response_type, b"".join(chunks)
+                idempotency.finish,
+                self.ctx,
+                claimed,
+                status_code=status,
+                content_type=response_type,
+                body=b"".join(chunks),
             )
 
-    def _claim(self, principal: str, key: str, scope: Scope, fingerprint: str) -> tuple[str, Any]:
-        """Insert a pending record, or return the response to replay instead."""
+    def _authenticate(self, authorization: bytes | None) -> Principal | None:
+        scheme, _, token = (authorization or b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
         try:
-            with self.ctx.sessions.begin() as session:
-                record = IdempotencyRecord(
-                    principal=principal,
-                    key=key,
-                    method=scope["method"],
-                    path=scope["path"][:500],
-                    request_sha256=fingerprint,
-                    created_at=utc_now(),
-                )
-                IdempotencyRepository(session).add(record)
-                return record.id, None
-        except IntegrityError:
-            pass
-        with self.ctx.read_sessions() as session:
-            existing = IdempotencyRepository(session).get(principal, key)
-        if existing is None:  # deleted meanwhile (the first attempt failed): run again
-            return self._claim(principal, key, scope, fingerprint)
-        if existing.request_sha256 != fingerprint:
-            return "", problem_response(
-                None,
-                status=422,
-                slug="idempotency-key-reused",
-                title="Idempotency-Key reused",
-                detail="this Idempotency-Key was used for a different request; use a new key",
-                instance=scope.get("path"),
-            )
-        if existing.status_code is None:
-            return "", problem_response(
-                None,
-                status=409,
-                slug="request-in-progress",
-                title="Request in progress",
-                detail="the first request with this Idempotency-Key is still being processed",
-                headers={"Retry-After": "1"},
-                instance=scope.get("path"),
-            )
-        return "", Response(
-            content=existing.response_body or "",
-            status_code=existing.status_code,
-            media_type=existing.content_type,
-            headers={"Idempotent-Replayed": "true"},
-        )
+            return authenticate(self.ctx, token.strip())
+        except CoordinatorError:
+            return None
 
-    def _finish(
-        self, record_id: str, status: int | None, content_type: str | None, body: bytes
-    ) -> None:
-        with self.ctx.sessions.begin() as session:
-            repo = IdempotencyRepository(session)
-            if status is None or status >= 500:
-                repo.delete(record_id)
-                return
-            record = session.get(IdempotencyRecord, record_id)
-            if record is not None:
-                record.status_code = status
-                record.content_type = content_type
-                record.response_body = body.decode("utf-8", errors="replace")
+
+def _problem(scope: Scope, **fields: Any) -> Response:
+    return problem_response(None, instance=scope.get("path"), **fields)
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -1,9 +1,9 @@
 """Every error leaves as RFC 9457 ``application/problem+json``.
 
-Domain errors carry their status and slug; infrastructure errors are mapped here
-centrally: request validation -> 422, integrity errors -> 409, a locked or
-unreachable database -> 503 (retryable), anything else -> 500 with the traceback
-logged server-side only.
+Domain errors carry their status and slug; other errors are mapped here centrally:
+request validation -> 422, database errors as the domain classifies them (a refused
+constraint -> 409, a locked or unreachable database -> 503, retryable), anything
+else -> 500 with the traceback logged server-side only.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.domain.errors import CoordinatorError
+from coordinator.domain.errors import CoordinatorError, DatabaseError, database_problem
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "problem_response"]
 
@@ -60,17 +59,6 @@ def problem_response(
     body.update(extra)
     return JSONResponse(
         jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
-    )
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return (
-        "database is locked" in text
-        or "database is busy" in text
-        or "could not serialize" in text
-        or "deadlock detected" in text
-        or exc.connection_invalidated
     )
 
 
@@ -116,28 +104,13 @@ def add_exception_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
-    @app.exception_handler(IntegrityError)
-    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
-        log.warning("integrity error on %s: %s", request.url.path, exc.orig)
-        return problem_response(
-            request,
-            status=409,
-            slug="conflict",
-            title="Conflict",
-            detail="the request conflicts with the current state; read it and retry",
-        )
-
-    @app.exception_handler(OperationalError)
-    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
-        if _is_retryable(exc):
-            return _unavailable(request)
-        return await _unexpected(request, exc)
-
-    @app.exception_handler(DBAPIError)
-    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
-        if _is_retryable(exc):
-            return _unavailable(request)
-        return await _unexpected(request, exc)
+    @app.exception_handler(DatabaseError)
+    async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
+        problem = database_problem(exc)
+        if problem is None:
+            return await _unexpected(request, exc)
+        log.warning("database error on %s: %s", request.url.path, exc.orig)
+        return await _domain(request, problem)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -149,14 +122,3 @@ def add_exception_handlers(app: FastAPI) -> None:
             title="Internal error",
             detail="the coordinator failed unexpectedly; the error is in its log",
         )
-
-
-def _unavailable(request: Request) -> JSONResponse:
-    return problem_response(
-        request,
-        status=503,
-        slug="service-unavailable",
-        title="Service unavailable",
-        detail="the database is busy; retry shortly",
-        headers={"Retry-After": "1"},
-    )

@@ -1,6 +1,11 @@
-"""Aggregation strategies: streaming, deterministic, float64 accumulation.
+"""Aggregation: the weighted-mean aggregator and the FedAvg server step.
 
-An accumulator sees one decoded update at a time, so memory is O(model), never
+A strategy is two separate settings (see :mod:`coordinator.domain.strategy`): the
+*aggregator* folds the round's updates into one delta (the weighted mean here; robust
+aggregators such as median or trimmed mean later), and the *server optimizer* applies
+that delta to the base model (the FedAvg step here; FedAvgM, FedAdam later).
+
+The aggregator sees one decoded update at a time, so memory is O(model), never
 O(participants x model). Callers feed updates in a fixed order (the round's
 participants sorted by id); with float64 sums the same updates always give the
 same bytes. Under differential privacy (``dp``) each update is clipped before it is
@@ -9,7 +14,7 @@ summed and seeded Gaussian noise joins the sums (see :mod:`coordinator.domain.pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -20,6 +25,8 @@ from participant_sdk.wire import TensorSpec, Update
 
 __all__ = [
     "FedAvgAccumulator",
+    "FedAvgStep",
+    "WeightedMean",
     "NORMALIZATIONS",
     "RowNormalization",
     "STRATEGIES",
@@ -35,14 +42,13 @@ UpdateWeighting = Literal["examples", "uniform"]
 WEIGHTINGS: tuple[UpdateWeighting, ...] = ("examples", "uniform")
 
 
-class FedAvgAccumulator:
-    """Weighted FedAvg over dense and row-sparse updates.
+class WeightedMean:
+    """Weighted mean of dense and row-sparse updates, per row.
 
-    ``new = base + server_lr * sum_i n_i * delta_i / W``, computed per row. ``n_i`` is
-    the update's ``num_examples`` (``weighting="examples"``, the default) or 1 for every
-    update (``weighting="uniform"``: a local delta already sums its examples' gradients,
-    so example weights count a large participant's examples twice). ``row_normalization``
-    chooses ``W``:
+    ``mean = sum_i n_i * delta_i / W``. ``n_i`` is the update's ``num_examples``
+    (``weighting="examples"``, the default) or 1 for every update (``weighting="uniform"``:
+    a local delta already sums its examples' gradients, so example weights count a large
+    participant's examples twice). ``row_normalization`` chooses ``W``:
 
     * ``"touched"`` (default): ``W`` is the weight of the participants that sent the
       row, so each row is the weighted mean over the participants that touched it
@@ -51,8 +57,8 @@ class FedAvgAccumulator:
       so a row moves in proportion to the weight that touched it (a rare item moves
       less than a popular one, as when centralized SGD sums gradients).
 
-    The two agree on rows every update sent (in particular for dense updates).
-    Rows nobody sent keep the base value. ``server_lr`` = 1 is plain FedAvg.
+    The two agree on rows every update sent (in particular for dense updates). Rows
+    nobody sent get a zero delta.
 
     With ``dp`` (DP-FedAvg; needs ``"uniform"`` and ``"total"``, so ``W`` is the number
     of updates whatever their contents) each update is first scaled by
@@ -64,7 +70,6 @@ class FedAvgAccumulator:
         self,
         spec: Mapping[str, TensorSpec],
         *,
-        server_lr: float = 1.0,
         row_normalization: RowNormalization = "touched",
         weighting: UpdateWeighting = "examples",
         dp: DPAggregation | None = None,
@@ -77,7 +82,6 @@ class FedAvgAccumulator:
             raise ValueError('dp needs row_normalization="total" and weighting="uniform"')
         self._dp = dp
         self._spec = dict(spec)
-        self._server_lr = server_lr
         self._normalization: RowNormalization = row_normalization
         self._uniform = weighting == "uniform"
         self._total_weight = 0.0
@@ -107,11 +111,8 @@ class FedAvgAccumulator:
         self.total_examples += update.num_examples
         self._total_weight += weight
 
-    def result(
-        self, base: Mapping[str, npt.NDArray[np.generic]]
-    ) -> dict[str, npt.NDArray[np.float32]]:
-        """Return the new model tensors as float32."""
-        out: dict[str, npt.NDArray[np.float32]] = {}
+    def mean_deltas(self) -> Iterator[tuple[str, npt.NDArray[np.float64]]]:
+        """The aggregated delta of each tensor, in spec order, one tensor at a time."""
         # a fresh generator per call: the same noise every time, one tensor at a time
         noise = self._dp.generator() if self._dp and self._dp.noise_std > 0 else None
         for name, spec in self._spec.items():
@@ -124,7 +125,65 @@ class FedAvgAccumulator:
             if noise is not None:
                 assert self._dp is not None
                 total = total + noise.standard_normal(spec.shape) * self._dp.noise_std
-            mean = total / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
-            new = np.asarray(base[name], dtype=np.float64) + self._server_lr * mean
-            out[name] = new.astype(np.float32)
-        return out
+            yield name, total / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
+
+
+class FedAvgStep:
+    """The FedAvg server step: ``new = base + server_lr * delta`` (no server state)."""
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        self.server_lr = server_lr
+
+    def step(
+        self,
+        name: str,  # noqa: ARG002 - stateful optimizers keep per-tensor state
+        base: npt.NDArray[np.generic],
+        delta: npt.NDArray[np.float64],
+        state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+        new = np.asarray(base, dtype=np.float64) + self.server_lr * delta
+        return new.astype(np.float32), {}
+
+
+class FedAvgAccumulator:
+    """Weighted FedAvg: a :class:`WeightedMean` followed by a :class:`FedAvgStep`.
+
+    ``new = base + server_lr * sum_i n_i * delta_i / W``; see :class:`WeightedMean` for
+    ``weighting``, ``row_normalization`` and ``dp``. ``server_lr`` = 1 is plain FedAvg;
+    rows nobody sent keep the base value.
+    """
+
+    def __init__(
+        self,
+        spec: Mapping[str, TensorSpec],
+        *,
+        server_lr: float = 1.0,
+        row_normalization: RowNormalization = "touched",
+        weighting: UpdateWeighting = "examples",
+        dp: DPAggregation | None = None,
+    ) -> None:
+        self._mean = WeightedMean(
+            spec, row_normalization=row_normalization, weighting=weighting, dp=dp
+        )
+        self._step = FedAvgStep(server_lr)
+
+    @property
+    def count(self) -> int:
+        return self._mean.count
+
+    @property
+    def total_examples(self) -> int:
+        return self._mean.total_examples
+
+    def add(self, update: Update) -> None:
+        """Fold one validated update into the running sums."""
+        self._mean.add(update)
+
+    def result(
+        self, base: Mapping[str, npt.NDArray[np.generic]]
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Return the new model tensors as float32."""
+        return {
+            name: self._step.step(name, base[name], delta, {})[0]
+            for name, delta in self._mean.mean_deltas()
+        }

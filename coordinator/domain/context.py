@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,6 @@ class Context:
     secret_key: bytes
     admin_token_hash: str
     lease_seconds: float = 300.0
-    # fault-test hook: seconds to sleep after aggregating, before committing the result
-    aggregation_pause_seconds: float = 0.0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # parsed federation settings by federation id (immutable once created)
+    settings_cache: dict[str, Any] = field(default_factory=dict)

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from coordinator.store.errors import DatabaseError, is_conflict, is_retryable
+
 __all__ = [
     "CoordinatorError",
     "Conflict",
+    "DatabaseError",
     "FederationCompleted",
     "Forbidden",
     "FutureRound",
+    "IdempotencyKeyReused",
     "InvalidUpdate",
     "NoUpdates",
     "NotFound",
     "ParticipantRevoked",
     "PayloadTooLarge",
+    "RequestInProgress",
     "RoundClosed",
     "RoundNotOpen",
     "ServiceUnavailable",
@@ -26,6 +31,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UpdateConflict",
     "ValidationFailed",
+    "database_problem",
 ]
 
 
@@ -105,6 +111,11 @@ class FederationCompleted(Conflict):
     title = "Federation completed"
 
 
+class RequestInProgress(Conflict):
+    slug = "request-in-progress"
+    title = "Request in progress"
+
+
 class PayloadTooLarge(CoordinatorError):
     status_code = 413
     slug = "payload-too-large"
@@ -129,7 +140,24 @@ class ValidationFailed(CoordinatorError):
     title = "Validation error"
 
 
+class IdempotencyKeyReused(CoordinatorError):
+    status_code = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key reused"
+
+
 class ServiceUnavailable(CoordinatorError):
     status_code = 503
     slug = "service-unavailable"
     title = "Service unavailable"
+
+
+def database_problem(exc: DatabaseError) -> CoordinatorError | None:
+    """The domain error a database error means for the caller; None: an internal error."""
+    if is_conflict(exc):
+        return Conflict("the request conflicts with the current state; read it and retry")
+    if is_retryable(exc):
+        return ServiceUnavailable(
+            "the database is busy; retry shortly", headers={"Retry-After": "1"}
+        )
+    return None

@@ -51,7 +51,16 @@ class ModelSpec(_Spec):
 
 
 class StrategySpec(_Spec):
-    name: Literal["fedavg"] = "fedavg"
+    name: Literal["fedavg"] = Field(
+        default="fedavg",
+        description="Server optimizer: how the aggregated delta moves the model "
+        "(`fedavg`: base + server_lr * delta).",
+    )
+    aggregator: Literal["mean"] = Field(
+        default="mean",
+        description="How the round's updates combine into one delta (`mean`: weighted "
+        "mean; see `normalization` and `weighting`).",
+    )
     server_lr: float = Field(
         default=1.0, gt=0, le=1000, description="Scale of the averaged delta (1 = plain FedAvg)."
     )

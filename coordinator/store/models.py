@@ -141,7 +141,11 @@ class Round(Base):
 
 class Update(Base):
     __tablename__ = "updates"
-    __table_args__ = (UniqueConstraint("round_id", "participant_id"),)
+    __table_args__ = (
+        UniqueConstraint("round_id", "participant_id"),
+        # an upload retried with its Idempotency-Key finds the update it created
+        Index("ix_updates_participant_idempotency_key", "participant_id", "idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
@@ -172,6 +176,8 @@ class ModelVersion(Base):
     chain_hash: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     contributors: Mapped[list[Any]]
+    # blob of the server optimizer's state after this version (None: stateless optimizer)
+    server_state_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 

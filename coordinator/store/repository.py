@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import (
@@ -208,6 +209,15 @@ class UpdateRepository(_Repository):
     def count_all(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
 
+    def by_idempotency_key(self, participant_id: str, key: str) -> Update | None:
+        """The participant's update first uploaded with this ``Idempotency-Key``."""
+        return self.session.scalars(
+            select(Update)
+            .where(Update.participant_id == participant_id, Update.idempotency_key == key)
+            .order_by(Update.received_at)
+            .limit(1)
+        ).first()
+
 
 class ModelVersionRepository(_Repository):
     def get(self, federation_id: str, version: int) -> ModelVersion | None:
@@ -284,17 +294,43 @@ class IdempotencyRepository(_Repository):
             )
         ).one_or_none()
 
+    def insert_pending(self, record: IdempotencyRecord) -> bool:
+        """Insert a new record; False if the (principal, key) pair already exists."""
+        try:
+            with self.session.begin_nested():
+                self.session.add(record)
+                self.session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    def complete(
+        self, record_id: str, *, status_code: int, content_type: str | None, body: str
+    ) -> None:
+        self.session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == record_id)
+            .values(status_code=status_code, content_type=content_type, response_body=body)
+        )
+
     def delete(self, record_id: str) -> None:
         self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
 
 
 def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = True) -> set[str]:
-    """Digests of every blob a row points at: model versions, and updates.
+    """Digests of every blob a row points at: model versions, server states, and updates.
 
     Without ``updates_of_finished_rounds`` only updates of rounds still ``open`` or
     ``aggregating`` count: a closed or failed round never reads its updates again.
     """
     digests = set(session.scalars(select(ModelVersion.sha256).distinct()))
+    digests.update(
+        session.scalars(
+            select(ModelVersion.server_state_sha256)
+            .where(ModelVersion.server_state_sha256.is_not(None))
+            .distinct()
+        )
+    )
     updates = select(Update.sha256).distinct()
     if not updates_of_finished_rounds:
         updates = updates.join(Round, Round.id == Update.round_id).where(

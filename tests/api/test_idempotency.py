@@ -74,3 +74,37 @@ def test_keys_are_scoped_to_the_caller(client: TestClient, admin_headers: dict) 
     )
     assert other.status_code == 201
     assert "split" in other.json()
+
+
+def _records(client: TestClient) -> int:
+    from sqlalchemy import func, select
+
+    from coordinator.store.models import IdempotencyRecord
+
+    with client.app.state.context.read_sessions() as session:  # type: ignore[attr-defined]
+        return int(session.scalar(select(func.count()).select_from(IdempotencyRecord)) or 0)
+
+
+def test_no_record_before_authentication(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    url = f"/v1/federations/{fid}/participants"
+    before = _records(client)
+    for i, auth in enumerate(({"Authorization": "Bearer junk"}, {})):
+        response = client.post(
+            url, json={"name": "x"}, headers={**auth, "Idempotency-Key": f"j{i}"}
+        )
+        assert_problem(response, 401, "unauthorized")
+    assert _records(client) == before
+
+
+def test_revoked_participant_gets_no_replay(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    enrolled = client.post(
+        f"/v1/federations/{fid}/participants", json={"name": "p"}, headers=admin_headers
+    ).json()
+    headers = {"Authorization": f"Bearer {enrolled['token']}", "Idempotency-Key": "ev-1"}
+    url = f"/v1/federations/{fid}/models/0/evaluations"
+    body = {"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 1}
+    assert client.post(url, json=body, headers=headers).status_code == 201
+    client.delete(f"/v1/federations/{fid}/participants/{enrolled['id']}", headers=admin_headers)
+    assert_problem(client.post(url, json=body, headers=headers), 401, "participant-revoked")

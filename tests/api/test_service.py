@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.app import create_app
@@ -57,14 +58,17 @@ def test_locked_sqlite_is_a_retryable_503(tmp_path: Path) -> None:
         assert listing.json()["items"] == []  # the failed request left nothing behind
 
 
-def test_health_and_reads_answer_while_a_round_aggregates(settings: Settings) -> None:
+def test_health_and_reads_answer_while_a_round_aggregates(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
 
     from tests.factories import create_federation, enrol, put_update, update_bytes
 
-    slow = settings.model_copy(update={"test_aggregation_pause_seconds": 4.0})
+    # the documented test-only hook (docs/architecture.md), read by the aggregation job
+    monkeypatch.setenv("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS", "4")
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with TestClient(create_app(slow, run_timer=False)) as client:
+    with TestClient(create_app(settings, run_timer=False)) as client:
         fid = create_federation(client, admin)["id"]
         _, participant = enrol(client, admin, fid)
         # completing the round starts its aggregation on the worker thread, paused inside

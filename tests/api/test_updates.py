@@ -62,15 +62,45 @@ class TestAccepted:
         assert stored_update_count(app.state.context) == 1
 
     def test_idempotency_key_retry_gets_original_receipt(
-        self, client: TestClient, fed: dict
+        self, client: TestClient, app: FastAPI, admin_headers: dict, fed: dict
     ) -> None:
         body = update_bytes()
         headers = {**fed["p1"], "Idempotency-Key": "retry-1"}
         first = put_update(client, fed["id"], 1, body, headers)
-        again = put_update(client, fed["id"], 1, body, headers)
         assert first.status_code == 201
+        # the round moves on before the retry arrives: the key finds the original upload
+        aggregated = client.post(
+            f"/v1/federations/{fed['id']}/rounds/1/aggregate", headers=admin_headers
+        )
+        assert aggregated.status_code == 201
+        again = put_update(client, fed["id"], 1, body, headers)
         assert again.status_code == 200
         assert again.json()["update_id"] == first.json()["update_id"]
+        assert stored_update_count(app.state.context) == 1
+
+    def test_idempotency_key_with_other_bytes_is_422(
+        self, client: TestClient, app: FastAPI, admin_headers: dict, fed: dict
+    ) -> None:
+        headers = {**fed["p1"], "Idempotency-Key": "retry-2"}
+        assert put_update(client, fed["id"], 1, update_bytes(seed=1), headers).status_code == 201
+        # other bytes under the same key: refused by key, in the same round ...
+        same_round = put_update(client, fed["id"], 1, update_bytes(seed=2), headers)
+        problem = assert_problem(same_round, 422, "idempotency-key-reused")
+        assert problem["round"] == 1
+        # ... and in the next round, where the upload would otherwise be new and valid
+        client.post(f"/v1/federations/{fed['id']}/rounds/1/aggregate", headers=admin_headers)
+        next_round = put_update(
+            client, fed["id"], 2, update_bytes(round=2, base_version=1, seed=3), headers
+        )
+        assert_problem(next_round, 422, "idempotency-key-reused")
+        fresh = {**fed["p1"], "Idempotency-Key": "retry-3"}
+        assert (
+            put_update(
+                client, fed["id"], 2, update_bytes(round=2, base_version=1, seed=3), fresh
+            ).status_code
+            == 201
+        )
+        assert stored_update_count(app.state.context) == 2
 
     def test_row_sparse_update_accepted(self, client: TestClient, fed: dict) -> None:
         from participant_sdk.wire import encode_update

@@ -236,7 +236,8 @@ def test_api_stores_normalization_and_defaults_to_touched(
         "weighting": "uniform",
     }
     fed = create_federation(client, admin_headers, strategy=strategy)
-    assert fed["strategy"] == strategy
+    assert fed["strategy"] == {**strategy, "aggregator": "mean"}  # the default aggregator
+    strategy["aggregator"] = "mean"
     again = client.get(f"/v1/federations/{fed['id']}", headers=admin_headers).json()
     assert again["strategy"] == strategy
     for field, value in (("normalization", "rows"), ("weighting", "size")):

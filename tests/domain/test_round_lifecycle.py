@@ -10,11 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from coordinator.domain import rounds
+from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.federations import create_federation, enrol_participant
+from coordinator.domain.federations import create_federation
+from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.lineage import verify_lineage
+from coordinator.domain.participants import enrol_participant
 from coordinator.domain.specs import (
     DeployPolicy,
     ModelSpec,
@@ -22,11 +24,16 @@ from coordinator.domain.specs import (
     RoundPolicy,
     StrategySpec,
 )
-from coordinator.store.models import Round, utc_now
+from coordinator.store.models import ModelVersion, Round, utc_now
 from coordinator.store.repository import ModelVersionRepository, RoundRepository
 from tests.factories import update_bytes
 
 ADMIN = Principal(is_admin=True)
+
+
+def _after_upload(ctx: Context, fid: str, number: int) -> ModelVersion | None:
+    """The job as an upload's kick runs it: the new version, or None."""
+    return aggregation_job.run(ctx, fid, number, trigger=Trigger.UPLOAD).version
 
 
 def _federation(
@@ -51,8 +58,8 @@ def _federation(
 
 
 def test_competing_aggregators_make_one_version(ctx: Context) -> None:
-    fid, parts = _federation(ctx, participants=3)
-    for seed, who in enumerate(parts[:2]):
+    fid, parts = _federation(ctx, participants=2)
+    for seed, who in enumerate(parts):
         rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
     others = [replace(ctx, instance_id=f"proc-{i}") for i in range(4)]
     results: list[object] = []
@@ -60,7 +67,7 @@ def test_competing_aggregators_make_one_version(ctx: Context) -> None:
 
     def race(c: Context) -> None:
         barrier.wait()
-        results.append(rounds.try_aggregate(c, fid, 1))
+        results.append(_after_upload(c, fid, 1))
 
     threads = [threading.Thread(target=race, args=(c,)) for c in others]
     for t in threads:
@@ -80,20 +87,18 @@ def test_expired_lease_is_taken_over_with_identical_bytes(ctx: Context) -> None:
         rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
     crashed = replace(ctx, instance_id="crashed")
     now = utc_now()
-    with ctx.sessions.begin() as session:
-        round_row = RoundRepository(session).get(fid, 1)
-        assert round_row is not None
-        assert RoundRepository(session).claim_for_aggregation(
-            round_row.id, owner="crashed", now=now, lease_until=now + timedelta(seconds=60)
-        )
+    step, claimed = aggregation_job.claim_round(crashed, fid, 1, trigger=Trigger.UPLOAD)
+    assert step is Step.AGGREGATE
+    assert claimed is not None
     # the lease is still valid: nobody else may take the round
-    assert rounds.try_aggregate(ctx, fid, 1) is None
+    assert _after_upload(ctx, fid, 1) is None
+    assert aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version is None
     with ctx.sessions.begin() as session:
         session.execute(update(Round).values(lease_expires_at=now - timedelta(seconds=1)))
-    version = rounds.try_aggregate(ctx, fid, 1)
+    version = aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version
     assert version is not None
     # the crashed process wakes up late: its lease is gone, it cannot commit
-    assert rounds._complete_claimed_round(crashed, fid, 1) is None
+    assert aggregation_job.complete_claim(crashed, claimed) is None
     with ctx.sessions() as session:
         assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
 
@@ -104,7 +109,7 @@ def test_aggregation_is_deterministic(ctx: Context) -> None:
         fid, parts = _federation(ctx, participants=2)
         for seed, who in enumerate(parts):
             rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
-        version = rounds.try_aggregate(ctx, fid, 1)
+        version = _after_upload(ctx, fid, 1)
         assert version is not None
         digests.append(version.sha256)
     assert digests[0] == digests[1]
@@ -113,10 +118,10 @@ def test_aggregation_is_deterministic(ctx: Context) -> None:
 def test_deadline_with_quorum_aggregates_what_arrived(ctx: Context) -> None:
     fid, parts = _federation(ctx, participants=3, min_participants=1, deadline_seconds=60)
     rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=1))
-    assert rounds.run_due_work(ctx) == 0  # deadline not reached, round incomplete
+    assert aggregation_job.run_due_work(ctx) == 0  # deadline not reached, round incomplete
     with ctx.sessions.begin() as session:
         session.execute(update(Round).values(deadline_at=utc_now() - timedelta(seconds=1)))
-    assert rounds.run_due_work(ctx) == 1
+    assert aggregation_job.run_due_work(ctx) == 1
     closed = rounds.get_round(ctx, ADMIN, fid, 1)
     assert closed.state == "closed"
     assert closed.result_version == 1
@@ -130,7 +135,7 @@ def test_deadline_below_quorum(ctx: Context, action: str, state: str) -> None:
     rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=1))
     with ctx.sessions.begin() as session:
         session.execute(update(Round).values(deadline_at=utc_now() - timedelta(seconds=1)))
-    rounds.run_due_work(ctx)
+    aggregation_job.run_due_work(ctx)
     first = rounds.get_round(ctx, ADMIN, fid, 1)
     assert first.state == state
     if action == "extend":

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Path, Response
 
 from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
-from coordinator.domain import federations
+from coordinator.domain import model_versions
 
 router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
 
@@ -22,7 +22,7 @@ def _version(value: str) -> int | str:
 @router.get("", response_model=ModelVersionList)
 def list_models(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> ModelVersionList:
     """Model versions with their lineage (parent, sha256, chain hash)."""
-    rows = federations.list_model_versions(ctx, principal, federation_id)
+    rows = model_versions.list_model_versions(ctx, principal, federation_id)
     return ModelVersionList(items=[model_version_out(r) for r in rows])
 
 
@@ -32,7 +32,7 @@ def get_model(
 ) -> ModelVersion:
     """One model version; `latest` names the newest."""
     return model_version_out(
-        federations.get_model_version(ctx, principal, federation_id, _version(version))
+        model_versions.get_model_version(ctx, principal, federation_id, _version(version))
     )
 
 
@@ -52,12 +52,12 @@ def download_weights(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The version's safetensors bytes, byte for byte; `ETag` is their sha256."""
-    row = federations.get_model_version(ctx, principal, federation_id, _version(version))
+    row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
     etag = f'"{row.sha256}"'
     headers = {"ETag": etag, "X-Model-Version": str(row.version), "Cache-Control": "no-cache"}
     if if_none_match is not None:
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:
             return Response(status_code=304, headers=headers)
-    data = federations.read_version_bytes(ctx, row)
+    data = model_versions.read_version_bytes(ctx, row)
     return Response(content=data, media_type="application/octet-stream", headers=headers)

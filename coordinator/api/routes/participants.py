@@ -9,7 +9,7 @@ from coordinator.api.schemas import (
     ParticipantCreate,
     ParticipantList,
 )
-from coordinator.domain import federations
+from coordinator.domain import participants
 
 router = APIRouter(prefix="/federations/{federation_id}/participants", tags=["participants"])
 
@@ -19,7 +19,7 @@ def enrol_participant(
     federation_id: str, body: ParticipantCreate, ctx: ContextDep, admin: AdminDep
 ) -> EnrolledParticipant:
     """Enrol a participant; the response carries its token, shown only this once."""
-    participant, token = federations.enrol_participant(ctx, admin, federation_id, name=body.name)
+    participant, token = participants.enrol_participant(ctx, admin, federation_id, name=body.name)
     return _with_token(participant, token)
 
 
@@ -32,14 +32,14 @@ def _with_token(participant: object, token: str) -> EnrolledParticipant:
 @router.get("", response_model=ParticipantList)
 def list_participants(federation_id: str, ctx: ContextDep, admin: AdminDep) -> ParticipantList:
     """List the federation's participants (never their tokens)."""
-    rows = federations.list_participants(ctx, admin, federation_id)
+    rows = participants.list_participants(ctx, admin, federation_id)
     return ParticipantList(items=[Participant.model_validate(r) for r in rows])
 
 
 @router.get("/me", response_model=Participant)
 def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Participant:
     """The calling participant."""
-    return Participant.model_validate(federations.get_participant(ctx, principal, federation_id))
+    return Participant.model_validate(participants.get_participant(ctx, principal, federation_id))
 
 
 @router.delete("/{participant_id}", response_model=Participant)
@@ -47,7 +47,7 @@ def revoke_participant(
     federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
 ) -> Participant:
     """Revoke a participant: its token stops working at once."""
-    row = federations.revoke_participant(ctx, admin, federation_id, participant_id)
+    row = participants.revoke_participant(ctx, admin, federation_id, participant_id)
     return Participant.model_validate(row)
 
 
@@ -56,5 +56,5 @@ def reenrol_participant(
     federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
 ) -> EnrolledParticipant:
     """Re-activate a (revoked) participant with a fresh token, shown only this once."""
-    participant, token = federations.reenrol_participant(ctx, admin, federation_id, participant_id)
+    participant, token = participants.reenrol_participant(ctx, admin, federation_id, participant_id)
     return _with_token(participant, token)

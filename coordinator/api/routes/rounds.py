@@ -1,5 +1,6 @@
 """Rounds: current (with long-poll), history, upload, aggregate."""
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -122,6 +123,11 @@ async def upload_update(
     status_code=status.HTTP_201_CREATED,
     responses=_problems,
 )
-def aggregate(federation_id: str, number: int, ctx: ContextDep, admin: AdminDep) -> ModelVersion:
+async def aggregate(
+    federation_id: str, number: int, admin: AdminDep, worker: WorkerDep
+) -> ModelVersion:
     """Aggregate round `number` now (admin) and return the new model version."""
-    return model_version_out(rounds.aggregate_round(ctx, admin, federation_id, number))
+    # the same job as the upload kick and the timer, on the worker; this call waits for it
+    outcome = await asyncio.wrap_future(worker.aggregate_now(admin, federation_id, number))
+    assert outcome.version is not None
+    return model_version_out(outcome.version)

@@ -1,0 +1,279 @@
+"""The aggregation job: the one path by which a round aggregates, fails or is extended.
+
+Three triggers run it: an accepted upload (the worker's kick), the timer (deadlines,
+expired leases) and the admin's ``POST …/aggregate`` (which waits for it). Each run is
+two transactions around work done outside any transaction:
+
+1. **claim** — lock the federation and the round, ask :func:`lifecycle.next_step` what
+   the round needs, apply a fail/extend at once, or claim the round (compare-and-set
+   with a lease) and read what aggregation needs: the updates' digests, the base
+   version, the server state;
+2. aggregate: stream the updates through the strategy, encode and fsync the new model
+   (and server state) as blobs — the database lock is not held meanwhile;
+3. **commit** — close the round if this process still holds the lease, record the new
+   version, and open the next round or complete the federation, in one transaction.
+
+A crash between 1 and 3 leaves the round ``aggregating`` with a lease that expires;
+the timer of any process then runs the job again and gets identical bytes (same
+updates in the same order, float64 sums, DP noise seeded by the round).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from coordinator.domain import lifecycle
+from coordinator.domain.access import load_federation
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
+from coordinator.domain.errors import NotFound, RoundNotOpen
+from coordinator.domain.federations import FederationSettings, federation_settings
+from coordinator.domain.model_versions import MODEL_METADATA, record_version
+from coordinator.domain.privacy import DPAggregation
+from coordinator.domain.strategy import build_strategy
+from coordinator.store.models import ModelVersion, utc_now
+from coordinator.store.repository import (
+    FederationRepository,
+    ModelVersionRepository,
+    ParticipantRepository,
+    RoundRepository,
+    UpdateRepository,
+)
+from participant_sdk.wire import decode_update, decode_weights, encode_weights
+
+__all__ = ["Claim", "Outcome", "claim_round", "complete_claim", "run", "run_due_work"]
+
+log = logging.getLogger("fedrec.rounds")
+
+# Test-only (documented in docs/architecture.md): the fault tests pause a real
+# coordinator between aggregating and committing, to kill it exactly there.
+TEST_PAUSE_ENV = "FEDREC_TEST_AGGREGATION_PAUSE_SECONDS"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A round this process claimed, with everything aggregation reads."""
+
+    federation_id: str
+    number: int
+    owner: str
+    settings: FederationSettings
+    update_digests: tuple[str, ...]  # in aggregation order (participant id)
+    base_sha256: str
+    base_state_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did: the step taken, and the new version if it aggregated."""
+
+    step: lifecycle.Step
+    version: ModelVersion | None = None
+
+    @property
+    def changed(self) -> bool:
+        """The round changed state (aggregated, failed or extended)."""
+        return self.step is not lifecycle.Step.WAIT and (
+            self.step is not lifecycle.Step.AGGREGATE or self.version is not None
+        )
+
+
+def run(
+    ctx: Context,
+    federation_id: str,
+    number: int,
+    *,
+    trigger: lifecycle.Trigger,
+    principal: Principal | None = None,
+) -> Outcome:
+    """Take the round's next step. For the admin trigger the reasons it cannot
+    aggregate are raised (404, 409) and a returned outcome always has a version."""
+    step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
+    if claimed is None:
+        return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
+    version = complete_claim(ctx, claimed)
+    if version is None and trigger is lifecycle.Trigger.ADMIN:
+        raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
+    return Outcome(step, version)
+
+
+def claim_round(
+    ctx: Context,
+    federation_id: str,
+    number: int,
+    *,
+    trigger: lifecycle.Trigger,
+    principal: Principal | None = None,
+) -> tuple[lifecycle.Step, Claim | None]:
+    """Transaction 1: decide, then fail/extend the round or claim it for aggregation."""
+    admin = trigger is lifecycle.Trigger.ADMIN
+    now = utc_now()
+    with ctx.sessions.begin() as session:
+        if principal is not None:
+            load_federation(session, principal, federation_id)  # 404/403 before any lock
+        # lock order everywhere: federation, then round
+        federation = FederationRepository(session).get(federation_id, for_update=True)
+        rounds = RoundRepository(session)
+        round_row = rounds.get(federation_id, number, for_update=True) if federation else None
+        if federation is None or round_row is None:
+            if admin:
+                current = federation.current_round if federation else None
+                raise NotFound(
+                    f"round {number} does not exist; the current round is {current}",
+                    slug="round-not-found",
+                    current_round=current,
+                )
+            return lifecycle.Step.WAIT, None
+        step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
+        if step is lifecycle.Step.EXTEND:
+            lifecycle.extend_deadline(federation, round_row, now)
+            return step, None
+        if step is lifecycle.Step.FAIL:
+            lifecycle.fail(session, federation, round_row, now)
+            return step, None
+        if step is lifecycle.Step.WAIT:
+            return step, None
+        if not lifecycle.claim(
+            session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
+        ):
+            if admin:
+                raise RoundNotOpen(f"round {number} is already being aggregated", round=number)
+            return lifecycle.Step.WAIT, None
+        active = ParticipantRepository(session).active_ids(federation_id)
+        digests = tuple(
+            u.sha256
+            for u in UpdateRepository(session).for_round(round_row.id)
+            if u.participant_id in active
+        )
+        base = ModelVersionRepository(session).get(federation_id, round_row.base_version)
+        assert base is not None
+        return step, Claim(
+            federation_id=federation_id,
+            number=number,
+            owner=ctx.instance_id,
+            settings=federation_settings(ctx, federation),
+            update_digests=digests,
+            base_sha256=base.sha256,
+            base_state_sha256=base.server_state_sha256,
+        )
+
+
+def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
+    """Aggregate a claimed round and commit it (transaction 2); None if the lease was lost."""
+    try:
+        return _aggregate_and_commit(ctx, claimed)
+    except BaseException:
+        # give the round back at once rather than waiting for the lease to expire
+        try:
+            with ctx.sessions.begin() as session:
+                round_row = RoundRepository(session).get(claimed.federation_id, claimed.number)
+                if round_row is not None:
+                    lifecycle.release(session, round_row, owner=claimed.owner)
+        except Exception:  # pragma: no cover - the lease covers us
+            log.exception("could not release round %d of %s", claimed.number, claimed.federation_id)
+        raise
+
+
+def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
+    settings = claimed.settings
+    dp_policy = settings.privacy.dp
+    strategy = build_strategy(
+        settings.strategy,
+        settings.tensors,
+        # seeded by (federation, round): a taken-over aggregation draws the same noise
+        dp=DPAggregation.for_round(
+            dp_policy,
+            secret_key=ctx.secret_key,
+            federation_id=claimed.federation_id,
+            round_number=claimed.number,
+        )
+        if dp_policy
+        else None,
+    )
+    # stream: one update in memory at a time, float64 sums, fixed order
+    for digest in claimed.update_digests:
+        strategy.add(decode_update(ctx.blobs.get(digest), settings.tensors))
+    base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
+    state = (
+        decode_weights(ctx.blobs.get(claimed.base_state_sha256))
+        if claimed.base_state_sha256
+        else {}
+    )
+    new_tensors, new_state = strategy.result(base_tensors, state)
+    del base_tensors, state
+    _test_pause()
+    # encode and fsync before the transaction: the database lock is held only briefly
+    weights = encode_weights(new_tensors, MODEL_METADATA)
+    del new_tensors
+    digest = ctx.blobs.put(weights)
+    state_digest = (
+        ctx.blobs.put(encode_weights(new_state, {"kind": "server-state"})) if new_state else None
+    )
+    now = utc_now()
+
+    with ctx.sessions.begin() as session:
+        federation = FederationRepository(session).get(claimed.federation_id, for_update=True)
+        round_row = RoundRepository(session).get(claimed.federation_id, claimed.number)
+        assert federation is not None
+        assert round_row is not None
+        if not lifecycle.close(
+            session,
+            federation,
+            round_row,
+            owner=claimed.owner,
+            result_version=federation.latest_version + 1,
+            now=now,
+        ):
+            session.rollback()
+            return None
+        base = ModelVersionRepository(session).get(claimed.federation_id, round_row.base_version)
+        version = record_version(
+            session,
+            federation,
+            parent=base,
+            round_number=claimed.number,
+            sha256=digest,
+            size=len(weights),
+            contributors=claimed.update_digests,
+            server_state_sha256=state_digest,
+            now=now,
+        )
+        lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
+    log.info(
+        "federation %s round %d aggregated %d updates into version %d",
+        claimed.federation_id,
+        claimed.number,
+        len(claimed.update_digests),
+        version.version,
+    )
+    return version
+
+
+def _test_pause() -> None:
+    seconds = float(os.environ.get(TEST_PAUSE_ENV) or 0)
+    if seconds > 0:
+        log.warning("test hook: pausing %.1fs before committing (%s)", seconds, TEST_PAUSE_ENV)
+        time.sleep(seconds)
+
+
+def run_due_work(ctx: Context) -> int:
+    """One timer tick: run the job for every open round and every expired lease.
+
+    Safe in every process at once: the claim is a compare-and-set. Returns how many
+    rounds changed state (aggregated, failed or extended).
+    """
+    now = utc_now()
+    with ctx.read_sessions() as session:
+        rounds = RoundRepository(session)
+        candidates = [(r.federation_id, r.number) for r in rounds.due(now)]
+        candidates += [(r.federation_id, r.number) for r in rounds.open_rounds()]
+    done = 0
+    for federation_id, number in dict.fromkeys(candidates):
+        try:
+            done += run(ctx, federation_id, number, trigger=lifecycle.Trigger.TIMER).changed
+        except Exception:
+            log.exception("timer work on round %d of %s failed", number, federation_id)
+    return done

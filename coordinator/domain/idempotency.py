@@ -1,0 +1,98 @@
+"""Idempotency-Key: a retried non-GET request gets the response of its first attempt.
+
+The SDK sends one key per logical request and reuses it on every retry, so a retry
+whose first attempt did reach the coordinator (a lost response, a timeout) does not
+create a second federation or participant. Records are written only for an
+authenticated caller and scoped to it (the admin, or one participant), so a key can
+neither be probed nor filled by someone without a token. A key reused with a different
+request is refused (422); a retry arriving while the first attempt still runs gets 409
+with Retry-After. 5xx responses are not recorded, so the retry runs again.
+
+Uploads replay by key in :func:`coordinator.domain.rounds.submit_update` instead: their
+bodies are large and the update row itself is the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
+from coordinator.domain.errors import IdempotencyKeyReused, RequestInProgress
+from coordinator.store.models import IdempotencyRecord, utc_now
+from coordinator.store.repository import IdempotencyRepository
+
+__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "begin", "finish"]
+
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    content_type: str | None
+    body: str
+
+
+def _scope(principal: Principal) -> str:
+    return "admin" if principal.is_admin else f"participant:{principal.participant_id}"
+
+
+def begin(
+    ctx: Context, principal: Principal, key: str, *, method: str, path: str, fingerprint: str
+) -> str | StoredResponse:
+    """Record a pending request and return its record id, or the stored response to replay.
+
+    Raises :class:`IdempotencyKeyReused` for a key first used with another request and
+    :class:`RequestInProgress` while the first attempt is still running.
+    """
+    scope = _scope(principal)
+    for _ in range(3):  # a record deleted meanwhile (its attempt failed): claim again
+        with ctx.sessions.begin() as session:
+            repo = IdempotencyRepository(session)
+            existing = repo.get(scope, key)
+            if existing is None:
+                record = IdempotencyRecord(
+                    principal=scope,
+                    key=key,
+                    method=method,
+                    path=path[:500],
+                    request_sha256=fingerprint,
+                    created_at=utc_now(),
+                )
+                if repo.insert_pending(record):
+                    return record.id
+                continue  # a concurrent first attempt won the unique key
+        if existing.request_sha256 != fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for a different request; use a new key"
+            )
+        if existing.status_code is None:
+            raise RequestInProgress(
+                "the first request with this Idempotency-Key is still being processed",
+                headers={"Retry-After": "1"},
+            )
+        return StoredResponse(
+            existing.status_code, existing.content_type, existing.response_body or ""
+        )
+    raise RequestInProgress(
+        "the first request with this Idempotency-Key is still being processed",
+        headers={"Retry-After": "1"},
+    )
+
+
+def finish(
+    ctx: Context, record_id: str, *, status_code: int | None, content_type: str | None, body: bytes
+) -> None:
+    """Store the response of a recorded request; forget the record after a 5xx or none."""
+    with ctx.sessions.begin() as session:
+        repo = IdempotencyRepository(session)
+        if status_code is None or status_code >= 500:
+            repo.delete(record_id)
+            return
+        repo.complete(
+            record_id,
+            status_code=status_code,
+            content_type=content_type,
+            body=body.decode("utf-8", errors="replace"),
+        )

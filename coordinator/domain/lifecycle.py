@@ -1,0 +1,293 @@
+"""The round lifecycle: states, the one decision of what a round needs next, transitions.
+
+Rounds::
+
+    open ──claim──▶ aggregating ──close──▶ closed
+     │  ▲               │
+     │  └──release──────┘   (a failed attempt gives the round back; an expired
+     │                        lease lets another process claim it again)
+     └──fail──▶ failed       (deadline passed below quorum, policy "fail")
+
+Federations::
+
+    active ──complete──▶ completed   (round budget spent, target reached,
+                                      or the privacy budget would be exceeded)
+
+Every transition is a function that takes the caller's ``Session`` and changes rows in
+it, never commits: a use case composes several inside one transaction (closing a round,
+recording its version and opening the next commit together). ``claim`` and ``close`` are
+compare-and-sets in the database, so across processes exactly one aggregates a round.
+
+Hooks for what comes next, each with today's behaviour as its only implementation:
+``ParticipantSelection`` (who takes part in a round: every active participant) and
+``RoundPhases`` (the steps inside an open round: one, ``collect``; secure aggregation
+adds key exchange before it and unmasking after it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from coordinator.domain import deployment
+from coordinator.domain.errors import NoUpdates, RoundNotOpen
+from coordinator.domain.privacy import round_allowed
+from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
+from coordinator.store.models import Federation, Round
+from coordinator.store.repository import ParticipantRepository, RoundRepository, UpdateRepository
+
+__all__ = [
+    "EVERY_ACTIVE_PARTICIPANT",
+    "PLAINTEXT_PHASES",
+    "FederationState",
+    "ParticipantSelection",
+    "RoundPhases",
+    "RoundState",
+    "Step",
+    "Trigger",
+    "advance",
+    "claim",
+    "close",
+    "complete_federation",
+    "extend_deadline",
+    "fail",
+    "next_step",
+    "open_round",
+    "release",
+]
+
+log = logging.getLogger("fedrec.rounds")
+
+
+class RoundState(StrEnum):
+    OPEN = "open"
+    AGGREGATING = "aggregating"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class FederationState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+
+
+class Trigger(StrEnum):
+    """What asks for a round's next step."""
+
+    UPLOAD = "upload"  # an update was accepted: aggregate if the round is now complete
+    TIMER = "timer"  # deadlines, expired leases, rounds completed by a revocation
+    ADMIN = "admin"  # aggregate now, whatever has arrived
+
+
+class Step(StrEnum):
+    WAIT = "wait"
+    AGGREGATE = "aggregate"
+    FAIL = "fail"
+    EXTEND = "extend"
+
+
+class ParticipantSelection(Protocol):
+    """Who takes part in a round (client sampling will draw a subset per round)."""
+
+    def expected(self, session: Session, round_row: Round) -> int:
+        """How many updates complete the round."""
+
+    def is_selected(self, session: Session, round_row: Round, participant_id: str) -> bool:
+        """Whether this participant may upload to the round."""
+
+
+class _EveryActiveParticipant:
+    def expected(self, session: Session, round_row: Round) -> int:
+        return ParticipantRepository(session).count_active(round_row.federation_id)
+
+    def is_selected(
+        self,
+        session: Session,  # noqa: ARG002 - part of the protocol
+        round_row: Round,  # noqa: ARG002
+        participant_id: str,  # noqa: ARG002
+    ) -> bool:
+        return True
+
+
+EVERY_ACTIVE_PARTICIPANT: ParticipantSelection = _EveryActiveParticipant()
+
+
+class RoundPhases(Protocol):
+    """The steps inside an open round (secure aggregation: keys, masked input, unmask)."""
+
+    def phase(self, round_row: Round) -> str:
+        """The phase an open round is in."""
+
+    def accepts_updates(self, round_row: Round) -> bool:
+        """Whether the round's current phase takes model updates."""
+
+
+class _PlaintextPhases:
+    def phase(self, round_row: Round) -> str:  # noqa: ARG002 - one phase only
+        return "collect"
+
+    def accepts_updates(self, round_row: Round) -> bool:
+        return round_row.state == RoundState.OPEN
+
+
+PLAINTEXT_PHASES: RoundPhases = _PlaintextPhases()
+
+
+def open_round(
+    session: Session, federation: Federation, *, number: int, base_version: int, now: datetime
+) -> Round:
+    """Open round ``number`` on ``base_version`` and make it the federation's current round."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    deadline = now + timedelta(seconds=policy.deadline_seconds) if policy.deadline_seconds else None
+    round_row = Round(
+        federation_id=federation.id,
+        number=number,
+        state=RoundState.OPEN,
+        base_version=base_version,
+        update_count=0,
+        opened_at=now,
+        deadline_at=deadline,
+    )
+    session.add(round_row)
+    federation.current_round = number
+    return round_row
+
+
+def _lease_expired(round_row: Round, now: datetime) -> bool:
+    return (
+        round_row.state == RoundState.AGGREGATING
+        and round_row.lease_expires_at is not None
+        and round_row.lease_expires_at < now
+    )
+
+
+def next_step(
+    session: Session,
+    federation: Federation,
+    round_row: Round,
+    *,
+    trigger: Trigger,
+    now: datetime,
+    selection: ParticipantSelection = EVERY_ACTIVE_PARTICIPANT,
+) -> Step:
+    """The one place that decides whether a round aggregates, fails, waits or is extended.
+
+    The admin's call aggregates an open round with at least one update, or raises why not.
+    """
+    contributing = UpdateRepository(session).count_from_active(round_row.id)
+    if trigger is Trigger.ADMIN:
+        if round_row.state != RoundState.OPEN:
+            raise RoundNotOpen(
+                f"round {round_row.number} is {round_row.state}; only an open round can be "
+                "aggregated",
+                round=round_row.number,
+                state=round_row.state,
+            )
+        if not contributing:
+            raise NoUpdates(
+                f"round {round_row.number} has no update from an active participant yet"
+            )
+        return Step.AGGREGATE
+    if _lease_expired(round_row, now):
+        return Step.AGGREGATE if contributing else Step.WAIT
+    if round_row.state != RoundState.OPEN:
+        return Step.WAIT
+    expected = selection.expected(session, round_row)
+    if expected > 0 and contributing == expected:
+        return Step.AGGREGATE
+    if round_row.deadline_at is None or round_row.deadline_at > now:
+        return Step.WAIT
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    if contributing >= policy.min_participants:
+        return Step.AGGREGATE
+    if policy.below_quorum == "extend" or policy.deadline_seconds is None:
+        return Step.EXTEND
+    return Step.FAIL
+
+
+def claim(session: Session, round_row: Round, *, owner: str, now: datetime, lease: float) -> bool:
+    """``open -> aggregating`` (or take over an expired lease) as a compare-and-set."""
+    return RoundRepository(session).claim_for_aggregation(
+        round_row.id, owner=owner, now=now, lease_until=now + timedelta(seconds=lease)
+    )
+
+
+def release(session: Session, round_row: Round, *, owner: str) -> None:
+    """``aggregating -> open``: give a claimed round back after a failed attempt."""
+    RoundRepository(session).release(round_row.id, owner=owner)
+
+
+def close(
+    session: Session,
+    federation: Federation,
+    round_row: Round,
+    *,
+    owner: str,
+    result_version: int,
+    now: datetime,
+) -> bool:
+    """``aggregating -> closed`` if ``owner`` still holds the lease; counts the round."""
+    if not RoundRepository(session).close_if_owned(
+        round_row.id, owner=owner, result_version=result_version, closed_at=now
+    ):
+        return False
+    federation.completed_rounds += 1
+    return True
+
+
+def extend_deadline(federation: Federation, round_row: Round, now: datetime) -> None:
+    """Below quorum at the deadline, policy "extend": one more deadline period."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    round_row.deadline_at = now + timedelta(seconds=policy.deadline_seconds or 0)
+    log.info("round %d of %s below quorum: deadline extended", round_row.number, federation.id)
+
+
+def fail(session: Session, federation: Federation, round_row: Round, now: datetime) -> None:
+    """``open -> failed`` below quorum at the deadline; the next round opens on the same base."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    round_row.state = RoundState.FAILED
+    round_row.closed_at = now
+    round_row.failure_reason = (
+        f"deadline passed with {round_row.update_count} updates, "
+        f"quorum is {policy.min_participants}"
+    )
+    open_round(
+        session,
+        federation,
+        number=round_row.number + 1,
+        base_version=round_row.base_version,
+        now=now,
+    )
+    log.info("round %d of %s failed below quorum", round_row.number, federation.id)
+
+
+def complete_federation(session: Session, federation: Federation, now: datetime) -> None:
+    """``active -> completed``: no round is current; the deploy policy picks a version."""
+    federation.state = FederationState.COMPLETED
+    federation.current_round = None
+    deployment.auto_deploy(session, federation, now=now)
+
+
+def advance(session: Session, federation: Federation, *, closed_round: int, now: datetime) -> None:
+    """After a round closed: open the next round, or complete the federation (round
+    budget spent, target reached, or one more round would exceed the privacy budget)."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
+    if (
+        federation.completed_rounds >= policy.max_rounds
+        or (dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds))
+        or deployment.target_reached(session, federation)
+    ):
+        complete_federation(session, federation, now)
+        return
+    open_round(
+        session,
+        federation,
+        number=closed_round + 1,
+        base_version=federation.latest_version,
+        now=now,
+    )

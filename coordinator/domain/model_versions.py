@@ -1,0 +1,96 @@
+"""Model versions: the chained record of every global model, and their bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from coordinator.domain.access import load_federation
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
+from coordinator.domain.errors import NotFound
+from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
+from coordinator.store.models import Federation, ModelVersion
+from coordinator.store.repository import ModelVersionRepository
+
+__all__ = [
+    "MODEL_METADATA",
+    "get_model_version",
+    "list_model_versions",
+    "read_version_bytes",
+    "record_version",
+]
+
+# Model bytes carry no version number: the same weights are the same content-addressed blob,
+# and the version can be encoded without knowing it (outside the closing transaction).
+MODEL_METADATA = {"kind": "model"}
+
+
+def record_version(
+    session: Session,
+    federation: Federation,
+    *,
+    parent: ModelVersion | None,
+    round_number: int | None,
+    sha256: str,
+    size: int,
+    contributors: Sequence[str],
+    server_state_sha256: str | None = None,
+    now: datetime,
+) -> ModelVersion:
+    """Add the federation's next version, chained to ``parent`` (None: version 0)."""
+    number = 0 if parent is None else federation.latest_version + 1
+    row = ModelVersion(
+        federation_id=federation.id,
+        version=number,
+        round_number=round_number,
+        parent=parent.version if parent else None,
+        sha256=sha256,
+        chain_hash=chain_hash(parent.chain_hash if parent else GENESIS_CHAIN, sha256, contributors),
+        size=size,
+        contributors=sorted(contributors),
+        server_state_sha256=server_state_sha256,
+        created_at=now,
+    )
+    session.add(row)
+    federation.latest_version = number
+    return row
+
+
+def resolve_version(session: Session, federation: Federation, version: int | str) -> ModelVersion:
+    """A version by number, or ``"latest"``; 404 if it does not exist."""
+    number = federation.latest_version if version == "latest" else version
+    row = None
+    if isinstance(number, int):
+        row = ModelVersionRepository(session).get(federation.id, number)
+    if row is None:
+        raise NotFound(
+            f"model version {version} does not exist; latest is {federation.latest_version}",
+            slug="model-version-not-found",
+        )
+    return row
+
+
+def get_model_version(
+    ctx: Context, principal: Principal, federation_id: str, version: int | str
+) -> ModelVersion:
+    """One version's record (number, parent, hashes, contributors)."""
+    with ctx.read_sessions() as session:
+        federation = load_federation(session, principal, federation_id)
+        return resolve_version(session, federation, version)
+
+
+def list_model_versions(
+    ctx: Context, principal: Principal, federation_id: str
+) -> list[ModelVersion]:
+    """Every version of the federation, oldest first."""
+    with ctx.read_sessions() as session:
+        load_federation(session, principal, federation_id)
+        return list(ModelVersionRepository(session).list(federation_id))
+
+
+def read_version_bytes(ctx: Context, row: ModelVersion) -> bytes:
+    """The stored safetensors bytes of a version, byte for byte."""
+    return ctx.blobs.get(row.sha256)
