@@ -83,6 +83,8 @@ class ModelSpec(BaseAPIModel):
 class StrategySpec(BaseAPIModel):
     """How updates are aggregated, e.g. ``name="fedavg"`` with ``server_lr``.
 
+    ``name`` is the server optimizer (``"fedavg"``: base + ``server_lr`` * delta) and
+    ``aggregator`` how the round's updates combine into that delta (``"mean"``).
     ``normalization`` is ``"touched"`` (each item row averaged over the updates that
     sent it; the coordinator's default) or ``"total"`` (every row divided by the
     round's total example weight, for many small participants); ``weighting`` is
@@ -90,6 +92,7 @@ class StrategySpec(BaseAPIModel):
     """
 
     name: str | None = None
+    aggregator: str | None = None
     server_lr: float | None = None
     normalization: str | None = None
     weighting: str | None = None
