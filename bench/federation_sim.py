@@ -1,214 +1,25 @@
-"""In-process federated simulation on the real pieces (no HTTP).
+"""The quality cost of differential privacy on the per-user federation.
 
-Each round, every participant trains a :class:`~participant_sdk.recsys.model.BPRTrainer`
-from the current global item tensors, encodes its row-sparse delta with
-:func:`participant_sdk.wire.encode_update`, the "server" decodes it with
-:func:`participant_sdk.wire.decode_update` against the model spec and folds it into
-a :class:`coordinator.domain.aggregation.FedAvgAccumulator`; the accumulator's result
-is the next global model. A centralized run is the special case of one participant
-holding every user with ``server_lr = 1``: the same code path and the same trainer.
-With ``dp_clip`` the accumulator clips and noises each round exactly as the coordinator
-does (:mod:`coordinator.domain.privacy`).
-
-``python -m bench.federation_sim --data DIR`` measures the quality cost of differential
-privacy on the per-user federation (bench/RESULTS.md, "Differential privacy (per-user)").
+``python -m bench.federation_sim --data DIR`` runs the quality benchmark's per-user
+recipe (:mod:`bench.quality`) in the in-process federation (:mod:`fedrec.inprocess`)
+without DP, then with DP-FedAvg at each noise multiplier (bench/RESULTS.md,
+"Differential privacy (per-user)").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
-from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed
-from fedrec.partition import local_view
-from participant_sdk.recsys.data import Interactions
-from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
-from participant_sdk.wire import decode_update, encode_update, mf_spec
-
-F32 = npt.NDArray[np.float32]
+from bench.quality import BASE, DEFAULT_DATA, LR_DECAY, load
+from fedrec.inprocess import FedResult, epsilon_spent, simulate
+from participant_sdk.recsys.metrics import evaluate_loo
 
 
-@dataclass
-class FedResult:
-    """Outcome of one simulated federation."""
-
-    item_tensors: dict[str, F32]
-    user_factors: F32
-    bytes_per_round: list[int] = field(default_factory=list)
-    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    seconds: float = 0.0
-    # global L2 norm of every update, per round (before any clipping)
-    update_norms: list[list[float]] = field(default_factory=list)
-
-    def score(self, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Scores of global users against the final global model."""
-        q = self.item_tensors["item_factors"]
-        b = self.item_tensors["item_bias"]
-        return np.asarray(self.user_factors[users] @ q.T + b[None, :], dtype=np.float32)
-
-
-def simulate(
-    train: Interactions,
-    groups: Sequence[npt.NDArray[np.int64]],
-    config: BPRConfig,
-    *,
-    rounds: int,
-    server_lr: float = 1.0,
-    normalization: RowNormalization = "touched",
-    lr_decay_per_round: float = 1.0,
-    refit_epochs: int = 0,
-    server_momentum: float = 0.0,
-    uniform_weights: bool = False,
-    sparse: bool = True,
-    eval_every: int = 0,
-    eval_fn: Callable[[FedResult], dict[str, float]] | None = None,
-    progress: Callable[[str], None] | None = None,
-    dp_clip: float | None = None,
-    dp_noise: float = 0.0,
-    dp_secret: bytes = b"bench-secret",
-) -> FedResult:
-    """Run ``rounds`` FedAvg rounds of local BPR over the participants in ``groups``.
-
-    ``config.epochs`` is the number of local epochs per round. The learning rate of
-    round ``r`` (0-based) is ``config.learning_rate * lr_decay_per_round ** r``.
-    ``normalization`` is the accumulator's ``row_normalization``. ``refit_epochs`` > 0
-    ends with that many local user-only epochs (items frozen) on the final global model,
-    the local personalisation step a participant runs after the last round; evaluations
-    at checkpoints apply it to a copy of the user factors, so training is unchanged.
-    ``server_momentum`` > 0 is FedAvgM (bench-only): the server keeps a velocity
-    ``v = momentum * v + (aggregate - base)`` and moves the model by ``v``.
-    ``uniform_weights`` is the accumulator's ``weighting="uniform"`` (every update
-    weighs 1 instead of its ``num_examples``).
-    ``dp_clip`` turns on DP-FedAvg: updates clipped to that L2 norm, noise of std
-    ``dp_noise * dp_clip`` on the sum, seeded from ``dp_secret`` and the round as in the
-    coordinator (needs ``normalization="total"`` and ``uniform_weights``).
-    """
-    start = time.perf_counter()
-    spec = mf_spec(num_items=train.num_items, dim=config.dim)
-    global_tensors = init_item_tensors(
-        train.num_items, config.dim, seed=config.seed, scale=config.init_scale
-    )
-    participants: list[tuple[npt.NDArray[np.int64], Interactions, BPRTrainer]] = []
-    for k, users in enumerate(groups):
-        local = local_view(train, users)
-        trainer = BPRTrainer(
-            num_users=int(users.size),
-            num_items=train.num_items,
-            config=config.replace(seed=config.seed * 1_000_003 + k),
-        )
-        participants.append((users, local, trainer))
-    result = FedResult(item_tensors=global_tensors, user_factors=_gather(participants, train))
-    velocity = {name: np.zeros(t.shape, dtype=np.float64) for name, t in global_tensors.items()}
-    for r in range(rounds):
-        lr = config.learning_rate * lr_decay_per_round**r
-        dp = (
-            DPAggregation(dp_clip, dp_noise, noise_seed(dp_secret, "bench", r + 1))
-            if dp_clip is not None
-            else None
-        )
-        acc = FedAvgAccumulator(
-            spec,
-            server_lr=server_lr,
-            row_normalization=normalization,
-            weighting="uniform" if uniform_weights else "examples",
-            dp=dp,
-        )
-        norms: list[float] = []
-        sent = 0
-        for _users, local, trainer in participants:
-            if len(local) == 0:
-                continue
-            update = trainer.train_round(global_tensors, local, learning_rate=lr)
-            if sparse:
-                payload = encode_update(
-                    update.sparse_delta(),
-                    round=r + 1,
-                    base_version=r,
-                    num_examples=update.num_examples,
-                    rows=update.rows,
-                )
-            else:
-                payload = encode_update(
-                    update.delta,
-                    round=r + 1,
-                    base_version=r,
-                    num_examples=update.num_examples,
-                )
-            sent += len(payload)
-            decoded = decode_update(payload, spec)
-            norms.append(decoded.norm())
-            acc.add(decoded)
-        result.update_norms.append(norms)
-        aggregate = acc.result(global_tensors)
-        if server_momentum > 0.0:
-            for name, value in aggregate.items():
-                base64 = global_tensors[name].astype(np.float64)
-                velocity[name] = server_momentum * velocity[name] + (value - base64)
-                aggregate[name] = (base64 + velocity[name]).astype(np.float32)
-        global_tensors = aggregate
-        result.bytes_per_round.append(sent)
-        result.item_tensors = global_tensors
-        if eval_fn is not None and eval_every and ((r + 1) % eval_every == 0 or r + 1 == rounds):
-            saved = [(t.user_factors.copy(), t.steps) for _u, _l, t in participants]
-            _refit(participants, global_tensors, refit_epochs, lr)
-            result.user_factors = _gather(participants, train)
-            for (_u, _l, t), (factors, steps) in zip(participants, saved, strict=True):
-                t.user_factors, t.steps = factors, steps
-            metrics = eval_fn(result)
-            result.history.append((r + 1, metrics))
-            if progress is not None:
-                shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                progress(
-                    f"    round {r + 1}/{rounds}: {shown} ({time.perf_counter() - start:.0f}s)"
-                )
-    if rounds:
-        _refit(participants, global_tensors, refit_epochs, lr)
-    result.user_factors = _gather(participants, train)
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _refit(
-    participants: Sequence[tuple[npt.NDArray[np.int64], Interactions, BPRTrainer]],
-    item_tensors: dict[str, F32],
-    epochs: int,
-    learning_rate: float,
-) -> None:
-    """User-only local epochs against ``item_tensors`` (no upload)."""
-    if epochs <= 0:
-        return
-    for _users, local, trainer in participants:
-        if len(local):
-            trainer.train_round(
-                item_tensors, local, epochs=epochs, learning_rate=learning_rate, update_items=False
-            )
-
-
-def _gather(
-    participants: Sequence[tuple[npt.NDArray[np.int64], Interactions, BPRTrainer]],
-    train: Interactions,
-) -> F32:
-    """Assemble every participant's private user factors into one global matrix.
-
-    Only the offline evaluation does this; in a real federation each participant
-    evaluates its own users.
-    """
-    dim = participants[0][2].config.dim if participants else 0
-    out = np.zeros((train.num_users, dim), dtype=np.float32)
-    for users, _local, trainer in participants:
-        out[users] = trainer.user_factors
-    return out
-
-
-# ---------------------------------------------------------------------------- DP figure
 def dp_quality(data_dir: Path, *, rounds: int, noises: Sequence[float], seed: int = 0) -> dict:
     """Test NDCG@10 of the per-user federation without DP, then with DP at each noise.
 
@@ -218,9 +29,6 @@ def dp_quality(data_dir: Path, *, rounds: int, noises: Sequence[float], seed: in
     updates of the run without DP (all rounds, all users); z = 0 then shows the cost of
     clipping alone.
     """
-    from bench.quality import BASE, LR_DECAY, load  # bench.quality imports this module
-    from participant_sdk.recsys.metrics import evaluate_loo
-
     data = load(data_dir)
     trainval = data.loo.train_and_valid()
     groups = [np.array([u], dtype=np.int64) for u in range(trainval.num_users)]
@@ -272,8 +80,6 @@ def dp_quality(data_dir: Path, *, rounds: int, noises: Sequence[float], seed: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench.quality import DEFAULT_DATA
-
     parser = argparse.ArgumentParser(description="quality cost of DP on the per-user federation")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=40)

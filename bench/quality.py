@@ -14,7 +14,7 @@ Runs the protocol of ``shared/EVALUATION.md`` (v1) end to end:
 4. a table of mean ± std, the selected hyperparameters, wall times and the bytes
    uploaded per round.
 
-The federation runs in-process (:mod:`bench.federation_sim`) on the real SDK trainer,
+The federation runs in-process (:mod:`fedrec.inprocess`) on the real SDK trainer,
 wire codec and coordinator accumulator. Usage::
 
     python -m bench.quality [--data DIR] [--quick] [--seeds 0,1,2] [--jobs 2]
@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.federation_sim import FedResult, simulate
-from coordinator.domain.aggregation import RowNormalization
+from fedrec.inprocess import FedResult, RowNormalization, simulate
 from fedrec.partition import PartitionScheme, partition_users
 from participant_sdk.recsys.data import Interactions, load_movielens_100k
 from participant_sdk.recsys.metrics import (

@@ -1,10 +1,11 @@
-"""The bench's in-process federation: real trainer, wire codec and FedAvg accumulator."""
+"""The in-process federation (the quality bench's): real trainer, wire codec and FedAvg
+accumulator."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.federation_sim import simulate
+from fedrec.inprocess import simulate
 from fedrec.partition import partition_users
 from fedrec.synthetic import make_synthetic
 from participant_sdk.recsys import (
