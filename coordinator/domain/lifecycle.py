@@ -96,21 +96,10 @@ class ParticipantSelection(Protocol):
     def expected(self, session: Session, round_row: Round) -> int:
         """How many updates complete the round."""
 
-    def is_selected(self, session: Session, round_row: Round, participant_id: str) -> bool:
-        """Whether this participant may upload to the round."""
-
 
 class _EveryActiveParticipant:
     def expected(self, session: Session, round_row: Round) -> int:
         return ParticipantRepository(session).count_active(round_row.federation_id)
-
-    def is_selected(
-        self,
-        session: Session,  # noqa: ARG002 - part of the protocol
-        round_row: Round,  # noqa: ARG002
-        participant_id: str,  # noqa: ARG002
-    ) -> bool:
-        return True
 
 
 EVERY_ACTIVE_PARTICIPANT: ParticipantSelection = _EveryActiveParticipant()
