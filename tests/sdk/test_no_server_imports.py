@@ -1,4 +1,5 @@
-"""The SDK never imports the coordinator or the server stack (FastAPI, SQLAlchemy).
+"""The SDK never imports the coordinator, the fedrec application or the server stack
+(FastAPI, SQLAlchemy).
 
 Partners install the SDK without the ``server`` extra, so the check runs every module
 of ``participant_sdk`` in a fresh interpreter where those imports are blocked.
@@ -12,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("coordinator", "fastapi", "sqlalchemy", "starlette", "alembic", "uvicorn")
+FORBIDDEN = ("coordinator", "fedrec", "fastapi", "sqlalchemy", "starlette", "alembic", "uvicorn")
 
 SCRIPT = textwrap.dedent(
     """
