@@ -13,6 +13,10 @@ Federations::
     active ──complete──▶ completed   (round budget spent, target reached,
                                       or the privacy budget would be exceeded)
 
+A final-evaluation step (``active -> evaluating -> completed``, waiting for every
+participant's figures on the last version) and a ``failed`` federation join
+``FederationState`` here, with their transitions beside ``complete_federation``.
+
 Every transition is a function that takes the caller's ``Session`` and changes rows in
 it, never commits: a use case composes several inside one transaction (closing a round,
 recording its version and opening the next commit together). ``claim`` and ``close`` are
