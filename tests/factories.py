@@ -9,6 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.store.models import Update
 from participant_sdk.wire import decode_weights, encode_update
@@ -150,3 +151,36 @@ def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
     assert body["title"]
     assert body["detail"]
     return body
+
+
+def domain_federation(
+    ctx: Context, participants: int = 2, **policy: Any
+) -> tuple[str, list[Principal]]:
+    """A federation built through the domain services, and its participants' principals."""
+    from coordinator.domain.federations import create_federation as create
+    from coordinator.domain.participants import enrol_participant
+    from coordinator.domain.specs import (
+        DeployPolicy,
+        ModelSpec,
+        PrivacyPolicy,
+        RoundPolicy,
+        StrategySpec,
+    )
+
+    admin = Principal(is_admin=True)
+    view = create(
+        ctx,
+        name="f",
+        model=ModelSpec(kind="mf", num_items=NUM_ITEMS, dim=DIM),
+        strategy=StrategySpec(),
+        rounds=RoundPolicy(**policy),
+        catalog=None,
+        target=None,
+        deploy=DeployPolicy(),
+        privacy=PrivacyPolicy(),
+    )
+    principals = []
+    for i in range(participants):
+        row, _token = enrol_participant(ctx, admin, view.row.id, name=f"p{i}")
+        principals.append(Principal(False, row.id, view.row.id, row.name))
+    return view.row.id, principals

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coordinator.api.problems import problem_response
+from coordinator.api.problems import error_response, problem_response
 from coordinator.domain import idempotency
 from coordinator.domain.auth import Principal, authenticate
 from coordinator.domain.context import Context
@@ -76,14 +76,7 @@ class IdempotencyMiddleware:
                 fingerprint=fingerprint,
             )
         except CoordinatorError as exc:
-            await _problem(
-                scope,
-                status=exc.status_code,
-                slug=exc.slug,
-                title=exc.title,
-                detail=exc.detail,
-                headers=exc.headers,
-            )(scope, receive, send)
+            await error_response(None, exc, instance=scope.get("path"))(scope, receive, send)
             return
         if isinstance(claimed, idempotency.StoredResponse):
             await Response(

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.domain.errors import CoordinatorError, DatabaseError, database_problem
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "problem_response"]
+__all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "error_response", "problem_response"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("fedrec.api")
@@ -62,18 +62,24 @@ def problem_response(
     )
 
 
+def error_response(request: Request | None, exc: CoordinatorError, **extra: Any) -> JSONResponse:
+    """The problem+json response of a domain error."""
+    return problem_response(
+        request,
+        status=exc.status_code,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        **exc.extra,
+        **extra,
+    )
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(CoordinatorError)
     async def _domain(request: Request, exc: CoordinatorError) -> JSONResponse:
-        return problem_response(
-            request,
-            status=exc.status_code,
-            slug=exc.slug,
-            title=exc.title,
-            detail=exc.detail,
-            headers=exc.headers,
-            **exc.extra,
-        )
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,20 +13,11 @@ from sqlalchemy import update
 from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.federations import create_federation
 from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.lineage import verify_lineage
-from coordinator.domain.participants import enrol_participant
-from coordinator.domain.specs import (
-    DeployPolicy,
-    ModelSpec,
-    PrivacyPolicy,
-    RoundPolicy,
-    StrategySpec,
-)
 from coordinator.store.models import ModelVersion, Round, utc_now
 from coordinator.store.repository import ModelVersionRepository, RoundRepository
-from tests.factories import update_bytes
+from tests.factories import domain_federation, update_bytes
 
 ADMIN = Principal(is_admin=True)
 
@@ -36,25 +27,7 @@ def _after_upload(ctx: Context, fid: str, number: int) -> ModelVersion | None:
     return aggregation_job.run(ctx, fid, number, trigger=Trigger.UPLOAD).version
 
 
-def _federation(
-    ctx: Context, participants: int = 2, **policy: object
-) -> tuple[str, list[Principal]]:
-    view = create_federation(
-        ctx,
-        name="f",
-        model=ModelSpec(kind="mf", num_items=20, dim=4),
-        strategy=StrategySpec(),
-        rounds=RoundPolicy(**policy),
-        catalog=None,
-        target=None,
-        deploy=DeployPolicy(),
-        privacy=PrivacyPolicy(),
-    )
-    principals = []
-    for i in range(participants):
-        row, _token = enrol_participant(ctx, ADMIN, view.row.id, name=f"p{i}")
-        principals.append(Principal(False, row.id, view.row.id, row.name))
-    return view.row.id, principals
+_federation = domain_federation
 
 
 def test_competing_aggregators_make_one_version(ctx: Context) -> None:

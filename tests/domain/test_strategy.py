@@ -15,21 +15,15 @@ from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.aggregation import FedAvgAccumulator, FedAvgStep, WeightedMean
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.federations import create_federation
 from coordinator.domain.garbage import collect_garbage
 from coordinator.domain.lifecycle import Trigger
 from coordinator.domain.model_versions import get_model_version
-from coordinator.domain.participants import enrol_participant
 from coordinator.domain.specs import (
-    DeployPolicy,
-    ModelSpec,
-    PrivacyPolicy,
-    RoundPolicy,
     StrategySpec,
 )
 from coordinator.domain.strategy import Strategy
 from participant_sdk.wire import Update, decode_weights, mf_spec
-from tests.factories import random_deltas, update_bytes
+from tests.factories import domain_federation, random_deltas, update_bytes
 
 ADMIN = Principal(is_admin=True)
 NUM_ITEMS, DIM = 20, 4
@@ -79,22 +73,6 @@ class Momentum:
         return new.astype(np.float32), {f"momentum.{name}": velocity.astype(np.float32)}
 
 
-def _one_participant_federation(ctx: Context) -> tuple[str, Principal]:
-    view = create_federation(
-        ctx,
-        name="m",
-        model=ModelSpec(kind="mf", num_items=NUM_ITEMS, dim=DIM),
-        strategy=StrategySpec(),
-        rounds=RoundPolicy(max_rounds=5),
-        catalog=None,
-        target=None,
-        deploy=DeployPolicy(),
-        privacy=PrivacyPolicy(),
-    )
-    row, _token = enrol_participant(ctx, ADMIN, view.row.id, name="p")
-    return view.row.id, Principal(False, row.id, view.row.id, row.name)
-
-
 def test_server_state_is_stored_with_each_version_and_resumed(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +81,7 @@ def test_server_state_is_stored_with_each_version_and_resumed(
         return Strategy(WeightedMean(tensors), Momentum())  # type: ignore[arg-type]
 
     monkeypatch.setattr(aggregation_job, "build_strategy", momentum_strategy)
-    fid, participant = _one_participant_federation(ctx)
+    fid, (participant,) = domain_federation(ctx, participants=1, max_rounds=5)
     deltas = [random_deltas(seed) for seed in (1, 2)]
     for number, delta in enumerate(deltas, start=1):
         body = update_bytes(round=number, base_version=number - 1, deltas=delta)
