@@ -1,8 +1,4 @@
-"""``fedrec simulate`` with differential privacy: the ``--dp-*`` flags and the reported epsilon.
-
-Moved out of ``tests/api/test_privacy.py`` (it drives the simulation, not the API); to be
-re-homed beside ``tests/test_simulation.py`` when the simulation leaves the coordinator.
-"""
+"""``fedrec simulate`` with differential privacy: the ``--dp-*`` flags and the reported epsilon."""
 
 from __future__ import annotations
 
