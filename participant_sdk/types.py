@@ -318,6 +318,11 @@ class ModelVersion(BaseAPIModel):
         Creation time.
     contributors : list of str
         Sorted sha256s of the updates aggregated into it.
+    step_scale : float
+        Scale of the server step that made it (1; less after the coordinator backed
+        off a diverging federation).
+    restored_from : int or None
+        The version whose weights it carries when a validation collapse was undone.
     """
 
     version: int
@@ -328,6 +333,8 @@ class ModelVersion(BaseAPIModel):
     size: int
     created_at: datetime
     contributors: list[str] = Field(default_factory=list)
+    step_scale: float = 1.0
+    restored_from: int | None = None
 
 
 class Receipt(BaseAPIModel):

@@ -154,7 +154,7 @@ def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 
 def domain_federation(
-    ctx: Context, participants: int = 2, **policy: Any
+    ctx: Context, participants: int = 2, *, strategy: Any = None, **policy: Any
 ) -> tuple[str, list[Principal]]:
     """A federation built through the domain services, and its participants' principals."""
     from coordinator.domain.federations import create_federation as create
@@ -172,7 +172,7 @@ def domain_federation(
         ctx,
         name="f",
         model=ModelSpec(kind="mf", num_items=NUM_ITEMS, dim=DIM),
-        strategy=StrategySpec(),
+        strategy=strategy or StrategySpec(),
         rounds=RoundPolicy(**policy),
         catalog=None,
         target=None,

@@ -142,6 +142,15 @@ class ModelVersion(Schema):
     size: int
     created_at: datetime
     contributors: list[str]
+    step_scale: float = Field(
+        description="Scale of the server step that made this version: 1, or less once the "
+        "coordinator backed off a diverging federation (non-finite weights or a validation "
+        "collapse); the next round inherits it."
+    )
+    restored_from: int | None = Field(
+        description="Set when a validation collapse was undone: the best validated version "
+        "whose weights this version carries (its parent is still the previous version)."
+    )
 
 
 class ModelVersionList(Schema):
@@ -258,6 +267,8 @@ def model_version_out(row: Any) -> ModelVersion:
         size=row.size,
         created_at=row.created_at,
         contributors=list(row.contributors),
+        step_scale=row.step_scale,
+        restored_from=row.restored_from,
     )
 
 

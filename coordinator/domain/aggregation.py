@@ -140,9 +140,8 @@ class FedAvgStep:
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
-    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
-        new = np.asarray(base, dtype=np.float64) + self.server_lr * delta
-        return new.astype(np.float32), {}
+    ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
+        return np.asarray(base, dtype=np.float64) + self.server_lr * delta, {}
 
 
 class FedAvgAccumulator:
@@ -184,6 +183,6 @@ class FedAvgAccumulator:
     ) -> dict[str, npt.NDArray[np.float32]]:
         """Return the new model tensors as float32."""
         return {
-            name: self._step.step(name, base[name], delta, {})[0]
+            name: self._step.step(name, base[name], delta, {})[0].astype(np.float32)
             for name, delta in self._mean.mean_deltas()
         }

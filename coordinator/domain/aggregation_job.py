@@ -23,9 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.domain import lifecycle
+import numpy as np
+import numpy.typing as npt
+
+from coordinator.domain import backoff, deployment, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -33,6 +37,7 @@ from coordinator.domain.errors import NotFound, RoundNotOpen
 from coordinator.domain.federations import FederationSettings, federation_settings
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
+from coordinator.domain.specs import DeployPolicy
 from coordinator.domain.strategy import build_strategy
 from coordinator.store.models import ModelVersion, utc_now
 from coordinator.store.repository import (
@@ -62,8 +67,13 @@ class Claim:
     owner: str
     settings: FederationSettings
     update_digests: tuple[str, ...]  # in aggregation order (participant id)
+    base_version: int
     base_sha256: str
     base_state_sha256: str | None
+    base_step_scale: float
+    # a collapsed base: the best validated version whose weights the new version restores
+    restore_version: int | None = None
+    restore_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,16 +158,28 @@ def claim_round(
             for u in UpdateRepository(session).for_round(round_row.id)
             if u.participant_id in active
         )
-        base = ModelVersionRepository(session).get(federation_id, round_row.base_version)
+        versions = ModelVersionRepository(session)
+        base = versions.get(federation_id, round_row.base_version)
         assert base is not None
+        restore = None
+        metric = DeployPolicy.model_validate(federation.deploy_policy).metric
+        target = backoff.restore_target(
+            deployment.validation_scores(session, federation_id, metric), base.version
+        )
+        if target is not None:
+            restore = versions.get(federation_id, target)
         return step, Claim(
             federation_id=federation_id,
             number=number,
             owner=ctx.instance_id,
             settings=federation_settings(ctx, federation),
             update_digests=digests,
+            base_version=base.version,
             base_sha256=base.sha256,
             base_state_sha256=base.server_state_sha256,
+            base_step_scale=base.step_scale,
+            restore_version=restore.version if restore else None,
+            restore_sha256=restore.sha256 if restore else None,
         )
 
 
@@ -202,7 +224,40 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         if claimed.base_state_sha256
         else {}
     )
-    new_tensors, new_state = strategy.result(base_tensors, state)
+    scale = claimed.base_step_scale
+    new_tensors: Mapping[str, npt.NDArray[np.generic]]
+    new_state: Mapping[str, npt.NDArray[np.generic]]
+    if claimed.restore_sha256 is not None:
+        # the base collapsed on validation: carry the best version's weights, step shorter
+        new_tensors = decode_weights(ctx.blobs.get(claimed.restore_sha256))
+        new_state = {}  # moments built on the diverged path are dropped
+        contributors: tuple[str, ...] = ()  # no update went into these weights
+        scale /= 2
+        log.warning(
+            "federation %s round %d: version %d collapsed on validation; restoring version "
+            "%d and halving the server step to %g",
+            claimed.federation_id,
+            claimed.number,
+            claimed.base_version,
+            claimed.restore_version,
+            scale,
+        )
+    else:
+        contributors = claimed.update_digests
+        new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
+        while not backoff.all_finite(new_tensors):
+            if scale / 2 < backoff.MIN_STEP_SCALE:
+                # nothing finite within reach: keep the base (the round still counts)
+                new_tensors, new_state, contributors = base_tensors, state, ()
+                break
+            scale /= 2
+            log.warning(
+                "federation %s round %d: the server step overflowed; halving it to %g",
+                claimed.federation_id,
+                claimed.number,
+                scale,
+            )
+            new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
     del base_tensors, state
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
@@ -237,8 +292,10 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             round_number=claimed.number,
             sha256=digest,
             size=len(weights),
-            contributors=claimed.update_digests,
+            contributors=contributors,
             server_state_sha256=state_digest,
+            step_scale=scale,
+            restored_from=claimed.restore_version,
             now=now,
         )
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
@@ -246,7 +303,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         "federation %s round %d aggregated %d updates into version %d",
         claimed.federation_id,
         claimed.number,
-        len(claimed.update_digests),
+        len(contributors),
         version.version,
     )
     return version

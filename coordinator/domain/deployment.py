@@ -15,7 +15,14 @@ from coordinator.domain.specs import DeployPolicy, TargetSpec
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository
 
-__all__ = ["auto_deploy", "deployed_version", "get_deployment", "promote", "target_reached"]
+__all__ = [
+    "auto_deploy",
+    "deployed_version",
+    "get_deployment",
+    "promote",
+    "target_reached",
+    "validation_scores",
+]
 
 
 def deployed_version(session: Session, federation_id: str) -> int | None:
@@ -23,7 +30,8 @@ def deployed_version(session: Session, federation_id: str) -> int | None:
     return current.version if current else None
 
 
-def _validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
+def validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
+    """Each version's aggregated validation ``metric``, for the versions evaluated so far."""
     return {
         row.version: row.metrics[metric]
         for row in aggregate_in(session, federation_id)
@@ -36,7 +44,7 @@ def target_reached(session: Session, federation: Federation) -> bool:
     if not federation.target:
         return False
     target = TargetSpec.model_validate(federation.target)
-    scores = _validation_scores(session, federation.id, target.metric)
+    scores = validation_scores(session, federation.id, target.metric)
     return any(value >= target.value for value in scores.values())
 
 
@@ -72,7 +80,7 @@ def auto_deploy(session: Session, federation: Federation, *, now: datetime) -> D
         return None
     version, value = federation.latest_version, None
     if policy.policy == "best":
-        scores = _validation_scores(session, federation.id, policy.metric)
+        scores = validation_scores(session, federation.id, policy.metric)
         if scores:
             # highest metric; the later version wins a tie
             version, value = max(scores.items(), key=lambda item: (item[1], item[0]))

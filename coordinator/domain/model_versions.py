@@ -38,6 +38,8 @@ def record_version(
     size: int,
     contributors: Sequence[str],
     server_state_sha256: str | None = None,
+    step_scale: float = 1.0,
+    restored_from: int | None = None,
     now: datetime,
 ) -> ModelVersion:
     """Add the federation's next version, chained to ``parent`` (None: version 0)."""
@@ -52,6 +54,8 @@ def record_version(
         size=size,
         contributors=sorted(contributors),
         server_state_sha256=server_state_sha256,
+        step_scale=step_scale,
+        restored_from=restored_from,
         created_at=now,
     )
     session.add(row)

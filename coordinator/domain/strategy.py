@@ -50,9 +50,10 @@ class ServerOptimizer(Protocol):
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],
-    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
-        """Return the tensor's new weights and its state entries for the next round
-        (``state`` holds the entries this optimizer returned for the base version)."""
+    ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
+        """Return the tensor's new weights (float64: the strategy scales the step, then
+        rounds to float32) and its state entries for the next round (``state`` holds
+        the entries this optimizer returned for the base version)."""
         ...
 
 
@@ -68,12 +69,24 @@ class Strategy:
         self,
         base: Mapping[str, npt.NDArray[np.generic]],
         state: Mapping[str, npt.NDArray[np.generic]],
+        *,
+        step_scale: float = 1.0,
     ) -> tuple[dict[str, npt.NDArray[np.float32]], ServerState]:
-        """The new model tensors (float32) and the server state to store with them."""
+        """The new model tensors (float32) and the server state to store with them.
+
+        ``step_scale`` < 1 shortens the server's step, whatever the optimizer:
+        ``base + step_scale * (new - base)`` (the back-off of a diverging federation).
+        """
         weights: dict[str, npt.NDArray[np.float32]] = {}
         new_state: ServerState = {}
         for name, delta in self.aggregator.mean_deltas():
-            weights[name], entries = self.optimizer.step(name, base[name], delta, state)
+            new, entries = self.optimizer.step(name, base[name], delta, state)
+            if step_scale != 1.0:
+                origin = np.asarray(base[name], dtype=np.float64)
+                new = origin + step_scale * (new - origin)
+            # an overflow becomes inf here; the aggregation job checks and backs off
+            with np.errstate(over="ignore"):
+                weights[name] = new.astype(np.float32)
             new_state.update(entries)
         return weights, new_state
 

@@ -178,6 +178,11 @@ class ModelVersion(Base):
     contributors: Mapped[list[Any]]
     # blob of the server optimizer's state after this version (None: stateless optimizer)
     server_state_sha256: Mapped[str | None] = mapped_column(String(64))
+    # back-off of a diverging federation (domain/backoff.py): the server step's scale used
+    # to make this version (the next round inherits it), and the version whose weights a
+    # collapse restored
+    step_scale: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    restored_from: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 

@@ -66,11 +66,11 @@ class Momentum:
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],
-    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+    ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
         previous = state.get(f"momentum.{name}")
         velocity = delta if previous is None else 0.5 * previous.astype(np.float64) + delta
         new = np.asarray(base, dtype=np.float64) + velocity
-        return new.astype(np.float32), {f"momentum.{name}": velocity.astype(np.float32)}
+        return new, {f"momentum.{name}": velocity.astype(np.float32)}
 
 
 def test_server_state_is_stored_with_each_version_and_resumed(
