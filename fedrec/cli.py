@@ -63,9 +63,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"fedrec {args.command} needs the app extra: pip install 'fedrec[app]' ({exc})"
         ) from exc
 
+    from fedrec.failures import describe_failure
+
     # the progress display tells the story; per-round log lines would break it up
     logging.getLogger("fedrec").setLevel(logging.WARNING)
-    run_simulation(_simulation_options(args, demo=args.command == "demo"))
+    try:
+        run_simulation(_simulation_options(args, demo=args.command == "demo"))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"fedrec {args.command}: interrupted\n")
+        return 130
+    except Exception as exc:
+        message = describe_failure(exc)
+        if message is None or args.debug:
+            raise  # a bug (or --debug): the traceback is what helps
+        sys.stderr.write(f"fedrec {args.command}: error: {message}\n")
+        return 1
     return 0
 
 
@@ -159,6 +171,9 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         type=int,
         default=default_of("workers"),
         help="participants stepped side by side (threads)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
     )
 
 

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
+from fedrec.failures import SimulationError
 from fedrec.local_server import embedded_coordinator
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
@@ -65,13 +66,20 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
     if options.dataset == "csv":
         if options.data is None:
             raise SystemExit("--dataset csv needs --data PATH")
-        data, report = load_csv(
-            options.data,
-            user_col=options.user_col,
-            item_col=options.item_col,
-            rating_col=options.rating_col,
-            timestamp_col=options.time_col,
-        )
+        try:
+            data, report = load_csv(
+                options.data,
+                user_col=options.user_col,
+                item_col=options.item_col,
+                rating_col=options.rating_col,
+                timestamp_col=options.time_col,
+            )
+        except ValueError as exc:  # a header without the columns, an empty file, ...
+            raise SimulationError(f"cannot load {options.data}: {exc}") from exc
+        if not len(data):
+            raise SimulationError(
+                f"{options.data} has no usable interactions (dropped: {report.dropped})"
+            )
         if report.malformed:
             console.print(f"[yellow]dropped {report.malformed} malformed rows: {report.dropped}")
         return options.data.name, data
@@ -256,6 +264,7 @@ def _federate(
                 outcomes = list(pool.map(lambda p: p.step(), participants))
                 if "completed" in outcomes:
                     break
+                _check_divergence(round_number, outcomes, participants, console)
                 # a participant without training data uploads nothing: close the round anyway
                 with contextlib.suppress(RoundNotOpenError, NoUpdatesError):
                     if admin.rounds.get(fid, round_number).state == "open":
@@ -288,6 +297,33 @@ def _federate(
         stack.close()
         for client in clients:
             client.close()
+
+
+def _check_divergence(
+    round_number: int,
+    outcomes: list[str],
+    participants: list[FederatedRecommender],
+    console: Console,
+) -> None:
+    """Say which participants skipped the round; stop if nobody could upload."""
+    diverged = [
+        (index, p.last_divergence)
+        for index, (p, outcome) in enumerate(zip(participants, outcomes, strict=True))
+        if outcome == "diverged"
+    ]
+    if not diverged:
+        return
+    index, first = diverged[0]
+    if "uploaded" not in outcomes and first is not None:
+        # nothing to aggregate, and the same base would diverge again: stop here
+        tried = ", ".join(f"{lr:g}" for lr in first.learning_rates)
+        raise SimulationError(
+            f"local training diverged on every participant in round {round_number} "
+            f"(participant-{index}: tensor {first.tensor!r} has {first.problem} at learning "
+            f"rates {tried}); nothing was uploaded. Lower --lr."
+        )
+    names = ", ".join(f"participant-{index}" for index, _ in diverged)
+    console.print(f"[yellow]round {round_number}: {names} skipped the round: {first}")
 
 
 def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[str, Any]:

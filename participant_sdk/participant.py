@@ -11,8 +11,10 @@ Example::
 
 Each round the participant downloads the round's base version, evaluates it on its
 local validation split and reports the figures, trains BPR-MF locally from that base,
-and uploads only the delta of the item rows it touched. User factors never leave the
-process. Progress is saved after every upload, so a participant restarted from its
+and uploads only the delta of the item rows it touched, after checking it is finite and
+sane (:mod:`.recsys.stability`: a diverged round is retried at half the learning rate,
+then skipped with a clear error). User factors never leave the process. Progress is
+saved after every upload, so a participant restarted from its
 ``state_dir`` resumes at the coordinator's current round and never uploads twice into
 one round.
 """
@@ -56,12 +58,13 @@ from .recsys.metrics import (
 )
 from .recsys.model import BPRConfig, BPRTrainer
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
+from .recsys.stability import TrainingDivergedError, train_with_backoff
 
 __all__ = ["FederatedRecommender", "StepOutcome"]
 
 log = logging.getLogger("fedrec.participant")
 
-StepOutcome = Literal["uploaded", "waiting", "completed"]
+StepOutcome = Literal["uploaded", "waiting", "completed", "diverged"]
 SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
 F32 = npt.NDArray[np.float32]
 
@@ -133,6 +136,8 @@ class FederatedRecommender:
         # a round we could not act on (aggregating, closed before our upload, no data)
         self._skipped_round = 0
         self._deployed: dict[str, F32] | None = None
+        # why the last round was skipped when local training diverged (see step())
+        self.last_divergence: TrainingDivergedError | None = None
         self._load_state()
 
     # ------------------------------------------------------------------ construction
@@ -236,8 +241,10 @@ class FederatedRecommender:
     def step(self) -> StepOutcome:
         """Do this round's work if there is any: evaluate the base, train, upload.
 
-        Returns ``"uploaded"``, ``"waiting"`` (nothing to do until the next round opens)
-        or ``"completed"`` (the federation has ended).
+        Returns ``"uploaded"``, ``"waiting"`` (nothing to do until the next round opens),
+        ``"completed"`` (the federation has ended) or ``"diverged"``: local training gave
+        NaN/Inf or an exploded update even after halving the learning rate, so nothing
+        was uploaded this round (:attr:`last_divergence` and the log say why).
         """
         current = self.client.rounds.current(self.federation_id)
         if current.state != "open" or current.number <= self.progress.last_round:
@@ -250,7 +257,16 @@ class FederatedRecommender:
         if self.progress.last_evaluated_version < current.base_version:
             self._report_validation(current.base_version, weights)
             self.progress.last_evaluated_version = current.base_version
-        update = self.trainer.train_round(weights, self.split.train)
+        try:
+            # never upload garbage: checked, and retried at half the rate on divergence
+            update, learning_rate = train_with_backoff(
+                self.trainer, weights, self.split.train, round_number=current.number
+            )
+        except TrainingDivergedError as exc:
+            log.error("%s", exc)
+            self.last_divergence = exc
+            self._skipped_round = current.number
+            return "diverged"
         if update.num_examples == 0:
             log.warning("no local training data; skipping round %d", current.number)
             self._skipped_round = current.number
@@ -285,7 +301,12 @@ class FederatedRecommender:
             return "completed"
         self.progress.last_round = current.number
         self.progress.history.append(
-            {"round": current.number, "loss": update.loss, "rows": int(update.rows.size)}
+            {
+                "round": current.number,
+                "loss": update.loss,
+                "rows": int(update.rows.size),
+                "learning_rate": learning_rate,
+            }
         )
         self._save_state()
         return "uploaded"

@@ -47,6 +47,7 @@ from .model import (
 )
 from .popularity import PopularityModel
 from .splits import LeaveOneOutSplit, RandomSplit, concat, leave_one_out, split_80_20
+from .stability import TrainingDivergedError, train_with_backoff, update_problem
 
 __all__ = [
     "BPRConfig",
@@ -58,6 +59,7 @@ __all__ = [
     "LocalUpdate",
     "PopularityModel",
     "RandomSplit",
+    "TrainingDivergedError",
     "concat",
     "draw_sampled_negatives",
     "evaluate_loo",
@@ -78,4 +80,6 @@ __all__ = [
     "seen_matrix",
     "split_80_20",
     "top_k",
+    "train_with_backoff",
+    "update_problem",
 ]

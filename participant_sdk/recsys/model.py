@@ -185,6 +185,9 @@ class LocalUpdate:
         Number of local training interactions (the FedAvg weight).
     loss:
         Mean BPR loss ``-ln σ(x)`` over the round's triples (diagnostic).
+    skipped_steps:
+        Mini-batch steps left out because they would have made a parameter NaN or Inf:
+        a sign of a too large learning rate (see :mod:`.stability`).
     """
 
     item_factors: F32
@@ -193,6 +196,7 @@ class LocalUpdate:
     rows: IntArray
     num_examples: int
     loss: float = 0.0
+    skipped_steps: int = 0
 
     def sparse_delta(self) -> dict[str, F32]:
         """The delta restricted to :attr:`rows`, for a ``row_sparse`` upload."""
@@ -260,6 +264,7 @@ class BPRTrainer:
         # Number of completed training calls: makes every call's sampling stream
         # distinct yet reproducible, and survives save/restore.
         self.steps = 0
+        self._skipped_steps = 0  # gated steps of the current training call
 
     # ------------------------------------------------------------------ training
     def train_round(
@@ -306,6 +311,7 @@ class BPRTrainer:
         lr = cfg.learning_rate if learning_rate is None else learning_rate
         touched = np.zeros(self.num_items, dtype=bool)
         losses: list[float] = []
+        self._skipped_steps = 0
         if len(train) and n_epochs > 0:
             seen = _Seen.build(train.users, train.items, self.num_items)
             visits = None
@@ -313,11 +319,23 @@ class BPRTrainer:
                 weights = recency_weights(train, cfg.recency_window, cfg.recency_weight)
                 visits = weights / weights.max()
             for _ in range(n_epochs):
-                losses.append(
-                    self._epoch(
-                        train, seen, visits, q, b, base_q, base_b, lr, rng, touched, update_items
+                # an overflowing step is gated in _epoch, not warned about per batch
+                with np.errstate(over="ignore", invalid="ignore"):
+                    losses.append(
+                        self._epoch(
+                            train,
+                            seen,
+                            visits,
+                            q,
+                            b,
+                            base_q,
+                            base_b,
+                            lr,
+                            rng,
+                            touched,
+                            update_items,
+                        )
                     )
-                )
                 lr *= cfg.lr_decay
         if not update_items:
             q, b = base_q.copy(), base_b.copy()
@@ -330,6 +348,7 @@ class BPRTrainer:
             rows=np.flatnonzero(touched).astype(np.int64),
             num_examples=len(train),
             loss=float(np.mean(losses)) if losses else 0.0,
+            skipped_steps=self._skipped_steps,
         )
 
     def _sample_negatives(self, users: IntArray, seen: _Seen, rng: np.random.Generator) -> IntArray:
@@ -390,8 +409,14 @@ class BPRTrainer:
             loss_sum += float(np.logaddexp(0.0, -x).sum())
             gu = g[:, None] * (qi - qj) - reg * pu
             uu, su = _segment_sum(u, gu)
-            p[uu] += lr * su
+            # Gated steps: a batch whose step would make any parameter NaN or Inf writes
+            # nothing (counted in skipped_steps), so one overflow cannot poison the model.
+            new_p = p[uu] + lr * su
             if not update_items:
+                if np.isfinite(new_p).all():
+                    p[uu] = new_p
+                else:
+                    self._skipped_steps += 1
                 continue
             gpi = g[:, None] * pu - reg * qi
             gpj = -g[:, None] * pu - reg * qj
@@ -403,8 +428,16 @@ class BPRTrainer:
                 gb -= mu * (b[rows] - base_b[rows])
             ur, sq = _segment_sum(rows, grads)
             _, sb = _segment_sum(rows, gb[:, None])
-            q[ur] += lr * sq
-            b[ur] += lr * sb[:, 0]
+            new_q = q[ur] + lr * sq
+            new_b = b[ur] + lr * sb[:, 0]
+            if not (
+                np.isfinite(new_p).all() and np.isfinite(new_q).all() and np.isfinite(new_b).all()
+            ):
+                self._skipped_steps += 1
+                continue
+            p[uu] = new_p
+            q[ur] = new_q
+            b[ur] = new_b
             touched[ur] = True
         return loss_sum / max(order.size, 1)
 
