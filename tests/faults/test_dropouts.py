@@ -53,6 +53,7 @@ def _federation(
             "max_rounds": rounds,
             "deadline_seconds": deadline,
             "below_quorum": below_quorum,
+            "final_evaluation_seconds": 0,  # raw uploads: nobody reports the final version
         },
     )
 
