@@ -32,6 +32,8 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         participants=args.participants,
         partition=args.partition,
         rounds=args.rounds,
+        patience=args.patience or None,
+        min_delta=args.min_delta,
         seed=args.seed,
         dim=args.dim,
         local_epochs=args.local_epochs,
@@ -105,7 +107,24 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         default=default_of("partition"),
         help="per-user = one participant per user (cross-device)",
     )
-    parser.add_argument("--rounds", type=int, default=default_of("rounds"))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=default_of("rounds"),
+        help="round cap: training stops earlier once validation stops improving",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=default_of("patience"),
+        help="stop after this many rounds without a validation gain (0 = run every round)",
+    )
+    parser.add_argument(
+        "--min-delta",
+        type=non_negative_float,
+        default=default_of("min_delta"),
+        help="the smallest validation NDCG@10 gain that counts as an improvement",
+    )
     parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument("--dim", type=int, default=default_of("dim"), help="latent dimension")
     parser.add_argument(

@@ -10,7 +10,9 @@ data with the same budget, and beside popularity.
 Evaluation follows EVALUATION.md (leave-one-out, full ranking, 99 sampled negatives),
 with one stated deviation: neither model is retrained on train + validation before
 the test (the federation trains on ``Tr_u`` and deploys its best validated version,
-so the centralized run does the same).
+so the centralized run does the same). Both stop on the same validation split with the
+same patience: the federation by its stop policy, the centralized run round by round
+(a round = the same local epochs), and each keeps its best validated model.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
+from fedrec.early_stopping import EarlyStopping
 from fedrec.failures import SimulationError
 from fedrec.local_server import embedded_coordinator
 from fedrec.options import SimulationOptions
@@ -55,6 +58,8 @@ __all__ = ["SimulationOptions", "load_dataset", "run_simulation"]
 
 log = logging.getLogger("fedrec.simulate")
 METRIC_KEYS = ("ndcg@10", "hr@10", "precision@10", "recall@10", "sampled_ndcg@10", "sampled_hr@10")
+# the participants are in this process: their final reports take seconds
+FINAL_EVALUATION_SECONDS = 120.0
 METRIC_LABELS = ("NDCG@10", "HR@10", "P@10", "R@10", "NDCG@10 s99", "HR@10 s99")
 
 
@@ -115,23 +120,52 @@ def _scorer(trainer: BPRTrainer, tensors: dict[str, Any]) -> Any:
 
 
 def centralized_baseline(
-    data: Interactions, split: LeaveOneOutSplit, config: BPRConfig, rounds: int
-) -> dict[str, float]:
-    """The same BPR-MF on the pooled training data with the same epoch budget."""
+    data: Interactions,
+    split: LeaveOneOutSplit,
+    config: BPRConfig,
+    rounds: int,
+    *,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The same BPR-MF on the pooled training data, stopped as the federation is.
+
+    Each round trains ``config.epochs`` epochs and is evaluated on validation; training
+    stops after ``patience`` rounds without a gain above ``min_delta`` (or at
+    ``rounds``), and the best validated model is tested. Returns the test metrics and
+    which round was chosen and why training stopped.
+    """
     trainer = BPRTrainer(num_users=data.num_users, num_items=data.num_items, config=config)
     tensors = init_item_tensors(data.num_items, config.dim, seed=config.seed, scale=0.01)
-    best: tuple[float, dict[str, Any], np.ndarray] | None = None
-    for _ in range(rounds):
+    stopper = EarlyStopping(patience, min_delta)
+    best: tuple[dict[str, Any], np.ndarray] | None = None
+    trained = 0
+    for number in range(1, rounds + 1):
         update = trainer.train_round(tensors, split.train)
         tensors = {"item_factors": update.item_factors, "item_bias": update.item_bias}
         valid = evaluate_loo(_scorer(trainer, tensors), split.train, split.valid)
-        if best is None or valid["ndcg@10"] >= best[0]:
-            best = (valid["ndcg@10"], tensors, trainer.user_factors.copy())
+        trained = number
+        if stopper.update(number, valid["ndcg@10"]):
+            best = (tensors, trainer.user_factors.copy())
+        if stopper.should_stop:
+            break
     assert best is not None
     # deploy the best validated model, as the federation's policy does
-    _, tensors, user_factors = best
+    tensors, user_factors = best
     trainer.user_factors = user_factors
-    return _test_metrics(_scorer(trainer, tensors), split, data)
+    chosen = {
+        "chosen_round": stopper.best_step,
+        "validation_ndcg@10": stopper.best_value,
+        "rounds_trained": trained,
+        "stopped_by": _stop_cause(stopper.should_stop, patience, min_delta, rounds),
+    }
+    return _test_metrics(_scorer(trainer, tensors), split, data), chosen
+
+
+def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -> str:
+    if early:
+        return f"patience: {patience} rounds without a validation gain above {min_delta:g}"
+    return f"round cap ({cap})"
 
 
 # ---------------------------------------------------------------------------- the run
@@ -145,7 +179,12 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     console.print(
         f"[bold]{name}[/]: {data.num_users} users, {data.num_items} items, "
         f"{len(data)} interactions; {len(groups)} participants ({options.partition}), "
-        f"{options.rounds} rounds"
+        f"up to {options.rounds} rounds"
+        + (
+            f", stopping after {options.patience} without a validation gain"
+            if options.patience
+            else ""
+        )
     )
     config = options.bpr_config()
     recency = (
@@ -170,22 +209,39 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             url, token = stack.enter_context(embedded_coordinator(data_dir))
             console.print(f"embedded coordinator at {url} (data in {data_dir})")
         admin = stack.enter_context(Client(url, token))
-        history, federated, spent = _federate(
+        history, federated, federated_chosen, spent = _federate(
             options, config, data, groups, admin, url, console, privacy
         )
     started = time.perf_counter()
-    centralized = centralized_baseline(
-        data, split, config.replace(epochs=options.local_epochs), options.rounds
+    centralized, central_chosen = centralized_baseline(
+        data,
+        split,
+        config.replace(epochs=options.local_epochs),
+        options.rounds,
+        patience=options.patience,
+        min_delta=options.min_delta,
     )
     central_seconds = time.perf_counter() - started
     popular = PopularityModel(split.train)
     popularity = _test_metrics(popular.score, split, data)
     final = {
-        "federated": {"test": federated},
-        "centralized": {"test": centralized, "seconds": round(central_seconds, 2)},
+        "federated": {"test": federated, **federated_chosen},
+        "centralized": {
+            "test": centralized,
+            "seconds": round(central_seconds, 2),
+            **central_chosen,
+        },
         "popularity": {"test": popularity},
     }
     _print_table(console, final)
+    for model in ("federated", "centralized"):
+        entry = final[model]
+        valid = entry["validation_ndcg@10"]
+        console.print(
+            f"{model}: round {entry['chosen_round']} chosen of {entry['rounds_trained']} "
+            f"(validation NDCG@10 {valid if valid is None else f'{valid:.4f}'}); "
+            f"stopped by {entry['stopped_by']}"
+        )
     if spent is not None:
         final["privacy_spent"] = spent
         console.print(_privacy_line(options, spent))
@@ -196,7 +252,8 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             for k, v in vars(options).items()
             if k not in ("admin_token",)
         },
-        "protocol": "EVALUATION.md v1, leave-one-out; no retrain on train+validation",
+        "protocol": "EVALUATION.md v1, leave-one-out; no retrain on train+validation "
+        "(both keep their best validated model, early-stopped on the validation split)",
         "history": history,
         "final": final,
     }
@@ -215,7 +272,7 @@ def _federate(
     url: str,
     console: Console,
     privacy: dict[str, Any] | None,
-) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any] | None]:
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
         {
@@ -231,7 +288,7 @@ def _federate(
             "normalization": options.normalization,
             "weighting": options.weighting,
         },
-        rounds={"min_participants": 1, "max_rounds": options.rounds},
+        rounds={**options.round_policy(), "final_evaluation_seconds": FINAL_EVALUATION_SECONDS},
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},
         privacy=privacy,
@@ -282,6 +339,7 @@ def _federate(
                 )
                 if admin.federations.get(fid).state != "active":
                     break
+        _final_evaluation(admin, fid, participants, pool)
         results = [p.finish() for p in participants]
         deployed = admin.deployment.get(fid).version
         test_rows = [r for r in admin.metrics(fid) if r.split == "test" and r.version == deployed]
@@ -292,7 +350,7 @@ def _federate(
         )
         privacy_spent = admin.federations.get(fid).privacy_spent
         spent = privacy_spent.model_dump() if privacy_spent is not None else None
-        return history, federated, spent
+        return history, federated, _federated_choice(admin, fid, deployed, options), spent
     finally:
         stack.close()
         for client in clients:
@@ -324,6 +382,35 @@ def _check_divergence(
         )
     names = ", ".join(f"participant-{index}" for index, _ in diverged)
     console.print(f"[yellow]round {round_number}: {names} skipped the round: {first}")
+
+
+def _final_evaluation(
+    admin: Client, fid: str, participants: list[FederatedRecommender], pool: ThreadPoolExecutor
+) -> None:
+    """Training stopped: every participant reports the final version on validation, which
+    completes the federation (a participant without validation users leaves it to the
+    coordinator's final-evaluation timeout)."""
+    deadline = time.monotonic() + FINAL_EVALUATION_SECONDS + 30
+    while admin.federations.get(fid).state == "evaluating" and time.monotonic() < deadline:
+        list(pool.map(lambda p: p.step(), participants))
+        if admin.federations.get(fid).state == "evaluating":
+            time.sleep(1.0)
+
+
+def _federated_choice(
+    admin: Client, fid: str, deployed: int, options: SimulationOptions
+) -> dict[str, Any]:
+    """Which version the federation deployed, after how many rounds, and why it stopped."""
+    rows = {r.version: r for r in admin.metrics(fid) if r.split == "validation"}
+    chosen = rows.get(deployed)
+    closed = sum(r.state == "closed" for r in admin.rounds.list(fid))
+    early = closed < options.rounds and options.patience is not None
+    return {
+        "chosen_round": chosen.round if chosen else None,
+        "validation_ndcg@10": chosen.metrics.get("ndcg@10") if chosen else None,
+        "rounds_trained": closed,
+        "stopped_by": _stop_cause(early, options.patience, options.min_delta, options.rounds),
+    }
 
 
 def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[str, Any]:

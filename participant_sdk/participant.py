@@ -13,8 +13,10 @@ Each round the participant downloads the round's base version, evaluates it on i
 local validation split and reports the figures, trains BPR-MF locally from that base,
 and uploads only the delta of the item rows it touched, after checking it is finite and
 sane (:mod:`.recsys.stability`: a diverged round is retried at half the learning rate,
-then skipped with a clear error). User factors never leave the process. Progress is
-saved after every upload, so a participant restarted from its
+then skipped with a clear error). Once the federation stops training (it is
+``evaluating``), the participant evaluates the final version on validation too, so the
+deploy policy can choose it. User factors never leave the process. Progress is saved
+after every upload, so a participant restarted from its
 ``state_dir`` resumes at the coordinator's current round and never uploads twice into
 one round.
 """
@@ -66,6 +68,8 @@ log = logging.getLogger("fedrec.participant")
 
 StepOutcome = Literal["uploaded", "waiting", "completed", "diverged"]
 SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
+# evaluating with no validation users of ours: poll this often instead of long-polling
+IDLE_POLL_SECONDS = 2.0
 F32 = npt.NDArray[np.float32]
 
 
@@ -135,6 +139,8 @@ class FederatedRecommender:
         self.deployed_version: int | None = None
         # a round we could not act on (aggregating, closed before our upload, no data)
         self._skipped_round = 0
+        # evaluating, and nothing of ours to report: the long-poll would not wait for us
+        self._idle_until_completed = False
         self._deployed: dict[str, F32] | None = None
         # why the last round was skipped when local training diverged (see step())
         self.last_divergence: TrainingDivergedError | None = None
@@ -215,6 +221,8 @@ class FederatedRecommender:
                 if outcome == "completed":
                     log.info("federation %s completed; reporting test figures", self.federation_id)
                     return self.finish()
+                if self._idle_until_completed:
+                    time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
                 self.client.rounds.wait_for_next(
                     self.federation_id, after=self.waiting_after, timeout=round_timeout
                 )
@@ -241,15 +249,21 @@ class FederatedRecommender:
     def step(self) -> StepOutcome:
         """Do this round's work if there is any: evaluate the base, train, upload.
 
-        Returns ``"uploaded"``, ``"waiting"`` (nothing to do until the next round opens),
-        ``"completed"`` (the federation has ended) or ``"diverged"``: local training gave
-        NaN/Inf or an exploded update even after halving the learning rate, so nothing
-        was uploaded this round (:attr:`last_divergence` and the log say why).
+        Returns ``"uploaded"``, ``"waiting"`` (nothing to do until the next round opens,
+        or the federation is evaluating its final version, which this step reports on
+        validation), ``"completed"`` (the federation has ended) or ``"diverged"``: local
+        training gave NaN/Inf or an exploded update even after halving the learning rate,
+        so nothing was uploaded this round (:attr:`last_divergence` and the log say why).
         """
         current = self.client.rounds.current(self.federation_id)
         if current.state != "open" or current.number <= self.progress.last_round:
-            # only now can the federation have ended (its last round is then closed)
-            if self.client.federations.get(self.federation_id).state != "active":
+            # only now can the federation have stopped (its last round is then closed)
+            federation = self.client.federations.get(self.federation_id)
+            if federation.state == "evaluating":
+                self._evaluate_final(federation.latest_version)
+                self._skipped_round = max(self._skipped_round, current.number)
+                return "waiting"
+            if federation.state != "active":
                 return "completed"
             self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
@@ -298,7 +312,9 @@ class FederatedRecommender:
             self._skipped_round = current.number
             return "waiting"
         except FederationCompletedError:
-            return "completed"
+            # training stopped meanwhile: the next step evaluates the final version
+            self._skipped_round = current.number
+            return "waiting"
         self.progress.last_round = current.number
         self.progress.history.append(
             {
@@ -358,6 +374,15 @@ class FederatedRecommender:
         else:
             log.info("catalog too small for %d sampled negatives per user", SAMPLED_NEGATIVES)
         return metrics
+
+    def _evaluate_final(self, version: int) -> None:
+        """Report the federation's final version on validation, once."""
+        self._idle_until_completed = not self.split.valid.users.size
+        if self.progress.last_evaluated_version >= version or self._idle_until_completed:
+            return
+        self._report_validation(version, self._weights(version))
+        self.progress.last_evaluated_version = version
+        self._save_state()
 
     def _report_validation(self, version: int, weights: dict[str, F32]) -> None:
         if not self.split.valid.users.size:

@@ -41,7 +41,7 @@ __all__ = [
     "Target",
 ]
 
-FederationState = Literal["active", "completed"]
+FederationState = Literal["active", "evaluating", "completed"]
 ParticipantState = Literal["active", "revoked"]
 RoundState = Literal["open", "aggregating", "closed", "failed"]
 Split = Literal["validation", "test"]
@@ -99,12 +99,29 @@ class StrategySpec(BaseAPIModel):
 
 
 class RoundPolicy(BaseAPIModel):
-    """When rounds close: quorum, round budget, deadline, and what to do below quorum."""
+    """When rounds close: quorum, round budget, deadline, and what to do below quorum;
+    when training stops early; how long the final version's evaluation may take.
+
+    Attributes
+    ----------
+    patience : int or None
+        Stop once this many evaluated versions in a row did not beat the best aggregated
+        validation value of the deploy metric by more than ``min_delta``.
+    min_delta : float or None
+        The smallest gain that counts as an improvement (the coordinator's default: 0).
+    final_evaluation_seconds : float or None
+        Once stopped, the federation is ``evaluating`` until every active participant
+        reported the final version on validation, or for at most this long (0 = not at
+        all).
+    """
 
     min_participants: int | None = None
     max_rounds: int | None = None
     deadline_seconds: float | None = None
     below_quorum: str | None = None
+    patience: int | None = None
+    min_delta: float | None = None
+    final_evaluation_seconds: float | None = None
 
 
 class Target(BaseAPIModel):
@@ -199,10 +216,11 @@ class Federation(BaseAPIModel):
         The federation id (``fid`` in every other call).
     name : str
         Human-readable name.
-    state : {"active", "completed"}
-        ``completed`` once the target or the round budget is reached.
+    state : {"active", "evaluating", "completed"}
+        ``evaluating`` once training stopped (round budget, target, patience, privacy
+        budget) until the final version's validation figures are in; then ``completed``.
     current_round : int or None
-        The open round's number; ``None`` once completed.
+        The open round's number; ``None`` once evaluating or completed.
     latest_version : int
         The newest model version (0 is the initial model).
     deployed_version : int or None

@@ -65,7 +65,10 @@ class PrivacySpent(Schema):
 class Federation(Schema):
     id: str
     name: str
-    state: Literal["active", "completed"]
+    state: Literal["active", "evaluating", "completed"] = Field(
+        description="`evaluating`: training stopped; waiting for the final version's "
+        "validation figures (no round is open)."
+    )
     model: ModelSpec
     strategy: StrategySpec
     rounds: RoundPolicy
@@ -75,7 +78,9 @@ class Federation(Schema):
     privacy_spent: PrivacySpent | None = Field(
         description="Differential privacy spent so far; null without `privacy.dp`."
     )
-    current_round: int | None = Field(description="Open round number; null once completed.")
+    current_round: int | None = Field(
+        description="Open round number; null once evaluating or completed."
+    )
     latest_version: int
     deployed_version: int | None
     participant_count: int

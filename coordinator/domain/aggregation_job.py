@@ -49,7 +49,15 @@ from coordinator.store.repository import (
 )
 from participant_sdk.wire import decode_update, decode_weights, encode_weights
 
-__all__ = ["Claim", "Outcome", "claim_round", "complete_claim", "run", "run_due_work"]
+__all__ = [
+    "Claim",
+    "Outcome",
+    "claim_round",
+    "complete_claim",
+    "run",
+    "run_due_work",
+    "settle_final_evaluations",
+]
 
 log = logging.getLogger("fedrec.rounds")
 
@@ -316,11 +324,32 @@ def _test_pause() -> None:
         time.sleep(seconds)
 
 
-def run_due_work(ctx: Context) -> int:
-    """One timer tick: run the job for every open round and every expired lease.
+def settle_final_evaluations(ctx: Context) -> int:
+    """Complete the ``evaluating`` federations whose final evaluation is in or timed out
+    (also after a revocation left only participants that already reported)."""
+    with ctx.read_sessions() as session:
+        waiting = list(
+            FederationRepository(session).ids_in_state(lifecycle.FederationState.EVALUATING)
+        )
+    done = 0
+    for federation_id in waiting:
+        try:
+            with ctx.sessions.begin() as session:
+                federation = FederationRepository(session).get(federation_id, for_update=True)
+                if federation is not None:
+                    done += lifecycle.settle_final_evaluation(session, federation, utc_now())
+        except Exception:
+            log.exception("timer work on the final evaluation of %s failed", federation_id)
+    return done
 
-    Safe in every process at once: the claim is a compare-and-set. Returns how many
-    rounds changed state (aggregated, failed or extended).
+
+def run_due_work(ctx: Context) -> int:
+    """One timer tick: run the job for every open round and every expired lease, and
+    complete the federations whose final evaluation is settled.
+
+    Safe in every process at once: the claim is a compare-and-set, and completing a
+    federation happens under its row lock. Returns how many rounds and federations
+    changed state (aggregated, failed, extended or completed).
     """
     now = utc_now()
     with ctx.read_sessions() as session:
@@ -333,4 +362,4 @@ def run_due_work(ctx: Context) -> int:
             done += run(ctx, federation_id, number, trigger=lifecycle.Trigger.TIMER).changed
         except Exception:
             log.exception("timer work on round %d of %s failed", number, federation_id)
-    return done
+    return done + settle_final_evaluations(ctx)

@@ -10,7 +10,7 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.evaluation import aggregate_in
+from coordinator.domain.metrics import aggregate_in
 from coordinator.domain.specs import DeployPolicy, TargetSpec
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy.orm import Session
-
+from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
+from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.store.models import Evaluation, utc_now
-from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
+from coordinator.store.repository import (
+    EvaluationRepository,
+    FederationRepository,
+    ModelVersionRepository,
+)
 
 __all__ = ["AggregatedMetrics", "aggregated_metrics", "submit_evaluation"]
 
 Split = Literal["validation", "test"]
-
-
-@dataclass
-class AggregatedMetrics:
-    version: int
-    round: int | None
-    split: str
-    metrics: dict[str, float]
-    num_users: int
-    participants: int
 
 
 def submit_evaluation(
@@ -41,10 +33,16 @@ def submit_evaluation(
     metrics: Mapping[str, float],
     num_users: int,
 ) -> Evaluation:
-    """Record (or replace) this participant's metrics for one version and split."""
+    """Record (or replace) this participant's metrics for one version and split.
+
+    The report that completes an ``evaluating`` federation's final evaluation also
+    completes the federation, in the same transaction.
+    """
     participant_id = principal.require_participant()
     with ctx.sessions.begin() as session:
-        load_federation(session, principal, federation_id)
+        # locked first: concurrent final reports must see each other (one completes it)
+        FederationRepository(session).get(federation_id, for_update=True)
+        federation = load_federation(session, principal, federation_id)
         if ModelVersionRepository(session).get(federation_id, version) is None:
             raise NotFound(
                 f"model version {version} does not exist", slug="model-version-not-found"
@@ -66,31 +64,9 @@ def submit_evaluation(
             row.metrics = dict(metrics)
             row.num_users = num_users
             row.created_at = utc_now()
+        session.flush()
+        lifecycle.settle_final_evaluation(session, federation, utc_now())
     return row
-
-
-def aggregate_in(session: Session, federation_id: str) -> list[AggregatedMetrics]:
-    """Per (version, split): metrics averaged with weights = users evaluated."""
-    rounds = {
-        v.version: v.round_number for v in ModelVersionRepository(session).list(federation_id)
-    }
-    groups: dict[tuple[int, str], list[Evaluation]] = defaultdict(list)
-    for row in EvaluationRepository(session).list(federation_id):
-        groups[(row.version, row.split)].append(row)
-    out = []
-    for (version, split), rows in sorted(groups.items()):
-        total = sum(r.num_users for r in rows)
-        names = sorted({name for r in rows for name in r.metrics})
-        metrics = {
-            name: sum(float(r.metrics.get(name, 0.0)) * r.num_users for r in rows) / total
-            if total
-            else 0.0
-            for name in names
-        }
-        out.append(
-            AggregatedMetrics(version, rounds.get(version), split, metrics, total, len(rows))
-        )
-    return out
 
 
 def aggregated_metrics(

@@ -10,12 +10,14 @@ Rounds::
 
 Federations::
 
-    active ──complete──▶ completed   (round budget spent, target reached,
-                                      or the privacy budget would be exceeded)
+    active ──stop──▶ evaluating ──complete──▶ completed
 
-A final-evaluation step (``active -> evaluating -> completed``, waiting for every
-participant's figures on the last version) and a ``failed`` federation join
-``FederationState`` here, with their transitions beside ``complete_federation``.
+``stop`` after a round closed when :func:`stopping.stop_reason` says so (round budget
+spent, privacy budget, target reached, or no validation gain for ``patience``
+versions). ``evaluating`` opens no round: it waits for every active participant's
+validation figures of the final version, or ``final_evaluation_seconds``, so the last
+version is evaluated and deployable too. ``complete_federation`` is the one way into
+``completed``. A ``failed`` federation will join ``FederationState`` here.
 
 Every transition is a function that takes the caller's ``Session`` and changes rows in
 it, never commits: a use case composes several inside one transaction (closing a round,
@@ -39,10 +41,16 @@ from sqlalchemy.orm import Session
 
 from coordinator.domain import deployment
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
-from coordinator.domain.privacy import round_allowed
-from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
+from coordinator.domain.specs import RoundPolicy
+from coordinator.domain.stopping import stop_reason
 from coordinator.store.models import Federation, Round
-from coordinator.store.repository import ParticipantRepository, RoundRepository, UpdateRepository
+from coordinator.store.repository import (
+    EvaluationRepository,
+    ModelVersionRepository,
+    ParticipantRepository,
+    RoundRepository,
+    UpdateRepository,
+)
 
 __all__ = [
     "EVERY_ACTIVE_PARTICIPANT",
@@ -59,9 +67,12 @@ __all__ = [
     "complete_federation",
     "extend_deadline",
     "fail",
+    "final_evaluation_settled",
     "next_step",
     "open_round",
     "release",
+    "settle_final_evaluation",
+    "stop",
 ]
 
 log = logging.getLogger("fedrec.rounds")
@@ -76,6 +87,7 @@ class RoundState(StrEnum):
 
 class FederationState(StrEnum):
     ACTIVE = "active"
+    EVALUATING = "evaluating"  # stopped training; waiting for the final version's figures
     COMPLETED = "completed"
 
 
@@ -259,23 +271,59 @@ def fail(session: Session, federation: Federation, round_row: Round, now: dateti
 
 
 def complete_federation(session: Session, federation: Federation, now: datetime) -> None:
-    """``active -> completed``: no round is current; the deploy policy picks a version."""
+    """``evaluating -> completed``, the one way in: the deploy policy picks a version."""
     federation.state = FederationState.COMPLETED
     federation.current_round = None
     deployment.auto_deploy(session, federation, now=now)
 
 
-def advance(session: Session, federation: Federation, *, closed_round: int, now: datetime) -> None:
-    """After a round closed: open the next round, or complete the federation (round
-    budget spent, target reached, or one more round would exceed the privacy budget)."""
+def stop(session: Session, federation: Federation, *, reason: str, now: datetime) -> None:
+    """``active -> evaluating``: no round is current until the final version is evaluated
+    (completes at once when ``final_evaluation_seconds`` is 0)."""
+    federation.state = FederationState.EVALUATING
+    federation.current_round = None
+    log.info(
+        "federation %s stopped (%s) at version %d; evaluating it",
+        federation.id,
+        reason,
+        federation.latest_version,
+    )
+    settle_final_evaluation(session, federation, now)
+
+
+def final_evaluation_settled(session: Session, federation: Federation, now: datetime) -> bool:
+    """Every active participant reported the final version on validation, or time is up."""
     policy = RoundPolicy.model_validate(federation.round_policy)
-    dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
-    if (
-        federation.completed_rounds >= policy.max_rounds
-        or (dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds))
-        or deployment.target_reached(session, federation)
-    ):
-        complete_federation(session, federation, now)
+    final = ModelVersionRepository(session).get(federation.id, federation.latest_version)
+    # the final version is recorded in the transaction that stops the federation
+    started = final.created_at if final is not None else now
+    if now >= started + timedelta(seconds=policy.final_evaluation_seconds):
+        return True
+    reported = EvaluationRepository(session).reporters(
+        federation.id, federation.latest_version, "validation"
+    )
+    return ParticipantRepository(session).active_ids(federation.id) <= reported
+
+
+def settle_final_evaluation(session: Session, federation: Federation, now: datetime) -> bool:
+    """Complete an ``evaluating`` federation whose final evaluation is settled.
+
+    The caller holds the federation's row lock, so exactly one transaction completes it.
+    """
+    if federation.state != FederationState.EVALUATING:
+        return False
+    if not final_evaluation_settled(session, federation, now):
+        return False
+    complete_federation(session, federation, now)
+    return True
+
+
+def advance(session: Session, federation: Federation, *, closed_round: int, now: datetime) -> None:
+    """After a round closed: open the next round, or stop training (see
+    :func:`stopping.stop_reason`) and evaluate the final version."""
+    reason = stop_reason(session, federation)
+    if reason is not None:
+        stop(session, federation, reason=reason, now=now)
         return
     open_round(
         session,

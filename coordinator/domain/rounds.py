@@ -30,7 +30,7 @@ from coordinator.domain.errors import (
 from coordinator.domain.federations import federation_settings
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.models import Federation, Round, Update, utc_now
-from coordinator.store.repository import RoundRepository, UpdateRepository
+from coordinator.store.repository import EvaluationRepository, RoundRepository, UpdateRepository
 from participant_sdk.wire import WireError, decode_update
 
 __all__ = [
@@ -101,17 +101,38 @@ async def wait_for_round(
     poll_seconds: float = 0.2,
 ) -> tuple[Federation, Round]:
     """Long-poll: return once the current round number exceeds ``after``, the federation
-    is no longer active, or ``wait_seconds`` pass. Polls the database, so it sees rounds
-    opened by any coordinator process."""
+    completed, it is evaluating and the caller has not reported the final version on
+    validation yet (a participant that has waits for the completion), or
+    ``wait_seconds`` pass. Polls the database, so it sees rounds opened by any
+    coordinator process."""
     deadline = time.monotonic() + wait_seconds
     while True:
         federation, row = await anyio.to_thread.run_sync(
             current_round, ctx, principal, federation_id
         )
-        changed = after is None or row.number > after or federation.state != "active"
+        changed = (
+            after is None
+            or row.number > after
+            or federation.state == lifecycle.FederationState.COMPLETED
+            or (
+                federation.state == lifecycle.FederationState.EVALUATING
+                and not await anyio.to_thread.run_sync(_reported_final, ctx, principal, federation)
+            )
+        )
         if changed or time.monotonic() >= deadline:
             return federation, row
         await anyio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+def _reported_final(ctx: Context, principal: Principal, federation: Federation) -> bool:
+    """Whether this participant reported the final version on validation (never the admin)."""
+    if principal.participant_id is None:
+        return False
+    with ctx.read_sessions() as session:
+        reporters = EvaluationRepository(session).reporters(
+            federation.id, federation.latest_version, "validation"
+        )
+    return principal.participant_id in reporters
 
 
 def _check_existing(existing: Update, digest: str) -> Receipt:

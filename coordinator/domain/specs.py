@@ -94,6 +94,34 @@ class RoundPolicy(_Spec):
     below_quorum: Literal["extend", "fail"] = Field(
         default="extend", description="At a deadline below quorum: extend it, or fail the round."
     )
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Early stopping: complete once `patience` evaluated versions in a row have not "
+            "improved the deploy metric's aggregated validation value by more than "
+            "`min_delta` over the best so far; none = stop only at `max_rounds` or the target."
+        ),
+    )
+    min_delta: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The smallest validation gain that counts as an improvement (see patience).",
+    )
+    final_evaluation_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description=(
+            "Once the federation stops it is `evaluating`: it completes when every active "
+            "participant has reported its validation figures of the final version, or after "
+            "this many seconds; 0 = complete at once (the final version goes unevaluated)."
+        ),
+    )
 
 
 class TargetSpec(_Spec):

@@ -63,6 +63,9 @@ class FederationRepository(_Repository):
     def active_ids(self) -> Sequence[str]:
         return self.session.scalars(select(Federation.id).where(Federation.state == "active")).all()
 
+    def ids_in_state(self, state: str) -> Sequence[str]:
+        return self.session.scalars(select(Federation.id).where(Federation.state == state)).all()
+
 
 class ParticipantRepository(_Repository):
     def get(self, participant_id: str) -> Participant | None:
@@ -267,6 +270,18 @@ class EvaluationRepository(_Repository):
             .where(Evaluation.federation_id == federation_id)
             .order_by(Evaluation.version, Evaluation.split, Evaluation.participant_id)
         ).all()
+
+    def reporters(self, federation_id: str, version: int, split: str) -> set[str]:
+        """The participants that reported figures for one version and split."""
+        return set(
+            self.session.scalars(
+                select(Evaluation.participant_id).where(
+                    Evaluation.federation_id == federation_id,
+                    Evaluation.version == version,
+                    Evaluation.split == split,
+                )
+            )
+        )
 
 
 class DeploymentRepository(_Repository):

@@ -16,7 +16,9 @@ from tests.factories import (
 
 
 class TestDeployment:
-    def _two_versions(self, client: TestClient, admin: dict, **policy: object) -> tuple[str, dict]:
+    def _two_versions(
+        self, client: TestClient, admin: dict, final_score: float = 0.3, **policy: object
+    ) -> tuple[str, dict]:
         fid = create_federation(client, admin, rounds={"max_rounds": 2}, **policy)["id"]
         _, p = enrol(client, admin, fid)
         for number in (1, 2):
@@ -29,6 +31,9 @@ class TestDeployment:
                 p,
             )
             assert wait_round_closed(client, fid, number, admin)["state"] == "closed"
+        # the federation is evaluating until the final version's figures are in
+        assert client.get(f"/v1/federations/{fid}", headers=admin).json()["state"] == "evaluating"
+        assert evaluate(client, fid, 2, p, metrics={"ndcg@10": final_score}).status_code == 201
         return fid, p
 
     def test_nothing_deployed_404(self, client: TestClient, admin_headers: dict) -> None:
@@ -48,6 +53,20 @@ class TestDeployment:
         assert deployment["policy"] == "best"
         assert deployment["deployed_by"] == "policy:best"
         assert fed["deployed_version"] == 1
+
+    def test_best_policy_deploys_the_final_version_when_it_is_best(
+        self, client: TestClient, admin_headers: dict
+    ) -> None:
+        # before the final evaluation existed, version 2 (the last) was never evaluated
+        fid, p = self._two_versions(client, admin_headers, final_score=0.7)
+        fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert (fed["state"], fed["latest_version"], fed["deployed_version"]) == (
+            "completed",
+            2,
+            2,
+        )
+        deployment = client.get(f"/v1/federations/{fid}/deployment", headers=p).json()
+        assert deployment["history"][-1]["metric_value"] == 0.7
 
     def test_latest_policy(self, client: TestClient, admin_headers: dict) -> None:
         fid, _ = self._two_versions(client, admin_headers, deploy={"policy": "latest"})

@@ -18,6 +18,7 @@ from tests.factories import (
     assert_problem,
     create_federation,
     enrol,
+    evaluate,
     federation_body,
     put_update,
     random_deltas,
@@ -179,6 +180,10 @@ class TestBudget:
             "active"
         )
         _run_round(client, fid, 2, parts, admin_headers)
+        stopped = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert stopped["state"] == "evaluating"  # no third round: it would exceed the budget
+        for headers in parts:  # the final version's validation figures complete it
+            assert evaluate(client, fid, 2, headers).status_code == 201
 
         done = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
         assert done["state"] == "completed"

@@ -15,6 +15,7 @@ from tests.factories import (
     assert_problem,
     create_federation,
     enrol,
+    evaluate,
     put_update,
     random_deltas,
     update_bytes,
@@ -96,6 +97,11 @@ class TestAggregate:
             body = update_bytes(round=number, base_version=number - 1, seed=number)
             assert put_update(client, fid, number, body, headers).status_code == 201
             wait_round_closed(client, fid, number, admin_headers)
+        stopped = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert (stopped["state"], stopped["current_round"]) == ("evaluating", None)
+        late = put_update(client, fid, 3, update_bytes(round=3, base_version=2), headers)
+        assert_problem(late, 409, "federation-completed")  # no round opens while evaluating
+        assert evaluate(client, fid, 2, headers).status_code == 201  # the final version
         state = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
         assert state["state"] == "completed"
         assert state["current_round"] is None

@@ -39,6 +39,15 @@ def test_simulate_writes_report(tmp_path: Path) -> None:
         assert all(0.0 <= metrics[k] <= 1.0 for k in KEYS)
     # the federated model was trained and is not the untrained version 0
     assert report["final"]["federated"]["test"]["deployed_version"] >= 1
+    for model in ("federated", "centralized"):  # which round was kept, and why it stopped
+        chosen = report["final"][model]
+        assert 1 <= chosen["chosen_round"] <= chosen["rounds_trained"] <= 3, model
+        assert chosen["stopped_by"] in (
+            "round cap (3)",
+            "patience: 5 rounds without a validation gain above 0",
+        ), model
+    # every version was evaluated on validation, the final one included
+    assert report["final"]["federated"]["rounds_trained"] == 3
     output = (tmp_path / "out.txt").read_text()
     assert "federated" in output
     assert "popularity" in output

@@ -46,6 +46,7 @@ def _federation(server: ServerProcess, quorum: int, below_quorum: str, rounds: i
             "max_rounds": rounds,
             "deadline_seconds": DEADLINE,
             "below_quorum": below_quorum,
+            "final_evaluation_seconds": 0,  # raw uploads: nobody reports the final version
         },
     )
 

@@ -61,6 +61,7 @@ def _run(servers: list[ServerProcess]) -> str:
             "max_rounds": ROUNDS,
             "deadline_seconds": DEADLINE_SECONDS,
             "below_quorum": "extend",
+            "final_evaluation_seconds": 0,  # raw uploads: nobody reports the final version
         },
         urls=[s.url for s in servers],  # participant i talks to server i % 2
     )

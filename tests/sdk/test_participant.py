@@ -67,6 +67,10 @@ def test_three_participants_run_to_deployment(coordinator: TestClient, data: Int
         assert [p.step() for p in parts] == ["uploaded"] * 3
         admin.rounds.wait_for_next(fid, after=round_number, timeout=30)
         assert admin.rounds.get(fid, round_number).update_count == 3
+    assert admin.federations.get(fid).state == "evaluating"
+    # each participant reports the final version on validation; the last report completes it
+    assert [p.step() for p in parts] == ["waiting"] * 3
+    assert admin.federations.get(fid).state == "completed"
     assert [p.step() for p in parts] == ["completed"] * 3
     results = [p.finish() for p in parts]
     assert all(0.0 <= r["ndcg@10"] <= 1.0 for r in results)
@@ -78,7 +82,7 @@ def test_three_participants_run_to_deployment(coordinator: TestClient, data: Int
     assert [len(v.contributors) for v in versions] == [0, 3, 3, 3]
     history = admin.metrics(fid)
     validation = {row.version: row for row in history if row.split == "validation"}
-    assert sorted(validation) == [0, 1, 2]  # each round's base version was evaluated
+    assert sorted(validation) == [0, 1, 2, 3]  # every version, the final one included
     assert all(row.participants == 3 for row in validation.values())
     deployment = admin.deployment.get(fid)
     best = max(validation.values(), key=lambda row: (row.metrics["ndcg@10"], row.version))
@@ -100,6 +104,8 @@ def test_target_stops_early(coordinator: TestClient, data: Interactions) -> None
     part = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, data, config=CONFIG)
     assert part.step() == "uploaded"
     admin.rounds.wait_for_next(fid, after=1, timeout=30)
+    assert admin.federations.get(fid).state == "evaluating"
+    assert part.step() == "waiting"  # it reports version 1 on validation
     assert part.step() == "completed"
     assert admin.federations.get(fid).state == "completed"
     assert admin.federations.get(fid).latest_version == 1

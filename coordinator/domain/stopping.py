@@ -1,0 +1,71 @@
+"""When a federation stops training: round budget, privacy budget, target, or patience.
+
+Patience is early stopping on the aggregated validation metric of the deploy policy
+(default ``ndcg@10``): training stops once ``patience`` evaluated versions in a row
+failed to beat the best so far by more than ``min_delta``. The deploy policy then picks
+the best validated version, so the versions trained past the best cost time, not quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from coordinator.domain import deployment
+from coordinator.domain.metrics import aggregate_in
+from coordinator.domain.privacy import round_allowed
+from coordinator.domain.specs import DeployPolicy, PrivacyPolicy, RoundPolicy
+from coordinator.store.models import Federation
+
+__all__ = ["StopReason", "stale_versions", "stop_reason"]
+
+
+class StopReason(StrEnum):
+    MAX_ROUNDS = "max_rounds"
+    PRIVACY_BUDGET = "privacy_budget"
+    TARGET = "target"
+    PATIENCE = "patience"
+
+
+def stale_versions(scores: Mapping[int, float], min_delta: float) -> int:
+    """How many versions the newest evaluated one is past the best (by > ``min_delta``).
+
+    Versions are counted by number, so a version nobody evaluated still counts as a
+    round without improvement.
+    """
+    best_version: int | None = None
+    best = float("-inf")
+    for version in sorted(scores):
+        if best_version is None or scores[version] > best + min_delta:
+            best_version, best = version, scores[version]
+    if best_version is None:
+        return 0
+    return max(scores) - best_version
+
+
+def _validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
+    return {
+        row.version: row.metrics[metric]
+        for row in aggregate_in(session, federation_id)
+        if row.split == "validation" and metric in row.metrics
+    }
+
+
+def stop_reason(session: Session, federation: Federation) -> StopReason | None:
+    """Why the federation should stop training now that a round closed, or None."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
+    if federation.completed_rounds >= policy.max_rounds:
+        return StopReason.MAX_ROUNDS
+    if dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds):
+        return StopReason.PRIVACY_BUDGET
+    if deployment.target_reached(session, federation):
+        return StopReason.TARGET
+    if policy.patience is not None:
+        metric = DeployPolicy.model_validate(federation.deploy_policy).metric
+        scores = _validation_scores(session, federation.id, metric)
+        if stale_versions(scores, policy.min_delta) >= policy.patience:
+            return StopReason.PATIENCE
+    return None
