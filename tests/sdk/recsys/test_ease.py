@@ -59,10 +59,13 @@ class TestEaseWeights:
         assert w32.dtype == np.float32
         assert np.allclose(w32, w64, atol=1e-4)
 
-    def test_leaves_the_gram_unchanged(self) -> None:
+    def test_leaves_the_gram_unchanged_unless_told(self) -> None:
         gram = np.array([[2.0, 1.0], [1.0, 3.0]])
-        ease_weights(gram, 1.0)
+        kept = ease_weights(gram, 1.0)
         assert np.array_equal(gram, [[2.0, 1.0], [1.0, 3.0]])
+        consumed = ease_weights(gram, 1.0, overwrite=True)
+        assert np.array_equal(consumed, kept)
+        assert np.array_equal(gram, [[3.0, 1.0], [1.0, 4.0]])  # λ added in place
 
     @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf")])
     def test_refuses_a_non_positive_lambda(self, lam: float) -> None:
