@@ -37,7 +37,7 @@ from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
-    BPRTrainer,
+    IALSConfig,
     Interactions,
     PopularityModel,
     draw_sampled_negatives,
@@ -49,6 +49,7 @@ from participant_sdk.recsys import (
     load_movielens_100k,
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
+from participant_sdk.recsys.trainers import Trainer, make_trainer, prepare_to_score
 
 __all__ = ["SimulationOptions", "load_dataset", "run_simulation"]
 
@@ -102,20 +103,21 @@ def _test_metrics(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) ->
     return metrics
 
 
-def _scorer(trainer: BPRTrainer, tensors: dict[str, Any]) -> Any:
+def _scorer(trainer: Trainer, tensors: dict[str, Any]) -> Any:
     return lambda users: trainer.score(users, tensors)
 
 
 def centralized_baseline(
-    data: Interactions, split: LeaveOneOutSplit, config: BPRConfig, rounds: int
+    data: Interactions, split: LeaveOneOutSplit, config: BPRConfig | IALSConfig, rounds: int
 ) -> dict[str, float]:
-    """The same BPR-MF on the pooled training data with the same epoch budget."""
-    trainer = BPRTrainer(num_users=data.num_users, num_items=data.num_items, config=config)
+    """The same model on the pooled training data with the same epoch (or sweep) budget."""
+    trainer = make_trainer(config, num_users=data.num_users, num_items=data.num_items)
     tensors = init_item_tensors(data.num_items, config.dim, seed=config.seed, scale=0.01)
     best: tuple[float, dict[str, Any], np.ndarray] | None = None
     for _ in range(rounds):
         update = trainer.train_round(tensors, split.train)
         tensors = {"item_factors": update.item_factors, "item_bias": update.item_bias}
+        prepare_to_score(trainer, tensors, split.train)
         valid = evaluate_loo(_scorer(trainer, tensors), split.train, split.valid)
         if best is None or valid["ndcg@10"] >= best[0]:
             best = (valid["ndcg@10"], tensors, trainer.user_factors.copy())
@@ -139,17 +141,8 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         f"{len(data)} interactions; {len(groups)} participants ({options.partition}), "
         f"{options.rounds} rounds"
     )
-    config = options.bpr_config()
-    recency = (
-        f", each user's {config.recency_window} latest interactions sampled "
-        f"{config.recency_weight:g}x as often"
-        if config.recency_weighted
-        else ""
-    )
-    console.print(
-        f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
-        f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
-    )
+    config = options.trainer_config()
+    console.print(_model_line(config))
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
@@ -167,7 +160,10 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         )
     started = time.perf_counter()
     centralized = centralized_baseline(
-        data, split, config.replace(epochs=options.local_epochs), options.rounds
+        data,
+        split,
+        config.replace(epochs=options.local_epochs) if isinstance(config, BPRConfig) else config,
+        options.rounds,
     )
     central_seconds = time.perf_counter() - started
     popular = PopularityModel(split.train)
@@ -198,9 +194,27 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     return report
 
 
+def _model_line(config: BPRConfig | IALSConfig) -> str:
+    if isinstance(config, IALSConfig):
+        return (
+            f"model: implicit ALS, {config.dim} factors, reg {config.reg:g}, confidence "
+            f"1 + {config.alpha:g}·log1p(strength), {config.epochs} local sweep(s) per round"
+        )
+    recency = (
+        f", each user's {config.recency_window} latest interactions sampled "
+        f"{config.recency_weight:g}x as often"
+        if config.recency_weighted
+        else ""
+    )
+    return (
+        f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
+        f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
+    )
+
+
 def _federate(
     options: SimulationOptions,
-    config: BPRConfig,
+    config: BPRConfig | IALSConfig,
     data: Interactions,
     groups: list[np.ndarray],
     admin: Client,
@@ -211,7 +225,7 @@ def _federate(
     federation = admin.federations.create(
         f"simulation-{options.partition}",
         {
-            "kind": "mf",
+            "kind": "ials" if options.model == "ials" else "mf",
             "num_items": data.num_items,
             "dim": config.dim,
             "seed": options.seed,

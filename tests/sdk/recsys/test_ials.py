@@ -19,6 +19,7 @@ from participant_sdk.recsys import (
     init_item_tensors,
     item_gradient,
     leave_one_out,
+    load_csv,
     solve_users,
 )
 
@@ -181,3 +182,21 @@ def test_base_with_nan_is_refused() -> None:
     trainer = IALSTrainer(num_users=6, num_items=9, config=CFG)
     with pytest.raises(ValueError, match="NaN"):
         trainer.train_round({"item_factors": y, "item_bias": np.zeros(9)}, data)
+
+
+@pytest.mark.parametrize("column", ["plays", "count", "quantity", "rating"])
+def test_strength_column_is_auto_detected(tmp_path: Path, column: str) -> None:
+    path = tmp_path / "interactions.csv"
+    path.write_text(f"user_id,item_id,{column}\n1,10,3\n1,11,250\n2,10,1\n")
+    data, report = load_csv(path)
+    assert report.malformed == 0
+    np.testing.assert_array_equal(data.strengths, [3.0, 250.0, 1.0])
+
+
+def test_named_strength_column_and_none(tmp_path: Path) -> None:
+    path = tmp_path / "interactions.csv"
+    path.write_text("user,item,n_bought,other\n1,10,4,9\n2,10,2,9\n")
+    data, _ = load_csv(path, rating_col="n_bought")
+    np.testing.assert_array_equal(data.strengths, [4.0, 2.0])
+    data, _ = load_csv(path)  # no strength-like column: every interaction weighs 1
+    np.testing.assert_array_equal(data.strengths, [1.0, 1.0])
