@@ -45,7 +45,7 @@ class SimulationOptions:
     # bpr = BPR-MF (federation kind "mf"); ials = confidence-weighted implicit ALS, which
     # weighs each interaction by its strength (the rating column) through alpha
     model: Literal["bpr", "ials"] = "bpr"
-    alpha: float = 10.0
+    alpha: float = 3.0
     dim: int = 64
     local_epochs: int = 8
     learning_rate: float = 0.05
