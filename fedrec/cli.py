@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedrec.options import SimulationOptions, default_of
+from fedrec.options import IALS_SERVER_LR, SimulationOptions, default_of
 
 __all__ = ["build_parser", "main"]
 
@@ -35,6 +35,8 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         patience=args.patience or None,
         min_delta=args.min_delta,
         seed=args.seed,
+        model=args.model,
+        alpha=args.alpha,
         dim=args.dim,
         local_epochs=args.local_epochs,
         learning_rate=args.lr,
@@ -42,7 +44,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         negatives=args.negatives,
         recency_window=args.recency_window,
         recency_weight=args.recency_weight,
-        server_lr=args.server_lr,
+        server_lr=_server_lr(args),
         # DP accepts only uniform weights and total normalization: default to them
         normalization=args.normalization or ("total" if dp else default_of("normalization")),
         weighting=args.weighting or ("uniform" if dp else default_of("weighting")),
@@ -55,6 +57,13 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         workers=args.workers,
         fallback_to_synthetic=demo,
     )
+
+
+def _server_lr(args: argparse.Namespace) -> float:
+    if args.server_lr is not None:
+        return float(args.server_lr)
+    # implicit ALS uploads closed-form steps, which a larger server step overshoots
+    return IALS_SERVER_LR if args.model == "ials" else float(default_of("server_lr"))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -98,7 +107,11 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     if not demo:
         parser.add_argument("--user-col", help="CSV column of the user id (auto-detected)")
         parser.add_argument("--item-col", help="CSV column of the item id (auto-detected)")
-        parser.add_argument("--rating-col", help="CSV column of the rating (auto-detected)")
+        parser.add_argument(
+            "--rating-col",
+            help="CSV column of the rating or interaction strength (count, plays, quantity; "
+            "auto-detected); --model ials weighs training by it, splits and metrics ignore it",
+        )
         parser.add_argument("--time-col", help="CSV column of the timestamp (auto-detected)")
     parser.add_argument("--participants", type=int, default=default_of("participants"))
     parser.add_argument(
@@ -126,6 +139,20 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         help="the smallest validation NDCG@10 gain that counts as an improvement",
     )
     parser.add_argument("--seed", type=int, default=default_of("seed"))
+    parser.add_argument(
+        "--model",
+        choices=["bpr", "ials"],
+        default=default_of("model"),
+        help="bpr = BPR-MF (row-sparse updates); ials = confidence-weighted implicit ALS "
+        "(closed-form local solves, dense updates; --local-epochs, --lr, --negatives and "
+        "--recency-* apply to bpr only)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=default_of("alpha"),
+        help="ials confidence of an interaction: 1 + alpha * log1p(strength)",
+    )
     parser.add_argument("--dim", type=int, default=default_of("dim"), help="latent dimension")
     parser.add_argument(
         "--local-epochs",
@@ -150,7 +177,13 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         default=default_of("recency_weight"),
         help="how many times as often as older ones (only helps data with real timestamps)",
     )
-    parser.add_argument("--server-lr", type=float, default=default_of("server_lr"))
+    # no argparse default: it depends on --model
+    parser.add_argument(
+        "--server-lr",
+        type=float,
+        help=f"FedAvg server step (default {default_of('server_lr')} for bpr, "
+        f"{IALS_SERVER_LR} for ials)",
+    )
     # no argparse default: with --dp-clip these default to what DP accepts
     parser.add_argument(
         "--normalization",

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from fedrec.partition import PartitionScheme
-    from participant_sdk.recsys import BPRConfig
+    from participant_sdk.recsys import BPRConfig, IALSConfig
 
-__all__ = ["SimulationOptions", "default_of"]
+__all__ = ["IALS_SERVER_LR", "SimulationOptions", "default_of"]
+
+# Implicit ALS uploads each participant's closed-form item step: averaging those is the
+# step itself, and a larger server step overshoots it (the bpr default of 2 would).
+IALS_SERVER_LR = 1.0
 
 
 # The training defaults are the best 20-round recipe for 5 IID silos at a constant
@@ -48,6 +52,10 @@ class SimulationOptions:
     patience: int | None = 5
     min_delta: float = 0.0
     seed: int = 0
+    # bpr = BPR-MF (federation kind "mf"); ials = confidence-weighted implicit ALS, which
+    # weighs each interaction by its strength (the rating column) through alpha
+    model: Literal["bpr", "ials"] = "bpr"
+    alpha: float = 3.0
     dim: int = 64
     local_epochs: int = 8
     learning_rate: float = 0.05
@@ -113,6 +121,17 @@ class SimulationOptions:
             epochs=self.local_epochs,
             seed=self.seed,
         ).replace(**self.config_overrides)
+
+    def ials_config(self) -> IALSConfig:
+        from participant_sdk.recsys import IALSConfig
+
+        return IALSConfig(dim=self.dim, reg=self.reg, alpha=self.alpha, seed=self.seed).replace(
+            **self.config_overrides
+        )
+
+    def trainer_config(self) -> BPRConfig | IALSConfig:
+        """The local training config of the chosen model."""
+        return self.ials_config() if self.model == "ials" else self.bpr_config()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SimulationOptions)}

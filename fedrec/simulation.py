@@ -41,7 +41,7 @@ from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
-    BPRTrainer,
+    IALSConfig,
     Interactions,
     PopularityModel,
     draw_sampled_negatives,
@@ -53,6 +53,7 @@ from participant_sdk.recsys import (
     load_movielens_100k,
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
+from participant_sdk.recsys.trainers import Trainer, make_trainer, prepare_to_score
 
 __all__ = ["SimulationOptions", "load_dataset", "run_simulation"]
 
@@ -115,27 +116,27 @@ def _test_metrics(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) ->
     return metrics
 
 
-def _scorer(trainer: BPRTrainer, tensors: dict[str, Any]) -> Any:
+def _scorer(trainer: Trainer, tensors: dict[str, Any]) -> Any:
     return lambda users: trainer.score(users, tensors)
 
 
 def centralized_baseline(
     data: Interactions,
     split: LeaveOneOutSplit,
-    config: BPRConfig,
+    config: BPRConfig | IALSConfig,
     rounds: int,
     *,
     patience: int | None = None,
     min_delta: float = 0.0,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """The same BPR-MF on the pooled training data, stopped as the federation is.
+    """The same model on the pooled training data, stopped as the federation is.
 
-    Each round trains ``config.epochs`` epochs and is evaluated on validation; training
-    stops after ``patience`` rounds without a gain above ``min_delta`` (or at
-    ``rounds``), and the best validated model is tested. Returns the test metrics and
-    which round was chosen and why training stopped.
+    Each round trains the federation's local epochs (or ALS sweeps) and is evaluated on
+    validation; training stops after ``patience`` rounds without a gain above
+    ``min_delta`` (or at ``rounds``), and the best validated model is tested. Returns
+    the test metrics and which round was chosen and why training stopped.
     """
-    trainer = BPRTrainer(num_users=data.num_users, num_items=data.num_items, config=config)
+    trainer = make_trainer(config, num_users=data.num_users, num_items=data.num_items)
     tensors = init_item_tensors(data.num_items, config.dim, seed=config.seed, scale=0.01)
     stopper = EarlyStopping(patience, min_delta)
     best: tuple[dict[str, Any], np.ndarray] | None = None
@@ -143,6 +144,7 @@ def centralized_baseline(
     for number in range(1, rounds + 1):
         update = trainer.train_round(tensors, split.train)
         tensors = {"item_factors": update.item_factors, "item_bias": update.item_bias}
+        prepare_to_score(trainer, tensors, split.train)
         valid = evaluate_loo(_scorer(trainer, tensors), split.train, split.valid)
         trained = number
         if stopper.update(number, valid["ndcg@10"]):
@@ -186,17 +188,8 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             else ""
         )
     )
-    config = options.bpr_config()
-    recency = (
-        f", each user's {config.recency_window} latest interactions sampled "
-        f"{config.recency_weight:g}x as often"
-        if config.recency_weighted
-        else ""
-    )
-    console.print(
-        f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
-        f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
-    )
+    config = options.trainer_config()
+    console.print(_model_line(config))
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
@@ -216,7 +209,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     centralized, central_chosen = centralized_baseline(
         data,
         split,
-        config.replace(epochs=options.local_epochs),
+        config.replace(epochs=options.local_epochs) if isinstance(config, BPRConfig) else config,
         options.rounds,
         patience=options.patience,
         min_delta=options.min_delta,
@@ -263,9 +256,27 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     return report
 
 
+def _model_line(config: BPRConfig | IALSConfig) -> str:
+    if isinstance(config, IALSConfig):
+        return (
+            f"model: implicit ALS, {config.dim} factors, reg {config.reg:g}, confidence "
+            f"1 + {config.alpha:g}·log1p(strength), {config.epochs} local sweep(s) per round"
+        )
+    recency = (
+        f", each user's {config.recency_window} latest interactions sampled "
+        f"{config.recency_weight:g}x as often"
+        if config.recency_weighted
+        else ""
+    )
+    return (
+        f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
+        f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
+    )
+
+
 def _federate(
     options: SimulationOptions,
-    config: BPRConfig,
+    config: BPRConfig | IALSConfig,
     data: Interactions,
     groups: list[np.ndarray],
     admin: Client,
@@ -276,7 +287,7 @@ def _federate(
     federation = admin.federations.create(
         f"simulation-{options.partition}",
         {
-            "kind": "mf",
+            "kind": "ials" if options.model == "ials" else "mf",
             "num_items": data.num_items,
             "dim": config.dim,
             "seed": options.seed,

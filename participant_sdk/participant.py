@@ -10,8 +10,9 @@ Example::
     rec.recommend("user-42", k=10)  # from the deployed version, never an item the user has
 
 Each round the participant downloads the round's base version, evaluates it on its
-local validation split and reports the figures, trains BPR-MF locally from that base,
-and uploads only the delta of the item rows it touched, after checking it is finite and
+local validation split and reports the figures, trains locally from that base (BPR-MF
+for a federation of kind ``mf``, implicit ALS for ``ials``), and uploads the delta (BPR
+only the item rows it touched, implicit ALS every row) after checking it is finite and
 sane (:mod:`.recsys.stability`: a diverged round is retried at half the learning rate,
 then skipped with a clear error). Once the federation stops training (it is
 ``evaluating``), the participant evaluates the final version on validation too, so the
@@ -51,6 +52,7 @@ from ._exceptions import (
     WaitTimeoutError,
 )
 from .recsys.data import Interactions, load_csv, load_movielens_100k, map_to_catalog
+from .recsys.ials import IALSConfig
 from .recsys.metrics import (
     draw_sampled_negatives,
     evaluate_loo,
@@ -58,9 +60,10 @@ from .recsys.metrics import (
     recommend,
     seen_matrix,
 )
-from .recsys.model import BPRConfig, BPRTrainer
+from .recsys.model import BPRConfig
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
+from .recsys.trainers import config_for, make_trainer, prepare_to_score, uploads_dense
 
 __all__ = ["FederatedRecommender", "StepOutcome"]
 
@@ -84,7 +87,7 @@ class _Progress:
 
 
 class FederatedRecommender:
-    """A participant: local data, a local BPR-MF trainer, and the federated loop.
+    """A participant: local data, a local trainer, and the federated loop.
 
     Parameters
     ----------
@@ -96,11 +99,14 @@ class FederatedRecommender:
         Local interactions whose items are already catalog rows (see :meth:`from_file`,
         which maps external ids onto the federation's catalog).
     config:
-        Local training hyperparameters; ``dim`` is taken from the federation's model.
+        Local training hyperparameters: a ``BPRConfig`` for a federation of kind ``mf``,
+        an ``IALSConfig`` for ``ials`` (the kind's defaults when ``None``); ``dim`` is
+        taken from the federation's model.
     state_dir:
         Where progress and the private user factors are saved after each upload.
     sparse:
-        Upload only the item rows touched this round (row-sparse) instead of dense deltas.
+        Upload only the item rows touched this round (row-sparse) instead of dense deltas
+        (implicit ALS touches every row, so it always uploads dense deltas).
     k:
         Cut-off of the reported metrics (``ndcg@k``, ``hr@k``, ...).
     """
@@ -111,7 +117,7 @@ class FederatedRecommender:
         federation_id: str,
         interactions: Interactions,
         *,
-        config: BPRConfig | None = None,
+        config: BPRConfig | IALSConfig | None = None,
         state_dir: str | Path | None = None,
         sparse: bool = True,
         k: int = 10,
@@ -120,8 +126,7 @@ class FederatedRecommender:
         self.federation_id = federation_id
         federation = client.federations.get(federation_id)
         self.num_items = federation.model.num_items
-        base_config = config or BPRConfig()
-        self.config = base_config.replace(dim=federation.model.dim)
+        self.config = config_for(federation.model.kind, config, dim=federation.model.dim)
         if interactions.num_items != self.num_items:
             raise ValueError(
                 f"interactions index {interactions.num_items} items but the federation's "
@@ -131,8 +136,8 @@ class FederatedRecommender:
         self.split: LeaveOneOutSplit = leave_one_out(interactions)
         self.k = k
         self.sparse = sparse
-        self.trainer = BPRTrainer(
-            num_users=interactions.num_users, num_items=self.num_items, config=self.config
+        self.trainer = make_trainer(
+            self.config, num_users=interactions.num_users, num_items=self.num_items
         )
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.progress = _Progress()
@@ -269,6 +274,7 @@ class FederatedRecommender:
             return "waiting"
         weights = self._weights(current.base_version)
         if self.progress.last_evaluated_version < current.base_version:
+            prepare_to_score(self.trainer, weights, self.split.train)
             self._report_validation(current.base_version, weights)
             self.progress.last_evaluated_version = current.base_version
         try:
@@ -286,7 +292,7 @@ class FederatedRecommender:
             self._skipped_round = current.number
             return "waiting"
         try:
-            if self.sparse:
+            if self.sparse and not uploads_dense(self.trainer):
                 self.client.updates.submit(
                     self.federation_id,
                     current.number,
@@ -334,6 +340,7 @@ class FederatedRecommender:
         except NotFoundError:
             version = self.client.federations.get(self.federation_id).latest_version
         weights = self._weights(version)
+        prepare_to_score(self.trainer, weights, self.split.train)
         self.deployed_version = version
         self._deployed = weights
         metrics = self.test_metrics(weights)

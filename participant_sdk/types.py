@@ -64,7 +64,8 @@ class ModelSpec(BaseAPIModel):
     Attributes
     ----------
     kind : str
-        Model family; ``"mf"`` for matrix factorisation.
+        Model family: ``"mf"`` for matrix factorisation trained with BPR, ``"ials"``
+        for confidence-weighted matrix factorisation (implicit ALS). Same tensors.
     num_items : int
         Rows of the item tables (the catalog size).
     dim : int

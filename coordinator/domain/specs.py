@@ -29,7 +29,11 @@ class _Spec(BaseModel):
 
 
 class ModelSpec(_Spec):
-    kind: Literal["mf"] = Field(description="Model family; `mf` = matrix factorisation.")
+    kind: Literal["mf", "ials"] = Field(
+        description="Model family: `mf` = matrix factorisation trained with BPR; `ials` = "
+        "confidence-weighted matrix factorisation (implicit ALS, dense updates; `item_bias` "
+        "stays 0). Both have the same tensors."
+    )
     num_items: int = Field(gt=0, le=50_000_000, description="Rows of the item tables.")
     dim: int = Field(gt=0, le=4096, description="Latent dimension of the item factors.")
     seed: int = Field(default=0, ge=0, description="Seed of the initial item factors.")

@@ -1,4 +1,4 @@
-"""Recommendation core of the participant SDK: data, splits, BPR-MF, metrics.
+"""Recommendation core of the participant SDK: data, splits, BPR-MF, implicit ALS, metrics.
 
 Imported on use (``import participant_sdk`` does not load it). The simulation-only
 pieces (user partitions, the synthetic data set, the MovieLens download) live in the
@@ -27,6 +27,7 @@ from .data import (
     load_movielens_ratings_csv,
     map_to_catalog,
 )
+from .ials import IALSConfig, IALSTrainer, confidence, item_gradient, solve_users
 from .metrics import (
     draw_sampled_negatives,
     evaluate_loo,
@@ -54,6 +55,8 @@ __all__ = [
     "BPRTrainer",
     "CatalogMapping",
     "CleaningReport",
+    "IALSConfig",
+    "IALSTrainer",
     "Interactions",
     "LeaveOneOutSplit",
     "LocalUpdate",
@@ -61,12 +64,14 @@ __all__ = [
     "RandomSplit",
     "TrainingDivergedError",
     "concat",
+    "confidence",
     "draw_sampled_negatives",
     "evaluate_loo",
     "evaluate_sampled",
     "evaluate_split",
     "from_arrays",
     "init_item_tensors",
+    "item_gradient",
     "k_core",
     "leave_one_out",
     "load_csv",
@@ -78,6 +83,7 @@ __all__ = [
     "recommend",
     "score_items",
     "seen_matrix",
+    "solve_users",
     "split_80_20",
     "top_k",
     "train_with_backoff",

@@ -50,7 +50,23 @@ ITEM_COLUMNS = (
     "productid",
     "iid",
 )
-RATING_COLUMNS = ("rating", "score", "value", "weight")
+# The rating column doubles as the interaction strength (Interactions.strengths), so
+# count-like spellings are detected too, after the rating ones.
+RATING_COLUMNS = (
+    "rating",
+    "score",
+    "value",
+    "weight",
+    "strength",
+    "count",
+    "counts",
+    "quantity",
+    "qty",
+    "plays",
+    "playcount",
+    "play_count",
+    "clicks",
+)
 TIMESTAMP_COLUMNS = ("timestamp", "time", "ts", "date", "datetime")
 
 
@@ -99,8 +115,9 @@ class Interactions:
     timestamps:
         float64 array (seconds, or any monotone key); NaN when unknown.
     ratings:
-        float64 array of the raw rating / weight (NaN when the source had none). The
-        evaluation protocol ignores it; it is kept for thresholding.
+        float64 array of the raw rating / weight / count (NaN when the source had none).
+        The evaluation protocol ignores it; it is kept for thresholding and is the
+        interaction strength (:attr:`strengths`).
     user_ids, item_ids:
         External ids, as strings; index ``k`` maps to ``user_ids[k]``. Loaders sort
         them ascending numerically when every id is an integer (protocol step 4),
@@ -123,6 +140,15 @@ class Interactions:
     def num_items(self) -> int:
         """Number of items in the id map (the item universe)."""
         return len(self.item_ids)
+
+    @property
+    def strengths(self) -> FloatArray:
+        """Per-interaction strength: the rating / count where known, else 1.
+
+        Only a confidence-weighted model (implicit ALS) uses it, to weigh training;
+        splits and metrics treat every interaction as one positive regardless.
+        """
+        return np.where(np.isfinite(self.ratings), self.ratings, 1.0)
 
     def __len__(self) -> int:
         return int(self.users.size)
@@ -250,7 +276,9 @@ def load_csv(
 
     Columns not named by argument are auto-detected among common spellings
     (``user``/``user_id``/``userId``/``uid``; ``item``/``item_id``/``itemId``/
-    ``movieId``/``product_id``; ``rating``/``score``/``value``;
+    ``movieId``/``product_id``; ``rating``/``score``/``value``/``weight``, then the
+    strength spellings ``strength``/``count``/``quantity``/``qty``/``plays``/
+    ``playcount``/``clicks``;
     ``timestamp``/``time``/``ts``/``date``), case-insensitively. The delimiter is
     sniffed among comma, tab, semicolon and pipe unless given.
 

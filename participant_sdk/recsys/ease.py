@@ -16,9 +16,9 @@ Cost for ``n`` items (dense solve; the Gram is dense in memory):
 * ``ease_weights`` inverts with numpy's LAPACK binding, which computes in float64 whatever
   the input: beyond the Gram it peaks at ~2.4 ``n²`` float64 elements with
   ``overwrite=True`` (~3.4 ``n²`` without; measured at 3 000 items) — at ``n = 20 000``
-  ~7.7 GB on top of the 3.2 GB Gram — and takes ~``n³`` flops: ~4 s at 3 000 items on a busy 2-core machine,
-  so ~20 min at 20k items; under a second at ML-100K's 1 682. ``dtype=float32`` halves
-  only the stored Gram and ``B``, not the solve's peak.
+  ~7.7 GB on top of the 3.2 GB Gram — and takes ~``n³`` flops: ~4 s at 3 000 items on
+  a busy 2-core machine, so ~20 min at 20k items; under a second at ML-100K's 1 682.
+  ``dtype=float32`` halves only the stored Gram and ``B``, not the solve's peak.
 * ``item_gram`` expands only co-occurring pairs (``Σ_u n_u²`` of them) in chunks, or
   multiplies dense user blocks when that is cheaper (small catalogs).
 """

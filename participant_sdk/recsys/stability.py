@@ -1,6 +1,6 @@
 """Local training that never hands NaN/Inf (or an exploded update) to the uploader.
 
-:func:`train_with_backoff` runs one round of :meth:`BPRTrainer.train_round` and checks
+:func:`train_with_backoff` runs one round of a trainer's ``train_round`` and checks
 what came out with :func:`update_problem`: every trained tensor finite, no item row
 moved further than ``max_row_norm``, no SGD step gated for overflow, and the private
 user factors finite. If the round diverged, the trainer's private state is restored and
@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .data import Interactions
+from .ials import IALSTrainer
 from .model import BPRTrainer, LocalUpdate
 
 __all__ = [
@@ -117,8 +118,15 @@ def update_problem(
     return None
 
 
+def _step_size(trainer: BPRTrainer | IALSTrainer) -> float:
+    """The local step a back-off halves: BPR's learning rate, implicit ALS's item step."""
+    if isinstance(trainer, IALSTrainer):
+        return trainer.config.item_step
+    return trainer.config.learning_rate
+
+
 def train_with_backoff(
-    trainer: BPRTrainer,
+    trainer: BPRTrainer | IALSTrainer,
     base: Mapping[str, npt.NDArray[np.generic]],
     train: Interactions,
     *,
@@ -135,14 +143,18 @@ def train_with_backoff(
     """
     if max_backoffs < 0:
         raise ValueError(f"max_backoffs must be >= 0, got {max_backoffs}")
-    lr = trainer.config.learning_rate if learning_rate is None else learning_rate
+    lr = _step_size(trainer) if learning_rate is None else learning_rate
     before = trainer.state_dict()
     tried: list[float] = []
     found: tuple[str, str] = ("item_factors", "no attempt")
     for attempt in range(1 + max_backoffs):
         tried.append(lr)
-        update = trainer.train_round(dict(base), train, learning_rate=lr)
-        problem = update_problem(update, trainer.user_factors, max_row_norm=max_row_norm)
+        try:
+            update = trainer.train_round(dict(base), train, learning_rate=lr)
+        except FloatingPointError:  # a trainer that checks its own result (implicit ALS)
+            problem: tuple[str, str] | None = ("item_factors", "non-finite values")
+        else:
+            problem = update_problem(update, trainer.user_factors, max_row_norm=max_row_norm)
         if problem is None:
             return update, lr
         found = problem

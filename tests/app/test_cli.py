@@ -114,7 +114,8 @@ def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
             continue
         assert action.default == default_of(name), name
         checked.add(name)
-    assert derived == {"normalization", "weighting"}  # DP picks its own defaults
+    # DP picks its own normalization and weighting, --model its server step
+    assert derived == {"normalization", "weighting", "server_lr"}
     assert {"participants", "rounds", "dim", "local_epochs", "learning_rate"} <= checked
 
 
