@@ -89,6 +89,9 @@ class StrategySpec(BaseAPIModel):
     sent it; the coordinator's default) or ``"total"`` (every row divided by the
     round's total example weight, for many small participants); ``weighting`` is
     ``"examples"`` (an update weighs its ``num_examples``; the default) or ``"uniform"``.
+    Server optimizers ``"fedavgm"`` (``server_momentum``), ``"fedadam"`` and ``"fedyogi"``
+    (``beta1``, ``beta2``, ``tau``) keep state on the coordinator; ``proximal_mu`` is
+    the FedProx mu every participant trains with (``FederatedRecommender`` reads it).
     """
 
     name: str | None = None
@@ -96,6 +99,11 @@ class StrategySpec(BaseAPIModel):
     server_lr: float | None = None
     normalization: str | None = None
     weighting: str | None = None
+    server_momentum: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    tau: float | None = None
+    proximal_mu: float | None = None
 
 
 class RoundPolicy(BaseAPIModel):
@@ -318,6 +326,9 @@ class ModelVersion(BaseAPIModel):
         Creation time.
     contributors : list of str
         Sorted sha256s of the updates aggregated into it.
+    server_state_sha256 : str or None
+        Digest of the server optimizer's state stored with it (FedAvgM, FedAdam and
+        FedYogi keep moments); ``None`` for a stateless optimizer.
     """
 
     version: int
@@ -328,6 +339,7 @@ class ModelVersion(BaseAPIModel):
     size: int
     created_at: datetime
     contributors: list[str] = Field(default_factory=list)
+    server_state_sha256: str | None = None
 
 
 class Receipt(BaseAPIModel):

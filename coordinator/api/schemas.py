@@ -142,6 +142,12 @@ class ModelVersion(Schema):
     size: int
     created_at: datetime
     contributors: list[str]
+    server_state_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the server optimizer's state stored with this version "
+        "(e.g. FedAdam's moments; null for a stateless optimizer). Not part of `chain_hash`; "
+        "`verify-lineage` checks the blob.",
+    )
 
 
 class ModelVersionList(Schema):
@@ -258,6 +264,7 @@ def model_version_out(row: Any) -> ModelVersion:
         size=row.size,
         created_at=row.created_at,
         contributors=list(row.contributors),
+        server_state_sha256=row.server_state_sha256,
     )
 
 
