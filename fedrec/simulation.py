@@ -130,7 +130,8 @@ def centralized_baseline(
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
-    privacy = options.privacy()  # refuse a DP setting the coordinator would refuse, first
+    options.strategy()  # refuse settings the coordinator would refuse, before any work
+    privacy = options.privacy()
     name, data = load_dataset(options, console)
     split = leave_one_out(data)
     groups = partition_users(data, options.partition, options.participants, seed=options.seed)
@@ -217,12 +218,7 @@ def _federate(
             "seed": options.seed,
             "init_scale": 0.01,
         },
-        strategy={
-            "name": "fedavg",
-            "server_lr": options.server_lr,
-            "normalization": options.normalization,
-            "weighting": options.weighting,
-        },
+        strategy=options.strategy(),
         rounds={"min_participants": 1, "max_rounds": options.rounds},
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},

@@ -89,7 +89,8 @@ class FederatedRecommender:
         Local interactions whose items are already catalog rows (see :meth:`from_file`,
         which maps external ids onto the federation's catalog).
     config:
-        Local training hyperparameters; ``dim`` is taken from the federation's model.
+        Local training hyperparameters; ``dim`` is taken from the federation's model,
+        and ``mu`` (FedProx) from its strategy's ``proximal_mu``.
     state_dir:
         Where progress and the private user factors are saved after each upload.
     sparse:
@@ -115,6 +116,10 @@ class FederatedRecommender:
         self.num_items = federation.model.num_items
         base_config = config or BPRConfig()
         self.config = base_config.replace(dim=federation.model.dim)
+        # FedProx mu is the federation's setting: every participant trains with the same
+        mu = federation.strategy.proximal_mu if federation.strategy is not None else None
+        if mu is not None:
+            self.config = self.config.replace(mu=mu)
         if interactions.num_items != self.num_items:
             raise ValueError(
                 f"interactions index {interactions.num_items} items but the federation's "
