@@ -44,7 +44,16 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         negatives=args.negatives,
         recency_window=args.recency_window,
         recency_weight=args.recency_weight,
-        server_lr=_server_lr(args),
+        # FedAvg's default step depends on --model; other optimizers get the coordinator's
+        server_lr=_server_lr(args)
+        if args.server_lr is not None or args.server_optimizer == "fedavg"
+        else None,
+        server_optimizer=args.server_optimizer,
+        server_momentum=args.server_momentum,
+        server_beta1=args.server_beta1,
+        server_beta2=args.server_beta2,
+        server_tau=args.server_tau,
+        proximal_mu=args.proximal_mu,
         # DP accepts only uniform weights and total normalization: default to them
         normalization=args.normalization or ("total" if dp else default_of("normalization")),
         weighting=args.weighting or ("uniform" if dp else default_of("weighting")),
@@ -177,12 +186,38 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         default=default_of("recency_weight"),
         help="how many times as often as older ones (only helps data with real timestamps)",
     )
-    # no argparse default: it depends on --model
+    parser.add_argument(
+        "--server-optimizer",
+        choices=["fedavg", "fedavgm", "fedadam", "fedyogi"],
+        default=default_of("server_optimizer"),
+        help="how the coordinator applies the round's mean delta (FedAvgM: momentum; "
+        "FedAdam/FedYogi: adaptive, Reddi et al. 2021; see docs/api.md)",
+    )
+    # no argparse default: FedAvg's default step would be far too large for FedAdam
     parser.add_argument(
         "--server-lr",
-        type=float,
-        help=f"FedAvg server step (default {default_of('server_lr')} for bpr, "
-        f"{IALS_SERVER_LR} for ials)",
+        type=positive_float,
+        help=f"server step size eta (with fedavg: default {default_of('server_lr')} for bpr, "
+        f"{IALS_SERVER_LR} for ials; else the coordinator's: 1 for fedavgm, 0.01 for "
+        "fedadam/fedyogi)",
+    )
+    parser.add_argument(
+        "--server-momentum", type=float, metavar="BETA", help="fedavgm momentum (default 0.9)"
+    )
+    parser.add_argument(
+        "--server-beta1", type=float, help="fedadam/fedyogi first-moment decay (default 0.9)"
+    )
+    parser.add_argument(
+        "--server-beta2", type=float, help="fedadam/fedyogi second-moment decay (default 0.99)"
+    )
+    parser.add_argument(
+        "--server-tau", type=float, help="fedadam/fedyogi adaptivity tau (default 1e-3)"
+    )
+    parser.add_argument(
+        "--proximal-mu",
+        type=non_negative_float,
+        default=default_of("proximal_mu"),
+        help="FedProx mu: pull local item factors towards the round's base (0 = off)",
     )
     # no argparse default: with --dp-clip these default to what DP accepts
     parser.add_argument(

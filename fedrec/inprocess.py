@@ -19,14 +19,17 @@ reach the aggregation code through it rather than through coordinator internals.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
 from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed
+from coordinator.domain.specs import StrategySpec
+from coordinator.domain.strategy import Strategy, build_strategy
 from fedrec.partition import local_view
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
@@ -75,6 +78,7 @@ def simulate(
     dp_clip: float | None = None,
     dp_noise: float = 0.0,
     dp_secret: bytes = b"bench-secret",
+    server_optimizer: Mapping[str, Any] | None = None,
 ) -> FedResult:
     """Run ``rounds`` FedAvg rounds of local BPR over the participants in ``groups``.
 
@@ -91,6 +95,9 @@ def simulate(
     ``dp_clip`` turns on DP-FedAvg: updates clipped to that L2 norm, noise of std
     ``dp_noise * dp_clip`` on the sum, seeded from ``dp_secret`` and the round as in the
     coordinator (needs ``normalization="total"`` and ``uniform_weights``).
+    ``server_optimizer`` (StrategySpec fields, e.g. ``{"name": "fedadam", "server_lr":
+    0.01}``) runs the coordinator's own strategy instead, its state carried from round
+    to round as the coordinator stores it (float32); ``server_lr`` is then ignored.
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -108,6 +115,7 @@ def simulate(
         participants.append((users, local, trainer))
     result = FedResult(item_tensors=global_tensors, user_factors=_gather(participants, train))
     velocity = {name: np.zeros(t.shape, dtype=np.float64) for name, t in global_tensors.items()}
+    server_state: dict[str, npt.NDArray[np.float32]] = {}
     for r in range(rounds):
         lr = config.learning_rate * lr_decay_per_round**r
         dp = (
@@ -115,13 +123,17 @@ def simulate(
             if dp_clip is not None
             else None
         )
-        acc = FedAvgAccumulator(
+        acc: FedAvgAccumulator | Strategy = FedAvgAccumulator(
             spec,
             server_lr=server_lr,
             row_normalization=normalization,
             weighting="uniform" if uniform_weights else "examples",
             dp=dp,
         )
+        if server_optimizer is not None:
+            weighting = "uniform" if uniform_weights else "examples"
+            settings = {**server_optimizer, "normalization": normalization, "weighting": weighting}
+            acc = build_strategy(StrategySpec.model_validate(settings), spec, dp=dp)
         norms: list[float] = []
         sent = 0
         for _users, local, trainer in participants:
@@ -148,7 +160,10 @@ def simulate(
             norms.append(decoded.norm())
             acc.add(decoded)
         result.update_norms.append(norms)
-        aggregate = acc.result(global_tensors)
+        if isinstance(acc, Strategy):
+            aggregate, server_state = acc.result(global_tensors, server_state)
+        else:
+            aggregate = acc.result(global_tensors)
         if server_momentum > 0.0:
             for name, value in aggregate.items():
                 base64 = global_tensors[name].astype(np.float64)

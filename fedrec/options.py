@@ -63,9 +63,17 @@ class SimulationOptions:
     negatives: int = 3
     recency_window: int = 10
     recency_weight: float = 40.0
-    server_lr: float = 2.0
+    server_lr: float | None = 2.0  # None: the coordinator's default for server_optimizer
     normalization: Literal["touched", "total"] = "touched"
     weighting: Literal["examples", "uniform"] = "examples"
+    # the server optimizer and its hyperparameters (None: the coordinator's default)
+    server_optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi"] = "fedavg"
+    server_momentum: float | None = None
+    server_beta1: float | None = None
+    server_beta2: float | None = None
+    server_tau: float | None = None
+    # FedProx mu, a federation setting every participant trains with (0 = off)
+    proximal_mu: float = 0.0
     # differential privacy: clip norm C and noise multiplier z (None = no DP)
     dp_clip: float | None = None
     dp_noise: float | None = None
@@ -76,6 +84,33 @@ class SimulationOptions:
     workers: int = 4
     fallback_to_synthetic: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def strategy(self) -> dict[str, Any]:
+        """The federation's strategy, checked by the coordinator's own rules first."""
+        from pydantic import ValidationError
+
+        from coordinator.domain.specs import StrategySpec
+
+        chosen = {
+            "name": self.server_optimizer,
+            "server_lr": self.server_lr,
+            "normalization": self.normalization,
+            "weighting": self.weighting,
+            "server_momentum": self.server_momentum,
+            "beta1": self.server_beta1,
+            "beta2": self.server_beta2,
+            "tau": self.server_tau,
+            "proximal_mu": self.proximal_mu,
+        }
+        strategy = {k: v for k, v in chosen.items() if v is not None}
+        try:
+            StrategySpec.model_validate(strategy)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise SystemExit(f"invalid server optimizer settings: {problems}") from None
+        return strategy
 
     def privacy(self) -> dict[str, Any] | None:
         """The federation's privacy policy, or None; explains a strategy DP cannot use."""
@@ -90,7 +125,7 @@ class SimulationOptions:
         from coordinator.domain.specs import PrivacyPolicy, StrategySpec
 
         policy = {"dp": {"clip_norm": self.dp_clip, "noise_multiplier": self.dp_noise}}
-        strategy = {"normalization": self.normalization, "weighting": self.weighting}
+        strategy = self.strategy()
         try:  # the coordinator's own check, before anything starts
             check_dp_policy(
                 StrategySpec.model_validate(strategy), PrivacyPolicy.model_validate(policy)

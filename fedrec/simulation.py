@@ -174,7 +174,8 @@ def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
-    privacy = options.privacy()  # refuse a DP setting the coordinator would refuse, first
+    options.strategy()  # refuse settings the coordinator would refuse, before any work
+    privacy = options.privacy()
     name, data = load_dataset(options, console)
     split = leave_one_out(data)
     groups = partition_users(data, options.partition, options.participants, seed=options.seed)
@@ -293,12 +294,7 @@ def _federate(
             "seed": options.seed,
             "init_scale": 0.01,
         },
-        strategy={
-            "name": "fedavg",
-            "server_lr": options.server_lr,
-            "normalization": options.normalization,
-            "weighting": options.weighting,
-        },
+        strategy=options.strategy(),
         rounds={**options.round_policy(), "final_evaluation_seconds": FINAL_EVALUATION_SECONDS},
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},

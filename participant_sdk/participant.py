@@ -101,7 +101,8 @@ class FederatedRecommender:
     config:
         Local training hyperparameters: a ``BPRConfig`` for a federation of kind ``mf``,
         an ``IALSConfig`` for ``ials`` (the kind's defaults when ``None``); ``dim`` is
-        taken from the federation's model.
+        taken from the federation's model, and BPR's ``mu`` (FedProx) from its strategy's
+        ``proximal_mu``.
     state_dir:
         Where progress and the private user factors are saved after each upload.
     sparse:
@@ -127,6 +128,10 @@ class FederatedRecommender:
         federation = client.federations.get(federation_id)
         self.num_items = federation.model.num_items
         self.config = config_for(federation.model.kind, config, dim=federation.model.dim)
+        # FedProx mu is the federation's setting: every participant trains with the same
+        mu = federation.strategy.proximal_mu if federation.strategy is not None else None
+        if mu is not None and isinstance(self.config, BPRConfig):
+            self.config = self.config.replace(mu=mu)
         if interactions.num_items != self.num_items:
             raise ValueError(
                 f"interactions index {interactions.num_items} items but the federation's "

@@ -90,6 +90,9 @@ class StrategySpec(BaseAPIModel):
     sent it; the coordinator's default) or ``"total"`` (every row divided by the
     round's total example weight, for many small participants); ``weighting`` is
     ``"examples"`` (an update weighs its ``num_examples``; the default) or ``"uniform"``.
+    Server optimizers ``"fedavgm"`` (``server_momentum``), ``"fedadam"`` and ``"fedyogi"``
+    (``beta1``, ``beta2``, ``tau``) keep state on the coordinator; ``proximal_mu`` is
+    the FedProx mu every participant trains with (``FederatedRecommender`` reads it).
     """
 
     name: str | None = None
@@ -97,6 +100,11 @@ class StrategySpec(BaseAPIModel):
     server_lr: float | None = None
     normalization: str | None = None
     weighting: str | None = None
+    server_momentum: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    tau: float | None = None
+    proximal_mu: float | None = None
 
 
 class RoundPolicy(BaseAPIModel):
@@ -342,6 +350,9 @@ class ModelVersion(BaseAPIModel):
         off a diverging federation).
     restored_from : int or None
         The version whose weights it carries when a validation collapse was undone.
+    server_state_sha256 : str or None
+        Digest of the server optimizer's state stored with it (FedAvgM, FedAdam and
+        FedYogi keep moments); ``None`` for a stateless optimizer.
     """
 
     version: int
@@ -354,6 +365,7 @@ class ModelVersion(BaseAPIModel):
     contributors: list[str] = Field(default_factory=list)
     step_scale: float = 1.0
     restored_from: int | None = None
+    server_state_sha256: str | None = None
 
 
 class Receipt(BaseAPIModel):

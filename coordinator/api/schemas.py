@@ -156,6 +156,12 @@ class ModelVersion(Schema):
         description="Set when a validation collapse was undone: the best validated version "
         "whose weights this version carries (its parent is still the previous version)."
     )
+    server_state_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the server optimizer's state stored with this version "
+        "(e.g. FedAdam's moments; null for a stateless optimizer). Not part of `chain_hash`; "
+        "`verify-lineage` checks the blob.",
+    )
 
 
 class ModelVersionList(Schema):
@@ -274,6 +280,7 @@ def model_version_out(row: Any) -> ModelVersion:
         contributors=list(row.contributors),
         step_scale=row.step_scale,
         restored_from=row.restored_from,
+        server_state_sha256=row.server_state_sha256,
     )
 
 

@@ -3,7 +3,8 @@
 A strategy is two separate settings (see :mod:`coordinator.domain.strategy`): the
 *aggregator* folds the round's updates into one delta (the weighted mean here; robust
 aggregators such as median or trimmed mean later), and the *server optimizer* applies
-that delta to the base model (the FedAvg step here; FedAvgM, FedAdam later).
+that delta to the base model (the FedAvg step here; FedAvgM, FedAdam and FedYogi in
+:mod:`coordinator.domain.server_optimizers`).
 
 The aggregator sees one decoded update at a time, so memory is O(model), never
 O(participants x model). Callers feed updates in a fixed order (the round's
@@ -127,6 +128,15 @@ class WeightedMean:
                 total = total + noise.standard_normal(spec.shape) * self._dp.noise_std
             yield name, total / denom.reshape((-1,) + (1,) * (len(spec.shape) - 1))
 
+    def touched(self, name: str) -> npt.NDArray[np.bool_]:
+        """Which rows of ``name`` this round moves: those some update sent (with weight),
+        or every row under DP (the noise moves them all, and which rows were sent must
+        not show). A server optimizer leaves the other rows and their state alone."""
+        weights = self._row_weights[name]
+        if self._dp is not None:
+            return np.ones(weights.shape, dtype=np.bool_)
+        return weights > 0
+
 
 class FedAvgStep:
     """The FedAvg server step: ``new = base + server_lr * delta`` (no server state)."""
@@ -140,6 +150,7 @@ class FedAvgStep:
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
+        touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - untouched rows: delta 0
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
         return np.asarray(base, dtype=np.float64) + self.server_lr * delta, {}
 

@@ -1,4 +1,9 @@
-"""Tamper-evident lineage of model versions: a hash chain over weights and updates."""
+"""Tamper-evident lineage of model versions: a hash chain over weights and updates.
+
+Each version's record also names the server optimizer's state stored with it
+(``server_state_sha256``, a field added beside the chain, not inside it: the chain hash
+keeps its definition). Verification checks that blob too.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ class LineageReport:
 
 
 def verify_lineage(ctx: Context, federation_id: str) -> LineageReport:
-    """Recompute every version's weight hash and chain; report the first mismatch."""
+    """Recompute every version's weight hash and chain, and the hash of its recorded
+    server state; report the first mismatch."""
     with ctx.read_sessions() as session:
         versions = ModelVersionRepository(session).list(federation_id)
     parent_chain = GENESIS_CHAIN
@@ -58,6 +64,22 @@ def verify_lineage(ctx: Context, federation_id: str) -> LineageReport:
         expected_chain = chain_hash(parent_chain, actual, row.contributors)
         if expected_chain != row.chain_hash:
             return LineageReport(checked, row.version, "chain hash does not match")
+        state_problem = _state_problem(ctx, row.server_state_sha256)
+        if state_problem is not None:
+            return LineageReport(checked, row.version, state_problem)
         parent_chain = row.chain_hash
         expected_parent = row.version
     return LineageReport(len(versions))
+
+
+def _state_problem(ctx: Context, recorded: str | None) -> str | None:
+    """Why the recorded server-state blob does not check out; None if it does (or none)."""
+    if recorded is None:
+        return None
+    try:
+        actual = sha256_hex(ctx.blobs.get(recorded))
+    except BlobNotFound:
+        return "server state blob is missing"
+    if actual != recorded:
+        return f"server state sha256 is {actual}, recorded {recorded}"
+    return None

@@ -109,7 +109,13 @@ class DPAggregation:
 
 def check_dp_policy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
     """Refuse a DP policy that cannot hold: a strategy whose sensitivity depends on the
-    data, or a ``max_epsilon`` that not even one round fits in."""
+    data, or a ``max_epsilon`` that not even one round fits in.
+
+    Every server optimizer is allowed: FedAvgM, FedAdam and FedYogi only post-process
+    the noised mean (their moments are functions of past noised means), which costs no
+    privacy (the post-processing property of DP). That holds because under DP the
+    aggregator marks every row touched, so an optimizer's row mask reveals nothing.
+    """
     if privacy.dp is None:
         return
     wrong = [

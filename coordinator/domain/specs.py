@@ -21,6 +21,8 @@ __all__ = [
     "TargetSpec",
 ]
 
+# server_lr of fedadam/fedyogi when none is given (Reddi et al. 2021 use 10^-2 to 10^-1.5)
+ADAPTIVE_SERVER_LR = 0.01
 METRIC_PATTERN = r"^(ndcg|hr|precision|recall|sampled_ndcg|sampled_hr)@[1-9][0-9]*$"
 
 
@@ -55,10 +57,11 @@ class ModelSpec(_Spec):
 
 
 class StrategySpec(_Spec):
-    name: Literal["fedavg"] = Field(
+    name: Literal["fedavg", "fedavgm", "fedadam", "fedyogi"] = Field(
         default="fedavg",
         description="Server optimizer: how the aggregated delta moves the model "
-        "(`fedavg`: base + server_lr * delta).",
+        "(`fedavg`: base + server_lr * delta; `fedavgm`: with server momentum; "
+        "`fedadam`, `fedyogi`: adaptive, Reddi et al. 2021). Its state is kept per version.",
     )
     aggregator: Literal["mean"] = Field(
         default="mean",
@@ -66,7 +69,13 @@ class StrategySpec(_Spec):
         "mean; see `normalization` and `weighting`).",
     )
     server_lr: float = Field(
-        default=1.0, gt=0, le=1000, description="Scale of the averaged delta (1 = plain FedAvg)."
+        default=1.0,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="eta, the server step size: scale of the averaged delta (1 = plain FedAvg). "
+        "Default 1 for `fedavg` and `fedavgm`, 0.01 for `fedadam` and `fedyogi` (whose "
+        "step is about eta per coordinate whatever the delta's scale).",
     )
     normalization: Literal["touched", "total"] = Field(
         default="touched",
@@ -85,6 +94,54 @@ class StrategySpec(_Spec):
             "examples' gradients)."
         ),
     )
+    server_momentum: float = Field(
+        default=0.9,
+        ge=0,
+        lt=1,
+        description="`fedavgm` only: beta of the momentum m = beta * m + delta; the model "
+        "moves by server_lr * m.",
+    )
+    beta1: float = Field(
+        default=0.9,
+        ge=0,
+        lt=1,
+        description="`fedadam`/`fedyogi` only: decay of the first moment "
+        "m = beta1 * m + (1 - beta1) * delta.",
+    )
+    beta2: float = Field(
+        default=0.99,
+        ge=0,
+        lt=1,
+        description="`fedadam`/`fedyogi` only: decay of the second moment v (Adam: "
+        "v = beta2 * v + (1 - beta2) * delta^2; Yogi: v - (1 - beta2) * delta^2 * "
+        "sign(v - delta^2)).",
+    )
+    tau: float = Field(
+        default=1e-3,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="`fedadam`/`fedyogi` only: adaptivity; the step is "
+        "server_lr * m / (sqrt(v) + tau), and v starts at tau^2.",
+    )
+    proximal_mu: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="FedProx mu for the participants' local training (0 = off): a proximal "
+        "term mu/2 * ||q - q_base||^2 keeps local item factors near the round's base. The "
+        "coordinator only stores and serves it.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_step_default(cls, data: object) -> object:
+        # an adaptive step is ~server_lr per coordinate: 1 (the fedavg default) would blow up
+        if isinstance(data, dict) and "server_lr" not in data:
+            if data.get("name") in ("fedadam", "fedyogi"):
+                return {**data, "server_lr": ADAPTIVE_SERVER_LR}
+        return data
 
 
 class RoundPolicy(_Spec):

@@ -8,8 +8,11 @@ returns the state to store with the new one (as a safetensors blob, see
 ``ModelVersion.server_state_sha256``), so a restarted or replaced coordinator resumes it.
 
 Today: aggregator ``mean`` (:class:`~coordinator.domain.aggregation.WeightedMean`) and
-server optimizer ``fedavg`` (:class:`~coordinator.domain.aggregation.FedAvgStep`,
-stateless). Robust aggregators and momentum/adaptive optimizers plug in here.
+server optimizers ``fedavg`` (:class:`~coordinator.domain.aggregation.FedAvgStep`,
+stateless), ``fedavgm``, ``fedadam`` and ``fedyogi``
+(:mod:`coordinator.domain.server_optimizers`, per-row moments). The aggregator also
+says which rows the round touched, so an optimizer leaves the others, and their state,
+alone. Robust aggregators plug in here.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain.aggregation import FedAvgStep, WeightedMean
+from coordinator.domain.aggregation import WeightedMean
 from coordinator.domain.privacy import DPAggregation
+from coordinator.domain.server_optimizers import build_optimizer
 from coordinator.domain.specs import StrategySpec
 from participant_sdk.wire import TensorSpec, Update
 
@@ -40,6 +44,10 @@ class Aggregator(Protocol):
 
     def mean_deltas(self) -> Iterator[tuple[str, npt.NDArray[np.float64]]]: ...
 
+    def touched(self, name: str) -> npt.NDArray[np.bool_]:
+        """Per row of tensor ``name``: did this round move it (every row under DP)?"""
+        ...
+
 
 class ServerOptimizer(Protocol):
     """Applies the aggregated delta of one tensor to the base model."""
@@ -50,10 +58,12 @@ class ServerOptimizer(Protocol):
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],
+        touched: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
         """Return the tensor's new weights (float64: the strategy scales the step, then
         rounds to float32) and its state entries for the next round (``state`` holds
-        the entries this optimizer returned for the base version)."""
+        the entries this optimizer returned for the base version). Rows not ``touched``
+        (None: all are) must keep their weights and state."""
         ...
 
 
@@ -80,7 +90,9 @@ class Strategy:
         weights: dict[str, npt.NDArray[np.float32]] = {}
         new_state: ServerState = {}
         for name, delta in self.aggregator.mean_deltas():
-            new, entries = self.optimizer.step(name, base[name], delta, state)
+            new, entries = self.optimizer.step(
+                name, base[name], delta, state, touched=self.aggregator.touched(name)
+            )
             if step_scale != 1.0:
                 origin = np.asarray(base[name], dtype=np.float64)
                 new = origin + step_scale * (new - origin)
@@ -95,11 +107,11 @@ def build_strategy(
     spec: StrategySpec, tensors: Mapping[str, TensorSpec], *, dp: DPAggregation | None
 ) -> Strategy:
     """The strategy a federation's ``StrategySpec`` names."""
-    if spec.aggregator != "mean" or spec.name != "fedavg":  # pragma: no cover - spec-validated
-        raise ValueError(f"unknown strategy {spec.aggregator!r} / {spec.name!r}")
+    if spec.aggregator != "mean":  # pragma: no cover - spec-validated
+        raise ValueError(f"unknown aggregator {spec.aggregator!r}")
     return Strategy(
         aggregator=WeightedMean(
             tensors, row_normalization=spec.normalization, weighting=spec.weighting, dp=dp
         ),
-        optimizer=FedAvgStep(spec.server_lr),
+        optimizer=build_optimizer(spec),
     )

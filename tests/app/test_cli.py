@@ -114,7 +114,7 @@ def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
             continue
         assert action.default == default_of(name), name
         checked.add(name)
-    # DP picks its own normalization and weighting, --model its server step
+    # DP picks its own defaults; the server step's default depends on --model and the optimizer
     assert derived == {"normalization", "weighting", "server_lr"}
     assert {"participants", "rounds", "dim", "local_epochs", "learning_rate"} <= checked
 
@@ -130,3 +130,55 @@ def test_simulate_without_options_is_the_default_simulation(
     assert _simulation_options(demo, demo=True) == SimulationOptions(
         dataset="ml-100k", fallback_to_synthetic=True
     )
+
+
+def test_server_optimizer_flags_build_the_federations_strategy() -> None:
+    args = build_parser().parse_args(
+        [
+            "simulate",
+            "--server-optimizer",
+            "fedadam",
+            "--server-beta2",
+            "0.9",
+            "--proximal-mu",
+            "0.01",
+        ]
+    )
+    options = _simulation_options(args, demo=False)
+    assert options.server_lr is None  # not FedAvg's 2.0: the coordinator's adaptive default
+    assert options.strategy() == {
+        "name": "fedadam",
+        "normalization": "touched",
+        "weighting": "examples",
+        "beta2": 0.9,
+        "proximal_mu": 0.01,
+    }
+    momentum = build_parser().parse_args(
+        [
+            "simulate",
+            "--server-optimizer",
+            "fedavgm",
+            "--server-lr",
+            "0.5",
+            "--server-momentum",
+            "0.8",
+        ]
+    )
+    strategy = _simulation_options(momentum, demo=False).strategy()
+    assert (strategy["server_lr"], strategy["server_momentum"]) == (0.5, 0.8)
+
+
+def test_invalid_server_optimizer_settings_stop_before_anything_runs() -> None:
+    args = build_parser().parse_args(
+        ["simulate", "--server-optimizer", "fedyogi", "--server-beta2", "1.5"]
+    )
+    with pytest.raises(SystemExit, match="beta2"):
+        _simulation_options(args, demo=False).strategy()
+
+
+def test_dp_accepts_an_adaptive_server_optimizer() -> None:
+    args = build_parser().parse_args(
+        ["simulate", "--server-optimizer", "fedadam", "--dp-clip", "1", "--dp-noise", "1"]
+    )
+    policy = _simulation_options(args, demo=False).privacy()
+    assert policy == {"dp": {"clip_norm": 1.0, "noise_multiplier": 1.0}}

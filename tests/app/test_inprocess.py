@@ -46,3 +46,15 @@ def test_per_user_federation_learns_with_server_lr() -> None:
     assert got["ndcg@10"] > 1.5 * pop["ndcg@10"]
     assert len(fed.bytes_per_round) == 15
     assert all(b > 0 for b in fed.bytes_per_round)
+
+
+def test_server_optimizer_runs_the_coordinators_strategy() -> None:
+    data = make_synthetic(num_users=60, num_items=80, seed=5)
+    groups = partition_users(data, "iid", 3, seed=0)
+    plain = simulate(data, groups, CFG, rounds=2, server_lr=2.0)
+    same = simulate(data, groups, CFG, rounds=2, server_optimizer={"server_lr": 2.0})
+    for name, tensor in plain.item_tensors.items():
+        np.testing.assert_array_equal(same.item_tensors[name], tensor)
+    adam = simulate(data, groups, CFG, rounds=2, server_optimizer={"name": "fedadam"})
+    assert not np.array_equal(adam.item_tensors["item_bias"], plain.item_tensors["item_bias"])
+    assert np.isfinite(adam.item_tensors["item_factors"]).all()

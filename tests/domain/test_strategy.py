@@ -66,6 +66,7 @@ class Momentum:
         base: npt.NDArray[np.generic],
         delta: npt.NDArray[np.float64],
         state: Mapping[str, npt.NDArray[np.generic]],
+        touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - dense updates only
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
         previous = state.get(f"momentum.{name}")
         velocity = delta if previous is None else 0.5 * previous.astype(np.float64) + delta

@@ -170,3 +170,19 @@ def test_participant_without_data_waits_for_the_next_round(
     # run() would now long-poll for round 2 instead of spinning on round 1
     assert idle.waiting_after == 1
     assert admin.rounds.get(fid, 1).update_count == 0
+
+
+def test_participants_train_with_the_federations_proximal_mu(
+    coordinator: TestClient, data: Interactions
+) -> None:
+    _admin, fid, tokens = _federation(coordinator, data, 1, strategy={"proximal_mu": 0.25})
+    part = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, data, config=CONFIG)
+    assert isinstance(part.config, BPRConfig)
+    assert part.config.mu == 0.25  # the federation's value, not the local config's 0
+    _admin, plain, tokens = _federation(coordinator, data, 1)
+    local = CONFIG.replace(mu=0.5)
+    plain_config = FederatedRecommender(
+        _sdk(coordinator, tokens[0]), plain, data, config=local
+    ).config
+    assert isinstance(plain_config, BPRConfig)
+    assert plain_config.mu == 0
