@@ -199,6 +199,8 @@ def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
+    if options.model == "ease":  # one round per candidate lambda
+        options = dataclasses.replace(options, rounds=len(EASE_DEFAULT_LAMBDAS), patience=None)
     options.strategy()  # refuse settings the coordinator would refuse, before any work
     privacy = options.privacy()
     name, data = load_dataset(options, console)
@@ -214,8 +216,6 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             else ""
         )
     )
-    if options.model == "ease":
-        options = dataclasses.replace(options, rounds=len(EASE_DEFAULT_LAMBDAS), patience=None)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config))
     with contextlib.ExitStack() as stack:
