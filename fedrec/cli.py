@@ -150,11 +150,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument(
         "--model",
-        choices=["bpr", "ials"],
+        choices=["bpr", "ials", "ease"],
         default=default_of("model"),
         help="bpr = BPR-MF (row-sparse updates); ials = confidence-weighted implicit ALS "
         "(closed-form local solves, dense updates; --local-epochs, --lr, --negatives and "
-        "--recency-* apply to bpr only)",
+        "--recency-* apply to bpr only); ease = closed-form EASE (one Gram upload, one "
+        "round per candidate lambda, chosen on validation; at most 20k items)",
     )
     parser.add_argument(
         "--alpha",

@@ -54,7 +54,8 @@ class SimulationOptions:
     seed: int = 0
     # bpr = BPR-MF (federation kind "mf"); ials = confidence-weighted implicit ALS, which
     # weighs each interaction by its strength (the rating column) through alpha
-    model: Literal["bpr", "ials"] = "bpr"
+    # ease = closed-form EASE: one round per candidate lambda, the best validated deployed
+    model: Literal["bpr", "ials", "ease"] = "bpr"
     alpha: float = 3.0
     dim: int = 64
     local_epochs: int = 8

@@ -18,6 +18,7 @@ same patience: the federation by its stop policy, the centralized run round by r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -31,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from coordinator.domain.specs import EASE_DEFAULT_LAMBDAS
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
 from fedrec.early_stopping import EarlyStopping
 from fedrec.failures import SimulationError
@@ -52,6 +54,8 @@ from participant_sdk.recsys import (
     load_csv,
     load_movielens_100k,
 )
+from participant_sdk.recsys.ease import EASEModel
+from participant_sdk.recsys.ease_trainer import EASEConfig
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import Trainer, make_trainer, prepare_to_score
 
@@ -164,6 +168,27 @@ def centralized_baseline(
     return _test_metrics(_scorer(trainer, tensors), split, data), chosen
 
 
+def central_ease(
+    data: Interactions, split: LeaveOneOutSplit, lambdas: tuple[float, ...]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Centralized EASE on the pooled training data, its lambda chosen on validation
+    among the federation's candidates (so federated equals centralized)."""
+    best: tuple[float, int, EASEModel] | None = None
+    for index, lam in enumerate(lambdas, start=1):
+        model = EASEModel(split.train, lam)
+        valid = evaluate_loo(model.score, split.train, split.valid)["ndcg@10"]
+        if best is None or valid > best[0]:
+            best = (valid, index, model)
+    assert best is not None
+    chosen = {
+        "chosen_round": best[1],
+        "validation_ndcg@10": best[0],
+        "rounds_trained": len(lambdas),
+        "stopped_by": f"lambda grid {list(lambdas)} (one solve each)",
+    }
+    return _test_metrics(best[2].score, split, data), chosen
+
+
 def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -> str:
     if early:
         return f"patience: {patience} rounds without a validation gain above {min_delta:g}"
@@ -174,6 +199,8 @@ def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
+    if options.model == "ease":  # one round per candidate lambda
+        options = dataclasses.replace(options, rounds=len(EASE_DEFAULT_LAMBDAS), patience=None)
     options.strategy()  # refuse settings the coordinator would refuse, before any work
     privacy = options.privacy()
     name, data = load_dataset(options, console)
@@ -189,7 +216,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             else ""
         )
     )
-    config = options.trainer_config()
+    config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config))
     with contextlib.ExitStack() as stack:
         if options.coordinator:
@@ -207,14 +234,19 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             options, config, data, groups, admin, url, console, privacy
         )
     started = time.perf_counter()
-    centralized, central_chosen = centralized_baseline(
-        data,
-        split,
-        config.replace(epochs=options.local_epochs) if isinstance(config, BPRConfig) else config,
-        options.rounds,
-        patience=options.patience,
-        min_delta=options.min_delta,
-    )
+    if isinstance(config, EASEConfig):
+        centralized, central_chosen = central_ease(data, split, EASE_DEFAULT_LAMBDAS)
+    else:
+        centralized, central_chosen = centralized_baseline(
+            data,
+            split,
+            config.replace(epochs=options.local_epochs)
+            if isinstance(config, BPRConfig)
+            else config,
+            options.rounds,
+            patience=options.patience,
+            min_delta=options.min_delta,
+        )
     central_seconds = time.perf_counter() - started
     popular = PopularityModel(split.train)
     popularity = _test_metrics(popular.score, split, data)
@@ -257,7 +289,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     return report
 
 
-def _model_line(config: BPRConfig | IALSConfig) -> str:
+def _model_line(config: BPRConfig | IALSConfig | EASEConfig) -> str:
+    if isinstance(config, EASEConfig):
+        return f"model: EASE, lambda chosen on validation among {list(EASE_DEFAULT_LAMBDAS)}"
     if isinstance(config, IALSConfig):
         return (
             f"model: implicit ALS, {config.dim} factors, reg {config.reg:g}, confidence "
@@ -277,7 +311,7 @@ def _model_line(config: BPRConfig | IALSConfig) -> str:
 
 def _federate(
     options: SimulationOptions,
-    config: BPRConfig | IALSConfig,
+    config: BPRConfig | IALSConfig | EASEConfig,
     data: Interactions,
     groups: list[np.ndarray],
     admin: Client,
@@ -287,7 +321,9 @@ def _federate(
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
-        {
+        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": EASE_DEFAULT_LAMBDAS}
+        if isinstance(config, EASEConfig)
+        else {
             "kind": "ials" if options.model == "ials" else "mf",
             "num_items": data.num_items,
             "dim": config.dim,

@@ -12,7 +12,8 @@ Example::
 Each round the participant downloads the round's base version, evaluates it on its
 local validation split and reports the figures, trains locally from that base (BPR-MF
 for a federation of kind ``mf``, implicit ALS for ``ials``), and uploads the delta (BPR
-only the item rows it touched, implicit ALS every row) after checking it is finite and
+only the item rows it touched, implicit ALS every row; ``ease`` uploads its item Gram in
+the first round only, see :mod:`.recsys.ease_trainer`) after checking it is finite and
 sane (:mod:`.recsys.stability`: a diverged round is retried at half the learning rate,
 then skipped with a clear error). Once the federation stops training (it is
 ``evaluating``), the participant evaluates the final version on validation too, so the
@@ -52,6 +53,7 @@ from ._exceptions import (
     WaitTimeoutError,
 )
 from .recsys.data import Interactions, load_csv, load_movielens_100k, map_to_catalog
+from .recsys.ease_trainer import EASEConfig, EASETrainer
 from .recsys.ials import IALSConfig
 from .recsys.metrics import (
     draw_sampled_negatives,
@@ -100,7 +102,8 @@ class FederatedRecommender:
         which maps external ids onto the federation's catalog).
     config:
         Local training hyperparameters: a ``BPRConfig`` for a federation of kind ``mf``,
-        an ``IALSConfig`` for ``ials`` (the kind's defaults when ``None``); ``dim`` is
+        an ``IALSConfig`` for ``ials``, none for ``ease`` (the kind's defaults when
+        ``None``); ``dim`` is
         taken from the federation's model, and BPR's ``mu`` (FedProx) from its strategy's
         ``proximal_mu``.
     state_dir:
@@ -118,7 +121,7 @@ class FederatedRecommender:
         federation_id: str,
         interactions: Interactions,
         *,
-        config: BPRConfig | IALSConfig | None = None,
+        config: BPRConfig | IALSConfig | EASEConfig | None = None,
         state_dir: str | Path | None = None,
         sparse: bool = True,
         k: int = 10,
@@ -282,6 +285,8 @@ class FederatedRecommender:
             prepare_to_score(self.trainer, weights, self.split.train)
             self._report_validation(current.base_version, weights)
             self.progress.last_evaluated_version = current.base_version
+        if isinstance(self.trainer, EASETrainer):
+            return self._submit_gram(current.number, current.base_version)
         try:
             # never upload garbage: checked, and retried at half the rate on divergence
             update, learning_rate = train_with_backoff(
@@ -335,6 +340,34 @@ class FederatedRecommender:
                 "learning_rate": learning_rate,
             }
         )
+        self._save_state()
+        return "uploaded"
+
+    def _submit_gram(self, number: int, base_version: int) -> StepOutcome:
+        """EASE: upload the local Gram in the first round, then an update without rows
+        (the "ready" signal once the base is reported on validation)."""
+        assert isinstance(self.trainer, EASETrainer)
+        tensors, rows = self.trainer.gram_update(self.split.train, base_version=base_version)
+        if not len(self.split.train):
+            log.warning("no local training data; skipping round %d", number)
+            self._skipped_round = number
+            return "waiting"
+        try:
+            self.client.updates.submit(
+                self.federation_id,
+                number,
+                tensors,
+                base_version=base_version,
+                num_examples=len(self.split.train),
+                rows=rows,
+            )
+        except UpdateConflictError:
+            log.warning("round %d already has an update from us; moving on", number)
+        except (RoundClosedError, FutureRoundError, FederationCompletedError):
+            self._skipped_round = number
+            return "waiting"
+        self.progress.last_round = number
+        self.progress.history.append({"round": number, "rows": int(rows.size)})
         self._save_state()
         return "uploaded"
 

@@ -69,16 +69,19 @@ class ModelSpec(BaseAPIModel):
     num_items : int
         Rows of the item tables (the catalog size).
     dim : int
-        Latent dimension.
+        Latent dimension (unused by ``kind="ease"``).
+    ease_lambdas : list of float, optional
+        ``kind="ease"``: the candidate L2 penalties, one version per round.
     seed, init_scale
         Initialisation of version 0; the coordinator's defaults when ``None``.
     """
 
     kind: str
     num_items: int
-    dim: int
+    dim: int = 1
     seed: int | None = None
     init_scale: float | None = None
+    ease_lambdas: list[float] | None = None
 
 
 class StrategySpec(BaseAPIModel):

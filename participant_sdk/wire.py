@@ -6,7 +6,9 @@ library only. Never pickle, never let numpy unpickle (``allow_pickle`` stays off
 arbitrary code on the receiver.
 
 A **model** payload holds the model's tensors (for ``kind="mf"``: ``item_factors``
-float32 ``num_items x dim`` and ``item_bias`` float32 ``num_items``).
+float32 ``num_items x dim`` and ``item_bias`` float32 ``num_items``; for ``kind="ease"``:
+``ease_b`` float32 ``num_items x num_items``). An ``ease`` update carries ``ease_gram``
+(the participant's ``XᵀX``) instead of deltas.
 
 An **update** payload holds, for each model tensor, the delta ``trained - base``, and
 the metadata ``round``, ``base_version``, ``num_examples`` and ``update_kind``:
@@ -39,6 +41,8 @@ __all__ = [
     "WireError",
     "decode_update",
     "decode_weights",
+    "ease_spec",
+    "ease_update_spec",
     "encode_update",
     "encode_weights",
     "mf_spec",
@@ -75,6 +79,17 @@ def mf_spec(*, num_items: int, dim: int) -> dict[str, TensorSpec]:
         "item_factors": TensorSpec("item_factors", "float32", (num_items, dim)),
         "item_bias": TensorSpec("item_bias", "float32", (num_items,)),
     }
+
+
+def ease_spec(*, num_items: int) -> dict[str, TensorSpec]:
+    """Tensor spec of an EASE model: the item-item weights ``B`` (zero diagonal)."""
+    return {"ease_b": TensorSpec("ease_b", "float32", (num_items, num_items))}
+
+
+def ease_update_spec(*, num_items: int) -> dict[str, TensorSpec]:
+    """Tensor spec of an EASE update: the participant's item Gram ``XᵀX`` (counts; sent
+    row-sparse over the participant's items, or with no rows once the Gram is in)."""
+    return {"ease_gram": TensorSpec("ease_gram", "float32", (num_items, num_items))}
 
 
 @dataclass

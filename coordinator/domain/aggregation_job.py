@@ -33,12 +33,13 @@ from coordinator.domain import backoff, deployment, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.ease_strategy import EaseStrategy
 from coordinator.domain.errors import NotFound, RoundNotOpen
 from coordinator.domain.federations import FederationSettings, federation_settings
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
 from coordinator.domain.specs import DeployPolicy
-from coordinator.domain.strategy import build_strategy
+from coordinator.domain.strategy import Strategy, build_strategy
 from coordinator.store.models import ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
@@ -171,9 +172,10 @@ def claim_round(
         assert base is not None
         restore = None
         metric = DeployPolicy.model_validate(federation.deploy_policy).metric
-        target = backoff.restore_target(
-            deployment.validation_scores(session, federation_id, metric), base.version
-        )
+        scores = deployment.validation_scores(session, federation_id, metric)
+        # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
+        ease = federation.model_spec.get("kind") == "ease"
+        target = None if ease else backoff.restore_target(scores, base.version)
         if target is not None:
             restore = versions.get(federation_id, target)
         return step, Claim(
@@ -210,22 +212,27 @@ def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
 def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     settings = claimed.settings
     dp_policy = settings.privacy.dp
-    strategy = build_strategy(
-        settings.strategy,
-        settings.tensors,
-        # seeded by (federation, round): a taken-over aggregation draws the same noise
-        dp=DPAggregation.for_round(
-            dp_policy,
-            secret_key=ctx.secret_key,
-            federation_id=claimed.federation_id,
-            round_number=claimed.number,
+    strategy: Strategy | EaseStrategy
+    if settings.model.kind == "ease":
+        # an exact Gram sum and a closed-form solve instead of a gradient step
+        strategy = EaseStrategy(settings.model.ease_lambdas, settings.model.num_items)
+    else:
+        strategy = build_strategy(
+            settings.strategy,
+            settings.update_tensors,
+            # seeded by (federation, round): a taken-over aggregation draws the same noise
+            dp=DPAggregation.for_round(
+                dp_policy,
+                secret_key=ctx.secret_key,
+                federation_id=claimed.federation_id,
+                round_number=claimed.number,
+            )
+            if dp_policy
+            else None,
         )
-        if dp_policy
-        else None,
-    )
     # stream: one update in memory at a time, float64 sums, fixed order
     for digest in claimed.update_digests:
-        strategy.add(decode_update(ctx.blobs.get(digest), settings.tensors))
+        strategy.add(decode_update(ctx.blobs.get(digest), settings.update_tensors))
     base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
     state = (
         decode_weights(ctx.blobs.get(claimed.base_state_sha256))

@@ -13,6 +13,7 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
+from coordinator.domain.ease_strategy import check_ease_federation
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
 from coordinator.domain.specs import (
@@ -47,6 +48,7 @@ class FederationSettings:
     rounds: RoundPolicy
     privacy: PrivacyPolicy
     tensors: dict[str, TensorSpec]
+    update_tensors: dict[str, TensorSpec]
 
     @classmethod
     def of(cls, federation: Federation) -> FederationSettings:
@@ -57,6 +59,7 @@ class FederationSettings:
             rounds=RoundPolicy.model_validate(federation.round_policy),
             privacy=PrivacyPolicy.model_validate(federation.privacy),
             tensors=model.tensors(),
+            update_tensors=model.update_tensors(),
         )
 
 
@@ -86,7 +89,9 @@ class FederationView:
 
 
 def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
-    """Version 0: small random item factors (seeded), zero biases."""
+    """Version 0: small random item factors (seeded), zero biases; ``ease``: B = 0."""
+    if spec.kind == "ease":
+        return {"ease_b": np.zeros((spec.num_items, spec.num_items), dtype=np.float32)}
     rng = np.random.default_rng(spec.seed)
     return {
         "item_factors": (rng.standard_normal((spec.num_items, spec.dim)) * spec.init_scale).astype(
@@ -110,6 +115,7 @@ def create_federation(
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
     check_dp_policy(strategy, privacy)
+    check_ease_federation(model, rounds, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

@@ -18,6 +18,7 @@ from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.ease_strategy import check_gram
 from coordinator.domain.errors import (
     FederationCompleted,
     FutureRound,
@@ -235,9 +236,15 @@ def submit_update(
         base_version = round_row.base_version
 
     try:
-        update = decode_update(body, settings.tensors, max_norm=settings.privacy.max_update_norm)
+        update = decode_update(
+            body, settings.update_tensors, max_norm=settings.privacy.max_update_norm
+        )
+        if settings.model.kind == "ease":
+            check_gram(update)
     except WireError as exc:
         raise InvalidUpdate(exc.message, field=exc.field) from exc
+    except ValueError as exc:  # check_gram: names the tensor
+        raise InvalidUpdate(str(exc), field="ease_gram") from exc
     if update.round != number:
         raise InvalidUpdate(
             f"metadata 'round' is {update.round} but the upload is for round {number}",

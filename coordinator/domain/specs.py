@@ -5,11 +5,12 @@ The API reuses these as request schemas, so the rules live in one place.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from participant_sdk.wire import TensorSpec, mf_spec
+from participant_sdk.wire import TensorSpec, ease_spec, ease_update_spec, mf_spec
 
 __all__ = [
     "DeployPolicy",
@@ -23,6 +24,10 @@ __all__ = [
 
 # server_lr of fedadam/fedyogi when none is given (Reddi et al. 2021 use 10^-2 to 10^-1.5)
 ADAPTIVE_SERVER_LR = 0.01
+# ease: B is num_items² float32 and the solve ~2.4 num_items² float64 (see ease_strategy)
+EASE_MAX_ITEMS = 20_000
+# a log grid wide enough for sparse and dense data: round r publishes B(lambda_r)
+EASE_DEFAULT_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 METRIC_PATTERN = r"^(ndcg|hr|precision|recall|sampled_ndcg|sampled_hr)@[1-9][0-9]*$"
 
 
@@ -31,13 +36,27 @@ class _Spec(BaseModel):
 
 
 class ModelSpec(_Spec):
-    kind: Literal["mf", "ials"] = Field(
+    kind: Literal["mf", "ials", "ease"] = Field(
         description="Model family: `mf` = matrix factorisation trained with BPR; `ials` = "
         "confidence-weighted matrix factorisation (implicit ALS, dense updates; `item_bias` "
-        "stays 0). Both have the same tensors."
+        "stays 0). Both have the same tensors. `ease` = closed-form item-item model (EASE): "
+        "one tensor `ease_b` (num_items x num_items), one solve per candidate lambda."
     )
     num_items: int = Field(gt=0, le=50_000_000, description="Rows of the item tables.")
-    dim: int = Field(gt=0, le=4096, description="Latent dimension of the item factors.")
+    dim: int = Field(
+        default=1,
+        gt=0,
+        le=4096,
+        description="Latent dimension of the item factors (required for `mf`/`ials`; "
+        "unused by `ease`).",
+    )
+    ease_lambdas: tuple[float, ...] = Field(
+        default=EASE_DEFAULT_LAMBDAS,
+        min_length=1,
+        max_length=20,
+        description="`ease` only: candidate L2 penalties, one per round (round r publishes "
+        "version r = B(ease_lambdas[r-1]); the deploy policy picks one on validation).",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of the initial item factors.")
     init_scale: float = Field(
         default=0.01,
@@ -46,14 +65,40 @@ class ModelSpec(_Spec):
         description="Std of the initial item factors (biases start at 0).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _factor_models_need_dim(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("kind") in ("mf", "ials") and "dim" not in data:
+            raise ValueError(f"model kind {data['kind']!r} needs dim (the latent dimension)")
+        return data
+
     @model_validator(mode="after")
     def _bounded_size(self) -> ModelSpec:
         if self.num_items * self.dim > 500_000_000:
             raise ValueError("num_items * dim must be at most 5e8 parameters")
+        if self.kind == "ease" and self.num_items > EASE_MAX_ITEMS:
+            raise ValueError(
+                f"num_items must be at most {EASE_MAX_ITEMS} for kind 'ease' (its model is "
+                f"num_items^2 floats, its solve ~n^3 flops), got {self.num_items}"
+            )
+        lambdas = self.ease_lambdas
+        if not all(math.isfinite(lam) and 0 < lam <= 1e9 for lam in lambdas):
+            raise ValueError("ease_lambdas must be finite numbers in (0, 1e9]")
+        if len(set(lambdas)) != len(lambdas):
+            raise ValueError("ease_lambdas must be distinct")
         return self
 
     def tensors(self) -> dict[str, TensorSpec]:
+        if self.kind == "ease":
+            return ease_spec(num_items=self.num_items)
         return mf_spec(num_items=self.num_items, dim=self.dim)
+
+    def update_tensors(self) -> dict[str, TensorSpec]:
+        """What an update carries: the deltas of :meth:`tensors`, or for `ease` the
+        participant's item Gram matrix."""
+        if self.kind == "ease":
+            return ease_update_spec(num_items=self.num_items)
+        return self.tensors()
 
 
 class StrategySpec(_Spec):

@@ -1,4 +1,5 @@
-"""One local trainer per federation model kind: ``mf`` (BPR) and ``ials`` (implicit ALS).
+"""One local trainer per federation model kind: ``mf`` (BPR), ``ials`` (implicit ALS) and
+``ease`` (closed-form EASE: its "training" is one Gram upload, see :mod:`.ease_trainer`).
 
 Both trainers share one public shape (``train_round``, ``score``, ``save``/``load``), so
 the participant loop and the simulation hold either. The differences they must know
@@ -8,16 +9,19 @@ that implicit ALS solves its user factors for a version before scoring it.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from .data import Interactions
+from .ease_trainer import EASEConfig, EASETrainer
 from .ials import IALSConfig, IALSTrainer
 from .model import BPRConfig, BPRTrainer
 
 __all__ = [
+    "AnyTrainer",
+    "AnyTrainerConfig",
     "ModelKind",
     "Trainer",
     "TrainerConfig",
@@ -27,17 +31,25 @@ __all__ = [
     "uploads_dense",
 ]
 
-ModelKind = Literal["mf", "ials"]
+ModelKind = Literal["mf", "ials", "ease"]
 Trainer: TypeAlias = BPRTrainer | IALSTrainer
 TrainerConfig: TypeAlias = BPRConfig | IALSConfig
+AnyTrainer: TypeAlias = BPRTrainer | IALSTrainer | EASETrainer
+AnyTrainerConfig: TypeAlias = BPRConfig | IALSConfig | EASEConfig
 
 
-def config_for(kind: str, config: TrainerConfig | None, *, dim: int) -> TrainerConfig:
+def config_for(kind: str, config: AnyTrainerConfig | None, *, dim: int) -> AnyTrainerConfig:
     """The config of ``kind`` with the federation's ``dim``: ``config`` or the defaults.
 
     Raises ``ValueError`` when ``config`` belongs to the other kind, rather than train a
     model the federation does not hold.
     """
+    if kind == "ease":
+        if config is not None and not isinstance(config, EASEConfig):
+            raise ValueError("the federation's model kind is 'ease': pass no config")
+        return EASEConfig()
+    if isinstance(config, EASEConfig):
+        raise ValueError(f"the federation's model kind is {kind!r}: EASEConfig does not apply")
     if kind == "ials":
         if isinstance(config, BPRConfig):
             raise ValueError("the federation's model kind is 'ials': pass an IALSConfig")
@@ -46,23 +58,31 @@ def config_for(kind: str, config: TrainerConfig | None, *, dim: int) -> TrainerC
         if isinstance(config, IALSConfig):
             raise ValueError("the federation's model kind is 'mf' (BPR): pass a BPRConfig")
         return (config or BPRConfig()).replace(dim=dim)
-    raise ValueError(f"model kind {kind!r} is not supported by this SDK (mf, ials)")
+    raise ValueError(f"model kind {kind!r} is not supported by this SDK (mf, ials, ease)")
 
 
-def make_trainer(config: TrainerConfig, *, num_users: int, num_items: int) -> Trainer:
+@overload
+def make_trainer(config: TrainerConfig, *, num_users: int, num_items: int) -> Trainer: ...
+@overload
+def make_trainer(config: EASEConfig, *, num_users: int, num_items: int) -> EASETrainer: ...
+@overload
+def make_trainer(config: AnyTrainerConfig, *, num_users: int, num_items: int) -> AnyTrainer: ...
+def make_trainer(config: AnyTrainerConfig, *, num_users: int, num_items: int) -> AnyTrainer:
     """The trainer that goes with ``config``."""
+    if isinstance(config, EASEConfig):
+        return EASETrainer(num_users=num_users, num_items=num_items, config=config)
     if isinstance(config, IALSConfig):
         return IALSTrainer(num_users=num_users, num_items=num_items, config=config)
     return BPRTrainer(num_users=num_users, num_items=num_items, config=config)
 
 
-def uploads_dense(trainer: Trainer) -> bool:
+def uploads_dense(trainer: AnyTrainer) -> bool:
     """Whether every item row changes each round (implicit ALS: the negatives move all)."""
     return isinstance(trainer, IALSTrainer)
 
 
 def prepare_to_score(
-    trainer: Trainer,
+    trainer: AnyTrainer,
     item_tensors: dict[str, npt.NDArray[np.float32]] | dict[str, npt.NDArray[np.generic]],
     train: Interactions,
 ) -> None:
@@ -71,5 +91,5 @@ def prepare_to_score(
     Implicit ALS solves its user factors for them in closed form (cheap, exact); BPR's
     user factors are trained, so there is nothing to do.
     """
-    if isinstance(trainer, IALSTrainer):
+    if isinstance(trainer, IALSTrainer | EASETrainer):
         trainer.fit_users(item_tensors, train)

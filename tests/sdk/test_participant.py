@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from fedrec.partition import local_view, partition_users
 from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender
-from participant_sdk.recsys import BPRConfig
+from participant_sdk.recsys import BPRConfig, BPRTrainer
 from participant_sdk.recsys.data import Interactions
 from tests.conftest import ADMIN_TOKEN
 
@@ -127,6 +127,7 @@ def test_restart_from_saved_state_rejoins_current_round(
         _sdk(coordinator, tokens[1]), fid, local_view(data, halves[1]), config=CONFIG
     )
     assert first.step() == "uploaded"
+    assert isinstance(first.trainer, BPRTrainer)
     saved = first.trainer.user_factors.copy()
     del first  # the process dies after its upload
     assert other.step() == "uploaded"
@@ -140,6 +141,7 @@ def test_restart_from_saved_state_rejoins_current_round(
         state_dir=tmp_path,
     )
     assert restarted.progress.last_round == 1
+    assert isinstance(restarted.trainer, BPRTrainer)
     np.testing.assert_array_equal(restarted.trainer.user_factors, saved)
     assert restarted.step() == "uploaded"
     assert admin.rounds.current(fid).number == 2

@@ -1,0 +1,140 @@
+"""Federated EASE through the API, on SQLite and PostgreSQL: participants' Grams summed by
+the real aggregation path give the centralized B, one version per candidate lambda, and the
+deploy policy picks the best validated lambda; bad specs and non-Gram updates are 422."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from coordinator.domain.ease_strategy import solve_ease
+from participant_sdk.recsys.ease import ease_weights, item_gram
+from participant_sdk.wire import encode_update
+from tests.factories import (
+    assert_problem,
+    create_federation,
+    enrol,
+    evaluate,
+    put_update,
+    wait_round_closed,
+    weights,
+)
+
+N = 12
+LAMBDAS = [1.0, 10.0, 100.0]
+EASE = {"kind": "ease", "num_items": N, "ease_lambdas": LAMBDAS}
+
+
+def _silo(seed: int, users: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pairs = [(u, i) for u in range(users) for i in rng.choice(N, size=4, replace=False)]
+    u, i = np.array(pairs).T
+    return u.astype(np.int64), i.astype(np.int64)
+
+
+def _gram_upload(users: np.ndarray, items: np.ndarray, *, round: int, base: int) -> bytes:
+    gram = item_gram(users, items, N)
+    rows = np.unique(items)  # the Gram is zero outside the participant's own items
+    return encode_update(
+        {"ease_gram": gram[rows]},
+        round=round,
+        base_version=base,
+        num_examples=users.size,
+        rows=rows,
+    )
+
+
+def _ready(round: int, base: int) -> bytes:
+    empty = np.zeros((0, N), dtype=np.float32)
+    return encode_update(
+        {"ease_gram": empty},
+        round=round,
+        base_version=base,
+        num_examples=1,
+        rows=np.zeros(0, dtype=np.int64),
+    )
+
+
+def test_the_closed_forms_of_coordinator_and_sdk_agree() -> None:
+    users, items = _silo(0, users=40)
+    gram = item_gram(users, items, N)
+    central = np.asarray(ease_weights(gram, 3.0), dtype=np.float64)
+    np.testing.assert_allclose(solve_ease(gram, 3.0), central, atol=1e-12)
+
+
+def test_federated_b_equals_centralized_and_best_lambda_deploys(
+    client: TestClient, admin_headers: dict
+) -> None:
+    fed = create_federation(
+        client, admin_headers, model=EASE, rounds={"min_participants": 3, "max_rounds": 3}
+    )
+    fid = fed["id"]
+    assert fed["model"]["ease_lambdas"] == LAMBDAS
+    silos = [_silo(seed) for seed in range(3)]
+    headers = [enrol(client, admin_headers, fid, f"p{k}")[1] for k in range(3)]
+    v0 = weights(client, fid, 0, admin_headers)
+    assert v0["ease_b"].shape == (N, N)
+    assert not v0["ease_b"].any()
+    for (users, items), h in zip(silos, headers, strict=True):
+        body = _gram_upload(users, items, round=1, base=0)
+        assert put_update(client, fid, 1, body, h).status_code == 201
+    assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+
+    pooled_users = np.concatenate([u + 100 * k for k, (u, _) in enumerate(silos)])
+    pooled_items = np.concatenate([i for _, i in silos])
+    pooled = item_gram(pooled_users, pooled_items, N)
+    scores = {1: 0.2, 2: 0.5, 3: 0.3}  # lambda 10 validates best
+    for number in (2, 3):
+        for h in headers:
+            evaluate(client, fid, number - 1, h, metrics={"ndcg@10": scores[number - 1]})
+            assert put_update(client, fid, number, _ready(number, number - 1), h).status_code == 201
+        assert wait_round_closed(client, fid, number, admin_headers)["state"] == "closed"
+    for version, lam in enumerate(LAMBDAS, start=1):
+        b = weights(client, fid, version, admin_headers)["ease_b"]
+        np.testing.assert_allclose(b, ease_weights(pooled, lam), atol=1e-6)
+
+    state = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+    assert (state["state"], state["latest_version"]) == ("evaluating", 3)
+    for h in headers:
+        evaluate(client, fid, 3, h, metrics={"ndcg@10": scores[3]})
+    state = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+    assert (state["state"], state["deployed_version"]) == ("completed", 2)
+
+
+def test_an_update_that_is_no_gram_is_refused(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers, model=EASE)["id"]
+    _, h = enrol(client, admin_headers, fid)
+    negative = -np.ones((1, N), dtype=np.float32)
+    body = encode_update(
+        {"ease_gram": negative}, round=1, base_version=0, num_examples=1, rows=np.array([0])
+    )
+    problem = assert_problem(put_update(client, fid, 1, body, h), 422, "invalid-update")
+    assert problem["field"] == "ease_gram"
+    mf_shaped = encode_update(
+        {"item_factors": np.zeros((N, 2), np.float32)}, round=1, base_version=0, num_examples=1
+    )
+    assert_problem(put_update(client, fid, 1, mf_shaped, h), 422, "invalid-update")
+
+
+@pytest.mark.parametrize(
+    ("model", "rounds", "privacy"),
+    [
+        ({"kind": "ease", "num_items": 20_001}, None, None),
+        ({**EASE, "ease_lambdas": [0.0]}, None, None),
+        ({**EASE, "ease_lambdas": []}, None, None),
+        ({**EASE, "ease_lambdas": [10, 10]}, None, None),
+        ({"kind": "mf", "num_items": N}, None, None),  # mf needs its dim
+        (EASE, {"max_rounds": 4}, None),  # one round per lambda
+        (EASE, None, {"dp": {"clip_norm": 1, "noise_multiplier": 1}}),
+    ],
+)
+def test_ease_specs_are_validated(
+    client: TestClient, admin_headers: dict, model: dict, rounds: dict | None, privacy: dict | None
+) -> None:
+    body: dict = {"name": "bad", "model": model, "rounds": rounds or {"max_rounds": 3}}
+    if privacy:
+        body["privacy"] = privacy
+        body["strategy"] = {"weighting": "uniform", "normalization": "total"}
+    response = client.post("/v1/federations", json=body, headers=admin_headers)
+    assert_problem(response, 422, "validation-error")
