@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.errors import ValidationFailed
-from coordinator.domain.specs import ModelSpec, PrivacyPolicy, RoundPolicy
+from coordinator.domain.specs import ModelSpec, PrivacyPolicy
 from participant_sdk.wire import Update
 
 __all__ = ["EaseStrategy", "ExactSum", "check_ease_federation", "check_gram", "solve_ease"]
@@ -68,7 +68,7 @@ def check_gram(update: Update) -> None:
             )
 
 
-def check_ease_federation(model: ModelSpec, rounds: RoundPolicy, privacy: PrivacyPolicy) -> None:
+def check_ease_federation(model: ModelSpec, privacy: PrivacyPolicy) -> None:
     """Refuse what an ``ease`` federation cannot honour."""
     if model.kind != "ease":
         return
@@ -77,12 +77,6 @@ def check_ease_federation(model: ModelSpec, rounds: RoundPolicy, privacy: Privac
             "privacy.dp is not supported for model kind 'ease': the exact Gram sum has "
             "no clipping or noise; leave privacy.dp out",
             field="privacy.dp",
-        )
-    if rounds.max_rounds > len(model.ease_lambdas):
-        raise ValidationFailed(
-            f"rounds.max_rounds is {rounds.max_rounds} but model kind 'ease' has one round "
-            f"per candidate lambda: set max_rounds to at most {len(model.ease_lambdas)}",
-            field="rounds.max_rounds",
         )
 
 

@@ -115,7 +115,7 @@ def create_federation(
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
     check_dp_policy(strategy, privacy)
-    check_ease_federation(model, rounds, privacy)
+    check_ease_federation(model, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

@@ -14,9 +14,8 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from coordinator.domain import deployment
-from coordinator.domain.metrics import aggregate_in
 from coordinator.domain.privacy import round_allowed
-from coordinator.domain.specs import DeployPolicy, PrivacyPolicy, RoundPolicy
+from coordinator.domain.specs import DeployPolicy, ModelSpec, PrivacyPolicy, RoundPolicy
 from coordinator.store.models import Federation
 
 __all__ = ["StopReason", "stale_versions", "stop_reason"]
@@ -45,19 +44,14 @@ def stale_versions(scores: Mapping[int, float], min_delta: float) -> int:
     return max(scores) - best_version
 
 
-def _validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
-    return {
-        row.version: row.metrics[metric]
-        for row in aggregate_in(session, federation_id)
-        if row.split == "validation" and metric in row.metrics
-    }
-
-
 def stop_reason(session: Session, federation: Federation) -> StopReason | None:
     """Why the federation should stop training now that a round closed, or None."""
     policy = RoundPolicy.model_validate(federation.round_policy)
     dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
-    if federation.completed_rounds >= policy.max_rounds:
+    model = ModelSpec.model_validate(federation.model_spec)
+    # an ease federation has one round per candidate lambda, whatever the cap says
+    budget = min(policy.max_rounds, len(model.ease_lambdas)) if model.kind == "ease" else None
+    if federation.completed_rounds >= (budget or policy.max_rounds):
         return StopReason.MAX_ROUNDS
     if dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds):
         return StopReason.PRIVACY_BUDGET
@@ -65,7 +59,7 @@ def stop_reason(session: Session, federation: Federation) -> StopReason | None:
         return StopReason.TARGET
     if policy.patience is not None:
         metric = DeployPolicy.model_validate(federation.deploy_policy).metric
-        scores = _validation_scores(session, federation.id, metric)
+        scores = deployment.validation_scores(session, federation.id, metric)
         if stale_versions(scores, policy.min_delta) >= policy.patience:
             return StopReason.PATIENCE
     return None
