@@ -78,7 +78,8 @@ class ShortFederation:
             if not len(local):
                 continue
             try:
-                update = trainer.train_round(self.tensors, local)
+                with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                    update = trainer.train_round(self.tensors, local)
             except (FloatingPointError, ValueError) as exc:  # a diverged candidate loses
                 self.diverged = f"round {self.rounds + 1}: {exc}"
                 return
@@ -93,7 +94,8 @@ class ShortFederation:
             strategy.add(decode_update(payload, self.spec))
             added += 1
         if added:
-            tensors, self.state = strategy.result(self.tensors, self.state)
+            with np.errstate(over="ignore", invalid="ignore"):
+                tensors, self.state = strategy.result(self.tensors, self.state)
             if not all(np.isfinite(t).all() for t in tensors.values()):
                 self.diverged = f"round {self.rounds + 1}: the server step is not finite"
                 return
@@ -117,5 +119,9 @@ class ShortFederation:
         def score(users: npt.NDArray[np.int64]) -> F32:
             return np.asarray(users_factors[users] @ q.T + b[None, :], dtype=np.float32)
 
-        value = float(evaluate_loo(score, self.train, valid)["ndcg@10"])
+        if not np.isfinite(users_factors).all():
+            self.diverged = f"round {self.rounds}: user factors are not finite"
+            return float("-inf")
+        with np.errstate(over="ignore", invalid="ignore"):  # huge but finite factors
+            value = float(evaluate_loo(score, self.train, valid)["ndcg@10"])
         return value if np.isfinite(value) else float("-inf")
