@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fedrec.options import IALS_SERVER_LR, SimulationOptions, default_of
 
@@ -18,6 +19,16 @@ __all__ = ["build_parser", "main"]
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+
+
+# Options that default to None on the command line so that setting them pins them: the
+# recipe search (--recipe auto) then keeps them and searches only the rest.
+PINNABLE = ("model", "server_optimizer", "server_lr", "local_epochs", "recency_window")
+
+
+def _given(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    return default_of(OPTION_FIELDS.get(name, name)) if value is None else value
 
 
 def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOptions:
@@ -35,20 +46,22 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         patience=args.patience or None,
         min_delta=args.min_delta,
         seed=args.seed,
-        model=args.model,
+        recipe=args.recipe,
+        pinned=tuple(name for name in PINNABLE if getattr(args, name) is not None),
+        model=_given(args, "model"),
         alpha=args.alpha,
         dim=args.dim,
-        local_epochs=args.local_epochs,
+        local_epochs=_given(args, "local_epochs"),
         learning_rate=args.lr,
         reg=args.reg,
         negatives=args.negatives,
-        recency_window=args.recency_window,
+        recency_window=_given(args, "recency_window"),
         recency_weight=args.recency_weight,
         # FedAvg's default step depends on --model; other optimizers get the coordinator's
         server_lr=_server_lr(args)
-        if args.server_lr is not None or args.server_optimizer == "fedavg"
+        if args.server_lr is not None or _given(args, "server_optimizer") == "fedavg"
         else None,
-        server_optimizer=args.server_optimizer,
+        server_optimizer=_given(args, "server_optimizer"),
         server_momentum=args.server_momentum,
         server_beta1=args.server_beta1,
         server_beta2=args.server_beta2,
@@ -72,7 +85,7 @@ def _server_lr(args: argparse.Namespace) -> float:
     if args.server_lr is not None:
         return float(args.server_lr)
     # implicit ALS uploads closed-form steps, which a larger server step overshoots
-    return IALS_SERVER_LR if args.model == "ials" else float(default_of("server_lr"))
+    return IALS_SERVER_LR if _given(args, "model") == "ials" else float(default_of("server_lr"))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -149,10 +162,28 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     )
     parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument(
+        "--recipe",
+        choices=["auto", "fixed"],
+        default=default_of("recipe"),
+        help="auto = choose the model and server optimizer by a short successive-halving "
+        "search on the validation split (the ones you set with --model, --server-optimizer, "
+        "--server-lr, --local-epochs, --recency-window are kept); fixed = use the options "
+        f"as given (default {default_of('recipe')})",
+    )
+    parser.add_argument(
+        "--no-auto",
+        dest="recipe",
+        action="store_const",
+        const="fixed",
+        default=default_of("recipe"),
+        help="same as --recipe fixed",
+    )
+    # no argparse default for the pinnable options: setting one pins it (see --recipe)
+    parser.add_argument(
         "--model",
         choices=["bpr", "ials", "ease"],
-        default=default_of("model"),
-        help="bpr = BPR-MF (row-sparse updates); ials = confidence-weighted implicit ALS "
+        help=f"(default {default_of('model')}) bpr = BPR-MF (row-sparse updates); "
+        "ials = confidence-weighted implicit ALS "
         "(closed-form local solves, dense updates; --local-epochs, --lr, --negatives and "
         "--recency-* apply to bpr only); ease = closed-form EASE (one Gram upload, one "
         "round per candidate lambda, chosen on validation; at most 20k items)",
@@ -167,8 +198,8 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument(
         "--local-epochs",
         type=int,
-        default=default_of("local_epochs"),
-        help="local epochs per round (a recency-weighted epoch is short: see --recency-window)",
+        help=f"(default {default_of('local_epochs')}) local epochs per round "
+        "(a recency-weighted epoch is short: see --recency-window)",
     )
     parser.add_argument(
         "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
@@ -178,8 +209,8 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument(
         "--recency-window",
         type=int,
-        default=default_of("recency_window"),
-        help="each user's N latest interactions are sampled more often (0 = off)",
+        help=f"(default {default_of('recency_window')}) each user's N latest interactions "
+        "are sampled more often (0 = off)",
     )
     parser.add_argument(
         "--recency-weight",
@@ -190,8 +221,8 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument(
         "--server-optimizer",
         choices=["fedavg", "fedavgm", "fedadam", "fedyogi"],
-        default=default_of("server_optimizer"),
-        help="how the coordinator applies the round's mean delta (FedAvgM: momentum; "
+        help=f"(default {default_of('server_optimizer')}) how the coordinator applies the "
+        "round's mean delta (FedAvgM: momentum; "
         "FedAdam/FedYogi: adaptive, Reddi et al. 2021; see docs/api.md)",
     )
     # no argparse default: FedAvg's default step would be far too large for FedAdam

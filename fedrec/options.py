@@ -52,6 +52,10 @@ class SimulationOptions:
     patience: int | None = 5
     min_delta: float = 0.0
     seed: int = 0
+    # auto = choose the model and server optimizer on validation (fedrec.selection)
+    # among the choices not in `pinned` (the option fields the user set); fixed = as given
+    recipe: Literal["auto", "fixed"] = "auto"
+    pinned: tuple[str, ...] = ()
     # bpr = BPR-MF (federation kind "mf"); ials = confidence-weighted implicit ALS, which
     # weighs each interaction by its strength (the rating column) through alpha
     # ease = closed-form EASE: one round per candidate lambda, the best validated deployed

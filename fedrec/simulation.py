@@ -39,6 +39,7 @@ from fedrec.failures import SimulationError
 from fedrec.local_server import embedded_coordinator
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
+from fedrec.selection import select_recipe
 from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
@@ -216,6 +217,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             else ""
         )
     )
+    selection = None
+    if options.recipe == "auto" and options.model != "ease":
+        options, selection = _choose_recipe(options, split, groups, privacy, console)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config))
     with contextlib.ExitStack() as stack:
@@ -283,10 +287,38 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         "history": history,
         "final": final,
     }
+    if selection is not None:
+        report["selection"] = selection
     if options.report:
         options.report.write_text(json.dumps(report, indent=2, default=str))
         console.print(f"report written to {options.report}")
     return report
+
+
+def _choose_recipe(
+    options: SimulationOptions,
+    split: LeaveOneOutSplit,
+    groups: list[np.ndarray],
+    privacy: dict[str, Any] | None,
+    console: Console,
+) -> tuple[SimulationOptions, dict[str, Any] | None]:
+    """The recipe search on the training and validation splits (never the test)."""
+    if privacy is not None:
+        # the search's short federations would spend privacy budget the report omits
+        console.print("recipe: as given (no search with differential privacy)")
+        return options, None
+    started = time.perf_counter()
+    console.print("choosing the recipe on the validation split (successive halving)")
+    chosen, selection = select_recipe(
+        options, split.train, split.valid, groups, log=lambda m: console.print(f"  {m}")
+    )
+    report = selection.report()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    console.print(
+        f"recipe: {selection.chosen.name} {selection.chosen.settings} — {selection.why} "
+        f"({report['seconds']} s)"
+    )
+    return chosen, report
 
 
 def _model_line(config: BPRConfig | IALSConfig | EASEConfig) -> str:

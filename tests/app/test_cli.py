@@ -114,9 +114,11 @@ def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
             continue
         assert action.default == default_of(name), name
         checked.add(name)
-    # DP picks its own defaults; the server step's default depends on --model and the optimizer
-    assert derived == {"normalization", "weighting", "server_lr"}
-    assert {"participants", "rounds", "dim", "local_epochs", "learning_rate"} <= checked
+    # DP picks its own defaults; the server step's default depends on --model and the
+    # optimizer; the pinnable options default to None so that setting one pins it
+    pinnable = {"model", "server_optimizer", "local_epochs", "recency_window"}
+    assert derived == {"normalization", "weighting", "server_lr"} | pinnable
+    assert {"participants", "rounds", "dim", "learning_rate", "recipe"} <= checked
 
 
 def test_simulate_without_options_is_the_default_simulation(

@@ -34,6 +34,7 @@ def test_model_flag_picks_the_trainer_and_its_server_step() -> None:
 def test_simulate_ials_end_to_end(tmp_path: Path) -> None:
     options = SimulationOptions(
         dataset="synthetic",
+        recipe="fixed",
         model="ials",
         participants=2,
         rounds=2,

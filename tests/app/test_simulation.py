@@ -19,6 +19,7 @@ def test_simulate_writes_report(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     options = SimulationOptions(
         dataset="synthetic",
+        recipe="fixed",  # this test checks the bpr recipe; tests/app/test_selection the search
         participants=3,
         partition="skewed",
         rounds=3,

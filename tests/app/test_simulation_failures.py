@@ -25,7 +25,10 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_diverging_participants_end_the_run_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["simulate", *SMALL, "--lr", "1e9", "--data-dir", str(tmp_path / "c")])
+    # --model bpr: the recipe search would otherwise pick ials, which has no --lr
+    code = main(
+        ["simulate", *SMALL, "--model", "bpr", "--lr", "1e9", "--data-dir", str(tmp_path / "c")]
+    )
     assert code == 1
     line = _error_line(capsys)
     assert "local training diverged on every participant in round 1" in line

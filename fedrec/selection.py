@@ -1,0 +1,234 @@
+"""The automatic recipe choice of ``fedrec simulate``: successive halving on validation.
+
+No single recipe is best on every data set (bench/RESULTS.md, "Defaults across data"):
+BPR with a large FedAvg step wins on time-ordered movie ratings, confidence-weighted ALS
+on counts with many items. So the simulation runs a few candidate recipes as short
+in-process federations (:class:`~fedrec.short_federation.ShortFederation`) on the
+training split, scores each on the validation split, keeps the better half at each
+budget, and trains the full federation with the winner. The search receives only the
+training interactions and the validation targets: the test split cannot be touched.
+
+Choices the user pinned (``--model``, ``--server-optimizer``, ``--server-lr``,
+``--local-epochs``, ``--recency-window``) are kept in every candidate; the search covers
+the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrec.options import SimulationOptions
+from fedrec.short_federation import ShortFederation
+from participant_sdk.recsys import Interactions
+
+__all__ = [
+    "BUDGETS",
+    "Candidate",
+    "Selection",
+    "candidates_for",
+    "has_timestamps",
+    "select_recipe",
+    "successive_halving",
+]
+
+# Cumulative rounds at which the candidates are compared: every candidate trains 4
+# rounds, the better half continues to 12. A short last rung favours recipes that start
+# fast and plateau (implicit ALS leads BPR on ML-100K at round 4-8, then BPR passes
+# it): 12 rounds let a slower climber show its slope (bench/RESULTS.md).
+BUDGETS: tuple[int, ...] = (4, 12)
+# A BPR epoch without recency weighting is a full pass (8x a recency-weighted one on
+# ML-100K: see fedrec.options), so without timestamps fewer local epochs are the
+# same amount of work per round.
+PLAIN_BPR_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe: the option fields it sets."""
+
+    name: str
+    settings: dict[str, Any]
+
+    def apply(self, options: SimulationOptions) -> SimulationOptions:
+        return dataclasses.replace(options, **self.settings)
+
+
+def has_timestamps(data: Interactions) -> bool:
+    """Real timestamps: known, and not all the same (recency needs an order)."""
+    known = data.timestamps[np.isfinite(data.timestamps)]
+    return known.size == len(data) and known.size > 0 and bool(np.ptp(known) > 0)
+
+
+def candidates_for(options: SimulationOptions, *, timestamps: bool) -> list[Candidate]:
+    """The candidate recipes that make sense for this data, pinned choices kept.
+
+    BPR uses recency weighting only where timestamps exist (else a plain epoch, fewer
+    of them); ALS is valid with or without strengths (without, every confidence is the
+    same and it is plain implicit ALS).
+    """
+    bpr: dict[str, Any] = (
+        {"recency_window": options.recency_window, "local_epochs": options.local_epochs}
+        if timestamps
+        else {"recency_window": 0, "local_epochs": PLAIN_BPR_EPOCHS}
+    )
+    recipes = [
+        Candidate("bpr+fedavg", {"model": "bpr", "server_optimizer": "fedavg", "server_lr": 2.0}),
+        Candidate("bpr+fedadam", {"model": "bpr", "server_optimizer": "fedadam", "server_lr": 0.1}),
+        Candidate("ials+fedavg", {"model": "ials", "server_optimizer": "fedavg", "server_lr": 1.0}),
+    ]
+    pinned = set(options.pinned)
+    chosen: list[Candidate] = []
+    for recipe in recipes:
+        settings = dict(recipe.settings)
+        if "model" in pinned and settings["model"] != options.model:
+            continue
+        if settings["model"] == "bpr":
+            settings.update(bpr)
+        name = recipe.name
+        if "server_optimizer" in pinned:
+            # the user's optimizer for every model; its step: theirs, or its default
+            name = f"{settings['model']}+{options.server_optimizer}"
+            del settings["server_optimizer"]
+            settings["server_lr"] = None
+        settings = {k: v for k, v in settings.items() if k not in pinned}
+        if all(c.name != name for c in chosen):
+            chosen.append(Candidate(name, settings))
+    return chosen
+
+
+@dataclass
+class Selection:
+    """What the search tried, how each scored, and which it chose."""
+
+    candidates: list[Candidate]
+    budgets: tuple[int, ...]
+    scores: dict[str, dict[int, float]]
+    chosen: Candidate
+    why: str
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "candidates": {c.name: c.settings for c in self.candidates},
+            "budgets": list(self.budgets),
+            "validation_ndcg@10": {
+                name: {str(b): (None if math.isinf(v) else round(v, 5)) for b, v in s.items()}
+                for name, s in self.scores.items()
+            },
+            "chosen": self.chosen.name,
+            "why": self.why,
+        }
+
+
+Arm = Callable[[Candidate], tuple[Callable[[], None], Callable[[], float]]]
+
+
+def successive_halving(
+    candidates: Sequence[Candidate],
+    arm: Arm,
+    budgets: Sequence[int] = BUDGETS,
+    *,
+    workers: int = 1,
+    patience: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Selection:
+    """Train every candidate to each budget (cumulative rounds), keep the better half.
+
+    ``arm(candidate)`` gives an ``advance()`` (one round) and a ``validate()``
+    (validation NDCG@10). A candidate's score at a budget is its best validation so
+    far, as the federation deploys its best version; a candidate stops training once
+    ``patience`` rounds in a row did not beat it (the stop policy would stop it there
+    too). Ties go to the earlier candidate.
+    Bounded: at most ``len(candidates) * budgets[-1]`` rounds in all.
+    """
+    arms = {c.name: arm(c) for c in candidates}
+    alive = list(candidates)
+    scores: dict[str, dict[int, float]] = {c.name: {} for c in candidates}
+    best = {c.name: float("-inf") for c in candidates}
+    trained = 0
+
+    stale = {c.name: 0 for c in candidates}
+
+    def run(candidate: Candidate, rounds: int) -> None:
+        advance, validate = arms[candidate.name]
+        for _ in range(rounds):
+            if patience is not None and stale[candidate.name] >= patience:
+                return  # converged: more rounds would not change its score
+            advance()
+            value = validate()
+            stale[candidate.name] = 0 if value > best[candidate.name] else stale[candidate.name] + 1
+            best[candidate.name] = max(best[candidate.name], value)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for budget in budgets:
+            rounds = [budget - trained] * len(alive)
+            list(pool.map(run, alive, rounds))
+            trained = budget
+            for c in alive:
+                scores[c.name][budget] = best[c.name]
+            ranked = sorted(alive, key=lambda c: -best[c.name])  # stable: ties keep order
+            shown = ", ".join(f"{c.name} {best[c.name]:.4f}" for c in ranked)
+            log(f"after {budget} rounds, validation NDCG@10: {shown}")
+            if len(alive) == 1:
+                break
+            alive = ranked[: max(1, math.ceil(len(alive) / 2))]
+    winner = max(alive, key=lambda c: best[c.name])
+    why = (
+        f"highest validation NDCG@10 ({best[winner.name]:.4f}) after {trained} rounds of "
+        f"successive halving over {len(candidates)} candidates"
+        if len(candidates) > 1
+        else "the only candidate left by the pinned choices"
+    )
+    return Selection(list(candidates), tuple(budgets), scores, winner, why)
+
+
+def select_recipe(
+    options: SimulationOptions,
+    train: Interactions,
+    valid: Interactions,
+    groups: Sequence[npt.NDArray[np.int64]],
+    *,
+    budgets: Sequence[int] = BUDGETS,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[SimulationOptions, Selection]:
+    """Choose the recipe on ``valid`` from short federations on ``train``; return the
+    options with the winner applied, and the selection."""
+    candidates = candidates_for(options, timestamps=has_timestamps(train))
+    budgets = tuple(min(b, options.rounds) for b in budgets)
+
+    def arm(candidate: Candidate) -> tuple[Callable[[], None], Callable[[], float]]:
+        chosen = _resolved(candidate.apply(options))
+        federation = ShortFederation(train, groups, chosen.trainer_config(), chosen.strategy())
+        return federation.advance, lambda: federation.validate(valid)
+
+    if len(candidates) == 1:
+        only = candidates[0]
+        return _resolved(only.apply(options)), Selection(
+            candidates, (), {only.name: {}}, only, "the only candidate left by the pinned choices"
+        )
+    selection = successive_halving(
+        candidates,
+        arm,
+        budgets,
+        workers=min(options.workers, 2),
+        patience=options.patience,
+        log=log,
+    )
+    return _resolved(selection.chosen.apply(options)), selection
+
+
+def _resolved(options: SimulationOptions) -> SimulationOptions:
+    """Fill FedAvg's model-dependent default step when the recipe left it open."""
+    if options.server_lr is None and options.server_optimizer == "fedavg":
+        from fedrec.options import IALS_SERVER_LR
+
+        lr = IALS_SERVER_LR if options.model == "ials" else 2.0
+        return dataclasses.replace(options, server_lr=lr)
+    return options

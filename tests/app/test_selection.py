@@ -1,0 +1,130 @@
+"""The recipe search: successive halving on validation, pinned choices, no test split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedrec.cli import _simulation_options, build_parser
+from fedrec.options import SimulationOptions
+from fedrec.partition import partition_users
+from fedrec.selection import (
+    Candidate,
+    candidates_for,
+    has_timestamps,
+    select_recipe,
+    successive_halving,
+)
+from fedrec.synthetic import make_synthetic
+from participant_sdk.recsys import Interactions, evaluate_loo, leave_one_out
+
+
+def _fake_arms(curves: dict[str, list[float]], trained: dict[str, int]):  # type: ignore[no-untyped-def]
+    def arm(candidate: Candidate):  # type: ignore[no-untyped-def]
+        def advance() -> None:
+            trained[candidate.name] += 1
+
+        def validate() -> float:
+            return curves[candidate.name][trained[candidate.name] - 1]
+
+        return advance, validate
+
+    return arm
+
+
+def test_successive_halving_keeps_the_better_half_and_picks_the_best() -> None:
+    # "slow" starts behind but passes "fast" by round 6; "bad" is dropped at round 2
+    curves = {
+        "fast": [0.30, 0.31, 0.31, 0.31, 0.31, 0.31],
+        "slow": [0.10, 0.25, 0.28, 0.30, 0.33, 0.36],
+        "bad": [0.05, 0.06, 0.07, 0.08, 0.09, 0.10],
+    }
+    trained = dict.fromkeys(curves, 0)
+    candidates = [Candidate(name, {}) for name in curves]
+    selection = successive_halving(candidates, _fake_arms(curves, trained), (2, 6))
+    assert selection.chosen.name == "slow"
+    assert trained == {"fast": 6, "slow": 6, "bad": 2}  # bounded: the loser stopped early
+    assert selection.scores["bad"] == {2: 0.06}
+    assert selection.scores["slow"][6] == pytest.approx(0.36)
+    report = selection.report()
+    assert report["chosen"] == "slow"
+    assert report["budgets"] == [2, 6]
+
+
+def test_a_converged_candidate_stops_training_at_its_patience() -> None:
+    curves = {"flat": [0.3] * 10, "rising": [0.1 * k for k in range(1, 11)]}
+    trained = dict.fromkeys(curves, 0)
+    candidates = [Candidate(name, {}) for name in curves]
+    selection = successive_halving(candidates, _fake_arms(curves, trained), (10,), patience=2)
+    assert trained == {"flat": 3, "rising": 10}
+    assert selection.chosen.name == "rising"
+
+
+def test_candidates_respect_pinned_choices_and_the_data() -> None:
+    options = SimulationOptions()
+    names = [c.name for c in candidates_for(options, timestamps=True)]
+    assert names == ["bpr+fedavg", "bpr+fedadam", "ials+fedavg"]
+    plain = candidates_for(options, timestamps=False)
+    assert all(c.settings["recency_window"] == 0 for c in plain if c.settings["model"] == "bpr")
+
+    pinned_model = dataclasses.replace(options, model="ials", pinned=("model",))
+    only = candidates_for(pinned_model, timestamps=True)
+    assert [c.name for c in only] == ["ials+fedavg"]
+    assert "model" not in only[0].settings
+
+    pinned_optimizer = dataclasses.replace(
+        options, server_optimizer="fedyogi", server_lr=None, pinned=("server_optimizer",)
+    )
+    found = candidates_for(pinned_optimizer, timestamps=True)
+    assert [c.name for c in found] == ["bpr+fedyogi", "ials+fedyogi"]
+    assert all(c.apply(pinned_optimizer).server_optimizer == "fedyogi" for c in found)
+
+    pinned_epochs = dataclasses.replace(options, local_epochs=3, pinned=("local_epochs",))
+    for candidate in candidates_for(pinned_epochs, timestamps=False):
+        assert candidate.apply(pinned_epochs).local_epochs == 3
+
+
+def test_the_command_line_pins_what_the_user_set() -> None:
+    args = build_parser().parse_args(["simulate", "--model", "ials", "--local-epochs", "2"])
+    options = _simulation_options(args, demo=False)
+    assert set(options.pinned) == {"model", "local_epochs"}
+    assert (options.model, options.local_epochs, options.recipe) == ("ials", 2, "auto")
+    fixed = _simulation_options(build_parser().parse_args(["simulate", "--no-auto"]), demo=False)
+    assert fixed.recipe == "fixed"
+    assert fixed.pinned == ()
+
+
+@pytest.mark.slow
+def test_the_search_scores_validation_only_and_applies_the_winner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = make_synthetic(num_users=60, num_items=80, seed=3)
+    split = leave_one_out(data)
+    groups = partition_users(data, "iid", 2, seed=0)
+    scored: list[Interactions] = []
+
+    def spy(score, train, targets, **kwargs):
+        scored.append(targets)
+        return evaluate_loo(score, train, targets, **kwargs)
+
+    monkeypatch.setattr("fedrec.short_federation.evaluate_loo", spy)
+    options = SimulationOptions(dim=8, local_epochs=1, rounds=50)
+    chosen, selection = select_recipe(options, split.train, split.valid, groups, budgets=(1, 2))
+    assert has_timestamps(split.train)
+    # 3 candidates for 1 round, the better 2 for one more: 5 evaluations, all on validation
+    assert len(scored) == 5
+    test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist(), strict=True))
+    for targets in scored:
+        assert np.array_equal(targets.items, split.valid.items)
+        assert not test_pairs & set(
+            zip(targets.users.tolist(), targets.items.tolist(), strict=True)
+        )
+    # the test items are not in what the short federations train on either
+    train_pairs = set(zip(split.train.users.tolist(), split.train.items.tolist(), strict=True))
+    assert not test_pairs & train_pairs
+    assert selection.chosen in selection.candidates
+    for key, value in selection.chosen.settings.items():
+        assert getattr(chosen, key) == value
+    assert chosen.server_lr is not None
