@@ -41,16 +41,13 @@ on a participant is :meth:`IALSTrainer.train_round`:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from safetensors.numpy import load_file as _st_load_file
-from safetensors.numpy import save_file as _st_save_file
 
 from .data import Interactions
-from .model import LocalUpdate, score_items
+from .model import LocalUpdate, PrivateUserFactors
 
 __all__ = ["IALSConfig", "IALSTrainer", "confidence", "item_gradient", "solve_users"]
 
@@ -246,7 +243,7 @@ def _loss(user_factors: F64, item_factors: F64, train: Interactions, config: IAL
     return total / float(x.shape[0] * y.shape[0])
 
 
-class IALSTrainer:
+class IALSTrainer(PrivateUserFactors):
     """Local implicit-ALS trainer that owns the private user factors.
 
     The public shape mirrors :class:`~participant_sdk.recsys.model.BPRTrainer`, so a
@@ -347,38 +344,3 @@ class IALSTrainer:
             num_examples=len(train),
             loss=loss,
         )
-
-    def score(
-        self, users: IntArray, item_tensors: dict[str, F32] | dict[str, npt.NDArray[np.generic]]
-    ) -> npt.NDArray[np.float32]:
-        """Scores of local ``users`` (factors as last solved) against item tensors."""
-        return score_items(
-            self.user_factors[np.asarray(users)],
-            np.asarray(item_tensors["item_factors"], dtype=np.float32),
-            np.asarray(item_tensors["item_bias"], dtype=np.float32),
-        )
-
-    def state_dict(self) -> dict[str, npt.NDArray[np.generic]]:
-        """Private state as plain arrays (user factors and the step counter)."""
-        return {
-            "user_factors": self.user_factors.copy(),
-            "steps": np.array([self.steps], dtype=np.int64),
-        }
-
-    def load_state_dict(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
-        """Restore :meth:`state_dict` output; shapes must match this trainer."""
-        factors = np.asarray(state["user_factors"], dtype=np.float32)
-        if factors.shape != self.user_factors.shape:
-            raise ValueError(
-                f"user_factors shape {factors.shape} != expected {self.user_factors.shape}"
-            )
-        self.user_factors = factors.copy()
-        self.steps = int(np.asarray(state["steps"]).reshape(-1)[0])
-
-    def save(self, path: str | Path) -> None:
-        """Write the private state to a safetensors file (no pickle)."""
-        _st_save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path: str | Path) -> None:
-        """Read state written by :meth:`save`."""
-        self.load_state_dict(dict(_st_load_file(str(path))))

@@ -233,7 +233,53 @@ class _Seen:
         return np.asarray(self.keys[pos] == keys) if self.keys.size else np.zeros(keys.size, bool)
 
 
-class BPRTrainer:
+class PrivateUserFactors:
+    """What every local trainer shares: private user factors, scoring, and their state.
+
+    The factors never leave the participant; they are saved with safetensors (no pickle)
+    so a restarted participant resumes them.
+    """
+
+    user_factors: F32
+    steps: int
+
+    def score(
+        self, users: IntArray, item_tensors: dict[str, F32] | dict[str, npt.NDArray[np.generic]]
+    ) -> npt.NDArray[np.float32]:
+        """Scores of local ``users`` (factors as last trained) against item tensors."""
+        return score_items(
+            self.user_factors[np.asarray(users)],
+            np.asarray(item_tensors["item_factors"], dtype=np.float32),
+            np.asarray(item_tensors["item_bias"], dtype=np.float32),
+        )
+
+    def state_dict(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Private state as plain arrays (user factors and the step counter)."""
+        return {
+            "user_factors": self.user_factors.copy(),
+            "steps": np.array([self.steps], dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
+        """Restore :meth:`state_dict` output; shapes must match this trainer."""
+        factors = np.asarray(state["user_factors"], dtype=np.float32)
+        if factors.shape != self.user_factors.shape:
+            raise ValueError(
+                f"user_factors shape {factors.shape} != expected {self.user_factors.shape}"
+            )
+        self.user_factors = factors.copy()
+        self.steps = int(np.asarray(state["steps"]).reshape(-1)[0])
+
+    def save(self, path: str | Path) -> None:
+        """Write the private state to a safetensors file (no pickle)."""
+        _st_save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path))
+
+    def load(self, path: str | Path) -> None:
+        """Read state written by :meth:`save`."""
+        self.load_state_dict(dict(_st_load_file(str(path))))
+
+
+class BPRTrainer(PrivateUserFactors):
     """Local BPR-MF trainer that owns the private user factors.
 
     Parameters
@@ -440,40 +486,3 @@ class BPRTrainer:
             b[ur] = new_b
             touched[ur] = True
         return loss_sum / max(order.size, 1)
-
-    # ------------------------------------------------------------------ inference
-    def score(
-        self, users: IntArray, item_tensors: dict[str, F32] | dict[str, npt.NDArray[np.generic]]
-    ) -> npt.NDArray[np.float32]:
-        """Scores of local ``users`` against a global model's item tensors."""
-        return score_items(
-            self.user_factors[np.asarray(users)],
-            np.asarray(item_tensors["item_factors"], dtype=np.float32),
-            np.asarray(item_tensors["item_bias"], dtype=np.float32),
-        )
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, npt.NDArray[np.generic]]:
-        """Private state as plain arrays (user factors and the step counter)."""
-        return {
-            "user_factors": self.user_factors.copy(),
-            "steps": np.array([self.steps], dtype=np.int64),
-        }
-
-    def load_state_dict(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
-        """Restore :meth:`state_dict` output; shapes must match this trainer."""
-        factors = np.asarray(state["user_factors"], dtype=np.float32)
-        if factors.shape != self.user_factors.shape:
-            raise ValueError(
-                f"user_factors shape {factors.shape} != expected {self.user_factors.shape}"
-            )
-        self.user_factors = factors.copy()
-        self.steps = int(np.asarray(state["steps"]).reshape(-1)[0])
-
-    def save(self, path: str | Path) -> None:
-        """Write the private state to a safetensors file (no pickle)."""
-        _st_save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path))
-
-    def load(self, path: str | Path) -> None:
-        """Read state written by :meth:`save`."""
-        self.load_state_dict(dict(_st_load_file(str(path))))
