@@ -184,3 +184,10 @@ def domain_federation(
         row, _token = enrol_participant(ctx, admin, view.row.id, name=f"p{i}")
         principals.append(Principal(False, row.id, view.row.id, row.name))
     return view.row.id, principals
+
+
+def dp_noise(dp: Any, spec: Any) -> dict[str, np.ndarray]:
+    """A DP round's whole noise, drawn in ``spec`` order from the round's generator, as
+    the aggregator draws it tensor by tensor (a reference for the tests)."""
+    rng = dp.generator()
+    return {name: rng.standard_normal(s.shape) * dp.noise_std for name, s in spec.items()}

@@ -21,16 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import numpy.typing as npt
 
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
-from participant_sdk.wire import TensorSpec, Update
+from participant_sdk.wire import Update
 
 __all__ = [
     "DPAggregation",
@@ -96,15 +94,6 @@ class DPAggregation:
         """A fresh generator on the round's seed: the same draws on every call."""
         entropy = int.from_bytes(self.seed, "big")
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
-
-    def noise(self, spec: Mapping[str, TensorSpec]) -> dict[str, npt.NDArray[np.float64]]:
-        """The round's noise on every coordinate of every tensor, drawn in ``spec`` order.
-
-        The accumulator draws the same values tensor by tensor from one :meth:`generator`
-        (memory O(model)); this whole-model form is for tests and small models.
-        """
-        rng = self.generator()
-        return {name: rng.standard_normal(s.shape) * self.noise_std for name, s in spec.items()}
 
 
 def check_dp_policy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:

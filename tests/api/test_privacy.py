@@ -17,6 +17,7 @@ from tests.factories import (
     NUM_ITEMS,
     assert_problem,
     create_federation,
+    dp_noise,
     enrol,
     evaluate,
     federation_body,
@@ -125,7 +126,7 @@ class TestNoisyAggregation:
         # noise (std 1.0 * 0.5) to the sum, divide by 3 updates, times server_lr 2
         dp = DPAggregation(0.5, 1.0, noise_seed(SECRET_KEY.encode(), fid, 1))
         # drawn in the model spec's order, as the accumulator draws them
-        noise = dp.noise(mf_spec(num_items=NUM_ITEMS, dim=DIM))
+        noise = dp_noise(dp, mf_spec(num_items=NUM_ITEMS, dim=DIM))
         new = weights(client, fid, 1, admin_headers)
         for name in base:
             total = noise[name].copy()
