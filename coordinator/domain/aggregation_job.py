@@ -171,18 +171,18 @@ def claim_round(
         base = versions.get(federation_id, round_row.base_version)
         assert base is not None
         restore = None
-        metric = DeployPolicy.model_validate(federation.deploy_policy).metric
-        scores = deployment.validation_scores(session, federation_id, metric)
+        settings = federation_settings(ctx, federation)
         # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
-        ease = federation.model_spec.get("kind") == "ease"
-        target = None if ease else backoff.restore_target(scores, base.version)
-        if target is not None:
-            restore = versions.get(federation_id, target)
+        if settings.model.kind != "ease":
+            metric = DeployPolicy.model_validate(federation.deploy_policy).metric
+            scores = deployment.validation_scores(session, federation_id, metric)
+            target = backoff.restore_target(scores, base.version)
+            restore = versions.get(federation_id, target) if target is not None else None
         return step, Claim(
             federation_id=federation_id,
             number=number,
             owner=ctx.instance_id,
-            settings=federation_settings(ctx, federation),
+            settings=settings,
             update_digests=digests,
             base_version=base.version,
             base_sha256=base.sha256,
@@ -230,20 +230,12 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             if dp_policy
             else None,
         )
-    # stream: one update in memory at a time, float64 sums, fixed order
-    for digest in claimed.update_digests:
-        strategy.add(decode_update(ctx.blobs.get(digest), settings.update_tensors))
-    base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
-    state = (
-        decode_weights(ctx.blobs.get(claimed.base_state_sha256))
-        if claimed.base_state_sha256
-        else {}
-    )
     scale = claimed.base_step_scale
     new_tensors: Mapping[str, npt.NDArray[np.generic]]
     new_state: Mapping[str, npt.NDArray[np.generic]]
     if claimed.restore_sha256 is not None:
-        # the base collapsed on validation: carry the best version's weights, step shorter
+        # the base collapsed on validation: carry the best version's weights, step shorter;
+        # the round's updates are not read
         new_tensors = decode_weights(ctx.blobs.get(claimed.restore_sha256))
         new_state = {}  # moments built on the diverged path are dropped
         contributors: tuple[str, ...] = ()  # no update went into these weights
@@ -258,6 +250,15 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             scale,
         )
     else:
+        # stream: one update in memory at a time, float64 sums, fixed order
+        for digest in claimed.update_digests:
+            strategy.add(decode_update(ctx.blobs.get(digest), settings.update_tensors))
+        base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
+        state = (
+            decode_weights(ctx.blobs.get(claimed.base_state_sha256))
+            if claimed.base_state_sha256
+            else {}
+        )
         contributors = claimed.update_digests
         new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
         while not backoff.all_finite(new_tensors):
@@ -273,7 +274,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
                 scale,
             )
             new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
-    del base_tensors, state
+        del base_tensors, state
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
     weights = encode_weights(new_tensors, MODEL_METADATA)
