@@ -99,6 +99,7 @@ def build_context(settings: Settings) -> Context:
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         lease_seconds=settings.aggregation_lease_seconds,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
     )
 
 

@@ -35,7 +35,8 @@ def _read_or_create(path: Path, make: str) -> tuple[str, bool]:
 
 def load_secrets(settings: Settings) -> Secrets:
     """The admin token and the token-hash key, from settings or generated files."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # owner-only: it holds the SQLite database, the blobs and the generated secrets
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if settings.secret_key is not None:
         secret_key = settings.secret_key.get_secret_value()
     else:

@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator.domain.specs import (
+    DB_INT_MAX,
     DeployPolicy,
+    LimitsPolicy,
     ModelSpec,
     PrivacyPolicy,
     RoundPolicy,
@@ -37,6 +39,19 @@ class FederationCreate(RequestSchema):
     target: TargetSpec | None = None
     deploy: DeployPolicy = DeployPolicy()
     privacy: PrivacyPolicy = PrivacyPolicy()
+    limits: LimitsPolicy = LimitsPolicy()
+
+    @model_validator(mode="after")
+    def _metrics_declared(self) -> FederationCreate:
+        for where, metric in (("deploy.metric", self.deploy.metric),) + (
+            (("target.metric", self.target.metric),) if self.target else ()
+        ):
+            if metric not in self.limits.metrics:
+                raise ValueError(
+                    f"{where} {metric!r} is not among limits.metrics {list(self.limits.metrics)}"
+                    "; add it there"
+                )
+        return self
 
     @model_validator(mode="after")
     def _catalog_matches_model(self) -> FederationCreate:
@@ -65,9 +80,10 @@ class PrivacySpent(Schema):
 class Federation(Schema):
     id: str
     name: str
-    state: Literal["active", "evaluating", "completed"] = Field(
+    state: Literal["active", "evaluating", "completed", "failed"] = Field(
         description="`evaluating`: training stopped; waiting for the final version's "
-        "validation figures (no round is open)."
+        "validation figures (no round is open). `failed`: `rounds.max_failed_rounds` "
+        "rounds failed; no round opens again."
     )
     model: ModelSpec
     strategy: StrategySpec
@@ -75,6 +91,7 @@ class Federation(Schema):
     target: TargetSpec | None
     deploy: DeployPolicy
     privacy: PrivacyPolicy
+    limits: LimitsPolicy
     privacy_spent: PrivacySpent | None = Field(
         description="Differential privacy spent so far; null without `privacy.dp`."
     )
@@ -171,9 +188,17 @@ class ModelVersionList(Schema):
 class EvaluationCreate(RequestSchema):
     split: Literal["validation", "test"]
     metrics: dict[str, float] = Field(
-        description="Metric name (e.g. `ndcg@10`) to value in [0, 1].", min_length=1
+        description="Metric name (e.g. `ndcg@10`) to value in [0, 1]; only the names the "
+        "federation declares in `limits.metrics`.",
+        min_length=1,
+        max_length=32,
     )
-    num_users: int = Field(gt=0, description="Users evaluated; the weight of these figures.")
+    num_users: int = Field(
+        gt=0,
+        le=DB_INT_MAX,
+        description="Users evaluated; the weight of these figures (at most the "
+        "federation's `limits.max_num_users`).",
+    )
 
     @model_validator(mode="after")
     def _metrics_in_range(self) -> EvaluationCreate:
@@ -212,7 +237,7 @@ class MetricsHistory(Schema):
 
 
 class DeploymentCreate(RequestSchema):
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=DB_INT_MAX)
 
 
 class DeploymentEvent(Schema):
@@ -259,6 +284,7 @@ def federation_out(view: Any) -> Federation:
         target=TargetSpec.model_validate(row.target) if row.target else None,
         deploy=DeployPolicy.model_validate(row.deploy_policy),
         privacy=PrivacyPolicy.model_validate(row.privacy),
+        limits=LimitsPolicy.model_validate(row.limits or {}),
         privacy_spent=PrivacySpent.model_validate(spent) if (spent := view.privacy_spent) else None,
         current_round=row.current_round,
         latest_version=row.latest_version,

@@ -25,6 +25,8 @@ class Context:
     secret_key: bytes
     admin_token_hash: str
     lease_seconds: float = 300.0
+    # how long an Idempotency-Key's record answers replays (FEDREC_IDEMPOTENCY_TTL_SECONDS)
+    idempotency_ttl_seconds: float = 86_400.0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)
     settings_cache: dict[str, Any] = field(default_factory=dict)

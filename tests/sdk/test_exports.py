@@ -54,6 +54,7 @@ EXPECTED = {
     "Evaluation",
     "Federation",
     "Health",
+    "LimitsPolicy",
     "MetricsRow",
     "ModelSpec",
     "ModelVersion",

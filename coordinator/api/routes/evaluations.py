@@ -1,6 +1,8 @@
 """Federated evaluation: participants report metrics; the aggregate per version."""
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 
 from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.schemas import (
@@ -10,6 +12,7 @@ from coordinator.api.schemas import (
     MetricsRow,
 )
 from coordinator.domain import evaluation
+from coordinator.domain.specs import DB_INT_MAX
 
 router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
 
@@ -19,7 +22,7 @@ router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
 )
 def submit_evaluation(
     federation_id: str,
-    version: int,
+    version: Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The model version.")],
     body: EvaluationCreate,
     ctx: ContextDep,
     principal: PrincipalDep,

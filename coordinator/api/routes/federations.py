@@ -28,6 +28,7 @@ def create_federation(body: FederationCreate, ctx: ContextDep, _admin: AdminDep)
         target=body.target,
         deploy=body.deploy,
         privacy=body.privacy,
+        limits=body.limits,
     )
     return federation_out(view)
 

@@ -7,16 +7,28 @@ from fastapi import APIRouter, Header, Path, Response
 from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
+from coordinator.domain.errors import ValidationFailed
+from coordinator.domain.specs import DB_INT_MAX
 
 router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
 
 VersionPath = Annotated[
-    str, Path(pattern=r"^(latest|[0-9]+)$", description="A version number or `latest`.")
+    str,
+    Path(
+        pattern=r"^(latest|[0-9]{1,10})$",
+        description=f"A version number (at most {DB_INT_MAX}) or `latest`.",
+    ),
 ]
 
 
 def _version(value: str) -> int | str:
-    return value if value == "latest" else int(value)
+    if value == "latest":
+        return value
+    if int(value) > DB_INT_MAX:  # what the version column holds: a 422, never a 500
+        raise ValidationFailed(
+            f"version must be at most {DB_INT_MAX} or 'latest', got {value}", field="version"
+        )
+    return int(value)
 
 
 @router.get("", response_model=ModelVersionList)

@@ -1,6 +1,6 @@
 """Participants: enrol, list, revoke, who-am-I."""
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
 from coordinator.api.schemas import (
@@ -16,14 +16,20 @@ router = APIRouter(prefix="/federations/{federation_id}/participants", tags=["pa
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EnrolledParticipant)
 def enrol_participant(
-    federation_id: str, body: ParticipantCreate, ctx: ContextDep, admin: AdminDep
+    federation_id: str,
+    body: ParticipantCreate,
+    response: Response,
+    ctx: ContextDep,
+    admin: AdminDep,
 ) -> EnrolledParticipant:
     """Enrol a participant; the response carries its token, shown only this once."""
     participant, token = participants.enrol_participant(ctx, admin, federation_id, name=body.name)
-    return _with_token(participant, token)
+    return _with_token(response, participant, token)
 
 
-def _with_token(participant: object, token: str) -> EnrolledParticipant:
+def _with_token(response: Response, participant: object, token: str) -> EnrolledParticipant:
+    # no-store: no cache keeps the token, nor the Idempotency-Key record (api/idempotency)
+    response.headers["Cache-Control"] = "no-store"
     return EnrolledParticipant.model_validate(
         {**Participant.model_validate(participant).model_dump(), "token": token}
     )
@@ -53,8 +59,12 @@ def revoke_participant(
 
 @router.post("/{participant_id}/reenrol", response_model=EnrolledParticipant)
 def reenrol_participant(
-    federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
+    federation_id: str,
+    participant_id: str,
+    response: Response,
+    ctx: ContextDep,
+    admin: AdminDep,
 ) -> EnrolledParticipant:
     """Re-activate a (revoked) participant with a fresh token, shown only this once."""
     participant, token = participants.reenrol_participant(ctx, admin, federation_id, participant_id)
-    return _with_token(participant, token)
+    return _with_token(response, participant, token)

@@ -4,7 +4,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -20,11 +20,14 @@ from coordinator.api.schemas import (
 )
 from coordinator.domain import rounds
 from coordinator.domain.errors import UnsupportedMediaType
+from coordinator.domain.specs import DB_INT_MAX
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
 
 MAX_WAIT_SECONDS = 60.0
+# bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
+RoundNumber = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The round number.")]
 _problems: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (401, 403, 404, 409, 413, 415, 422)
@@ -40,7 +43,10 @@ async def get_current_round(
         float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Long-poll up to this many seconds.")
     ] = 0,
     after: Annotated[
-        int | None, Query(ge=0, description="Return once the current round number exceeds this.")
+        int | None,
+        Query(
+            ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
+        ),
     ] = None,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
@@ -59,7 +65,9 @@ def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) ->
 
 
 @router.get("/{number}", response_model=Round)
-def get_round(federation_id: str, number: int, ctx: ContextDep, principal: PrincipalDep) -> Round:
+def get_round(
+    federation_id: str, number: RoundNumber, ctx: ContextDep, principal: PrincipalDep
+) -> Round:
     """One round."""
     return Round.model_validate(rounds.get_round(ctx, principal, federation_id, number))
 
@@ -80,7 +88,7 @@ def get_round(federation_id: str, number: int, ctx: ContextDep, principal: Princ
 )
 async def upload_update(
     federation_id: str,
-    number: int,
+    number: RoundNumber,
     request: Request,
     response: Response,
     ctx: ContextDep,
@@ -124,7 +132,7 @@ async def upload_update(
     responses=_problems,
 )
 async def aggregate(
-    federation_id: str, number: int, admin: AdminDep, worker: WorkerDep
+    federation_id: str, number: RoundNumber, admin: AdminDep, worker: WorkerDep
 ) -> ModelVersion:
     """Aggregate round `number` now (admin) and return the new model version."""
     # the same job as the upload kick and the timer, on the worker; this call waits for it
