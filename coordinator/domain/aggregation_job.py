@@ -266,7 +266,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             else {}
         )
         contributors = claimed.update_digests
-        new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
+        new_tensors, new_state = _result(strategy, base_tensors, state, scale)
         while not backoff.all_finite(new_tensors):
             if scale / 2 < backoff.MIN_STEP_SCALE:
                 _refuse(ctx, claimed, "the aggregate is not finite even at the smallest step")
@@ -277,7 +277,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
                 claimed.number,
                 scale,
             )
-            new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
+            new_tensors, new_state = _result(strategy, base_tensors, state, scale)
         del base_tensors, state
         if not backoff.all_finite(new_state):
             # e.g. a second moment that overflowed float32: it would poison every later round
@@ -330,6 +330,18 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         version.version,
     )
     return version
+
+
+def _result(
+    strategy: Strategy | EaseStrategy,
+    base: Mapping[str, npt.NDArray[np.generic]],
+    state: Mapping[str, npt.NDArray[np.generic]],
+    scale: float,
+) -> tuple[Mapping[str, npt.NDArray[np.generic]], Mapping[str, npt.NDArray[np.generic]]]:
+    # an overflow becomes inf or NaN here, silently: the back-off and the finite-model
+    # guard below look at the result, not at numpy's warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        return strategy.result(base, state, step_scale=scale)
 
 
 def _refuse(ctx: Context, claimed: Claim, reason: str) -> NoReturn:
