@@ -37,6 +37,18 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _blob_location(settings: object) -> str:
+    from coordinator.config import BlobBackend, Settings
+
+    assert isinstance(settings, Settings)
+    if settings.blob_store is BlobBackend.postgres:
+        return "tables blobs and blob_chunks of the database above (FEDREC_BLOB_STORE=postgres)"
+    if settings.blob_store is BlobBackend.s3:
+        where = settings.s3_endpoint_url or "AWS"
+        return f"s3://{settings.s3_bucket}/{settings.s3_prefix} at {where}"
+    return str(settings.blob_dir.resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)  # first: explains a missing server extra
 
@@ -53,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
-    print(f"  blobs:          {settings.blob_dir.resolve()}")
+    print(f"  blobs:          {_blob_location(settings)}")
     if secrets.admin_token_file is not None:
         state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
@@ -158,14 +170,14 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.set_defaults(func=cmd_verify_lineage)
 
     gc = sub.add_parser(
-        "gc", help="remove blob files no row refers to (safe while coordinators run)"
+        "gc", help="remove blobs no row refers to, on any blob store (safe while coordinators run)"
     )
     gc.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     gc.add_argument(
         "--grace-hours",
         type=non_negative_float,
         default=24.0,
-        help="keep unreferenced files younger than this: longer than any upload or "
+        help="keep unreferenced blobs younger than this: longer than any upload or "
         "aggregation takes (default 24; 0 only while no coordinator runs)",
     )
     gc.add_argument(
