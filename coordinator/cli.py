@@ -98,7 +98,11 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
     from coordinator.domain.lineage import verify_lineage
 
     assert isinstance(settings, Settings)
-    report = verify_lineage(build_context(settings), args.federation_id)
+    ctx = build_context(settings)
+    try:
+        report = verify_lineage(ctx, args.federation_id)
+    finally:
+        ctx.sessions.kw["bind"].dispose()  # close the pool's connections before exiting
     if report.checked == 0 and report.ok:
         print(f"federation {args.federation_id}: no model versions found", file=sys.stderr)
         return 2
@@ -117,12 +121,16 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from coordinator.domain.garbage import collect_garbage
 
     assert isinstance(settings, Settings)
-    report = collect_garbage(
-        build_context(settings),
-        grace_seconds=args.grace_hours * 3600.0,
-        keep_finished_updates=not args.finished_round_updates,
-        dry_run=args.dry_run,
-    )
+    ctx = build_context(settings)
+    try:
+        report = collect_garbage(
+            ctx,
+            grace_seconds=args.grace_hours * 3600.0,
+            keep_finished_updates=not args.finished_round_updates,
+            dry_run=args.dry_run,
+        )
+    finally:
+        ctx.sessions.kw["bind"].dispose()  # close the pool's connections before exiting
     verb = "would remove" if report.dry_run else "removed"
     print(
         f"blobs: {verb} {report.removed} ({report.removed_bytes / 1e6:.1f} MB); "
