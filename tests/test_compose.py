@@ -3,6 +3,7 @@ settings (no container can run here, and no docker compose is installed to valid
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,22 @@ def test_services(compose: dict[str, Any]) -> None:
     assert "pg_isready" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
 
 
-def test_every_variable_is_a_setting_and_the_settings_validate(compose: dict[str, Any]) -> None:
+def test_every_variable_is_a_setting_and_the_settings_validate(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     fields = {f"FEDREC_{name.upper()}" for name in Settings.model_fields}
     for name in COORDINATORS:
         env = _env(compose["services"][name])
         assert set(env) <= fields, set(env) - fields
-        settings = Settings(
-            **{key.removeprefix("FEDREC_").lower(): value for key, value in env.items()},
-            _env_file=None,
-        )
+        with monkeypatch.context() as patch:  # the container's environment, and only it
+            for key in [key for key in os.environ if key.startswith("FEDREC_")]:
+                patch.delenv(key)
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = Settings(_env_file=None)
         assert settings.blob_store is BlobBackend.postgres
         assert settings.host == "0.0.0.0"
+        assert settings.resolved_database_url.startswith("postgresql+psycopg://fedrec:")
 
 
 def test_replicas_share_the_database_and_the_secrets(compose: dict[str, Any]) -> None:
