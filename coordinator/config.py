@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     environment: Environment = Environment.development
     data_dir: Path = Field(
         default=Path("fedrec-data"),
-        description="Holds the blob folder, the embedded SQLite database and generated secrets.",
+        description="Holds the blob folder (local blob store), the embedded SQLite database "
+        "and generated secrets.",
     )
     database_url: str | None = Field(
         default=None,
