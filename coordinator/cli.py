@@ -16,6 +16,8 @@ __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
 def _settings(args: argparse.Namespace) -> object:
     try:
+        from pydantic import ValidationError
+
         from coordinator.config import Settings
     except ImportError as exc:  # the SDK-only install has no server dependencies
         raise SystemExit(
@@ -28,25 +30,20 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # say which setting to fix, without a traceback
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"invalid coordinator settings: {problems}") from exc
 
 
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _blob_location(settings: object) -> str:
-    from coordinator.config import BlobBackend, Settings
-
-    assert isinstance(settings, Settings)
-    if settings.blob_store is BlobBackend.postgres:
-        return "tables blobs and blob_chunks of the database above (FEDREC_BLOB_STORE=postgres)"
-    if settings.blob_store is BlobBackend.s3:
-        where = settings.s3_endpoint_url or "AWS"
-        return f"s3://{settings.s3_bucket}/{settings.s3_prefix} at {where}"
-    return str(settings.blob_dir.resolve())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,17 +59,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
+    app = create_app(settings)
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
-    print(f"  blobs:          {_blob_location(settings)}")
+    print(f"  blobs:          {app.state.context.blobs.describe()}")
     if secrets.admin_token_file is not None:
         state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
     sys.stdout.flush()
-    app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 

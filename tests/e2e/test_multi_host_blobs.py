@@ -52,6 +52,8 @@ def test_two_hosts_share_one_federation_through_postgres_blobs(tmp_path: Path) -
         assert "would remove 0 (0.0 MB); kept 5 referenced" in gc.stdout
 
     logs = [server.log_path.read_text(errors="replace") for server in hosts]
+    for log in logs:  # each banner says where the blobs are
+        assert "blobs:          database tables blobs/blob_chunks in postgresql" in log
     assert f"federation {federation_id} round 1 aggregated 1 updates" in logs[1]  # host b
     assert f"federation {federation_id} round 2 aggregated 1 updates" in logs[0]  # host a
 

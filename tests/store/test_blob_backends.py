@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.migrate import upgrade
 from coordinator.store import blob_index
 from coordinator.store.blobs import BlobEntry, BlobNotFound, BlobStore
-from coordinator.store.database_blobs import DatabaseBlobStore
+from coordinator.store.database_blobs import CHUNK_BYTES, DatabaseBlobStore
 from coordinator.store.db import (
     create_db_engine,
     create_read_session_factory,
@@ -228,6 +228,23 @@ def test_postgres_chunks_go_with_their_blob(postgres_case: Case) -> None:
     assert case.store.remove_stale(_entry(case.store, digest), older_than=time.time() - 60)
     with case.sessions() as session:
         assert session.scalar(select(func.count()).select_from(BlobChunk)) == 0
+
+
+@pytest.mark.postgres
+def test_postgres_default_chunks_hold_a_large_blob(postgres_case: Case) -> None:
+    assert postgres_case.sessions is not None
+    reads = create_read_session_factory(postgres_case.sessions.kw["bind"])
+    store = DatabaseBlobStore(postgres_case.sessions, reads)  # 8 MiB chunks
+    data = os.urandom(CHUNK_BYTES * 2 + 12_345)
+    digest = store.put(data)
+    assert store.get(digest) == data
+    with postgres_case.sessions() as session:
+        sizes = session.scalars(
+            select(func.length(BlobChunk.data))
+            .where(BlobChunk.digest == digest)
+            .order_by(BlobChunk.seq)
+        ).all()
+    assert sizes == [CHUNK_BYTES, CHUNK_BYTES, 12_345]
 
 
 @pytest.mark.postgres

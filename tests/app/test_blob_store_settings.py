@@ -1,0 +1,50 @@
+"""FEDREC_BLOB_STORE and its settings: an incomplete choice stops the command with what to set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.config import BlobBackend, Settings
+from fedrec.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FEDREC_DATABASE_URL", "FEDREC_S3_BUCKET", "FEDREC_BLOB_STORE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_local_is_the_default(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path, _env_file=None).blob_store is BlobBackend.local
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"FEDREC_BLOB_STORE": "postgres"}, "set FEDREC_DATABASE_URL to a postgresql:// URL"),
+        ({"FEDREC_BLOB_STORE": "s3"}, "FEDREC_BLOB_STORE=s3 needs FEDREC_S3_BUCKET"),
+        ({"FEDREC_BLOB_STORE": "nfs"}, "blob_store: Input should be 'local', 'postgres' or 's3'"),
+    ],
+)
+def test_an_incomplete_choice_exits_with_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "--data-dir", str(tmp_path)])
+    message = str(exited.value.code)
+    assert message.startswith("invalid coordinator settings: ")
+    assert expected in message
+
+
+def test_postgres_accepts_a_postgres_url(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        blob_store="postgres",
+        database_url="postgresql://fedrec@db/fedrec",
+        _env_file=None,
+    )
+    assert settings.resolved_database_url == "postgresql+psycopg://fedrec@db/fedrec"
