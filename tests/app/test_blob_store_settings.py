@@ -48,3 +48,23 @@ def test_postgres_accepts_a_postgres_url(tmp_path: Path) -> None:
         _env_file=None,
     )
     assert settings.resolved_database_url == "postgresql+psycopg://fedrec@db/fedrec"
+
+
+def test_the_embedded_coordinator_keeps_its_blobs_beside_its_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """simulate and demo run on SQLite: an operator's FEDREC_BLOB_STORE does not apply."""
+    import httpx
+
+    from fedrec.local_server import embedded_coordinator
+
+    monkeypatch.setenv("FEDREC_BLOB_STORE", "postgres")
+    with embedded_coordinator(tmp_path) as (url, token):
+        created = httpx.post(
+            f"{url}/v1/federations",
+            json={"name": "f", "model": {"kind": "mf", "num_items": 5, "dim": 2}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+    assert len([p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]) == 1  # version 0
