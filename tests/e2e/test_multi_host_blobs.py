@@ -2,13 +2,18 @@
 
 Each coordinator is a real ``fedrec serve`` process (fedrec.local_server) with its own data
 folder and ``FEDREC_BLOB_STORE=postgres``: they share no filesystem, only the database,
-as replicas on two hosts would. A participant uploads to one and the other aggregates;
-then the other way round. Both serve the same bytes, neither writes a blob file, and
-``verify-lineage`` and ``gc`` pass from either host.
+as replicas on two hosts would. The same runs with ``FEDREC_BLOB_STORE=s3`` against moto's
+S3 server on 127.0.0.1 (no real S3 here), configured as an operator would, by environment.
+A participant uploads to one and the other aggregates; then the other way round. Both serve
+the same bytes, neither writes a blob file, and ``verify-lineage`` and ``gc`` pass from
+either host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,7 @@ import pytest
 from participant_sdk import Client
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 from tests.faults.conftest import deltas, new_postgres_database
+from tests.s3_server import S3_ENV, moto_s3_server
 
 NUM_ITEMS, DIM = 40, 4
 
@@ -25,13 +31,36 @@ def _blob_files(server: ServerProcess) -> list[Path]:
     return [path for path in server.data_dir.rglob("*") if path.is_file() and "blobs" in path.parts]
 
 
+@contextlib.contextmanager
+def _blob_settings(blob_store: str) -> Iterator[dict[str, str]]:
+    """The ``FEDREC_*`` (and AWS) variables both hosts get for ``blob_store``."""
+    if blob_store == "postgres":
+        yield {"FEDREC_BLOB_STORE": "postgres"}
+        return
+    with moto_s3_server() as endpoint:
+        from coordinator.store.s3_blobs import s3_client
+
+        bucket = f"fedrec-{uuid.uuid4().hex[:12]}"
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in S3_ENV.items():
+                patch.setenv(name, value)
+            s3_client(endpoint_url=endpoint, region="us-east-1").create_bucket(Bucket=bucket)
+        yield {
+            "FEDREC_BLOB_STORE": "s3",
+            "FEDREC_S3_BUCKET": bucket,
+            "FEDREC_S3_ENDPOINT_URL": endpoint,
+            "FEDREC_S3_REGION": "us-east-1",
+            **S3_ENV,
+        }
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_two_hosts_share_one_federation_through_postgres_blobs(tmp_path: Path) -> None:
-    with new_postgres_database() as database_url:
+@pytest.mark.parametrize("blob_store", ["postgres", "s3"])
+def test_two_hosts_share_one_federation(tmp_path: Path, blob_store: str) -> None:
+    with new_postgres_database() as database_url, _blob_settings(blob_store) as env:
         hosts = [
-            ServerProcess(tmp_path / name, database_url, FEDREC_BLOB_STORE="postgres")
-            for name in ("host-a", "host-b")
+            ServerProcess(tmp_path / name, database_url, **env) for name in ("host-a", "host-b")
         ]
         for server in hosts:  # one after the other: the first migrates the database
             server.start()
@@ -52,8 +81,9 @@ def test_two_hosts_share_one_federation_through_postgres_blobs(tmp_path: Path) -
         assert "would remove 0 (0.0 MB); kept 5 referenced" in gc.stdout
 
     logs = [server.log_path.read_text(errors="replace") for server in hosts]
+    banner = {"postgres": "database tables blobs/blob_chunks in postgresql", "s3": "s3://fedrec-"}
     for log in logs:  # each banner says where the blobs are
-        assert "blobs:          database tables blobs/blob_chunks in postgresql" in log
+        assert f"blobs:          {banner[blob_store]}" in log
     assert f"federation {federation_id} round 1 aggregated 1 updates" in logs[1]  # host b
     assert f"federation {federation_id} round 2 aggregated 1 updates" in logs[0]  # host a
 
