@@ -16,7 +16,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p coordinator participant_sdk fedrec migrations \
     && touch coordinator/__init__.py participant_sdk/__init__.py fedrec/__init__.py
-RUN pip install ".[server]"
+RUN pip install ".[server,s3]"
 
 # Project layer.
 COPY coordinator ./coordinator

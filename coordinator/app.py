@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.idempotency import IdempotencyMiddleware
@@ -14,15 +15,18 @@ from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
 from coordinator.api.routes import health
 from coordinator.bootstrap import load_secrets
-from coordinator.config import Settings
+from coordinator.config import BlobBackend, Settings
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
+from coordinator.store.database_blobs import DatabaseBlobStore
 from coordinator.store.db import (
     create_db_engine,
     create_read_session_factory,
     create_session_factory,
 )
+from coordinator.store.local_blobs import LocalBlobStore
+from coordinator.store.s3_blobs import S3BlobStore, s3_client
 from coordinator.worker import RoundWorker
 
 __all__ = ["create_app"]
@@ -92,15 +96,30 @@ def build_context(settings: Settings) -> Context:
     engine = create_db_engine(
         settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
+    sessions = create_session_factory(engine)
+    read_sessions = create_read_session_factory(engine)
     return Context(
-        sessions=create_session_factory(engine),
-        read_sessions=create_read_session_factory(engine),
-        blobs=BlobStore(settings.blob_dir),
+        sessions=sessions,
+        read_sessions=read_sessions,
+        blobs=open_blob_store(settings, sessions, read_sessions),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         lease_seconds=settings.aggregation_lease_seconds,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
     )
+
+
+def open_blob_store(
+    settings: Settings, sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
+) -> BlobStore:
+    """The blob store ``FEDREC_BLOB_STORE`` names (settings validated it is complete)."""
+    if settings.blob_store is BlobBackend.postgres:
+        return DatabaseBlobStore(sessions, read_sessions)
+    if settings.blob_store is BlobBackend.s3:
+        assert settings.s3_bucket is not None
+        client = s3_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+        return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix, sessions, read_sessions)
+    return LocalBlobStore(settings.blob_dir)
 
 
 def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> FastAPI:

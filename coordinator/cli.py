@@ -16,6 +16,8 @@ __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
 def _settings(args: argparse.Namespace) -> object:
     try:
+        from pydantic import ValidationError
+
         from coordinator.config import Settings
     except ImportError as exc:  # the SDK-only install has no server dependencies
         raise SystemExit(
@@ -28,7 +30,14 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # say which setting to fix, without a traceback
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"invalid coordinator settings: {problems}") from exc
 
 
 def _redact(url: str) -> str:
@@ -50,17 +59,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
+    app = create_app(settings)
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
-    print(f"  blobs:          {settings.blob_dir.resolve()}")
+    print(f"  blobs:          {app.state.context.blobs.describe()}")
     if secrets.admin_token_file is not None:
         state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
     sys.stdout.flush()
-    app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
@@ -86,7 +95,11 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
     from coordinator.domain.lineage import verify_lineage
 
     assert isinstance(settings, Settings)
-    report = verify_lineage(build_context(settings), args.federation_id)
+    ctx = build_context(settings)
+    try:
+        report = verify_lineage(ctx, args.federation_id)
+    finally:
+        ctx.sessions.kw["bind"].dispose()  # close the pool's connections before exiting
     if report.checked == 0 and report.ok:
         print(f"federation {args.federation_id}: no model versions found", file=sys.stderr)
         return 2
@@ -105,12 +118,16 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from coordinator.domain.garbage import collect_garbage
 
     assert isinstance(settings, Settings)
-    report = collect_garbage(
-        build_context(settings),
-        grace_seconds=args.grace_hours * 3600.0,
-        keep_finished_updates=not args.finished_round_updates,
-        dry_run=args.dry_run,
-    )
+    ctx = build_context(settings)
+    try:
+        report = collect_garbage(
+            ctx,
+            grace_seconds=args.grace_hours * 3600.0,
+            keep_finished_updates=not args.finished_round_updates,
+            dry_run=args.dry_run,
+        )
+    finally:
+        ctx.sessions.kw["bind"].dispose()  # close the pool's connections before exiting
     verb = "would remove" if report.dry_run else "removed"
     print(
         f"blobs: {verb} {report.removed} ({report.removed_bytes / 1e6:.1f} MB); "
@@ -158,14 +175,14 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.set_defaults(func=cmd_verify_lineage)
 
     gc = sub.add_parser(
-        "gc", help="remove blob files no row refers to (safe while coordinators run)"
+        "gc", help="remove blobs no row refers to, on any blob store (safe while coordinators run)"
     )
     gc.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     gc.add_argument(
         "--grace-hours",
         type=non_negative_float,
         default=24.0,
-        help="keep unreferenced files younger than this: longer than any upload or "
+        help="keep unreferenced blobs younger than this: longer than any upload or "
         "aggregation takes (default 24; 0 only while no coordinator runs)",
     )
     gc.add_argument(

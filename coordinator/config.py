@@ -5,16 +5,24 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Environment", "Settings"]
+__all__ = ["BlobBackend", "Environment", "Settings"]
 
 
 class Environment(StrEnum):
     development = "development"
     test = "test"
     production = "production"
+
+
+class BlobBackend(StrEnum):
+    """Where blob bytes live (coordinator/store/blobs.py)."""
+
+    local = "local"
+    postgres = "postgres"
+    s3 = "s3"
 
 
 class Settings(BaseSettings):
@@ -25,7 +33,8 @@ class Settings(BaseSettings):
     environment: Environment = Environment.development
     data_dir: Path = Field(
         default=Path("fedrec-data"),
-        description="Holds the blob folder, the embedded SQLite database and generated secrets.",
+        description="Holds the blob folder (local blob store), the embedded SQLite database "
+        "and generated secrets.",
     )
     database_url: str | None = Field(
         default=None,
@@ -55,6 +64,22 @@ class Settings(BaseSettings):
         description="How long an Idempotency-Key's recorded response is replayed; older "
         "records are deleted by the timer and the key counts as new.",
     )
+    blob_store: BlobBackend = Field(
+        default=BlobBackend.local,
+        description="local: files in data_dir/blobs (replicas on several hosts need it "
+        "shared); postgres: rows of the coordinator's PostgreSQL database (replicas share "
+        "only the database); s3: objects of an S3 bucket (the s3 extra).",
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket of FEDREC_BLOB_STORE=s3.")
+    s3_prefix: str = Field(
+        default="fedrec/blobs/", description="Key prefix of the blobs in the bucket."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 API endpoint other than AWS (MinIO, Ceph...); credentials come from "
+        "the AWS_* environment or boto3's other usual sources.",
+    )
+    s3_region: str | None = Field(default=None, description="Region of the bucket.")
 
     @field_validator("database_url")
     @classmethod
@@ -65,6 +90,19 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @model_validator(mode="after")
+    def _blob_store_is_complete(self) -> Settings:
+        if self.blob_store is BlobBackend.postgres and not self.resolved_database_url.startswith(
+            "postgresql"
+        ):
+            raise ValueError(
+                "FEDREC_BLOB_STORE=postgres keeps blobs in the coordinator's database: "
+                "set FEDREC_DATABASE_URL to a postgresql:// URL (or use FEDREC_BLOB_STORE=local)"
+            )
+        if self.blob_store is BlobBackend.s3 and not self.s3_bucket:
+            raise ValueError("FEDREC_BLOB_STORE=s3 needs FEDREC_S3_BUCKET")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

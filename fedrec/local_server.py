@@ -154,6 +154,7 @@ def embedded_coordinator(data_dir: Path) -> Iterator[tuple[str, str]]:
     settings = Settings(
         data_dir=data_dir,
         database_url=f"sqlite:///{(data_dir / 'fedrec.db').resolve()}",
+        blob_store="local",  # beside its SQLite file, whatever FEDREC_BLOB_STORE says
         host=HOST,
         port=free_port(),
         _env_file=None,

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.store.local_blobs import LocalBlobStore
 from coordinator.store.models import Update
 from participant_sdk.wire import decode_weights, encode_update
 
@@ -137,8 +138,14 @@ def stored_update_count(ctx: Context) -> int:
         return int(session.scalar(select(func.count()).select_from(Update)) or 0)
 
 
+def local_blobs(ctx: Context) -> LocalBlobStore:
+    """The context's blob store, which these tests expect to be the local folder."""
+    assert isinstance(ctx.blobs, LocalBlobStore)
+    return ctx.blobs
+
+
 def blob_count(ctx: Context) -> int:
-    return sum(1 for p in ctx.blobs.root.rglob("*") if p.is_file())
+    return sum(1 for p in local_blobs(ctx).root.rglob("*") if p.is_file())
 
 
 def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:

@@ -1,14 +1,14 @@
-"""Blob garbage collection: remove blob files no database row needs any more.
+"""Blob garbage collection: remove blobs no database row needs any more, on any blob store.
 
 Orphans come from an upload refused after its bytes were stored (the round closed, a
 conflicting duplicate), from a crash between a blob write and its commit, and from
-temporary files of a write cut short. Optionally the update bytes of closed and failed
+temporary files of a write cut short (local store). Optionally the update bytes of closed and failed
 rounds go too: aggregation was their only reader, and the rows keep their sha256 for
 the lineage. Model version weights are never removed.
 
-Only files older than a grace period are candidates, so an upload or aggregation that
-stored its bytes but has not committed yet, here or on another coordinator process,
-keeps them (see :meth:`BlobStore.remove_stale`).
+Only blobs last stored before a grace period are candidates, so an upload or
+aggregation that stored its bytes but has not committed yet, here or on another
+coordinator process, keeps them (see :meth:`BlobStore.remove_stale`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def collect_garbage(
     keep_finished_updates: bool = True,
     dry_run: bool = False,
 ) -> GarbageReport:
-    """Remove unreferenced blob files older than ``grace_seconds``."""
+    """Remove unreferenced blobs older than ``grace_seconds``."""
     if grace_seconds < 0:
         raise ValueError("grace_seconds must be >= 0")
     # the cut-off is taken before reading the rows: a blob stored after it is "recent"

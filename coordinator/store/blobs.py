@@ -1,33 +1,48 @@
-"""Content-addressed blob store for model weights and updates.
+"""The blob store interface: content-addressed bytes of model weights, server states and updates.
 
-A blob is written to a temporary file in its final folder, fsynced, renamed into
-place and the folder fsynced, so once ``put`` returns the bytes survive a crash and
-no reader ever sees a half-written blob.
+Three backends implement it, chosen by ``FEDREC_BLOB_STORE`` in the composition root
+(``coordinator.app``):
 
-Blobs no database row points at (an upload refused after its bytes were stored, a
-crash between the write and the commit, update bytes of finished rounds) are removed
-by :mod:`coordinator.domain.garbage`. Storing a blob that already exists refreshes its
-modification time, so a collector that only removes files older than a grace period
-never takes a blob an in-flight request is about to reference.
+* ``local`` (:mod:`coordinator.store.local_blobs`): files under the data folder, the default;
+* ``postgres`` (:mod:`coordinator.store.database_blobs`): chunked rows of the coordinator's
+  own PostgreSQL database, so replicas on different hosts share nothing but the database;
+* ``s3`` (:mod:`coordinator.store.s3_blobs`): objects in an S3 bucket, indexed by rows of
+  the database (:mod:`coordinator.store.blob_index`).
+
+Every backend keeps the same promises, which the upload and aggregation transactions rely on:
+
+* a blob's name is the sha256 of its bytes;
+* once :meth:`BlobStore.put` returns, the bytes survive a crash of this process and of the
+  storage host (fsync, a committed transaction, an acknowledged S3 PUT), so a row that
+  points at them may commit;
+* storing bytes that already exist refreshes their time, and :meth:`BlobStore.remove_stale`
+  removes a blob only if nobody stored it again since ``older_than``: a collector never takes
+  a blob that a request about to commit a reference has just stored.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
-__all__ = ["BlobFile", "BlobStore", "BlobNotFound", "sha256_hex"]
-
-TEMP_PREFIX = ".tmp-"  # a write in progress, or left by a crash mid-write
-TRASH_PREFIX = ".trash-"  # a blob being removed by the collector
+__all__ = ["BlobEntry", "BlobNotFound", "BlobStore", "check_digest", "is_digest", "sha256_hex"]
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def check_digest(digest: str) -> str:
+    """``digest`` if it is a lowercase sha256 hex digest; ValueError otherwise (never a path)."""
+    if not is_digest(digest):
+        raise ValueError(f"not a sha256 hex digest: {digest!r}")
+    return digest
 
 
 class BlobNotFound(LookupError):
@@ -35,115 +50,41 @@ class BlobNotFound(LookupError):
 
 
 @dataclass(frozen=True)
-class BlobFile:
-    """A file under the blob root: a blob (``digest`` set) or a leftover temporary file."""
+class BlobEntry:
+    """What a scan of the store sees: a blob (``digest`` set) or a leftover of a cut-short write.
 
-    path: Path
+    ``location`` is where the backend keeps it (a file path, a database key, an object key);
+    ``mtime`` (seconds since the epoch) is when it was last stored.
+    """
+
+    location: str
     digest: str | None
     size: int
     mtime: float
 
 
-class BlobStore:
-    """Blobs under ``root/<sha[:2]>/<sha>``; the name is the sha256 of the content."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, digest: str) -> Path:
-        if not _is_digest(digest):
-            raise ValueError(f"not a sha256 hex digest: {digest!r}")
-        return self.root / digest[:2] / digest
+class BlobStore(Protocol):
+    """Content-addressed, durable blob storage (see the module docstring for the promises)."""
 
     def put(self, data: bytes, digest: str | None = None) -> str:
-        """Store ``data`` durably and return its sha256."""
-        digest = digest or sha256_hex(data)
-        target = self.path(digest)
-        try:
-            if target.stat().st_size == len(data):
-                os.utime(target)  # "in use now": see remove_stale
-                return digest
-        except FileNotFoundError:
-            pass  # absent, or taken by the collector a moment ago: write it
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.root)  # the new fan-out folder's entry must be durable too
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return digest
+        """Store ``data`` durably and return its sha256 (``digest``, if given, must be it)."""
+        ...
 
     def get(self, digest: str) -> bytes:
-        try:
-            return self.path(digest).read_bytes()
-        except FileNotFoundError as exc:
-            raise BlobNotFound(digest) from exc
+        """The blob's bytes; :class:`BlobNotFound` if there is none."""
+        ...
 
-    def exists(self, digest: str) -> bool:
-        return self.path(digest).exists()
+    def exists(self, digest: str) -> bool: ...
 
-    def scan(self) -> Iterator[BlobFile]:
-        """Every blob and leftover temporary file, one fan-out folder at a time."""
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or len(folder.name) != 2:
-                continue
-            for entry in os.scandir(folder):
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                try:
-                    stat = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed while we looked
-                name = entry.name
-                digest = None if name.startswith((TEMP_PREFIX, TRASH_PREFIX)) else name
-                if digest is not None and not _is_digest(digest):
-                    continue  # not ours: leave it alone
-                yield BlobFile(Path(entry.path), digest, stat.st_size, stat.st_mtime)
+    def scan(self) -> Iterator[BlobEntry]:
+        """Every stored blob and leftover of a cut-short write, for the collector."""
+        ...
 
-    def remove_stale(self, item: BlobFile, older_than: float) -> bool:
-        """Remove ``item`` unless it was written or re-stored at or after ``older_than``.
+    def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
+        """Remove ``item`` unless it was stored (again) at or after ``older_than``; whether
+        it was removed."""
+        ...
 
-        The blob is first renamed aside, then its time is checked again: a concurrent
-        :meth:`put` of the same bytes either refreshed the time before the rename (the
-        blob is put back) or found it gone and wrote it anew. Returns whether it was
-        removed.
-        """
-        if item.digest is None:  # temporary or half-removed file: nothing refers to it
-            try:
-                if item.path.stat().st_mtime >= older_than:
-                    return False
-                item.path.unlink()
-            except FileNotFoundError:
-                return False
-            return True
-        aside = item.path.with_name(TRASH_PREFIX + item.path.name)
-        try:
-            os.rename(item.path, aside)
-        except FileNotFoundError:
-            return False
-        if aside.stat().st_mtime >= older_than:
-            os.replace(aside, item.path)  # re-stored meanwhile: keep it
-            return False
-        aside.unlink()
-        return True
-
-
-def _is_digest(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def describe(self) -> str:
+        """Where the blobs live, for operators (no secrets)."""
+        ...

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -25,6 +26,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
+    "Blob",
+    "BlobChunk",
     "Deployment",
     "Evaluation",
     "Federation",
@@ -243,3 +246,32 @@ class IdempotencyRecord(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     # records expire (FEDREC_IDEMPOTENCY_TTL_SECONDS); the worker sweeps by this index
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+
+
+class Blob(Base):
+    """A blob of the ``postgres`` or ``s3`` blob store (coordinator/store/blob_index.py).
+
+    The row says the blob is stored: for ``postgres`` its bytes are the chunks below,
+    written in the same transaction; for ``s3`` they are an object in the bucket. Rows
+    stay empty under the ``local`` store.
+    """
+
+    __tablename__ = "blobs"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # last stored (again): the collector's grace period counts from here
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BlobChunk(Base):
+    """The bytes of a ``postgres`` blob, in order; chunks keep each value far below bytea's
+    1 GB limit and let a read stream them."""
+
+    __tablename__ = "blob_chunks"
+
+    digest: Mapped[str] = mapped_column(
+        ForeignKey("blobs.digest", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

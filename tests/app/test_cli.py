@@ -42,10 +42,10 @@ def test_verify_lineage_of_unknown_federation(
 
 
 def test_gc_removes_an_old_orphan_blob(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from coordinator.store.blobs import BlobStore
+    from coordinator.store.local_blobs import LocalBlobStore
 
     main(["migrate", "--data-dir", str(data_dir)])
-    blobs = BlobStore(data_dir / "blobs")
+    blobs = LocalBlobStore(data_dir / "blobs")
     digest = blobs.put(b"never committed")
     old = time.time() - 3 * 3600
     os.utime(blobs.path(digest), (old, old))

@@ -23,7 +23,7 @@ from coordinator.domain.specs import (
 )
 from coordinator.domain.strategy import Strategy
 from participant_sdk.wire import Update, decode_weights, mf_spec
-from tests.factories import domain_federation, random_deltas, update_bytes
+from tests.factories import domain_federation, local_blobs, random_deltas, update_bytes
 
 ADMIN = Principal(is_admin=True)
 NUM_ITEMS, DIM = 20, 4
@@ -111,7 +111,7 @@ def test_server_state_is_stored_with_each_version_and_resumed(
 
     # garbage collection keeps state blobs: a later round reads them
     then = time.time() - 3 * 24 * 3600
-    for path in ctx.blobs.root.rglob("*"):
+    for path in local_blobs(ctx).root.rglob("*"):
         if path.is_file():
             os.utime(path, (then, then))
     collect_garbage(ctx, grace_seconds=0)

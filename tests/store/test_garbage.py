@@ -14,7 +14,7 @@ from coordinator.domain.context import Context
 from coordinator.domain.garbage import collect_garbage
 from coordinator.domain.lineage import verify_lineage
 from coordinator.store.models import ModelVersion, Update
-from tests.factories import create_federation, enrol, put_update, update_bytes
+from tests.factories import create_federation, enrol, local_blobs, put_update, update_bytes
 
 TWO_DAYS = 2 * 24 * 3600.0
 
@@ -54,9 +54,9 @@ def federation(client: TestClient, admin_headers: dict[str, str]) -> dict[str, o
 @pytest.mark.usefixtures("federation")
 def test_removes_only_old_unreferenced_files(ctx: Context) -> None:
     orphan = ctx.blobs.put(b"bytes of an upload refused after they were stored")
-    leftover = ctx.blobs.path(orphan).parent / ".tmp-crashed-write"
+    leftover = local_blobs(ctx).path(orphan).parent / ".tmp-crashed-write"
     leftover.write_bytes(b"half a blob")
-    _age_everything(ctx.blobs.root)
+    _age_everything(local_blobs(ctx).root)
     recent = ctx.blobs.put(b"an upload that has not committed yet")
     referenced = _referenced(ctx)
     assert len(referenced) == 5  # versions 0 and 1, two updates of round 1, one of round 2
@@ -87,7 +87,7 @@ def test_finished_round_updates_go_and_the_federation_carries_on(
     fid = str(federation["id"])
     with ctx.sessions() as session:
         by_round = {row.sha256: row.round_number for row in session.query(Update)}
-    _age_everything(ctx.blobs.root)
+    _age_everything(local_blobs(ctx).root)
 
     report = collect_garbage(ctx, keep_finished_updates=False)
 

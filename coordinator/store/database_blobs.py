@@ -1,0 +1,105 @@
+"""The ``postgres`` blob store: blob bytes as rows of the coordinator's own database.
+
+Replicas on different hosts then share nothing but the database. A blob is a ``blobs``
+row (coordinator/store/blob_index.py) and its bytes cut into ``blob_chunks`` rows of
+:data:`CHUNK_BYTES`, all inserted in one transaction: readers see the whole blob or none
+of it. Chunked ``bytea`` rather than large objects: a chunk stays far below ``bytea``'s
+1 GB limit and the driver's copies of it stay small, reads stream chunk by chunk, and
+removal is a plain ``DELETE`` (large objects need ``lo_unlink`` or ``vacuumlo`` and their
+own permissions).
+
+Durability: the blob's transaction commits with ``synchronous_commit = on`` whatever the
+server's default, so when :meth:`DatabaseBlobStore.put` returns the bytes are in the
+write-ahead log on disk, before the transaction that references them begins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.store import blob_index
+from coordinator.store.blobs import BlobEntry, BlobNotFound, check_digest, sha256_hex
+from coordinator.store.models import Blob, BlobChunk
+
+__all__ = ["CHUNK_BYTES", "DatabaseBlobStore"]
+
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class DatabaseBlobStore:
+    """Blobs in the ``blobs`` and ``blob_chunks`` tables of a PostgreSQL database."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        *,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        if chunk_bytes <= 0:
+            raise ValueError("chunk_bytes must be > 0")
+        self._sessions = sessions
+        self._read_sessions = read_sessions
+        self._chunk_bytes = chunk_bytes
+
+    def describe(self) -> str:
+        url = self._sessions.kw["bind"].url
+        return f"database tables blobs/blob_chunks in {url.render_as_string(hide_password=True)}"
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        digest = check_digest(digest or sha256_hex(data))
+        with self._sessions.begin() as session:
+            _durable_commit(session)
+            if blob_index.refresh(session, digest):
+                return digest  # stored before: its chunks committed with its row
+            if not blob_index.register(session, digest, len(data)):
+                # a concurrent store of the same bytes committed between our two statements
+                blob_index.refresh(session, digest)
+                return digest
+            view = memoryview(data)
+            for seq, start in enumerate(range(0, len(data), self._chunk_bytes)):
+                chunk = bytes(view[start : start + self._chunk_bytes])
+                session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        check_digest(digest)
+        with self._read_sessions() as session:
+            size = session.scalar(select(Blob.size).where(Blob.digest == digest))
+            if size is None:
+                raise BlobNotFound(digest)
+            chunks = session.scalars(
+                select(BlobChunk.data).where(BlobChunk.digest == digest).order_by(BlobChunk.seq),
+                execution_options={"yield_per": 4},
+            )
+            data = b"".join(chunks)
+        if len(data) != size:  # cannot happen with the transactional writes; say so if it does
+            raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
+        return data
+
+    def exists(self, digest: str) -> bool:
+        check_digest(digest)
+        with self._read_sessions() as session:
+            return session.scalar(select(Blob.digest).where(Blob.digest == digest)) is not None
+
+    def scan(self) -> Iterator[BlobEntry]:
+        return blob_index.scan_index(self._read_sessions, "blobs/{digest}")
+
+    def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
+        if item.digest is None:
+            return False  # every row here is a whole blob: there are no leftovers
+        with self._sessions.begin() as session:
+            if not blob_index.lock_if_stale(session, item.digest, older_than):
+                return False
+            session.execute(delete(BlobChunk).where(BlobChunk.digest == item.digest))
+            blob_index.forget(session, item.digest)
+        return True
+
+
+def _durable_commit(session: Session) -> None:
+    """Make this transaction's commit wait for its WAL flush, whatever the server's default."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = on"))
