@@ -96,6 +96,11 @@ class TestAccess:
         page = client.get("/", headers=admin_headers)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # no script, no other origin, never framed (the promote buttons cannot be clickjacked)
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
         assert f'href="/federations/{first}"' in page.text
         assert f'href="/federations/{second}"' in page.text
 
@@ -377,3 +382,7 @@ class TestOfflineDocs:
             assert len(response.content) > 100_000  # the real distribution, not a stub
         # nothing is fetched from another host (a CDN or web fonts)
         assert re.findall(r'(?:src|href)="(https?:)?//', html) == []
+
+    def test_redoc_may_load_images_from_the_coordinator_only(self, client: TestClient) -> None:
+        # ReDoc's bundle fetches its badge logo from a CDN; the policy keeps the browser here
+        assert client.get("/redoc").headers["content-security-policy"] == "img-src 'self' data:"

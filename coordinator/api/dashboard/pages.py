@@ -48,6 +48,17 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 FORM_TYPE = "application/x-www-form-urlencoded"
+# pages need nothing but this origin (no script at all); no other site may frame them, so
+# the promote buttons cannot be clickjacked
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; script-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 class CsrfFailed(Forbidden):
@@ -146,7 +157,7 @@ def _page(request: Request, name: str, viewer: Viewer | None, **context: Any) ->
         request,
         name,
         {"viewer": viewer, **context},
-        headers={"Cache-Control": "no-store"},
+        headers=SECURITY_HEADERS,
     )
 
 
