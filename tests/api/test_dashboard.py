@@ -120,6 +120,13 @@ class TestAccess:
         assert "/deployment" not in page.text  # no promote or roll-back forms
         assert_problem(client.get(f"/federations/{other}", headers=participant), 403, "forbidden")
 
+    def test_names_are_escaped(self, client: TestClient, admin_headers: dict[str, str]) -> None:
+        fid = create_federation(client, admin_headers, name="<script>alert(1)</script>")["id"]
+        for path in ("/", f"/federations/{fid}"):
+            page = client.get(path, headers=admin_headers).text
+            assert "<script>" not in page
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
     def test_unknown_federation_is_404(
         self, client: TestClient, admin_headers: dict[str, str]
     ) -> None:
@@ -231,6 +238,17 @@ class TestSignIn:
         assert token not in cookie
         assert client.get("/", headers=HTML).status_code == 200
 
+    def test_cookie_is_secure_over_https(self, app: Any, admin_headers: dict[str, str]) -> None:
+        with TestClient(app, base_url="https://testserver") as https:
+            response = https.post(
+                "/signin",
+                content=f"token={bearer(admin_headers)}",
+                headers=FORM,
+                follow_redirects=False,
+            )
+        assert response.status_code == 303
+        assert "; secure" in response.headers["set-cookie"].lower()
+
     def test_wrong_token_shows_the_form_again(self, client: TestClient) -> None:
         response = client.post("/signin", content="token=wrong", headers={**FORM, **HTML})
         assert response.status_code == 401
@@ -312,17 +330,31 @@ class TestPromote:
         assert_problem(response, 403, "csrf-failed")
         assert self._deployed(client, fid, admin_headers) == 2
 
+    @pytest.mark.parametrize("origin", ["https://evil.example", "null"])
     def test_cross_site_origin_is_refused_even_with_the_token(
-        self, client: TestClient, admin_headers: dict[str, str]
+        self, client: TestClient, admin_headers: dict[str, str], origin: str
     ) -> None:
         fid, csrf = self._signed_in_admin(client, admin_headers)
         response = client.post(
             f"/federations/{fid}/deployment",
             content=f"version=1&csrf_token={csrf}",
-            headers={**FORM, "Origin": "https://evil.example"},
+            headers={**FORM, "Origin": origin},
         )
         assert_problem(response, 403, "csrf-failed")
         assert self._deployed(client, fid, admin_headers) == 2
+        same_site = client.post(
+            f"/federations/{fid}/deployment",
+            content=f"version=1&csrf_token={csrf}",
+            headers={**FORM, "Origin": "http://testserver"},
+            follow_redirects=False,
+        )
+        assert same_site.status_code == 303
+        assert self._deployed(client, fid, admin_headers) == 1
+
+    def test_a_form_with_too_many_fields_is_a_validation_problem(self, client: TestClient) -> None:
+        body = "&".join(f"f{i}=x" for i in range(50))
+        response = client.post("/signin", content=body, headers=FORM)
+        assert_problem(response, 422, "validation-error")
 
     def test_a_script_with_the_bearer_token_needs_no_csrf_token(
         self, client: TestClient, admin_headers: dict[str, str]

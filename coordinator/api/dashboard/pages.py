@@ -129,15 +129,18 @@ async def _form(request: Request) -> dict[str, str]:
     if content_type != FORM_TYPE:
         raise UnsupportedMediaType(f"dashboard forms are posted as {FORM_TYPE}")
     text = (await request.body()).decode("utf-8", errors="replace")
-    fields = parse_qs(text, keep_blank_values=True, max_num_fields=20)
+    try:
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=20)
+    except ValueError as exc:  # more fields than any dashboard form has
+        raise ValidationFailed(f"the form does not parse: {exc}") from exc
     return {name: values[0] for name, values in fields.items()}
 
 
 def _check_origin(request: Request) -> None:
     # defence in depth beside SameSite=Strict and the token: a browser's cross-site post
-    # names its own origin
+    # names its own origin ("null" from a sandboxed frame or data: page counts as foreign)
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
         raise CsrfFailed(f"a post from {origin} is not accepted; use the dashboard's own pages")
 
 
