@@ -42,7 +42,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# module-scoped, not session-scoped: while Playwright's sync API runs, the main thread has a
+# running event loop, which the async tests that follow (pytest-asyncio) must not inherit
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = _chromium_path()
     if path is None:
