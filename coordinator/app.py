@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api.dashboard import install_dashboard
+from coordinator.api.docs import install_offline_docs
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
@@ -142,6 +144,9 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         version="1",
         summary="Federated recommendation: rounds, updates, model versions, evaluations.",
         lifespan=lifespan,
+        # served by install_offline_docs from local assets instead of a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.context = context
@@ -149,6 +154,8 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     add_exception_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    install_offline_docs(app)
+    install_dashboard(app)
     # added last = outermost: the size limit applies before anything buffers a body
     app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)

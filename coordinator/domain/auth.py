@@ -11,7 +11,7 @@ from coordinator.domain.context import Context
 from coordinator.domain.errors import Forbidden, ParticipantRevoked, Unauthorized
 from coordinator.store.repository import ParticipantRepository
 
-__all__ = ["Principal", "authenticate", "hash_token", "new_token"]
+__all__ = ["Principal", "authenticate", "hash_token", "new_token", "principal_for_token_hash"]
 
 
 def new_token(prefix: str) -> str:
@@ -54,7 +54,11 @@ def authenticate(ctx: Context, token: str | None) -> Principal:
             "send 'Authorization: Bearer <token>' with the admin or a participant token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    digest = hash_token(ctx.secret_key, token)
+    return principal_for_token_hash(ctx, hash_token(ctx.secret_key, token))
+
+
+def principal_for_token_hash(ctx: Context, digest: str) -> Principal:
+    """Resolve a token's keyed hash (a bearer token, or a dashboard session) to a principal."""
     # constant-time comparison: the admin hash must not leak through timing
     if hmac.compare_digest(digest, ctx.admin_token_hash):
         return Principal(is_admin=True)

@@ -112,6 +112,26 @@ class ParticipantRepository(_Repository):
             or 0
         )
 
+    def last_seen(self, federation_id: str) -> dict[str, datetime]:
+        """Per participant: when it last uploaded an update or reported an evaluation."""
+        seen: dict[str, datetime] = {}
+        uploads = (
+            select(Update.participant_id, func.max(Update.received_at))
+            .join(Participant, Participant.id == Update.participant_id)
+            .where(Participant.federation_id == federation_id)
+            .group_by(Update.participant_id)
+        )
+        reports = (
+            select(Evaluation.participant_id, func.max(Evaluation.created_at))
+            .where(Evaluation.federation_id == federation_id)
+            .group_by(Evaluation.participant_id)
+        )
+        for stmt in (uploads, reports):
+            for participant_id, at in self.session.execute(stmt):
+                if at is not None and (participant_id not in seen or at > seen[participant_id]):
+                    seen[participant_id] = at
+        return seen
+
 
 class RoundRepository(_Repository):
     def get(self, federation_id: str, number: int, *, for_update: bool = False) -> Round | None:
