@@ -83,7 +83,7 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
                 user_col=options.user_col,
                 item_col=options.item_col,
                 rating_col=options.rating_col,
-                timestamp_col=options.time_col,
+                time_col=options.time_col,
             )
         except ValueError as exc:  # a header without the columns, an empty file, ...
             raise SimulationError(f"cannot load {options.data}: {exc}") from exc
