@@ -107,9 +107,9 @@ def add_exception_handlers(app: FastAPI) -> None:
                 for err in exc.errors()
             ]
         )
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        first: dict[str, Any] = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-        more = first.get("count", 1) - 1
+        more = int(first.get("count", 1)) - 1
         also = f" (and {more} more entries of {where.rsplit('.', 1)[0]} like it)" if more else ""
         return problem_response(
             request,

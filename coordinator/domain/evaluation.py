@@ -38,8 +38,9 @@ def submit_evaluation(
     Validation figures may be replaced (a participant re-evaluates after a restart);
     test figures are written once: a different report for the same version raises
     :class:`EvaluationExists` (a re-run participant must not silently rewrite the
-    federation's final result), the same report again is accepted as is. The report that completes an ``evaluating`` federation's final evaluation also
-    completes the federation, in the same transaction.
+    federation's final result), the same report again is accepted as is. The report
+    that completes an ``evaluating`` federation's final evaluation also completes the
+    federation, in the same transaction.
     """
     participant_id = principal.require_participant()
     with ctx.sessions.begin() as session:

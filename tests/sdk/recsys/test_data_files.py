@@ -69,5 +69,8 @@ def test_timestamp_col_is_a_deprecated_alias_of_time_col(tmp_path: Path) -> None
     with pytest.warns(DeprecationWarning, match="time_col"):
         aliased, _ = load_csv(path, user_col="who", item_col="what", timestamp_col="when")
     assert aliased.timestamps.tolist() == expected.timestamps.tolist() == [5.0, 9.0]
-    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+    with (
+        pytest.raises(ValueError, match="not both"),
+        pytest.warns(DeprecationWarning, match="time_col"),
+    ):
         load_csv(path, user_col="who", item_col="what", time_col="who", timestamp_col="when")
