@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 from fedrec.recipes import RECIPE_NAMES, load_recipe
 from fedrec.terminal_chart import marker_line, sparkline
-from participant_sdk import Client, FedrecError
+from participant_sdk import APIConnectionError, Client, FedrecError
 from participant_sdk.types import Deployment, Federation, MetricsRow, Round
 
 __all__ = ["add_admin_commands", "make_client", "resolve_connection"]
@@ -313,15 +314,25 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     """Expected failures as one ``fedrec CMD: error: ...`` line and exit 1."""
 
     def run(args: argparse.Namespace) -> int:
+        debug = getattr(args, "debug", False)
+        # the SDK logs each retry at INFO: noise in front of the one error line
+        sdk_log = logging.getLogger("participant_sdk")
+        level = sdk_log.level
+        sdk_log.setLevel(logging.DEBUG if debug else logging.WARNING)
         try:
             return command(args)
         except (AdminError, FedrecError, OSError) as exc:
-            if getattr(args, "debug", False):
+            if debug:
                 raise
             action = getattr(args, "admin_action", None)
             name = f"{args.command} {action}" if action else args.command
-            sys.stderr.write(f"fedrec {name}: error: {exc}\n")
+            hint = ""
+            if isinstance(exc, APIConnectionError):
+                hint = " (is the coordinator running there? --url or FEDREC_URL)"
+            sys.stderr.write(f"fedrec {name}: error: {exc}{hint}\n")
             return 1
+        finally:
+            sdk_log.setLevel(level)
 
     return run
 
