@@ -31,6 +31,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 CURVE_METRICS = ("ndcg@10", "hr@10", "precision@10", "recall@10")
 # an admin at a terminal wants a quick answer, not the SDK's patient retries
 CLI_MAX_RETRIES = 1
+# the keys of a POST /v1/federations body
+SPEC_KEYS = {"name", "model", "strategy", "rounds", "catalog", "target", "deploy", "privacy"}
 
 
 class AdminError(Exception):
@@ -84,6 +86,9 @@ def _federation_body(args: argparse.Namespace) -> dict[str, Any]:
             raise AdminError(f"cannot read the spec {args.spec}: {exc}") from None
         if not isinstance(body, dict):
             raise AdminError(f"{args.spec}: a federation spec is a JSON object")
+        unknown = sorted(set(body) - SPEC_KEYS)
+        if unknown:  # the SDK sends only the keys it knows: a typo would vanish silently
+            raise AdminError(f"{args.spec}: unknown keys {unknown}; a spec has {sorted(SPEC_KEYS)}")
     else:
         try:
             body = load_recipe(args.recipe)["federation"]

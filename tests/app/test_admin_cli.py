@@ -137,6 +137,14 @@ def test_a_refused_spec_is_one_line_with_the_coordinators_reason(run: Run, tmp_p
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_misspelt_spec_key_is_refused_not_dropped(run: Run, tmp_path: Path) -> None:
+    spec = tmp_path / "typo.json"
+    spec.write_text(json.dumps({"model": {"kind": "mf", "num_items": 5}, "strategie": {}}))
+    code, _out, err = run("federations", "create", "--spec", str(spec))
+    assert code == 1
+    assert "unknown keys ['strategie']" in err
+
+
 def test_spec_and_recipe_are_exclusive(run: Run) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run("federations", "create", "--spec", "x.json", "--recipe", "ials")
