@@ -184,6 +184,13 @@ class FederatedRecommender:
                 f"interactions index {interactions.num_items} items but the federation's "
                 f"model has {self.num_items}; map them with map_to_catalog first"
             )
+        if not len(interactions):
+            # from_file refuses such a file; built directly, say it once, not per round
+            log.warning(
+                "participant of federation %s has no local interactions: it will skip "
+                "every round and report no figures",
+                federation_id,
+            )
         self.data = interactions
         self.split: LeaveOneOutSplit = leave_one_out(interactions)
         self.k = k
