@@ -159,7 +159,12 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
     serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")
@@ -170,7 +175,7 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "verify-lineage",
         help="recompute a federation's hash chain; exit 1 naming the first bad version",
     )
-    verify.add_argument("federation_id")
+    verify.add_argument("federation_id", help="the federation's id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
 

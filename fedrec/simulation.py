@@ -44,6 +44,7 @@ from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
+    DataFileError,
     IALSConfig,
     Interactions,
     PopularityModel,
@@ -83,14 +84,10 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
                 user_col=options.user_col,
                 item_col=options.item_col,
                 rating_col=options.rating_col,
-                timestamp_col=options.time_col,
+                time_col=options.time_col,
             )
-        except ValueError as exc:  # a header without the columns, an empty file, ...
-            raise SimulationError(f"cannot load {options.data}: {exc}") from exc
-        if not len(data):
-            raise SimulationError(
-                f"{options.data} has no usable interactions (dropped: {report.dropped})"
-            )
+        except DataFileError as exc:  # no such columns, no rows, undecodable: names the file
+            raise SimulationError(f"cannot load {exc}") from exc
         if report.malformed:
             console.print(f"[yellow]dropped {report.malformed} malformed rows: {report.dropped}")
         return options.data.name, data

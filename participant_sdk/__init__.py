@@ -80,6 +80,7 @@ __all__ = [
     "Client",
     # the participant loop
     "FederatedRecommender",
+    "Recommendations",
     "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -135,10 +136,14 @@ __all__ = [
 
 # The participant loop pulls in the recommender (participant_sdk.recsys): load it on
 # first use (PEP 562), not with the client.
-_LAZY = {"FederatedRecommender": ".participant", "StepOutcome": ".participant"}
+_LAZY = {
+    "FederatedRecommender": ".participant",
+    "Recommendations": ".participant",
+    "StepOutcome": ".participant",
+}
 
 if TYPE_CHECKING:
-    from .participant import FederatedRecommender, StepOutcome
+    from .participant import FederatedRecommender, Recommendations, StepOutcome
 
 
 def __getattr__(name: str) -> Any:

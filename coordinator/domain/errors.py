@@ -111,6 +111,11 @@ class FederationCompleted(Conflict):
     title = "Federation completed"
 
 
+class EvaluationExists(Conflict):
+    slug = "evaluation-exists"
+    title = "Test figures already reported"
+
+
 class RequestInProgress(Conflict):
     slug = "request-in-progress"
     title = "Request in progress"

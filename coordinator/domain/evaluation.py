@@ -9,7 +9,7 @@ from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.errors import NotFound
+from coordinator.domain.errors import EvaluationExists, NotFound
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.store.models import Evaluation, utc_now
 from coordinator.store.repository import (
@@ -35,8 +35,12 @@ def submit_evaluation(
 ) -> Evaluation:
     """Record (or replace) this participant's metrics for one version and split.
 
-    The report that completes an ``evaluating`` federation's final evaluation also
-    completes the federation, in the same transaction.
+    Validation figures may be replaced (a participant re-evaluates after a restart);
+    test figures are written once: a different report for the same version raises
+    :class:`EvaluationExists` (a re-run participant must not silently rewrite the
+    federation's final result), the same report again is accepted as is. The report
+    that completes an ``evaluating`` federation's final evaluation also completes the
+    federation, in the same transaction.
     """
     participant_id = principal.require_participant()
     with ctx.sessions.begin() as session:
@@ -60,13 +64,26 @@ def submit_evaluation(
                 created_at=utc_now(),
             )
             repo.add(row)
-        else:
+        elif split == "test" and (row.metrics, row.num_users) != (dict(metrics), num_users):
+            raise EvaluationExists(
+                f"this participant already reported test figures for version {version} "
+                f"({row.num_users} users, {_brief(row.metrics)}); test figures are written "
+                "once, so a re-run cannot replace them",
+                reported=row.metrics,
+                reported_num_users=row.num_users,
+            )
+        elif split == "validation":
             row.metrics = dict(metrics)
             row.num_users = num_users
             row.created_at = utc_now()
         session.flush()
         lifecycle.settle_final_evaluation(session, federation, utc_now())
     return row
+
+
+def _brief(metrics: Mapping[str, float]) -> str:
+    shown = sorted(metrics.items())[:2]
+    return ", ".join(f"{name} {value:.4f}" for name, value in shown) or "no metrics"
 
 
 def aggregated_metrics(

@@ -13,6 +13,7 @@ EXPECTED = {
     "Client",
     # the participant loop
     "FederatedRecommender",
+    "Recommendations",
     "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",

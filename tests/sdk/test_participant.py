@@ -3,6 +3,7 @@ complete, deploy, report test figures, recommend; resume from saved state."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,11 +164,13 @@ def test_revoked_participant_stops_with_a_typed_error(
 
 
 def test_participant_without_data_waits_for_the_next_round(
-    coordinator: TestClient, data: Interactions
+    coordinator: TestClient, data: Interactions, caplog: pytest.LogCaptureFixture
 ) -> None:
     admin, fid, tokens = _federation(coordinator, data, 2)
     empty = data.subset(np.zeros(len(data), dtype=bool))
-    idle = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, empty, config=CONFIG)
+    with caplog.at_level(logging.WARNING, logger="fedrec.participant"):
+        idle = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, empty, config=CONFIG)
+    assert any("no local interactions" in r.getMessage() for r in caplog.records)
     assert idle.step() == "waiting"
     # run() would now long-poll for round 2 instead of spinning on round 1
     assert idle.waiting_after == 1
