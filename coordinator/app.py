@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api import openapi
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     app.state.context = context
     app.state.worker = worker
     add_exception_handlers(app)
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(api_router)
     # added last = outermost: the size limit applies before anything buffers a body

@@ -2,12 +2,19 @@
 
 from fastapi import APIRouter
 
+from coordinator.api import examples
+from coordinator.api.openapi import success
 from coordinator.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness",
+    responses=success(200, "The process answers", examples.HEALTH),
+)
 def healthz() -> Health:
-    """Liveness: the process answers."""
+    """Liveness: the process answers (it checks nothing else; see `/readyz`)."""
     return Health(status="ok")
