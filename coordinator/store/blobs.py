@@ -91,6 +91,13 @@ class BlobStore:
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
 
+    def check(self) -> None:
+        """Raise ``OSError`` unless blobs can be stored here now (``/readyz``)."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"blob folder {self.root} does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"blob folder {self.root} is not writable")
+
     def scan(self) -> Iterator[BlobFile]:
         """Every blob and leftover temporary file, one fan-out folder at a time."""
         for folder in sorted(self.root.iterdir()):
