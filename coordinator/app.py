@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from coordinator.api import openapi
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
+from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import api_router
 from coordinator.api.routes import health
 from coordinator.bootstrap import load_secrets
@@ -135,4 +136,6 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     # added last = outermost: the size limit applies before anything buffers a body
     app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # outermost: every answer, a 413 included, carries the id its log lines carry
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -28,6 +28,8 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "log_format", None):
+        overrides["log_format"] = args.log_format
     return Settings(**overrides)
 
 
@@ -61,7 +63,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
     sys.stdout.flush()
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    log_config: dict[str, object] | None = uvicorn.config.LOGGING_CONFIG
+    if settings.log_format == "json":
+        from coordinator.logs import configure_logging
+
+        configure_logging("json", args.log_level)
+        log_config = None  # uvicorn's loggers propagate to the JSON handler
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        log_config=log_config,
+    )
     return 0
 
 
@@ -143,6 +157,11 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
     serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one JSON object per line with the request id (FEDREC_LOG_FORMAT, default text)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )
     sqlite_busy_timeout_ms: int = 15_000
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line, with the request's `request_id`.",
+    )
 
     @field_validator("database_url")
     @classmethod
