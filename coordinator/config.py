@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )
     sqlite_busy_timeout_ms: int = 15_000
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may scrape /metrics (and nothing else); the admin "
+        "token always may.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`json`: one JSON object per log line, with the request's `request_id`.",

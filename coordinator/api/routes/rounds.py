@@ -2,13 +2,14 @@
 
 import asyncio
 import logging
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from coordinator.api import examples
+from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
 from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
@@ -59,9 +60,11 @@ async def get_current_round(
     ] = None,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
-    _federation, row = await rounds.wait_for_round(
-        ctx, principal, federation_id, after=after, wait_seconds=wait if after is not None else 0
-    )
+    wait_seconds = wait if after is not None else 0
+    with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
+        _federation, row = await rounds.wait_for_round(
+            ctx, principal, federation_id, after=after, wait_seconds=wait_seconds
+        )
     return Round.model_validate(row)
 
 
