@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         finally:
             worker.stop()
             context.sessions.kw["bind"].dispose()
+            telemetry.process_exiting()
 
     app = FastAPI(
         title="fedrec coordinator",

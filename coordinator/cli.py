@@ -9,7 +9,10 @@ without the ``server`` extra says which extra it needs instead of failing on imp
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+from pathlib import Path
 
 __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
@@ -44,14 +47,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from coordinator.app import create_app
     from coordinator.bootstrap import load_secrets
     from coordinator.config import Settings
+    from coordinator.logs import log_config
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
+    workers = args.workers or 1
+    if workers > 1:
+        _share_with_workers(args, settings.data_dir)
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
@@ -61,22 +67,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
+    if workers > 1:
+        print(f"  workers:        {workers} (metrics summed in {os.environ[_MULTIPROC]})")
     sys.stdout.flush()
-    app = create_app(settings)
-    log_config: dict[str, object] | None = uvicorn.config.LOGGING_CONFIG
-    if settings.log_format == "json":
-        from coordinator.logs import configure_logging
+    logging_config = log_config(settings.log_format, args.log_level)
+    if workers > 1:
+        # each worker process builds its own app from the same FEDREC_* environment
+        uvicorn.run(
+            "coordinator.app:create_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            log_config=logging_config,
+        )
+        return 0
+    from coordinator.app import create_app
 
-        configure_logging("json", args.log_level)
-        log_config = None  # uvicorn's loggers propagate to the JSON handler
     uvicorn.run(
-        app,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
-        log_config=log_config,
+        log_config=logging_config,
     )
     return 0
+
+
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _share_with_workers(args: argparse.Namespace, data_dir: Path) -> None:
+    """Hand the command's options to the worker processes through their environment,
+    and give prometheus_client's multiprocess mode a fresh folder (set before any
+    process imports prometheus_client) unless the operator chose one."""
+    for option in ("host", "port", "data_dir", "log_format"):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[f"FEDREC_{option.upper()}"] = str(value)
+    if not os.environ.get(_MULTIPROC):
+        folder = data_dir / "prometheus"
+        shutil.rmtree(folder, ignore_errors=True)  # samples of an earlier run
+        folder.mkdir(parents=True)
+        os.environ[_MULTIPROC] = str(folder.resolve())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -157,6 +191,12 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
     serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port (default 1); /metrics sums them all",
+    )
     serve.add_argument(
         "--log-format",
         choices=["text", "json"],

@@ -1,25 +1,25 @@
-"""Logging of the coordinator process: plain text (default) or one JSON object a line.
+"""Logging of ``fedrec serve``: uvicorn's plain text (default) or one JSON object a line.
 
 Every record logged while a request is served carries that request's id
 (``request_id``, the ``X-Request-ID`` the client sees); JSON lines are written by
-python-json-logger.
+python-json-logger. The configuration is a ``logging.config`` dict handed to uvicorn,
+which applies it in every worker process.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import sys
-from typing import IO, Literal
+from typing import Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from coordinator.api import request_id
 
-__all__ = ["LogFormat", "RequestIdFilter", "configure_logging", "json_formatter"]
+__all__ = ["LogFormat", "RequestIdFilter", "json_formatter", "log_config"]
 
 LogFormat = Literal["text", "json"]
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,23 +42,29 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(
-    log_format: LogFormat, level: str = "info", stream: IO[str] | None = None
-) -> logging.Handler:
-    """Send every logger (uvicorn's included, when it is started with ``log_config=None``)
-    to one handler on the root logger; returns that handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-    return handler
+def log_config(log_format: LogFormat, level: str = "info") -> dict[str, Any]:
+    """uvicorn's ``log_config``: its own for text; for JSON, every logger (uvicorn's
+    included) through one JSON handler on the root logger."""
+    if log_format == "text":
+        from uvicorn.config import LOGGING_CONFIG
+
+        return copy.deepcopy(LOGGING_CONFIG)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"json": {"()": json_formatter}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["json"], "level": level.upper()},
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }

@@ -35,6 +35,7 @@ __all__ = [
     "UPLOADS_REPLAYED",
     "PrometheusObserver",
     "exposition",
+    "process_exiting",
 ]
 
 ROUNDS = Counter(
@@ -95,6 +96,12 @@ class PrometheusObserver:
 
     def round_failed(self) -> None:
         ROUNDS.labels("failed").inc()
+
+
+def process_exiting() -> None:
+    """In multiprocess mode: drop this process's live gauges (its long-polls ended)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def exposition() -> tuple[bytes, str]:

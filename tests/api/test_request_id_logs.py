@@ -13,24 +13,28 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.config import Settings
-from coordinator.logs import configure_logging
+from coordinator.logs import RequestIdFilter, json_formatter, log_config
 
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
-    """The root logger writes JSON lines into the returned buffer during the test."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    """The root logger writes JSON lines into the returned buffer during the test, with
+    the formatter and filter of ``log_config("json")``."""
+    config = log_config("json")
+    assert config["handlers"]["json"]["filters"] == ["request_id"]
     stream = io.StringIO()
-    configure_logging("json", "info", stream=stream)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(config["formatters"]["json"]["()"]())
+    handler.addFilter(config["filters"]["request_id"]["()"]())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     try:
         yield stream
     finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def test_a_request_id_is_generated_when_none_is_sent(client: TestClient) -> None:
@@ -77,17 +81,9 @@ def test_json_log_lines_parse_and_carry_the_request_id(
     assert len({line["request_id"] for line in readiness}) == 2  # every line has its own
 
 
-def test_text_format_keeps_plain_lines() -> None:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    stream = io.StringIO()
-    configure_logging("text", "info", stream=stream)
-    try:
-        logging.getLogger("fedrec.test").info("hello")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-    assert stream.getvalue().rstrip().endswith("INFO fedrec.test: hello")
+def test_text_format_is_uvicorns_own() -> None:
+    text = log_config("text")
+    assert "json" not in text["formatters"]
+    assert {"default", "access"} <= set(text["formatters"])
+    assert log_config("json")["formatters"]["json"]["()"] is json_formatter
+    assert log_config("json")["filters"]["request_id"]["()"] is RequestIdFilter
