@@ -23,6 +23,7 @@ from prometheus_client import (
 
 __all__ = [
     "AGGREGATION_SECONDS",
+    "BACKGROUND_ERRORS",
     "DATABASE_ERRORS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_BYTES",
@@ -81,6 +82,13 @@ DATABASE_ERRORS = Counter(
     "fedrec_database_errors",
     "Database errors met by requests: conflict (409), retryable (503) or other (500).",
     ["kind"],
+)
+
+BACKGROUND_ERRORS = Counter(
+    "fedrec_background_errors",
+    "Failed runs of the aggregation job or the round timer (retried by the timer; see the "
+    "log); database: the failure was a database error.",
+    ["database"],
 )
 
 

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from sqlalchemy.exc import DBAPIError
 
 from coordinator.app import create_app
 from coordinator.config import Settings
+from coordinator.domain import aggregation_job
 from coordinator.migrate import upgrade
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.factories import (
@@ -173,3 +176,18 @@ def test_requests_are_labelled_by_route_template(
     )
     scrapes = 1 if template == "/metrics" else 0  # the first scrape counts itself too
     assert after.get(key, 0) - before.get(key, 0) == 1 + scrapes
+
+
+def test_background_failures_are_counted(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def locked(*_args: object, **_kwargs: object) -> None:
+        raise DBAPIError("UPDATE rounds", {}, Exception("database is locked"))
+
+    name = "fedrec_background_errors_total"
+    before = value(scrape(client, admin_headers), name, database="true")
+    monkeypatch.setattr(aggregation_job, "run", locked)  # as the worker calls it
+    future = app.state.worker.kick("f", 1)
+    assert future is not None
+    future.result(timeout=10)  # the worker logs and counts; it does not raise
+    assert value(scrape(client, admin_headers), name, database="true") - before == 1
