@@ -1,9 +1,9 @@
 """How the OpenAPI document describes responses: errors as problem+json, examples.
 
-Each route declares the problems it can really answer with ``problems(...)`` (a new
-status is one more code in that call, or one more row in ``PROBLEMS``) and its success
-body's example with ``success(...)``. ``install`` makes the document carry the
-``Problem`` schema that these responses refer to.
+Each route declares the problems it can really answer with ``problems(...)`` /
+``problem(...)`` (a new status is one more code in that call, or one more row in
+``PROBLEMS``), the idempotency errors of a keyed write with ``keyed_write()``, and its
+success body's example with ``success(...)``. ``install`` completes FastAPI's document.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from coordinator.api.problems import PROBLEM_MEDIA_TYPE
@@ -237,18 +236,13 @@ def _restore_examples(node: Any) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Generate the document once, adding the ``Problem`` schema the errors refer to."""
+    """FastAPI's document, generated once and completed: the ``Problem`` schema the
+    errors refer to, no generic 422s, examples with their null members."""
+    generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                description=app.description,
-                routes=app.routes,
-                tags=app.openapi_tags,
-            )
+            document = generate()  # FastAPI's, with every setting of the app
             _drop_generated_validation_errors(document)
             _restore_examples(document)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
