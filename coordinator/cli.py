@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
-    workers = args.workers or 1
+    workers: int = args.workers
     if workers > 1:
         _share_with_workers(args, settings.data_dir)
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
@@ -184,6 +184,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {text}")
+    return value
+
+
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
@@ -193,7 +203,7 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--workers",
-        type=int,
+        type=worker_count,
         default=1,
         help="processes serving the port (default 1); /metrics sums them all",
     )
