@@ -10,12 +10,15 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api import openapi, telemetry
 from coordinator.api.dashboard import install_dashboard
 from coordinator.api.docs import install_offline_docs
+from coordinator.api.http_metrics import HttpMetrics
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
+from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import api_router
-from coordinator.api.routes import health
+from coordinator.api.routes import health, metrics
 from coordinator.bootstrap import load_secrets
 from coordinator.config import BlobBackend, Settings
 from coordinator.domain.auth import hash_token
@@ -93,6 +96,15 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+def _route_templates(app: FastAPI) -> list[str]:
+    """Every route's path template: the documented ones and the undocumented ones."""
+    undocumented = [route.path for route in metrics.router.routes if hasattr(route, "path")]
+    top_level = [
+        path for route in app.routes if isinstance(path := getattr(route, "path", None), str)
+    ]
+    return [*app.openapi()["paths"], *undocumented, *top_level]
+
+
 def build_context(settings: Settings) -> Context:
     secrets = load_secrets(settings)
     engine = create_db_engine(
@@ -107,6 +119,7 @@ def build_context(settings: Settings) -> Context:
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         lease_seconds=settings.aggregation_lease_seconds,
+        observer=telemetry.PrometheusObserver(),
     )
 
 
@@ -138,6 +151,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         finally:
             worker.stop()
             context.sessions.kw["bind"].dispose()
+            telemetry.process_exiting()
 
     app = FastAPI(
         title="fedrec coordinator",
@@ -151,12 +165,19 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     app.state.settings = settings
     app.state.context = context
     app.state.worker = worker
+    token = settings.metrics_token
+    app.state.metrics_token = token.get_secret_value() if token else None
     add_exception_handlers(app)
+    openapi.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
     install_offline_docs(app)
     install_dashboard(app)
     # added last = outermost: the size limit applies before anything buffers a body
     app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
+    # outermost: every answer, a 413 included, carries the id its log lines carry
+    app.add_middleware(RequestIdMiddleware)
     return app

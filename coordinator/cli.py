@@ -9,7 +9,10 @@ without the ``server`` extra says which extra it needs instead of failing on imp
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+from pathlib import Path
 
 __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
@@ -30,6 +33,8 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "log_format", None):
+        overrides["log_format"] = args.log_format
     try:
         return Settings(**overrides)
     except ValidationError as exc:  # say which setting to fix, without a traceback
@@ -51,27 +56,75 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from coordinator.app import create_app
     from coordinator.bootstrap import load_secrets
     from coordinator.config import Settings
+    from coordinator.logs import log_config
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
     upgrade(settings.resolved_database_url)
-    app = create_app(settings)
+    workers: int = args.workers
+    app = None
+    if workers > 1:
+        _share_with_workers(args, settings.data_dir)
+        blobs = f"{settings.blob_store.value} store (each worker process opens it)"
+    else:
+        from coordinator.app import create_app
+
+        app = create_app(settings)
+        blobs = app.state.context.blobs.describe()
     print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
-    print(f"  blobs:          {app.state.context.blobs.describe()}")
+    print(f"  blobs:          {blobs}")
     if secrets.admin_token_file is not None:
         state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
+    if workers > 1:
+        print(f"  workers:        {workers} (metrics summed in {os.environ[_MULTIPROC]})")
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    logging_config = log_config(settings.log_format, args.log_level)
+    if app is None:
+        # each worker process builds its own app from the same FEDREC_* environment
+        uvicorn.run(
+            "coordinator.app:create_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            log_config=logging_config,
+        )
+        return 0
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        log_config=logging_config,
+    )
     return 0
+
+
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _share_with_workers(args: argparse.Namespace, data_dir: Path) -> None:
+    """Hand the command's options to the worker processes through their environment,
+    and give prometheus_client's multiprocess mode a fresh folder (set before any
+    process imports prometheus_client) unless the operator chose one."""
+    for option in ("host", "port", "data_dir", "log_format"):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[f"FEDREC_{option.upper()}"] = str(value)
+    if not os.environ.get(_MULTIPROC):
+        folder = data_dir / "prometheus"
+        shutil.rmtree(folder, ignore_errors=True)  # samples of an earlier run
+        folder.mkdir(parents=True)
+        os.environ[_MULTIPROC] = str(folder.resolve())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -153,6 +206,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {text}")
+    return value
+
+
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
@@ -164,6 +227,17 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="uvicorn's log level",
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="processes serving the port (default 1); /metrics sums them all",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one JSON object per line with the request id (FEDREC_LOG_FORMAT, default text)",
     )
     serve.set_defaults(func=cmd_serve)
 

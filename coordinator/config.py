@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,15 @@ class Settings(BaseSettings):
         "the AWS_* environment or boto3's other usual sources.",
     )
     s3_region: str | None = Field(default=None, description="Region of the bucket.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may scrape /metrics (and nothing else); the admin "
+        "token always may.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line, with the request's `request_id`.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -13,9 +13,11 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from coordinator.api import telemetry
 from coordinator.domain import aggregation_job
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.errors import DatabaseError
 from coordinator.domain.lifecycle import Trigger
 
 __all__ = ["RoundWorker"]
@@ -63,9 +65,10 @@ class RoundWorker:
     def _after_upload(self, federation_id: str, number: int) -> None:
         try:
             aggregation_job.run(self._ctx, federation_id, number, trigger=Trigger.UPLOAD)
-        except Exception:
+        except Exception as exc:
             # the timer retries; the lease makes a half-done attempt recoverable
             log.exception("aggregation of round %d of %s failed", number, federation_id)
+            _count_failure(exc)
 
     def tick(self) -> int:
         return aggregation_job.run_due_work(self._ctx)
@@ -74,5 +77,11 @@ class RoundWorker:
         while not self._stop.wait(self._interval):
             try:
                 self._executor.submit(self.tick).result()
-            except Exception:
+            except Exception as exc:
                 log.exception("round timer tick failed")
+                _count_failure(exc)
+
+
+def _count_failure(exc: Exception) -> None:
+    database = isinstance(exc, DatabaseError)
+    telemetry.BACKGROUND_ERRORS.labels(str(database).lower()).inc()

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coordinator.api import telemetry
 from coordinator.domain.errors import CoordinatorError, DatabaseError, database_problem
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "error_response", "problem_response"]
@@ -135,6 +136,12 @@ def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(DatabaseError)
     async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
         problem = database_problem(exc)
+        kind = (
+            "other"
+            if problem is None
+            else ("retryable" if problem.status_code == 503 else "conflict")
+        )
+        telemetry.DATABASE_ERRORS.labels(kind).inc()
         if problem is None:
             return await _unexpected(request, exc)
         log.warning("database error on %s: %s", request.url.path, exc.orig)

@@ -112,10 +112,19 @@ def run(
     aggregate are raised (404, 409) and a returned outcome always has a version."""
     step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
     if claimed is None:
+        if step is lifecycle.Step.FAIL:  # the next round opened on the same base
+            ctx.observer.round_failed()
+            ctx.observer.round_opened()
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
+    started = time.perf_counter()
     version = complete_claim(ctx, claimed)
     if version is None and trigger is lifecycle.Trigger.ADMIN:
         raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
+    if version is not None:
+        ctx.observer.round_closed(time.perf_counter() - started)
+        with ctx.read_sessions() as session:  # unless training stopped, the next one opened
+            if RoundRepository(session).get(federation_id, number + 1) is not None:
+                ctx.observer.round_opened()
     return Outcome(step, version)
 
 

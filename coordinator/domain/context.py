@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.domain.observer import NoObserver, Observer
 from coordinator.store.blobs import BlobStore
 
 __all__ = ["Context"]
@@ -28,3 +29,5 @@ class Context:
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)
     settings_cache: dict[str, Any] = field(default_factory=dict)
+    # told when rounds open, close and fail (metrics); nothing by default
+    observer: Observer = field(default_factory=NoObserver)

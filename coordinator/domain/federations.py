@@ -147,6 +147,7 @@ def create_federation(
             now=now,
         )
         lifecycle.open_round(session, federation, number=1, base_version=0, now=now)
+    ctx.observer.round_opened()
     return FederationView(federation, 0, None)
 
 

@@ -76,6 +76,10 @@ class BlobStore(Protocol):
 
     def exists(self, digest: str) -> bool: ...
 
+    def check(self) -> None:
+        """Raise ``OSError`` unless blobs can be stored here now (``/readyz``)."""
+        ...
+
     def scan(self) -> Iterator[BlobEntry]:
         """Every stored blob and leftover of a cut-short write, for the collector."""
         ...

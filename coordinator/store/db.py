@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, column, create_engine, event, select, table
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -18,6 +18,7 @@ __all__ = [
     "create_db_engine",
     "create_read_session_factory",
     "create_session_factory",
+    "ping",
 ]
 
 # execution option carried by the connections of read-only sessions
@@ -91,3 +92,9 @@ def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:
             raise ReadOnlySessionError("a read-only session cannot execute a write statement")
 
     return factory
+
+
+def ping(session: Session) -> None:
+    """One round trip to the database; raises the driver's error when it cannot answer,
+    or when it has no schema (an SQLite file deleted and silently re-created empty)."""
+    session.execute(select(column("version_num")).select_from(table("alembic_version")))

@@ -70,6 +70,12 @@ class S3BlobStore:
         endpoint = self._client.meta.endpoint_url
         return f"s3://{self._bucket}/{self._prefix} at {endpoint} (indexed in table blobs)"
 
+    def check(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self._bucket)
+        except Exception as exc:  # botocore's errors: any of them means "not usable now"
+            raise OSError(f"bucket {self._bucket} unreachable: {type(exc).__name__}") from exc
+
     def key(self, digest: str) -> str:
         check_digest(digest)
         return f"{self._prefix}{digest[:2]}/{digest}"

@@ -4,7 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 
+from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
 
@@ -15,18 +17,56 @@ VersionPath = Annotated[
 ]
 
 
+_SEEN = problems(403) | problem(404, "No such federation")
+_VERSION_SEEN = (
+    problems(403)
+    | problem(
+        404,
+        "No such federation or model version",
+        slug="model-version-not-found",
+        detail="model version 9 does not exist",
+    )
+    | problem(
+        422,
+        "The version is neither a number nor `latest`",
+        detail="version: String should match pattern '^(latest|[0-9]+)$'",
+    )
+)
+
+
+_WEIGHTS: Responses = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The safetensors bytes; `ETag` is their sha256, `X-Model-Version` "
+        "the version number",
+    },
+    304: {"description": "Not modified: `If-None-Match` named the current ETag"},
+}
+
+
 def _version(value: str) -> int | str:
     return value if value == "latest" else int(value)
 
 
-@router.get("", response_model=ModelVersionList)
+@router.get(
+    "",
+    response_model=ModelVersionList,
+    summary="List the model versions",
+    responses=success(200, "Every version with its lineage", {"items": [examples.MODEL_VERSION]})
+    | _SEEN,
+)
 def list_models(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> ModelVersionList:
     """Model versions with their lineage (parent, sha256, chain hash)."""
     rows = model_versions.list_model_versions(ctx, principal, federation_id)
     return ModelVersionList(items=[model_version_out(r) for r in rows])
 
 
-@router.get("/{version}", response_model=ModelVersion)
+@router.get(
+    "/{version}",
+    response_model=ModelVersion,
+    summary="Read a model version",
+    responses=success(200, "The version and its lineage", examples.MODEL_VERSION) | _VERSION_SEEN,
+)
 def get_model(
     federation_id: str, version: VersionPath, ctx: ContextDep, principal: PrincipalDep
 ) -> ModelVersion:
@@ -39,10 +79,8 @@ def get_model(
 @router.get(
     "/{version}/weights",
     response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
-        304: {"description": "Not modified (ETag matched)"},
-    },
+    summary="Download a version's weights",
+    responses=_WEIGHTS | _VERSION_SEEN,
 )
 def download_weights(
     federation_id: str,

@@ -1,8 +1,12 @@
 """Participants: enrol, list, revoke, who-am-I."""
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
+from fastapi import APIRouter, Body, status
+
+from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
+from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     EnrolledParticipant,
     Participant,
@@ -13,10 +17,35 @@ from coordinator.domain import participants
 
 router = APIRouter(prefix="/federations/{federation_id}/participants", tags=["participants"])
 
+_ADMIN = problem(403, "Only the admin manages participants")
+_NO_FEDERATION = problem(404, "No such federation")
+_NO_PARTICIPANT = problem(
+    404,
+    "No such federation, or the participant is not enrolled in it",
+    slug="participant-not-found",
+    detail=f"participant {examples.PID} is not enrolled in this federation",
+)
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=EnrolledParticipant)
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrolledParticipant,
+    summary="Enrol a participant",
+    responses=success(201, "The participant and its token", examples.ENROLLED_PARTICIPANT)
+    | _ADMIN
+    | _NO_FEDERATION
+    | problems(413)
+    | keyed_write(),
+)
 def enrol_participant(
-    federation_id: str, body: ParticipantCreate, ctx: ContextDep, admin: AdminDep
+    federation_id: str,
+    body: Annotated[
+        ParticipantCreate,
+        Body(openapi_examples=body_examples(shop=("A shop", examples.PARTICIPANT_CREATE))),
+    ],
+    ctx: ContextDep,
+    admin: AdminDep,
 ) -> EnrolledParticipant:
     """Enrol a participant; the response carries its token, shown only this once."""
     participant, token = participants.enrol_participant(ctx, admin, federation_id, name=body.name)
@@ -29,20 +58,46 @@ def _with_token(participant: object, token: str) -> EnrolledParticipant:
     )
 
 
-@router.get("", response_model=ParticipantList)
+@router.get(
+    "",
+    response_model=ParticipantList,
+    summary="List participants",
+    responses=success(200, "Active and revoked participants", {"items": [examples.PARTICIPANT]})
+    | _ADMIN
+    | _NO_FEDERATION,
+)
 def list_participants(federation_id: str, ctx: ContextDep, admin: AdminDep) -> ParticipantList:
     """List the federation's participants (never their tokens)."""
     rows = participants.list_participants(ctx, admin, federation_id)
     return ParticipantList(items=[Participant.model_validate(r) for r in rows])
 
 
-@router.get("/me", response_model=Participant)
+@router.get(
+    "/me",
+    response_model=Participant,
+    summary="Read the calling participant",
+    responses=success(200, "The participant whose token made the call", examples.PARTICIPANT)
+    | problem(
+        403,
+        "The admin token has no participant, or the token belongs to another federation",
+        detail="this operation needs a participant token",
+    )
+    | _NO_FEDERATION,
+)
 def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Participant:
     """The calling participant."""
     return Participant.model_validate(participants.get_participant(ctx, principal, federation_id))
 
 
-@router.delete("/{participant_id}", response_model=Participant)
+@router.delete(
+    "/{participant_id}",
+    response_model=Participant,
+    summary="Revoke a participant",
+    responses=success(200, "The participant, now revoked", examples.REVOKED_PARTICIPANT)
+    | _ADMIN
+    | _NO_PARTICIPANT
+    | keyed_write(validates=False),
+)
 def revoke_participant(
     federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
 ) -> Participant:
@@ -51,7 +106,17 @@ def revoke_participant(
     return Participant.model_validate(row)
 
 
-@router.post("/{participant_id}/reenrol", response_model=EnrolledParticipant)
+@router.post(
+    "/{participant_id}/reenrol",
+    response_model=EnrolledParticipant,
+    summary="Re-enrol a participant with a fresh token",
+    responses=success(
+        200, "The participant, active, and its new token", examples.ENROLLED_PARTICIPANT
+    )
+    | _ADMIN
+    | _NO_PARTICIPANT
+    | keyed_write(validates=False),
+)
 def reenrol_participant(
     federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
 ) -> EnrolledParticipant:

@@ -2,16 +2,18 @@
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from contextlib import nullcontext
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
+from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     ModelVersion,
-    Problem,
     Receipt,
     Round,
     RoundList,
@@ -25,13 +27,27 @@ log = logging.getLogger("fedrec.api")
 router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
 
 MAX_WAIT_SECONDS = 60.0
-_problems: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 403, 404, 409, 413, 415, 422)
-}
+_SEEN = problems(403) | problem(404, "No such federation")
+_ROUND_SEEN = problems(403) | problem(
+    404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+)
+_NUMBER = problem(
+    422, "The round number is not an integer", detail="number: Input should be a valid integer"
+)
 
 
-@router.get("/current", response_model=Round)
+@router.get(
+    "/current",
+    response_model=Round,
+    summary="Read (or wait for) the current round",
+    responses=success(200, "The current round (the last one once training stopped)", examples.ROUND)
+    | _SEEN
+    | problem(
+        422,
+        f"`wait` is outside [0, {MAX_WAIT_SECONDS:g}] or `after` is negative",
+        detail="wait: Input should be less than or equal to 60",
+    ),
+)
 async def get_current_round(
     federation_id: str,
     ctx: ContextDep,
@@ -44,13 +60,21 @@ async def get_current_round(
     ] = None,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
-    _federation, row = await rounds.wait_for_round(
-        ctx, principal, federation_id, after=after, wait_seconds=wait if after is not None else 0
-    )
+    wait_seconds = wait if after is not None else 0
+    with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
+        _federation, row = await rounds.wait_for_round(
+            ctx, principal, federation_id, after=after, wait_seconds=wait_seconds
+        )
     return Round.model_validate(row)
 
 
-@router.get("", response_model=RoundList)
+@router.get(
+    "",
+    response_model=RoundList,
+    summary="List the rounds",
+    responses=success(200, "Every round so far", {"items": [examples.CLOSED_ROUND, examples.ROUND]})
+    | _SEEN,
+)
 def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> RoundList:
     """Round history: state, update count and resulting version."""
     return RoundList(
@@ -58,7 +82,12 @@ def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) ->
     )
 
 
-@router.get("/{number}", response_model=Round)
+@router.get(
+    "/{number}",
+    response_model=Round,
+    summary="Read a round",
+    responses=success(200, "The round", examples.CLOSED_ROUND) | _ROUND_SEEN | _NUMBER,
+)
 def get_round(federation_id: str, number: int, ctx: ContextDep, principal: PrincipalDep) -> Round:
     """One round."""
     return Round.model_validate(rounds.get_round(ctx, principal, federation_id, number))
@@ -68,10 +97,42 @@ def get_round(federation_id: str, number: int, ctx: ContextDep, principal: Princ
     "/{number}/update",
     response_model=Receipt,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": Receipt, "description": "The same bytes again"}, **_problems},
+    summary="Upload this participant's update",
+    responses=success(201, "The update was accepted", examples.RECEIPT)
+    | success(200, "The same bytes again: the original receipt", examples.RECEIPT, Receipt)
+    | problem(
+        403,
+        "Only a participant of this federation uploads",
+        detail="this operation needs a participant token",
+    )
+    | problem(
+        404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+    )
+    | problem(
+        409,
+        "The round is closed or not open yet, the federation completed, or this participant "
+        "already sent different bytes to the round",
+        slug="round-closed",
+        title="Round closed",
+        detail="round 3 is closed; the current round is 4",
+        round=3,
+        current_round=4,
+    )
+    | problems(413, 415)
+    | problem(
+        422,
+        "The bytes are not a valid update for the model (`field` names the tensor), "
+        "or the Idempotency-Key came with other bytes",
+        slug="invalid-update",
+        title="Invalid update",
+        detail="tensor item_factors has shape (10, 8), expected (1682, 64)",
+        field="item_factors",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
+            "description": "The update as safetensors bytes: deltas of the round's base "
+            "version (`participant_sdk.wire.encode_update` writes them).",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
@@ -121,7 +182,21 @@ async def upload_update(
     "/{number}/aggregate",
     response_model=ModelVersion,
     status_code=status.HTTP_201_CREATED,
-    responses=_problems,
+    summary="Aggregate a round now",
+    responses=success(201, "The version the round produced", examples.MODEL_VERSION)
+    | problem(403, "Only the admin aggregates on demand")
+    | problem(
+        404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+    )
+    | keyed_write()
+    | problem(
+        409,
+        "The round is not open (closed, failed, or being aggregated), has no updates, or "
+        "the same Idempotency-Key is still running",
+        slug="no-updates",
+        title="Round has no updates",
+        detail="round 3 has no updates to aggregate",
+    ),
 )
 async def aggregate(
     federation_id: str, number: int, admin: AdminDep, worker: WorkerDep
