@@ -13,7 +13,7 @@ from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
 from coordinator.api.routes import health
-from coordinator.bootstrap import load_secrets
+from coordinator.bootstrap import load_secrets, load_signer
 from coordinator.config import Settings
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
@@ -98,6 +98,7 @@ def build_context(settings: Settings) -> Context:
         blobs=BlobStore(settings.blob_dir),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
+        signer=load_signer(settings),
         lease_seconds=settings.aggregation_lease_seconds,
     )
 

@@ -7,9 +7,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.config import Settings
+from cryptography.exceptions import UnsupportedAlgorithm
 
-__all__ = ["Secrets", "load_secrets"]
+from coordinator.config import Settings
+from coordinator.domain.signing import LineageSigner, generate_signing_key_pem
+
+__all__ = ["Secrets", "load_secrets", "load_signer"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,21 @@ def load_secrets(settings: Settings) -> Secrets:
     token_file = settings.data_dir / "admin_token"
     token, created = _read_or_create(token_file, f"fra_{secrets.token_urlsafe(32)}")
     return Secrets(token, secret_key.encode(), token_file, created)
+
+
+def load_signer(settings: Settings) -> LineageSigner:
+    """The lineage signing key: configured (PEM text or file), or generated once into
+    ``data_dir/signing_key.pem`` (0600) and shared by every process using that folder."""
+    if settings.signing_key is not None:
+        pem = settings.signing_key.get_secret_value().encode()
+    else:
+        path = settings.signing_key_file
+        if path is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path = settings.data_dir / "signing_key.pem"
+            _read_or_create(path, generate_signing_key_pem().decode().strip())
+        pem = path.read_bytes()
+    try:
+        return LineageSigner.from_pem(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SystemExit(f"fedrec: the lineage signing key cannot be loaded: {exc}") from exc

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
         description="Key of the token hashes; generated into data_dir/secret_key if unset. "
         "Replicas sharing a database must share it.",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PKCS#8 PEM) that signs model versions; a secret "
+        "separate from secret_key. Default: signing_key_file, else generated into "
+        "data_dir/signing_key.pem. Every process and replica must use the same key.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="Path of the PEM signing key (instead of signing_key)."
+    )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000

@@ -40,6 +40,7 @@ from ._exceptions import (
     FutureRoundError,
     InternalServerError,
     InvalidUpdateError,
+    ModelSignatureError,
     NotFoundError,
     NoUpdatesError,
     ParticipantRevokedError,
@@ -70,6 +71,7 @@ from .types import (
     Receipt,
     Round,
     RoundPolicy,
+    SigningKey,
     StrategySpec,
     Target,
 )
@@ -100,6 +102,7 @@ __all__ = [
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -129,6 +132,7 @@ __all__ = [
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "Round",
     "RoundPolicy",
     "RoundState",
+    "SigningKey",
     "Split",
     "StrategySpec",
     "Target",
@@ -356,6 +357,11 @@ class ModelVersion(BaseAPIModel):
     server_state_sha256 : str or None
         Digest of the server optimizer's state stored with it (FedAvgM, FedAdam and
         FedYogi keep moments); ``None`` for a stateless optimizer.
+    manifest : str or None
+        The canonical JSON manifest the coordinator signed (``None`` for versions older
+        than signing).
+    signature : str or None
+        Base64 Ed25519 signature of ``manifest`` (see :class:`SigningKey`).
     """
 
     version: int
@@ -369,6 +375,26 @@ class ModelVersion(BaseAPIModel):
     step_scale: float = 1.0
     restored_from: int | None = None
     server_state_sha256: str | None = None
+    manifest: str | None = None
+    signature: str | None = None
+
+
+class SigningKey(BaseAPIModel):
+    """``GET /v1/signing-key``: the public key that signs every model version.
+
+    Attributes
+    ----------
+    algorithm : str
+        ``"Ed25519"``.
+    public_key : str
+        The raw 32-byte public key, base64: pin it (``Client(signing_key=...)``).
+    key_id : str
+        Fingerprint: sha256 of the raw key, first 16 hex digits.
+    """
+
+    algorithm: Literal["Ed25519"]
+    public_key: str
+    key_id: str
 
 
 class Receipt(BaseAPIModel):

@@ -11,6 +11,7 @@ from coordinator.api.routes import (
     models,
     participants,
     rounds,
+    signing,
 )
 from coordinator.api.schemas import Problem
 
@@ -25,5 +26,5 @@ COMMON_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(prefix="/v1", responses=COMMON_PROBLEMS)
-for module in (federations, participants, rounds, models, evaluations, deployment):
+for module in (federations, participants, rounds, models, evaluations, deployment, signing):
     api_router.include_router(module.router)

@@ -162,6 +162,24 @@ class ModelVersion(Schema):
         "(e.g. FedAdam's moments; null for a stateless optimizer). Not part of `chain_hash`; "
         "`verify-lineage` checks the blob.",
     )
+    manifest: str | None = Field(
+        default=None,
+        description="The version's canonical manifest (JSON text) that `signature` signs: "
+        "federation, version and count, parent, round, sha256, size, chain hash, server "
+        "state, contributors digest, created_at, back-off fields, privacy spent. Null for "
+        "versions recorded before signing existed.",
+    )
+    signature: str | None = Field(
+        default=None,
+        description="Base64 Ed25519 signature of `manifest` by the coordinator's lineage "
+        "key (`GET /v1/signing-key`).",
+    )
+
+
+class SigningKey(Schema):
+    algorithm: Literal["Ed25519"] = Field(description="The signature algorithm.")
+    public_key: str = Field(description="The raw 32-byte public key, base64: pin it.")
+    key_id: str = Field(description="sha256 of the raw public key, first 16 hex digits.")
 
 
 class ModelVersionList(Schema):
@@ -281,6 +299,8 @@ def model_version_out(row: Any) -> ModelVersion:
         step_scale=row.step_scale,
         restored_from=row.restored_from,
         server_state_sha256=row.server_state_sha256,
+        manifest=row.manifest,
+        signature=row.signature,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
 
 __all__ = ["Context"]
@@ -22,8 +23,9 @@ class Context:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     blobs: BlobStore
-    secret_key: bytes
+    secret_key: bytes  # keys the token hashes only
     admin_token_hash: str
+    signer: LineageSigner  # signs model-version manifests; a separate secret
     lease_seconds: float = 300.0
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)

@@ -91,6 +91,10 @@ class BlobStore:
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
 
+    def remove(self, digest: str) -> None:
+        """Delete one blob now (no grace period): only for bytes no row can refer to."""
+        self.path(digest).unlink(missing_ok=True)
+
     def scan(self) -> Iterator[BlobFile]:
         """Every blob and leftover temporary file, one fan-out folder at a time."""
         for folder in sorted(self.root.iterdir()):

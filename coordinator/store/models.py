@@ -184,6 +184,10 @@ class ModelVersion(Base):
     step_scale: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     restored_from: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # the canonical manifest (participant_sdk.wire.encode_manifest) and its base64 Ed25519
+    # signature by the coordinator's lineage key (domain/signing.py); None before 0006
+    manifest: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(String(100))
 
 
 class Evaluation(Base):

@@ -7,6 +7,7 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -125,6 +126,18 @@ class RoundRepository(_Repository):
             select(Round).where(Round.federation_id == federation_id).order_by(Round.number)
         ).all()
 
+    def result_versions(self, federation_id: str) -> builtins.list[int]:
+        """The versions closed rounds produced (the lineage's head check reads them)."""
+        return [
+            v
+            for v in self.session.scalars(
+                select(Round.result_version).where(
+                    Round.federation_id == federation_id, Round.result_version.is_not(None)
+                )
+            )
+            if v is not None
+        ]
+
     def claim_for_aggregation(
         self, round_id: str, *, owner: str, now: datetime, lease_until: datetime
     ) -> bool:
@@ -236,6 +249,14 @@ class ModelVersionRepository(_Repository):
             .where(ModelVersion.federation_id == federation_id)
             .order_by(ModelVersion.version)
         ).all()
+
+    def get_by_round(self, federation_id: str, round_number: int) -> ModelVersion | None:
+        return self.session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.federation_id == federation_id,
+                ModelVersion.round_number == round_number,
+            )
+        ).first()
 
     def count_for_round(self, federation_id: str, round_number: int) -> int:
         return int(

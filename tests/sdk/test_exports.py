@@ -33,6 +33,7 @@ EXPECTED = {
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -62,6 +63,7 @@ EXPECTED = {
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 }

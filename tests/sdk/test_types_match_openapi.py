@@ -62,6 +62,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "Receipt": sdk.Receipt,
     "ModelVersion": sdk.ModelVersion,
     "ModelVersionList": sdk.ItemList[sdk.ModelVersion],
+    "SigningKey": sdk.SigningKey,
     # evaluations and deployment
     "Evaluation": sdk.Evaluation,
     "MetricsRow": sdk.MetricsRow,
