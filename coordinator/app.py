@@ -13,7 +13,7 @@ from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.router import api_router
 from coordinator.api.routes import health
-from coordinator.bootstrap import load_secrets, load_signer
+from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import Settings
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
@@ -89,6 +89,7 @@ class BodySizeLimit:
 
 def build_context(settings: Settings) -> Context:
     secrets = load_secrets(settings)
+    check_production(settings, secrets)  # before anything listens or writes
     engine = create_db_engine(
         settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -9,10 +11,24 @@ from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from coordinator.config import Settings
+from coordinator.config import Environment, Settings
 from coordinator.domain.signing import LineageSigner, generate_signing_key_pem
 
-__all__ = ["Secrets", "load_secrets", "load_signer"]
+__all__ = [
+    "InsecureSettingsError",
+    "Secrets",
+    "check_production",
+    "load_secrets",
+    "load_signer",
+    "token_strength_bits",
+]
+
+# secrets that are someone's example, never a deployment's own
+_DEFAULT_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "password", "admin", "test", "default"}
+)
+MIN_SECRET_CHARS = 32
+MIN_TOKEN_BITS = 128.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +37,50 @@ class Secrets:
     secret_key: bytes
     admin_token_file: Path | None
     admin_token_created: bool
+
+
+class InsecureSettingsError(RuntimeError):
+    """``environment=production`` with a setting an attacker could guess or abuse."""
+
+
+def token_strength_bits(token: str) -> float:
+    """A conservative entropy estimate: length times the Shannon entropy of its
+    characters. Repeats and small alphabets score low; 43 urlsafe-random chars ~ 220."""
+    if not token:
+        return 0.0
+    counts = [token.count(c) for c in set(token)]
+    return -sum(n * math.log2(n / len(token)) for n in counts)
+
+
+def check_production(settings: Settings, loaded: Secrets) -> None:
+    """Refuse to start in production with a weak admin token or an empty, default or short
+    secret key, or with test hooks enabled; the message says what to change."""
+    if settings.environment != Environment.production:
+        return
+    problems = []
+    token = loaded.admin_token
+    if len(token) < MIN_SECRET_CHARS or token_strength_bits(token) < MIN_TOKEN_BITS:
+        problems.append(
+            f"the admin token is weak ({len(token)} chars, ~{token_strength_bits(token):.0f} "
+            f"bits; need >= {MIN_SECRET_CHARS} chars and ~{MIN_TOKEN_BITS:.0f} bits): unset "
+            "FEDREC_ADMIN_TOKEN to have one generated, or set one from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    key = loaded.secret_key.decode()
+    if key.strip().lower() in _DEFAULT_SECRETS or len(key) < MIN_SECRET_CHARS:
+        problems.append(
+            f"the secret key (FEDREC_SECRET_KEY or data_dir/secret_key) is empty, a default "
+            f"or shorter than {MIN_SECRET_CHARS} chars: unset it to have one generated, or "
+            "set a random one"
+        )
+    elif hmac.compare_digest(key, token):
+        problems.append("the secret key equals the admin token: they must be different secrets")
+    if os.environ.get("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS"):
+        problems.append("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS is a test hook: unset it")
+    if problems:
+        raise InsecureSettingsError(
+            "refusing to start with environment=production:\n  - " + "\n  - ".join(problems)
+        )
 
 
 def _read_or_create(path: Path, make: str) -> tuple[str, bool]:

@@ -28,6 +28,9 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
     return Settings(**overrides)
 
 
@@ -43,14 +46,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from coordinator.app import create_app
-    from coordinator.bootstrap import load_secrets
+    from coordinator.bootstrap import InsecureSettingsError, check_production, load_secrets
     from coordinator.config import Settings
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
+    try:
+        check_production(settings, secrets)
+    except InsecureSettingsError as exc:
+        print(f"fedrec: {exc}", file=sys.stderr)
+        return 2
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        print("fedrec: TLS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
+        return 2
     upgrade(settings.resolved_database_url)
-    print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    scheme = "https" if settings.ssl_certfile else "http"
+    print(f"fedrec coordinator on {scheme}://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
     print(f"  blobs:          {settings.blob_dir.resolve()}")
@@ -61,7 +73,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
     sys.stdout.flush()
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+    )
     return 0
 
 
@@ -143,6 +162,12 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
     serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--ssl-certfile", help="PEM certificate chain: serve HTTPS (FEDREC_SSL_CERTFILE)"
+    )
+    serve.add_argument(
+        "--ssl-keyfile", help="PEM private key of the certificate (FEDREC_SSL_KEYFILE)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")

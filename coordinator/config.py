@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = Field(
         default=None, description="Path of the PEM signing key (instead of signing_key)."
     )
+    ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate chain: `fedrec serve` speaks HTTPS (uvicorn's TLS). "
+        "Or terminate TLS at a reverse proxy (docs/security.md).",
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile.")
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
