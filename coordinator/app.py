@@ -15,6 +15,7 @@ from coordinator.api.router import api_router
 from coordinator.api.routes import health
 from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import Settings
+from coordinator.domain.audit import AUDIT_KEY_INFO
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
@@ -93,14 +94,20 @@ def build_context(settings: Settings) -> Context:
     engine = create_db_engine(
         settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
+    sessions = create_session_factory(engine)
+    # transitions that hold only a session append audit events with this key
+    sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
     return Context(
-        sessions=create_session_factory(engine),
+        sessions=sessions,
         read_sessions=create_read_session_factory(engine),
         blobs=BlobStore(settings.blob_dir),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         signer=load_signer(settings),
+        audit_key=secrets.audit_key,
         lease_seconds=settings.aggregation_lease_seconds,
+        token_ttl_seconds=settings.participant_token_ttl_seconds,
+        token_grace_seconds=settings.token_refresh_grace_seconds,
     )
 
 

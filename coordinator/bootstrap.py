@@ -37,6 +37,7 @@ class Secrets:
     secret_key: bytes
     admin_token_file: Path | None
     admin_token_created: bool
+    audit_key: bytes
 
 
 class InsecureSettingsError(RuntimeError):
@@ -75,6 +76,14 @@ def check_production(settings: Settings, loaded: Secrets) -> None:
         )
     elif hmac.compare_digest(key, token):
         problems.append("the secret key equals the admin token: they must be different secrets")
+    audit = loaded.audit_key.decode()
+    if audit.strip().lower() in _DEFAULT_SECRETS or len(audit) < MIN_SECRET_CHARS:
+        problems.append(
+            "the audit key (FEDREC_AUDIT_KEY or data_dir/audit_key) is empty, a default or "
+            f"shorter than {MIN_SECRET_CHARS} chars: unset it to have one generated"
+        )
+    elif hmac.compare_digest(audit, key):
+        problems.append("the audit key equals the secret key: they must be different secrets")
     if os.environ.get("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS"):
         problems.append("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS is a test hook: unset it")
     if problems:
@@ -97,17 +106,23 @@ def _read_or_create(path: Path, make: str) -> tuple[str, bool]:
 
 
 def load_secrets(settings: Settings) -> Secrets:
-    """The admin token and the token-hash key, from settings or generated files."""
+    """The admin token, the token-hash key and the audit key, from settings or generated
+    files (each its own secret)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.secret_key is not None:
         secret_key = settings.secret_key.get_secret_value()
     else:
         secret_key, _ = _read_or_create(settings.data_dir / "secret_key", secrets.token_hex(32))
+    if settings.audit_key is not None:
+        audit_key = settings.audit_key.get_secret_value()
+    else:
+        audit_key, _ = _read_or_create(settings.data_dir / "audit_key", secrets.token_hex(32))
     if settings.admin_token is not None:
-        return Secrets(settings.admin_token.get_secret_value(), secret_key.encode(), None, False)
+        token = settings.admin_token.get_secret_value()
+        return Secrets(token, secret_key.encode(), None, False, audit_key.encode())
     token_file = settings.data_dir / "admin_token"
     token, created = _read_or_create(token_file, f"fra_{secrets.token_urlsafe(32)}")
-    return Secrets(token, secret_key.encode(), token_file, created)
+    return Secrets(token, secret_key.encode(), token_file, created, audit_key.encode())
 
 
 def load_signer(settings: Settings) -> LineageSigner:

@@ -1,4 +1,4 @@
-"""The coordinator's commands: serve, migrate, verify-lineage, gc.
+"""The coordinator's commands: serve, migrate, verify-lineage, audit verify, gc.
 
 The ``fedrec`` command (:mod:`fedrec.cli`, the application above this package) adds
 them to its parser with :func:`add_server_commands`. This module imports only the
@@ -116,6 +116,22 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    from coordinator.app import build_context
+    from coordinator.config import Settings
+    from coordinator.domain.audit import verify_audit
+
+    assert isinstance(settings, Settings)
+    report = verify_audit(build_context(settings))
+    if report.ok:
+        print(f"audit log ok: {report.checked} events verified")
+        return 0
+    print(f"audit log broken at event {report.bad_seq}: {report.reason}", file=sys.stderr)
+    return 1
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
@@ -156,7 +172,8 @@ def positive_float(text: str) -> float:
 
 
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
+    """Add serve, migrate, verify-lineage, audit and gc to the ``fedrec`` command's
+    subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
     serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
@@ -181,6 +198,14 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.add_argument("federation_id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
+
+    audit = sub.add_parser("audit", help="the audit log of security-relevant events")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_sub.add_parser(
+        "verify", help="recompute the audit log's HMAC chain; exit 1 naming the first bad event"
+    )
+    audit_verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    audit_verify.set_defaults(func=cmd_audit_verify)
 
     gc = sub.add_parser(
         "gc", help="remove blob files no row refers to (safe while coordinators run)"

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from coordinator.api.routes import (
+    audit,
     deployment,
     evaluations,
     federations,
@@ -26,5 +27,14 @@ COMMON_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 api_router = APIRouter(prefix="/v1", responses=COMMON_PROBLEMS)
-for module in (federations, participants, rounds, models, evaluations, deployment, signing):
+for module in (
+    federations,
+    participants,
+    rounds,
+    models,
+    evaluations,
+    deployment,
+    signing,
+    audit,
+):
     api_router.include_router(module.router)

@@ -104,6 +104,11 @@ class Participant(Schema):
     name: str
     state: Literal["active", "revoked"]
     created_at: datetime
+    token_expires_at: datetime | None = Field(
+        default=None,
+        description="When the current token stops working (refresh it before: POST "
+        "…/participants/me/token); null for tokens issued before expiry existed.",
+    )
 
 
 class EnrolledParticipant(Participant):
@@ -180,6 +185,31 @@ class SigningKey(Schema):
     algorithm: Literal["Ed25519"] = Field(description="The signature algorithm.")
     public_key: str = Field(description="The raw 32-byte public key, base64: pin it.")
     key_id: str = Field(description="sha256 of the raw public key, first 16 hex digits.")
+
+
+class AuditEvent(Schema):
+    seq: int = Field(description="Position in the chain, from 1; page with `?after=`.")
+    created_at: datetime
+    actor: str = Field(
+        description="`admin`, `participant:<id>`, `coordinator`, `policy:<name>` or "
+        "`anonymous` (a token nobody holds)."
+    )
+    action: str = Field(
+        description="enrol, revoke, reenrol, upload, aggregate, round-failed, stop, "
+        "budget-refusal, auto, promote, rollback, auth-failure."
+    )
+    federation_id: str | None
+    subject: str | None = Field(description="What it acted on: a participant id, a round.")
+    outcome: str = Field(description="`ok`, `refused` or `failed`.")
+    detail: dict[str, Any] = Field(
+        description="Small facts (digests, counts, the problem slug); never a token or tensor."
+    )
+    prev_hash: str
+    hash: str = Field(description="HMAC-SHA256 under the audit key of prev_hash and the event.")
+
+
+class AuditEventList(Schema):
+    items: list[AuditEvent]
 
 
 class ModelVersionList(Schema):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain import backoff, deployment, lifecycle
+from coordinator.domain import audit, backoff, deployment, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -311,6 +311,20 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             restored_from=claimed.restore_version,
             now=now,
             signer=ctx.signer,
+        )
+        audit.record(
+            session,
+            actor="coordinator",
+            action="aggregate",
+            federation_id=claimed.federation_id,
+            subject=f"round {claimed.number}",
+            detail={
+                "version": version.version,
+                "sha256": digest,
+                "updates": len(contributors),
+                "step_scale": scale,
+            },
+            now=now,
         )
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     log.info(

@@ -26,7 +26,10 @@ class Context:
     secret_key: bytes  # keys the token hashes only
     admin_token_hash: str
     signer: LineageSigner  # signs model-version manifests; a separate secret
+    audit_key: bytes  # keys the audit log's chain (domain/audit.py); a separate secret
     lease_seconds: float = 300.0
+    token_ttl_seconds: float = 30 * 24 * 3600.0  # participant tokens expire
+    token_grace_seconds: float = 300.0  # a replaced token still works this long
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)
     settings_cache: dict[str, Any] = field(default_factory=dict)

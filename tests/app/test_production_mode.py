@@ -15,6 +15,7 @@ from coordinator.config import Settings
 from fedrec.cli import main
 
 STRONG = secrets.token_urlsafe(32)
+KEY = secrets.token_hex(32)
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -23,7 +24,8 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "database_url": f"sqlite:///{tmp_path / 'fedrec.db'}",
         "admin_token": SecretStr(STRONG),
-        "secret_key": SecretStr(secrets.token_hex(32)),
+        "secret_key": SecretStr(KEY),
+        "audit_key": SecretStr(secrets.token_hex(32)),
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -39,6 +41,8 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         ({"secret_key": SecretStr("changeme")}, "secret key"),
         ({"secret_key": SecretStr("short-key")}, "secret key"),
         ({"secret_key": SecretStr(STRONG)}, "equals the admin token"),
+        ({"audit_key": SecretStr("")}, "audit key"),
+        ({"audit_key": SecretStr(KEY)}, "audit key equals the secret key"),
     ],
 )
 def test_weak_or_default_secrets_are_refused(
@@ -63,7 +67,7 @@ def test_test_hooks_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_generated_secrets_pass(tmp_path: Path) -> None:
-    context = build_context(_settings(tmp_path, admin_token=None, secret_key=None))
+    context = build_context(_settings(tmp_path, admin_token=None, secret_key=None, audit_key=None))
     try:
         assert (tmp_path / "data" / "admin_token").exists()
     finally:

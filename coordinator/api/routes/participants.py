@@ -42,6 +42,16 @@ def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Part
     return Participant.model_validate(participants.get_participant(ctx, principal, federation_id))
 
 
+@router.post("/me/token", response_model=EnrolledParticipant)
+def refresh_token(
+    federation_id: str, ctx: ContextDep, principal: PrincipalDep
+) -> EnrolledParticipant:
+    """A new token for the calling participant, with a new expiry; the token used for this
+    call keeps working for a short grace (never replayed from an Idempotency-Key)."""
+    participant, token = participants.refresh_token(ctx, principal, federation_id)
+    return _with_token(participant, token)
+
+
 @router.delete("/{participant_id}", response_model=Participant)
 def revoke_participant(
     federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
