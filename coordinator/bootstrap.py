@@ -6,6 +6,7 @@ import hmac
 import math
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,15 +94,26 @@ def check_production(settings: Settings, loaded: Secrets) -> None:
 
 
 def _read_or_create(path: Path, make: str) -> tuple[str, bool]:
-    """Read a secret file, or create it atomically with owner-only permissions."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """Read a secret file, or create it with owner-only permissions.
+
+    The content is written to a private temporary file first and then linked into
+    place, so a process starting at the same moment (replicas sharing ``data_dir``)
+    either finds the complete file or creates it, never reads it half-written.
+    """
+    if path.exists():
         return path.read_text().strip(), False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(make + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)  # fails if another process linked its file first
+        except FileExistsError:
+            return path.read_text().strip(), False
+    finally:
+        os.unlink(temp)
     return make, True
 
 
