@@ -54,7 +54,7 @@ class Principal:
 def authenticate(ctx: Context, token: str | None, *, audit_failure: bool = True) -> Principal:
     """Resolve a bearer token to a principal; raise 401 for no or unknown tokens.
 
-    An unknown or revoked token is an audit event (``audit_failure``: the idempotency
+    An unknown, revoked or expired token is an audit event (``audit_failure``: the idempotency
     middleware, which authenticates first and lets the app answer, passes False so a
     request is recorded once). A missing token is not: it is a client that forgot it.
     """
@@ -105,6 +105,15 @@ def authenticate(ctx: Context, token: str | None, *, audit_failure: bool = True)
         )
     expires = participant.token_expires_at
     if not via_previous and expires is not None and now >= expires:
+        if audit_failure:
+            audit.record_now_quietly(
+                ctx,
+                actor=f"participant:{participant.id}",
+                action="auth-failure",
+                federation_id=participant.federation_id,
+                outcome="refused",
+                detail={"reason": "token-expired"},
+            )
         raise TokenExpired(
             f"this token expired at {expires.isoformat()}; the SDK refreshes tokens before "
             "they expire (POST …/participants/me/token): ask the admin to re-enrol you",

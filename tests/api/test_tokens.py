@@ -55,8 +55,11 @@ def test_enrolment_states_the_expiry(
     assert abs((expires - expected).total_seconds()) < 60
 
 
-def test_an_expired_token_is_refused(
-    app: FastAPI, client: TestClient, enrolled: tuple[str, str, str]
+def test_an_expired_token_is_refused_and_audited(
+    app: FastAPI,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    enrolled: tuple[str, str, str],
 ) -> None:
     fid, pid, token = enrolled
     _set(app, pid, token_expires_at=utc_now() - timedelta(seconds=1))
@@ -66,6 +69,10 @@ def test_an_expired_token_is_refused(
     # nor can it refresh itself
     refresh = client.post(f"/v1/federations/{fid}/participants/me/token", headers=_bearer(token))
     assert_problem(refresh, 401, "token-expired")
+    events = client.get("/v1/audit", headers=admin_headers).json()["items"]
+    failures = [e for e in events if e["action"] == "auth-failure"]
+    assert [e["detail"] for e in failures] == [{"reason": "token-expired"}] * 2
+    assert failures[0]["actor"] == f"participant:{pid}"
 
 
 def test_refresh_rotates_with_a_grace(
