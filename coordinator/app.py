@@ -19,8 +19,9 @@ from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import api_router
 from coordinator.api.routes import health, metrics
-from coordinator.bootstrap import load_secrets
+from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import BlobBackend, Settings
+from coordinator.domain.audit import AUDIT_KEY_INFO
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
@@ -107,10 +108,13 @@ def _route_templates(app: FastAPI) -> list[str]:
 
 def build_context(settings: Settings) -> Context:
     secrets = load_secrets(settings)
+    check_production(settings, secrets)  # before anything listens or writes
     engine = create_db_engine(
         settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
     sessions = create_session_factory(engine)
+    # transitions that hold only a session append audit events with this key
+    sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
     read_sessions = create_read_session_factory(engine)
     return Context(
         sessions=sessions,
@@ -118,8 +122,12 @@ def build_context(settings: Settings) -> Context:
         blobs=open_blob_store(settings, sessions, read_sessions),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
+        signer=load_signer(settings),
+        audit_key=secrets.audit_key,
         lease_seconds=settings.aggregation_lease_seconds,
         observer=telemetry.PrometheusObserver(),
+        token_ttl_seconds=settings.participant_token_ttl_seconds,
+        token_grace_seconds=settings.token_refresh_grace_seconds,
     )
 
 

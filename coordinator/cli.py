@@ -1,4 +1,4 @@
-"""The coordinator's commands: serve, migrate, verify-lineage, gc.
+"""The coordinator's commands: serve, migrate, verify-lineage, audit verify, gc.
 
 The ``fedrec`` command (:mod:`fedrec.cli`, the application above this package) adds
 them to its parser with :func:`add_server_commands`. This module imports only the
@@ -35,6 +35,9 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "log_format", None):
         overrides["log_format"] = args.log_format
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
     try:
         return Settings(**overrides)
     except ValidationError as exc:  # say which setting to fix, without a traceback
@@ -56,13 +59,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from coordinator.bootstrap import load_secrets
+    from coordinator.bootstrap import InsecureSettingsError, check_production, load_secrets
     from coordinator.config import Settings
     from coordinator.logs import log_config
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
+    try:
+        check_production(settings, secrets)
+    except InsecureSettingsError as exc:
+        print(f"fedrec: {exc}", file=sys.stderr)
+        return 2
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        print("fedrec: TLS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
+        return 2
     upgrade(settings.resolved_database_url)
     workers: int = args.workers
     app = None
@@ -74,7 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         app = create_app(settings)
         blobs = app.state.context.blobs.describe()
-    print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    scheme = "https" if settings.ssl_certfile else "http"
+    print(f"fedrec coordinator on {scheme}://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
     print(f"  blobs:          {blobs}")
@@ -97,6 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=settings.port,
             log_level=args.log_level,
             log_config=logging_config,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
         )
         return 0
     uvicorn.run(
@@ -105,6 +119,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level,
         log_config=logging_config,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
     return 0
 
@@ -163,6 +179,22 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    from coordinator.app import build_context
+    from coordinator.config import Settings
+    from coordinator.domain.audit import verify_audit
+
+    assert isinstance(settings, Settings)
+    report = verify_audit(build_context(settings))
+    if report.ok:
+        print(f"audit log ok: {report.checked} events verified")
+        return 0
+    print(f"audit log broken at event {report.bad_seq}: {report.reason}", file=sys.stderr)
+    return 1
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
@@ -217,7 +249,8 @@ def worker_count(text: str) -> int:
 
 
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
+    """Add serve, migrate, verify-lineage, audit and gc to the ``fedrec`` command's
+    subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
     serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
@@ -239,6 +272,12 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         choices=["text", "json"],
         help="json: one JSON object per line with the request id (FEDREC_LOG_FORMAT, default text)",
     )
+    serve.add_argument(
+        "--ssl-certfile", help="PEM certificate chain: serve HTTPS (FEDREC_SSL_CERTFILE)"
+    )
+    serve.add_argument(
+        "--ssl-keyfile", help="PEM private key of the certificate (FEDREC_SSL_KEYFILE)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")
@@ -252,6 +291,14 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.add_argument("federation_id", help="the federation's id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
+
+    audit = sub.add_parser("audit", help="the audit log of security-relevant events")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_sub.add_parser(
+        "verify", help="recompute the audit log's HMAC chain; exit 1 naming the first bad event"
+    )
+    audit_verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    audit_verify.set_defaults(func=cmd_audit_verify)
 
     gc = sub.add_parser(
         "gc", help="remove blobs no row refers to, on any blob store (safe while coordinators run)"

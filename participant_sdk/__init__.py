@@ -40,6 +40,7 @@ from ._exceptions import (
     FutureRoundError,
     InternalServerError,
     InvalidUpdateError,
+    ModelSignatureError,
     NotFoundError,
     NoUpdatesError,
     ParticipantRevokedError,
@@ -70,6 +71,7 @@ from .types import (
     Receipt,
     Round,
     RoundPolicy,
+    SigningKey,
     StrategySpec,
     Target,
 )
@@ -101,6 +103,7 @@ __all__ = [
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -130,6 +133,7 @@ __all__ = [
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 ]

@@ -39,8 +39,9 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -91,6 +92,8 @@ log = logging.getLogger("fedrec.participant")
 StepOutcome = Literal["uploaded", "waiting", "completed", "diverged"]
 SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
 # evaluating with no validation users of ours: poll this often instead of long-polling
+# run() refreshes the participant token once this share of its lifetime is left
+TOKEN_REFRESH_FRACTION = 1 / 3
 IDLE_POLL_SECONDS = 2.0
 F32 = npt.NDArray[np.float32]
 # how stale recommend()'s view of the deployment may be (a promote/roll-back shows up)
@@ -155,6 +158,10 @@ class FederatedRecommender:
     deployment_ttl:
         :meth:`recommend` re-reads which version is deployed when its view is older than
         this many seconds (0 = on every call), so a promote or roll-back is picked up.
+    on_token_refresh:
+        Called with the new token each time :meth:`run` refreshes the participant's
+        token (before a third of its lifetime is left): persist it if the process may
+        restart, since the old token stops working shortly after.
     """
 
     def __init__(
@@ -168,8 +175,13 @@ class FederatedRecommender:
         sparse: bool = True,
         k: int = 10,
         deployment_ttl: float = DEPLOYMENT_TTL_SECONDS,
+        on_token_refresh: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        # run() refreshes an expiring participant token; the callback persists the new one
+        self.on_token_refresh = on_token_refresh
+        self._token_expires_at: datetime | None = None
+        self._token_lifetime = 0.0
         self.federation_id = federation_id
         federation = client.federations.get(federation_id)
         self.num_items = federation.model.num_items
@@ -343,9 +355,11 @@ class FederatedRecommender:
         progress = RoundProgress(self.federation_id, self.max_rounds, bar=progress_bar)
         outage_started: float | None = None
         delay = 1.0
+        self._learn_token_expiry(self.client.participants.me(self.federation_id).token_expires_at)
         try:
             while True:
                 try:
+                    self._keep_token_fresh()
                     outcome = self.step()
                     if outage_started is not None:
                         progress.reconnected(time.monotonic() - outage_started)
@@ -366,7 +380,10 @@ class FederatedRecommender:
                     if self._idle_until_completed:
                         time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
                     self.client.rounds.wait_for_next(
-                        self.federation_id, after=self.waiting_after, timeout=round_timeout
+                        self.federation_id,
+                        after=self.waiting_after,
+                        # wake up in time to refresh the token before it expires
+                        timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
                     )
                 except WaitTimeoutError:
                     continue
@@ -383,6 +400,28 @@ class FederatedRecommender:
                     delay = min(delay * 2, 30.0)
         finally:
             progress.close()
+
+    def _learn_token_expiry(self, expires_at: datetime | None) -> None:
+        self._token_expires_at = expires_at
+        if expires_at is not None:
+            self._token_lifetime = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+
+    def _seconds_until_refresh(self) -> float:
+        """Until a third of the token's lifetime is left (inf: it does not expire)."""
+        if self._token_expires_at is None:
+            return math.inf
+        left = (self._token_expires_at - datetime.now(UTC)).total_seconds()
+        return left - self._token_lifetime * TOKEN_REFRESH_FRACTION
+
+    def _keep_token_fresh(self) -> None:
+        """Refresh the participant token once a third of its lifetime is left."""
+        if self._seconds_until_refresh() > 0:
+            return
+        refreshed = self.client.participants.refresh_token(self.federation_id)
+        self._learn_token_expiry(refreshed.token_expires_at)
+        log.info("participant token refreshed; it now expires at %s", refreshed.token_expires_at)
+        if self.on_token_refresh is not None:
+            self.on_token_refresh(refreshed.token)
 
     @property
     def waiting_after(self) -> int:

@@ -156,5 +156,27 @@ DEPLOYMENT = {
     ],
 }
 
+SIGNING_KEY = {
+    "algorithm": "Ed25519",
+    "public_key": "m4bq0Vb2k8Jx8YV0Qm1n3c8y7rS2KjS1d9J0b6a5cWg=",
+    "key_id": "5f1c2a9e0b7d3c44",
+}
+AUDIT_EVENTS = {
+    "items": [
+        {
+            "seq": 41,
+            "created_at": WHEN,
+            "actor": f"participant:{PID}",
+            "action": "upload",
+            "federation_id": FID,
+            "subject": "round 3",
+            "outcome": "ok",
+            "detail": {"sha256": SHA, "num_examples": 1200},
+            "prev_hash": CHAIN,
+            "hash": SHA,
+        }
+    ]
+}
+
 HEALTH = {"status": "ok"}
 READY = {"status": "ready"}

@@ -4,12 +4,14 @@ from fastapi import APIRouter
 
 from coordinator.api.openapi import problems
 from coordinator.api.routes import (
+    audit,
     deployment,
     evaluations,
     federations,
     models,
     participants,
     rounds,
+    signing,
 )
 
 # every v1 route authenticates and reads the database; each route adds what else it can
@@ -17,5 +19,14 @@ from coordinator.api.routes import (
 COMMON_PROBLEMS = problems(401, 503)
 
 api_router = APIRouter(prefix="/v1", responses=COMMON_PROBLEMS)
-for module in (federations, participants, rounds, models, evaluations, deployment):
+for module in (
+    federations,
+    participants,
+    rounds,
+    models,
+    evaluations,
+    deployment,
+    signing,
+    audit,
+):
     api_router.include_router(module.router)

@@ -138,6 +138,11 @@ class Participant(Schema):
         description="`revoked`: its token no longer works (the admin may re-enrol it)."
     )
     created_at: datetime = Field(description=_CREATED)
+    token_expires_at: datetime | None = Field(
+        default=None,
+        description="When the current token stops working (refresh it before: POST "
+        "…/participants/me/token); null for tokens issued before expiry existed.",
+    )
 
 
 class EnrolledParticipant(Participant):
@@ -214,6 +219,55 @@ class ModelVersion(Schema):
         "(e.g. FedAdam's moments; null for a stateless optimizer). Not part of `chain_hash`; "
         "`verify-lineage` checks the blob.",
     )
+    manifest: str | None = Field(
+        default=None,
+        description="The version's canonical manifest (JSON text) that `signature` signs: "
+        "federation, version and count, parent, round, sha256, size, chain hash, server "
+        "state, contributors digest, created_at, back-off fields, privacy spent. Null for "
+        "versions recorded before signing existed.",
+    )
+    signature: str | None = Field(
+        default=None,
+        description="Base64 Ed25519 signature of `manifest` by the coordinator's lineage "
+        "key (`GET /v1/signing-key`).",
+    )
+
+
+class SigningKey(Schema):
+    """The public half of the key that signs every model version's manifest."""
+
+    algorithm: Literal["Ed25519"] = Field(description="The signature algorithm.")
+    public_key: str = Field(description="The raw 32-byte public key, base64: pin it.")
+    key_id: str = Field(description="sha256 of the raw public key, first 16 hex digits.")
+
+
+class AuditEvent(Schema):
+    """One security-relevant event of the append-only, HMAC-chained audit log."""
+
+    seq: int = Field(description="Position in the chain, from 1; page with `?after=`.")
+    created_at: datetime = Field(description=_CREATED)
+    actor: str = Field(
+        description="`admin`, `participant:<id>`, `coordinator`, `policy:<name>` or "
+        "`anonymous` (a token nobody holds)."
+    )
+    action: str = Field(
+        description="enrol, revoke, reenrol, upload, aggregate, round-failed, stop, "
+        "budget-refusal, auto, promote, rollback, auth-failure."
+    )
+    federation_id: str | None = Field(description="The federation concerned, if any.")
+    subject: str | None = Field(description="What it acted on: a participant id, a round.")
+    outcome: str = Field(description="`ok`, `refused` or `failed`.")
+    detail: dict[str, Any] = Field(
+        description="Small facts (digests, counts, the problem slug); never a token or tensor."
+    )
+    prev_hash: str = Field(description="The previous event's `hash` (the chain's link).")
+    hash: str = Field(description="HMAC-SHA256 under the audit key of prev_hash and the event.")
+
+
+class AuditEventList(Schema):
+    """A page of the audit log."""
+
+    items: list[AuditEvent] = Field(description=_ITEMS)
 
 
 class ModelVersionList(Schema):
@@ -363,6 +417,8 @@ def model_version_out(row: Any) -> ModelVersion:
         step_scale=row.step_scale,
         restored_from=row.restored_from,
         server_state_sha256=row.server_state_sha256,
+        manifest=row.manifest,
+        signature=row.signature,
     )
 
 

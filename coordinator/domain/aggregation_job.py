@@ -15,7 +15,8 @@ two transactions around work done outside any transaction:
 
 A crash between 1 and 3 leaves the round ``aggregating`` with a lease that expires;
 the timer of any process then runs the job again and gets identical bytes (same
-updates in the same order, float64 sums, DP noise seeded by the round).
+updates in the same order, float64 sums) — except under DP, whose noise is drawn from
+a CSPRNG per aggregation: there the first committed result is the round's only one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain import backoff, deployment, lifecycle
+from coordinator.domain import audit, backoff, deployment, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -229,15 +230,9 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         strategy = build_strategy(
             settings.strategy,
             settings.update_tensors,
-            # seeded by (federation, round): a taken-over aggregation draws the same noise
-            dp=DPAggregation.for_round(
-                dp_policy,
-                secret_key=ctx.secret_key,
-                federation_id=claimed.federation_id,
-                round_number=claimed.number,
-            )
-            if dp_policy
-            else None,
+            # a CSPRNG seed drawn here, never stored: a taken-over aggregation draws
+            # other noise, and only the first committed result counts
+            dp=DPAggregation.fresh(dp_policy) if dp_policy else None,
         )
     scale = claimed.base_step_scale
     new_tensors: Mapping[str, npt.NDArray[np.generic]]
@@ -308,6 +303,8 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             now=now,
         ):
             session.rollback()
+            if dp_policy is not None and settings.model.kind != "ease":
+                _discard_losing_draw(ctx, claimed, digest)
             return None
         base = ModelVersionRepository(session).get(claimed.federation_id, round_row.base_version)
         version = record_version(
@@ -322,6 +319,21 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             step_scale=scale,
             restored_from=claimed.restore_version,
             now=now,
+            signer=ctx.signer,
+        )
+        audit.record(
+            session,
+            actor="coordinator",
+            action="aggregate",
+            federation_id=claimed.federation_id,
+            subject=f"round {claimed.number}",
+            detail={
+                "version": version.version,
+                "sha256": digest,
+                "updates": len(contributors),
+                "step_scale": scale,
+            },
+            now=now,
         )
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     log.info(
@@ -332,6 +344,24 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         version.version,
     )
     return version
+
+
+def _discard_losing_draw(ctx: Context, claimed: Claim, digest: str) -> None:
+    """Remove the weights of a DP aggregation that lost its lease. They carry other noise
+    than the recorded version of the round, and two noised copies of one round's sum
+    average to less noise than the accountant charged for."""
+    with ctx.read_sessions() as session:
+        recorded = ModelVersionRepository(session).get_by_round(
+            claimed.federation_id, claimed.number
+        )
+    if recorded is None or recorded.sha256 != digest:
+        ctx.blobs.remove(digest)
+        log.warning(
+            "federation %s round %d: another process recorded the round first; removed "
+            "this process's differently noised weights",
+            claimed.federation_id,
+            claimed.number,
+        )
 
 
 def _test_pause() -> None:

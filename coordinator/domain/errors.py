@@ -53,6 +53,11 @@ class Unauthorized(CoordinatorError):
     title = "Unauthorized"
 
 
+class TokenExpired(Unauthorized):
+    slug = "token-expired"
+    title = "Token expired"
+
+
 class ParticipantRevoked(Unauthorized):
     slug = "participant-revoked"
     title = "Participant revoked"

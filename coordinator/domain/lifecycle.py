@@ -39,7 +39,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import deployment
+from coordinator.domain import audit, deployment
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
 from coordinator.domain.specs import RoundPolicy
 from coordinator.domain.stopping import stop_reason
@@ -267,6 +267,16 @@ def fail(session: Session, federation: Federation, round_row: Round, now: dateti
         base_version=round_row.base_version,
         now=now,
     )
+    audit.record(
+        session,
+        actor="coordinator",
+        action="round-failed",
+        federation_id=federation.id,
+        subject=f"round {round_row.number}",
+        outcome="failed",
+        detail={"updates": round_row.update_count, "quorum": policy.min_participants},
+        now=now,
+    )
     log.info("round %d of %s failed below quorum", round_row.number, federation.id)
 
 
@@ -282,6 +292,16 @@ def stop(session: Session, federation: Federation, *, reason: str, now: datetime
     (completes at once when ``final_evaluation_seconds`` is 0)."""
     federation.state = FederationState.EVALUATING
     federation.current_round = None
+    # a stop for the privacy budget is the budget refusing another round
+    audit.record(
+        session,
+        actor="coordinator",
+        action="budget-refusal" if reason == "privacy_budget" else "stop",
+        federation_id=federation.id,
+        subject=f"version {federation.latest_version}",
+        detail={"reason": str(reason), "completed_rounds": federation.completed_rounds},
+        now=now,
+    )
     log.info(
         "federation %s stopped (%s) at version %d; evaluating it",
         federation.id,

@@ -96,6 +96,12 @@ class DatabaseBlobStore:
     def scan(self) -> Iterator[BlobEntry]:
         return blob_index.scan_index(self._read_sessions, "blobs/{digest}")
 
+    def remove(self, digest: str) -> None:
+        check_digest(digest)
+        with self._sessions.begin() as session:
+            session.execute(delete(BlobChunk).where(BlobChunk.digest == digest))
+            blob_index.forget(session, digest)
+
     def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
         if item.digest is None:
             return False  # every row here is a whole blob: there are no leftovers

@@ -21,6 +21,10 @@ __all__ = [
     "ping",
 ]
 
+# Every engine has hide_parameters: a database error's message (logged, and shown in
+# tracebacks) names the statement but never its bound values, which may be token hashes,
+# digests or a participant's numbers.
+
 # execution option carried by the connections of read-only sessions
 _READ_ONLY = "fedrec_read_only"
 
@@ -37,6 +41,7 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
             url,
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
             poolclass=StaticPool if in_memory else None,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -64,7 +69,9 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+    )
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

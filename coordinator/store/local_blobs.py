@@ -47,6 +47,9 @@ class LocalBlobStore:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionError(f"blob folder {self.root} is not writable")
 
+    def remove(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
     def describe(self) -> str:
         return f"local folder {self.root.resolve()}"
 

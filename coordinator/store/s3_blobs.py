@@ -118,6 +118,11 @@ class S3BlobStore:
         location = f"s3://{self._bucket}/{self._prefix}{{digest}}"
         return blob_index.scan_index(self._read_sessions, location)
 
+    def remove(self, digest: str) -> None:
+        with self._sessions.begin() as session:
+            self._client.delete_object(Bucket=self._bucket, Key=self.key(digest))
+            blob_index.forget(session, digest)
+
     def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
         if item.digest is None:
             return False  # S3 writes are atomic: no partial objects to clean up

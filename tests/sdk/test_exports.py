@@ -34,6 +34,7 @@ EXPECTED = {
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -63,6 +64,7 @@ EXPECTED = {
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 }

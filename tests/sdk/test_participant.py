@@ -191,3 +191,26 @@ def test_participants_train_with_the_federations_proximal_mu(
     ).config
     assert isinstance(plain_config, BPRConfig)
     assert plain_config.mu == 0
+
+
+def test_run_refreshes_the_token_transparently(
+    coordinator: TestClient, data: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import participant_sdk.participant as participant_module
+
+    admin, fid, tokens = _federation(
+        coordinator, data, 1, rounds={"max_rounds": 2, "final_evaluation_seconds": 0}
+    )
+    # every check finds the token due: each pass of the loop refreshes it
+    monkeypatch.setattr(participant_module, "TOKEN_REFRESH_FRACTION", 1.0)
+    issued: list[str] = []
+    sdk = _sdk(coordinator, tokens[0])
+    part = FederatedRecommender(sdk, fid, data, config=CONFIG, on_token_refresh=issued.append)
+    part.run(round_timeout=5, outage_timeout=5)
+    assert admin.federations.get(fid).state == "completed"
+    assert len(issued) >= 2
+    assert len(set(issued)) == len(issued)
+    assert tokens[0] not in issued
+    assert sdk._token == issued[-1]  # the client switched to each new token
+    me = _sdk(coordinator, issued[-1]).participants.me(fid)
+    assert me.token_expires_at is not None

@@ -321,3 +321,13 @@ def test_postgres_check_fails_without_the_blob_tables(postgres_case: Case) -> No
         session.execute(text("DROP TABLE blobs"))
     with pytest.raises(OSError, match="blob tables"):
         postgres_case.store.check()
+
+
+def test_remove_deletes_at_once(case: Case) -> None:
+    kept = case.store.put(b"kept")
+    gone = case.store.put(b"a losing draw")
+    case.store.remove(gone)
+    assert not case.store.exists(gone)
+    assert case.store.exists(kept)
+    assert [item.digest for item in case.store.scan()] == [kept]
+    case.store.remove(gone)  # removing what is gone is a no-op

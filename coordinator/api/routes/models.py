@@ -1,5 +1,6 @@
 """Model versions: list, read, download weights."""
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
@@ -9,6 +10,7 @@ from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
+from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER
 
 router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
 
@@ -89,10 +91,15 @@ def download_weights(
     principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The version's safetensors bytes, byte for byte; `ETag` is their sha256."""
+    """The version's safetensors bytes, byte for byte; `ETag` is their sha256, and
+    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64)."""
     row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
     etag = f'"{row.sha256}"'
     headers = {"ETag": etag, "X-Model-Version": str(row.version), "Cache-Control": "no-cache"}
+    if row.manifest is not None and row.signature is not None:
+        # the signed manifest travels with the bytes: the SDK verifies before it uses them
+        headers[MANIFEST_HEADER] = base64.b64encode(row.manifest.encode()).decode("ascii")
+        headers[SIGNATURE_HEADER] = row.signature
     if if_none_match is not None:
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:

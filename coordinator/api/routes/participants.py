@@ -89,6 +89,29 @@ def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Part
     return Participant.model_validate(participants.get_participant(ctx, principal, federation_id))
 
 
+@router.post(
+    "/me/token",
+    response_model=EnrolledParticipant,
+    summary="Refresh the calling participant's token",
+    responses=success(
+        200, "The participant with its new token and expiry", examples.ENROLLED_PARTICIPANT
+    )
+    | problem(
+        403,
+        "The admin token has no participant, or the token belongs to another federation",
+        detail="this operation needs a participant token",
+    )
+    | _NO_FEDERATION,
+)
+def refresh_token(
+    federation_id: str, ctx: ContextDep, principal: PrincipalDep
+) -> EnrolledParticipant:
+    """A new token for the calling participant, with a new expiry; the token used for this
+    call keeps working for a short grace (never replayed from an Idempotency-Key)."""
+    participant, token = participants.refresh_token(ctx, principal, federation_id)
+    return _with_token(participant, token)
+
+
 @router.delete(
     "/{participant_id}",
     response_model=Participant,

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from contextlib import nullcontext
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -20,8 +21,8 @@ from coordinator.api.schemas import (
     model_version_out,
     receipt_out,
 )
-from coordinator.domain import rounds
-from coordinator.domain.errors import UnsupportedMediaType
+from coordinator.domain import audit, rounds
+from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
@@ -162,15 +163,30 @@ async def upload_update(
         # an expected event on real networks, not an internal error (no 500, no traceback)
         log.info("upload to round %d of %s cut off by the client", number, federation_id)
         return Response(status_code=499)
-    receipt = await run_in_threadpool(
-        rounds.submit_update,
-        ctx,
-        principal,
-        federation_id,
-        number,
-        body,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        receipt = await run_in_threadpool(
+            rounds.submit_update,
+            ctx,
+            principal,
+            federation_id,
+            number,
+            body,
+            idempotency_key=idempotency_key,
+        )
+    except CoordinatorError as exc:
+        if exc.status_code < 500:  # a refusal, not a busy database
+            await run_in_threadpool(
+                partial(
+                    audit.record_refusal,
+                    ctx,
+                    principal,
+                    action="upload",
+                    federation_id=federation_id,
+                    subject=f"round {number}",
+                    slug=exc.slug,
+                )
+            )
+        raise
     if receipt.created:
         worker.kick(federation_id, number)
     else:
