@@ -186,6 +186,7 @@ def central_ease(
         "validation_ndcg@10": best[0],
         "rounds_trained": len(lambdas),
         "stopped_by": f"lambda grid {list(lambdas)} (one solve each)",
+        "ease_lambda": lambdas[best[1] - 1],
     }
     return _test_metrics(best[2].score, split, data), chosen
 
@@ -200,8 +201,7 @@ def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
-    if options.model == "ease":  # one round per candidate lambda
-        options = dataclasses.replace(options, rounds=len(EASE_DEFAULT_LAMBDAS), patience=None)
+    options = _ease_rounds(options)
     options.strategy()  # refuse settings the coordinator would refuse, before any work
     privacy = options.privacy()
     name, data = load_dataset(options, console)
@@ -220,8 +220,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     selection = None
     if options.recipe == "auto" and options.model != "ease":
         options, selection = _choose_recipe(options, split, groups, privacy, console)
+        options = _ease_rounds(options)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
-    console.print(_model_line(config))
+    console.print(_model_line(config, options))
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
@@ -239,7 +240,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         )
     started = time.perf_counter()
     if isinstance(config, EASEConfig):
-        centralized, central_chosen = central_ease(data, split, EASE_DEFAULT_LAMBDAS)
+        centralized, central_chosen = central_ease(data, split, _lambdas(options))
     else:
         centralized, central_chosen = centralized_baseline(
             data,
@@ -295,6 +296,17 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     return report
 
 
+def _lambdas(options: SimulationOptions) -> tuple[float, ...]:
+    return options.ease_lambdas or EASE_DEFAULT_LAMBDAS
+
+
+def _ease_rounds(options: SimulationOptions) -> SimulationOptions:
+    """EASE trains one round per candidate lambda, then stops (no patience)."""
+    if options.model != "ease":
+        return options
+    return dataclasses.replace(options, rounds=len(_lambdas(options)), patience=None)
+
+
 def _choose_recipe(
     options: SimulationOptions,
     split: LeaveOneOutSplit,
@@ -321,9 +333,9 @@ def _choose_recipe(
     return chosen, report
 
 
-def _model_line(config: BPRConfig | IALSConfig | EASEConfig) -> str:
+def _model_line(config: BPRConfig | IALSConfig | EASEConfig, options: SimulationOptions) -> str:
     if isinstance(config, EASEConfig):
-        return f"model: EASE, lambda chosen on validation among {list(EASE_DEFAULT_LAMBDAS)}"
+        return f"model: EASE, lambda chosen on validation among {list(_lambdas(options))}"
     if isinstance(config, IALSConfig):
         return (
             f"model: implicit ALS, {config.dim} factors, reg {config.reg:g}, confidence "
@@ -353,7 +365,7 @@ def _federate(
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
-        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": EASE_DEFAULT_LAMBDAS}
+        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": _lambdas(options)}
         if isinstance(config, EASEConfig)
         else {
             "kind": "ials" if options.model == "ials" else "mf",
@@ -480,12 +492,15 @@ def _federated_choice(
     chosen = rows.get(deployed)
     closed = sum(r.state == "closed" for r in admin.rounds.list(fid))
     early = closed < options.rounds and options.patience is not None
-    return {
+    found = {
         "chosen_round": chosen.round if chosen else None,
         "validation_ndcg@10": chosen.metrics.get("ndcg@10") if chosen else None,
         "rounds_trained": closed,
         "stopped_by": _stop_cause(early, options.patience, options.min_delta, options.rounds),
     }
+    if options.model == "ease" and 1 <= deployed <= options.rounds:
+        found["ease_lambda"] = _lambdas(options)[deployed - 1]  # version r holds lambda r
+    return found
 
 
 def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[str, Any]:
