@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.domain.specs import EASE_DEFAULT_LAMBDAS
 from fedrec.cli import main
 
 
@@ -96,3 +97,19 @@ def test_the_guard_skips_ease_and_the_search_goes_on_without_it(
     assert "ease" not in selection["candidates"]
     assert report["options"]["model"] in ("bpr", "ials")
     assert report["final"]["federated"]["rounds_trained"] >= 1
+
+
+@pytest.mark.slow
+def test_a_pinned_ease_runs_the_default_lambda_grid_without_a_search(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    argv = ["simulate", "--dataset", "synthetic", "--model", "ease", "--participants", "2"]
+    code = main([*argv, "--data-dir", str(tmp_path / "c"), "--report", str(report_path)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert "selection" not in report
+    assert report["options"]["model"] == "ease"
+    assert report["options"]["rounds"] == len(EASE_DEFAULT_LAMBDAS)
+    federated, central = report["final"]["federated"], report["final"]["centralized"]
+    assert federated["rounds_trained"] == len(EASE_DEFAULT_LAMBDAS)
+    assert federated["ease_lambda"] == central["ease_lambda"]
+    assert federated["ease_lambda"] in EASE_DEFAULT_LAMBDAS
