@@ -83,7 +83,7 @@ from .recsys.metrics import (
 from .recsys.model import BPRConfig
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
-from .recsys.trainers import config_for, make_trainer, prepare_to_score, uploads_dense
+from .recsys.trainers import config_for, fold_in, make_trainer, prepare_to_score, uploads_dense
 
 __all__ = ["FederatedRecommender", "Recommendations", "StepOutcome"]
 
@@ -222,6 +222,7 @@ class FederatedRecommender:
         self._deployment_checked = -math.inf
         # what from_file's loader dropped (malformed rows, duplicates); None otherwise
         self.cleaning_report: CleaningReport | None = None
+        self._folded_version: int | None = None
         # why the last round was skipped when local training diverged (see step())
         self.last_divergence: TrainingDivergedError | None = None
         self._load_state()
@@ -544,7 +545,9 @@ class FederatedRecommender:
         return "uploaded"
 
     def finish(self) -> dict[str, float]:
-        """After completion: fetch the deployed version, report its test metrics once."""
+        """After completion: fetch the deployed version, fit each local user to it from
+        their whole history (train + validation: :func:`~.recsys.trainers.fold_in`), and
+        report its test metrics once."""
         try:
             version = self.client.deployment.get(self.federation_id).version
         except NotFoundError:
@@ -573,7 +576,11 @@ class FederatedRecommender:
     def _serve(self, version: int) -> dict[str, F32]:
         """Make ``version`` the one :meth:`recommend` scores with."""
         weights = self._weights(version)
-        prepare_to_score(self.trainer, weights, self.split.train)
+        if self._folded_version != version:
+            # score the deployed model with each user's whole local history (train +
+            # validation), as the deployed recommender would; once per version
+            fold_in(self.trainer, weights, concat(self.split.train, self.split.valid))
+            self._folded_version = version
         self.deployed_version = version
         self._deployed = weights
         self._deployment_checked = time.monotonic()
