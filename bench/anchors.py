@@ -238,7 +238,7 @@ def load_data(args: argparse.Namespace) -> tuple[str, Interactions]:
         user_col=args.user_col,
         item_col=args.item_col,
         rating_col=args.strength_col,
-        timestamp_col=args.time_col,
+        time_col=args.time_col,
     )
     if report.malformed:
         print(f"dropped {report.malformed} malformed rows: {report.dropped}", flush=True)

@@ -10,12 +10,18 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api import openapi, telemetry
+from coordinator.api.dashboard import install_dashboard
+from coordinator.api.docs import install_offline_docs
+from coordinator.api.http_metrics import HttpMetrics
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
+from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import api_router
-from coordinator.api.routes import health
-from coordinator.bootstrap import load_secrets
+from coordinator.api.routes import health, metrics
+from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import BlobBackend, Settings
+from coordinator.domain.audit import AUDIT_KEY_INFO
 from coordinator.domain.auth import hash_token
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
@@ -91,12 +97,24 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+def _route_templates(app: FastAPI) -> list[str]:
+    """Every route's path template: the documented ones and the undocumented ones."""
+    undocumented = [route.path for route in metrics.router.routes if hasattr(route, "path")]
+    top_level = [
+        path for route in app.routes if isinstance(path := getattr(route, "path", None), str)
+    ]
+    return [*app.openapi()["paths"], *undocumented, *top_level]
+
+
 def build_context(settings: Settings) -> Context:
     secrets = load_secrets(settings)
+    check_production(settings, secrets)  # before anything listens or writes
     engine = create_db_engine(
         settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
     sessions = create_session_factory(engine)
+    # transitions that hold only a session append audit events with this key
+    sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
     read_sessions = create_read_session_factory(engine)
     return Context(
         sessions=sessions,
@@ -104,8 +122,13 @@ def build_context(settings: Settings) -> Context:
         blobs=open_blob_store(settings, sessions, read_sessions),
         secret_key=secrets.secret_key,
         admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
+        signer=load_signer(settings),
+        audit_key=secrets.audit_key,
         lease_seconds=settings.aggregation_lease_seconds,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        observer=telemetry.PrometheusObserver(),
+        token_ttl_seconds=settings.participant_token_ttl_seconds,
+        token_grace_seconds=settings.token_refresh_grace_seconds,
     )
 
 
@@ -137,20 +160,33 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         finally:
             worker.stop()
             context.sessions.kw["bind"].dispose()
+            telemetry.process_exiting()
 
     app = FastAPI(
         title="fedrec coordinator",
         version="1",
         summary="Federated recommendation: rounds, updates, model versions, evaluations.",
         lifespan=lifespan,
+        # served by install_offline_docs from local assets instead of a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.context = context
     app.state.worker = worker
+    token = settings.metrics_token
+    app.state.metrics_token = token.get_secret_value() if token else None
     add_exception_handlers(app)
+    openapi.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
+    install_offline_docs(app)
+    install_dashboard(app)
     # added last = outermost: the size limit applies before anything buffers a body
     app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
+    # outermost: every answer, a 413 included, carries the id its log lines carry
+    app.add_middleware(RequestIdMiddleware)
     return app

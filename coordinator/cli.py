@@ -1,4 +1,4 @@
-"""The coordinator's commands: serve, migrate, verify-lineage, gc.
+"""The coordinator's commands: serve, migrate, verify-lineage, audit verify, gc.
 
 The ``fedrec`` command (:mod:`fedrec.cli`, the application above this package) adds
 them to its parser with :func:`add_server_commands`. This module imports only the
@@ -9,7 +9,10 @@ without the ``server`` extra says which extra it needs instead of failing on imp
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+from pathlib import Path
 
 __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
@@ -30,6 +33,11 @@ def _settings(args: argparse.Namespace) -> object:
         overrides["port"] = args.port
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "log_format", None):
+        overrides["log_format"] = args.log_format
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
     try:
         return Settings(**overrides)
     except ValidationError as exc:  # say which setting to fix, without a traceback
@@ -51,27 +59,88 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from coordinator.app import create_app
-    from coordinator.bootstrap import load_secrets
+    from coordinator.bootstrap import InsecureSettingsError, check_production, load_secrets
     from coordinator.config import Settings
+    from coordinator.logs import log_config
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
     secrets = load_secrets(settings)  # creates the data directory on first start
+    try:
+        check_production(settings, secrets)
+    except InsecureSettingsError as exc:
+        print(f"fedrec: {exc}", file=sys.stderr)
+        return 2
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        print("fedrec: TLS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
+        return 2
     upgrade(settings.resolved_database_url)
-    app = create_app(settings)
-    print(f"fedrec coordinator on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    workers: int = args.workers
+    app = None
+    if workers > 1:
+        _share_with_workers(args, settings.data_dir)
+        blobs = f"{settings.blob_store.value} store (each worker process opens it)"
+    else:
+        from coordinator.app import create_app
+
+        app = create_app(settings)
+        blobs = app.state.context.blobs.describe()
+    scheme = "https" if settings.ssl_certfile else "http"
+    print(f"fedrec coordinator on {scheme}://{settings.host}:{settings.port}  (API docs: /docs)")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {_redact(settings.resolved_database_url)}")
-    print(f"  blobs:          {app.state.context.blobs.describe()}")
+    print(f"  blobs:          {blobs}")
     if secrets.admin_token_file is not None:
         state = "generated now" if secrets.admin_token_created else "kept from an earlier start"
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
+    if workers > 1:
+        print(f"  workers:        {workers} (metrics summed in {os.environ[_MULTIPROC]})")
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    logging_config = log_config(settings.log_format, args.log_level)
+    if app is None:
+        # each worker process builds its own app from the same FEDREC_* environment
+        uvicorn.run(
+            "coordinator.app:create_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            log_config=logging_config,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+        )
+        return 0
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        log_config=logging_config,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+    )
     return 0
+
+
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _share_with_workers(args: argparse.Namespace, data_dir: Path) -> None:
+    """Hand the command's options to the worker processes through their environment,
+    and give prometheus_client's multiprocess mode a fresh folder (set before any
+    process imports prometheus_client) unless the operator chose one."""
+    for option in ("host", "port", "data_dir", "log_format"):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[f"FEDREC_{option.upper()}"] = str(value)
+    if not os.environ.get(_MULTIPROC):
+        folder = data_dir / "prometheus"
+        shutil.rmtree(folder, ignore_errors=True)  # samples of an earlier run
+        folder.mkdir(parents=True)
+        os.environ[_MULTIPROC] = str(folder.resolve())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -107,6 +176,22 @@ def cmd_verify_lineage(args: argparse.Namespace) -> int:
         print(f"lineage ok: {report.checked} versions verified")
         return 0
     print(f"lineage broken at version {report.bad_version}: {report.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    from coordinator.app import build_context
+    from coordinator.config import Settings
+    from coordinator.domain.audit import verify_audit
+
+    assert isinstance(settings, Settings)
+    report = verify_audit(build_context(settings))
+    if report.ok:
+        print(f"audit log ok: {report.checked} events verified")
+        return 0
+    print(f"audit log broken at event {report.bad_seq}: {report.reason}", file=sys.stderr)
     return 1
 
 
@@ -153,13 +238,46 @@ def positive_float(text: str) -> float:
     return value
 
 
+def worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {text}")
+    return value
+
+
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add serve, migrate, verify-lineage and gc to the ``fedrec`` command's subparsers."""
+    """Add serve, migrate, verify-lineage, audit and gc to the ``fedrec`` command's
+    subparsers."""
     serve = sub.add_parser("serve", help="run the coordinator (migrates the database first)")
     serve.add_argument("--host", help="interface to listen on (FEDREC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FEDREC_PORT, default 8000)")
     serve.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR, default ./fedrec-data)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level",
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="processes serving the port (default 1); /metrics sums them all",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one JSON object per line with the request id (FEDREC_LOG_FORMAT, default text)",
+    )
+    serve.add_argument(
+        "--ssl-certfile", help="PEM certificate chain: serve HTTPS (FEDREC_SSL_CERTFILE)"
+    )
+    serve.add_argument(
+        "--ssl-keyfile", help="PEM private key of the certificate (FEDREC_SSL_KEYFILE)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest version")
@@ -170,9 +288,17 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "verify-lineage",
         help="recompute a federation's hash chain; exit 1 naming the first bad version",
     )
-    verify.add_argument("federation_id")
+    verify.add_argument("federation_id", help="the federation's id")
     verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
     verify.set_defaults(func=cmd_verify_lineage)
+
+    audit = sub.add_parser("audit", help="the audit log of security-relevant events")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_sub.add_parser(
+        "verify", help="recompute the audit log's HMAC chain; exit 1 naming the first bad event"
+    )
+    audit_verify.add_argument("--data-dir", help="data directory (FEDREC_DATA_DIR)")
+    audit_verify.set_defaults(func=cmd_audit_verify)
 
     gc = sub.add_parser(
         "gc", help="remove blobs no row refers to, on any blob store (safe while coordinators run)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,38 @@ class Settings(BaseSettings):
         description="Key of the token hashes; generated into data_dir/secret_key if unset. "
         "Replicas sharing a database must share it.",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PKCS#8 PEM) that signs model versions; a secret "
+        "separate from secret_key. Default: signing_key_file, else generated into "
+        "data_dir/signing_key.pem. Every process and replica must use the same key.",
+    )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the audit log's HMAC chain; generated into data_dir/audit_key if "
+        "unset. A secret separate from secret_key; every process and replica must share it.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="Path of the PEM signing key (instead of signing_key)."
+    )
+    ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate chain: `fedrec serve` speaks HTTPS (uvicorn's TLS). "
+        "Or terminate TLS at a reverse proxy (docs/security.md).",
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile.")
+    participant_token_ttl_seconds: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Participant tokens expire this long after they are issued; the SDK "
+        "refreshes them (POST .../participants/me/token) before they do.",
+    )
+    token_refresh_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="After a refresh, the replaced token still works this long (a lost "
+        "response can be retried with it).",
+    )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -80,6 +113,15 @@ class Settings(BaseSettings):
         "the AWS_* environment or boto3's other usual sources.",
     )
     s3_region: str | None = Field(default=None, description="Region of the bucket.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may scrape /metrics (and nothing else); the admin "
+        "token always may.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line, with the request's `request_id`.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -14,9 +14,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from coordinator.api import telemetry
 from coordinator.domain import aggregation_job, idempotency
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.errors import DatabaseError
 from coordinator.domain.lifecycle import Trigger
 
 __all__ = ["RoundWorker"]
@@ -68,9 +70,10 @@ class RoundWorker:
     def _after_upload(self, federation_id: str, number: int) -> None:
         try:
             aggregation_job.run(self._ctx, federation_id, number, trigger=Trigger.UPLOAD)
-        except Exception:
+        except Exception as exc:
             # the timer retries; the lease makes a half-done attempt recoverable
             log.exception("aggregation of round %d of %s failed", number, federation_id)
+            _count_failure(exc)
 
     def tick(self) -> int:
         done = aggregation_job.run_due_work(self._ctx)
@@ -85,5 +88,11 @@ class RoundWorker:
         while not self._stop.wait(self._interval):
             try:
                 self._executor.submit(self.tick).result()
-            except Exception:
+            except Exception as exc:
                 log.exception("round timer tick failed")
+                _count_failure(exc)
+
+
+def _count_failure(exc: Exception) -> None:
+    database = isinstance(exc, DatabaseError)
+    telemetry.BACKGROUND_ERRORS.labels(str(database).lower()).inc()

@@ -1,5 +1,6 @@
-"""The fedrec command line: serve, migrate, verify-lineage, gc (the coordinator) and
-simulate, demo (a whole federation on this machine)."""
+"""The fedrec command line: serve, migrate, verify-lineage, gc (the coordinator);
+simulate, demo (a whole federation on this machine); federations, participants, status,
+promote, rollback (an admin's client of a running coordinator)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fedrec.options import IALS_SERVER_LR, SimulationOptions, default_of
 
@@ -123,7 +124,10 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
 
     if not demo:
         parser.add_argument(
-            "--dataset", choices=["ml-100k", "csv", "synthetic"], default=default_of("dataset")
+            "--dataset",
+            choices=["ml-100k", "csv", "synthetic"],
+            default=default_of("dataset"),
+            help="which data: MovieLens 100K, a CSV/TSV file (--data), or built-in synthetic data",
         )
     parser.add_argument("--data", help="dataset path (ml-100k folder, or a CSV/TSV file)")
     if not demo:
@@ -135,7 +139,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
             "auto-detected); --model ials weighs training by it, splits and metrics ignore it",
         )
         parser.add_argument("--time-col", help="CSV column of the timestamp (auto-detected)")
-    parser.add_argument("--participants", type=int, default=default_of("participants"))
+    parser.add_argument(
+        "--participants",
+        type=int,
+        default=default_of("participants"),
+        help="how many participants share the users (ignored by --partition per-user)",
+    )
     parser.add_argument(
         "--partition",
         choices=["iid", "skewed", "per-user"],
@@ -160,7 +169,9 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         default=default_of("min_delta"),
         help="the smallest validation NDCG@10 gain that counts as an improvement",
     )
-    parser.add_argument("--seed", type=int, default=default_of("seed"))
+    parser.add_argument(
+        "--seed", type=int, default=default_of("seed"), help="seeds the data, split and training"
+    )
     parser.add_argument(
         "--recipe",
         choices=["auto", "fixed"],
@@ -204,8 +215,15 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     parser.add_argument(
         "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
     )
-    parser.add_argument("--reg", type=float, default=default_of("reg"))
-    parser.add_argument("--negatives", type=int, default=default_of("negatives"))
+    parser.add_argument(
+        "--reg", type=float, default=default_of("reg"), help="L2 regularisation of the factors"
+    )
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=default_of("negatives"),
+        help="bpr: negatives sampled per positive",
+    )
     parser.add_argument(
         "--recency-window",
         type=int,
@@ -296,13 +314,42 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     )
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in its help, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and action.nargs != 0  # a flag: its help says what it does
+            and default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class FedrecArgumentParser(argparse.ArgumentParser):
+    """Every ``fedrec`` parser and subparser: defaults shown in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # the coordinator's commands import only the standard library until they run
     from coordinator.cli import add_server_commands
+    from fedrec.admin_cli import add_admin_commands
 
-    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = FedrecArgumentParser(prog="fedrec", description=__doc__)
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, parser_class=FedrecArgumentParser),
+    )
     add_server_commands(sub)
+    add_admin_commands(sub)
 
     simulate = sub.add_parser(
         "simulate", help="run a federation of N participants over HTTP against a coordinator"

@@ -18,6 +18,7 @@ reach the aggregation code through it rather than through coordinator internals.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.aggregation import FedAvgAccumulator, RowNormalization
-from coordinator.domain.privacy import DPAggregation, epsilon_spent, noise_seed
+from coordinator.domain.privacy import DPAggregation, epsilon_spent
 from coordinator.domain.specs import StrategySpec
 from coordinator.domain.strategy import Strategy, build_strategy
 from fedrec.partition import local_view
@@ -93,8 +94,9 @@ def simulate(
     ``uniform_weights`` is the accumulator's ``weighting="uniform"`` (every update
     weighs 1 instead of its ``num_examples``).
     ``dp_clip`` turns on DP-FedAvg: updates clipped to that L2 norm, noise of std
-    ``dp_noise * dp_clip`` on the sum, seeded from ``dp_secret`` and the round as in the
-    coordinator (needs ``normalization="total"`` and ``uniform_weights``).
+    ``dp_noise * dp_clip`` on the sum, seeded from ``dp_secret`` and the round so that a
+    benchmark is repeatable (the coordinator draws each round's seed from a CSPRNG
+    instead; needs ``normalization="total"`` and ``uniform_weights``).
     ``server_optimizer`` (StrategySpec fields, e.g. ``{"name": "fedadam", "server_lr":
     0.01}``) runs the coordinator's own strategy instead, its state carried from round
     to round as the coordinator stores it (float32); ``server_lr`` is then ignored.
@@ -119,7 +121,7 @@ def simulate(
     for r in range(rounds):
         lr = config.learning_rate * lr_decay_per_round**r
         dp = (
-            DPAggregation(dp_clip, dp_noise, noise_seed(dp_secret, "bench", r + 1))
+            DPAggregation(dp_clip, dp_noise, hashlib.sha256(dp_secret + b"/%d" % (r + 1)).digest())
             if dp_clip is not None
             else None
         )

@@ -60,6 +60,9 @@ class SimulationOptions:
     # weighs each interaction by its strength (the rating column) through alpha
     # ease = closed-form EASE: one round per candidate lambda, the best validated deployed
     model: Literal["bpr", "ials", "ease"] = "bpr"
+    # ease: the candidate lambdas, one round each (None: the coordinator's default grid);
+    # the recipe search sets them from the data (fedrec.ease_search)
+    ease_lambdas: tuple[float, ...] | None = None
     alpha: float = 3.0
     dim: int = 64
     local_epochs: int = 8

@@ -5,7 +5,10 @@ BPR with a large FedAvg step wins on time-ordered movie ratings, confidence-weig
 on counts with many items. So the simulation runs a few candidate recipes as short
 in-process federations (:class:`~fedrec.short_federation.ShortFederation`) on the
 training split, scores each on the validation split, keeps the better half at each
-budget, and trains the full federation with the winner. The search receives only the
+budget, and trains the full federation with the winner. Closed-form EASE is a candidate
+too (:mod:`fedrec.ease_search`): it needs no rounds, so its best validation NDCG@10 over
+its λ grid is compared with the halving's winner at the final rung, unless its cost
+guard leaves it out (the selection then says why). The search receives only the
 training interactions and the validation targets: the test split cannot be touched.
 
 Choices the user pinned (``--model``, ``--server-optimizer``, ``--server-lr``,
@@ -25,6 +28,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedrec.ease_search import (
+    FEDERATION_NEIGHBOURS,
+    EaseValidation,
+    available_memory_bytes,
+    ease_skip_reason,
+    federation_lambdas,
+    validate_ease,
+)
 from fedrec.options import SimulationOptions
 from fedrec.short_federation import ShortFederation
 from participant_sdk.recsys import Interactions
@@ -37,6 +48,7 @@ __all__ = [
     "has_timestamps",
     "select_recipe",
     "successive_halving",
+    "with_ease",
 ]
 
 # Cumulative rounds at which the candidates are compared: every candidate trains 4
@@ -113,9 +125,11 @@ class Selection:
     scores: dict[str, dict[int, float]]
     chosen: Candidate
     why: str
+    # the EASE candidate's λ scores, or why it was skipped (None: not a candidate)
+    ease: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
-        return {
+        found = {
             "candidates": {c.name: c.settings for c in self.candidates},
             "budgets": list(self.budgets),
             "validation_ndcg@10": {
@@ -125,6 +139,9 @@ class Selection:
             "chosen": self.chosen.name,
             "why": self.why,
         }
+        if self.ease is not None:
+            found["ease"] = self.ease
+        return found
 
 
 Arm = Callable[[Candidate], tuple[Callable[[], None], Callable[[], float]]]
@@ -198,20 +215,26 @@ def select_recipe(
     budgets: Sequence[int] = BUDGETS,
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[SimulationOptions, Selection]:
-    """Choose the recipe on ``valid`` from short federations on ``train``; return the
-    options with the winner applied, and the selection."""
+    """Choose the recipe on ``valid`` from short federations on ``train`` (and EASE's
+    closed form); return the options with the winner applied, and the selection."""
     candidates = candidates_for(options, timestamps=has_timestamps(train))
     budgets = tuple(min(b, options.rounds) for b in budgets)
+    ease = _ease_candidate(options, train, valid, len(groups), log)
 
     def arm(candidate: Candidate) -> tuple[Callable[[], None], Callable[[], float]]:
         chosen = _resolved(candidate.apply(options))
         federation = ShortFederation(train, groups, chosen.trainer_config(), chosen.strategy())
         return federation.advance, lambda: federation.validate(valid)
 
-    if len(candidates) == 1:
+    if len(candidates) == 1 and (ease is None or not ease.scores):
         only = candidates[0]
         return _resolved(only.apply(options)), Selection(
-            candidates, (), {only.name: {}}, only, "the only candidate left by the pinned choices"
+            candidates,
+            (),
+            {only.name: {}},
+            only,
+            "the only candidate left by the pinned choices",
+            None if ease is None else ease.report(),
         )
     selection = successive_halving(
         candidates,
@@ -221,7 +244,59 @@ def select_recipe(
         patience=options.patience,
         log=log,
     )
+    if ease is not None:
+        selection = with_ease(selection, ease)
     return _resolved(selection.chosen.apply(options)), selection
+
+
+def _ease_candidate(
+    options: SimulationOptions,
+    train: Interactions,
+    valid: Interactions,
+    participants: int,
+    log: Callable[[str], None],
+) -> EaseValidation | None:
+    """EASE's validation per λ; None when a pinned model excludes it; scores empty and
+    the reason given when its cost guard skips it."""
+    if "model" in options.pinned and options.model != "ease":
+        return None
+    skipped = ease_skip_reason(
+        train.num_items,
+        participants,
+        1 + 2 * FEDERATION_NEIGHBOURS,
+        available_bytes=available_memory_bytes(),
+    )
+    if skipped is not None:
+        log(f"ease skipped: {skipped}")
+        return EaseValidation({}, skipped=skipped)
+    found = validate_ease(train, valid)
+    shown = ", ".join(f"{lam:g}: {value:.4f}" for lam, value in found.scores.items())
+    log(f"ease (closed form, {found.seconds:.1f} s), validation NDCG@10 by lambda: {shown}")
+    return found
+
+
+def with_ease(selection: Selection, ease: EaseValidation) -> Selection:
+    """The selection with EASE as a candidate: it wins if its best validation NDCG@10 beats
+    the halving winner's at the final rung (ties keep the iterative winner)."""
+    report = ease.report()
+    if not ease.scores:
+        return dataclasses.replace(selection, ease=report)
+    lambdas = federation_lambdas(ease.scores)
+    candidate = Candidate("ease", {"model": "ease", "ease_lambdas": lambdas})
+    final = selection.budgets[-1] if selection.budgets else 0
+    rival = selection.chosen.name
+    rival_score = max(selection.scores[rival].values(), default=float("-inf"))
+    scores = {**selection.scores, "ease": {final: ease.best}}
+    candidates = [*selection.candidates, candidate]
+    if ease.best > rival_score:
+        why = (
+            f"EASE's validation NDCG@10 ({ease.best:.4f}, lambda {ease.best_lambda:g}) beats "
+            f"{rival}'s ({rival_score:.4f}), the best of {len(selection.candidates)} iterative "
+            f"candidates after {final} rounds of successive halving"
+        )
+        return Selection(candidates, selection.budgets, scores, candidate, why, report)
+    why = f"{selection.why}; EASE reached {ease.best:.4f} (lambda {ease.best_lambda:g})"
+    return Selection(candidates, selection.budgets, scores, selection.chosen, why, report)
 
 
 def _resolved(options: SimulationOptions) -> SimulationOptions:

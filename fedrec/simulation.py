@@ -8,9 +8,12 @@ federated test figures are set beside the same model trained centrally on the po
 data with the same budget, and beside popularity.
 
 Evaluation follows EVALUATION.md (leave-one-out, full ranking, 99 sampled negatives),
-with one stated deviation: neither model is retrained on train + validation before
-the test (the federation trains on ``Tr_u`` and deploys its best validated version,
-so the centralized run does the same). Both stop on the same validation split with the
+with one stated deviation: the shared item model is not retrained on train + validation
+before the test (the federation trains it on ``Tr_u`` and deploys its best validated
+version, so the centralized run does the same); only the users' own part is refitted to
+``Tr_u ∪ {v_u}``, by each participant as a deployed model would (implicit ALS and EASE
+exactly, BPR one user-only local round: ``participant_sdk.recsys.trainers.fold_in``), and
+by the centralized run alike. Both stop on the same validation split with the
 same patience: the federation by its stop policy, the centralized run round by round
 (a round = the same local epochs), and each keeps its best validated model.
 """
@@ -44,6 +47,7 @@ from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
 from participant_sdk.recsys import (
     BPRConfig,
+    DataFileError,
     IALSConfig,
     Interactions,
     PopularityModel,
@@ -56,9 +60,9 @@ from participant_sdk.recsys import (
     load_movielens_100k,
 )
 from participant_sdk.recsys.ease import EASEModel
-from participant_sdk.recsys.ease_trainer import EASEConfig
+from participant_sdk.recsys.ease_trainer import EASEConfig, EASETrainer
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
-from participant_sdk.recsys.trainers import Trainer, make_trainer, prepare_to_score
+from participant_sdk.recsys.trainers import Trainer, fold_in, make_trainer, prepare_to_score
 
 __all__ = ["SimulationOptions", "load_dataset", "run_simulation"]
 
@@ -83,14 +87,10 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
                 user_col=options.user_col,
                 item_col=options.item_col,
                 rating_col=options.rating_col,
-                timestamp_col=options.time_col,
+                time_col=options.time_col,
             )
-        except ValueError as exc:  # a header without the columns, an empty file, ...
-            raise SimulationError(f"cannot load {options.data}: {exc}") from exc
-        if not len(data):
-            raise SimulationError(
-                f"{options.data} has no usable interactions (dropped: {report.dropped})"
-            )
+        except DataFileError as exc:  # no such columns, no rows, undecodable: names the file
+            raise SimulationError(f"cannot load {exc}") from exc
         if report.malformed:
             console.print(f"[yellow]dropped {report.malformed} malformed rows: {report.dropped}")
         return options.data.name, data
@@ -157,9 +157,11 @@ def centralized_baseline(
         if stopper.should_stop:
             break
     assert best is not None
-    # deploy the best validated model, as the federation's policy does
+    # deploy the best validated model, as the federation's policy does, and fit the users
+    # to their whole history as the participants do before the test
     tensors, user_factors = best
     trainer.user_factors = user_factors
+    fold_in(trainer, tensors, concat(split.train, split.valid))
     chosen = {
         "chosen_round": stopper.best_step,
         "validation_ndcg@10": stopper.best_value,
@@ -181,13 +183,18 @@ def central_ease(
         if best is None or valid > best[0]:
             best = (valid, index, model)
     assert best is not None
+    # the participants' scoring: float32 B, each user's train + validation rows
+    scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
+    ease_b = {"ease_b": best[2].weights.astype(np.float32)}
+    fold_in(scorer, ease_b, concat(split.train, split.valid))
     chosen = {
         "chosen_round": best[1],
         "validation_ndcg@10": best[0],
         "rounds_trained": len(lambdas),
         "stopped_by": f"lambda grid {list(lambdas)} (one solve each)",
+        "ease_lambda": lambdas[best[1] - 1],
     }
-    return _test_metrics(best[2].score, split, data), chosen
+    return _test_metrics(lambda users: scorer.score(users, ease_b), split, data), chosen
 
 
 def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -> str:
@@ -200,8 +207,7 @@ def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -
 def run_simulation(options: SimulationOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the whole simulation; print progress and the final table; return the report."""
     console = console or Console()
-    if options.model == "ease":  # one round per candidate lambda
-        options = dataclasses.replace(options, rounds=len(EASE_DEFAULT_LAMBDAS), patience=None)
+    options = _ease_rounds(options)
     options.strategy()  # refuse settings the coordinator would refuse, before any work
     privacy = options.privacy()
     name, data = load_dataset(options, console)
@@ -220,8 +226,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     selection = None
     if options.recipe == "auto" and options.model != "ease":
         options, selection = _choose_recipe(options, split, groups, privacy, console)
+        options = _ease_rounds(options)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
-    console.print(_model_line(config))
+    console.print(_model_line(config, options))
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
@@ -239,7 +246,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         )
     started = time.perf_counter()
     if isinstance(config, EASEConfig):
-        centralized, central_chosen = central_ease(data, split, EASE_DEFAULT_LAMBDAS)
+        centralized, central_chosen = central_ease(data, split, _lambdas(options))
     else:
         centralized, central_chosen = centralized_baseline(
             data,
@@ -295,6 +302,17 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     return report
 
 
+def _lambdas(options: SimulationOptions) -> tuple[float, ...]:
+    return options.ease_lambdas or EASE_DEFAULT_LAMBDAS
+
+
+def _ease_rounds(options: SimulationOptions) -> SimulationOptions:
+    """EASE trains one round per candidate lambda, then stops (no patience)."""
+    if options.model != "ease":
+        return options
+    return dataclasses.replace(options, rounds=len(_lambdas(options)), patience=None)
+
+
 def _choose_recipe(
     options: SimulationOptions,
     split: LeaveOneOutSplit,
@@ -321,9 +339,9 @@ def _choose_recipe(
     return chosen, report
 
 
-def _model_line(config: BPRConfig | IALSConfig | EASEConfig) -> str:
+def _model_line(config: BPRConfig | IALSConfig | EASEConfig, options: SimulationOptions) -> str:
     if isinstance(config, EASEConfig):
-        return f"model: EASE, lambda chosen on validation among {list(EASE_DEFAULT_LAMBDAS)}"
+        return f"model: EASE, lambda chosen on validation among {list(_lambdas(options))}"
     if isinstance(config, IALSConfig):
         return (
             f"model: implicit ALS, {config.dim} factors, reg {config.reg:g}, confidence "
@@ -353,7 +371,7 @@ def _federate(
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
-        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": EASE_DEFAULT_LAMBDAS}
+        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": _lambdas(options)}
         if isinstance(config, EASEConfig)
         else {
             "kind": "ials" if options.model == "ials" else "mf",
@@ -480,12 +498,15 @@ def _federated_choice(
     chosen = rows.get(deployed)
     closed = sum(r.state == "closed" for r in admin.rounds.list(fid))
     early = closed < options.rounds and options.patience is not None
-    return {
+    found = {
         "chosen_round": chosen.round if chosen else None,
         "validation_ndcg@10": chosen.metrics.get("ndcg@10") if chosen else None,
         "rounds_trained": closed,
         "stopped_by": _stop_cause(early, options.patience, options.min_delta, options.rounds),
     }
+    if options.model == "ease" and 1 <= deployed <= options.rounds:
+        found["ease_lambda"] = _lambdas(options)[deployed - 1]  # version r holds lambda r
+    return found
 
 
 def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[str, Any]:

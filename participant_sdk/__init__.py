@@ -40,6 +40,7 @@ from ._exceptions import (
     FutureRoundError,
     InternalServerError,
     InvalidUpdateError,
+    ModelSignatureError,
     NotFoundError,
     NoUpdatesError,
     ParticipantRevokedError,
@@ -71,6 +72,7 @@ from .types import (
     Receipt,
     Round,
     RoundPolicy,
+    SigningKey,
     StrategySpec,
     Target,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "Client",
     # the participant loop
     "FederatedRecommender",
+    "Recommendations",
     "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -101,6 +104,7 @@ __all__ = [
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -131,16 +135,21 @@ __all__ = [
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 ]
 
 # The participant loop pulls in the recommender (participant_sdk.recsys): load it on
 # first use (PEP 562), not with the client.
-_LAZY = {"FederatedRecommender": ".participant", "StepOutcome": ".participant"}
+_LAZY = {
+    "FederatedRecommender": ".participant",
+    "Recommendations": ".participant",
+    "StepOutcome": ".participant",
+}
 
 if TYPE_CHECKING:
-    from .participant import FederatedRecommender, StepOutcome
+    from .participant import FederatedRecommender, Recommendations, StepOutcome
 
 
 def __getattr__(name: str) -> Any:

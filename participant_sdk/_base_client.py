@@ -155,6 +155,11 @@ class BaseClient:
         Default timeout of every request; ``None`` disables it.
     max_retries : int
         Retries after the first attempt of a request that failed transiently.
+    signing_key : str, optional
+        The coordinator's Ed25519 public key (base64, from ``GET /v1/signing-key`` or
+        the operator). Every downloaded model must carry a manifest signed by it.
+        Without one, the client fetches the key on its first download and pins it for
+        its lifetime (read it back from :attr:`signing_key` to pin it across runs).
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class BaseClient:
         token: str | None,
         timeout: TimeoutTypes,
         max_retries: int,
+        signing_key: str | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -173,6 +179,9 @@ class BaseClient:
         self.timeout: TimeoutTypes = timeout
         self.max_retries: int = max_retries
         self._weights_cache = WeightsCache()
+        #: The pinned public key (base64) every downloaded model's signature must verify
+        #: under; set by the constructor or on the first download, then never replaced.
+        self.signing_key: str | None = signing_key
 
     def __repr__(self) -> str:
         # Never the token: reprs end up in logs.

@@ -67,6 +67,10 @@ class Client(BaseClient):
     transport : httpx.BaseTransport, optional
         A transport for the SDK's own httpx client, e.g. ``httpx.MockTransport``.
         Mutually exclusive with ``http_client``.
+    signing_key : str, optional
+        The coordinator's Ed25519 public key (base64). Every model the client downloads
+        must carry a manifest signed by it (:class:`ModelSignatureError` otherwise).
+        Unset, the key is fetched on the first download and pinned for the client's life.
 
     Raises
     ------
@@ -89,8 +93,15 @@ class Client(BaseClient):
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        signing_key: str | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, token=token, timeout=timeout, max_retries=max_retries)
+        super().__init__(
+            base_url=base_url,
+            token=token,
+            timeout=timeout,
+            max_retries=max_retries,
+            signing_key=signing_key,
+        )
         if http_client is not None and transport is not None:
             raise ValueError("pass either http_client or transport, not both")
         if http_client is not None and not isinstance(http_client, httpx.Client):
@@ -307,8 +318,15 @@ class AsyncClient(BaseClient):
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        signing_key: str | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, token=token, timeout=timeout, max_retries=max_retries)
+        super().__init__(
+            base_url=base_url,
+            token=token,
+            timeout=timeout,
+            max_retries=max_retries,
+            signing_key=signing_key,
+        )
         if http_client is not None and transport is not None:
             raise ValueError("pass either http_client or transport, not both")
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):

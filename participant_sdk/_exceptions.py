@@ -8,6 +8,7 @@ Every error the client raises is a :class:`FedrecError`::
           ├── APIConnectionError                   no HTTP response (DNS, refused, reset)
           │    └── APITimeoutError                 connect/read/write/pool timeout
           ├── APIResponseValidationError           a 2xx body that is not what the contract says
+          │    └── ModelSignatureError             weights not signed by the pinned key
           └── APIStatusError(status_code, response, body, problem_type)
                ├── BadRequestError                 400
                ├── AuthenticationError             401
@@ -56,6 +57,7 @@ __all__ = [
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -137,6 +139,12 @@ class APIResponseValidationError(APIError):
         super().__init__(message, response.request, body)
         self.response = response
         self.status_code = response.status_code
+
+
+class ModelSignatureError(APIResponseValidationError):
+    """Downloaded weights the client refuses: unsigned, signed by another key than the
+    pinned one, or not the bytes the signed manifest names (a missing or weak ``ETag``
+    too). Never retried: the bytes cannot be trusted, whoever served them."""
 
 
 class APIStatusError(APIError):

@@ -9,6 +9,13 @@ Example::
     rec.run()                       # evaluate, train, upload each round until the federation ends
     rec.recommend("user-42", k=10)  # from the deployed version, never an item the user has
 
+``from_file`` keeps what loading dropped in :attr:`~FederatedRecommender.cleaning_report`
+(and logs it). ``run()`` logs a line per round at INFO (progress, ETA) and
+"reconnected" after an outage; ``run(progress_bar=True)`` also draws a bar (rich).
+``recommend()`` re-reads the deployment at most every ``deployment_ttl`` seconds, so a
+promote or roll-back is picked up, and answers a user it has no interactions of with the
+local popularity ranking, flagged as such (:class:`Recommendations`).
+
 Each round the participant downloads the round's base version, evaluates it on its
 local validation split and reports the figures, trains locally from that base (BPR-MF
 for a federation of kind ``mf``, implicit ALS for ``ials``), and uploads the delta (BPR
@@ -27,12 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +51,7 @@ import numpy.typing as npt
 from ._client import Client
 from ._exceptions import (
     APIConnectionError,
+    ConflictError,
     FederationCompletedError,
     FutureRoundError,
     InternalServerError,
@@ -52,7 +62,15 @@ from ._exceptions import (
     UpdateConflictError,
     WaitTimeoutError,
 )
-from .recsys.data import Interactions, load_csv, load_movielens_100k, map_to_catalog
+from .progress import RoundProgress
+from .recsys.data import (
+    CleaningReport,
+    DataFileError,
+    Interactions,
+    load_csv,
+    load_movielens_100k,
+    map_to_catalog,
+)
 from .recsys.ease_trainer import EASEConfig, EASETrainer
 from .recsys.ials import IALSConfig
 from .recsys.metrics import (
@@ -65,17 +83,41 @@ from .recsys.metrics import (
 from .recsys.model import BPRConfig
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
-from .recsys.trainers import config_for, make_trainer, prepare_to_score, uploads_dense
+from .recsys.trainers import config_for, fold_in, make_trainer, prepare_to_score, uploads_dense
 
-__all__ = ["FederatedRecommender", "StepOutcome"]
+__all__ = ["FederatedRecommender", "Recommendations", "StepOutcome"]
 
 log = logging.getLogger("fedrec.participant")
 
 StepOutcome = Literal["uploaded", "waiting", "completed", "diverged"]
 SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
 # evaluating with no validation users of ours: poll this often instead of long-polling
+# run() refreshes the participant token once this share of its lifetime is left
+TOKEN_REFRESH_FRACTION = 1 / 3
 IDLE_POLL_SECONDS = 2.0
 F32 = npt.NDArray[np.float32]
+# how stale recommend()'s view of the deployment may be (a promote/roll-back shows up)
+DEPLOYMENT_TTL_SECONDS = 30.0
+
+
+class Recommendations(list[str]):
+    """Recommended catalog item ids, best first, and how they were chosen.
+
+    A plain ``list`` of item ids with two attributes:
+
+    Attributes
+    ----------
+    fallback:
+        ``None`` when personalised by the deployed model; ``"popularity"`` when the user
+        has no local interactions, so the most popular local items were returned.
+    version:
+        The deployed model version the participant served from.
+    """
+
+    def __init__(self, items: Sequence[str], *, fallback: str | None, version: int | None):
+        super().__init__(items)
+        self.fallback = fallback
+        self.version = version
 
 
 @dataclass
@@ -113,6 +155,13 @@ class FederatedRecommender:
         (implicit ALS touches every row, so it always uploads dense deltas).
     k:
         Cut-off of the reported metrics (``ndcg@k``, ``hr@k``, ...).
+    deployment_ttl:
+        :meth:`recommend` re-reads which version is deployed when its view is older than
+        this many seconds (0 = on every call), so a promote or roll-back is picked up.
+    on_token_refresh:
+        Called with the new token each time :meth:`run` refreshes the participant's
+        token (before a third of its lifetime is left): persist it if the process may
+        restart, since the old token stops working shortly after.
     """
 
     def __init__(
@@ -125,11 +174,18 @@ class FederatedRecommender:
         state_dir: str | Path | None = None,
         sparse: bool = True,
         k: int = 10,
+        deployment_ttl: float = DEPLOYMENT_TTL_SECONDS,
+        on_token_refresh: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        # run() refreshes an expiring participant token; the callback persists the new one
+        self.on_token_refresh = on_token_refresh
+        self._token_expires_at: datetime | None = None
+        self._token_lifetime = 0.0
         self.federation_id = federation_id
         federation = client.federations.get(federation_id)
         self.num_items = federation.model.num_items
+        self.max_rounds = federation.rounds.max_rounds if federation.rounds else None
         self.config = config_for(federation.model.kind, config, dim=federation.model.dim)
         # FedProx mu is the federation's setting: every participant trains with the same
         mu = federation.strategy.proximal_mu if federation.strategy is not None else None
@@ -139,6 +195,13 @@ class FederatedRecommender:
             raise ValueError(
                 f"interactions index {interactions.num_items} items but the federation's "
                 f"model has {self.num_items}; map them with map_to_catalog first"
+            )
+        if not len(interactions):
+            # from_file refuses such a file; built directly, say it once, not per round
+            log.warning(
+                "participant of federation %s has no local interactions: it will skip "
+                "every round and report no figures",
+                federation_id,
             )
         self.data = interactions
         self.split: LeaveOneOutSplit = leave_one_out(interactions)
@@ -155,6 +218,11 @@ class FederatedRecommender:
         # evaluating, and nothing of ours to report: the long-poll would not wait for us
         self._idle_until_completed = False
         self._deployed: dict[str, F32] | None = None
+        self.deployment_ttl = deployment_ttl
+        self._deployment_checked = -math.inf
+        # what from_file's loader dropped (malformed rows, duplicates); None otherwise
+        self.cleaning_report: CleaningReport | None = None
+        self._folded_version: int | None = None
         # why the last round was skipped when local training diverged (see step())
         self.last_divergence: TrainingDivergedError | None = None
         self._load_state()
@@ -171,51 +239,108 @@ class FederatedRecommender:
         item_col: str | None = None,
         rating_col: str | None = None,
         time_col: str | None = None,
+        encoding: str = "utf-8-sig",
+        item_id_base: int | None = None,
         **kwargs: object,
     ) -> FederatedRecommender:
         """Load a local interaction file and map its items onto the federation's catalog.
 
         ``u.data`` (MovieLens 100K) is read as such; any other file is CSV/TSV with a
-        header, its columns named by the arguments or auto-detected. Items the catalog
-        lacks are reported in the log, not silently dropped.
+        header, its columns named by the arguments or auto-detected, decoded with
+        ``encoding``. What loading dropped (malformed rows, duplicate pairs) is logged
+        and kept in :attr:`cleaning_report`; items the catalog lacks are logged too.
+        ``item_id_base`` matters only for a federation without a catalog (see
+        :meth:`from_interactions`); MovieLens ids start at 1, so ``u.data`` defaults to 1.
+
+        Raises
+        ------
+        DataFileError
+            The file does not decode (the message names the line), or holds no usable
+            interaction (a header alone, or only malformed rows).
         """
         path = Path(path)
         if path.name == "u.data":
-            interactions, _report = load_movielens_100k(path)
+            interactions, report = load_movielens_100k(path)
+            item_id_base = 1 if item_id_base is None else item_id_base
         else:
-            interactions, _report = load_csv(
+            interactions, report = load_csv(
                 path,
                 user_col=user_col,
                 item_col=item_col,
                 rating_col=rating_col,
-                timestamp_col=time_col,
+                time_col=time_col,
+                encoding=encoding,
             )
-        return cls.from_interactions(client, federation_id, interactions, **kwargs)
+        if report.malformed or report.duplicates_collapsed:
+            log.warning("%s: %s", path, report.summary())
+        else:
+            log.info("%s: %s", path, report.summary())
+        recommender = cls.from_interactions(
+            client,
+            federation_id,
+            interactions,
+            item_id_base=0 if item_id_base is None else item_id_base,
+            **kwargs,
+        )
+        recommender.cleaning_report = report
+        return recommender
 
     @classmethod
     def from_interactions(
-        cls, client: Client, federation_id: str, interactions: Interactions, **kwargs: object
+        cls,
+        client: Client,
+        federation_id: str,
+        interactions: Interactions,
+        *,
+        item_id_base: int = 0,
+        **kwargs: object,
     ) -> FederatedRecommender:
-        """Map interactions with external item ids onto the federation's catalog."""
+        """Map interactions with external item ids onto the federation's catalog.
+
+        A federation without a catalog has no ids, only rows ``0..num_items-1``: an item
+        id (an integer) is then row ``id - item_id_base``; pass ``item_id_base=1`` for
+        ids that start at 1, such as MovieLens's.
+
+        Raises
+        ------
+        DataFileError
+            None of the interactions' items is in the catalog (nothing to train on).
+        """
         catalog: Sequence[str] = client.federations.catalog(federation_id)
-        if not catalog:
-            # no catalog: the federation's rows are the item ids 0..num_items-1 themselves
+        has_catalog = bool(catalog)
+        if not has_catalog:
             num_items = client.federations.get(federation_id).model.num_items
-            catalog = [str(i) for i in range(num_items)]
+            catalog = [str(row + item_id_base) for row in range(num_items)]
         mapping = map_to_catalog(interactions, catalog)
         if mapping.unknown_interactions:
-            log.warning(
-                "%d interactions with %d items outside the federation's catalog were left out "
-                "(first: %s)",
-                mapping.unknown_interactions,
-                len(mapping.unknown_items),
-                ", ".join(mapping.unknown_items[:5]),
+            first = ", ".join(mapping.unknown_items[:5])
+            if has_catalog:
+                where = "outside the federation's catalog"
+                hint = ""
+            else:
+                last = len(catalog) - 1 + item_id_base
+                where = f"whose ids are not integers in {item_id_base}..{last}"
+                hint = (
+                    f"; the federation has no catalog, so item id - {item_id_base} is the "
+                    "model row: pass item_id_base=1 if your ids start at 1, or create the "
+                    "federation with a catalog"
+                )
+            message = (
+                f"{mapping.unknown_interactions} interactions with "
+                f"{len(mapping.unknown_items)} items {where} (first: {first})"
             )
+            if not len(mapping.interactions):
+                raise DataFileError(f"no interaction left to train on: {message}{hint}")
+            log.warning("%s were left out%s", message, hint)
         return cls(client, federation_id, mapping.interactions, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the loop
     def run(
-        self, *, round_timeout: float = 3600.0, outage_timeout: float = 600.0
+        self,
+        *,
+        round_timeout: float = 3600.0,
+        outage_timeout: float = 600.0,
+        progress_bar: bool = False,
     ) -> dict[str, float]:
         """Take part until the federation completes; return the test metrics reported.
 
@@ -223,36 +348,81 @@ class FederatedRecommender:
         one wait, after which the participant simply checks again). A coordinator
         restart or a network blip is ridden out: the client's own retries first, then
         this loop retries with backoff for up to ``outage_timeout`` seconds and resumes
-        at whatever round is current. A revoked token raises
+        at whatever round is current (logging "reconnected"). Each uploaded round is
+        logged at INFO with the ETA to the round cap; ``progress_bar`` draws a bar too
+        (needs ``rich``). A revoked token raises
         :class:`~participant_sdk.ParticipantRevokedError` (and says so in the log).
         """
+        progress = RoundProgress(self.federation_id, self.max_rounds, bar=progress_bar)
         outage_started: float | None = None
         delay = 1.0
-        while True:
-            try:
-                outcome = self.step()
-                if outcome == "completed":
-                    log.info("federation %s completed; reporting test figures", self.federation_id)
-                    return self.finish()
-                if self._idle_until_completed:
-                    time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
-                self.client.rounds.wait_for_next(
-                    self.federation_id, after=self.waiting_after, timeout=round_timeout
-                )
-                outage_started, delay = None, 1.0
-            except WaitTimeoutError:
-                continue
-            except ParticipantRevokedError:
-                log.error("participant revoked by the coordinator's admin; stopping")
-                raise
-            except (APIConnectionError, InternalServerError, RateLimitError) as exc:
-                now = time.monotonic()
-                outage_started = outage_started or now
-                if now - outage_started > outage_timeout:
+        self._learn_token_expiry(self.client.participants.me(self.federation_id).token_expires_at)
+        try:
+            while True:
+                try:
+                    self._keep_token_fresh()
+                    outcome = self.step()
+                    if outage_started is not None:
+                        progress.reconnected(time.monotonic() - outage_started)
+                        outage_started, delay = None, 1.0
+                    if outcome == "uploaded":
+                        last = self.progress.history[-1]
+                        loss = last.get("loss")
+                        progress.uploaded(
+                            self.progress.last_round,
+                            int(last.get("num_examples", 0)),  # type: ignore[call-overload]
+                            float(loss) if isinstance(loss, int | float) else None,
+                        )
+                    if outcome == "completed":
+                        log.info(
+                            "federation %s completed; reporting test figures", self.federation_id
+                        )
+                        return self.finish()
+                    if self._idle_until_completed:
+                        time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
+                    self.client.rounds.wait_for_next(
+                        self.federation_id,
+                        after=self.waiting_after,
+                        # wake up in time to refresh the token before it expires
+                        timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
+                    )
+                except WaitTimeoutError:
+                    continue
+                except ParticipantRevokedError:
+                    log.error("participant revoked by the coordinator's admin; stopping")
                     raise
-                log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, delay)
-                time.sleep(delay * (0.5 + random.random()))  # nosec B311 # back-off jitter
-                delay = min(delay * 2, 30.0)
+                except (APIConnectionError, InternalServerError, RateLimitError) as exc:
+                    now = time.monotonic()
+                    outage_started = outage_started or now
+                    if now - outage_started > outage_timeout:
+                        raise
+                    log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, delay)
+                    time.sleep(delay * (0.5 + random.random()))  # nosec B311 # back-off jitter
+                    delay = min(delay * 2, 30.0)
+        finally:
+            progress.close()
+
+    def _learn_token_expiry(self, expires_at: datetime | None) -> None:
+        self._token_expires_at = expires_at
+        if expires_at is not None:
+            self._token_lifetime = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+
+    def _seconds_until_refresh(self) -> float:
+        """Until a third of the token's lifetime is left (inf: it does not expire)."""
+        if self._token_expires_at is None:
+            return math.inf
+        left = (self._token_expires_at - datetime.now(UTC)).total_seconds()
+        return left - self._token_lifetime * TOKEN_REFRESH_FRACTION
+
+    def _keep_token_fresh(self) -> None:
+        """Refresh the participant token once a third of its lifetime is left."""
+        if self._seconds_until_refresh() > 0:
+            return
+        refreshed = self.client.participants.refresh_token(self.federation_id)
+        self._learn_token_expiry(refreshed.token_expires_at)
+        log.info("participant token refreshed; it now expires at %s", refreshed.token_expires_at)
+        if self.on_token_refresh is not None:
+            self.on_token_refresh(refreshed.token)
 
     @property
     def waiting_after(self) -> int:
@@ -336,6 +506,7 @@ class FederatedRecommender:
             {
                 "round": current.number,
                 "loss": update.loss,
+                "num_examples": int(update.num_examples),
                 "rows": int(update.rows.size),
                 "learning_rate": learning_rate,
             }
@@ -367,28 +538,69 @@ class FederatedRecommender:
             self._skipped_round = number
             return "waiting"
         self.progress.last_round = number
-        self.progress.history.append({"round": number, "rows": int(rows.size)})
+        self.progress.history.append(
+            {"round": number, "num_examples": len(self.split.train), "rows": int(rows.size)}
+        )
         self._save_state()
         return "uploaded"
 
     def finish(self) -> dict[str, float]:
-        """After completion: fetch the deployed version, report its test metrics once."""
+        """After completion: fetch the deployed version, fit each local user to it from
+        their whole history (train + validation: :func:`~.recsys.trainers.fold_in`), and
+        report its test metrics once."""
         try:
             version = self.client.deployment.get(self.federation_id).version
         except NotFoundError:
             version = self.client.federations.get(self.federation_id).latest_version
-        weights = self._weights(version)
-        prepare_to_score(self.trainer, weights, self.split.train)
-        self.deployed_version = version
-        self._deployed = weights
+        weights = self._serve(version)
         metrics = self.test_metrics(weights)
         if self.progress.test_reported_version != version and self.split.test.users.size:
-            self.client.evaluations.submit(
-                self.federation_id, version, "test", metrics, int(self.split.test.users.size)
-            )
+            try:
+                self.client.evaluations.submit(
+                    self.federation_id, version, "test", metrics, int(self.split.test.users.size)
+                )
+            except ConflictError as exc:
+                if exc.slug != "evaluation-exists":
+                    raise
+                # a re-run (new state_dir, other data): the first report stands
+                log.warning(
+                    "test figures of version %d were already reported by this participant "
+                    "and differ from these; the coordinator keeps the first report (%s)",
+                    version,
+                    exc,
+                )
             self.progress.test_reported_version = version
             self._save_state()
         return metrics
+
+    def _serve(self, version: int) -> dict[str, F32]:
+        """Make ``version`` the one :meth:`recommend` scores with."""
+        weights = self._weights(version)
+        if self._folded_version != version:
+            # score the deployed model with each user's whole local history (train +
+            # validation), as the deployed recommender would; once per version
+            fold_in(self.trainer, weights, concat(self.split.train, self.split.valid))
+            self._folded_version = version
+        self.deployed_version = version
+        self._deployed = weights
+        self._deployment_checked = time.monotonic()
+        return weights
+
+    def _refresh_deployment(self) -> None:
+        """Follow a promote or roll-back: re-read the deployment once its view is stale."""
+        if time.monotonic() - self._deployment_checked < self.deployment_ttl:
+            return
+        try:
+            version = self.client.deployment.get(self.federation_id).version
+        except NotFoundError:  # nothing deployed any more: keep serving what we have
+            self._deployment_checked = time.monotonic()
+            return
+        if version != self.deployed_version:
+            log.info(
+                "deployment changed: serving version %d (was %s)", version, self.deployed_version
+            )
+            self._serve(version)
+        self._deployment_checked = time.monotonic()
 
     # ------------------------------------------------------------------ evaluation
     def validation_metrics(self, weights: dict[str, F32]) -> dict[str, float]:
@@ -438,22 +650,38 @@ class FederatedRecommender:
         )
 
     # ------------------------------------------------------------------ serving
-    def recommend(self, user_id: str, k: int = 10) -> list[str]:
+    def recommend(self, user_id: str, k: int = 10) -> Recommendations:
         """Top-``k`` catalog item ids for a local user from the deployed version.
 
-        Items the user already has (in any split) are never recommended.
+        Items the user already has (in any split) are never recommended. A user with no
+        local interactions gets the most popular local items instead, flagged by
+        ``fallback == "popularity"`` on the result. The deployed version is re-read when
+        older than ``deployment_ttl`` seconds, so a promote or roll-back is followed.
         """
         if self._deployed is None:
             self.finish()
+        else:
+            self._refresh_deployment()
         assert self._deployed is not None
-        try:
-            user = self.data.user_ids.index(str(user_id))
-        except ValueError as exc:
-            raise KeyError(f"user {user_id!r} has no local interactions") from exc
+        user = self.data.user_index().get(str(user_id))
+        if user is None or not np.any(self.data.users == user):
+            return Recommendations(
+                self._popular(k), fallback="popularity", version=self.deployed_version
+            )
         users = np.array([user], dtype=np.int64)
         scores = self.trainer.score(users, self._deployed)
         top = recommend(scores, seen_matrix(self.data, users), k)[0]
-        return [self.data.item_ids[i] for i in top if i >= 0]
+        return Recommendations(
+            [self.data.item_ids[i] for i in top if i >= 0],
+            fallback=None,
+            version=self.deployed_version,
+        )
+
+    def _popular(self, k: int) -> list[str]:
+        """The ``k`` items with the most local interactions (ties: lower row first)."""
+        counts = np.bincount(self.data.items, minlength=self.num_items)
+        order = np.argsort(-counts, kind="stable")[:k]
+        return [self.data.item_ids[i] for i in order]
 
     # ------------------------------------------------------------------ state
     def _weights(self, version: int) -> dict[str, F32]:

@@ -10,11 +10,12 @@ through ``model_extra``. The federation specs (:class:`ModelSpec`, :class:`Round
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AuditEvent",
     "BaseAPIModel",
     "DeployPolicy",
     "Deployment",
@@ -37,6 +38,7 @@ __all__ = [
     "Round",
     "RoundPolicy",
     "RoundState",
+    "SigningKey",
     "Split",
     "StrategySpec",
     "Target",
@@ -306,12 +308,15 @@ class Participant(BaseAPIModel):
         Revoked participants can no longer call the API.
     created_at : datetime
         Enrolment time.
+    token_expires_at : datetime or None
+        When the current token expires (the SDK refreshes it before).
     """
 
     id: str
     name: str
     state: ParticipantState
     created_at: datetime
+    token_expires_at: datetime | None = None
 
 
 class EnrolledParticipant(Participant):
@@ -385,6 +390,11 @@ class ModelVersion(BaseAPIModel):
     server_state_sha256 : str or None
         Digest of the server optimizer's state stored with it (FedAvgM, FedAdam and
         FedYogi keep moments); ``None`` for a stateless optimizer.
+    manifest : str or None
+        The canonical JSON manifest the coordinator signed (``None`` for versions older
+        than signing).
+    signature : str or None
+        Base64 Ed25519 signature of ``manifest`` (see :class:`SigningKey`).
     """
 
     version: int
@@ -398,6 +408,55 @@ class ModelVersion(BaseAPIModel):
     step_scale: float = 1.0
     restored_from: int | None = None
     server_state_sha256: str | None = None
+    manifest: str | None = None
+    signature: str | None = None
+
+
+class AuditEvent(BaseAPIModel):
+    """One event of the coordinator's audit log (``GET /v1/audit``, admin).
+
+    Attributes
+    ----------
+    seq : int
+        Position in the chain, from 1.
+    actor, action, outcome : str
+        Who did what, and whether it was ``ok``, ``refused`` or ``failed``.
+    federation_id, subject : str or None
+        What it concerned.
+    detail : dict
+        Small facts (digests, counts, the problem slug).
+    prev_hash, hash : str
+        The HMAC chain (checked by ``fedrec audit verify``).
+    """
+
+    seq: int
+    created_at: datetime
+    actor: str
+    action: str
+    federation_id: str | None = None
+    subject: str | None = None
+    outcome: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
+
+
+class SigningKey(BaseAPIModel):
+    """``GET /v1/signing-key``: the public key that signs every model version.
+
+    Attributes
+    ----------
+    algorithm : str
+        ``"Ed25519"``.
+    public_key : str
+        The raw 32-byte public key, base64: pin it (``Client(signing_key=...)``).
+    key_id : str
+        Fingerprint: sha256 of the raw key, first 16 hex digits.
+    """
+
+    algorithm: Literal["Ed25519"]
+    public_key: str
+    key_id: str
 
 
 class Receipt(BaseAPIModel):

@@ -17,17 +17,28 @@ the metadata ``round``, ``base_version``, ``num_examples`` and ``update_kind``:
 * ``row_sparse`` — an extra int64 tensor ``rows`` lists the distinct item rows the
   participant touched (ascending, in range); every model tensor then holds just
   those rows, in the same order.
+
+A **manifest** is the signed record of one model version (canonical JSON: sorted keys,
+no spaces): the federation, version number and count, parent, round, the weights'
+sha256 and size, the chain hash, the server state's sha256, a digest of the
+contributors, the creation time, the back-off fields and the privacy spent. The
+coordinator signs it with its Ed25519 key; the weights download carries it base64 in
+``X-Model-Manifest`` and the signature in ``X-Model-Signature``, and the SDK checks
+both against a pinned public key before it uses the bytes (:func:`verify_manifest`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +46,10 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 
 __all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_HEADER",
     "ROWS_TENSOR",
+    "SIGNATURE_HEADER",
     "Update",
     "UpdateKind",
     "TensorSpec",
@@ -47,10 +61,16 @@ __all__ = [
     "encode_update",
     "encode_weights",
     "mf_spec",
+    "contributors_digest",
+    "encode_manifest",
     "read_metadata",
+    "verify_manifest",
 ]
 
 ROWS_TENSOR = "rows"
+MANIFEST_FORMAT = "fedrec-model-version/1"
+MANIFEST_HEADER = "X-Model-Manifest"
+SIGNATURE_HEADER = "X-Model-Signature"
 UpdateKind = Literal["dense", "row_sparse"]
 # A safetensors header is JSON describing the tensors; anything larger is not a model of ours.
 _MAX_HEADER_BYTES = 1 << 20
@@ -336,3 +356,56 @@ def decode_update(
     if max_norm is not None and (norm := update.norm()) > max_norm:
         raise WireError(f"update L2 norm {norm:.4g} exceeds the bound {max_norm:.4g}", field="norm")
     return update
+
+
+def contributors_digest(contributors: Iterable[str]) -> str:
+    """sha256 over the sorted contributing update digests (newline-joined): the manifest
+    names the contributors by this digest, so it stays small enough for a header."""
+    return hashlib.sha256("\n".join(sorted(contributors)).encode()).hexdigest()
+
+
+def encode_manifest(fields: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of a manifest: what is signed, stored and served."""
+    return json.dumps(
+        {"format": MANIFEST_FORMAT, **fields},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    ).encode()
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise WireError(f"{what} is not base64") from exc
+
+
+def verify_manifest(manifest_b64: str, signature_b64: str, public_key_b64: str) -> dict[str, Any]:
+    """Check an Ed25519 signature over a manifest and return the manifest's fields.
+
+    Raises :class:`WireError` if the signature does not verify under the public key,
+    or if the manifest is not one of ours. The caller then checks the fields against
+    what it downloaded (sha256, federation, version).
+    """
+    # imported here: only a client that downloads a model pays for it
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    manifest = _b64(manifest_b64, "the manifest")
+    signature = _b64(signature_b64, "the signature")
+    raw_key = _b64(public_key_b64, "the public key")
+    if len(raw_key) != 32:
+        raise WireError("the public key is not a raw 32-byte Ed25519 key")
+    try:
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, manifest)
+    except InvalidSignature as exc:
+        raise WireError("the manifest's signature does not verify under the pinned key") from exc
+    try:
+        fields = json.loads(manifest)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError("the signed manifest is not JSON") from exc
+    if not isinstance(fields, dict) or fields.get("format") != MANIFEST_FORMAT:
+        raise WireError(f"the signed manifest is not a {MANIFEST_FORMAT} manifest")
+    return fields

@@ -161,7 +161,12 @@ def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 
 def domain_federation(
-    ctx: Context, participants: int = 2, *, strategy: Any = None, **policy: Any
+    ctx: Context,
+    participants: int = 2,
+    *,
+    strategy: Any = None,
+    privacy: Any = None,
+    **policy: Any,
 ) -> tuple[str, list[Principal]]:
     """A federation built through the domain services, and its participants' principals."""
     from coordinator.domain.federations import create_federation as create
@@ -184,7 +189,7 @@ def domain_federation(
         catalog=None,
         target=None,
         deploy=DeployPolicy(),
-        privacy=PrivacyPolicy(),
+        privacy=privacy or PrivacyPolicy(),
     )
     principals = []
     for i in range(participants):

@@ -17,7 +17,11 @@ from coordinator.config import BlobBackend, Settings
 ROOT = Path(__file__).resolve().parent.parent
 COORDINATORS = ("coordinator-a", "coordinator-b")
 # what an operator exports before `docker compose up` (README, "Several coordinators")
-EXPORTED = {"FEDREC_ADMIN_TOKEN": "fra_compose-admin", "FEDREC_SECRET_KEY": "compose-secret"}
+EXPORTED = {
+    "FEDREC_ADMIN_TOKEN": "fra_compose-admin",
+    "FEDREC_SECRET_KEY": "compose-secret",
+    "FEDREC_AUDIT_KEY": "compose-audit-key",
+}
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Z_]+)(?::(?P<op>[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -75,8 +79,14 @@ def test_every_variable_is_a_setting_and_the_settings_validate(
 def test_replicas_share_the_database_and_the_secrets(compose: dict[str, Any]) -> None:
     postgres = compose["services"]["postgres"]["environment"]
     envs = [_env(compose["services"][name]) for name in COORDINATORS]
-    for key in ("FEDREC_DATABASE_URL", "FEDREC_ADMIN_TOKEN", "FEDREC_SECRET_KEY"):
+    shared = ("FEDREC_DATABASE_URL", "FEDREC_ADMIN_TOKEN", "FEDREC_SECRET_KEY", "FEDREC_AUDIT_KEY")
+    for key in shared:
         assert envs[0][key] == envs[1][key], key
+    # one signing key for both: the same compose secret, mounted where the setting points
+    for name, env in zip(COORDINATORS, envs, strict=True):
+        assert compose["services"][name]["secrets"] == ["fedrec_signing_key"]
+        assert env["FEDREC_SIGNING_KEY_FILE"] == "/run/secrets/fedrec_signing_key"
+    assert compose["secrets"]["fedrec_signing_key"]["file"] == "./secrets/signing_key.pem"
     url = make_url(envs[0]["FEDREC_DATABASE_URL"])
     assert (url.host, url.port, url.database, url.username) == (
         "postgres",

@@ -11,9 +11,9 @@ from coordinator.domain.auth import Principal, authenticate
 from coordinator.domain.context import Context
 from coordinator.worker import RoundWorker
 
-__all__ = ["AdminDep", "ContextDep", "PrincipalDep", "WorkerDep"]
+__all__ = ["AdminDep", "ContextDep", "PrincipalDep", "WorkerDep", "bearer"]
 
-_bearer = HTTPBearer(auto_error=False, description="Admin or participant token.")
+bearer = HTTPBearer(auto_error=False, description="Admin or participant token.")
 
 
 def get_context(request: Request) -> Context:
@@ -33,7 +33,7 @@ WorkerDep = Annotated[RoundWorker, Depends(get_worker)]
 def get_principal(
     request: Request,
     ctx: ContextDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     # already authenticated by the idempotency middleware for a keyed request
     known = getattr(request.state, "principal", None)

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coordinator.api import telemetry
 from coordinator.domain.errors import CoordinatorError, DatabaseError, database_problem
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "add_exception_handlers", "error_response", "problem_response"]
@@ -76,6 +77,20 @@ def error_response(request: Request | None, exc: CoordinatorError, **extra: Any)
     )
 
 
+def _collapse_list_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per distinct (location pattern, message): a catalog of 1,682 integers
+    is one mistake, reported once with its first location and a ``count``."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for err in errors:
+        pattern = tuple("*" if isinstance(part, int) else part for part in err["loc"])
+        key = (pattern, err["msg"], err["type"])
+        if key in seen:
+            seen[key]["count"] += 1
+        else:
+            seen[key] = {**err, "count": 1}
+    return list(seen.values())
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(CoordinatorError)
     async def _domain(request: Request, exc: CoordinatorError) -> JSONResponse:
@@ -83,18 +98,26 @@ def add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
-            for err in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        errors = _collapse_list_errors(
+            [
+                {
+                    "loc": list(err.get("loc", ())),
+                    "msg": err.get("msg", ""),
+                    "type": err.get("type"),
+                }
+                for err in exc.errors()
+            ]
+        )
+        first: dict[str, Any] = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        more = int(first.get("count", 1)) - 1
+        also = f" (and {more} more entries of {where.rsplit('.', 1)[0]} like it)" if more else ""
         return problem_response(
             request,
             status=422,
             slug="validation-error",
             title="Validation error",
-            detail=f"{where}: {first['msg']}",
+            detail=f"{where}: {first['msg']}{also}",
             errors=errors,
         )
 
@@ -113,6 +136,12 @@ def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(DatabaseError)
     async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
         problem = database_problem(exc)
+        kind = (
+            "other"
+            if problem is None
+            else ("retryable" if problem.status_code == 503 else "conflict")
+        )
+        telemetry.DATABASE_ERRORS.labels(kind).inc()
         if problem is None:
             return await _unexpected(request, exc)
         log.warning("database error on %s: %s", request.url.path, exc.orig)

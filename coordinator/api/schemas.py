@@ -27,19 +27,39 @@ class RequestSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Field descriptions used by more than one schema.
+_CREATED = "When the coordinator recorded it (UTC)."
+_ITEMS = "The items, oldest first."
+
+
 class FederationCreate(RequestSchema):
-    name: str = Field(min_length=1, max_length=200)
-    model: ModelSpec
-    strategy: StrategySpec = StrategySpec()
-    rounds: RoundPolicy = RoundPolicy()
+    """What a new federation trains and how: the admin's request to create one."""
+
+    name: str = Field(min_length=1, max_length=200, description="A name for people to read.")
+    model: ModelSpec = Field(description="The model every participant trains.")
+    strategy: StrategySpec = Field(
+        default=StrategySpec(), description="How the coordinator combines the updates."
+    )
+    rounds: RoundPolicy = Field(
+        default=RoundPolicy(), description="How many rounds, their quorum and deadlines."
+    )
     catalog: list[str] | None = Field(
         default=None,
         description="External item ids (num_items of them); row i of the model is catalog[i].",
     )
-    target: TargetSpec | None = None
-    deploy: DeployPolicy = DeployPolicy()
-    privacy: PrivacyPolicy = PrivacyPolicy()
-    limits: LimitsPolicy = LimitsPolicy()
+    target: TargetSpec | None = Field(
+        default=None, description="Stop early once validation reaches this; null = no target."
+    )
+    deploy: DeployPolicy = Field(
+        default=DeployPolicy(), description="Which version goes live when training stops."
+    )
+    privacy: PrivacyPolicy = Field(
+        default=PrivacyPolicy(), description="Update norm bound and differential privacy."
+    )
+    limits: LimitsPolicy = Field(
+        default=LimitsPolicy(),
+        description="Per-federation bounds on what participants report (sizes, metrics).",
+    )
 
     @model_validator(mode="after")
     def _metrics_declared(self) -> FederationCreate:
@@ -67,103 +87,143 @@ class FederationCreate(RequestSchema):
 
 
 class PrivacySpent(Schema):
+    """The differential privacy a federation has spent so far."""
+
     epsilon: float | None = Field(
         description=(
             "Epsilon spent at `delta` (RDP accountant, every participant in every round); "
             "null = unbounded: noise_multiplier 0 clips without a privacy guarantee."
         )
     )
-    delta: float
+    delta: float = Field(description="The delta of the (epsilon, delta) guarantee.")
     rounds: int = Field(description="Aggregated (noisy) rounds so far.")
 
 
 class Federation(Schema):
-    id: str
-    name: str
+    """A federation: its configuration and where its training stands."""
+
+    id: str = Field(description="The federation id used in every path.")
+    name: str = Field(description="The name given at creation.")
     state: Literal["active", "evaluating", "completed", "failed"] = Field(
-        description="`evaluating`: training stopped; waiting for the final version's "
-        "validation figures (no round is open). `failed`: `rounds.max_failed_rounds` "
-        "rounds failed; no round opens again."
+        description="`active`: rounds run; `evaluating`: training stopped, waiting for the "
+        "final version's validation figures (no round is open); `completed`: done; "
+        "`failed`: `rounds.max_failed_rounds` rounds failed; no round opens again."
     )
-    model: ModelSpec
-    strategy: StrategySpec
-    rounds: RoundPolicy
-    target: TargetSpec | None
-    deploy: DeployPolicy
-    privacy: PrivacyPolicy
-    limits: LimitsPolicy
+    model: ModelSpec = Field(description="The model every participant trains.")
+    strategy: StrategySpec = Field(description="How the coordinator combines the updates.")
+    rounds: RoundPolicy = Field(description="How many rounds, their quorum and deadlines.")
+    target: TargetSpec | None = Field(description="The early-stop target; null = none.")
+    deploy: DeployPolicy = Field(description="Which version goes live when training stops.")
+    privacy: PrivacyPolicy = Field(description="Update norm bound and differential privacy.")
+    limits: LimitsPolicy = Field(description="Per-federation bounds on what participants report.")
     privacy_spent: PrivacySpent | None = Field(
         description="Differential privacy spent so far; null without `privacy.dp`."
     )
     current_round: int | None = Field(
         description="Open round number; null once evaluating or completed."
     )
-    latest_version: int
-    deployed_version: int | None
-    participant_count: int
-    created_at: datetime
+    latest_version: int = Field(description="The newest model version (0 = the initial one).")
+    deployed_version: int | None = Field(description="The live version; null = none yet.")
+    participant_count: int = Field(description="Participants enrolled (active or revoked).")
+    created_at: datetime = Field(description=_CREATED)
 
 
 class FederationList(Schema):
-    items: list[Federation]
+    """The federations the caller may see."""
+
+    items: list[Federation] = Field(description=_ITEMS)
 
 
 class Catalog(Schema):
-    items: list[str]
+    """The federation's item catalog."""
+
+    items: list[str] = Field(
+        description="External item id of each model row, in row order; empty when the "
+        "federation has no catalog (rows are then the item ids)."
+    )
 
 
 class ParticipantCreate(RequestSchema):
-    name: str = Field(min_length=1, max_length=200)
+    """The admin's request to enrol a participant."""
+
+    name: str = Field(min_length=1, max_length=200, description="A name for people to read.")
 
 
 class Participant(Schema):
-    id: str
-    name: str
-    state: Literal["active", "revoked"]
-    created_at: datetime
+    """A participant of one federation (never with its token)."""
+
+    id: str = Field(description="The participant id.")
+    name: str = Field(description="The name given at enrolment.")
+    state: Literal["active", "revoked"] = Field(
+        description="`revoked`: its token no longer works (the admin may re-enrol it)."
+    )
+    created_at: datetime = Field(description=_CREATED)
+    token_expires_at: datetime | None = Field(
+        default=None,
+        description="When the current token stops working (refresh it before: POST "
+        "…/participants/me/token); null for tokens issued before expiry existed.",
+    )
 
 
 class EnrolledParticipant(Participant):
+    """A participant just enrolled or re-enrolled, with its token (shown only this once)."""
+
     token: str = Field(description="Bearer token of this participant; shown only once.")
 
 
 class ParticipantList(Schema):
-    items: list[Participant]
+    """The federation's participants, active and revoked."""
+
+    items: list[Participant] = Field(description=_ITEMS)
 
 
 class Round(Schema):
-    number: int
-    state: Literal["open", "aggregating", "closed", "failed"]
-    base_version: int
-    update_count: int
-    result_version: int | None
-    opened_at: datetime
-    closed_at: datetime | None
-    deadline_at: datetime | None
+    """One training round: participants upload updates of its base version."""
+
+    number: int = Field(description="Round number, from 1.")
+    state: Literal["open", "aggregating", "closed", "failed"] = Field(
+        description="`open`: takes uploads; `aggregating`: being combined; `closed`: made "
+        "`result_version`; `failed`: closed below quorum without a version."
+    )
+    base_version: int = Field(description="The model version the updates are deltas of.")
+    update_count: int = Field(description="Updates accepted so far.")
+    result_version: int | None = Field(description="The version it produced; null until then.")
+    opened_at: datetime = Field(description="When it opened (UTC).")
+    closed_at: datetime | None = Field(description="When it closed or failed (UTC).")
+    deadline_at: datetime | None = Field(description="When it closes at the latest (UTC).")
 
 
 class RoundList(Schema):
-    items: list[Round]
+    """Every round of the federation."""
+
+    items: list[Round] = Field(description=_ITEMS)
 
 
 class Receipt(Schema):
-    update_id: str
-    round: int
-    sha256: str
-    size: int
-    num_examples: int
-    received_at: datetime
+    """The coordinator's receipt of an accepted update."""
+
+    update_id: str = Field(description="The update's id.")
+    round: int = Field(description="The round it counts for.")
+    sha256: str = Field(description="sha256 of the bytes received (hex).")
+    size: int = Field(description="Bytes received.")
+    num_examples: int = Field(description="Training examples behind it (its weight).")
+    received_at: datetime = Field(description="When it was accepted (UTC).")
 
 
 class ModelVersion(Schema):
-    version: int
-    round: int | None
-    parent: int | None
-    sha256: str
-    chain_hash: str
-    size: int
-    created_at: datetime
-    contributors: list[str]
+    """A model version and its place in the lineage."""
+
+    version: int = Field(description="Version number; 0 is the initial model.")
+    round: int | None = Field(description="The round that made it; null for version 0.")
+    parent: int | None = Field(description="The version it was made from; null for 0.")
+    sha256: str = Field(description="sha256 of its safetensors bytes (hex; also the ETag).")
+    chain_hash: str = Field(
+        description="sha256 over the parent's chain hash and this version's facts: "
+        "`fedrec verify-lineage` recomputes the chain."
+    )
+    size: int = Field(description="Size of the safetensors bytes.")
+    created_at: datetime = Field(description=_CREATED)
+    contributors: list[str] = Field(description="Participant ids whose updates it combines.")
     step_scale: float = Field(
         description="Scale of the server step that made this version: 1, or less once the "
         "coordinator backed off a diverging federation (non-finite weights or a validation "
@@ -179,14 +239,69 @@ class ModelVersion(Schema):
         "(e.g. FedAdam's moments; null for a stateless optimizer). Not part of `chain_hash`; "
         "`verify-lineage` checks the blob.",
     )
+    manifest: str | None = Field(
+        default=None,
+        description="The version's canonical manifest (JSON text) that `signature` signs: "
+        "federation, version and count, parent, round, sha256, size, chain hash, server "
+        "state, contributors digest, created_at, back-off fields, privacy spent. Null for "
+        "versions recorded before signing existed.",
+    )
+    signature: str | None = Field(
+        default=None,
+        description="Base64 Ed25519 signature of `manifest` by the coordinator's lineage "
+        "key (`GET /v1/signing-key`).",
+    )
+
+
+class SigningKey(Schema):
+    """The public half of the key that signs every model version's manifest."""
+
+    algorithm: Literal["Ed25519"] = Field(description="The signature algorithm.")
+    public_key: str = Field(description="The raw 32-byte public key, base64: pin it.")
+    key_id: str = Field(description="sha256 of the raw public key, first 16 hex digits.")
+
+
+class AuditEvent(Schema):
+    """One security-relevant event of the append-only, HMAC-chained audit log."""
+
+    seq: int = Field(description="Position in the chain, from 1; page with `?after=`.")
+    created_at: datetime = Field(description=_CREATED)
+    actor: str = Field(
+        description="`admin`, `participant:<id>`, `coordinator`, `policy:<name>` or "
+        "`anonymous` (a token nobody holds)."
+    )
+    action: str = Field(
+        description="enrol, revoke, reenrol, upload, aggregate, round-failed, stop, "
+        "budget-refusal, auto, promote, rollback, auth-failure."
+    )
+    federation_id: str | None = Field(description="The federation concerned, if any.")
+    subject: str | None = Field(description="What it acted on: a participant id, a round.")
+    outcome: str = Field(description="`ok`, `refused` or `failed`.")
+    detail: dict[str, Any] = Field(
+        description="Small facts (digests, counts, the problem slug); never a token or tensor."
+    )
+    prev_hash: str = Field(description="The previous event's `hash` (the chain's link).")
+    hash: str = Field(description="HMAC-SHA256 under the audit key of prev_hash and the event.")
+
+
+class AuditEventList(Schema):
+    """A page of the audit log."""
+
+    items: list[AuditEvent] = Field(description=_ITEMS)
 
 
 class ModelVersionList(Schema):
-    items: list[ModelVersion]
+    """Every model version of the federation."""
+
+    items: list[ModelVersion] = Field(description=_ITEMS)
 
 
 class EvaluationCreate(RequestSchema):
-    split: Literal["validation", "test"]
+    """A participant's metrics of one model version on its own held-out data."""
+
+    split: Literal["validation", "test"] = Field(
+        description="`validation` figures steer stopping and deployment; `test` only reports."
+    )
     metrics: dict[str, float] = Field(
         description="Metric name (e.g. `ndcg@10`) to value in [0, 1]; only the names the "
         "federation declares in `limits.metrics`.",
@@ -215,61 +330,85 @@ class EvaluationCreate(RequestSchema):
 
 
 class Evaluation(Schema):
-    version: int
-    split: str
-    metrics: dict[str, float]
-    num_users: int
-    participant_id: str
-    created_at: datetime
+    """One participant's recorded metrics of one version and split."""
+
+    version: int = Field(description="The model version evaluated.")
+    split: str = Field(description="`validation` or `test`.")
+    metrics: dict[str, float] = Field(description="Metric name to value in [0, 1].")
+    num_users: int = Field(description="Users evaluated.")
+    participant_id: str = Field(description="The participant that reported them.")
+    created_at: datetime = Field(description="When they were (last) reported (UTC).")
 
 
 class MetricsRow(Schema):
-    version: int
-    round: int | None
-    split: str
-    metrics: dict[str, float]
-    num_users: int
-    participants: int
+    """The federation's metrics of one version and split, over every participant."""
+
+    version: int = Field(description="The model version.")
+    round: int | None = Field(description="The round that made it; null for version 0.")
+    split: str = Field(description="`validation` or `test`.")
+    metrics: dict[str, float] = Field(
+        description="Metric name to the mean of the participants' values, weighted by `num_users`."
+    )
+    num_users: int = Field(description="Users evaluated, over every participant.")
+    participants: int = Field(description="Participants that reported.")
 
 
 class MetricsHistory(Schema):
-    items: list[MetricsRow]
+    """The federation's quality history: metrics per version and split."""
+
+    items: list[MetricsRow] = Field(description="By version, then split.")
 
 
 class DeploymentCreate(RequestSchema):
-    version: int = Field(ge=0, le=DB_INT_MAX)
+    """The admin's request to make a version live."""
+
+    version: int = Field(
+        ge=0, le=DB_INT_MAX, description="The version to serve: newer promotes, older rolls back."
+    )
 
 
 class DeploymentEvent(Schema):
-    version: int
-    actor: str
-    reason: str
-    metric_value: float | None
-    created_at: datetime
+    """One change of the live version."""
+
+    version: int = Field(description="The version made live.")
+    actor: str = Field(description="Who made it live: `admin`, or `policy:<name>` when automatic.")
+    reason: str = Field(description="`auto`, `promote` or `rollback`.")
+    metric_value: float | None = Field(
+        description="The deploy metric's validation value that chose it (`auto` only)."
+    )
+    created_at: datetime = Field(description="When it went live (UTC).")
 
 
 class Deployment(Schema):
-    version: int
-    policy: str
-    deployed_at: datetime
-    deployed_by: str
-    history: list[DeploymentEvent]
+    """The live version of a federation and how it got there."""
+
+    version: int = Field(description="The live version.")
+    policy: str = Field(description="The federation's deploy policy (`best`, `latest`, `none`).")
+    deployed_at: datetime = Field(description="When the live version went live (UTC).")
+    deployed_by: str = Field(description="Who made it live.")
+    history: list[DeploymentEvent] = Field(description="Every change, oldest first.")
 
 
 class Health(Schema):
-    status: str
+    """A health answer."""
+
+    status: str = Field(description="`ok` (alive) or `ready` (database and blobs reachable).")
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details: the body of every 4xx and 5xx answer. Problem types may
+    add members (e.g. `field`, `errors`, `round`)."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(examples=["urn:fedrec:problem:round-closed"])
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
+    type: str = Field(
+        examples=["urn:fedrec:problem:round-closed"],
+        description="`urn:fedrec:problem:<slug>`: what went wrong, for programs.",
+    )
+    title: str = Field(description="The problem type in words.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="This occurrence, and what to do about it.")
+    instance: str | None = Field(default=None, description="The request path.")
 
 
 def federation_out(view: Any) -> Federation:
@@ -307,6 +446,8 @@ def model_version_out(row: Any) -> ModelVersion:
         step_scale=row.step_scale,
         restored_from=row.restored_from,
         server_state_sha256=row.server_state_sha256,
+        manifest=row.manifest,
+        signature=row.signature,
     )
 
 

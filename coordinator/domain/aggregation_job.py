@@ -15,7 +15,8 @@ two transactions around work done outside any transaction:
 
 A crash between 1 and 3 leaves the round ``aggregating`` with a lease that expires;
 the timer of any process then runs the job again and gets identical bytes (same
-updates in the same order, float64 sums, DP noise seeded by the round).
+updates in the same order, float64 sums) — except under DP, whose noise is drawn from
+a CSPRNG per aggregation: there the first committed result is the round's only one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain import backoff, deployment, lifecycle
+from coordinator.domain import audit, backoff, deployment, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -113,16 +114,31 @@ def run(
     aggregate are raised (404, 409) and a returned outcome always has a version."""
     step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
     if claimed is None:
+        if step is lifecycle.Step.FAIL:  # the next round opened on the same base, unless
+            ctx.observer.round_failed()  # that was the federation's max_failed_rounds-th
+            _observe_next_round(ctx, federation_id, number)
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
+    started = time.perf_counter()
     try:
         version = complete_claim(ctx, claimed)
     except NonFiniteAggregate:
+        ctx.observer.round_failed()
+        _observe_next_round(ctx, federation_id, number)
         if trigger is lifecycle.Trigger.ADMIN:
             raise
         return Outcome(lifecycle.Step.FAIL)
     if version is None and trigger is lifecycle.Trigger.ADMIN:
         raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
+    if version is not None:
+        ctx.observer.round_closed(time.perf_counter() - started)
+        _observe_next_round(ctx, federation_id, number)  # unless training stopped
     return Outcome(step, version)
+
+
+def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
+    with ctx.read_sessions() as session:
+        if RoundRepository(session).get(federation_id, number + 1) is not None:
+            ctx.observer.round_opened()
 
 
 def claim_round(
@@ -226,15 +242,9 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         strategy = build_strategy(
             settings.strategy,
             settings.update_tensors,
-            # seeded by (federation, round): a taken-over aggregation draws the same noise
-            dp=DPAggregation.for_round(
-                dp_policy,
-                secret_key=ctx.secret_key,
-                federation_id=claimed.federation_id,
-                round_number=claimed.number,
-            )
-            if dp_policy
-            else None,
+            # a CSPRNG seed drawn here, never stored: a taken-over aggregation draws
+            # other noise, and only the first committed result counts
+            dp=DPAggregation.fresh(dp_policy) if dp_policy else None,
         )
     scale = claimed.base_step_scale
     new_tensors: Mapping[str, npt.NDArray[np.generic]]
@@ -306,6 +316,8 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             now=now,
         ):
             session.rollback()
+            if dp_policy is not None and settings.model.kind != "ease":
+                _discard_losing_draw(ctx, claimed, digest)
             return None
         base = ModelVersionRepository(session).get(claimed.federation_id, round_row.base_version)
         version = record_version(
@@ -319,6 +331,21 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             server_state_sha256=state_digest,
             step_scale=scale,
             restored_from=claimed.restore_version,
+            now=now,
+            signer=ctx.signer,
+        )
+        audit.record(
+            session,
+            actor="coordinator",
+            action="aggregate",
+            federation_id=claimed.federation_id,
+            subject=f"round {claimed.number}",
+            detail={
+                "version": version.version,
+                "sha256": digest,
+                "updates": len(contributors),
+                "step_scale": scale,
+            },
             now=now,
         )
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
@@ -366,6 +393,24 @@ def _refuse(ctx: Context, claimed: Claim, reason: str) -> NoReturn:
         + ("the next round opens on the same base version" if failed else "its lease was lost"),
         round=claimed.number,
     )
+
+
+def _discard_losing_draw(ctx: Context, claimed: Claim, digest: str) -> None:
+    """Remove the weights of a DP aggregation that lost its lease. They carry other noise
+    than the recorded version of the round, and two noised copies of one round's sum
+    average to less noise than the accountant charged for."""
+    with ctx.read_sessions() as session:
+        recorded = ModelVersionRepository(session).get_by_round(
+            claimed.federation_id, claimed.number
+        )
+    if recorded is None or recorded.sha256 != digest:
+        ctx.blobs.remove(digest)
+        log.warning(
+            "federation %s round %d: another process recorded the round first; removed "
+            "this process's differently noised weights",
+            claimed.federation_id,
+            claimed.number,
+        )
 
 
 def _test_pause() -> None:

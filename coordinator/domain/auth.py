@@ -7,11 +7,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from coordinator.domain import audit
 from coordinator.domain.context import Context
-from coordinator.domain.errors import Forbidden, ParticipantRevoked, Unauthorized
+from coordinator.domain.errors import Forbidden, ParticipantRevoked, TokenExpired, Unauthorized
+from coordinator.store.models import utc_now
 from coordinator.store.repository import ParticipantRepository
 
-__all__ = ["Principal", "authenticate", "hash_token", "new_token"]
+__all__ = ["Principal", "authenticate", "hash_token", "new_token", "principal_for_token_hash"]
 
 
 def new_token(prefix: str) -> str:
@@ -32,6 +34,8 @@ class Principal:
     participant_id: str | None = None
     federation_id: str | None = None
     name: str = "admin"
+    # authenticated with the token a refresh replaced (valid for the grace period only)
+    via_previous_token: bool = False
 
     def require_admin(self) -> None:
         if not self.is_admin:
@@ -47,29 +51,85 @@ class Principal:
             raise Forbidden("this participant token belongs to another federation")
 
 
-def authenticate(ctx: Context, token: str | None) -> Principal:
-    """Resolve a bearer token to a principal; raise 401 for no or unknown tokens."""
+def authenticate(ctx: Context, token: str | None, *, audit_failure: bool = True) -> Principal:
+    """Resolve a bearer token to a principal; raise 401 for no or unknown tokens.
+
+    An unknown, revoked or expired token is an audit event (``audit_failure``: the idempotency
+    middleware, which authenticates first and lets the app answer, passes False so a
+    request is recorded once). A missing token is not: it is a client that forgot it.
+    """
     if not token:
         raise Unauthorized(
             "send 'Authorization: Bearer <token>' with the admin or a participant token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    digest = hash_token(ctx.secret_key, token)
+    return principal_for_token_hash(
+        ctx, hash_token(ctx.secret_key, token), audit_failure=audit_failure
+    )
+
+
+def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool = True) -> Principal:
+    """Resolve a token's keyed hash (a bearer token, or a dashboard session) to a principal."""
     # constant-time comparison: the admin hash must not leak through timing
     if hmac.compare_digest(digest, ctx.admin_token_hash):
         return Principal(is_admin=True)
+    now = utc_now()
+    via_previous = False
     with ctx.read_sessions() as session:
-        participant = ParticipantRepository(session).get_by_token_hash(digest)
+        repo = ParticipantRepository(session)
+        participant = repo.get_by_token_hash(digest)
+        if participant is None:
+            # a token replaced by a refresh works until its grace ends
+            previous = repo.get_by_previous_token_hash(digest)
+            grace_end = previous.previous_token_expires_at if previous else None
+            if previous is not None and grace_end is not None and now < grace_end:
+                participant, via_previous = previous, True
     if participant is None:
+        if audit_failure:
+            # the digest's prefix tells repeated guesses apart; the token itself is never kept
+            audit.record_now_quietly(
+                ctx,
+                actor="anonymous",
+                action="auth-failure",
+                outcome="refused",
+                detail={"token_hash_prefix": digest[:12]},
+            )
         raise Unauthorized("unknown token", headers={"WWW-Authenticate": "Bearer"})
     if participant.state != "active":
+        if audit_failure:
+            audit.record_now_quietly(
+                ctx,
+                actor=f"participant:{participant.id}",
+                action="auth-failure",
+                federation_id=participant.federation_id,
+                outcome="refused",
+                detail={"reason": "revoked"},
+            )
         raise ParticipantRevoked(
             f"participant {participant.id} was revoked; ask the admin to re-enrol you",
             participant_id=participant.id,
+        )
+    expires = participant.token_expires_at
+    if not via_previous and expires is not None and now >= expires:
+        if audit_failure:
+            audit.record_now_quietly(
+                ctx,
+                actor=f"participant:{participant.id}",
+                action="auth-failure",
+                federation_id=participant.federation_id,
+                outcome="refused",
+                detail={"reason": "token-expired"},
+            )
+        raise TokenExpired(
+            f"this token expired at {expires.isoformat()}; the SDK refreshes tokens before "
+            "they expire (POST …/participants/me/token): ask the admin to re-enrol you",
+            headers={"WWW-Authenticate": "Bearer"},
+            expired_at=expires.isoformat(),
         )
     return Principal(
         is_admin=False,
         participant_id=participant.id,
         federation_id=participant.federation_id,
         name=participant.name,
+        via_previous_token=via_previous,
     )

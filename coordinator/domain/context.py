@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.domain.observer import NoObserver, Observer
+from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
 
 __all__ = ["Context"]
@@ -22,11 +24,17 @@ class Context:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     blobs: BlobStore
-    secret_key: bytes
+    secret_key: bytes  # keys the token hashes only
     admin_token_hash: str
+    signer: LineageSigner  # signs model-version manifests; a separate secret
+    audit_key: bytes  # keys the audit log's chain (domain/audit.py); a separate secret
     lease_seconds: float = 300.0
     # how long an Idempotency-Key's record answers replays (FEDREC_IDEMPOTENCY_TTL_SECONDS)
     idempotency_ttl_seconds: float = 86_400.0
+    token_ttl_seconds: float = 30 * 24 * 3600.0  # participant tokens expire
+    token_grace_seconds: float = 300.0  # a replaced token still works this long
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)
     settings_cache: dict[str, Any] = field(default_factory=dict)
+    # told when rounds open, close and fail (metrics); nothing by default
+    observer: Observer = field(default_factory=NoObserver)

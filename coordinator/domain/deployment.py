@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from coordinator.domain import audit
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -70,6 +71,14 @@ def _record(
         created_at=now,
     )
     repo.add(row)
+    audit.record(
+        session,
+        actor=actor,
+        action=reason,  # auto, promote or rollback
+        federation_id=federation_id,
+        subject=f"version {version}",
+        now=now,
+    )
     return row
 
 

@@ -54,6 +54,11 @@ class Unauthorized(CoordinatorError):
     title = "Unauthorized"
 
 
+class TokenExpired(Unauthorized):
+    slug = "token-expired"
+    title = "Token expired"
+
+
 class ParticipantRevoked(Unauthorized):
     slug = "participant-revoked"
     title = "Participant revoked"
@@ -115,6 +120,11 @@ class NonFiniteAggregate(Conflict):
 class FederationCompleted(Conflict):
     slug = "federation-completed"
     title = "Federation completed"
+
+
+class EvaluationExists(Conflict):
+    slug = "evaluation-exists"
+    title = "Test figures already reported"
 
 
 class RequestInProgress(Conflict):

@@ -9,7 +9,7 @@ from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.errors import NotFound, ValidationFailed
+from coordinator.domain.errors import EvaluationExists, NotFound, ValidationFailed
 from coordinator.domain.federations import federation_settings
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.domain.specs import LimitsPolicy
@@ -37,8 +37,12 @@ def submit_evaluation(
 ) -> Evaluation:
     """Record (or replace) this participant's metrics for one version and split.
 
-    The report that completes an ``evaluating`` federation's final evaluation also
-    completes the federation, in the same transaction.
+    Validation figures may be replaced (a participant re-evaluates after a restart);
+    test figures are written once: a different report for the same version raises
+    :class:`EvaluationExists` (a re-run participant must not silently rewrite the
+    federation's final result), the same report again is accepted as is. The report
+    that completes an ``evaluating`` federation's final evaluation also completes the
+    federation, in the same transaction.
     """
     participant_id = principal.require_participant()
     with ctx.sessions.begin() as session:
@@ -63,7 +67,15 @@ def submit_evaluation(
                 created_at=utc_now(),
             )
             repo.add(row)
-        else:
+        elif split == "test" and (row.metrics, row.num_users) != (dict(metrics), num_users):
+            raise EvaluationExists(
+                f"this participant already reported test figures for version {version} "
+                f"({row.num_users} users, {_brief(row.metrics)}); test figures are written "
+                "once, so a re-run cannot replace them",
+                reported=row.metrics,
+                reported_num_users=row.num_users,
+            )
+        elif split == "validation":
             row.metrics = dict(metrics)
             row.num_users = num_users
             row.created_at = utc_now()
@@ -88,6 +100,11 @@ def _check_limits(limits: LimitsPolicy, metrics: Mapping[str, float], num_users:
             f"(limits.max_num_users), got {num_users}",
             field="num_users",
         )
+
+
+def _brief(metrics: Mapping[str, float]) -> str:
+    shown = sorted(metrics.items())[:2]
+    return ", ".join(f"{name} {value:.4f}" for name, value in shown) or "no metrics"
 
 
 def aggregated_metrics(

@@ -150,8 +150,10 @@ def create_federation(
             size=len(weights),
             contributors=[],
             now=now,
+            signer=ctx.signer,
         )
         lifecycle.open_round(session, federation, number=1, base_version=0, now=now)
+    ctx.observer.round_opened()
     return FederationView(federation, 0, None)
 
 

@@ -44,7 +44,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import deployment
+from coordinator.domain import audit, deployment
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
 from coordinator.domain.specs import RoundPolicy
 from coordinator.domain.stopping import stop_reason
@@ -298,6 +298,20 @@ def _after_failed_round(
     session: Session, federation: Federation, round_row: Round, now: datetime
 ) -> None:
     policy = RoundPolicy.model_validate(federation.round_policy)
+    audit.record(
+        session,
+        actor="coordinator",
+        action="round-failed",
+        federation_id=federation.id,
+        subject=f"round {round_row.number}",
+        outcome="failed",
+        detail={
+            "updates": round_row.update_count,
+            "quorum": policy.min_participants,
+            "reason": (round_row.failure_reason or "")[:200],
+        },
+        now=now,
+    )
     session.flush()
     failed = RoundRepository(session).count_failed(federation.id)
     if failed >= policy.max_failed_rounds:
@@ -330,6 +344,16 @@ def stop(session: Session, federation: Federation, *, reason: str, now: datetime
     (completes at once when ``final_evaluation_seconds`` is 0)."""
     federation.state = FederationState.EVALUATING
     federation.current_round = None
+    # a stop for the privacy budget is the budget refusing another round
+    audit.record(
+        session,
+        actor="coordinator",
+        action="budget-refusal" if reason == "privacy_budget" else "stop",
+        federation_id=federation.id,
+        subject=f"version {federation.latest_version}",
+        detail={"reason": str(reason), "completed_rounds": federation.completed_rounds},
+        now=now,
+    )
     log.info(
         "federation %s stopped (%s) at version %d; evaluating it",
         federation.id,

@@ -11,7 +11,10 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
+from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash, version_manifest
+from coordinator.domain.privacy import privacy_spent
+from coordinator.domain.signing import LineageSigner
+from coordinator.domain.specs import PrivacyPolicy
 from coordinator.store.models import Federation, ModelVersion
 from coordinator.store.repository import ModelVersionRepository
 
@@ -41,8 +44,14 @@ def record_version(
     step_scale: float = 1.0,
     restored_from: int | None = None,
     now: datetime,
+    signer: LineageSigner,
 ) -> ModelVersion:
-    """Add the federation's next version, chained to ``parent`` (None: version 0)."""
+    """Add the federation's next version, chained to ``parent`` (None: version 0), with
+    its manifest signed by the coordinator's lineage key.
+
+    Call it after the round is counted (``lifecycle.close``): the manifest records the
+    privacy spent by every aggregated round up to this version.
+    """
     number = 0 if parent is None else federation.latest_version + 1
     row = ModelVersion(
         federation_id=federation.id,
@@ -58,6 +67,18 @@ def record_version(
         restored_from=restored_from,
         created_at=now,
     )
+    spent = privacy_spent(
+        PrivacyPolicy.model_validate(federation.privacy), federation.completed_rounds
+    )
+    manifest = version_manifest(
+        federation.id,
+        row,
+        privacy=None
+        if spent is None
+        else {"epsilon": spent.epsilon, "delta": spent.delta, "rounds": spent.rounds},
+    )
+    row.manifest = manifest.decode()
+    row.signature = signer.sign(manifest)
     session.add(row)
     federation.latest_version = number
     return row

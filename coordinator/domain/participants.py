@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.orm import Session
 
+from coordinator.domain import audit
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal, hash_token, new_token
 from coordinator.domain.context import Context
@@ -13,6 +16,7 @@ from coordinator.store.repository import ParticipantRepository
 
 __all__ = [
     "enrol_participant",
+    "refresh_token",
     "get_participant",
     "list_participants",
     "reenrol_participant",
@@ -26,6 +30,7 @@ def enrol_participant(
     """Enrol a participant; return it with its token (the only time the token is shown)."""
     principal.require_admin()
     token = new_token("frp")
+    now = utc_now()
     with ctx.sessions.begin() as session:
         load_federation(session, principal, federation_id)
         participant = Participant(
@@ -33,9 +38,18 @@ def enrol_participant(
             name=name,
             token_hash=hash_token(ctx.secret_key, token),
             state="active",
-            created_at=utc_now(),
+            created_at=now,
+            token_expires_at=now + timedelta(seconds=ctx.token_ttl_seconds),
         )
         session.add(participant)
+        session.flush()  # the id, for the audit event
+        audit.record(
+            session,
+            actor=audit.actor_of(principal),
+            action="enrol",
+            federation_id=federation_id,
+            subject=participant.id,
+        )
     return participant, token
 
 
@@ -81,6 +95,13 @@ def revoke_participant(
         if participant.state != "revoked":
             participant.state = "revoked"
             participant.revoked_at = utc_now()
+            audit.record(
+                session,
+                actor=audit.actor_of(principal),
+                action="revoke",
+                federation_id=federation_id,
+                subject=participant_id,
+            )
     return participant
 
 
@@ -95,4 +116,45 @@ def reenrol_participant(
         participant.state = "active"
         participant.revoked_at = None
         participant.token_hash = hash_token(ctx.secret_key, token)
+        participant.token_expires_at = utc_now() + timedelta(seconds=ctx.token_ttl_seconds)
+        # no grace for the old tokens: re-enrolment replaces them at once
+        participant.previous_token_hash = None
+        participant.previous_token_expires_at = None
+        audit.record(
+            session,
+            actor=audit.actor_of(principal),
+            action="reenrol",
+            federation_id=federation_id,
+            subject=participant_id,
+        )
+    return participant, token
+
+
+def refresh_token(
+    ctx: Context, principal: Principal, federation_id: str
+) -> tuple[Participant, str]:
+    """Issue the calling participant a new token (a new expiry); the token it replaces
+    keeps working for the grace period, so a refresh whose response was lost can be
+    retried with it (and issues yet another token)."""
+    participant_id = principal.require_participant()
+    token = new_token("frp")
+    now = utc_now()
+    with ctx.sessions.begin() as session:
+        load_federation(session, principal, federation_id)
+        participant = ParticipantRepository(session).get(participant_id)
+        if participant is None or participant.state != "active":
+            raise NotFound("participant not found", slug="participant-not-found")
+        if not principal.via_previous_token:
+            # called with the current token: it becomes the one in its grace period
+            participant.previous_token_hash = participant.token_hash
+            participant.previous_token_expires_at = now + timedelta(seconds=ctx.token_grace_seconds)
+        participant.token_hash = hash_token(ctx.secret_key, token)
+        participant.token_expires_at = now + timedelta(seconds=ctx.token_ttl_seconds)
+        audit.record(
+            session,
+            actor=audit.actor_of(principal),
+            action="token-refresh",
+            federation_id=federation_id,
+            subject=participant_id,
+        )
     return participant, token

@@ -9,19 +9,20 @@ with noise multiplier ``z``; the RDP accountant of Google's ``dp-accounting`` co
 rounds into the epsilon spent at the policy's delta. This is central DP: the coordinator
 sees the clear updates and is trusted.
 
-The noise is seeded from an HMAC of the coordinator's secret key over (federation id,
-round number): a round aggregated again (a crashed aggregator taken over by another
-process) gets the same noise and so the same bytes, yet participants, who do not know
-the key, cannot predict or subtract it. (Replicas should run the same numpy: its
-generators keep their streams across releases in practice, but do not promise it.)
+The noise comes from a CSPRNG: each aggregation draws a fresh 256-bit seed from the
+operating system (``secrets``) for its generator, holds it in memory only, and drops it
+with the aggregation. Nothing stored (no key, no row, no blob) lets anyone regenerate a
+past round's noise and subtract it from the published model. The price is that a round
+aggregated twice (a crashed aggregator taken over by another process) gets different
+noise: exactly-once still holds because only the first committed result is recorded
+(the lease compare-and-set), and the loser's blob is removed (see the aggregation job).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -36,13 +37,9 @@ __all__ = [
     "check_dp_policy",
     "clip_factor",
     "epsilon_spent",
-    "noise_seed",
     "privacy_spent",
     "round_allowed",
 ]
-
-# domain separation: the secret key also keys token hashes
-_NOISE_LABEL = b"fedrec/dp-fedavg/noise/v1"
 
 
 def clip_factor(update: Update, clip_norm: float) -> float:
@@ -51,35 +48,22 @@ def clip_factor(update: Update, clip_norm: float) -> float:
     return 1.0 if norm <= clip_norm else clip_norm / norm
 
 
-def noise_seed(secret_key: bytes, federation_id: str, round_number: int) -> bytes:
-    """The noise seed of one round: HMAC-SHA256 of the coordinator's key over the round."""
-    message = b"\x00".join(
-        (_NOISE_LABEL, federation_id.encode(), str(round_number).encode("ascii"))
-    )
-    return hmac.new(secret_key, message, hashlib.sha256).digest()
-
-
 @dataclass(frozen=True)
 class DPAggregation:
     """What an accumulator needs to aggregate one round under DP."""
 
     clip_norm: float
     noise_multiplier: float
-    seed: bytes
+    # in memory only, for the one aggregation that drew it; never stored or logged
+    seed: bytes = field(repr=False)
 
     @classmethod
-    def for_round(
-        cls,
-        policy: DifferentialPrivacy,
-        *,
-        secret_key: bytes,
-        federation_id: str,
-        round_number: int,
-    ) -> DPAggregation:
+    def fresh(cls, policy: DifferentialPrivacy) -> DPAggregation:
+        """One aggregation's DP, with a seed drawn from the OS CSPRNG."""
         return cls(
             clip_norm=policy.clip_norm,
             noise_multiplier=policy.noise_multiplier,
-            seed=noise_seed(secret_key, federation_id, round_number),
+            seed=secrets.token_bytes(32),
         )
 
     @property
@@ -91,7 +75,8 @@ class DPAggregation:
         return clip_factor(update, self.clip_norm)
 
     def generator(self) -> np.random.Generator:
-        """A fresh generator on the round's seed: the same draws on every call."""
+        """A fresh generator on this aggregation's seed: the same draws on every call, so
+        the back-off's repeated steps within one aggregation add the same noise."""
         entropy = int.from_bytes(self.seed, "big")
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 

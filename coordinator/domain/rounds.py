@@ -14,7 +14,7 @@ import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from coordinator.domain import lifecycle
+from coordinator.domain import audit, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -290,6 +290,14 @@ def submit_update(
             )
             UpdateRepository(session).add(row)
             round_row.update_count += 1
+            audit.record(
+                session,
+                actor=audit.actor_of(principal),
+                action="upload",
+                federation_id=federation_id,
+                subject=f"round {number}",
+                detail={"sha256": digest, "size": len(body)},
+            )
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
         with ctx.read_sessions() as session:

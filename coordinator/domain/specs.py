@@ -58,6 +58,8 @@ class _Spec(BaseModel):
 
 
 class ModelSpec(_Spec):
+    """The model a federation trains: its family and size."""
+
     kind: Literal["mf", "ials", "ease"] = Field(
         description="Model family: `mf` = matrix factorisation trained with BPR; `ials` = "
         "confidence-weighted matrix factorisation (implicit ALS, dense updates; `item_bias` "
@@ -126,6 +128,8 @@ class ModelSpec(_Spec):
 
 
 class StrategySpec(_Spec):
+    """How the coordinator combines a round's updates into the next version."""
+
     name: Literal["fedavg", "fedavgm", "fedadam", "fedyogi"] = Field(
         default="fedavg",
         description="Server optimizer: how the aggregated delta moves the model "
@@ -224,6 +228,8 @@ class StrategySpec(_Spec):
 
 
 class RoundPolicy(_Spec):
+    """How many rounds a federation runs, their quorum, deadlines and stopping."""
+
     min_participants: int = Field(
         default=1, ge=1, le=DB_INT_MAX, description="Quorum for deadline closes."
     )
@@ -277,6 +283,8 @@ class RoundPolicy(_Spec):
 
 
 class TargetSpec(_Spec):
+    """An early-stop target on the aggregated validation figures."""
+
     metric: str = Field(pattern=METRIC_PATTERN, description="e.g. `ndcg@10`.")
     value: float = Field(
         allow_inf_nan=False,
@@ -285,8 +293,18 @@ class TargetSpec(_Spec):
 
 
 class DeployPolicy(_Spec):
-    policy: Literal["best", "latest", "none"] = "best"
-    metric: str = Field(default="ndcg@10", pattern=METRIC_PATTERN)
+    """Which version goes live when the federation completes."""
+
+    policy: Literal["best", "latest", "none"] = Field(
+        default="best",
+        description="`best`: the version with the best validation `metric`; `latest`: the "
+        "last version; `none`: only the admin promotes.",
+    )
+    metric: str = Field(
+        default="ndcg@10",
+        pattern=METRIC_PATTERN,
+        description="The validation metric `best` ranks by (and early stopping watches).",
+    )
 
 
 class DifferentialPrivacy(_Spec):
@@ -333,6 +351,8 @@ class DifferentialPrivacy(_Spec):
 
 
 class PrivacyPolicy(_Spec):
+    """Bounds on what one update may change, and differential privacy."""
+
     max_update_norm: float | None = Field(
         default=None,
         gt=0,

@@ -76,6 +76,14 @@ class BlobStore(Protocol):
 
     def exists(self, digest: str) -> bool: ...
 
+    def check(self) -> None:
+        """Raise ``OSError`` unless blobs can be stored here now (``/readyz``)."""
+        ...
+
+    def remove(self, digest: str) -> None:
+        """Delete one blob now (no grace period): only for bytes no row can refer to."""
+        ...
+
     def scan(self) -> Iterator[BlobEntry]:
         """Every stored blob and leftover of a cut-short write, for the collector."""
         ...

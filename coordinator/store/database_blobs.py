@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sqlalchemy import delete, insert, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.store import blob_index
@@ -48,6 +49,13 @@ class DatabaseBlobStore:
     def describe(self) -> str:
         url = self._sessions.kw["bind"].url
         return f"database tables blobs/blob_chunks in {url.render_as_string(hide_password=True)}"
+
+    def check(self) -> None:
+        try:
+            with self._read_sessions() as session:
+                session.execute(select(Blob.digest).limit(1))
+        except SQLAlchemyError as exc:
+            raise OSError(f"blob tables unreadable: {type(exc).__name__}") from exc
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         digest = check_digest(digest or sha256_hex(data))
@@ -87,6 +95,12 @@ class DatabaseBlobStore:
 
     def scan(self) -> Iterator[BlobEntry]:
         return blob_index.scan_index(self._read_sessions, "blobs/{digest}")
+
+    def remove(self, digest: str) -> None:
+        check_digest(digest)
+        with self._sessions.begin() as session:
+            session.execute(delete(BlobChunk).where(BlobChunk.digest == digest))
+            blob_index.forget(session, digest)
 
     def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
         if item.digest is None:

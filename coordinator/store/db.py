@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, column, create_engine, event, select, table
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -20,7 +20,12 @@ __all__ = [
     "create_db_engine",
     "create_read_session_factory",
     "create_session_factory",
+    "ping",
 ]
+
+# Every engine has hide_parameters: a database error's message (logged, and shown in
+# tracebacks) names the statement but never its bound values, which may be token hashes,
+# digests or a participant's numbers.
 
 # execution option carried by the connections of read-only sessions
 _READ_ONLY = "fedrec_read_only"
@@ -40,6 +45,7 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
             url,
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
             poolclass=StaticPool if in_memory else None,
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -67,7 +73,9 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+    )
 
 
 def _create_private(path: str | None) -> None:
@@ -112,3 +120,9 @@ def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:
             raise ReadOnlySessionError("a read-only session cannot execute a write statement")
 
     return factory
+
+
+def ping(session: Session) -> None:
+    """One round trip to the database; raises the driver's error when it cannot answer,
+    or when it has no schema (an SQLite file deleted and silently re-created empty)."""
+    session.execute(select(column("version_num")).select_from(table("alembic_version")))

@@ -41,6 +41,15 @@ class LocalBlobStore:
         check_digest(digest)
         return self.root / digest[:2] / digest
 
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"blob folder {self.root} does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"blob folder {self.root} is not writable")
+
+    def remove(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
     def describe(self) -> str:
         return f"local folder {self.root.resolve()}"
 

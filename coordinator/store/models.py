@@ -25,6 +25,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AuditEvent",
+    "AuditHead",
     "Base",
     "Blob",
     "BlobChunk",
@@ -121,6 +123,11 @@ class Participant(Base):
     state: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # token rotation: the current token expires (None: issued before expiry existed); a
+    # refresh keeps the token it replaced valid for a short grace (its hash and deadline)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    previous_token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Round(Base):
@@ -191,6 +198,10 @@ class ModelVersion(Base):
     step_scale: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     restored_from: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # the canonical manifest (participant_sdk.wire.encode_manifest) and its base64 Ed25519
+    # signature by the coordinator's lineage key (domain/signing.py); None before 0006
+    manifest: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(String(100))
 
 
 class Evaluation(Base):
@@ -275,3 +286,35 @@ class BlobChunk(Base):
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditEvent(Base):
+    """One security-relevant event; append-only, HMAC-chained (domain/audit.py).
+
+    No federation foreign key: the record outlives what it describes. Never holds a
+    token, a tensor or a request body, only ids, digests, slugs and small numbers.
+    """
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(40))
+    federation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    subject: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's newest (seq, hash), one row: its row lock orders appends on every
+    backend, and it lets verification notice events deleted from the end."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -7,6 +7,7 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import (
+    AuditEvent,
+    AuditHead,
     Deployment,
     Evaluation,
     Federation,
@@ -26,6 +29,7 @@ from coordinator.store.models import (
 )
 
 __all__ = [
+    "AuditRepository",
     "DeploymentRepository",
     "EvaluationRepository",
     "FederationRepository",
@@ -45,6 +49,25 @@ class _Repository:
     def add(self, obj: object) -> None:
         self.session.add(obj)
         self.session.flush()
+
+
+class AuditRepository(_Repository):
+    """The append-only audit chain: the head row (locked to append) and the events."""
+
+    def head(self, *, for_update: bool = False) -> AuditHead:
+        stmt = select(AuditHead).where(AuditHead.id == 1)
+        if for_update:
+            stmt = stmt.with_for_update()
+        head = self.session.scalars(stmt).one_or_none()
+        if head is None:  # only a database created without the migrations
+            head = AuditHead(id=1, seq=0, hash="00" * 32)
+            self.session.add(head)
+        return head
+
+    def page(self, *, after: int, limit: int) -> Sequence[AuditEvent]:
+        return self.session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit)
+        ).all()
 
 
 class FederationRepository(_Repository):
@@ -75,6 +98,11 @@ class ParticipantRepository(_Repository):
         return self.session.scalars(
             select(Participant).where(Participant.token_hash == token_hash)
         ).one_or_none()
+
+    def get_by_previous_token_hash(self, token_hash: str) -> Participant | None:
+        return self.session.scalars(
+            select(Participant).where(Participant.previous_token_hash == token_hash)
+        ).first()
 
     def list(self, federation_id: str) -> Sequence[Participant]:
         return self.session.scalars(
@@ -112,6 +140,26 @@ class ParticipantRepository(_Repository):
             or 0
         )
 
+    def last_seen(self, federation_id: str) -> dict[str, datetime]:
+        """Per participant: when it last uploaded an update or reported an evaluation."""
+        seen: dict[str, datetime] = {}
+        uploads = (
+            select(Update.participant_id, func.max(Update.received_at))
+            .join(Participant, Participant.id == Update.participant_id)
+            .where(Participant.federation_id == federation_id)
+            .group_by(Update.participant_id)
+        )
+        reports = (
+            select(Evaluation.participant_id, func.max(Evaluation.created_at))
+            .where(Evaluation.federation_id == federation_id)
+            .group_by(Evaluation.participant_id)
+        )
+        for stmt in (uploads, reports):
+            for participant_id, at in self.session.execute(stmt):
+                if at is not None and (participant_id not in seen or at > seen[participant_id]):
+                    seen[participant_id] = at
+        return seen
+
 
 class RoundRepository(_Repository):
     def get(self, federation_id: str, number: int, *, for_update: bool = False) -> Round | None:
@@ -124,6 +172,18 @@ class RoundRepository(_Repository):
         return self.session.scalars(
             select(Round).where(Round.federation_id == federation_id).order_by(Round.number)
         ).all()
+
+    def result_versions(self, federation_id: str) -> builtins.list[int]:
+        """The versions closed rounds produced (the lineage's head check reads them)."""
+        return [
+            v
+            for v in self.session.scalars(
+                select(Round.result_version).where(
+                    Round.federation_id == federation_id, Round.result_version.is_not(None)
+                )
+            )
+            if v is not None
+        ]
 
     def claim_for_aggregation(
         self, round_id: str, *, owner: str, now: datetime, lease_until: datetime
@@ -258,6 +318,14 @@ class ModelVersionRepository(_Repository):
             .where(ModelVersion.federation_id == federation_id)
             .order_by(ModelVersion.version)
         ).all()
+
+    def get_by_round(self, federation_id: str, round_number: int) -> ModelVersion | None:
+        return self.session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.federation_id == federation_id,
+                ModelVersion.round_number == round_number,
+            )
+        ).first()
 
     def count_for_round(self, federation_id: str, round_number: int) -> int:
         return int(

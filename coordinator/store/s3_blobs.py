@@ -70,6 +70,12 @@ class S3BlobStore:
         endpoint = self._client.meta.endpoint_url
         return f"s3://{self._bucket}/{self._prefix} at {endpoint} (indexed in table blobs)"
 
+    def check(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self._bucket)
+        except Exception as exc:  # botocore's errors: any of them means "not usable now"
+            raise OSError(f"bucket {self._bucket} unreachable: {type(exc).__name__}") from exc
+
     def key(self, digest: str) -> str:
         check_digest(digest)
         return f"{self._prefix}{digest[:2]}/{digest}"
@@ -111,6 +117,11 @@ class S3BlobStore:
     def scan(self) -> Iterator[BlobEntry]:
         location = f"s3://{self._bucket}/{self._prefix}{{digest}}"
         return blob_index.scan_index(self._read_sessions, location)
+
+    def remove(self, digest: str) -> None:
+        with self._sessions.begin() as session:
+            self._client.delete_object(Bucket=self._bucket, Key=self.key(digest))
+            blob_index.forget(session, digest)
 
     def remove_stale(self, item: BlobEntry, older_than: float) -> bool:
         if item.digest is None:

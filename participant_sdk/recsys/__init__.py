@@ -19,6 +19,7 @@ Typical participant round::
 from .data import (
     CatalogMapping,
     CleaningReport,
+    DataFileError,
     Interactions,
     from_arrays,
     k_core,
@@ -55,6 +56,7 @@ __all__ = [
     "BPRTrainer",
     "CatalogMapping",
     "CleaningReport",
+    "DataFileError",
     "IALSConfig",
     "IALSTrainer",
     "Interactions",

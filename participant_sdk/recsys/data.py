@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy.typing as npt
 __all__ = [
     "CatalogMapping",
     "CleaningReport",
+    "DataFileError",
     "Interactions",
     "from_arrays",
     "k_core",
@@ -39,15 +41,33 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 # Column spellings tried, in order, when the caller does not name the columns.
-USER_COLUMNS = ("user", "user_id", "userid", "uid", "customer_id", "visitor_id")
+# Shop exports name them after the business (customer, sku), so those are tried too.
+USER_COLUMNS = (
+    "user",
+    "user_id",
+    "userid",
+    "uid",
+    "customer",
+    "customer_id",
+    "customerid",
+    "client_id",
+    "visitor",
+    "visitor_id",
+    "member_id",
+    "account_id",
+)
 ITEM_COLUMNS = (
     "item",
     "item_id",
     "itemid",
     "movieid",
     "movie_id",
+    "product",
     "product_id",
     "productid",
+    "sku",
+    "sku_id",
+    "article_id",
     "iid",
 )
 # The rating column doubles as the interaction strength (Interactions.strengths), so
@@ -68,6 +88,25 @@ RATING_COLUMNS = (
     "clicks",
 )
 TIMESTAMP_COLUMNS = ("timestamp", "time", "ts", "date", "datetime")
+
+
+class DataFileError(ValueError):
+    """A local interaction file that cannot be used, with where and how to fix it.
+
+    Attributes
+    ----------
+    path:
+        The file (``None`` when the problem is the data, wherever it came from).
+    line:
+        The 1-based line at fault, when one is (a byte that does not decode).
+    """
+
+    def __init__(
+        self, message: str, *, path: str | Path | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.line = line
 
 
 @dataclass
@@ -102,6 +141,20 @@ class CleaningReport:
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def summary(self) -> str:
+        """One line for a log: rows read, dropped per reason, duplicates collapsed."""
+        parts = [f"{self.rows_read} rows read"]
+        if self.dropped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
+            parts.append(f"{self.malformed} malformed dropped ({reasons})")
+        if self.duplicates_collapsed:
+            parts.append(f"{self.duplicates_collapsed} duplicate (user, item) rows collapsed")
+        if self.below_threshold:
+            parts.append(f"{self.below_threshold} below the rating threshold")
+        if self.k_core_removed:
+            parts.append(f"{self.k_core_removed} removed by the k-core filter")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -268,15 +321,18 @@ def load_csv(
     user_col: str | None = None,
     item_col: str | None = None,
     rating_col: str | None = None,
-    timestamp_col: str | None = None,
+    time_col: str | None = None,
     delimiter: str | None = None,
     min_rating: float | None = None,
+    encoding: str = "utf-8-sig",
+    timestamp_col: str | None = None,
 ) -> tuple[Interactions, CleaningReport]:
     """Load a delimited file with a header row into :class:`Interactions`.
 
     Columns not named by argument are auto-detected among common spellings
-    (``user``/``user_id``/``userId``/``uid``; ``item``/``item_id``/``itemId``/
-    ``movieId``/``product_id``; ``rating``/``score``/``value``/``weight``, then the
+    (``user``/``user_id``/``userId``/``uid``/``customer``/``customer_id``/``visitor_id``;
+    ``item``/``item_id``/``itemId``/``movieId``/``product``/``product_id``/``sku``;
+    ``rating``/``score``/``value``/``weight``, then the
     strength spellings ``strength``/``count``/``quantity``/``qty``/``plays``/
     ``playcount``/``clicks``;
     ``timestamp``/``time``/``ts``/``date``), case-insensitively. The delimiter is
@@ -286,20 +342,71 @@ def load_csv(
     the row is too short, the rating or timestamp does not parse, or the rating is
     below ``min_rating``. Duplicate (user, item) pairs keep the most recent timestamp.
 
+    ``encoding`` is the file's text encoding (UTF-8, with or without a BOM, by default;
+    e.g. ``"latin-1"`` or ``"cp1252"`` for older exports). ``timestamp_col`` is the
+    deprecated name of ``time_col``.
+
+    Raises
+    ------
+    DataFileError
+        The file does not decode in ``encoding`` (the message names the line), has no
+        header, or has no usable interaction row.
+
     Returns
     -------
     (interactions, report)
     """
-    text = Path(path).read_text(encoding="utf-8-sig")
-    return _load_text(
-        text,
-        user_col=user_col,
-        item_col=item_col,
-        rating_col=rating_col,
-        timestamp_col=timestamp_col,
-        delimiter=delimiter,
-        min_rating=min_rating,
-    )
+    if timestamp_col is not None:
+        warnings.warn(
+            "load_csv(timestamp_col=) is deprecated; use time_col=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if time_col is not None and time_col != timestamp_col:
+            raise ValueError("pass time_col or timestamp_col (deprecated), not both")
+        time_col = timestamp_col
+    text = _read_text(Path(path), encoding)
+    try:
+        inter, report = _load_text(
+            text,
+            user_col=user_col,
+            item_col=item_col,
+            rating_col=rating_col,
+            timestamp_col=time_col,
+            delimiter=delimiter,
+            min_rating=min_rating,
+        )
+    except DataFileError:
+        raise
+    except ValueError as exc:
+        raise DataFileError(f"{path}: {exc}", path=path) from None
+    _require_rows(path, inter, report)
+    return inter, report
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    """The file's text; a byte that does not decode is reported with its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        raise DataFileError(
+            f"{path}: line {line} is not valid {encoding} (byte 0x{byte}); pass the "
+            "file's encoding, e.g. encoding='latin-1' or encoding='cp1252'",
+            path=path,
+            line=line,
+        ) from None
+
+
+def _require_rows(path: str | Path, inter: Interactions, report: CleaningReport) -> None:
+    """An empty result is a broken export, not a participant with nothing to train."""
+    if len(inter):
+        return
+    if report.rows_read == 0:
+        raise DataFileError(f"{path}: no interaction rows (a header alone, or empty)", path=path)
+    raise DataFileError(f"{path}: no usable interaction row ({report.summary()})", path=path)
 
 
 def _load_text(
@@ -323,6 +430,8 @@ def _load_text(
         header = next(reader)
     except StopIteration:
         raise ValueError("the file is empty (no header row)") from None
+    if not header or all(not cell.strip() for cell in header):
+        raise ValueError("the first line is blank; it must be the header row")
     u_col = _pick_column(header, user_col, USER_COLUMNS)
     i_col = _pick_column(header, item_col, ITEM_COLUMNS)
     if u_col is None or i_col is None:
@@ -402,7 +511,9 @@ def load_movielens_100k(
         p = p / "u.data"
     text = p.read_text(encoding="latin-1")
     rows = (line.split("\t") for line in text.splitlines())
-    return _rows_to_interactions(rows, 0, 1, 2, 3, min_rating)
+    inter, report = _rows_to_interactions(rows, 0, 1, 2, 3, min_rating)
+    _require_rows(p, inter, report)
+    return inter, report
 
 
 def load_movielens_ratings_csv(
@@ -414,7 +525,7 @@ def load_movielens_ratings_csv(
         user_col="userId",
         item_col="movieId",
         rating_col="rating",
-        timestamp_col="timestamp",
+        time_col="timestamp",
         delimiter=",",
         min_rating=min_rating,
     )

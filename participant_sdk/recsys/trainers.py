@@ -26,6 +26,7 @@ __all__ = [
     "Trainer",
     "TrainerConfig",
     "config_for",
+    "fold_in",
     "make_trainer",
     "prepare_to_score",
     "uploads_dense",
@@ -93,3 +94,23 @@ def prepare_to_score(
     """
     if isinstance(trainer, IALSTrainer | EASETrainer):
         trainer.fit_users(item_tensors, train)
+
+
+def fold_in(
+    trainer: AnyTrainer,
+    item_tensors: dict[str, npt.NDArray[np.float32]] | dict[str, npt.NDArray[np.generic]],
+    history: Interactions,
+) -> None:
+    """Fit the users' private state to their whole local ``history`` for these (frozen)
+    item tensors: what a deployed model scores with, and the protocol's final fit on
+    train + validation for the part a participant owns.
+
+    Implicit ALS and EASE fit users exactly (a closed-form solve; the rows ``x_u``); BPR
+    trains its user factors for one local round (``config.epochs``) with the items
+    frozen. The item tensors are not modified.
+    """
+    if isinstance(trainer, BPRTrainer):
+        if len(history):  # a participant without interactions has nothing to fit
+            trainer.train_round(item_tensors, history, update_items=False)
+    else:
+        trainer.fit_users(item_tensors, history)

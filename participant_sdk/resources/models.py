@@ -19,9 +19,15 @@ from .._base_client import (
     path_segment,
 )
 from .._constants import NOT_GIVEN, NotGiven
-from .._exceptions import APIResponseValidationError
-from ..types import ItemList, ModelVersion
-from ..wire import WireError, decode_weights
+from .._exceptions import APIResponseValidationError, ModelSignatureError
+from ..types import ItemList, ModelVersion, SigningKey
+from ..wire import (
+    MANIFEST_HEADER,
+    SIGNATURE_HEADER,
+    WireError,
+    decode_weights,
+    verify_manifest,
+)
 from ._resource import AsyncAPIResource, SyncAPIResource
 
 __all__ = ["AsyncModels", "Models", "VersionRef"]
@@ -48,13 +54,53 @@ def _weights_request(
     return key, cached, RequestOptions("GET", path, headers=headers, timeout=timeout)
 
 
+def _verify_signed(
+    fid: str, version: VersionRef, response: httpx.Response, data: bytes, public_key: str
+) -> None:
+    """Refuse bytes the pinned key does not vouch for: a strong sha256 ``ETag`` that
+    matches them, and a manifest signed by the key naming these bytes, this federation
+    and this version."""
+
+    def refuse(why: str) -> ModelSignatureError:
+        return ModelSignatureError(
+            f"weights of version {version} refused: {why}", response=response
+        )
+
+    etag = response.headers.get("etag")
+    match = _SHA256_ETAG.match(etag or "")
+    if match is None:
+        raise refuse(f"the ETag {etag!r} is missing, weak or not a sha256")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != match.group(1).lower():
+        raise refuse(f"the bytes do not match their ETag {etag}")
+    manifest = response.headers.get(MANIFEST_HEADER)
+    signature = response.headers.get(SIGNATURE_HEADER)
+    if manifest is None or signature is None:
+        raise refuse("they are not signed (no manifest or signature header)")
+    try:
+        fields = verify_manifest(manifest, signature, public_key)
+    except WireError as err:
+        raise refuse(err.message) from err
+    served = response.headers.get("x-model-version")
+    if fields.get("sha256") != actual:
+        raise refuse("the signed manifest names other bytes")
+    if fields.get("federation_id") != str(fid):
+        raise refuse("the signed manifest is of another federation")
+    if (version != "latest" and fields.get("version") != version) or (
+        served is not None and str(fields.get("version")) != served
+    ):
+        raise refuse(f"the signed manifest is of version {fields.get('version')}")
+
+
 def _weights_from_response(
     cache: WeightsCache,
     key: tuple[str, str],
     cached: CachedWeights | None,
     response: httpx.Response,
+    public_key: str,
 ) -> dict[str, npt.NDArray[np.generic]]:
-    """Decode the weights of a 200 (caching them) or serve the cached copy on a 304."""
+    """Decode the weights of a 200 (verified, then cached) or the cached copy on a 304
+    (verified when it was downloaded)."""
     if response.status_code == 304:
         if cached is None:
             raise APIResponseValidationError(
@@ -63,16 +109,9 @@ def _weights_from_response(
         data = cached.data
     else:
         data = response.content
-        etag = response.headers.get("etag")
-        if etag is not None:
-            match = _SHA256_ETAG.match(etag)
-            # The coordinator's ETag is the weights' sha256: check the bytes we got.
-            if match and hashlib.sha256(data).hexdigest() != match.group(1).lower():
-                raise APIResponseValidationError(
-                    f"weights of version {key[1]} do not match their ETag {etag}",
-                    response=response,
-                )
-            cache.put(key, CachedWeights(etag=etag, data=data))
+        version: VersionRef = "latest" if key[1] == "latest" else int(key[1])
+        _verify_signed(key[0], version, response, data, public_key)
+        cache.put(key, CachedWeights(etag=response.headers["etag"], data=data))
     try:
         # safetensors only: received bytes are never unpickled (a pickle can run code).
         return decode_weights(data)
@@ -118,8 +157,10 @@ class Models(SyncAPIResource):
 
         The client keeps the last bytes per ``(fid, version)`` and revalidates them with
         ``If-None-Match``: when the coordinator answers 304 the cached bytes are used and
-        nothing is downloaded again. The bytes are checked against the ``ETag`` (their
-        sha256) and parsed as safetensors only; every call returns fresh arrays.
+        nothing is downloaded again. The bytes must match a strong ``ETag`` (their sha256)
+        and a manifest signed by the pinned key (``Client(signing_key=...)``, or fetched
+        and pinned on the first download) naming this federation and version; they are
+        parsed as safetensors only; every call returns fresh arrays.
 
         Parameters
         ----------
@@ -132,10 +173,28 @@ class Models(SyncAPIResource):
         -------
         dict of str to numpy.ndarray
             The model's tensors by name.
+
+        Raises
+        ------
+        ModelSignatureError
+            If the bytes are unsigned, signed by another key, or not what the signed
+            manifest names.
         """
+        public_key = self._client.signing_key or self._pin(timeout)
         key, cached, options = _weights_request(self._client._weights_cache, fid, version, timeout)
         response = self._client._request(options)
-        return _weights_from_response(self._client._weights_cache, key, cached, response)
+        return _weights_from_response(
+            self._client._weights_cache, key, cached, response, public_key
+        )
+
+    def signing_key(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> SigningKey:
+        """The coordinator's current signing key (``GET /v1/signing-key``); this does not
+        change the key the client has pinned."""
+        return self._client._get("/v1/signing-key", SigningKey, timeout=timeout)
+
+    def _pin(self, timeout: TimeoutTypes | NotGiven) -> str:
+        self._client.signing_key = self.signing_key(timeout=timeout).public_key
+        return self._client.signing_key
 
 
 class AsyncModels(AsyncAPIResource):
@@ -162,6 +221,17 @@ class AsyncModels(AsyncAPIResource):
 
         See :meth:`Models.weights`.
         """
+        public_key = self._client.signing_key or await self._pin(timeout)
         key, cached, options = _weights_request(self._client._weights_cache, fid, version, timeout)
         response = await self._client._request(options)
-        return _weights_from_response(self._client._weights_cache, key, cached, response)
+        return _weights_from_response(
+            self._client._weights_cache, key, cached, response, public_key
+        )
+
+    async def signing_key(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> SigningKey:
+        """The coordinator's current signing key (see :meth:`Models.signing_key`)."""
+        return await self._client._get("/v1/signing-key", SigningKey, timeout=timeout)
+
+    async def _pin(self, timeout: TimeoutTypes | NotGiven) -> str:
+        self._client.signing_key = (await self.signing_key(timeout=timeout)).public_key
+        return self._client.signing_key

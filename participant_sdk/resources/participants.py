@@ -50,6 +50,23 @@ class Participants(SyncAPIResource):
         """The participant this client's token belongs to."""
         return self._client._get(_path(fid, "/me"), Participant, timeout=timeout)
 
+    def refresh_token(
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> EnrolledParticipant:
+        """Replace this client's participant token with a new one (new expiry).
+
+        The client uses the new token from now on; the old one keeps working for a short
+        grace. Persist ``result.token`` if the process may restart.
+
+        Returns
+        -------
+        EnrolledParticipant
+            The participant with its new ``token`` and ``token_expires_at``.
+        """
+        result = self._client._post(_path(fid, "/me/token"), EnrolledParticipant, timeout=timeout)
+        self._client._token = result.token
+        return result
+
     def revoke(
         self, fid: str, pid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     ) -> Participant:
@@ -74,6 +91,16 @@ class AsyncParticipants(AsyncAPIResource):
         return await self._client._post(
             _path(fid), EnrolledParticipant, json={"name": name}, timeout=timeout
         )
+
+    async def refresh_token(
+        self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> EnrolledParticipant:
+        """Replace this client's token with a new one (see :meth:`Participants.refresh_token`)."""
+        result = await self._client._post(
+            _path(fid, "/me/token"), EnrolledParticipant, timeout=timeout
+        )
+        self._client._token = result.token
+        return result
 
     async def list(
         self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN

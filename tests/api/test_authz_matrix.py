@@ -35,6 +35,21 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/redoc"): "public",
     ("GET", "/healthz"): "public",
+    ("GET", "/readyz"): "public",
+    # the scrape token (FEDREC_METRICS_TOKEN) is admitted too: test_metrics_scrape_token
+    ("GET", "/metrics"): "admin",
+    ("GET", "/v1/signing-key"): "any",
+    ("GET", "/v1/audit"): "admin",
+    ("POST", "/v1/federations/{federation_id}/participants/me/token"): "self",
+    # the dashboard: a session cookie in a browser; every page also takes the Bearer header
+    # the matrix sends (a cookie session is the same principal, checked in tests/dashboard)
+    ("GET", "/signin"): "public",
+    ("POST", "/signin"): "public",  # the token is in the form, not the header
+    ("POST", "/signout"): "any",
+    ("GET", "/"): "any",
+    ("GET", "/federations/{federation_id}"): "member",
+    ("GET", "/federations/{federation_id}/lineage"): "member",
+    ("POST", "/federations/{federation_id}/deployment"): "admin",
     ("POST", "/v1/federations"): "admin",
     ("GET", "/v1/federations"): "any",
     ("GET", "/v1/federations/{federation_id}"): "member",
@@ -140,7 +155,12 @@ def _request(route: tuple[str, str], known: dict) -> dict[str, Any]:
         federation_id=known["fid"], participant_id=known["victim"], number=1, version=0
     )
     kwargs: dict[str, Any] = {"method": method, "url": path}
-    if template.endswith("/update"):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    if not template.startswith("/v1/") and method == "POST":  # the dashboard's forms
+        fields = {"/signin": f"token={ADMIN_TOKEN}", "/signout": ""}
+        kwargs["content"] = fields.get(template, "version=0")
+        kwargs["headers"] = form
+    elif template.endswith("/update"):
         kwargs["content"] = update_bytes()
         kwargs["headers"] = {"Content-Type": "application/octet-stream"}
     elif template.endswith("/evaluations"):
@@ -161,7 +181,8 @@ def test_matrix(world: tuple[TestClient, dict], route: tuple[str, str], caller: 
     kwargs = _request(route, known)
     token = known["auth"][caller]
     headers = {**kwargs.pop("headers", {}), **({"Authorization": token} if token else {})}
-    response = client.request(**kwargs, headers=headers)
+    client.cookies.clear()  # the caller is its header alone, never an earlier sign-in
+    response = client.request(**kwargs, headers=headers, follow_redirects=False)
     if caller in ADMITTED[ACCESS[route]]:
         assert response.status_code not in (401, 403), response.text
         assert response.status_code < 500, response.text
@@ -169,3 +190,24 @@ def test_matrix(world: tuple[TestClient, dict], route: tuple[str, str], caller: 
         assert response.status_code == 401, response.text
     else:
         assert response.status_code == 403, response.text
+
+
+def test_metrics_scrape_token(tmp_path: Path) -> None:
+    """The scrape token opens /metrics and nothing else (it is not an admin token)."""
+    url = f"sqlite:///{tmp_path / 'fedrec.db'}"
+    upgrade(url)
+    settings = Settings(
+        environment="test",
+        data_dir=tmp_path / "data",
+        database_url=url,
+        admin_token=ADMIN_TOKEN,
+        secret_key=SECRET_KEY,
+        metrics_token="scrape-" + "x" * 32,
+        _env_file=None,
+    )
+    scrape = {"Authorization": "Bearer scrape-" + "x" * 32}
+    with TestClient(create_app(settings, run_timer=False)) as client:
+        assert client.get("/metrics", headers=scrape).status_code == 200
+        assert client.get("/v1/federations", headers=scrape).status_code == 401
+        assert client.get("/v1/audit", headers=scrape).status_code == 401
+        assert client.get("/", headers=scrape).status_code == 401

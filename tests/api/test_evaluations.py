@@ -71,3 +71,32 @@ class TestEvaluations:
     def test_admin_cannot_report(self, client: TestClient, admin_headers: dict) -> None:
         fid = create_federation(client, admin_headers)["id"]
         assert_problem(evaluate(client, fid, 0, admin_headers), 403, "forbidden")
+
+
+class TestTestFiguresAreWrittenOnce:
+    """A re-run participant must not silently rewrite the federation's final result."""
+
+    def test_a_different_test_report_is_refused(
+        self, client: TestClient, admin_headers: dict
+    ) -> None:
+        fid = create_federation(client, admin_headers)["id"]
+        _, a = enrol(client, admin_headers, fid)
+        first = {"split": "test", "metrics": {"ndcg@10": 0.2}, "num_users": 30}
+        assert evaluate(client, fid, 0, a, **first).status_code == 201
+        again = evaluate(client, fid, 0, a, split="test", metrics={"ndcg@10": 0.9}, num_users=3)
+        body = assert_problem(again, 409, "evaluation-exists")
+        assert "version 0" in body["detail"]
+        assert body["reported"] == {"ndcg@10": 0.2}
+        rows = client.get(f"/v1/federations/{fid}/metrics", headers=admin_headers).json()["items"]
+        assert [(r["split"], r["metrics"]["ndcg@10"], r["num_users"]) for r in rows] == [
+            ("test", 0.2, 30)
+        ]
+
+    def test_the_same_test_report_again_is_accepted(
+        self, client: TestClient, admin_headers: dict
+    ) -> None:
+        fid = create_federation(client, admin_headers)["id"]
+        _, a = enrol(client, admin_headers, fid)
+        report = {"split": "test", "metrics": {"ndcg@10": 0.2}, "num_users": 30}
+        assert evaluate(client, fid, 0, a, **report).status_code == 201
+        assert evaluate(client, fid, 0, a, **report).status_code == 201

@@ -6,7 +6,13 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash
-from tests.factories import assert_problem, create_federation, enrol, weights
+from tests.factories import (
+    assert_problem,
+    create_federation,
+    enrol,
+    federation_body,
+    weights,
+)
 
 
 class TestCreate:
@@ -76,3 +82,25 @@ class TestCatalog:
             headers=admin_headers,
         )
         assert_problem(response, 422, "validation-error")
+
+
+def test_a_catalog_of_integers_is_one_concise_422(client: TestClient, admin_headers: dict) -> None:
+    body = federation_body(
+        model={"kind": "mf", "num_items": 1682, "dim": 4}, catalog=list(range(1, 1683))
+    )
+    response = client.post("/v1/federations", json=body, headers=admin_headers)
+    problem = assert_problem(response, 422, "validation-error")
+    assert len(problem["errors"]) == 1
+    assert problem["errors"][0]["count"] == 1682
+    assert problem["errors"][0]["loc"] == ["body", "catalog", 0]
+    assert "catalog.0" in problem["detail"]
+    assert "1681 more" in problem["detail"]
+    assert len(response.content) < 2000
+
+
+def test_distinct_validation_errors_stay_separate(client: TestClient, admin_headers: dict) -> None:
+    body = federation_body(model={"kind": "mf", "num_items": 0, "dim": -1})
+    response = client.post("/v1/federations", json=body, headers=admin_headers)
+    problem = assert_problem(response, 422, "validation-error")
+    assert {tuple(e["loc"][-1:]) for e in problem["errors"]} == {("num_items",), ("dim",)}
+    assert all(e["count"] == 1 for e in problem["errors"])

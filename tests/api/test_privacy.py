@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator.domain.privacy import DPAggregation, clip_factor, epsilon_spent, noise_seed
+from coordinator.domain.privacy import DPAggregation, clip_factor, epsilon_spent
+from coordinator.domain.specs import DifferentialPrivacy
 from participant_sdk.wire import Update, mf_spec
-from tests.conftest import SECRET_KEY
 from tests.factories import (
     DIM,
     NUM_ITEMS,
@@ -112,8 +112,18 @@ class TestNoisyAggregation:
         assert fed["privacy_spent"] is None
 
     def test_round_is_clipped_noised_and_accounted(
-        self, client: TestClient, admin_headers: dict
+        self, client: TestClient, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # the job draws the round's seed from the CSPRNG and keeps it in memory only: the
+        # test catches the object as it is made, the one way to see the noise again
+        drawn: list[DPAggregation] = []
+        fresh = DPAggregation.fresh
+
+        def recording(policy: DifferentialPrivacy) -> DPAggregation:
+            drawn.append(fresh(policy))
+            return drawn[-1]
+
+        monkeypatch.setattr(DPAggregation, "fresh", staticmethod(recording))
         fed = create_federation(client, admin_headers, strategy=DP_STRATEGY, privacy={"dp": _dp()})
         fid = fed["id"]
         assert fed["privacy"]["dp"] == {**_dp(), "delta": 1e-5, "max_epsilon": None}
@@ -122,9 +132,11 @@ class TestNoisyAggregation:
         base = weights(client, fid, 0, admin_headers)
         deltas = _run_round(client, fid, 1, parts, admin_headers)
 
-        # the same computation by hand: clip each update to 0.5, add the round's seeded
-        # noise (std 1.0 * 0.5) to the sum, divide by 3 updates, times server_lr 2
-        dp = DPAggregation(0.5, 1.0, noise_seed(SECRET_KEY.encode(), fid, 1))
+        # the same computation by hand: clip each update to 0.5, add the round's noise
+        # (std 1.0 * 0.5) to the sum, divide by 3 updates, times server_lr 2
+        assert len(drawn) == 1  # one draw per aggregation
+        dp = drawn[0]
+        assert (dp.clip_norm, dp.noise_multiplier) == (0.5, 1.0)
         # drawn in the model spec's order, as the accumulator draws them
         noise = dp_noise(dp, mf_spec(num_items=NUM_ITEMS, dim=DIM))
         new = weights(client, fid, 1, admin_headers)

@@ -184,3 +184,13 @@ def test_dp_accepts_an_adaptive_server_optimizer() -> None:
     )
     policy = _simulation_options(args, demo=False).privacy()
     assert policy == {"dp": {"clip_norm": 1.0, "noise_multiplier": 1.0}}
+
+
+def test_serve_workers_must_be_a_sane_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["serve", "--workers", "3"]).workers == 3
+    assert build_parser().parse_args(["serve"]).workers == 1
+    for bad in ("0", "-2", "two", "65"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", "--workers", bad])
+        assert exit_info.value.code == 2
+    assert "--workers" in capsys.readouterr().err

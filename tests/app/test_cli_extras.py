@@ -65,3 +65,16 @@ def test_simulation_names_the_app_extra(command: str) -> None:
     result = _fedrec(("rich",), command)
     assert result.returncode == 1
     assert "needs the app extra: pip install 'fedrec[app]'" in result.stderr
+
+
+def test_admin_commands_need_only_the_sdk() -> None:
+    """An admin's laptop with `pip install fedrec` (the SDK alone) runs the admin commands."""
+    result = _fedrec((*SERVER, "rich"), "federations", "recipes")
+    assert result.returncode == 0, result.stderr
+    assert "bpr-silos:" in result.stdout
+    unreachable = _fedrec(
+        (*SERVER, "rich"), "status", "f1", "--url", "http://127.0.0.1:9", "--admin-token", "t"
+    )
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("fedrec status: error:"), unreachable.stderr
+    assert "extra" not in unreachable.stderr

@@ -110,11 +110,16 @@ def test_the_search_scores_validation_only_and_applies_the_winner(
         return evaluate_loo(score, train, targets, **kwargs)
 
     monkeypatch.setattr("fedrec.short_federation.evaluate_loo", spy)
+    monkeypatch.setattr("fedrec.ease_search.evaluate_loo", spy)
     options = SimulationOptions(dim=8, local_epochs=1, rounds=50)
     chosen, selection = select_recipe(options, split.train, split.valid, groups, budgets=(1, 2))
     assert has_timestamps(split.train)
-    # 3 candidates for 1 round, the better 2 for one more: 5 evaluations, all on validation
-    assert len(scored) == 5
+    # 3 candidates for 1 round, the better 2 for one more: 5 evaluations, plus one per
+    # lambda of EASE's closed form, all on validation
+    assert selection.ease is not None
+    lambdas = selection.ease["validation_ndcg@10_by_lambda"]
+    assert len(lambdas) >= 6
+    assert len(scored) == 5 + len(lambdas)
     test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist(), strict=True))
     for targets in scored:
         assert np.array_equal(targets.items, split.valid.items)

@@ -76,3 +76,12 @@ def test_debug_keeps_the_traceback(tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     with pytest.raises(FileNotFoundError):
         main(["simulate", "--dataset", "csv", "--data", str(missing), "--debug"])
+
+
+def test_data_file_with_a_header_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("customer,sku,ts\n")
+    code = main(["simulate", "--dataset", "csv", "--data", str(path)])
+    assert code == 1
+    line = _error_line(capsys)
+    assert line.endswith(f"cannot load {path}: no interaction rows (a header alone, or empty)")

@@ -15,6 +15,7 @@ from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.lineage import verify_lineage
+from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
 from coordinator.store.models import ModelVersion, Round, utc_now
 from coordinator.store.repository import ModelVersionRepository, RoundRepository
 from tests.factories import domain_federation, update_bytes
@@ -74,6 +75,50 @@ def test_expired_lease_is_taken_over_with_identical_bytes(ctx: Context) -> None:
     assert aggregation_job.complete_claim(crashed, claimed) is None
     with ctx.sessions() as session:
         assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+
+
+def test_dp_takeover_keeps_the_first_commit_and_drops_the_other_draw(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DP noise is a fresh CSPRNG draw per aggregation: a takeover computes other bytes,
+    # so exactly-once means the first committed result is the round's only one
+    fid, parts = _federation(
+        ctx,
+        participants=2,
+        strategy=StrategySpec(normalization="total", weighting="uniform"),
+        privacy=PrivacyPolicy(dp=DifferentialPrivacy(clip_norm=1.0, noise_multiplier=1.0)),
+    )
+    for seed, who in enumerate(parts):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    crashed = replace(ctx, instance_id="crashed")
+    _, claimed = aggregation_job.claim_round(crashed, fid, 1, trigger=Trigger.UPLOAD)
+    assert claimed is not None
+    with ctx.sessions.begin() as session:
+        session.execute(update(Round).values(lease_expires_at=utc_now() - timedelta(seconds=1)))
+    winner = aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version
+    assert winner is not None
+    removed: list[str] = []
+    remove = ctx.blobs.remove
+
+    def recording_remove(digest: str) -> None:
+        removed.append(digest)
+        remove(digest)
+
+    monkeypatch.setattr(ctx.blobs, "remove", recording_remove)
+    assert aggregation_job.complete_claim(crashed, claimed) is None
+    # the late process drew other noise; its weights are gone, the winner's stay
+    assert len(removed) == 1
+    assert removed[0] != winner.sha256
+    assert not ctx.blobs.exists(removed[0])
+    assert ctx.blobs.exists(winner.sha256)
+    # a replay of the round finds it closed: no second draw is recorded
+    assert aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version is None
+    with ctx.sessions() as session:
+        assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+        recorded = ModelVersionRepository(session).get(fid, 1)
+        assert recorded is not None
+        assert recorded.sha256 == winner.sha256
+    assert verify_lineage(ctx, fid).ok
 
 
 def test_aggregation_is_deterministic(ctx: Context) -> None:

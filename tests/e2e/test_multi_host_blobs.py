@@ -12,6 +12,7 @@ either host.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coordinator.domain.signing import generate_signing_key_pem
 from participant_sdk import Client
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 from tests.faults.conftest import deltas, new_postgres_database
@@ -59,8 +61,14 @@ def _blob_settings(blob_store: str) -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize("blob_store", ["postgres", "s3"])
 def test_two_hosts_share_one_federation(tmp_path: Path, blob_store: str) -> None:
     with new_postgres_database() as database_url, _blob_settings(blob_store) as env:
+        # replicas share the keys that sign versions and chain the audit log
+        keys = {
+            "FEDREC_SIGNING_KEY": generate_signing_key_pem().decode(),
+            "FEDREC_AUDIT_KEY": secrets.token_urlsafe(32),
+        }
         hosts = [
-            ServerProcess(tmp_path / name, database_url, **env) for name in ("host-a", "host-b")
+            ServerProcess(tmp_path / name, database_url, **env, **keys)
+            for name in ("host-a", "host-b")
         ]
         for server in hosts:  # one after the other: the first migrates the database
             server.start()

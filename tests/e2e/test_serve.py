@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,24 @@ def test_sigkill_after_acknowledged_upload_loses_nothing(server: ServerProcess) 
     broken = server.cli("verify-lineage", fid)
     assert broken.returncode == 1
     assert "version 1" in broken.stderr
+
+
+@pytest.mark.slow
+def test_admin_commands_drive_a_real_coordinator(server: ServerProcess) -> None:
+    """`fedrec federations create / participants enrol / status` over real HTTP, the admin
+    token from FEDREC_ADMIN_TOKEN (the server's environment), never printed."""
+    url = ("--url", server.url)
+    created = server.cli(
+        "federations", "create", "--recipe", "bpr-silos", "--num-items", "20", "--json", *url
+    )
+    assert created.returncode == 0, created.stderr
+    fid = json.loads(created.stdout)["id"]
+    enrolled = server.cli("participants", "enrol", fid, "org-1", *url)
+    assert enrolled.returncode == 0, enrolled.stderr
+    status = server.cli("status", fid, *url)
+    assert status.returncode == 0, status.stderr
+    assert f"federation {fid} 'bpr-silos': active" in status.stdout
+    assert "participants: 1 active" in status.stdout
+    assert "#1    open" in status.stdout
+    for result in (created, enrolled, status):
+        assert ADMIN_TOKEN not in result.stdout + result.stderr

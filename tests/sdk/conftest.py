@@ -8,7 +8,7 @@ import pytest
 
 from participant_sdk import AsyncClient, Client
 
-from .fake_coordinator import BASE_URL, TOKEN, FakeCoordinator
+from .fake_coordinator import BASE_URL, PUBLIC_KEY, TOKEN, FakeCoordinator
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def client(fake: FakeCoordinator, sleeps: list[float]) -> Iterator[Client]:
-    with Client(BASE_URL, TOKEN, transport=fake.transport) as sdk:
+    with Client(BASE_URL, TOKEN, transport=fake.transport, signing_key=PUBLIC_KEY) as sdk:
         sdk._sleep = sleeps.append
         yield sdk
 
@@ -34,6 +34,8 @@ async def aclient(fake: FakeCoordinator, sleeps: list[float]) -> AsyncIterator[A
     async def record_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    async with AsyncClient(BASE_URL, TOKEN, transport=fake.transport) as sdk:
+    async with AsyncClient(
+        BASE_URL, TOKEN, transport=fake.transport, signing_key=PUBLIC_KEY
+    ) as sdk:
         sdk._sleep = record_sleep
         yield sdk

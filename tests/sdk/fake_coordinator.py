@@ -7,11 +7,22 @@ and the last one repeats. A reply is a response factory, or an exception to rais
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json as jsonlib
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from participant_sdk.wire import (
+    MANIFEST_HEADER,
+    SIGNATURE_HEADER,
+    contributors_digest,
+    encode_manifest,
+)
 
 Reply = Callable[[httpx.Request], httpx.Response] | Exception
 
@@ -19,6 +30,41 @@ BASE_URL = "http://coordinator.test"
 TOKEN = "participant-token-123"
 FID = "fed-1"
 TS = "2026-01-02T03:04:05Z"
+# the fake's lineage key; the clients of the SDK tests pin its public half
+SIGNER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUBLIC_KEY = base64.b64encode(
+    SIGNER.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+).decode()
+
+
+def signed_weights_headers(
+    data: bytes,
+    *,
+    version: int,
+    fid: str = FID,
+    signer: Ed25519PrivateKey = SIGNER,
+    sha256: str | None = None,
+) -> dict[str, str]:
+    """The headers the coordinator serves weights with: ETag, version, signed manifest
+    (``sha256`` overrides the digest the manifest names, to fake a mismatch)."""
+    digest = hashlib.sha256(data).hexdigest()
+    manifest = encode_manifest(
+        {
+            "federation_id": fid,
+            "version": version,
+            "versions": version + 1,
+            "sha256": sha256 or digest,
+            "size": len(data),
+            "contributors": 0,
+            "contributors_sha256": contributors_digest([]),
+        }
+    )
+    return {
+        "ETag": f'"{digest}"',
+        "X-Model-Version": str(version),
+        MANIFEST_HEADER: base64.b64encode(manifest).decode(),
+        SIGNATURE_HEADER: base64.b64encode(signer.sign(manifest)).decode(),
+    }
 
 
 def respond(

@@ -25,6 +25,7 @@ from .fake_coordinator import (
     receipt_json,
     respond,
     round_json,
+    signed_weights_headers,
 )
 
 FED = f"/v1/federations/{FID}"
@@ -126,7 +127,7 @@ class TestAsyncClient:
         fake.add(
             "GET",
             f"{FED}/models/0/weights",
-            respond(200, content=weights, headers={"ETag": etag}),
+            respond(200, content=weights, headers=signed_weights_headers(weights, version=0)),
             respond(304),
         )
         fake.add("PUT", f"{FED}/rounds/1/update", respond(201, receipt_json(1)))

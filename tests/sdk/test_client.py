@@ -18,6 +18,7 @@ from participant_sdk import (
     APIResponseValidationError,
     Client,
     FedrecError,
+    ModelSignatureError,
     ModelSpec,
     NotGiven,
     RoundPolicy,
@@ -38,6 +39,7 @@ from .fake_coordinator import (
     receipt_json,
     respond,
     round_json,
+    signed_weights_headers,
 )
 
 FED = f"/v1/federations/{FID}"
@@ -369,7 +371,7 @@ class TestModels:
         fake.add(
             "GET",
             f"{FED}/models/1/weights",
-            respond(200, content=data, headers={"ETag": etag}),
+            respond(200, content=data, headers=signed_weights_headers(data, version=1)),
             respond(304, headers={"ETag": etag}),
         )
         first = client.models.weights(FID, 1)
@@ -390,7 +392,7 @@ class TestModels:
             fake.add(
                 "GET",
                 f"{FED}/models/{version}/weights",
-                respond(200, content=data, headers={"ETag": etag}),
+                respond(200, content=data, headers=signed_weights_headers(data, version=version)),
             )
         client.models.weights(FID, 1)
         client.models.weights(FID, 2)
@@ -398,17 +400,16 @@ class TestModels:
 
     def test_etag_mismatch_is_rejected(self, client: Client, fake: FakeCoordinator) -> None:
         data, _ = _weights_payload()
-        fake.add(
-            "GET",
-            f"{FED}/models/1/weights",
-            respond(200, content=data, headers={"ETag": f'"{"0" * 64}"'}),
-        )
-        with pytest.raises(APIResponseValidationError, match="do not match their ETag"):
+        headers = {**signed_weights_headers(data, version=1), "ETag": f'"{"0" * 64}"'}
+        fake.add("GET", f"{FED}/models/1/weights", respond(200, content=data, headers=headers))
+        with pytest.raises(ModelSignatureError, match="do not match their ETag"):
             client.models.weights(FID, 1)
         assert len(client._weights_cache) == 0
 
     def test_invalid_weights_bytes(self, client: Client, fake: FakeCoordinator) -> None:
-        fake.add("GET", f"{FED}/models/1/weights", respond(200, content=b"not safetensors"))
+        data = b"not safetensors"
+        headers = signed_weights_headers(data, version=1)
+        fake.add("GET", f"{FED}/models/1/weights", respond(200, content=data, headers=headers))
         with pytest.raises(APIResponseValidationError, match="not valid safetensors"):
             client.models.weights(FID, 1)
 

@@ -13,6 +13,7 @@ EXPECTED = {
     "Client",
     # the participant loop
     "FederatedRecommender",
+    "Recommendations",
     "StepOutcome",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -33,6 +34,7 @@ EXPECTED = {
     "FutureRoundError",
     "InternalServerError",
     "InvalidUpdateError",
+    "ModelSignatureError",
     "NoUpdatesError",
     "NotFoundError",
     "ParticipantRevokedError",
@@ -63,6 +65,7 @@ EXPECTED = {
     "Receipt",
     "Round",
     "RoundPolicy",
+    "SigningKey",
     "StrategySpec",
     "Target",
 }

@@ -3,6 +3,7 @@ complete, deploy, report test figures, recommend; resume from saved state."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,11 +164,13 @@ def test_revoked_participant_stops_with_a_typed_error(
 
 
 def test_participant_without_data_waits_for_the_next_round(
-    coordinator: TestClient, data: Interactions
+    coordinator: TestClient, data: Interactions, caplog: pytest.LogCaptureFixture
 ) -> None:
     admin, fid, tokens = _federation(coordinator, data, 2)
     empty = data.subset(np.zeros(len(data), dtype=bool))
-    idle = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, empty, config=CONFIG)
+    with caplog.at_level(logging.WARNING, logger="fedrec.participant"):
+        idle = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, empty, config=CONFIG)
+    assert any("no local interactions" in r.getMessage() for r in caplog.records)
     assert idle.step() == "waiting"
     # run() would now long-poll for round 2 instead of spinning on round 1
     assert idle.waiting_after == 1
@@ -188,3 +191,26 @@ def test_participants_train_with_the_federations_proximal_mu(
     ).config
     assert isinstance(plain_config, BPRConfig)
     assert plain_config.mu == 0
+
+
+def test_run_refreshes_the_token_transparently(
+    coordinator: TestClient, data: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import participant_sdk.participant as participant_module
+
+    admin, fid, tokens = _federation(
+        coordinator, data, 1, rounds={"max_rounds": 2, "final_evaluation_seconds": 0}
+    )
+    # every check finds the token due: each pass of the loop refreshes it
+    monkeypatch.setattr(participant_module, "TOKEN_REFRESH_FRACTION", 1.0)
+    issued: list[str] = []
+    sdk = _sdk(coordinator, tokens[0])
+    part = FederatedRecommender(sdk, fid, data, config=CONFIG, on_token_refresh=issued.append)
+    part.run(round_timeout=5, outage_timeout=5)
+    assert admin.federations.get(fid).state == "completed"
+    assert len(issued) >= 2
+    assert len(set(issued)) == len(issued)
+    assert tokens[0] not in issued
+    assert sdk._token == issued[-1]  # the client switched to each new token
+    me = _sdk(coordinator, issued[-1]).participants.me(fid)
+    assert me.token_expires_at is not None

@@ -63,6 +63,9 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "Receipt": sdk.Receipt,
     "ModelVersion": sdk.ModelVersion,
     "ModelVersionList": sdk.ItemList[sdk.ModelVersion],
+    "SigningKey": sdk.SigningKey,
+    "AuditEvent": sdk.AuditEvent,
+    "AuditEventList": sdk.ItemList[sdk.AuditEvent],
     # evaluations and deployment
     "Evaluation": sdk.Evaluation,
     "MetricsRow": sdk.MetricsRow,

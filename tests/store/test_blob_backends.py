@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.migrate import upgrade
@@ -299,3 +299,35 @@ def test_s3_a_row_whose_object_never_arrived(s3_case: Case) -> None:
         assert blob_index.register(session, digest, 4)
     assert case.store.put(b"late") == digest
     assert case.store.get(digest) == b"late"
+
+
+def test_check_passes_on_a_usable_store(case: Case) -> None:
+    case.store.check()  # /readyz's probe: raises OSError when the store is unusable
+
+
+def test_s3_check_fails_for_a_missing_bucket(s3_case: Case) -> None:
+    assert s3_case.sessions is not None
+    gone = S3BlobStore(
+        s3_case.s3, "no-such-bucket", "fedrec/blobs/", s3_case.sessions, s3_case.sessions
+    )
+    with pytest.raises(OSError, match="no-such-bucket"):
+        gone.check()
+
+
+def test_postgres_check_fails_without_the_blob_tables(postgres_case: Case) -> None:
+    assert postgres_case.sessions is not None
+    with postgres_case.sessions.begin() as session:
+        session.execute(text("DROP TABLE blob_chunks"))
+        session.execute(text("DROP TABLE blobs"))
+    with pytest.raises(OSError, match="blob tables"):
+        postgres_case.store.check()
+
+
+def test_remove_deletes_at_once(case: Case) -> None:
+    kept = case.store.put(b"kept")
+    gone = case.store.put(b"a losing draw")
+    case.store.remove(gone)
+    assert not case.store.exists(gone)
+    assert case.store.exists(kept)
+    assert [item.digest for item in case.store.scan()] == [kept]
+    case.store.remove(gone)  # removing what is gone is a no-op

@@ -67,9 +67,9 @@ def test_upgrade_is_idempotent(empty_database_url: str) -> None:
     assert version == head
 
 
-def test_0006_purges_stored_tokens_and_widens_num_examples(empty_database_url: str) -> None:
-    """Idempotency records written before 0006 held enrolment responses, tokens in clear."""
-    upgrade(empty_database_url, "0005")
+def test_0007_purges_stored_tokens_and_widens_num_examples(empty_database_url: str) -> None:
+    """Idempotency records written before 0007 held enrolment responses, tokens in clear."""
+    upgrade(empty_database_url, "0006")
     engine = create_engine(empty_database_url)
     insert = text(
         "INSERT INTO idempotency_records (id, principal, key, method, path, request_sha256, "
@@ -97,7 +97,7 @@ def test_0006_purges_stored_tokens_and_widens_num_examples(empty_database_url: s
         conn.execute(
             insert, {"id": "create", "path": "/v1/federations", "body": '{"id":"f","name":"n"}'}
         )
-    upgrade(empty_database_url, "0006")
+    upgrade(empty_database_url, "0007")
     with engine.connect() as conn:
         kept = conn.execute(text("SELECT id, response_body FROM idempotency_records")).all()
     columns = {c["name"]: c for c in inspect(engine).get_columns("updates")}

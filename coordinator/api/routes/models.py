@@ -1,14 +1,18 @@
 """Model versions: list, read, download weights."""
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 
+from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
+from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER
 
 router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
 
@@ -21,6 +25,33 @@ VersionPath = Annotated[
 ]
 
 
+_SEEN = problems(403) | problem(404, "No such federation")
+_VERSION_SEEN = (
+    problems(403)
+    | problem(
+        404,
+        "No such federation or model version",
+        slug="model-version-not-found",
+        detail="model version 9 does not exist",
+    )
+    | problem(
+        422,
+        f"The version is neither a number (at most {DB_INT_MAX}) nor `latest`",
+        detail="version: String should match pattern '^(latest|[0-9]{1,10})$'",
+    )
+)
+
+
+_WEIGHTS: Responses = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The safetensors bytes; `ETag` is their sha256, `X-Model-Version` "
+        "the version number",
+    },
+    304: {"description": "Not modified: `If-None-Match` named the current ETag"},
+}
+
+
 def _version(value: str) -> int | str:
     if value == "latest":
         return value
@@ -31,14 +62,25 @@ def _version(value: str) -> int | str:
     return int(value)
 
 
-@router.get("", response_model=ModelVersionList)
+@router.get(
+    "",
+    response_model=ModelVersionList,
+    summary="List the model versions",
+    responses=success(200, "Every version with its lineage", {"items": [examples.MODEL_VERSION]})
+    | _SEEN,
+)
 def list_models(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> ModelVersionList:
     """Model versions with their lineage (parent, sha256, chain hash)."""
     rows = model_versions.list_model_versions(ctx, principal, federation_id)
     return ModelVersionList(items=[model_version_out(r) for r in rows])
 
 
-@router.get("/{version}", response_model=ModelVersion)
+@router.get(
+    "/{version}",
+    response_model=ModelVersion,
+    summary="Read a model version",
+    responses=success(200, "The version and its lineage", examples.MODEL_VERSION) | _VERSION_SEEN,
+)
 def get_model(
     federation_id: str, version: VersionPath, ctx: ContextDep, principal: PrincipalDep
 ) -> ModelVersion:
@@ -51,10 +93,8 @@ def get_model(
 @router.get(
     "/{version}/weights",
     response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
-        304: {"description": "Not modified (ETag matched)"},
-    },
+    summary="Download a version's weights",
+    responses=_WEIGHTS | _VERSION_SEEN,
 )
 def download_weights(
     federation_id: str,
@@ -63,10 +103,15 @@ def download_weights(
     principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The version's safetensors bytes, byte for byte; `ETag` is their sha256."""
+    """The version's safetensors bytes, byte for byte; `ETag` is their sha256, and
+    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64)."""
     row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
     etag = f'"{row.sha256}"'
     headers = {"ETag": etag, "X-Model-Version": str(row.version), "Cache-Control": "no-cache"}
+    if row.manifest is not None and row.signature is not None:
+        # the signed manifest travels with the bytes: the SDK verifies before it uses them
+        headers[MANIFEST_HEADER] = base64.b64encode(row.manifest.encode()).decode("ascii")
+        headers[SIGNATURE_HEADER] = row.signature
     if if_none_match is not None:
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:

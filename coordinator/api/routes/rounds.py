@@ -2,24 +2,27 @@
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from contextlib import nullcontext
+from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
+from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     ModelVersion,
-    Problem,
     Receipt,
     Round,
     RoundList,
     model_version_out,
     receipt_out,
 )
-from coordinator.domain import rounds
-from coordinator.domain.errors import UnsupportedMediaType
+from coordinator.domain import audit, rounds
+from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
 from coordinator.domain.specs import DB_INT_MAX
 
 log = logging.getLogger("fedrec.api")
@@ -28,13 +31,29 @@ router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"]
 MAX_WAIT_SECONDS = 60.0
 # bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
 RoundNumber = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The round number.")]
-_problems: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 403, 404, 409, 413, 415, 422)
-}
+_SEEN = problems(403) | problem(404, "No such federation")
+_ROUND_SEEN = problems(403) | problem(
+    404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+)
+_NUMBER = problem(
+    422,
+    f"The round number is not an integer in [0, {DB_INT_MAX}]",
+    detail="number: Input should be a valid integer",
+)
 
 
-@router.get("/current", response_model=Round)
+@router.get(
+    "/current",
+    response_model=Round,
+    summary="Read (or wait for) the current round",
+    responses=success(200, "The current round (the last one once training stopped)", examples.ROUND)
+    | _SEEN
+    | problem(
+        422,
+        f"`wait` is outside [0, {MAX_WAIT_SECONDS:g}] or `after` is negative",
+        detail="wait: Input should be less than or equal to 60",
+    ),
+)
 async def get_current_round(
     federation_id: str,
     ctx: ContextDep,
@@ -50,13 +69,21 @@ async def get_current_round(
     ] = None,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
-    _federation, row = await rounds.wait_for_round(
-        ctx, principal, federation_id, after=after, wait_seconds=wait if after is not None else 0
-    )
+    wait_seconds = wait if after is not None else 0
+    with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
+        _federation, row = await rounds.wait_for_round(
+            ctx, principal, federation_id, after=after, wait_seconds=wait_seconds
+        )
     return Round.model_validate(row)
 
 
-@router.get("", response_model=RoundList)
+@router.get(
+    "",
+    response_model=RoundList,
+    summary="List the rounds",
+    responses=success(200, "Every round so far", {"items": [examples.CLOSED_ROUND, examples.ROUND]})
+    | _SEEN,
+)
 def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> RoundList:
     """Round history: state, update count and resulting version."""
     return RoundList(
@@ -64,7 +91,12 @@ def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) ->
     )
 
 
-@router.get("/{number}", response_model=Round)
+@router.get(
+    "/{number}",
+    response_model=Round,
+    summary="Read a round",
+    responses=success(200, "The round", examples.CLOSED_ROUND) | _ROUND_SEEN | _NUMBER,
+)
 def get_round(
     federation_id: str, number: RoundNumber, ctx: ContextDep, principal: PrincipalDep
 ) -> Round:
@@ -76,10 +108,43 @@ def get_round(
     "/{number}/update",
     response_model=Receipt,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": Receipt, "description": "The same bytes again"}, **_problems},
+    summary="Upload this participant's update",
+    responses=success(201, "The update was accepted", examples.RECEIPT)
+    | success(200, "The same bytes again: the original receipt", examples.RECEIPT, Receipt)
+    | problem(
+        403,
+        "Only a participant of this federation uploads",
+        detail="this operation needs a participant token",
+    )
+    | problem(
+        404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+    )
+    | problem(
+        409,
+        "The round is closed or not open yet, the federation completed, or this participant "
+        "already sent different bytes to the round",
+        slug="round-closed",
+        title="Round closed",
+        detail="round 3 is closed; the current round is 4",
+        round=3,
+        current_round=4,
+    )
+    | problems(413, 415)
+    | problem(
+        422,
+        "The bytes are not a valid update for the model (`field` names the tensor; "
+        "`num_examples` above the federation's `limits.max_num_examples`), the round "
+        f"number is not in [0, {DB_INT_MAX}], or the Idempotency-Key came with other bytes",
+        slug="invalid-update",
+        title="Invalid update",
+        detail="tensor item_factors has shape (10, 8), expected (1682, 64)",
+        field="item_factors",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
+            "description": "The update as safetensors bytes: deltas of the round's base "
+            "version (`participant_sdk.wire.encode_update` writes them).",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
@@ -109,15 +174,30 @@ async def upload_update(
         # an expected event on real networks, not an internal error (no 500, no traceback)
         log.info("upload to round %d of %s cut off by the client", number, federation_id)
         return Response(status_code=499)
-    receipt = await run_in_threadpool(
-        rounds.submit_update,
-        ctx,
-        principal,
-        federation_id,
-        number,
-        body,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        receipt = await run_in_threadpool(
+            rounds.submit_update,
+            ctx,
+            principal,
+            federation_id,
+            number,
+            body,
+            idempotency_key=idempotency_key,
+        )
+    except CoordinatorError as exc:
+        if exc.status_code < 500:  # a refusal, not a busy database
+            await run_in_threadpool(
+                partial(
+                    audit.record_refusal,
+                    ctx,
+                    principal,
+                    action="upload",
+                    federation_id=federation_id,
+                    subject=f"round {number}",
+                    slug=exc.slug,
+                )
+            )
+        raise
     if receipt.created:
         worker.kick(federation_id, number)
     else:
@@ -129,7 +209,22 @@ async def upload_update(
     "/{number}/aggregate",
     response_model=ModelVersion,
     status_code=status.HTTP_201_CREATED,
-    responses=_problems,
+    summary="Aggregate a round now",
+    responses=success(201, "The version the round produced", examples.MODEL_VERSION)
+    | problem(403, "Only the admin aggregates on demand")
+    | problem(
+        404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
+    )
+    | keyed_write()
+    | problem(
+        409,
+        "The round is not open (closed, failed, or being aggregated), has no updates, "
+        "its aggregate is not finite (`non-finite-aggregate`: the round failed, the next "
+        "opens on the same base), or the same Idempotency-Key is still running",
+        slug="no-updates",
+        title="Round has no updates",
+        detail="round 3 has no updates to aggregate",
+    ),
 )
 async def aggregate(
     federation_id: str, number: RoundNumber, admin: AdminDep, worker: WorkerDep

@@ -40,7 +40,7 @@ class TestLoadCsv:
 
     def test_explicit_columns(self, tmp_path: Path) -> None:
         path = _write(tmp_path, "x.csv", "who;what;when\n1;7;2020-01-01T00:00:00\n")
-        inter, _ = load_csv(path, user_col="who", item_col="what", timestamp_col="when")
+        inter, _ = load_csv(path, user_col="who", item_col="what", time_col="when")
         assert len(inter) == 1
         assert inter.timestamps[0] == pytest.approx(1577836800.0, abs=86400)
 

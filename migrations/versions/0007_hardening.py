@@ -1,7 +1,7 @@
 """hardening: no token at rest in idempotency records, 64-bit num_examples, limits, expiry
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06 10:10:00.000000
 
 - Idempotency records that stored an enrolment's response (a participant's bearer token)
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
