@@ -66,7 +66,9 @@ CATALOG = {"items": ["movie-1", "movie-2", "movie-3"]}
 PARTICIPANT_CREATE = {"name": "shop-berlin"}
 PARTICIPANT = {"id": PID, "name": "shop-berlin", "state": "active", "created_at": WHEN}
 REVOKED_PARTICIPANT = {**PARTICIPANT, "state": "revoked"}
-ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"}
+# a made-up token for the documentation's example; no coordinator ever issued it
+EXAMPLE_TOKEN = "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"  # nosec B105 # doc example
+ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": EXAMPLE_TOKEN}
 
 ROUND = {
     "number": 3,

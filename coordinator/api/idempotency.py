@@ -33,7 +33,7 @@ __all__ = ["IdempotencyMiddleware"]
 _METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-TOKEN_REFRESH_SUFFIX = "/participants/me/token"
+TOKEN_REFRESH_SUFFIX = "/participants/me/token"  # nosec B105 # a route path, not a secret
 
 
 class IdempotencyMiddleware:
