@@ -50,7 +50,7 @@ import psutil
 from fedrec.local_server import CoordinatorProcess
 from participant_sdk.wire import encode_update
 
-ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"
+ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"  # nosec B105 # a throwaway local benchmark coordinator
 MB = 1024 * 1024
 
 
@@ -72,7 +72,7 @@ class Coordinator(CoordinatorProcess):
             data_dir,
             database_url,
             admin_token=ADMIN_TOKEN,
-            secret_key="bench-secret",
+            secret_key="bench-secret",  # nosec B106 # a throwaway local benchmark coordinator
             log_level="warning",
             env={
                 "FEDREC_TIMER_INTERVAL_SECONDS": "0.5",

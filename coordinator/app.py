@@ -125,6 +125,7 @@ def build_context(settings: Settings) -> Context:
         signer=load_signer(settings),
         audit_key=secrets.audit_key,
         lease_seconds=settings.aggregation_lease_seconds,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         observer=telemetry.PrometheusObserver(),
         token_ttl_seconds=settings.participant_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,

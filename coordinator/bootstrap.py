@@ -120,7 +120,8 @@ def _read_or_create(path: Path, make: str) -> tuple[str, bool]:
 def load_secrets(settings: Settings) -> Secrets:
     """The admin token, the token-hash key and the audit key, from settings or generated
     files (each its own secret)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # owner-only: it holds the SQLite database, the blobs and the generated secrets
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if settings.secret_key is not None:
         secret_key = settings.secret_key.get_secret_value()
     else:
@@ -145,7 +146,7 @@ def load_signer(settings: Settings) -> LineageSigner:
     else:
         path = settings.signing_key_file
         if path is None:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = settings.data_dir / "signing_key.pem"
             _read_or_create(path, generate_signing_key_pem().decode().strip())
         pem = path.read_bytes()

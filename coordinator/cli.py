@@ -150,7 +150,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from coordinator.migrate import upgrade
 
     assert isinstance(settings, Settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     print(f"database at head: {_redact(settings.resolved_database_url)}")
     return 0

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )
     sqlite_busy_timeout_ms: int = 15_000
+    idempotency_ttl_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="How long an Idempotency-Key's recorded response is replayed; older "
+        "records are deleted by the timer and the key counts as new.",
+    )
     blob_store: BlobBackend = Field(
         default=BlobBackend.local,
         description="local: files in data_dir/blobs (replicas on several hosts need it "

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from coordinator.api import telemetry
-from coordinator.domain import aggregation_job
+from coordinator.domain import aggregation_job, idempotency
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import DatabaseError
@@ -24,6 +25,9 @@ __all__ = ["RoundWorker"]
 
 log = logging.getLogger("fedrec.worker")
 
+# expired Idempotency-Key records are deleted at most this often (one DELETE by index)
+SWEEP_INTERVAL_SECONDS = 60.0
+
 
 class RoundWorker:
     def __init__(self, ctx: Context, *, interval_seconds: float = 1.0) -> None:
@@ -32,6 +36,7 @@ class RoundWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedrec-aggregate")
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+        self._last_sweep = float("-inf")
 
     def start(self) -> None:
         self._timer = threading.Thread(target=self._run_timer, name="fedrec-timer", daemon=True)
@@ -71,7 +76,13 @@ class RoundWorker:
             _count_failure(exc)
 
     def tick(self) -> int:
-        return aggregation_job.run_due_work(self._ctx)
+        done = aggregation_job.run_due_work(self._ctx)
+        if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_SECONDS:
+            self._last_sweep = time.monotonic()
+            swept = idempotency.sweep_expired(self._ctx)
+            if swept:
+                log.info("deleted %d expired Idempotency-Key records", swept)
+        return done
 
     def _run_timer(self) -> None:
         while not self._stop.wait(self._interval):

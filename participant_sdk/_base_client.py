@@ -257,7 +257,7 @@ class BaseClient:
             if retry_after is not None:
                 return min(retry_after, MAX_RETRY_AFTER)
         delay = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
-        return delay * (1.0 - 0.25 * random.random())
+        return delay * (1.0 - 0.25 * random.random())  # nosec B311 # retry jitter, not a secret
 
     def _transport_error(self, err: httpx.RequestError, request: httpx.Request) -> APIError:
         if isinstance(err, httpx.TimeoutException):

@@ -397,7 +397,7 @@ class FederatedRecommender:
                     if now - outage_started > outage_timeout:
                         raise
                     log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, delay)
-                    time.sleep(delay * (0.5 + random.random()))
+                    time.sleep(delay * (0.5 + random.random()))  # nosec B311 # back-off jitter
                     delay = min(delay * 2, 30.0)
         finally:
             progress.close()

@@ -26,6 +26,7 @@ __all__ = [
     "Federation",
     "FederationState",
     "Health",
+    "LimitsPolicy",
     "MetricsRow",
     "ModelSpec",
     "ModelVersion",
@@ -43,7 +44,7 @@ __all__ = [
     "Target",
 ]
 
-FederationState = Literal["active", "evaluating", "completed"]
+FederationState = Literal["active", "evaluating", "completed", "failed"]
 ParticipantState = Literal["active", "revoked"]
 RoundState = Literal["open", "aggregating", "closed", "failed"]
 Split = Literal["validation", "test"]
@@ -98,6 +99,8 @@ class StrategySpec(BaseAPIModel):
     Server optimizers ``"fedavgm"`` (``server_momentum``), ``"fedadam"`` and ``"fedyogi"``
     (``beta1``, ``beta2``, ``tau``) keep state on the coordinator; ``proximal_mu`` is
     the FedProx mu every participant trains with (``FederatedRecommender`` reads it).
+    ``update_norm_clip`` scales every update to at most that global L2 norm before it is
+    aggregated (the coordinator's default: 10,000).
     """
 
     name: str | None = None
@@ -110,6 +113,7 @@ class StrategySpec(BaseAPIModel):
     beta2: float | None = None
     tau: float | None = None
     proximal_mu: float | None = None
+    update_norm_clip: float | None = None
 
 
 class RoundPolicy(BaseAPIModel):
@@ -127,6 +131,8 @@ class RoundPolicy(BaseAPIModel):
         Once stopped, the federation is ``evaluating`` until every active participant
         reported the final version on validation, or for at most this long (0 = not at
         all).
+    max_failed_rounds : int or None
+        The federation fails (``state="failed"``) once this many of its rounds failed.
     """
 
     min_participants: int | None = None
@@ -136,6 +142,7 @@ class RoundPolicy(BaseAPIModel):
     patience: int | None = None
     min_delta: float | None = None
     final_evaluation_seconds: float | None = None
+    max_failed_rounds: int | None = None
 
 
 class Target(BaseAPIModel):
@@ -193,6 +200,26 @@ class PrivacyPolicy(BaseAPIModel):
     dp: DifferentialPrivacy | None = None
 
 
+class LimitsPolicy(BaseAPIModel):
+    """Bounds on what participants report (``Federation.limits``).
+
+    Attributes
+    ----------
+    max_num_examples : int or None
+        The largest ``num_examples`` an update may declare.
+    max_num_users : int or None
+        The largest ``num_users`` an evaluation may declare.
+    metrics : list of str or None
+        The metric names evaluations may report; ``FederatedRecommender`` reports
+        ``hr``, ``ndcg``, ``precision``, ``recall`` (and ``sampled_hr``, ``sampled_ndcg``
+        on test) at its ``k``. The coordinator's default covers ``k=10``.
+    """
+
+    max_num_examples: int | None = None
+    max_num_users: int | None = None
+    metrics: list[str] | None = None
+
+
 class PrivacySpent(BaseAPIModel):
     """The differential privacy a federation has spent so far (``Federation.privacy_spent``).
 
@@ -230,9 +257,10 @@ class Federation(BaseAPIModel):
         The federation id (``fid`` in every other call).
     name : str
         Human-readable name.
-    state : {"active", "evaluating", "completed"}
+    state : {"active", "evaluating", "completed", "failed"}
         ``evaluating`` once training stopped (round budget, target, patience, privacy
         budget) until the final version's validation figures are in; then ``completed``.
+        ``failed`` once ``rounds.max_failed_rounds`` rounds failed.
     current_round : int or None
         The open round's number; ``None`` once evaluating or completed.
     latest_version : int
@@ -243,7 +271,7 @@ class Federation(BaseAPIModel):
         Enrolled participants.
     created_at : datetime
         Creation time.
-    model, strategy, rounds, target, deploy, privacy
+    model, strategy, rounds, target, deploy, privacy, limits
         The configuration the federation was created with.
     privacy_spent : PrivacySpent or None
         Differential privacy spent so far; ``None`` without ``privacy.dp``.
@@ -263,6 +291,7 @@ class Federation(BaseAPIModel):
     target: Target | None = None
     deploy: DeployPolicy | None = None
     privacy: PrivacyPolicy | None = None
+    limits: LimitsPolicy | None = None
     privacy_spent: PrivacySpent | None = None
 
 

@@ -34,6 +34,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -197,6 +198,9 @@ def read_metadata(data: bytes) -> dict[str, str]:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"safetensors header is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        # e.g. 100k nested '[': a real header nests three levels deep
+        raise WireError("safetensors header nests too deeply to be a tensor index") from exc
     if not isinstance(header, dict):
         raise WireError("safetensors header must be a JSON object")
     metadata = header.get("__metadata__") or {}
@@ -241,30 +245,55 @@ def encode_update(
     return encode_weights(tensors, metadata)
 
 
-def _positive_int(metadata: Mapping[str, str], key: str, *, allow_zero: bool = False) -> int:
+# ASCII digits only (str.isdigit() also accepts '²'), at most 18 of them: below 2^63,
+# so the value fits any integer column and int() never meets Python's digit limit
+_UINT = re.compile(r"[0-9]{1,18}")
+
+
+def _positive_int(
+    metadata: Mapping[str, str],
+    key: str,
+    *,
+    allow_zero: bool = False,
+    maximum: int | None = None,
+) -> int:
     raw = metadata.get(key)
     if raw is None:
         raise WireError(f"metadata '{key}' is missing", field=key)
-    if not raw.isdigit():
-        raise WireError(f"metadata '{key}' must be a non-negative integer, got {raw!r}", field=key)
+    if not _UINT.fullmatch(raw):
+        raise WireError(
+            f"metadata '{key}' must be a non-negative integer of at most 18 ASCII digits, "
+            f"got {raw[:40]!r}",
+            field=key,
+        )
     value = int(raw)
     if value == 0 and not allow_zero:
         raise WireError(f"metadata '{key}' must be a positive integer, got 0", field=key)
+    if maximum is not None and value > maximum:
+        raise WireError(f"metadata '{key}' must be at most {maximum}, got {value}", field=key)
     return value
 
 
+# the largest round and version number a coordinator stores (32-bit integer columns)
+MAX_COUNTER = 2**31 - 1
+
+
 def decode_update(
-    data: bytes, spec: Mapping[str, TensorSpec], *, max_norm: float | None = None
+    data: bytes,
+    spec: Mapping[str, TensorSpec],
+    *,
+    max_norm: float | None = None,
+    max_num_examples: int | None = None,
 ) -> Update:
     """Parse and validate an update against the model spec; raise :class:`WireError`.
 
-    Checks names, dtypes, shapes, finiteness, row indices and, when ``max_norm`` is
-    given, the update's global L2 norm.
+    Checks names, dtypes, shapes, finiteness, row indices and, when given, the update's
+    global L2 norm against ``max_norm`` and ``num_examples`` against ``max_num_examples``.
     """
     metadata = read_metadata(data)
-    round_number = _positive_int(metadata, "round")
-    base_version = _positive_int(metadata, "base_version", allow_zero=True)
-    num_examples = _positive_int(metadata, "num_examples")
+    round_number = _positive_int(metadata, "round", maximum=MAX_COUNTER)
+    base_version = _positive_int(metadata, "base_version", allow_zero=True, maximum=MAX_COUNTER)
+    num_examples = _positive_int(metadata, "num_examples", maximum=max_num_examples)
     kind = metadata.get("update_kind", "dense")
     if kind not in ("dense", "row_sparse"):
         raise WireError(

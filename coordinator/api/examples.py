@@ -40,6 +40,7 @@ FEDERATION: dict[str, Any] = {
         "max_rounds": 20,
         "deadline_seconds": 600,
         "below_quorum": "extend",
+        "max_failed_rounds": 100,
         "patience": None,
         "min_delta": 0.0,
         "final_evaluation_seconds": 300,
@@ -47,6 +48,11 @@ FEDERATION: dict[str, Any] = {
     "target": {"metric": "ndcg@10", "value": 0.05},
     "deploy": {"policy": "best", "metric": "ndcg@10"},
     "privacy": {"max_update_norm": None, "dp": None},
+    "limits": {
+        "max_num_examples": 100_000_000,
+        "max_num_users": 10_000_000,
+        "metrics": ["hr@10", "ndcg@10", "sampled_hr@10", "sampled_ndcg@10"],
+    },
     "privacy_spent": None,
     "current_round": 3,
     "latest_version": 2,
@@ -60,7 +66,9 @@ CATALOG = {"items": ["movie-1", "movie-2", "movie-3"]}
 PARTICIPANT_CREATE = {"name": "shop-berlin"}
 PARTICIPANT = {"id": PID, "name": "shop-berlin", "state": "active", "created_at": WHEN}
 REVOKED_PARTICIPANT = {**PARTICIPANT, "state": "revoked"}
-ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"}
+# a made-up token for the documentation's example; no coordinator ever issued it
+EXAMPLE_TOKEN = "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"  # nosec B105 # doc example
+ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": EXAMPLE_TOKEN}
 
 ROUND = {
     "number": 3,

@@ -6,18 +6,23 @@ authenticated: a request without a valid token passes straight through to the ap
 (which answers 401/403) and leaves no record. Upload bodies
 (``application/octet-stream``) pass through too: the upload use case replays by key
 itself.
+
+A response marked ``Cache-Control: no-store`` (an enrolment: it carries a token) is
+never stored: the record keeps, for its replay, a 409 ``secret-not-replayable`` naming
+the resource the first attempt created.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coordinator.api.problems import error_response, problem_response
+from coordinator.api.problems import PROBLEM_MEDIA_TYPE, error_response, problem_response
 from coordinator.domain import idempotency
 from coordinator.domain.auth import Principal, authenticate
 from coordinator.domain.context import Context
@@ -28,7 +33,7 @@ __all__ = ["IdempotencyMiddleware"]
 _METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-TOKEN_REFRESH_SUFFIX = "/participants/me/token"
+TOKEN_REFRESH_SUFFIX = "/participants/me/token"  # nosec B105 # a route path, not a secret
 
 
 class IdempotencyMiddleware:
@@ -95,14 +100,17 @@ class IdempotencyMiddleware:
         status: int | None = None
         chunks: list[bytes] = []
         response_type: str | None = None
+        secret = False
 
         async def capture(message: Message) -> None:
-            nonlocal status, response_type
+            nonlocal status, response_type, secret
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
                         response_type = value.decode("latin-1")
+                    elif name.lower() == b"cache-control" and b"no-store" in value.lower():
+                        secret = True
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
             await send(message)
@@ -110,13 +118,18 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, _replay_receive(body, receive), capture)
         finally:
+            response_body = b"".join(chunks)
+            if secret and status is not None and status < 300:
+                status, response_type, response_body = _not_replayable(
+                    scope["path"], status, response_body
+                )
             await run_in_threadpool(
                 idempotency.finish,
                 self.ctx,
                 claimed,
                 status_code=status,
                 content_type=response_type,
-                body=b"".join(chunks),
+                body=response_body,
             )
 
     def _authenticate(self, authorization: bytes | None) -> Principal | None:
@@ -128,6 +141,31 @@ class IdempotencyMiddleware:
             return authenticate(self.ctx, token.strip(), audit_failure=False)
         except CoordinatorError:
             return None
+
+
+def _not_replayable(path: str, status: int, body: bytes) -> tuple[int, str, bytes]:
+    """What a replay of a secret-bearing response answers: it is never stored."""
+    try:
+        created = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        created = None
+    response = problem_response(
+        None,
+        status=409,
+        slug="secret-not-replayable",
+        title="Response not replayable",
+        detail=f"the first request with this Idempotency-Key succeeded ({status}), but its "
+        "response carried a token, which is shown only once and never stored"
+        + (
+            f"; re-enrol participant {created} (POST …/participants/{created}/reenrol) for "
+            "a fresh token"
+            if isinstance(created, str)
+            else "; repeat the request with a new key"
+        ),
+        instance=path,
+        created_id=created if isinstance(created, str) else None,
+    )
+    return 409, PROBLEM_MEDIA_TYPE, bytes(response.body)
 
 
 def _problem(scope: Scope, **fields: Any) -> Response:

@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator.domain.specs import (
+    DB_INT_MAX,
     DeployPolicy,
+    LimitsPolicy,
     ModelSpec,
     PrivacyPolicy,
     RoundPolicy,
@@ -54,6 +56,22 @@ class FederationCreate(RequestSchema):
     privacy: PrivacyPolicy = Field(
         default=PrivacyPolicy(), description="Update norm bound and differential privacy."
     )
+    limits: LimitsPolicy = Field(
+        default=LimitsPolicy(),
+        description="Per-federation bounds on what participants report (sizes, metrics).",
+    )
+
+    @model_validator(mode="after")
+    def _metrics_declared(self) -> FederationCreate:
+        for where, metric in (("deploy.metric", self.deploy.metric),) + (
+            (("target.metric", self.target.metric),) if self.target else ()
+        ):
+            if metric not in self.limits.metrics:
+                raise ValueError(
+                    f"{where} {metric!r} is not among limits.metrics {list(self.limits.metrics)}"
+                    "; add it there"
+                )
+        return self
 
     @model_validator(mode="after")
     def _catalog_matches_model(self) -> FederationCreate:
@@ -86,9 +104,10 @@ class Federation(Schema):
 
     id: str = Field(description="The federation id used in every path.")
     name: str = Field(description="The name given at creation.")
-    state: Literal["active", "evaluating", "completed"] = Field(
+    state: Literal["active", "evaluating", "completed", "failed"] = Field(
         description="`active`: rounds run; `evaluating`: training stopped, waiting for the "
-        "final version's validation figures (no round is open); `completed`: done."
+        "final version's validation figures (no round is open); `completed`: done; "
+        "`failed`: `rounds.max_failed_rounds` rounds failed; no round opens again."
     )
     model: ModelSpec = Field(description="The model every participant trains.")
     strategy: StrategySpec = Field(description="How the coordinator combines the updates.")
@@ -96,6 +115,7 @@ class Federation(Schema):
     target: TargetSpec | None = Field(description="The early-stop target; null = none.")
     deploy: DeployPolicy = Field(description="Which version goes live when training stops.")
     privacy: PrivacyPolicy = Field(description="Update norm bound and differential privacy.")
+    limits: LimitsPolicy = Field(description="Per-federation bounds on what participants report.")
     privacy_spent: PrivacySpent | None = Field(
         description="Differential privacy spent so far; null without `privacy.dp`."
     )
@@ -283,9 +303,17 @@ class EvaluationCreate(RequestSchema):
         description="`validation` figures steer stopping and deployment; `test` only reports."
     )
     metrics: dict[str, float] = Field(
-        description="Metric name (e.g. `ndcg@10`) to value in [0, 1].", min_length=1
+        description="Metric name (e.g. `ndcg@10`) to value in [0, 1]; only the names the "
+        "federation declares in `limits.metrics`.",
+        min_length=1,
+        max_length=32,
     )
-    num_users: int = Field(gt=0, description="Users evaluated; the weight of these figures.")
+    num_users: int = Field(
+        gt=0,
+        le=DB_INT_MAX,
+        description="Users evaluated; the weight of these figures (at most the "
+        "federation's `limits.max_num_users`).",
+    )
 
     @model_validator(mode="after")
     def _metrics_in_range(self) -> EvaluationCreate:
@@ -335,7 +363,7 @@ class DeploymentCreate(RequestSchema):
     """The admin's request to make a version live."""
 
     version: int = Field(
-        ge=0, description="The version to serve: newer promotes, older rolls back."
+        ge=0, le=DB_INT_MAX, description="The version to serve: newer promotes, older rolls back."
     )
 
 
@@ -395,6 +423,7 @@ def federation_out(view: Any) -> Federation:
         target=TargetSpec.model_validate(row.target) if row.target else None,
         deploy=DeployPolicy.model_validate(row.deploy_policy),
         privacy=PrivacyPolicy.model_validate(row.privacy),
+        limits=LimitsPolicy.model_validate(row.limits or {}),
         privacy_spent=PrivacySpent.model_validate(spent) if (spent := view.privacy_spent) else None,
         current_round=row.current_round,
         latest_version=row.latest_version,

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain.privacy import DPAggregation
+from coordinator.domain.privacy import DPAggregation, clip_factor
 from participant_sdk.wire import TensorSpec, Update
 
 __all__ = [
@@ -65,6 +65,10 @@ class WeightedMean:
     of updates whatever their contents) each update is first scaled by
     ``min(1, C / ||delta_i||)``, and noise of std ``z * C`` is added to every coordinate
     of every tensor's sum, rows nobody sent included, before the division by ``W``.
+
+    ``clip_norm`` (the strategy's ``update_norm_clip``) scales each update by
+    ``min(1, clip_norm / ||delta_i||)`` the same way, without noise: no participant moves
+    the model further than that, and no finite update can overflow it.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class WeightedMean:
         row_normalization: RowNormalization = "touched",
         weighting: UpdateWeighting = "examples",
         dp: DPAggregation | None = None,
+        clip_norm: float | None = None,
     ) -> None:
         if row_normalization not in NORMALIZATIONS:
             raise ValueError(f"row_normalization must be one of {NORMALIZATIONS}")
@@ -82,6 +87,7 @@ class WeightedMean:
         if dp is not None and (row_normalization, weighting) != ("total", "uniform"):
             raise ValueError('dp needs row_normalization="total" and weighting="uniform"')
         self._dp = dp
+        self._clip_norm = clip_norm
         self._spec = dict(spec)
         self._normalization: RowNormalization = row_normalization
         self._uniform = weighting == "uniform"
@@ -98,7 +104,11 @@ class WeightedMean:
         """Fold one validated update into the running sums."""
         weight = 1.0 if self._uniform else float(update.num_examples)
         # clipping scales the delta, never the update's weight in the denominators
-        scale = weight * self._dp.clip_factor(update) if self._dp else weight
+        # the tighter of the two bounds (DP's and the strategy's), applied once
+        factor = self._dp.clip_factor(update) if self._dp else 1.0
+        if self._clip_norm is not None:
+            factor = min(factor, clip_factor(update, self._clip_norm))
+        scale = weight * factor
         for name, delta in update.tensors.items():
             scaled = delta.astype(np.float64) * scale
             if update.rows is None:

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,7 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.ease_strategy import EaseStrategy
-from coordinator.domain.errors import NotFound, RoundNotOpen
+from coordinator.domain.errors import NonFiniteAggregate, NotFound, RoundNotOpen
 from coordinator.domain.federations import FederationSettings, federation_settings
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
@@ -113,20 +114,31 @@ def run(
     aggregate are raised (404, 409) and a returned outcome always has a version."""
     step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
     if claimed is None:
-        if step is lifecycle.Step.FAIL:  # the next round opened on the same base
-            ctx.observer.round_failed()
-            ctx.observer.round_opened()
+        if step is lifecycle.Step.FAIL:  # the next round opened on the same base, unless
+            ctx.observer.round_failed()  # that was the federation's max_failed_rounds-th
+            _observe_next_round(ctx, federation_id, number)
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
     started = time.perf_counter()
-    version = complete_claim(ctx, claimed)
+    try:
+        version = complete_claim(ctx, claimed)
+    except NonFiniteAggregate:
+        ctx.observer.round_failed()
+        _observe_next_round(ctx, federation_id, number)
+        if trigger is lifecycle.Trigger.ADMIN:
+            raise
+        return Outcome(lifecycle.Step.FAIL)
     if version is None and trigger is lifecycle.Trigger.ADMIN:
         raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
     if version is not None:
         ctx.observer.round_closed(time.perf_counter() - started)
-        with ctx.read_sessions() as session:  # unless training stopped, the next one opened
-            if RoundRepository(session).get(federation_id, number + 1) is not None:
-                ctx.observer.round_opened()
+        _observe_next_round(ctx, federation_id, number)  # unless training stopped
     return Outcome(step, version)
+
+
+def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
+    with ctx.read_sessions() as session:
+        if RoundRepository(session).get(federation_id, number + 1) is not None:
+            ctx.observer.round_opened()
 
 
 def claim_round(
@@ -264,12 +276,10 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             else {}
         )
         contributors = claimed.update_digests
-        new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
+        new_tensors, new_state = _result(strategy, base_tensors, state, scale)
         while not backoff.all_finite(new_tensors):
             if scale / 2 < backoff.MIN_STEP_SCALE:
-                # nothing finite within reach: keep the base (the round still counts)
-                new_tensors, new_state, contributors = base_tensors, state, ()
-                break
+                _refuse(ctx, claimed, "the aggregate is not finite even at the smallest step")
             scale /= 2
             log.warning(
                 "federation %s round %d: the server step overflowed; halving it to %g",
@@ -277,8 +287,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
                 claimed.number,
                 scale,
             )
-            new_tensors, new_state = strategy.result(base_tensors, state, step_scale=scale)
+            new_tensors, new_state = _result(strategy, base_tensors, state, scale)
         del base_tensors, state
+        if not backoff.all_finite(new_state):
+            # e.g. a second moment that overflowed float32: it would poison every later round
+            _refuse(ctx, claimed, "the server optimizer's state is not finite")
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
     weights = encode_weights(new_tensors, MODEL_METADATA)
@@ -344,6 +357,42 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         version.version,
     )
     return version
+
+
+def _result(
+    strategy: Strategy | EaseStrategy,
+    base: Mapping[str, npt.NDArray[np.generic]],
+    state: Mapping[str, npt.NDArray[np.generic]],
+    scale: float,
+) -> tuple[Mapping[str, npt.NDArray[np.generic]], Mapping[str, npt.NDArray[np.generic]]]:
+    # an overflow becomes inf or NaN here, silently: the back-off and the finite-model
+    # guard below look at the result, not at numpy's warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        return strategy.result(base, state, step_scale=scale)
+
+
+def _refuse(ctx: Context, claimed: Claim, reason: str) -> NoReturn:
+    """The finite-model guard: fail the round instead of recording NaN or Inf, which every
+    later round would inherit. The next round opens on the same base (or the federation
+    fails at ``max_failed_rounds``); raises :class:`NonFiniteAggregate` either way."""
+    with ctx.sessions.begin() as session:
+        federation = FederationRepository(session).get(claimed.federation_id, for_update=True)
+        round_row = RoundRepository(session).get(claimed.federation_id, claimed.number)
+        assert federation is not None
+        assert round_row is not None
+        failed = lifecycle.fail_aggregation(
+            session,
+            federation,
+            round_row,
+            owner=claimed.owner,
+            reason=f"aggregation refused: {reason}",
+            now=utc_now(),
+        )
+    raise NonFiniteAggregate(
+        f"round {claimed.number} failed: {reason}; its updates were not applied and "
+        + ("the next round opens on the same base version" if failed else "its lease was lost"),
+        round=claimed.number,
+    )
 
 
 def _discard_losing_draw(ctx: Context, claimed: Claim, digest: str) -> None:

@@ -29,6 +29,8 @@ class Context:
     signer: LineageSigner  # signs model-version manifests; a separate secret
     audit_key: bytes  # keys the audit log's chain (domain/audit.py); a separate secret
     lease_seconds: float = 300.0
+    # how long an Idempotency-Key's record answers replays (FEDREC_IDEMPOTENCY_TTL_SECONDS)
+    idempotency_ttl_seconds: float = 86_400.0
     token_ttl_seconds: float = 30 * 24 * 3600.0  # participant tokens expire
     token_grace_seconds: float = 300.0  # a replaced token still works this long
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)

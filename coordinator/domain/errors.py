@@ -20,6 +20,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidUpdate",
     "NoUpdates",
+    "NonFiniteAggregate",
     "NotFound",
     "ParticipantRevoked",
     "PayloadTooLarge",
@@ -109,6 +110,11 @@ class RoundNotOpen(Conflict):
 class NoUpdates(Conflict):
     slug = "no-updates"
     title = "Round has no updates"
+
+
+class NonFiniteAggregate(Conflict):
+    slug = "non-finite-aggregate"
+    title = "Aggregation refused: the result is not finite"
 
 
 class FederationCompleted(Conflict):

@@ -9,8 +9,10 @@ from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.errors import EvaluationExists, NotFound
+from coordinator.domain.errors import EvaluationExists, NotFound, ValidationFailed
+from coordinator.domain.federations import federation_settings
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
+from coordinator.domain.specs import LimitsPolicy
 from coordinator.store.models import Evaluation, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
@@ -47,6 +49,7 @@ def submit_evaluation(
         # locked first: concurrent final reports must see each other (one completes it)
         FederationRepository(session).get(federation_id, for_update=True)
         federation = load_federation(session, principal, federation_id)
+        _check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
         if ModelVersionRepository(session).get(federation_id, version) is None:
             raise NotFound(
                 f"model version {version} does not exist", slug="model-version-not-found"
@@ -79,6 +82,24 @@ def submit_evaluation(
         session.flush()
         lifecycle.settle_final_evaluation(session, federation, utc_now())
     return row
+
+
+def _check_limits(limits: LimitsPolicy, metrics: Mapping[str, float], num_users: int) -> None:
+    """Only declared metrics, and a bounded weight: a participant cannot fill the table
+    nor outweigh the others without limit in the figures behind target and deploy."""
+    undeclared = sorted(set(metrics) - set(limits.metrics))
+    if undeclared:
+        raise ValidationFailed(
+            f"metrics {undeclared[:5]} are not declared by this federation; it accepts "
+            f"{list(limits.metrics)} (limits.metrics)",
+            field="metrics",
+        )
+    if num_users > limits.max_num_users:
+        raise ValidationFailed(
+            f"num_users must be at most {limits.max_num_users} for this federation "
+            f"(limits.max_num_users), got {num_users}",
+            field="num_users",
+        )
 
 
 def _brief(metrics: Mapping[str, float]) -> str:

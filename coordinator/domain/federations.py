@@ -18,6 +18,7 @@ from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
 from coordinator.domain.specs import (
     DeployPolicy,
+    LimitsPolicy,
     ModelSpec,
     PrivacyPolicy,
     RoundPolicy,
@@ -47,6 +48,7 @@ class FederationSettings:
     strategy: StrategySpec
     rounds: RoundPolicy
     privacy: PrivacyPolicy
+    limits: LimitsPolicy
     tensors: dict[str, TensorSpec]
     update_tensors: dict[str, TensorSpec]
 
@@ -58,6 +60,7 @@ class FederationSettings:
             strategy=StrategySpec.model_validate(federation.strategy),
             rounds=RoundPolicy.model_validate(federation.round_policy),
             privacy=PrivacyPolicy.model_validate(federation.privacy),
+            limits=LimitsPolicy.model_validate(federation.limits or {}),
             tensors=model.tensors(),
             update_tensors=model.update_tensors(),
         )
@@ -112,6 +115,7 @@ def create_federation(
     target: TargetSpec | None,
     deploy: DeployPolicy,
     privacy: PrivacyPolicy,
+    limits: LimitsPolicy | None = None,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
     check_dp_policy(strategy, privacy)
@@ -129,6 +133,7 @@ def create_federation(
             target=target.model_dump() if target else None,
             deploy_policy=deploy.model_dump(),
             privacy=privacy.model_dump(),
+            limits=(limits or LimitsPolicy()).model_dump(),
             catalog=list(catalog) if catalog is not None else None,
             latest_version=0,
             completed_rounds=0,

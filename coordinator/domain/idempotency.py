@@ -8,6 +8,12 @@ neither be probed nor filled by someone without a token. A key reused with a dif
 request is refused (422); a retry arriving while the first attempt still runs gets 409
 with Retry-After. 5xx responses are not recorded, so the retry runs again.
 
+No secret is ever stored: a response that carries one (an enrolment's token, marked
+``Cache-Control: no-store`` by its route) is recorded only as what its replay answers
+instead, a 409 naming the resource it created (the caller re-enrols it for a fresh
+token). Records expire after ``Context.idempotency_ttl_seconds``: an expired key is
+claimed again as new, and :func:`sweep_expired` deletes them (the worker's timer).
+
 Uploads replay by key in :func:`coordinator.domain.rounds.submit_update` instead: their
 bodies are large and the update row itself is the record.
 """
@@ -15,6 +21,7 @@ bodies are large and the update row itself is the record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -22,7 +29,7 @@ from coordinator.domain.errors import IdempotencyKeyReused, RequestInProgress
 from coordinator.store.models import IdempotencyRecord, utc_now
 from coordinator.store.repository import IdempotencyRepository
 
-__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "begin", "finish"]
+__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "begin", "finish", "sweep_expired"]
 
 MAX_KEY_LENGTH = 200
 
@@ -51,6 +58,9 @@ def begin(
         with ctx.sessions.begin() as session:
             repo = IdempotencyRepository(session)
             existing = repo.get(scope, key)
+            if existing is not None and existing.created_at < _expiry(ctx):
+                repo.delete(existing.id)  # expired: the key is new again
+                existing = None
             if existing is None:
                 record = IdempotencyRecord(
                     principal=scope,
@@ -96,3 +106,13 @@ def finish(
             content_type=content_type,
             body=body.decode("utf-8", errors="replace"),
         )
+
+
+def _expiry(ctx: Context) -> datetime:
+    return utc_now() - timedelta(seconds=ctx.idempotency_ttl_seconds)
+
+
+def sweep_expired(ctx: Context) -> int:
+    """Delete the records older than the TTL; returns how many."""
+    with ctx.sessions.begin() as session:
+        return IdempotencyRepository(session).delete_created_before(_expiry(ctx))

@@ -6,18 +6,23 @@ Rounds::
      │  ▲               │
      │  └──release──────┘   (a failed attempt gives the round back; an expired
      │                        lease lets another process claim it again)
-     └──fail──▶ failed       (deadline passed below quorum, policy "fail")
+     └──fail──▶ failed       (deadline passed below quorum, policy "fail"; or,
+                              from aggregating, a result that is not finite)
 
 Federations::
 
     active ──stop──▶ evaluating ──complete──▶ completed
+       │
+       └──fail──▶ failed      (rounds.max_failed_rounds rounds failed)
 
 ``stop`` after a round closed when :func:`stopping.stop_reason` says so (round budget
 spent, privacy budget, target reached, or no validation gain for ``patience``
 versions). ``evaluating`` opens no round: it waits for every active participant's
 validation figures of the final version, or ``final_evaluation_seconds``, so the last
 version is evaluated and deployable too. ``complete_federation`` is the one way into
-``completed``. A ``failed`` federation will join ``FederationState`` here.
+``completed``. A federation whose ``rounds.max_failed_rounds``-th round fails is
+``failed``: no round opens again, so a short deadline with ``below_quorum: fail`` cannot
+add rounds forever.
 
 Every transition is a function that takes the caller's ``Session`` and changes rows in
 it, never commits: a use case composes several inside one transaction (closing a round,
@@ -67,6 +72,7 @@ __all__ = [
     "complete_federation",
     "extend_deadline",
     "fail",
+    "fail_aggregation",
     "final_evaluation_settled",
     "next_step",
     "open_round",
@@ -89,6 +95,7 @@ class FederationState(StrEnum):
     ACTIVE = "active"
     EVALUATING = "evaluating"  # stopped training; waiting for the final version's figures
     COMPLETED = "completed"
+    FAILED = "failed"  # rounds.max_failed_rounds rounds failed; no round opens again
 
 
 class Trigger(StrEnum):
@@ -252,7 +259,8 @@ def extend_deadline(federation: Federation, round_row: Round, now: datetime) -> 
 
 
 def fail(session: Session, federation: Federation, round_row: Round, now: datetime) -> None:
-    """``open -> failed`` below quorum at the deadline; the next round opens on the same base."""
+    """``open -> failed`` below quorum at the deadline; the next round opens on the same
+    base, unless that was the federation's ``max_failed_rounds``-th failed round."""
     policy = RoundPolicy.model_validate(federation.round_policy)
     round_row.state = RoundState.FAILED
     round_row.closed_at = now
@@ -260,13 +268,36 @@ def fail(session: Session, federation: Federation, round_row: Round, now: dateti
         f"deadline passed with {round_row.update_count} updates, "
         f"quorum is {policy.min_participants}"
     )
-    open_round(
-        session,
-        federation,
-        number=round_row.number + 1,
-        base_version=round_row.base_version,
-        now=now,
-    )
+    log.info("round %d of %s failed below quorum", round_row.number, federation.id)
+    _after_failed_round(session, federation, round_row, now)
+
+
+def fail_aggregation(
+    session: Session,
+    federation: Federation,
+    round_row: Round,
+    *,
+    owner: str,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """``aggregating -> failed`` if ``owner`` still holds the lease: the aggregate was
+    refused (not finite), so no version is recorded and the next round opens on the same
+    base, unless the federation reached ``max_failed_rounds``."""
+    if not RoundRepository(session).fail_if_owned(
+        round_row.id, owner=owner, reason=reason[:500], closed_at=now
+    ):
+        return False
+    session.refresh(round_row)
+    log.warning("round %d of %s failed: %s", round_row.number, federation.id, reason)
+    _after_failed_round(session, federation, round_row, now)
+    return True
+
+
+def _after_failed_round(
+    session: Session, federation: Federation, round_row: Round, now: datetime
+) -> None:
+    policy = RoundPolicy.model_validate(federation.round_policy)
     audit.record(
         session,
         actor="coordinator",
@@ -274,10 +305,31 @@ def fail(session: Session, federation: Federation, round_row: Round, now: dateti
         federation_id=federation.id,
         subject=f"round {round_row.number}",
         outcome="failed",
-        detail={"updates": round_row.update_count, "quorum": policy.min_participants},
+        detail={
+            "updates": round_row.update_count,
+            "quorum": policy.min_participants,
+            "reason": (round_row.failure_reason or "")[:200],
+        },
         now=now,
     )
-    log.info("round %d of %s failed below quorum", round_row.number, federation.id)
+    session.flush()
+    failed = RoundRepository(session).count_failed(federation.id)
+    if failed >= policy.max_failed_rounds:
+        federation.state = FederationState.FAILED
+        federation.current_round = None
+        log.warning(
+            "federation %s failed: %d of its rounds failed (rounds.max_failed_rounds)",
+            federation.id,
+            failed,
+        )
+        return
+    open_round(
+        session,
+        federation,
+        number=round_row.number + 1,
+        base_version=round_row.base_version,
+        now=now,
+    )
 
 
 def complete_federation(session: Session, federation: Federation, now: datetime) -> None:

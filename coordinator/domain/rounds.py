@@ -114,7 +114,8 @@ async def wait_for_round(
         changed = (
             after is None
             or row.number > after
-            or federation.state == lifecycle.FederationState.COMPLETED
+            or federation.state
+            in (lifecycle.FederationState.COMPLETED, lifecycle.FederationState.FAILED)
             or (
                 federation.state == lifecycle.FederationState.EVALUATING
                 and not await anyio.to_thread.run_sync(_reported_final, ctx, principal, federation)
@@ -237,7 +238,10 @@ def submit_update(
 
     try:
         update = decode_update(
-            body, settings.update_tensors, max_norm=settings.privacy.max_update_norm
+            body,
+            settings.update_tensors,
+            max_norm=settings.privacy.max_update_norm,
+            max_num_examples=settings.limits.max_num_examples,
         )
         if settings.model.kind == "ease":
             check_gram(update)

@@ -6,6 +6,7 @@ The API reuses these as request schemas, so the rules live in one place.
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from participant_sdk.wire import TensorSpec, ease_spec, ease_update_spec, mf_spec
 
 __all__ = [
+    "DB_INT_MAX",
+    "DEFAULT_METRICS",
     "DeployPolicy",
     "DifferentialPrivacy",
+    "LimitsPolicy",
     "ModelSpec",
     "PrivacyPolicy",
     "RoundPolicy",
@@ -28,7 +32,25 @@ ADAPTIVE_SERVER_LR = 0.01
 EASE_MAX_ITEMS = 20_000
 # a log grid wide enough for sparse and dense data: round r publishes B(lambda_r)
 EASE_DEFAULT_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
-METRIC_PATTERN = r"^(ndcg|hr|precision|recall|sampled_ndcg|sampled_hr)@[1-9][0-9]*$"
+METRIC_PATTERN = r"^(ndcg|hr|precision|recall|sampled_ndcg|sampled_hr)@[1-9][0-9]{0,3}$"
+# what the SDK's FederatedRecommender reports at its default k=10 (validation: the first
+# four; test: all six, the sampled-99 ones when the catalog is large enough)
+DEFAULT_METRICS = (
+    "hr@10",
+    "ndcg@10",
+    "precision@10",
+    "recall@10",
+    "sampled_hr@10",
+    "sampled_ndcg@10",
+)
+# the largest value an Integer column holds on every backend (PostgreSQL's is 32-bit):
+# every integer a caller sends that reaches such a column is bounded by it
+DB_INT_MAX = 2**31 - 1
+# updates of a default federation are clipped to this L2 norm: ~136x the largest update
+# norm measured on ML-100K (73.3: one participant holding every user, bench.quality's
+# recipe and grids, every setting, 20 rounds), so honest updates are not clipped (the
+# quality bench's bytes do not move), while a hostile one cannot overflow the model
+DEFAULT_UPDATE_NORM_CLIP = 10_000.0
 
 
 class _Spec(BaseModel):
@@ -59,7 +81,9 @@ class ModelSpec(_Spec):
         description="`ease` only: candidate L2 penalties, one per round (round r publishes "
         "version r = B(ease_lambdas[r-1]); the deploy policy picks one on validation).",
     )
-    seed: int = Field(default=0, ge=0, description="Seed of the initial item factors.")
+    seed: int = Field(
+        default=0, ge=0, le=2**63 - 1, description="Seed of the initial item factors."
+    )
     init_scale: float = Field(
         default=0.01,
         ge=0,
@@ -173,6 +197,16 @@ class StrategySpec(_Spec):
         description="`fedadam`/`fedyogi` only: adaptivity; the step is "
         "server_lr * m / (sqrt(v) + tau), and v starts at tau^2.",
     )
+    update_norm_clip: float | None = Field(
+        default=DEFAULT_UPDATE_NORM_CLIP,
+        gt=0,
+        le=1e12,
+        allow_inf_nan=False,
+        description="Each update is scaled by min(1, C / its global L2 norm) before it is "
+        "aggregated, so no participant moves the model further than C (null = off; "
+        "`ease` Grams are never clipped). To refuse such updates instead, set "
+        "`privacy.max_update_norm`.",
+    )
     proximal_mu: float = Field(
         default=0.0,
         ge=0,
@@ -196,15 +230,27 @@ class StrategySpec(_Spec):
 class RoundPolicy(_Spec):
     """How many rounds a federation runs, their quorum, deadlines and stopping."""
 
-    min_participants: int = Field(default=1, ge=1, description="Quorum for deadline closes.")
+    min_participants: int = Field(
+        default=1, ge=1, le=DB_INT_MAX, description="Quorum for deadline closes."
+    )
     max_rounds: int = Field(default=10, ge=1, le=100_000, description="Rounds producing a version.")
     deadline_seconds: float | None = Field(
         default=None,
         gt=0,
-        description="Round deadline counted from its opening; none = no deadline.",
+        le=31_536_000,
+        allow_inf_nan=False,
+        description="Round deadline counted from its opening (at most a year); none = no deadline.",
     )
     below_quorum: Literal["extend", "fail"] = Field(
         default="extend", description="At a deadline below quorum: extend it, or fail the round."
+    )
+    max_failed_rounds: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="The federation fails (state `failed`, no round open) once this many "
+        "of its rounds failed (below quorum at the deadline, or an aggregation that would "
+        "produce non-finite weights).",
     )
     patience: int | None = Field(
         default=None,
@@ -240,7 +286,10 @@ class TargetSpec(_Spec):
     """An early-stop target on the aggregated validation figures."""
 
     metric: str = Field(pattern=METRIC_PATTERN, description="e.g. `ndcg@10`.")
-    value: float = Field(description="Stop once the aggregated validation metric reaches this.")
+    value: float = Field(
+        allow_inf_nan=False,
+        description="Stop once the aggregated validation metric reaches this.",
+    )
 
 
 class DeployPolicy(_Spec):
@@ -305,7 +354,11 @@ class PrivacyPolicy(_Spec):
     """Bounds on what one update may change, and differential privacy."""
 
     max_update_norm: float | None = Field(
-        default=None, gt=0, description="Reject updates whose global L2 norm exceeds this."
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Reject updates whose global L2 norm exceeds this (see also "
+        "`strategy.update_norm_clip`, which scales them down instead).",
     )
     dp: DifferentialPrivacy | None = Field(
         default=None,
@@ -314,3 +367,40 @@ class PrivacyPolicy(_Spec):
             "Needs strategy weighting `uniform` and normalization `total`."
         ),
     )
+
+
+class LimitsPolicy(_Spec):
+    """Bounds on what participants report: nothing a participant sends can outweigh the
+    others without limit, or fill the database."""
+
+    max_num_examples: int = Field(
+        default=100_000_000,
+        ge=1,
+        le=2**53,
+        description="The largest `num_examples` an update may declare (its weight under "
+        "`strategy.weighting: examples`); a larger one is refused (422).",
+    )
+    max_num_users: int = Field(
+        default=10_000_000,
+        ge=1,
+        le=DB_INT_MAX,
+        description="The largest `num_users` an evaluation may declare (its weight in the "
+        "aggregated metrics behind `target`, `patience` and the `best` deploy policy).",
+    )
+    metrics: tuple[str, ...] = Field(
+        default=DEFAULT_METRICS,
+        min_length=1,
+        max_length=32,
+        description="The metric names evaluations may report (the SDK reports hr, ndcg, "
+        "precision, recall and their sampled_ variants at its k, 10 by default); "
+        "`target.metric` and `deploy.metric` must be among them.",
+    )
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> LimitsPolicy:
+        bad = [name for name in self.metrics if not re.match(METRIC_PATTERN, name)]
+        if bad:
+            raise ValueError(f"unknown metric names {bad}; use e.g. 'ndcg@10', 'sampled_hr@10'")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("limits.metrics must be distinct")
+        return self

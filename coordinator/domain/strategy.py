@@ -111,7 +111,11 @@ def build_strategy(
         raise ValueError(f"unknown aggregator {spec.aggregator!r}")
     return Strategy(
         aggregator=WeightedMean(
-            tensors, row_normalization=spec.normalization, weighting=spec.weighting, dp=dp
+            tensors,
+            row_normalization=spec.normalization,
+            weighting=spec.weighting,
+            dp=dp,
+            clip_norm=spec.update_norm_clip,
         ),
         optimizer=build_optimizer(spec),
     )

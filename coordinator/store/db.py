@@ -7,9 +7,11 @@ the transaction begins (see ``_begin``); on PostgreSQL they behave the same.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import Engine, column, create_engine, event, select, table
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -37,6 +39,8 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
     """Create an engine; SQLite connections get the pragmas a concurrent server needs."""
     if url.startswith("sqlite"):
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
+        if not in_memory:
+            _create_private(make_url(url).database)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
@@ -72,6 +76,23 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
     )
+
+
+def _create_private(path: str | None) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does it with the umask.
+
+    It holds token hashes and everything the federations did; SQLite gives its ``-wal``
+    and ``-shm`` files the database file's permissions.
+    """
+    if not path or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        return  # no such folder: SQLite reports it on connect
+    os.close(fd)
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -100,6 +100,8 @@ class Federation(Base):
     target: Mapped[dict[str, Any] | None]
     deploy_policy: Mapped[dict[str, Any]]
     privacy: Mapped[dict[str, Any]]
+    # bounds on what participants report (specs.LimitsPolicy); null: the defaults
+    limits: Mapped[dict[str, Any] | None]
     catalog: Mapped[list[Any] | None]
     current_round: Mapped[int | None] = mapped_column(Integer)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -166,7 +168,8 @@ class Update(Base):
     round_number: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    num_examples: Mapped[int] = mapped_column(Integer)
+    # 64-bit: a federation may allow more than 2^31 examples (limits.max_num_examples)
+    num_examples: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(20))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
@@ -246,11 +249,14 @@ class IdempotencyRecord(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     request_sha256: Mapped[str] = mapped_column(String(64))
+    # a response that carried a secret (an enrolment's token) is never stored: its replay
+    # is a problem naming what was created (coordinator.domain.idempotency)
     # null while the first request is still being processed
     status_code: Mapped[int | None] = mapped_column(Integer)
     content_type: Mapped[str | None] = mapped_column(String(100))
     response_body: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # records expire (FEDREC_IDEMPOTENCY_TTL_SECONDS); the worker sweeps by this index
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
 
 
 class Blob(Base):

@@ -218,6 +218,28 @@ class RoundRepository(_Repository):
         )
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
+    def fail_if_owned(self, round_id: str, *, owner: str, reason: str, closed_at: datetime) -> bool:
+        """Compare-and-set ``aggregating -> failed``; false if the lease was lost."""
+        result = self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, Round.state == "aggregating", Round.lease_owner == owner)
+            .values(
+                state="failed", failure_reason=reason, closed_at=closed_at, lease_expires_at=None
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def count_failed(self, federation_id: str) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Round)
+                .where(Round.federation_id == federation_id, Round.state == "failed")
+            )
+            or 0
+        )
+
     def release(self, round_id: str, *, owner: str) -> None:
         """Give a claimed round back (``aggregating -> open``) after a failed attempt."""
         self.session.execute(
@@ -398,6 +420,12 @@ class IdempotencyRepository(_Repository):
 
     def delete(self, record_id: str) -> None:
         self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+    def delete_created_before(self, cutoff: datetime) -> int:
+        result = self.session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = True) -> set[str]:

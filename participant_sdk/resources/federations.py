@@ -14,6 +14,7 @@ from ..types import (
     DeployPolicy,
     Federation,
     ItemList,
+    LimitsPolicy,
     ModelSpec,
     PrivacyPolicy,
     RoundPolicy,
@@ -44,6 +45,7 @@ def _create_body(
     target: Target | Mapping[str, Any] | None,
     deploy: DeployPolicy | Mapping[str, Any] | None,
     privacy: PrivacyPolicy | Mapping[str, Any] | None,
+    limits: LimitsPolicy | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "model": _dump(model)}
     specs: dict[str, _Spec | None] = {
@@ -52,6 +54,7 @@ def _create_body(
         "target": target,
         "deploy": deploy,
         "privacy": privacy,
+        "limits": limits,
     }
     body.update({key: _dump(spec) for key, spec in specs.items() if spec is not None})
     if catalog is not None:
@@ -79,6 +82,7 @@ class Federations(SyncAPIResource):
         target: Target | Mapping[str, Any] | None = None,
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
+        limits: LimitsPolicy | Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin).
@@ -89,9 +93,10 @@ class Federations(SyncAPIResource):
             A human-readable name.
         model : ModelSpec or mapping
             E.g. ``{"kind": "mf", "num_items": 1682, "dim": 64}``.
-        strategy, rounds, target, deploy, privacy : spec or mapping, optional
-            Aggregation strategy, round policy, stopping target, deploy policy and
-            privacy policy; the coordinator's defaults when left out.
+        strategy, rounds, target, deploy, privacy, limits : spec or mapping, optional
+            Aggregation strategy, round policy, stopping target, deploy policy,
+            privacy policy and the bounds on what participants report (e.g. the
+            metric names at another ``k``); the coordinator's defaults when left out.
         catalog : sequence of str, optional
             ``num_items`` distinct external item ids; row ``i`` is entry ``i``.
         timeout : float, httpx.Timeout or None, optional
@@ -111,6 +116,7 @@ class Federations(SyncAPIResource):
             target=target,
             deploy=deploy,
             privacy=privacy,
+            limits=limits,
         )
         return self._client._post(_path(), Federation, json=body, timeout=timeout)
 
@@ -160,6 +166,7 @@ class AsyncFederations(AsyncAPIResource):
         target: Target | Mapping[str, Any] | None = None,
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
+        limits: LimitsPolicy | Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin); see :meth:`Federations.create`."""
@@ -172,6 +179,7 @@ class AsyncFederations(AsyncAPIResource):
             target=target,
             deploy=deploy,
             privacy=privacy,
+            limits=limits,
         )
         return await self._client._post(_path(), Federation, json=body, timeout=timeout)
 

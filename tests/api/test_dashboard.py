@@ -394,6 +394,19 @@ class TestPromote:
         )
         assert_problem(missing, 404, "model-version-not-found")
 
+    @pytest.mark.parametrize("version", ["%C2%B2", "9" * 5000, str(2**63)])
+    def test_a_version_the_database_cannot_hold_is_a_validation_problem(
+        self, client: TestClient, admin_headers: dict[str, str], version: str
+    ) -> None:
+        """ "²" passes str.isdigit and int() refuses it; huge numbers overflow the column."""
+        fid = create_federation(client, admin_headers)["id"]
+        response = client.post(
+            f"/federations/{fid}/deployment",
+            content=f"version={version}",
+            headers={**FORM, **admin_headers},
+        )
+        assert assert_problem(response, 422, "validation-error")["field"] == "version"
+
 
 class TestOfflineDocs:
     @pytest.mark.parametrize(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from coordinator.app import create_app
+from coordinator.config import Settings
 from tests.factories import assert_problem, create_federation, federation_body
 
 
@@ -42,15 +46,88 @@ def test_same_key_different_body_422(client: TestClient, admin_headers: dict) ->
     assert _count(client, admin_headers) == 1
 
 
-def test_enrol_retry_returns_the_same_participant(client: TestClient, admin_headers: dict) -> None:
+def test_enrol_retry_enrols_once_and_never_replays_the_token(
+    client: TestClient, admin_headers: dict
+) -> None:
     fid = create_federation(client, admin_headers)["id"]
     url = f"/v1/federations/{fid}/participants"
     headers = {**admin_headers, "Idempotency-Key": "enrol-1"}
     first = client.post(url, json={"name": "shop"}, headers=headers)
+    assert first.status_code == 201
+    assert first.headers["cache-control"] == "no-store"
     again = client.post(url, json={"name": "shop"}, headers=headers)
-    assert again.json()["id"] == first.json()["id"]
-    assert again.json()["token"] == first.json()["token"]
+    problem = assert_problem(again, 409, "secret-not-replayable")
+    assert problem["created_id"] == first.json()["id"]
+    assert "reenrol" in problem["detail"]
+    assert first.json()["token"] not in again.text
     assert len(client.get(url, headers=admin_headers).json()["items"]) == 1
+    assert _stored_bodies(client)
+    assert not _token_at_rest(client, first.json()["token"])
+
+
+def test_reenrol_response_is_not_stored_either(client: TestClient, admin_headers: dict) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    pid = client.post(
+        f"/v1/federations/{fid}/participants", json={"name": "p"}, headers=admin_headers
+    ).json()["id"]
+    url = f"/v1/federations/{fid}/participants/{pid}/reenrol"
+    headers = {**admin_headers, "Idempotency-Key": "re-1"}
+    first = client.post(url, headers=headers)
+    assert first.status_code == 200
+    assert_problem(client.post(url, headers=headers), 409, "secret-not-replayable")
+    assert not _token_at_rest(client, first.json()["token"])
+    # the token of the first answer still works: the replay did not re-enrol again
+    me = client.get(
+        f"/v1/federations/{fid}/participants/me",
+        headers={"Authorization": f"Bearer {first.json()['token']}"},
+    )
+    assert me.status_code == 200
+
+
+def _stored_bodies(client: TestClient) -> list[str]:
+    from sqlalchemy import select
+
+    from coordinator.store.models import IdempotencyRecord
+
+    with client.app.state.context.read_sessions() as session:  # type: ignore[attr-defined]
+        return [b or "" for b in session.scalars(select(IdempotencyRecord.response_body))]
+
+
+def _token_at_rest(client: TestClient, token: str) -> bool:
+    """Whether the token appears anywhere in the database file or the blobs."""
+    if any(token in body for body in _stored_bodies(client)):
+        return True
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    files = [p for p in settings.data_dir.rglob("*") if p.is_file()]
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        files += list(database.parent.glob(database.name + "*"))
+    return any(token.encode() in p.read_bytes() for p in files)
+
+
+def test_an_expired_key_acts_again(settings: Settings, admin_headers: dict) -> None:
+    app = create_app(settings.model_copy(update={"idempotency_ttl_seconds": 0.5}), run_timer=False)
+    with TestClient(app) as client:
+        first = _post(client, admin_headers, "ttl-1")
+        assert _post(client, admin_headers, "ttl-1").headers["idempotent-replayed"] == "true"
+        time.sleep(0.6)
+        again = _post(client, admin_headers, "ttl-1")
+        assert again.status_code == 201
+        assert "idempotent-replayed" not in again.headers
+        assert again.json()["id"] != first.json()["id"]
+
+
+def test_the_timer_sweeps_expired_records(settings: Settings, admin_headers: dict) -> None:
+    app = create_app(settings.model_copy(update={"idempotency_ttl_seconds": 0.5}), run_timer=False)
+    with TestClient(app) as client:
+        _post(client, admin_headers, "sweep-1")
+        _post(client, admin_headers, "sweep-2")
+        assert _records(client) == 2
+        time.sleep(0.6)
+        _post(client, admin_headers, "sweep-3")  # fresh: kept
+        app.state.worker.tick()
+        assert _records(client) == 1
 
 
 def test_errors_are_replayed_too(client: TestClient, admin_headers: dict) -> None:
@@ -89,7 +166,9 @@ def test_no_record_before_authentication(client: TestClient, admin_headers: dict
     fid = create_federation(client, admin_headers)["id"]
     url = f"/v1/federations/{fid}/participants"
     before = _records(client)
-    for i, auth in enumerate(({"Authorization": "Bearer junk"}, {})):
+    # the audit's 200 junk-token POSTs left 200 rows
+    for i in range(200):
+        auth = {"Authorization": f"Bearer junk-{i}"} if i % 2 else {}
         response = client.post(
             url, json={"name": "x"}, headers={**auth, "Idempotency-Key": f"j{i}"}
         )
@@ -107,4 +186,6 @@ def test_revoked_participant_gets_no_replay(client: TestClient, admin_headers: d
     body = {"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 1}
     assert client.post(url, json=body, headers=headers).status_code == 201
     client.delete(f"/v1/federations/{fid}/participants/{enrolled['id']}", headers=admin_headers)
-    assert_problem(client.post(url, json=body, headers=headers), 401, "participant-revoked")
+    replay = client.post(url, json=body, headers=headers)
+    assert_problem(replay, 401, "participant-revoked")
+    assert "idempotent-replayed" not in replay.headers

@@ -114,6 +114,8 @@ def test_a_refresh_is_never_stored_for_replay(
     )
     assert "Idempotent-Replayed" not in again.headers
     assert again.json()["token"] != first["token"]
+    # the answer carries a token: no cache may keep it either
+    assert again.headers["cache-control"] == "no-store"
     with _ctx(app).read_sessions() as session:
         stored = session.scalar(select(func.count()).select_from(IdempotencyRecord))
     assert stored == 0

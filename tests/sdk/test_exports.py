@@ -56,6 +56,7 @@ EXPECTED = {
     "Evaluation",
     "Federation",
     "Health",
+    "LimitsPolicy",
     "MetricsRow",
     "ModelSpec",
     "ModelVersion",

@@ -52,6 +52,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "PrivacyPolicy": sdk.PrivacyPolicy,
     "DifferentialPrivacy": sdk.DifferentialPrivacy,
     "PrivacySpent": sdk.PrivacySpent,
+    "LimitsPolicy": sdk.LimitsPolicy,
     # participants
     "Participant": sdk.Participant,
     "EnrolledParticipant": sdk.EnrolledParticipant,

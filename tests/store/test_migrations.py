@@ -65,3 +65,43 @@ def test_upgrade_is_idempotent(empty_database_url: str) -> None:
     engine.dispose()
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert version == head
+
+
+def test_0007_purges_stored_tokens_and_widens_num_examples(empty_database_url: str) -> None:
+    """Idempotency records written before 0007 held enrolment responses, tokens in clear."""
+    upgrade(empty_database_url, "0006")
+    engine = create_engine(empty_database_url)
+    insert = text(
+        "INSERT INTO idempotency_records (id, principal, key, method, path, request_sha256, "
+        "status_code, content_type, response_body, created_at) VALUES "
+        "(:id, 'admin', :id, 'POST', :path, 'x', 201, 'application/json', :body, "
+        "CURRENT_TIMESTAMP)"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert,
+            {
+                "id": "enrol",
+                "path": "/v1/federations/f/participants",
+                "body": '{"id":"p","token":"frp_secret"}',
+            },
+        )
+        conn.execute(
+            insert,
+            {
+                "id": "reenrol",
+                "path": "/v1/federations/f/participants/p/reenrol",
+                "body": '{"id":"p","token":"frp_secret2"}',
+            },
+        )
+        conn.execute(
+            insert, {"id": "create", "path": "/v1/federations", "body": '{"id":"f","name":"n"}'}
+        )
+    upgrade(empty_database_url, "0007")
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT id, response_body FROM idempotency_records")).all()
+    columns = {c["name"]: c for c in inspect(engine).get_columns("updates")}
+    engine.dispose()
+    assert [row[0] for row in kept] == ["create"]
+    assert all("frp_" not in (row[1] or "") for row in kept)
+    assert "BIGINT" in str(columns["num_examples"]["type"]).upper()

@@ -42,6 +42,7 @@ from coordinator.domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from coordinator.domain.specs import DB_INT_MAX
 
 __all__ = ["router"]
 
@@ -265,9 +266,11 @@ async def promote(federation_id: str, request: Request, ctx: ContextDep) -> Resp
         return _sign_in_required(request)
     _check_csrf(request, ctx, viewer, form)
     raw = form.get("version", "")
-    if not raw.isdigit():
+    # ASCII digits only ("²".isdigit() too) and what the version column holds: a 422, never a 500
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= DB_INT_MAX):
         raise ValidationFailed(
-            f"version must be a model version number, got {raw!r}", field="version"
+            f"version must be a model version number (at most {DB_INT_MAX}), got {raw[:20]!r}",
+            field="version",
         )
     await run_in_threadpool(
         deployment.promote, ctx, viewer.principal, federation_id, version=int(raw)

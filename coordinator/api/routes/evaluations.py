@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Path, status
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
@@ -14,6 +14,7 @@ from coordinator.api.schemas import (
     MetricsRow,
 )
 from coordinator.domain import evaluation
+from coordinator.domain.specs import DB_INT_MAX
 
 router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
 
@@ -40,7 +41,7 @@ router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
 )
 def submit_evaluation(
     federation_id: str,
-    version: int,
+    version: Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The model version.")],
     body: Annotated[
         EvaluationCreate,
         Body(

@@ -59,6 +59,7 @@ def create_federation(
         target=body.target,
         deploy=body.deploy,
         privacy=body.privacy,
+        limits=body.limits,
     )
     return federation_out(view)
 

@@ -10,12 +10,18 @@ from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
+from coordinator.domain.errors import ValidationFailed
+from coordinator.domain.specs import DB_INT_MAX
 from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER
 
 router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
 
 VersionPath = Annotated[
-    str, Path(pattern=r"^(latest|[0-9]+)$", description="A version number or `latest`.")
+    str,
+    Path(
+        pattern=r"^(latest|[0-9]{1,10})$",
+        description=f"A version number (at most {DB_INT_MAX}) or `latest`.",
+    ),
 ]
 
 
@@ -30,8 +36,8 @@ _VERSION_SEEN = (
     )
     | problem(
         422,
-        "The version is neither a number nor `latest`",
-        detail="version: String should match pattern '^(latest|[0-9]+)$'",
+        f"The version is neither a number (at most {DB_INT_MAX}) nor `latest`",
+        detail="version: String should match pattern '^(latest|[0-9]{1,10})$'",
     )
 )
 
@@ -47,7 +53,13 @@ _WEIGHTS: Responses = {
 
 
 def _version(value: str) -> int | str:
-    return value if value == "latest" else int(value)
+    if value == "latest":
+        return value
+    if int(value) > DB_INT_MAX:  # what the version column holds: a 422, never a 500
+        raise ValidationFailed(
+            f"version must be at most {DB_INT_MAX} or 'latest', got {value}", field="version"
+        )
+    return int(value)
 
 
 @router.get(

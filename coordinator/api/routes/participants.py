@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Response, status
 
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
@@ -25,6 +25,17 @@ _NO_PARTICIPANT = problem(
     slug="participant-not-found",
     detail=f"participant {examples.PID} is not enrolled in this federation",
 )
+# overrides keyed_write's 409: an enrolment's Idempotency-Key never replays its token
+_NOT_REPLAYABLE = problem(
+    409,
+    "The same Idempotency-Key is still running (retry after `Retry-After`), or it already "
+    "enrolled: the token is never stored, so a replay names the participant to re-enrol",
+    slug="secret-not-replayable",
+    title="Response not replayable",
+    detail="the response to this Idempotency-Key carried a secret and is never stored; "
+    f"re-enrol participant {examples.PID} (POST …/participants/{examples.PID}/reenrol) "
+    "for a fresh token",
+)
 
 
 @router.post(
@@ -36,7 +47,8 @@ _NO_PARTICIPANT = problem(
     | _ADMIN
     | _NO_FEDERATION
     | problems(413)
-    | keyed_write(),
+    | keyed_write()
+    | _NOT_REPLAYABLE,
 )
 def enrol_participant(
     federation_id: str,
@@ -44,15 +56,18 @@ def enrol_participant(
         ParticipantCreate,
         Body(openapi_examples=body_examples(shop=("A shop", examples.PARTICIPANT_CREATE))),
     ],
+    response: Response,
     ctx: ContextDep,
     admin: AdminDep,
 ) -> EnrolledParticipant:
     """Enrol a participant; the response carries its token, shown only this once."""
     participant, token = participants.enrol_participant(ctx, admin, federation_id, name=body.name)
-    return _with_token(participant, token)
+    return _with_token(response, participant, token)
 
 
-def _with_token(participant: object, token: str) -> EnrolledParticipant:
+def _with_token(response: Response, participant: object, token: str) -> EnrolledParticipant:
+    # no-store: no cache keeps the token, nor the Idempotency-Key record (api/idempotency)
+    response.headers["Cache-Control"] = "no-store"
     return EnrolledParticipant.model_validate(
         {**Participant.model_validate(participant).model_dump(), "token": token}
     )
@@ -104,12 +119,12 @@ def get_me(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Part
     | _NO_FEDERATION,
 )
 def refresh_token(
-    federation_id: str, ctx: ContextDep, principal: PrincipalDep
+    federation_id: str, response: Response, ctx: ContextDep, principal: PrincipalDep
 ) -> EnrolledParticipant:
     """A new token for the calling participant, with a new expiry; the token used for this
     call keeps working for a short grace (never replayed from an Idempotency-Key)."""
     participant, token = participants.refresh_token(ctx, principal, federation_id)
-    return _with_token(participant, token)
+    return _with_token(response, participant, token)
 
 
 @router.delete(
@@ -138,11 +153,16 @@ def revoke_participant(
     )
     | _ADMIN
     | _NO_PARTICIPANT
-    | keyed_write(validates=False),
+    | keyed_write(validates=False)
+    | _NOT_REPLAYABLE,
 )
 def reenrol_participant(
-    federation_id: str, participant_id: str, ctx: ContextDep, admin: AdminDep
+    federation_id: str,
+    participant_id: str,
+    response: Response,
+    ctx: ContextDep,
+    admin: AdminDep,
 ) -> EnrolledParticipant:
     """Re-activate a (revoked) participant with a fresh token, shown only this once."""
     participant, token = participants.reenrol_participant(ctx, admin, federation_id, participant_id)
-    return _with_token(participant, token)
+    return _with_token(response, participant, token)

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -23,17 +23,22 @@ from coordinator.api.schemas import (
 )
 from coordinator.domain import audit, rounds
 from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
+from coordinator.domain.specs import DB_INT_MAX
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
 
 MAX_WAIT_SECONDS = 60.0
+# bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
+RoundNumber = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The round number.")]
 _SEEN = problems(403) | problem(404, "No such federation")
 _ROUND_SEEN = problems(403) | problem(
     404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
 )
 _NUMBER = problem(
-    422, "The round number is not an integer", detail="number: Input should be a valid integer"
+    422,
+    f"The round number is not an integer in [0, {DB_INT_MAX}]",
+    detail="number: Input should be a valid integer",
 )
 
 
@@ -57,7 +62,10 @@ async def get_current_round(
         float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Long-poll up to this many seconds.")
     ] = 0,
     after: Annotated[
-        int | None, Query(ge=0, description="Return once the current round number exceeds this.")
+        int | None,
+        Query(
+            ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
+        ),
     ] = None,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
@@ -89,7 +97,9 @@ def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) ->
     summary="Read a round",
     responses=success(200, "The round", examples.CLOSED_ROUND) | _ROUND_SEEN | _NUMBER,
 )
-def get_round(federation_id: str, number: int, ctx: ContextDep, principal: PrincipalDep) -> Round:
+def get_round(
+    federation_id: str, number: RoundNumber, ctx: ContextDep, principal: PrincipalDep
+) -> Round:
     """One round."""
     return Round.model_validate(rounds.get_round(ctx, principal, federation_id, number))
 
@@ -122,8 +132,9 @@ def get_round(federation_id: str, number: int, ctx: ContextDep, principal: Princ
     | problems(413, 415)
     | problem(
         422,
-        "The bytes are not a valid update for the model (`field` names the tensor), "
-        "or the Idempotency-Key came with other bytes",
+        "The bytes are not a valid update for the model (`field` names the tensor; "
+        "`num_examples` above the federation's `limits.max_num_examples`), the round "
+        f"number is not in [0, {DB_INT_MAX}], or the Idempotency-Key came with other bytes",
         slug="invalid-update",
         title="Invalid update",
         detail="tensor item_factors has shape (10, 8), expected (1682, 64)",
@@ -142,7 +153,7 @@ def get_round(federation_id: str, number: int, ctx: ContextDep, principal: Princ
 )
 async def upload_update(
     federation_id: str,
-    number: int,
+    number: RoundNumber,
     request: Request,
     response: Response,
     ctx: ContextDep,
@@ -207,15 +218,16 @@ async def upload_update(
     | keyed_write()
     | problem(
         409,
-        "The round is not open (closed, failed, or being aggregated), has no updates, or "
-        "the same Idempotency-Key is still running",
+        "The round is not open (closed, failed, or being aggregated), has no updates, "
+        "its aggregate is not finite (`non-finite-aggregate`: the round failed, the next "
+        "opens on the same base), or the same Idempotency-Key is still running",
         slug="no-updates",
         title="Round has no updates",
         detail="round 3 has no updates to aggregate",
     ),
 )
 async def aggregate(
-    federation_id: str, number: int, admin: AdminDep, worker: WorkerDep
+    federation_id: str, number: RoundNumber, admin: AdminDep, worker: WorkerDep
 ) -> ModelVersion:
     """Aggregate round `number` now (admin) and return the new model version."""
     # the same job as the upload kick and the timer, on the worker; this call waits for it
