@@ -53,9 +53,6 @@ class _Held:
     update: Update
     factor: float
 
-    def tensor(self, name: str) -> F64:
-        return np.asarray(self.update.tensors[name], dtype=np.float64) * self.factor
-
 
 def _hold(update: Update, clip_norm: float | None) -> _Held:
     return _Held(update, 1.0 if clip_norm is None else clip_factor(update, clip_norm))
@@ -122,7 +119,9 @@ class CoordinateWise:
         if not shape:  # a scalar tensor: one "row"
             return self._robust(name, fallback.reshape(1)).reshape(())
         out = fallback.copy()
-        tensors = [held.tensor(name).reshape((-1, *shape[1:])) for held in self._held]
+        # float32 views of the updates: only the block is ever float64
+        tensors = [held.update.tensors[name].reshape((-1, *shape[1:])) for held in self._held]
+        factors = np.array([held.factor for held in self._held]).reshape((-1,) + (1,) * len(shape))
         for start in range(0, shape[0], ROW_BLOCK):
             stop = min(start + ROW_BLOCK, shape[0])
             # contributors' values for rows [start, stop), NaN where an update is silent
@@ -134,6 +133,7 @@ class CoordinateWise:
                     continue
                 lo, hi = np.searchsorted(rows, [start, stop])
                 block[k, rows[lo:hi] - start] = tensors[k][lo:hi]
+            block *= factors  # clipped (NaN stays NaN)
             present = ~np.isnan(block.reshape(len(self._held), stop - start, -1)[:, :, 0])
             count = present.sum(axis=0)
             robust_rows = count >= self._min
@@ -227,21 +227,34 @@ class MultiKrum:
         n = len(self._held)
         gram = np.zeros((n, n))
         for name in self._spec:
-            tensors = [
-                held.tensor(name).reshape(len(_rows(held, name, self._spec)), -1)
+            # float32 views; each pair's product is summed in float64
+            flat = [
+                held.update.tensors[name].reshape(len(_rows(held, name, self._spec)), -1)
                 for held in self._held
             ]
-            rows = [_rows(held, name, self._spec) for held in self._held]
             for i in range(n):
                 for j in range(i, n):
-                    _, a, b = np.intersect1d(
-                        rows[i], rows[j], assume_unique=True, return_indices=True
-                    )
-                    dot = float(np.sum(tensors[i][a] * tensors[j][b]))
-                    gram[i, j] += dot
+                    x, y = _overlap(self._held[i], self._held[j], flat[i], flat[j])
+                    dot = float(np.multiply(x, y, dtype=np.float64).sum())
+                    gram[i, j] += dot * self._held[i].factor * self._held[j].factor
                     gram[j, i] = gram[i, j]
         squared = np.diag(gram)
         return np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0.0)
+
+
+def _overlap(
+    first: _Held, second: _Held, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The rows of ``x`` and ``y`` (two updates' values of one tensor) that both sent."""
+    a, b = first.update.rows, second.update.rows
+    if a is None and b is None:
+        return x, y
+    if a is None:
+        return x[b], y
+    if b is None:
+        return x, y[a]
+    _, at, bt = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+    return x[at], y[bt]
 
 
 def _rows(held: _Held, name: str, spec: Mapping[str, TensorSpec]) -> npt.NDArray[np.int64]:
