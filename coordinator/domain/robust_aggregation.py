@@ -115,10 +115,8 @@ class CoordinateWise:
         return counts
 
     def _robust(self, name: str, fallback: F64) -> F64:
-        shape = self._spec[name].shape
-        if not shape:  # a scalar tensor: one "row"
-            return self._robust(name, fallback.reshape(1)).reshape(())
-        out = fallback.copy()
+        shape = self._spec[name].shape or (1,)  # a scalar tensor is one "row"
+        out = fallback.reshape(shape).copy()
         # float32 views of the updates: only the block is ever float64
         tensors = [held.update.tensors[name].reshape((-1, *shape[1:])) for held in self._held]
         factors = np.array([held.factor for held in self._held]).reshape((-1,) + (1,) * len(shape))
@@ -145,7 +143,7 @@ class CoordinateWise:
             else:
                 stat = _trimmed_mean(values, count[robust_rows], self._trim)
             out[start:stop][robust_rows] = stat
-        return out
+        return out.reshape(fallback.shape)
 
 
 def _trimmed_mean(values: F64, count: npt.NDArray[np.int64], trim: float) -> F64:

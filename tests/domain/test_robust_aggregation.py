@@ -112,6 +112,14 @@ def test_updates_are_clipped_before_the_statistic() -> None:
     assert _deltas(agg)[3] == 1.0  # median(1, 0.5, 1)
 
 
+def test_a_scalar_tensor_is_one_row() -> None:
+    spec = {"s": TensorSpec("s", "F32", ())}
+    agg = CoordinateWise(spec, statistic="median", min_contributors=1)
+    for value in (1.0, 5.0, 2.0):
+        agg.add(Update(1, 0, 1, {"s": np.array(value, dtype=np.float32)}))
+    assert dict(agg.mean_deltas())["s"] == 2.0
+
+
 def test_row_blocks_agree_with_one_block() -> None:
     # more rows than one working block: the block edges must not change the result
     rows = ROW_BLOCK + 7
