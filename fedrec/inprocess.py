@@ -12,6 +12,9 @@ With ``dp_clip`` the accumulator clips and noises each round exactly as the coor
 does (:mod:`coordinator.domain.privacy`); :func:`epsilon_spent` is the coordinator's
 accountant.
 
+:func:`aggregate` runs one round of the coordinator's strategy (any aggregator, robust
+ones included) over decoded updates: the poisoning benchmark's server (``bench.poisoning``).
+
 It lives in the application package, above the coordinator, so that the benchmarks
 reach the aggregation code through it rather than through coordinator internals.
 """
@@ -34,9 +37,9 @@ from coordinator.domain.strategy import Strategy, build_strategy
 from fedrec.partition import local_view
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
-from participant_sdk.wire import decode_update, encode_update, mf_spec
+from participant_sdk.wire import Update, decode_update, encode_update, mf_spec
 
-__all__ = ["FedResult", "RowNormalization", "epsilon_spent", "simulate"]
+__all__ = ["FedResult", "RowNormalization", "aggregate", "epsilon_spent", "simulate"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -192,6 +195,22 @@ def simulate(
     result.user_factors = _gather(participants, train)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def aggregate(
+    updates: Sequence[Update],
+    base: Mapping[str, F32],
+    strategy: Mapping[str, Any],
+) -> dict[str, F32]:
+    """The next model after one round: the coordinator's strategy (``strategy`` holds
+    ``StrategySpec`` fields, e.g. ``{"aggregator": "median"}``; the spec's defaults, its
+    ``update_norm_clip`` included, fill the rest) over ``updates`` in the given order.
+    The server optimizer must be stateless (``fedavg``, the default)."""
+    spec = mf_spec(num_items=base["item_factors"].shape[0], dim=base["item_factors"].shape[1])
+    built = build_strategy(StrategySpec.model_validate(dict(strategy)), spec, dp=None)
+    for update in updates:
+        built.add(update)
+    return built.result(base, {})[0]
 
 
 def _refit(

@@ -101,6 +101,9 @@ class StrategySpec(BaseAPIModel):
     the FedProx mu every participant trains with (``FederatedRecommender`` reads it).
     ``update_norm_clip`` scales every update to at most that global L2 norm before it is
     aggregated (the coordinator's default: 10,000).
+    Aggregators robust to poisoning: ``"median"`` and ``"trimmed_mean"`` (coordinate-wise,
+    per item row over the updates that sent it; ``trim_fraction``, and ``min_contributors``
+    below which a row takes the mean) and ``"multi_krum"`` (``krum_byzantine_fraction``).
     """
 
     name: str | None = None
@@ -114,6 +117,9 @@ class StrategySpec(BaseAPIModel):
     tau: float | None = None
     proximal_mu: float | None = None
     update_norm_clip: float | None = None
+    trim_fraction: float | None = None
+    min_contributors: int | None = None
+    krum_byzantine_fraction: float | None = None
 
 
 class RoundPolicy(BaseAPIModel):

@@ -34,6 +34,9 @@ FEDERATION: dict[str, Any] = {
         "server_lr": 1.0,
         "normalization": "touched",
         "weighting": "examples",
+        "trim_fraction": 0.1,
+        "min_contributors": 3,
+        "krum_byzantine_fraction": 0.2,
     },
     "rounds": {
         "min_participants": 2,

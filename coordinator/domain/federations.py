@@ -25,6 +25,7 @@ from coordinator.domain.specs import (
     StrategySpec,
     TargetSpec,
 )
+from coordinator.domain.strategy import check_aggregator
 from coordinator.store.models import Federation, utc_now
 from coordinator.store.repository import FederationRepository, ParticipantRepository
 from participant_sdk.wire import TensorSpec, encode_weights
@@ -120,6 +121,7 @@ def create_federation(
     """Create a federation: store model version 0 and open round 1."""
     check_dp_policy(strategy, privacy)
     check_ease_federation(model, privacy)
+    check_aggregator(model, strategy, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

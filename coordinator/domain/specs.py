@@ -136,10 +136,40 @@ class StrategySpec(_Spec):
         "(`fedavg`: base + server_lr * delta; `fedavgm`: with server momentum; "
         "`fedadam`, `fedyogi`: adaptive, Reddi et al. 2021). Its state is kept per version.",
     )
-    aggregator: Literal["mean"] = Field(
+    aggregator: Literal["mean", "median", "trimmed_mean", "multi_krum"] = Field(
         default="mean",
-        description="How the round's updates combine into one delta (`mean`: weighted "
-        "mean; see `normalization` and `weighting`).",
+        description="How the round's updates combine into one delta, each update first "
+        "clipped to `update_norm_clip`: `mean` = weighted mean (see `normalization` and "
+        "`weighting`); robust to poisoning: `median` / `trimmed_mean` = coordinate-wise, per "
+        "item row over the updates that sent that row, one vote each (rows with fewer than "
+        "`min_contributors` fall back to the mean); `multi_krum` = the mean of the updates "
+        "closest to their neighbours. Robust aggregators hold the round's updates in memory "
+        "and need the individual updates (no DP, no secure aggregation).",
+    )
+    trim_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        lt=0.5,
+        allow_inf_nan=False,
+        description="`trimmed_mean` only: per row and coordinate, drop this fraction of the "
+        "row's contributors' values at each end (rounded down) before averaging.",
+    )
+    min_contributors: int = Field(
+        default=3,
+        ge=1,
+        le=100_000,
+        description="`median`/`trimmed_mean` only: a row sent by fewer updates than this "
+        "takes the clipped weighted mean instead (an order statistic of 1 or 2 values "
+        "defends nothing).",
+    )
+    krum_byzantine_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=0.5,
+        allow_inf_nan=False,
+        description="`multi_krum` only: f = floor(this x the round's updates) assumed "
+        "hostile; each update is scored by its squared distances to its n - f - 2 nearest "
+        "others and the n - f best are averaged.",
     )
     server_lr: float = Field(
         default=1.0,
@@ -216,6 +246,13 @@ class StrategySpec(_Spec):
         "term mu/2 * ||q - q_base||^2 keeps local item factors near the round's base. The "
         "coordinator only stores and serves it.",
     )
+
+    @property
+    def needs_individual_updates(self) -> bool:
+        """Whether the aggregator reads each update on its own (every robust one does),
+        rather than only their sum: DP's sensitivity bound and secure aggregation, which
+        reveals only the sum, both require the `mean`."""
+        return self.aggregator != "mean"
 
     @model_validator(mode="before")
     @classmethod

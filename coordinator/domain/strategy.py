@@ -7,12 +7,14 @@ momentum, FedAdam's moments): it receives the state stored with the base version
 returns the state to store with the new one (as a safetensors blob, see
 ``ModelVersion.server_state_sha256``), so a restarted or replaced coordinator resumes it.
 
-Today: aggregator ``mean`` (:class:`~coordinator.domain.aggregation.WeightedMean`) and
+Today: aggregators ``mean`` (:class:`~coordinator.domain.aggregation.WeightedMean`),
+``median``, ``trimmed_mean`` and ``multi_krum`` (robust to poisoning,
+:mod:`coordinator.domain.robust_aggregation`), and
 server optimizers ``fedavg`` (:class:`~coordinator.domain.aggregation.FedAvgStep`,
 stateless), ``fedavgm``, ``fedadam`` and ``fedyogi``
 (:mod:`coordinator.domain.server_optimizers`, per-row moments). The aggregator also
 says which rows the round touched, so an optimizer leaves the others, and their state,
-alone. Robust aggregators plug in here.
+alone.
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.aggregation import WeightedMean
+from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import DPAggregation
+from coordinator.domain.robust_aggregation import CoordinateWise, MultiKrum
 from coordinator.domain.server_optimizers import build_optimizer
-from coordinator.domain.specs import StrategySpec
+from coordinator.domain.specs import ModelSpec, PrivacyPolicy, StrategySpec
 from participant_sdk.wire import TensorSpec, Update
 
-__all__ = ["Aggregator", "ServerOptimizer", "ServerState", "Strategy", "build_strategy"]
+__all__ = [
+    "Aggregator",
+    "ServerOptimizer",
+    "ServerState",
+    "Strategy",
+    "build_strategy",
+    "check_aggregator",
+]
 
 ServerState = dict[str, npt.NDArray[np.float32]]
 
@@ -107,15 +118,55 @@ def build_strategy(
     spec: StrategySpec, tensors: Mapping[str, TensorSpec], *, dp: DPAggregation | None
 ) -> Strategy:
     """The strategy a federation's ``StrategySpec`` names."""
-    if spec.aggregator != "mean":  # pragma: no cover - spec-validated
-        raise ValueError(f"unknown aggregator {spec.aggregator!r}")
-    return Strategy(
-        aggregator=WeightedMean(
+    aggregator: Aggregator
+    if spec.aggregator == "mean":
+        aggregator = WeightedMean(
             tensors,
             row_normalization=spec.normalization,
             weighting=spec.weighting,
             dp=dp,
             clip_norm=spec.update_norm_clip,
-        ),
-        optimizer=build_optimizer(spec),
-    )
+        )
+    elif dp is not None:  # pragma: no cover - refused by check_aggregator
+        raise ValueError("privacy.dp needs the mean aggregator")
+    elif spec.aggregator == "multi_krum":
+        aggregator = MultiKrum(
+            tensors,
+            byzantine_fraction=spec.krum_byzantine_fraction,
+            clip_norm=spec.update_norm_clip,
+            row_normalization=spec.normalization,
+            weighting=spec.weighting,
+        )
+    else:
+        aggregator = CoordinateWise(
+            tensors,
+            statistic=spec.aggregator,
+            trim_fraction=spec.trim_fraction if spec.aggregator == "trimmed_mean" else 0.0,
+            min_contributors=spec.min_contributors,
+            clip_norm=spec.update_norm_clip,
+            row_normalization=spec.normalization,
+            weighting=spec.weighting,
+        )
+    return Strategy(aggregator=aggregator, optimizer=build_optimizer(spec))
+
+
+def check_aggregator(model: ModelSpec, strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
+    """Refuse a robust aggregator where the individual updates are not available or not
+    aggregated: under DP (its noise is calibrated to the clipped mean's sensitivity) and for
+    ``ease`` (its Grams are summed exactly). Secure aggregation, which reveals only the sum,
+    belongs here too: see ``StrategySpec.needs_individual_updates``."""
+    if not strategy.needs_individual_updates:
+        return
+    if privacy.dp is not None:
+        raise ValidationFailed(
+            f"strategy.aggregator {strategy.aggregator!r} cannot run under privacy.dp: the "
+            "noise is calibrated to the clipped mean; use aggregator 'mean' (its clipping "
+            "bounds each participant) or leave privacy.dp out",
+            field="strategy.aggregator",
+        )
+    if model.kind == "ease":
+        raise ValidationFailed(
+            f"strategy.aggregator {strategy.aggregator!r} does not apply to model kind "
+            "'ease', whose participants' Grams are summed exactly; use 'mean'",
+            field="strategy.aggregator",
+        )
