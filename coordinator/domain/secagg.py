@@ -298,8 +298,9 @@ class SecAggRound:
         roster = self.roster()
         points = {p: roster.share_point(p) for p in self.advertised}
         # every secret is reconstructed from the same responders: one set of coefficients
-        responders = sorted(points[p] for p in self.unmasked)
-        weights = shamir.lagrange_at_zero(responders[: self.threshold])
+        interpolation = shamir.Interpolation(
+            [points[p] for p in self.unmasked], threshold=self.threshold
+        )
         by_point = {points[p]: response for p, response in self.unmasked.items()}
 
         def secret(owner: str, kind: str) -> bytes:
@@ -307,7 +308,10 @@ class SecAggRound:
                 x: (r.self_mask_shares if kind == "seed" else r.mask_key_shares)[owner]
                 for x, r in by_point.items()
             }
-            return shamir.reconstruct(shares, threshold=self.threshold, coefficients=weights)
+            try:
+                return interpolation.reconstruct(shares)
+            except shamir.InconsistentShares as error:
+                raise ValueError(f"the {kind} shares of {owner!r}: {error}") from error
 
         total = np.zeros(self.vector_length, dtype=np.uint32)
         for participant in self.survivors:

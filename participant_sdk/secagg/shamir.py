@@ -21,8 +21,8 @@ __all__ = [
     "SECRET_BYTES",
     "SHARE_BYTES",
     "InconsistentShares",
+    "Interpolation",
     "NotEnoughShares",
-    "lagrange_at_zero",
     "reconstruct",
     "split",
 ]
@@ -61,18 +61,14 @@ def split(secret: bytes, *, xs: Sequence[int], threshold: int) -> dict[int, byte
     return shares
 
 
-def lagrange_at_zero(xs: Sequence[int]) -> dict[int, int]:
-    """The Lagrange coefficients at 0 for the points ``xs``.
-
-    They depend only on which points answered, so a server reconstructing many secrets from
-    the same responders computes them once.
-    """
+def _coefficients(basis: Sequence[int], at: int) -> dict[int, int]:
+    """The Lagrange coefficients that evaluate the polynomial through ``basis`` at ``at``."""
     coefficients = {}
-    for i in xs:
+    for i in basis:
         numerator, denominator = 1, 1
-        for j in xs:
+        for j in basis:
             if j != i:
-                numerator = numerator * (-j) % PRIME
+                numerator = numerator * (at - j) % PRIME
                 denominator = denominator * (i - j) % PRIME
         coefficients[i] = numerator * pow(denominator, -1, PRIME) % PRIME
     return coefficients
@@ -87,43 +83,43 @@ def _value(share: bytes) -> int:
     return value
 
 
-def reconstruct(
-    shares: Mapping[int, bytes],
-    *,
-    threshold: int,
-    coefficients: Mapping[int, int] | None = None,
-) -> bytes:
-    """The secret from at least ``threshold`` shares ``{x: share}``.
+class Interpolation:
+    """Reconstruction from shares at a fixed set of points.
 
-    The first ``threshold`` points (in ascending order) interpolate; every further share is
-    checked against that polynomial. ``coefficients`` may pass ``lagrange_at_zero`` of those
-    first points, computed once.
+    The first ``threshold`` points (ascending) interpolate; every further share is checked
+    against that polynomial. The coefficients depend only on the points, so a server that
+    reconstructs many secrets from the same responders computes them once.
     """
+
+    def __init__(self, points: Sequence[int], *, threshold: int) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be >= 1")
+        if len(set(points)) != len(points):
+            raise ValueError("share points must be distinct")
+        if len(points) < threshold:
+            raise NotEnoughShares(f"{len(points)} shares, {threshold} needed")
+        self.points = sorted(points)
+        self.threshold = threshold
+        basis = self.points[:threshold]
+        self._at_zero = _coefficients(basis, 0)
+        self._checks = {x: _coefficients(basis, x) for x in self.points[threshold:]}
+
+    def reconstruct(self, shares: Mapping[int, bytes]) -> bytes:
+        """The secret from one share per point; ``InconsistentShares`` if they disagree."""
+        if sorted(shares) != self.points:
+            raise ValueError("the shares must come from exactly the interpolation's points")
+        values = {x: _value(shares[x]) for x in self.points}
+        secret = sum(c * values[x] for x, c in self._at_zero.items()) % PRIME
+        for extra, coefficients in self._checks.items():
+            if sum(c * values[x] for x, c in coefficients.items()) % PRIME != values[extra]:
+                raise InconsistentShares(f"share {extra} does not match the others")
+        if secret >= 2 ** (8 * SECRET_BYTES):
+            raise InconsistentShares("the shares interpolate to no 32-byte secret")
+        return secret.to_bytes(SECRET_BYTES, "big")
+
+
+def reconstruct(shares: Mapping[int, bytes], *, threshold: int) -> bytes:
+    """The secret from at least ``threshold`` shares ``{x: share}`` (extra shares are checked)."""
     if len(shares) < threshold:
         raise NotEnoughShares(f"{len(shares)} shares, {threshold} needed")
-    points = sorted(shares)
-    basis = points[:threshold]
-    values = {x: _value(shares[x]) for x in points}
-    weights = coefficients if coefficients is not None else lagrange_at_zero(basis)
-    if sorted(weights) != basis:
-        raise ValueError("coefficients were computed for other points")
-    secret = sum(weights[x] * values[x] for x in basis) % PRIME
-    for extra in points[threshold:]:
-        if _evaluate(basis, values, extra) != values[extra]:
-            raise InconsistentShares(f"share {extra} does not match the others")
-    if secret >= 2 ** (8 * SECRET_BYTES):
-        raise InconsistentShares("the shares interpolate to no 32-byte secret")
-    return secret.to_bytes(SECRET_BYTES, "big")
-
-
-def _evaluate(basis: Sequence[int], values: Mapping[int, int], at: int) -> int:
-    """The interpolating polynomial through ``basis`` evaluated at ``at``."""
-    total = 0
-    for i in basis:
-        numerator, denominator = 1, 1
-        for j in basis:
-            if j != i:
-                numerator = numerator * (at - j) % PRIME
-                denominator = denominator * (i - j) % PRIME
-        total += values[i] * numerator * pow(denominator, -1, PRIME)
-    return total % PRIME
+    return Interpolation(list(shares), threshold=threshold).reconstruct(shares)
