@@ -85,8 +85,8 @@ def run_round(
 
     ``drop_before_sharing`` advertise keys and vanish; ``drop_before_upload`` also share
     keys; ``drop_after_upload`` also upload their masked input but never answer the unmask
-    request. Server-side time counts the state machine only; client time, each client's
-    own calls (both as process CPU time).
+    request. Times are process CPU: a client's covers its calls and encoding and parsing
+    its messages; the server's, the state machine and encoding and parsing its messages.
     """
     context = context or RoundContext("federation", 1)
     lengths = {np.asarray(u).size for u in updates.values()}
@@ -121,10 +121,14 @@ def run_round(
         finally:
             server_clock[0] += time.process_time() - start
 
-    def deliver(participant: str, message: Any) -> bytes:
-        body = _wire(message)
+    def deliver(participant: str, message: Any, kind: Callable[[dict[str, Any]], T]) -> T:
+        """The server encodes an answer (its time), the participant parses it (its time)."""
+        body = as_server(partial(_wire, message))
         received[participant] += len(body)
-        return body
+        start = time.process_time()
+        parsed = _parse(body, kind)
+        cpu[participant] += time.process_time() - start
+        return parsed
 
     clients = {
         p: SecAggClient(context=context, participant=p, update=np.asarray(u), codec=codec)
@@ -150,7 +154,7 @@ def run_round(
 
     alive -= set(drop_before_sharing)
     for p in sorted(alive):
-        view = _parse(deliver(p, roster), Roster.from_dict)
+        view = deliver(p, roster, Roster.from_dict)
         body = as_client(p, partial(clients[p].share_keys, view))
         as_server(partial(_receive, server.receive_shares, ShareKeys.from_dict, body))
     inboxes = as_server(server.close_sharing)
@@ -159,7 +163,7 @@ def run_round(
 
     alive -= set(drop_before_upload)
     for p in sorted(alive):
-        inbox = _parse(deliver(p, inboxes[p]), ShareInbox.from_dict)
+        inbox = deliver(p, inboxes[p], ShareInbox.from_dict)
         body = as_client(p, partial(clients[p].masked_input, inbox))
         as_server(partial(_receive, server.receive_masked_input, MaskedInput.from_dict, body))
     request = as_server(server.close_masked)
@@ -168,7 +172,7 @@ def run_round(
 
     alive -= set(drop_after_upload)
     for p in sorted(alive):
-        view_request = _parse(deliver(p, request), UnmaskRequest.from_dict)
+        view_request = deliver(p, request, UnmaskRequest.from_dict)
         body = as_client(p, partial(clients[p].unmask, view_request))
         as_server(partial(_receive, server.receive_unmask, UnmaskResponse.from_dict, body))
     return finish(as_server(server.finish))
