@@ -60,6 +60,12 @@ _CIPHERTEXT_BYTES = 12 + 2 * shamir.SHARE_BYTES + 16
 MIN_THRESHOLD = 2
 
 
+def _ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("participant lists must be lists of ids")
+    return tuple(value)
+
+
 class InvalidSecAggMessage(CoordinatorError):
     status_code = 422
     slug = "invalid-secagg-message"
@@ -380,8 +386,8 @@ class SecAggRound:
                 advertised={e.participant: e for e in advertised},
                 shares={e.participant: e for e in shares},
                 masked={p: unb64(w, what="masked") for p, w in data["masked"].items()},
-                survivors=tuple(data["survivors"]),
-                dropped=tuple(data["dropped"]),
+                survivors=_ids(data["survivors"]),
+                dropped=_ids(data["dropped"]),
                 unmasked={e.participant: e for e in unmasked},
                 result=None if data["result"] is None else unb64(data["result"], what="result"),
                 abort_reason=data["abort_reason"],

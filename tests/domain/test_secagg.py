@@ -268,8 +268,12 @@ class TestDurability:
         state = driver.server.to_dict()
         assert _reload(driver.server).to_dict() == state
 
-    def test_malformed_state_is_refused(self) -> None:
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [("phase", "dancing"), ("survivors", "p00"), ("masked", {"p00": "not base64!"})],
+    )
+    def test_malformed_state_is_refused(self, key: str, value: object) -> None:
         state = Driver(3, 2).server.to_dict()
-        state["phase"] = "dancing"
+        state[key] = value
         with pytest.raises(InvalidSecAggMessage, match="malformed"):
             SecAggRound.from_dict(state)
