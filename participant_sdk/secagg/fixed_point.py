@@ -15,8 +15,9 @@ Bounds (``n`` inputs summed, ``n <= max_participants``):
   inputs may wrap around: ``decode_sum`` refuses a count above it.
 - **error**: each coordinate is rounded to the nearest multiple of ``1 / scale``, an error of
   at most ``1 / (2 * scale)``; the decoded sum is within ``n / (2 * scale)`` of the sum of the
-  clipped inputs, i.e. within ``n * max_participants * clip / (2^32 - 2)`` (about
-  ``n^2 * clip * 2.3e-10`` when ``max_participants = n``). For clip = 1 and 200 participants
+  clipped inputs: ``n * max_participants * clip / (2^32 - 2)`` times at most
+  ``1 + 1 / scale`` (the floor in ``scale``), about ``n^2 * clip * 2.3e-10`` when
+  ``max_participants = n``. For clip = 1 and 200 participants
   that is 9.3e-6 per coordinate of the sum (4.7e-8 per coordinate of the mean).
 """
 
