@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NOT_IN_THE_CORE = (
     "participant_sdk.recsys",
     "participant_sdk.participant",
+    # secure aggregation loads only when a federation uses it
+    "participant_sdk.secagg",
     "rich",
     "fastapi",
     "starlette",
