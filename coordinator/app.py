@@ -116,7 +116,7 @@ def build_context(settings: Settings) -> Context:
     # transitions that hold only a session append audit events with this key
     sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
     read_sessions = create_read_session_factory(engine)
-    return Context(
+    context = Context(
         sessions=sessions,
         read_sessions=read_sessions,
         blobs=open_blob_store(settings, sessions, read_sessions),
@@ -129,6 +129,9 @@ def build_context(settings: Settings) -> Context:
         token_ttl_seconds=settings.participant_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,
     )
+    context.notifier.interval_seconds = settings.long_poll_interval_seconds
+    context.notifier.max_per_holder = settings.max_long_polls_per_token
+    return context
 
 
 def open_blob_store(
