@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, status
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     Evaluation,
@@ -15,7 +16,9 @@ from coordinator.api.schemas import (
 )
 from coordinator.domain import evaluation
 
-router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}", tags=["evaluations"]
+)
 
 
 @router.post(

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     ModelVersion,
@@ -25,7 +26,9 @@ from coordinator.domain import audit, rounds
 from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
 
 log = logging.getLogger("fedrec.api")
-router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/rounds", tags=["rounds"]
+)
 
 MAX_WAIT_SECONDS = 60.0
 _SEEN = problems(403) | problem(404, "No such federation")
