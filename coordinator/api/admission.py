@@ -109,28 +109,35 @@ class AdmissionControl:
             await self._body_too_large(scope, receive, send)
             return
         received = 0
-        started = False
+        too_large = False
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _AnonymousBodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if too_large:
+                # FastAPI turns a failed body read into its own 400: answer 413 instead
+                if not answered and message["type"] == "http.response.start":
+                    answered = True
+                    await self._body_too_large(scope, receive, send)
+                return
+            answered = answered or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _AnonymousBodyTooLarge:
-            if started:
-                raise
+            pass
+        if too_large and not answered:
             await self._body_too_large(scope, receive, send)
 
     def _authenticate(self, token: str) -> Principal | None:

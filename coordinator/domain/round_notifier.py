@@ -60,6 +60,15 @@ class RoundNotifier:
         self._task: asyncio.Task[None] | None = None
         self.reads = 0  # database reads so far (tests and the bench count them)
 
+    @property
+    def waiting(self) -> int:
+        """Long-polls waiting on this notifier right now."""
+        return sum(self._waiters.values())
+
+    def holding(self, holder: Hashable) -> int:
+        """Long-polls ``holder`` holds right now."""
+        return self._holders[holder]
+
     @contextmanager
     def hold(self, holder: Hashable) -> Iterator[None]:
         """Count one long-poll of ``holder`` (a token); refuse beyond the cap with 429."""
