@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
             settings.auth_failure_rate_per_second, settings.auth_failure_burst
         ),
         trusted_proxies=settings.trusted_proxies,
+        scrape_token=app.state.metrics_token,
     )
     app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
     # outermost: every answer, a 413 included, carries the id its log lines carry

@@ -16,6 +16,7 @@ never throttled (orchestrator probes). Counters are per process (rate_limits.py)
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class AdmissionControl:
         per_address: TokenBuckets,
         auth_failures: TokenBuckets,
         trusted_proxies: Sequence[str] = (),
+        scrape_token: str | None = None,
     ) -> None:
         self.app = app
         self.ctx = context
@@ -56,6 +58,7 @@ class AdmissionControl:
         self.per_address = per_address
         self.auth_failures = auth_failures
         self.trusted_proxies = tuple(trusted_proxies)
+        self.scrape_token = scrape_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNTHROTTLED_PATHS:
@@ -64,6 +67,8 @@ class AdmissionControl:
         address = client_address(scope, self.trusted_proxies)
         token = _bearer_token(scope)
         principal: Principal | None = None
+        if token is not None and self._is_scrape_token(token):
+            token = None  # not a principal, not a failure: /metrics checks it (per address)
         if token is not None:
             wait = self.auth_failures.retry_after(address)
             if wait:
@@ -139,6 +144,11 @@ class AdmissionControl:
             pass
         if too_large and not answered:
             await self._body_too_large(scope, receive, send)
+
+    def _is_scrape_token(self, token: str) -> bool:
+        return self.scrape_token is not None and hmac.compare_digest(
+            token.encode(), self.scrape_token.encode()
+        )
 
     def _authenticate(self, token: str) -> Principal | None:
         try:

@@ -8,7 +8,7 @@ whose single read per interval serves every waiting long-poll, and wakes them al
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import event
 
 from coordinator.api.rate_limits import TokenBuckets, client_address
@@ -38,7 +39,7 @@ async def _send_body(
     return (status, headers, bytes the app pulled). Nothing 250 MB ever exists here:
     whatever the app buffers shows up as pulled bytes."""
     pulled = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw_headers.append((b"content-type", b"application/json"))
     if declare:
@@ -51,7 +52,7 @@ async def _send_body(
         pulled += CHUNK
         return {"type": "http.request", "body": b" " * CHUNK, "more_body": pulled < HUGE}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
@@ -159,6 +160,18 @@ class TestRateLimits:
             assert int(guesses[-1].headers["Retry-After"]) >= 1
             # from that address not even a valid token is checked until the bucket refills
             assert client.get("/v1/federations", headers=admin_headers).status_code == 429
+
+    def test_the_metrics_scrape_token_is_not_a_failed_authentication(
+        self, settings: Settings, admin_headers: dict[str, str]
+    ) -> None:
+        app = _throttled_app(settings, metrics_token=SecretStr("scrape-me"))
+        scrape = {"Authorization": "Bearer scrape-me"}
+        with TestClient(app) as client:
+            burst = settings.auth_failure_burst
+            assert all(
+                client.get("/metrics", headers=scrape).status_code == 200 for _ in range(burst + 5)
+            )
+            assert client.get("/v1/federations", headers=admin_headers).status_code == 200
 
     def test_default_limits_let_a_participant_work_fast(
         self, client: TestClient, admin_headers: dict[str, str]
@@ -271,12 +284,6 @@ def counted_app(settings: Settings) -> Iterator[tuple[FastAPI, list[str]]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
-        yield client
 
 
 POLLS = 200

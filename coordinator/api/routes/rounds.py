@@ -50,6 +50,13 @@ _NUMBER = problem(
         422,
         f"`wait` is outside [0, {MAX_WAIT_SECONDS:g}] or `after` is negative",
         detail="wait: Input should be less than or equal to 60",
+    )
+    | problem(
+        429,
+        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
+        "(retry after `Retry-After`)",
+        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
+        "wait for one to return",
     ),
 )
 async def get_current_round(
