@@ -136,10 +136,10 @@ class Settings(BaseSettings):
     auth_failure_rate_per_second: float = Field(
         default=0.2,
         ge=0,
-        description="Failed authentications per second one client address may sustain "
-        "(burst auth_failure_burst), throttled hardest; 0 disables.",
+        description="Guessed tokens (unknown, not revoked or expired) per second one client "
+        "address may sustain (burst auth_failure_burst), throttled hardest; 0 disables.",
     )
-    auth_failure_burst: int = Field(default=10, gt=0)
+    auth_failure_burst: int = Field(default=50, gt=0)
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For names the client; "

@@ -7,8 +7,10 @@ For every HTTP request, before the app sees it:
 - a request without a valid token spends from its client address's bucket, and its body
   may be at most ``anonymous_max_body_bytes``: a larger declared length is refused
   before a byte is read, a longer stream as soon as it passes the limit;
-- each failed authentication spends from the address's auth-failure bucket, the
-  smallest: once empty, tokens from that address are not even checked until it refills.
+- each guessed token (one nobody holds; revoked and expired tokens are real) spends from
+  the address's auth-failure bucket, the smallest: once empty, tokens from that address
+  are not even checked until it refills, except tokens that already authenticated in
+  this process (their holders may share the guesser's NAT).
 
 Refusals are 429 problem+json with ``Retry-After``. ``/healthz`` and ``/readyz`` are
 never throttled (orchestrator probes). Counters are per process (rate_limits.py).
@@ -17,6 +19,7 @@ never throttled (orchestrator probes). Counters are per process (rate_limits.py)
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,13 +28,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.problems import problem_response
 from coordinator.api.rate_limits import TokenBuckets, client_address
-from coordinator.domain.auth import Principal, authenticate
+from coordinator.domain.auth import Principal, authenticate, hash_token
 from coordinator.domain.context import Context
-from coordinator.domain.errors import CoordinatorError, Unauthorized
+from coordinator.domain.errors import (
+    CoordinatorError,
+    ParticipantRevoked,
+    TokenExpired,
+    Unauthorized,
+)
 
 __all__ = ["AdmissionControl"]
 
 UNTHROTTLED_PATHS = frozenset({"/healthz", "/readyz"})
+MAX_REMEMBERED_TOKENS = 100_000
 
 
 class _AnonymousBodyTooLarge(Exception):
@@ -59,6 +68,9 @@ class AdmissionControl:
         self.auth_failures = auth_failures
         self.trusted_proxies = tuple(trusted_proxies)
         self.scrape_token = scrape_token
+        # hashes of tokens that authenticated in this process: a throttled address (a NAT a
+        # guesser shares) still lets their holders in
+        self._valid_hashes: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNTHROTTLED_PATHS:
@@ -71,16 +83,20 @@ class AdmissionControl:
             token = None  # not a principal, not a failure: /metrics checks it (per address)
         if token is not None:
             wait = self.auth_failures.retry_after(address)
-            if wait:
+            if wait and not self._known(token):
                 detail = (
                     f"too many failed authentications from {address}; "
                     f"retry in {wait} s with a valid token"
                 )
                 await self._too_many(scope, receive, send, wait, detail)
                 return
-            principal = await run_in_threadpool(self._authenticate, token)
-            if principal is None:
+            principal, guessed = await run_in_threadpool(self._authenticate, token)
+            if guessed:
                 self.auth_failures.take(address)
+                if wait:  # a known token no longer valid, from a throttled address
+                    detail = f"too many failed authentications from {address}; retry in {wait} s"
+                    await self._too_many(scope, receive, send, wait, detail)
+                    return
         if principal is not None:
             # the route's dependency and the idempotency layer reuse it
             scope.setdefault("state", {})["principal"] = principal
@@ -150,14 +166,27 @@ class AdmissionControl:
             token.encode(), self.scrape_token.encode()
         )
 
-    def _authenticate(self, token: str) -> Principal | None:
+    def _known(self, token: str) -> bool:
+        return hash_token(self.ctx.secret_key, token) in self._valid_hashes
+
+    def _authenticate(self, token: str) -> tuple[Principal | None, bool]:
+        """The token's principal (None: the app answers), and whether it was a guess: a
+        token nobody holds. Revoked and expired tokens are real, not guesses."""
         try:
             # the app authenticates a refused token again and records the failure once
-            return authenticate(self.ctx, token, audit_failure=False)
+            principal = authenticate(self.ctx, token, audit_failure=False)
+        except (ParticipantRevoked, TokenExpired):
+            return None, False
         except Unauthorized:
-            return None
+            return None, True
         except CoordinatorError:
-            return None  # e.g. a busy database: the app answers it
+            return None, False  # e.g. a busy database: the app answers it
+        digest = hash_token(self.ctx.secret_key, token)
+        self._valid_hashes[digest] = None
+        self._valid_hashes.move_to_end(digest)
+        if len(self._valid_hashes) > MAX_REMEMBERED_TOKENS:
+            self._valid_hashes.popitem(last=False)
+        return principal, False
 
     async def _body_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _problem(

@@ -147,19 +147,38 @@ class TestRateLimits:
     def test_bad_token_guesses_throttled_hardest(
         self, settings: Settings, admin_headers: dict[str, str]
     ) -> None:
-        app = _throttled_app(settings)  # the defaults: 10 failures, then 1 per 5 s
+        app = _throttled_app(settings)  # the defaults: 50 guesses, then 1 per 5 s
         burst = settings.auth_failure_burst
         with TestClient(app) as client:
+            fid = create_federation(client, admin_headers)["id"]  # the admin token is known
+            _, newcomer = enrol(client, admin_headers, fid)  # never authenticated yet
             guesses = [
                 client.get("/v1/federations", headers={"Authorization": f"Bearer guess-{n}"})
-                for n in range(30)
+                for n in range(burst + 30)
             ]
             assert [r.status_code for r in guesses[:burst]] == [401] * burst
             assert {r.status_code for r in guesses[burst:]} == {429}
             assert_problem(guesses[-1], 429, "too-many-requests")
             assert int(guesses[-1].headers["Retry-After"]) >= 1
-            # from that address not even a valid token is checked until the bucket refills
-            assert client.get("/v1/federations", headers=admin_headers).status_code == 429
+            # from that address a token is not even checked until the bucket refills...
+            assert client.get(f"/v1/federations/{fid}", headers=newcomer).status_code == 429
+            # ...unless it already authenticated here (its holder may share the guesser's NAT)
+            assert client.get("/v1/federations", headers=admin_headers).status_code == 200
+
+    def test_revoked_tokens_are_not_guesses(
+        self, settings: Settings, admin_headers: dict[str, str]
+    ) -> None:
+        app = _throttled_app(settings, auth_failure_burst=2)
+        with TestClient(app) as client:
+            fid = create_federation(client, admin_headers)["id"]
+            participant_id, participant = enrol(client, admin_headers, fid)
+            revoked = client.delete(
+                f"/v1/federations/{fid}/participants/{participant_id}", headers=admin_headers
+            )
+            assert revoked.status_code in (200, 204)
+            url = f"/v1/federations/{fid}/rounds/current"
+            statuses = {client.get(url, headers=participant).status_code for _ in range(5)}
+            assert statuses == {401}
 
     def test_the_metrics_scrape_token_is_not_a_failed_authentication(
         self, settings: Settings, admin_headers: dict[str, str]
