@@ -7,17 +7,17 @@ latency printed (median, max), with the number of long-polls the server reports 
 Everything is bounded: the polls wait at most 60 s, the probes time out after 60 s.
 
 ``--code DIR`` runs the server from another checkout (e.g. main before this change) so
-the figures can be compared on the same machine::
+the figures can be compared on the same machine. Run it from a folder that holds no
+checkout (``python -m`` would put the current folder first on the server's path)::
 
-    python -m bench.long_polls                      # this checkout
-    python -m bench.long_polls --code /work/main    # before
+    cd /tmp && python /path/to/fedrec/bench/long_polls.py                  # this checkout
+    cd /tmp && python /path/to/fedrec/bench/long_polls.py --code /old/fedrec  # before
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -95,7 +95,7 @@ def main() -> None:
             latencies, held = asyncio.run(_measure(server.url, args.polls, args.probes))
         finally:
             server.stop()
-    code = args.code or Path(os.getcwd())
+    code = args.code or "installed"
     print(
         f"code={code} polls={args.polls} held={held:g} probes={len(latencies)} "
         f"healthz median={statistics.median(latencies) * 1000:.1f} ms "
