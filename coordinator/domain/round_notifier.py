@@ -56,7 +56,6 @@ class RoundNotifier:
         self._waiters: Counter[str] = Counter()
         self._holders: Counter[Hashable] = Counter()
         self._marks: dict[str, tuple[Any, ...]] = {}
-        self._running = False
         self._task: asyncio.Task[None] | None = None
         self.reads = 0  # database reads so far (tests and the bench count them)
 
@@ -114,29 +113,27 @@ class RoundNotifier:
             event.set()
 
     def _ensure_running(self) -> None:
-        if self._running:
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is loop:
             return
-        self._running = True
         # runs while anyone waits; no task group outlives a request, so the task goes on the
         # running loop (kept referenced: the loop holds tasks only weakly)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = loop.create_task(self._run())
 
     async def _run(self) -> None:
-        try:
-            while self._waiters:
-                ids = sorted(self._waiters)
-                try:
-                    marks = await anyio.to_thread.run_sync(self._read_marks, ids)
-                    self.reads += 1
-                except Exception:  # a busy database: the next read (or the timeout) wakes them
-                    log.warning("long-poll notifier could not read the rounds", exc_info=True)
-                    marks = {}
-                for federation_id, mark in marks.items():
-                    if federation_id not in self._waiters:
-                        continue
-                    if self._marks.get(federation_id, mark) != mark:
-                        self.notify(federation_id)
-                    self._marks[federation_id] = mark
-                await anyio.sleep(self.interval_seconds)
-        finally:
-            self._running = False
+        while self._waiters:
+            ids = sorted(self._waiters)
+            try:
+                marks = await anyio.to_thread.run_sync(self._read_marks, ids)
+                self.reads += 1
+            except Exception:  # a busy database: the next read (or the timeout) wakes them
+                log.warning("long-poll notifier could not read the rounds", exc_info=True)
+                marks = {}
+            for federation_id, mark in marks.items():
+                if federation_id not in self._waiters:
+                    continue
+                if self._marks.get(federation_id, mark) != mark:
+                    self.notify(federation_id)
+                self._marks[federation_id] = mark
+            await anyio.sleep(self.interval_seconds)

@@ -8,6 +8,8 @@ whose single read per interval serves every waiting long-poll, and wakes them al
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -79,8 +81,6 @@ async def _send_body(
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
-        import os
-
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -254,8 +254,6 @@ class TestLongPollCap:
             def poll() -> None:
                 response = client.get(url, params={"wait": 30, "after": 1}, headers=participant)
                 results.append(response.json()["number"])
-
-            import threading
 
             pollers = [threading.Thread(target=poll, daemon=True) for _ in range(2)]
             for poller in pollers:
