@@ -38,7 +38,8 @@ class Context:
     # told when rounds open, close and fail (metrics); nothing by default
     observer: Observer = field(default_factory=NoObserver)
     # wakes long-polls; one per process (build_context configures it from the settings)
-    notifier: RoundNotifier = field(init=False)
+    notifier: RoundNotifier = field(default_factory=RoundNotifier)
 
     def __post_init__(self) -> None:
-        self.notifier = RoundNotifier(database_marks(self.read_sessions))
+        if self.notifier.read_marks is None:
+            self.notifier.read_marks = database_marks(self.read_sessions)

@@ -47,9 +47,14 @@ class RoundNotifier:
     """Wakes long-polls when their federation's round mark changes."""
 
     def __init__(
-        self, read_marks: MarkReader, *, interval_seconds: float = 0.2, max_per_holder: int = 4
+        self,
+        read_marks: MarkReader | None = None,
+        *,
+        interval_seconds: float = 0.2,
+        max_per_holder: int = 4,
     ) -> None:
-        self._read_marks = read_marks
+        # set by the Context that owns the notifier when not given here
+        self.read_marks = read_marks
         self.interval_seconds = interval_seconds
         self.max_per_holder = max_per_holder
         self._events: dict[str, anyio.Event] = {}
@@ -125,7 +130,8 @@ class RoundNotifier:
         while self._waiters:
             ids = sorted(self._waiters)
             try:
-                marks = await anyio.to_thread.run_sync(self._read_marks, ids)
+                assert self.read_marks is not None, "the notifier has no mark reader"
+                marks = await anyio.to_thread.run_sync(self.read_marks, ids)
                 self.reads += 1
             except Exception:  # a busy database: the next read (or the timeout) wakes them
                 log.warning("long-poll notifier could not read the rounds", exc_info=True)
