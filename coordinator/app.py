@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api import openapi, telemetry
+from coordinator.api.admission import AdmissionControl
 from coordinator.api.dashboard import install_dashboard
 from coordinator.api.docs import install_offline_docs
 from coordinator.api.http_metrics import HttpMetrics
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
+from coordinator.api.rate_limits import TokenBuckets
 from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import api_router
 from coordinator.api.routes import health, metrics
@@ -116,7 +118,7 @@ def build_context(settings: Settings) -> Context:
     # transitions that hold only a session append audit events with this key
     sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
     read_sessions = create_read_session_factory(engine)
-    return Context(
+    context = Context(
         sessions=sessions,
         read_sessions=read_sessions,
         blobs=open_blob_store(settings, sessions, read_sessions),
@@ -130,6 +132,9 @@ def build_context(settings: Settings) -> Context:
         token_ttl_seconds=settings.participant_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,
     )
+    context.notifier.interval_seconds = settings.long_poll_interval_seconds
+    context.notifier.max_per_holder = settings.max_long_polls_per_token
+    return context
 
 
 def open_blob_store(
@@ -186,6 +191,21 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     # added last = outermost: the size limit applies before anything buffers a body
     app.add_middleware(IdempotencyMiddleware, context=context)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # outside both: the caller is known (or throttled) before any body is read
+    app.add_middleware(
+        AdmissionControl,
+        context=context,
+        anonymous_max_body_bytes=settings.anonymous_max_body_bytes,
+        per_token=TokenBuckets(
+            settings.participant_rate_per_second, settings.participant_rate_burst
+        ),
+        per_address=TokenBuckets(settings.anonymous_rate_per_second, settings.anonymous_rate_burst),
+        auth_failures=TokenBuckets(
+            settings.auth_failure_rate_per_second, settings.auth_failure_burst
+        ),
+        trusted_proxies=settings.trusted_proxies,
+        scrape_token=app.state.metrics_token,
+    )
     app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
     # outermost: every answer, a 413 included, carries the id its log lines carry
     app.add_middleware(RequestIdMiddleware)

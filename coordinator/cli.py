@@ -111,6 +111,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_config=logging_config,
             ssl_certfile=settings.ssl_certfile,
             ssl_keyfile=settings.ssl_keyfile,
+            # the client address is FEDREC_TRUSTED_PROXIES' business (api/rate_limits.py)
+            proxy_headers=False,
         )
         return 0
     uvicorn.run(
@@ -121,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=logging_config,
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
+        proxy_headers=False,
     )
     return 0
 

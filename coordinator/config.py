@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +119,49 @@ class Settings(BaseSettings):
         description="Bearer token that may scrape /metrics (and nothing else); the admin "
         "token always may.",
     )
+    anonymous_max_body_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Body limit of a request without a valid token: it is refused (413) "
+        "before the coordinator reads more than this.",
+    )
+    participant_rate_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        description="Requests per second each participant token may sustain (token bucket, "
+        "burst participant_rate_burst); 0 disables. The admin token is not limited.",
+    )
+    participant_rate_burst: int = Field(default=500, gt=0)
+    anonymous_rate_per_second: float = Field(
+        default=20.0,
+        ge=0,
+        description="Requests per second one client address may send without a valid token "
+        "(authenticated requests count per token, never per address); 0 disables.",
+    )
+    anonymous_rate_burst: int = Field(default=100, gt=0)
+    auth_failure_rate_per_second: float = Field(
+        default=0.2,
+        ge=0,
+        description="Guessed tokens (unknown, not revoked or expired) per second one client "
+        "address may sustain (burst auth_failure_burst), throttled hardest; 0 disables.",
+    )
+    auth_failure_burst: int = Field(default=50, gt=0)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client; "
+        "from any other peer the header is ignored.",
+    )
+    max_long_polls_per_token: int = Field(
+        default=4,
+        gt=0,
+        description="Long-polls (rounds/current?wait=) one token may hold at once; more: 429.",
+    )
+    long_poll_interval_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How often this process's round notifier reads the rounds that long-polls "
+        "wait on (one query per interval for all of them).",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`json`: one JSON object per log line, with the request's `request_id`.",
@@ -131,6 +175,18 @@ class Settings(BaseSettings):
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {proxy!r} is not an IP address or network (CIDR)"
+                ) from None
         return value
 
     @model_validator(mode="after")

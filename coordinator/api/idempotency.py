@@ -64,7 +64,10 @@ class IdempotencyMiddleware:
                 detail=f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} characters",
             )(scope, receive, send)
             return
-        principal = await run_in_threadpool(self._authenticate, headers.get(b"authorization"))
+        # admission control (coordinator/api/admission.py) already authenticated the token
+        principal = (scope.get("state") or {}).get("principal")
+        if not isinstance(principal, Principal):
+            principal = await run_in_threadpool(self._authenticate, headers.get(b"authorization"))
         if principal is None:
             await self.app(scope, receive, send)  # the app answers 401/403; nothing recorded
             return

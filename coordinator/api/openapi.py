@@ -115,6 +115,13 @@ PROBLEMS: dict[int, ProblemDoc] = {
         "Validation error",
         "model.dim: Field required",
     ),
+    429: ProblemDoc(
+        "A rate limit (per participant token, or per client address without a valid token, "
+        "failed authentications hardest): retry after `Retry-After` seconds",
+        "too-many-requests",
+        "Too many requests",
+        "this participant token sent more than 50 requests/s (burst 500); retry in 1 s",
+    ),
     503: ProblemDoc(
         "The database is busy or unreachable; retry after `Retry-After` seconds",
         "service-unavailable",

@@ -14,9 +14,10 @@ from coordinator.api.routes import (
     signing,
 )
 
-# every v1 route authenticates and reads the database; each route adds what else it can
-# answer (coordinator/api/openapi.py), so the document lists only errors that can happen
-COMMON_PROBLEMS = problems(401, 503)
+# every v1 route authenticates, is rate limited (coordinator/api/admission.py) and reads the
+# database; each route adds what else it can answer (coordinator/api/openapi.py), so the
+# document lists only errors that can happen
+COMMON_PROBLEMS = problems(401, 429, 503)
 
 api_router = APIRouter(prefix="/v1", responses=COMMON_PROBLEMS)
 for module in (

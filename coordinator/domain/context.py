@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.observer import NoObserver, Observer
+from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
 
@@ -38,3 +39,9 @@ class Context:
     settings_cache: dict[str, Any] = field(default_factory=dict)
     # told when rounds open, close and fail (metrics); nothing by default
     observer: Observer = field(default_factory=NoObserver)
+    # wakes long-polls; one per process (build_context configures it from the settings)
+    notifier: RoundNotifier = field(default_factory=RoundNotifier)
+
+    def __post_init__(self) -> None:
+        if self.notifier.read_marks is None:
+            self.notifier.read_marks = database_marks(self.read_sessions)

@@ -28,6 +28,7 @@ __all__ = [
     "RoundClosed",
     "RoundNotOpen",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpdateConflict",
@@ -136,6 +137,14 @@ class PayloadTooLarge(CoordinatorError):
     status_code = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class TooManyRequests(CoordinatorError):
+    """A rate limit or the long-poll cap; ``headers`` carry ``Retry-After``."""
+
+    status_code = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
 
 
 class UnsupportedMediaType(CoordinatorError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import anyio
@@ -29,6 +30,7 @@ from coordinator.domain.errors import (
     UpdateConflict,
 )
 from coordinator.domain.federations import federation_settings
+from coordinator.domain.round_notifier import mark_of
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.models import Federation, Round, Update, utc_now
 from coordinator.store.repository import EvaluationRepository, RoundRepository, UpdateRepository
@@ -99,31 +101,38 @@ async def wait_for_round(
     *,
     after: int | None,
     wait_seconds: float,
-    poll_seconds: float = 0.2,
 ) -> tuple[Federation, Round]:
     """Long-poll: return once the current round number exceeds ``after``, the federation
     completed, it is evaluating and the caller has not reported the final version on
     validation yet (a participant that has waits for the completion), or
-    ``wait_seconds`` pass. Polls the database, so it sees rounds opened by any
-    coordinator process."""
+    ``wait_seconds`` pass. Between checks it waits on the process's round notifier, which
+    reads the database (so it sees rounds opened by any coordinator process) once per
+    interval for every waiting poll; a participant token holds at most the notifier's cap
+    of polls."""
     deadline = time.monotonic() + wait_seconds
-    while True:
-        federation, row = await anyio.to_thread.run_sync(
-            current_round, ctx, principal, federation_id
-        )
-        changed = (
-            after is None
-            or row.number > after
-            or federation.state
-            in (lifecycle.FederationState.COMPLETED, lifecycle.FederationState.FAILED)
-            or (
-                federation.state == lifecycle.FederationState.EVALUATING
-                and not await anyio.to_thread.run_sync(_reported_final, ctx, principal, federation)
+    # the admin is trusted and not capped
+    holder = principal.participant_id
+    with ctx.notifier.hold(holder) if wait_seconds and holder else nullcontext():
+        while True:
+            federation, row = await anyio.to_thread.run_sync(
+                current_round, ctx, principal, federation_id
             )
-        )
-        if changed or time.monotonic() >= deadline:
-            return federation, row
-        await anyio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+            changed = (
+                after is None
+                or row.number > after
+                or federation.state
+                in (lifecycle.FederationState.COMPLETED, lifecycle.FederationState.FAILED)
+                or (
+                    federation.state == lifecycle.FederationState.EVALUATING
+                    and not await anyio.to_thread.run_sync(
+                        _reported_final, ctx, principal, federation
+                    )
+                )
+            )
+            remaining = deadline - time.monotonic()
+            if changed or remaining <= 0:
+                return federation, row
+            await ctx.notifier.wait(federation.id, mark_of(federation), remaining)
 
 
 def _reported_final(ctx: Context, principal: Principal, federation: Federation) -> bool:

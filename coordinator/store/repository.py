@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -82,6 +83,13 @@ class FederationRepository(_Repository):
         if ids is not None:
             stmt = stmt.where(Federation.id.in_(ids))
         return self.session.scalars(stmt).all()
+
+    def round_marks(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Per federation, what changes when a round opens or the state moves (one query)."""
+        stmt = select(
+            Federation.id, Federation.current_round, Federation.state, Federation.latest_version
+        ).where(Federation.id.in_(ids))
+        return {row[0]: tuple(row[1:]) for row in self.session.execute(stmt)}
 
     def active_ids(self) -> Sequence[str]:
         return self.session.scalars(select(Federation.id).where(Federation.state == "active")).all()

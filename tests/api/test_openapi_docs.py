@@ -164,7 +164,7 @@ def statuses(doc: dict[str, Any], name: str) -> set[int]:
         ("GET /v1/federations", {403, 404, 422}),
         ("POST /v1/federations/{federation_id}/rounds/{number}/aggregate", {413, 415}),
         ("GET /v1/federations/{federation_id}", {400, 409, 413, 415, 422}),
-        ("GET /healthz", {401, 403, 404, 422, 503}),
+        ("GET /healthz", {401, 403, 404, 422, 429, 503}),
     ],
 )
 def test_errors_that_cannot_happen_are_not_listed(
@@ -179,7 +179,8 @@ def test_error_lists_follow_what_each_operation_does(doc: dict[str, Any]) -> Non
         got = statuses(doc, name)
         body = "requestBody" in op
         if path.startswith("/v1/"):
-            assert {401, 503} <= got, name  # every v1 route authenticates and reads the DB
+            # every v1 route authenticates, is rate limited and reads the DB
+            assert {401, 429, 503} <= got, name
         # the body size limit answers only where a body is expected
         assert (413 in got) == body, name
         assert (415 in got) == (BINARY in op.get("requestBody", {}).get("content", {})), name

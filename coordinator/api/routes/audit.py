@@ -6,11 +6,12 @@ from fastapi import APIRouter, Query
 
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import problem, success
 from coordinator.api.schemas import AuditEvent, AuditEventList
 from coordinator.domain import audit
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(route_class=JsonOffLoopRoute, prefix="/audit", tags=["audit"])
 
 
 @router.get(

@@ -6,12 +6,17 @@ from fastapi import APIRouter, Body
 
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import Deployment, DeploymentCreate, DeploymentEvent
 from coordinator.domain import deployment
 from coordinator.domain.specs import DeployPolicy
 
-router = APIRouter(prefix="/federations/{federation_id}/deployment", tags=["deployment"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute,
+    prefix="/federations/{federation_id}/deployment",
+    tags=["deployment"],
+)
 
 
 def _render(federation: object, history: list[object]) -> Deployment:

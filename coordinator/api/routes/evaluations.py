@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Path, status
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     Evaluation,
@@ -16,7 +17,9 @@ from coordinator.api.schemas import (
 from coordinator.domain import evaluation
 from coordinator.domain.specs import DB_INT_MAX
 
-router = APIRouter(prefix="/federations/{federation_id}", tags=["evaluations"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}", tags=["evaluations"]
+)
 
 
 @router.post(

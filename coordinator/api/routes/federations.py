@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, status
 
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     Catalog,
@@ -16,7 +17,7 @@ from coordinator.api.schemas import (
 )
 from coordinator.domain import federations
 
-router = APIRouter(prefix="/federations", tags=["federations"])
+router = APIRouter(route_class=JsonOffLoopRoute, prefix="/federations", tags=["federations"])
 
 _CREATE_EXAMPLES = body_examples(
     mf=("Matrix factorisation, stop at a target", examples.FEDERATION_CREATE),

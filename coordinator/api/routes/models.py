@@ -7,6 +7,7 @@ from fastapi import APIRouter, Header, Path, Response
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
@@ -14,7 +15,9 @@ from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
 from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER
 
-router = APIRouter(prefix="/federations/{federation_id}/models", tags=["models"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/models", tags=["models"]
+)
 
 VersionPath = Annotated[
     str,

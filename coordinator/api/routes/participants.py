@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Response, status
 
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     EnrolledParticipant,
@@ -15,7 +16,11 @@ from coordinator.api.schemas import (
 )
 from coordinator.domain import participants
 
-router = APIRouter(prefix="/federations/{federation_id}/participants", tags=["participants"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute,
+    prefix="/federations/{federation_id}/participants",
+    tags=["participants"],
+)
 
 _ADMIN = problem(403, "Only the admin manages participants")
 _NO_FEDERATION = problem(404, "No such federation")

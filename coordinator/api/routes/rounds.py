@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
+from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     ModelVersion,
@@ -26,7 +27,9 @@ from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
 from coordinator.domain.specs import DB_INT_MAX
 
 log = logging.getLogger("fedrec.api")
-router = APIRouter(prefix="/federations/{federation_id}/rounds", tags=["rounds"])
+router = APIRouter(
+    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/rounds", tags=["rounds"]
+)
 
 MAX_WAIT_SECONDS = 60.0
 # bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
@@ -52,6 +55,13 @@ _NUMBER = problem(
         422,
         f"`wait` is outside [0, {MAX_WAIT_SECONDS:g}] or `after` is negative",
         detail="wait: Input should be less than or equal to 60",
+    )
+    | problem(
+        429,
+        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
+        "(retry after `Retry-After`)",
+        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
+        "wait for one to return",
     ),
 )
 async def get_current_round(

@@ -1,0 +1,145 @@
+"""One long-poll notifier per process: a single database read per interval wakes every
+long-poll whose federation moved, instead of each poll querying every 0.2 s.
+
+Waiters register per federation; while any wait, one task of the event loop reads the
+waited federations' round marks (current round, state, latest version) in one query and
+sets the event of each federation whose mark changed. It reads the database, so it sees
+rounds opened by any process or replica. It also caps the long-polls one token holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.domain.errors import TooManyRequests
+from coordinator.store.models import Federation
+from coordinator.store.repository import FederationRepository
+
+__all__ = ["RoundNotifier", "database_marks", "mark_of"]
+
+log = logging.getLogger("fedrec.notifier")
+
+MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
+
+
+def mark_of(federation: Federation) -> tuple[Any, ...]:
+    """What a long-poll waits to see change (the columns ``round_marks`` reads)."""
+    return (federation.current_round, federation.state, federation.latest_version)
+
+
+def database_marks(read_sessions: sessionmaker[Session]) -> MarkReader:
+    def read(ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        with read_sessions() as session:
+            return FederationRepository(session).round_marks(ids)
+
+    return read
+
+
+class RoundNotifier:
+    """Wakes long-polls when their federation's round mark changes."""
+
+    def __init__(
+        self,
+        read_marks: MarkReader | None = None,
+        *,
+        interval_seconds: float = 0.2,
+        max_per_holder: int = 4,
+    ) -> None:
+        # set by the Context that owns the notifier when not given here
+        self.read_marks = read_marks
+        self.interval_seconds = interval_seconds
+        self.max_per_holder = max_per_holder
+        self._events: dict[str, anyio.Event] = {}
+        self._waiters: Counter[str] = Counter()
+        self._holders: Counter[Hashable] = Counter()
+        self._marks: dict[str, tuple[Any, ...]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0  # database reads so far (tests and the bench count them)
+
+    @property
+    def waiting(self) -> int:
+        """Long-polls waiting on this notifier right now."""
+        return sum(self._waiters.values())
+
+    def holding(self, holder: Hashable) -> int:
+        """Long-polls ``holder`` holds right now."""
+        return self._holders[holder]
+
+    @contextmanager
+    def hold(self, holder: Hashable) -> Iterator[None]:
+        """Count one long-poll of ``holder`` (a token); refuse beyond the cap with 429."""
+        if self._holders[holder] >= self.max_per_holder:
+            raise TooManyRequests(
+                f"this token already holds {self.max_per_holder} long-polls "
+                "(FEDREC_MAX_LONG_POLLS_PER_TOKEN); wait for one to return",
+                headers={"Retry-After": "1"},
+            )
+        self._holders[holder] += 1
+        try:
+            yield
+        finally:
+            self._holders[holder] -= 1
+            if not self._holders[holder]:
+                del self._holders[holder]
+
+    async def wait(self, federation_id: str, seen: tuple[Any, ...], timeout: float) -> None:
+        """Wait until ``federation_id``'s round mark differs from ``seen`` (what the caller
+        read) or ``timeout`` seconds pass. A change the notifier already read returns at once."""
+        known = self._marks.setdefault(federation_id, seen)
+        if known != seen:
+            return
+        event = self._events.get(federation_id)
+        if event is None:
+            event = self._events[federation_id] = anyio.Event()
+        self._waiters[federation_id] += 1
+        self._ensure_running()
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self._waiters[federation_id] -= 1
+            if not self._waiters[federation_id]:
+                del self._waiters[federation_id]
+                self._events.pop(federation_id, None)
+                self._marks.pop(federation_id, None)
+
+    def notify(self, federation_id: str) -> None:
+        """Wake the waiters of ``federation_id`` now."""
+        event = self._events.pop(federation_id, None)
+        if event is not None:
+            event.set()
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        # runs while anyone waits; no task group outlives a request, so the task goes on the
+        # running loop (kept referenced: the loop holds tasks only weakly)
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._waiters:
+            ids = sorted(self._waiters)
+            try:
+                assert self.read_marks is not None, "the notifier has no mark reader"
+                marks = await anyio.to_thread.run_sync(self.read_marks, ids)
+                self.reads += 1
+            except Exception:  # a busy database: the next read (or the timeout) wakes them
+                log.warning("long-poll notifier could not read the rounds", exc_info=True)
+                marks = {}
+            for federation_id, mark in marks.items():
+                if federation_id not in self._waiters:
+                    continue
+                if self._marks.get(federation_id, mark) != mark:
+                    self.notify(federation_id)
+                self._marks[federation_id] = mark
+            await anyio.sleep(self.interval_seconds)
