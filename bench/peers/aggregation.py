@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def numpy_sum(dtype: type) -> Callable[[], None]:
         def run() -> None:
-            sums = {name: np.zeros(s.shape, dtype=dtype) for name, s in spec.items()}
+            sums: dict[str, np.ndarray] = {
+                name: np.zeros(s.shape, dtype=dtype) for name, s in spec.items()
+            }
             for update in batch:
                 for name, delta in update.tensors.items():
                     sums[name] += delta
