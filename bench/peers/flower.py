@@ -120,7 +120,9 @@ def flower_rounds(case: Case, rounds: int, timeout: int) -> list[float]:
 # ---------------------------------------------------------------- fedrec
 
 
-def fedrec_rounds(case: Case, rounds: int, work_dir: Path) -> list[float]:
+def fedrec_rounds(
+    case: Case, rounds: int, work_dir: Path, source: Path | None = None
+) -> list[float]:
     rng = np.random.default_rng(1)
     deltas = {
         "item_factors": (rng.standard_normal((case.items, DIM)) * 1e-3).astype(np.float32),
@@ -134,7 +136,11 @@ def fedrec_rounds(case: Case, rounds: int, work_dir: Path) -> list[float]:
         admin_token=ADMIN_TOKEN,
         secret_key="bench-secret",
         log_level="warning",
-        env={"FEDREC_MAX_UPLOAD_BYTES": str(2 * update_bytes + MB)},
+        env={
+            "FEDREC_MAX_UPLOAD_BYTES": str(2 * update_bytes + MB),
+            # another checkout's coordinator (a before/after comparison), same participants
+            **({"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"} if source else {}),
+        },
     )
     server.start()
     try:
@@ -214,14 +220,14 @@ def _ms(seconds: list[float]) -> float:
     return statistics.median(timed) * 1000
 
 
-def run(cases: list[Case], rounds: int, timeout: int) -> None:
+def run(cases: list[Case], rounds: int, timeout: int, source: Path | None = None) -> None:
     print("| K | params | fedrec round ms | Flower round ms | fedrec / Flower |")
     print("|---|---|---|---|---|")
     work_dir = Path(tempfile.mkdtemp(prefix="fedrec-peers-"))
     try:
         for case in cases:
             print(f"# K={case.participants}, {case.params:,} params ...", file=sys.stderr)
-            fedrec = _ms(fedrec_rounds(case, rounds, work_dir))
+            fedrec = _ms(fedrec_rounds(case, rounds, work_dir, source))
             flower = _ms(flower_rounds(case, rounds, timeout))
             print(
                 f"| {case.participants} | {case.params:,} | {fedrec:,.1f} | {flower:,.1f} "
@@ -249,8 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=6, help="rounds per side; first = warm-up")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per Flower run")
+    parser.add_argument(
+        "--coordinator-source",
+        type=Path,
+        default=None,
+        help="run the coordinator from this source tree (e.g. an exported older commit)",
+    )
     args = parser.parse_args(argv)
-    run(_cases(args.cases), args.rounds, args.timeout)
+    run(_cases(args.cases), args.rounds, args.timeout, args.coordinator_source)
     return 0
 
 
