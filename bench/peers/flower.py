@@ -10,7 +10,7 @@ plus one bias per item), R rounds of:
   starting to the next round being open (the last upload closes the round; the
   coordinator aggregates and opens the next one), seen by polling every 2 ms.
 * **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
-  installed into ``bench/.peers-venv`` (git-ignored; never a project dependency) on the
+  installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
   first run: the server in one process, the K clients in threads of another. Its round
   runs from ``configure_fit`` to the end of ``aggregate_fit`` (bench/peers/flower_round.py).
 
@@ -49,7 +49,7 @@ from participant_sdk.wire import encode_update
 ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"
 DIM = 64
 FLOWER = "flwr==1.42.*"
-PEERS_VENV = Path(__file__).resolve().parent.parent / ".peers-venv"
+PEERS_VENV = Path(__file__).resolve().parents[2] / ".peers-venv"  # beside .venv, not under bench/
 FLOWER_SCRIPT = Path(__file__).resolve().parent / "flower_round.py"
 MB = 1024 * 1024
 

@@ -1,5 +1,5 @@
 """Flower's side of the round comparison; runs in the bench's own virtualenv
-(``bench/.peers-venv``, made by :mod:`bench.peers.flower`), never in the project's.
+(``.peers-venv``, made by :mod:`bench.peers.flower`), never in the project's.
 
 ``server`` runs Flower's legacy gRPC ``start_server`` with FedAvg for R rounds in memory
 and prints one JSON line: the wall time of each round, measured inside the strategy

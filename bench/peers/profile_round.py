@@ -2,7 +2,7 @@
 thread, idle ones left out) while K participants run R rounds of
 :mod:`bench.peers.flower`'s fedrec side, then the hottest frames are printed.
 
-py-spy is installed into the bench's side virtualenv (``bench/.peers-venv``, never a
+py-spy is installed into the bench's side virtualenv (``.peers-venv``, never a
 project dependency) on first use.
 
 Usage::
