@@ -112,6 +112,8 @@ def run(
 ) -> Outcome:
     """Take the round's next step. For the admin trigger the reasons it cannot
     aggregate are raised (404, 409) and a returned outcome always has a version."""
+    if trigger is lifecycle.Trigger.UPLOAD and _still_waiting(ctx, federation_id, number):
+        return Outcome(lifecycle.Step.WAIT)
     step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
     if claimed is None:
         if step is lifecycle.Step.FAIL:  # the next round opened on the same base, unless
@@ -139,6 +141,25 @@ def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
     with ctx.read_sessions() as session:
         if RoundRepository(session).get(federation_id, number + 1) is not None:
             ctx.observer.round_opened()
+
+
+def _still_waiting(ctx: Context, federation_id: str, number: int) -> bool:
+    """Whether the round certainly waits, decided without the write lock.
+
+    Every accepted upload kicks the job; all but the last find the round incomplete,
+    and taking the write lock just to learn that queued them behind (and in front of)
+    the uploads. Safe: the upload that completes a round committed before its own
+    kick reads, so that kick sees the round complete and goes on to claim it.
+    """
+    with ctx.read_sessions() as session:
+        federation = FederationRepository(session).get(federation_id)
+        round_row = RoundRepository(session).get(federation_id, number)
+        if federation is None or round_row is None:
+            return True
+        step = lifecycle.next_step(
+            session, federation, round_row, trigger=lifecycle.Trigger.UPLOAD, now=utc_now()
+        )
+        return step is lifecycle.Step.WAIT
 
 
 def claim_round(

@@ -8,10 +8,13 @@ the transaction begins (see ``_begin``); on PostgreSQL they behave the same.
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, column, create_engine, event, select, table
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -29,6 +32,40 @@ __all__ = [
 
 # execution option carried by the connections of read-only sessions
 _READ_ONLY = "fedrec_read_only"
+
+
+class _WriterTurn:
+    """One SQLite write transaction at a time in this process, queued on a Python lock.
+
+    SQLite's own busy handler makes a writer that finds the database locked *sleep*
+    (1, 2, 5, 10... ms) before it tries again, so concurrent uploads into one process
+    spent most of a round asleep. Queued here, the next writer starts the moment the
+    previous one commits. Other processes still queue on the busy timeout.
+    """
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._timeout = timeout_seconds
+        self._holder: object | None = None  # the DBAPI connection in a write transaction
+
+    def take(self, dbapi_connection: object) -> None:
+        if not self._lock.acquire(timeout=self._timeout):
+            # the same error (and retryability) as SQLite's own busy timeout
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+            )
+        self._holder = dbapi_connection
+
+    def give_back(self, dbapi_connection: object) -> None:
+        """Release the turn if ``dbapi_connection`` holds it (a no-op otherwise)."""
+        if self._holder is not None and self._holder is dbapi_connection:
+            self._holder = None
+            self._lock.release()
+
+
+def _raw(connection: Any) -> object:
+    """The sqlite3 connection behind a pool proxy (or the connection itself)."""
+    return getattr(connection, "dbapi_connection", None) or connection
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -70,8 +107,21 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
                 # a writer queues on the busy timeout here, at BEGIN; a deferred transaction
                 # that reads and then writes would instead fail when its read lock cannot be
                 # upgraded (SQLITE_BUSY, which the busy timeout does not retry)
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                raw = _raw(conn.connection)
+                if turn is not None:
+                    turn.take(raw)
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                except BaseException:
+                    if turn is not None:
+                        turn.give_back(raw)
+                    raise
 
+        if not in_memory:  # one shared connection there: nothing to queue
+            turn = _WriterTurn(sqlite_busy_timeout_ms / 1000)
+            _give_back_after_transactions(engine, turn)
+        else:
+            turn = None
         return engine
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
@@ -93,6 +143,32 @@ def _create_private(path: str | None) -> None:
     except FileNotFoundError:
         return  # no such folder: SQLite reports it on connect
     os.close(fd)
+
+
+def _give_back_after_transactions(engine: Engine, turn: _WriterTurn) -> None:
+    """Release the writer turn once the transaction's COMMIT or ROLLBACK returned (not
+    before: the next writer would find the database still locked and sleep), and when
+    the pool takes back, invalidates or closes the connection, so it is never lost."""
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        finally:
+            turn.give_back(_raw(dbapi_connection))
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            rollback(dbapi_connection)
+        finally:
+            turn.give_back(_raw(dbapi_connection))
+
+    # this engine's own dialect instance; the pool's reset-on-return uses it too
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    for name in ("checkin", "invalidate", "close"):
+        event.listen(engine.pool, name, lambda dbapi, *_: turn.give_back(dbapi))
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

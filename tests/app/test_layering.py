@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # what bench/ may use of the coordinator: the app factory (create_app); everything else
 # goes over HTTP, through the SDK, or through the fedrec application
-BENCH_MAY_IMPORT = {"coordinator.app"}
+# and the aggregator, which bench.peers.aggregation times directly (a microbenchmark)
+BENCH_MAY_IMPORT = {"coordinator.app", "coordinator.domain.aggregation"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator.domain.aggregation import FedAvgAccumulator
+from coordinator.domain.aggregation import FedAvgAccumulator, accumulate
 from participant_sdk.wire import Update, decode_weights, encode_update, mf_spec
 from tests.factories import create_federation, enrol, put_update
 
@@ -304,3 +304,34 @@ def test_api_round_aggregates_with_total_normalization(
     np.testing.assert_allclose(
         new["item_factors"][:, 0], base["item_factors"][:, 0] + step, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows"),
+    [
+        ((70_001,), None),  # 1-D, more than one block and a partial one
+        ((3_000, 65), None),  # 2-D dense
+        ((5_000, 64), np.array([0, 7, 8, 1_000, 4_999], dtype=np.int64)),
+        ((5_000, 64), np.arange(0, 5_000, 2, dtype=np.int64)),  # several row blocks
+    ],
+)
+def test_accumulate_gives_the_bytes_of_the_plain_float64_formula(
+    shape: tuple[int, ...], rows: np.ndarray | None
+) -> None:
+    rng = np.random.default_rng(3)
+    total = rng.standard_normal(shape)
+    delta_shape = shape if rows is None else (rows.size, *shape[1:])
+    delta = rng.standard_normal(delta_shape).astype(np.float32)
+    expected = total.copy()
+    if rows is None:
+        expected += delta.astype(np.float64) * 0.37
+    else:
+        expected[rows] += delta.astype(np.float64) * 0.37
+    accumulate(total, delta, 0.37, rows)
+    assert total.tobytes() == expected.tobytes()
+
+
+def test_accumulate_writes_through_a_non_contiguous_total() -> None:
+    total = np.zeros((40, 6))[:, ::2]  # a strided view: no flat view exists
+    accumulate(total, np.ones((40, 3), dtype=np.float32), 2.0)
+    assert np.array_equal(total, np.full((40, 3), 2.0))

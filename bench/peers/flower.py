@@ -1,0 +1,270 @@
+"""fedrec's round against Flower's, side by side in one run on this machine.
+
+For each case (K participants, P float32 parameters of an mf model: items x 64 factors
+plus one bias per item), R rounds of:
+
+* **fedrec**: a real coordinator (``fedrec serve`` via :mod:`fedrec.local_server`, its
+  own process, SQLite, every upload fsynced before its 201) and K participants in
+  threads of this process, each downloading the round's base model over HTTP and
+  uploading its delta as safetensors. The round's time runs from the K downloads
+  starting to the next round being open (the last upload closes the round; the
+  coordinator aggregates and opens the next one), seen by polling every 2 ms.
+* **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
+  installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
+  first run: the server in one process, the K clients in threads of another. Its round
+  runs from ``configure_fit`` to the end of ``aggregate_fit`` (bench/peers/flower_round.py).
+
+The first round of each side is a warm-up; the median of the others is printed, with
+the ratio fedrec / Flower (< 1: fedrec is faster). Nothing is asserted: figures depend on
+the machine and its load, so compare ratios from one run.
+
+Usage::
+
+    python -m bench.peers.flower                      # K = 2, 10 at 1,682 x 64; K = 10 at 10^7
+    python -m bench.peers.flower --cases 2:1682 --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from fedrec.local_server import CoordinatorProcess, free_port
+from participant_sdk.wire import encode_update
+
+ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"
+DIM = 64
+FLOWER = "flwr==1.42.*"
+PEERS_VENV = Path(__file__).resolve().parents[2] / ".peers-venv"  # beside .venv, not under bench/
+FLOWER_SCRIPT = Path(__file__).resolve().parent / "flower_round.py"
+MB = 1024 * 1024
+
+
+@dataclass
+class Case:
+    participants: int
+    items: int
+
+    @property
+    def params(self) -> int:
+        return self.items * (DIM + 1)
+
+
+def peers_python() -> Path:
+    """The side virtualenv's python, with Flower installed into it on first use."""
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300)
+    probe = subprocess.run(
+        [str(python), "-c", "import flwr"], capture_output=True, timeout=120, check=False
+    )
+    if probe.returncode != 0:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", FLOWER], check=True, timeout=1800
+        )
+    return python
+
+
+# ---------------------------------------------------------------- Flower
+
+
+def flower_rounds(case: Case, rounds: int, timeout: int) -> list[float]:
+    python = str(peers_python())
+    address = f"127.0.0.1:{free_port()}"
+    common = [
+        "--address", address, "--clients", str(case.participants),
+        "--items", str(case.items), "--dim", str(DIM),
+        "--rounds", str(rounds), "--timeout", str(timeout),
+    ]  # fmt: skip
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
+    server = subprocess.Popen(
+        [python, str(FLOWER_SCRIPT), "server", *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    clients = subprocess.Popen(
+        [python, str(FLOWER_SCRIPT), "clients", *common],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, _ = server.communicate(timeout=timeout)
+        _, err = clients.communicate(timeout=60)
+    finally:
+        for process in (server, clients):
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    if server.returncode != 0 or clients.returncode != 0:
+        raise RuntimeError(f"Flower failed: server {server.returncode}, clients {err[-2000:]!r}")
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    return list(json.loads(lines[-1])["round_seconds"])
+
+
+# ---------------------------------------------------------------- fedrec
+
+
+def fedrec_rounds(
+    case: Case, rounds: int, work_dir: Path, source: Path | None = None
+) -> list[float]:
+    rng = np.random.default_rng(1)
+    deltas = {
+        "item_factors": (rng.standard_normal((case.items, DIM)) * 1e-3).astype(np.float32),
+        "item_bias": (rng.standard_normal(case.items) * 1e-3).astype(np.float32),
+    }
+    update_bytes = case.items * (DIM + 1) * 4
+    data_dir = work_dir / f"fedrec-{case.participants}-{case.items}" / "data"
+    data_dir.parent.mkdir(parents=True)
+    server = CoordinatorProcess(
+        data_dir,
+        admin_token=ADMIN_TOKEN,
+        secret_key="bench-secret",
+        log_level="warning",
+        env={
+            "FEDREC_MAX_UPLOAD_BYTES": str(2 * update_bytes + MB),
+            # another checkout's coordinator (a before/after comparison), same participants
+            **({"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"} if source else {}),
+        },
+    )
+    server.start()
+    try:
+        return _fedrec_rounds(server.url, case, rounds, deltas)
+    finally:
+        server.stop()
+
+
+def _fedrec_rounds(url: str, case: Case, rounds: int, deltas: dict[str, np.ndarray]) -> list[float]:
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    created = admin.post(
+        "/v1/federations",
+        json={
+            "name": "peers",
+            "model": {"kind": "mf", "num_items": case.items, "dim": DIM, "seed": 0},
+            "rounds": {"min_participants": case.participants, "max_rounds": rounds + 1},
+            "deploy": {"policy": "none"},
+        },
+        timeout=120,
+    )
+    created.raise_for_status()
+    fid = created.json()["id"]
+    tokens = [
+        admin.post(f"/v1/federations/{fid}/participants", json={"name": f"p{i}"}).json()["token"]
+        for i in range(case.participants)
+    ]
+    clients = [
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {t}"}, timeout=600)
+        for t in tokens
+    ]
+
+    def participant(index: int, number: int, base_version: int) -> None:
+        client = clients[index]
+        weights = client.get(f"/v1/federations/{fid}/models/{base_version}/weights")
+        weights.raise_for_status()
+        body = encode_update(
+            deltas, round=number, base_version=base_version, num_examples=1 + index
+        )
+        client.put(
+            f"/v1/federations/{fid}/rounds/{number}/update",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        ).raise_for_status()
+
+    seconds: list[float] = []
+    stop = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=case.participants) as pool:
+            for number in range(1, rounds + 1):
+                current = admin.get(f"/v1/federations/{fid}/rounds/current").json()
+                assert current["number"] == number, current
+                started = time.perf_counter()
+                futures = [
+                    pool.submit(participant, i, number, current["base_version"])
+                    for i in range(case.participants)
+                ]
+                for future in futures:
+                    future.result()
+                deadline = time.monotonic() + 600
+                while admin.get(f"/v1/federations/{fid}/rounds/current").json()["number"] == number:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"round {number} did not close in 600 s")
+                    stop.wait(0.002)
+                seconds.append(time.perf_counter() - started)
+    finally:
+        for client in clients:
+            client.close()
+        admin.close()
+    return seconds
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _ms(seconds: list[float]) -> float:
+    timed = seconds[1:] or seconds  # the first round warms up connections and caches
+    return statistics.median(timed) * 1000
+
+
+def run(cases: list[Case], rounds: int, timeout: int, source: Path | None = None) -> None:
+    print("| K | params | fedrec round ms | Flower round ms | fedrec / Flower |")
+    print("|---|---|---|---|---|")
+    work_dir = Path(tempfile.mkdtemp(prefix="fedrec-peers-"))
+    try:
+        for case in cases:
+            print(f"# K={case.participants}, {case.params:,} params ...", file=sys.stderr)
+            fedrec = _ms(fedrec_rounds(case, rounds, work_dir, source))
+            flower = _ms(flower_rounds(case, rounds, timeout))
+            print(
+                f"| {case.participants} | {case.params:,} | {fedrec:,.1f} | {flower:,.1f} "
+                f"| {fedrec / flower:.2f} |",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _cases(text: str) -> list[Case]:
+    out = []
+    for part in text.split(","):
+        k, items = part.split(":")
+        out.append(Case(int(k), int(float(items))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--cases",
+        default="2:1682,10:1682,10:153846",
+        help="K:items, comma-separated (153,846 items x 65 = 10^7 parameters)",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per side; first = warm-up")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per Flower run")
+    parser.add_argument(
+        "--coordinator-source",
+        type=Path,
+        default=None,
+        help="run the coordinator from this source tree (e.g. an exported older commit)",
+    )
+    args = parser.parse_args(argv)
+    run(_cases(args.cases), args.rounds, args.timeout, args.coordinator_source)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
