@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
+import subprocess  # nosec B404 # runs the bench's side venv and Flower
 import sys
 import tempfile
 import threading
@@ -46,7 +46,8 @@ import numpy as np
 from fedrec.local_server import CoordinatorProcess, free_port
 from participant_sdk.wire import encode_update
 
-ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"
+# a throwaway token of the bench's own loopback coordinator
+ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"  # nosec B105
 DIM = 64
 FLOWER = "flwr==1.42.*"
 PEERS_VENV = Path(__file__).resolve().parents[2] / ".peers-venv"  # beside .venv, not under bench/
@@ -68,12 +69,13 @@ def peers_python() -> Path:
     """The side virtualenv's python, with Flower installed into it on first use."""
     python = PEERS_VENV / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300)
-    probe = subprocess.run(
+        create = [sys.executable, "-m", "venv", str(PEERS_VENV)]
+        subprocess.run(create, check=True, timeout=300)  # nosec B603 # fixed argv: the bench's own side venv, no outside input
+    probe = subprocess.run(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
         [str(python), "-c", "import flwr"], capture_output=True, timeout=120, check=False
     )
     if probe.returncode != 0:
-        subprocess.run(
+        subprocess.run(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
             [str(python), "-m", "pip", "install", "-q", FLOWER], check=True, timeout=1800
         )
     return python
@@ -91,13 +93,13 @@ def flower_rounds(case: Case, rounds: int, timeout: int) -> list[float]:
         "--rounds", str(rounds), "--timeout", str(timeout),
     ]  # fmt: skip
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
         [python, str(FLOWER_SCRIPT), "server", *common],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
     )
-    clients = subprocess.Popen(
+    clients = subprocess.Popen(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
         [python, str(FLOWER_SCRIPT), "clients", *common],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -134,7 +136,7 @@ def fedrec_rounds(
     server = CoordinatorProcess(
         data_dir,
         admin_token=ADMIN_TOKEN,
-        secret_key="bench-secret",
+        secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
         log_level="warning",
         env={
             "FEDREC_MAX_UPLOAD_BYTES": str(2 * update_bytes + MB),

@@ -16,7 +16,7 @@ import argparse
 import collections
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 # runs py-spy from the bench's side venv
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +30,7 @@ from fedrec.local_server import CoordinatorProcess
 def py_spy() -> Path:
     binary = peers_python().parent / "py-spy"
     if not binary.exists():
-        subprocess.run(
+        subprocess.run(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
             [str(binary.parent / "python"), "-m", "pip", "install", "-q", "py-spy"],
             check=True,
             timeout=900,
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     server = CoordinatorProcess(
         work / "data",
         admin_token=ADMIN_TOKEN,
-        secret_key="bench-secret",
+        secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
         log_level="warning",
         env={"FEDREC_MAX_UPLOAD_BYTES": str(2 * case.params * 4 + MB)},
     )
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     assert server.process is not None
     collapsed = work / "profile.txt"
-    spy = subprocess.Popen(
+    spy = subprocess.Popen(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
         [str(spy_binary), "record", "--pid", str(server.process.pid), "--rate", "250",
          "--format", "raw", "--output", str(collapsed), "--nonblocking"],
         stdout=subprocess.DEVNULL,
