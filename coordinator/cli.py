@@ -99,32 +99,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  workers:        {workers} (metrics summed in {os.environ[_MULTIPROC]})")
     sys.stdout.flush()
     logging_config = log_config(settings.log_format, args.log_level)
+    served = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": args.log_level,
+        "log_config": logging_config,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+        # the client address is FEDREC_TRUSTED_PROXIES' business (api/rate_limits.py)
+        "proxy_headers": False,
+    }
     if app is None:
         # each worker process builds its own app from the same FEDREC_* environment
-        uvicorn.run(
-            "coordinator.app:create_app",
-            factory=True,
-            workers=workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=args.log_level,
-            log_config=logging_config,
-            ssl_certfile=settings.ssl_certfile,
-            ssl_keyfile=settings.ssl_keyfile,
-            # the client address is FEDREC_TRUSTED_PROXIES' business (api/rate_limits.py)
-            proxy_headers=False,
-        )
-        return 0
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        log_config=logging_config,
-        ssl_certfile=settings.ssl_certfile,
-        ssl_keyfile=settings.ssl_keyfile,
-        proxy_headers=False,
-    )
+        uvicorn.run("coordinator.app:create_app", factory=True, workers=workers, **served)
+    else:
+        uvicorn.run(app, **served)
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from coordinator.domain import audit
 from coordinator.domain.context import Context
 from coordinator.domain.errors import Forbidden, ParticipantRevoked, TokenExpired, Unauthorized
-from coordinator.store.models import utc_now
+from coordinator.store.models import Participant, utc_now
 from coordinator.store.repository import ParticipantRepository
 
 __all__ = ["Principal", "authenticate", "hash_token", "new_token", "principal_for_token_hash"]
@@ -97,14 +97,7 @@ def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool =
         raise Unauthorized("unknown token", headers={"WWW-Authenticate": "Bearer"})
     if participant.state != "active":
         if audit_failure:
-            audit.record_now_quietly(
-                ctx,
-                actor=f"participant:{participant.id}",
-                action="auth-failure",
-                federation_id=participant.federation_id,
-                outcome="refused",
-                detail={"reason": "revoked"},
-            )
+            _audit_refusal(ctx, participant, "revoked")
         raise ParticipantRevoked(
             f"participant {participant.id} was revoked; ask the admin to re-enrol you",
             participant_id=participant.id,
@@ -112,14 +105,7 @@ def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool =
     expires = participant.token_expires_at
     if not via_previous and expires is not None and now >= expires:
         if audit_failure:
-            audit.record_now_quietly(
-                ctx,
-                actor=f"participant:{participant.id}",
-                action="auth-failure",
-                federation_id=participant.federation_id,
-                outcome="refused",
-                detail={"reason": "token-expired"},
-            )
+            _audit_refusal(ctx, participant, "token-expired")
         raise TokenExpired(
             f"this token expired at {expires.isoformat()}; the SDK refreshes tokens before "
             "they expire (POST …/participants/me/token): ask the admin to re-enrol you",
@@ -132,4 +118,16 @@ def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool =
         federation_id=participant.federation_id,
         name=participant.name,
         via_previous_token=via_previous,
+    )
+
+
+def _audit_refusal(ctx: Context, participant: Participant, reason: str) -> None:
+    """A real participant's token was refused (revoked or expired): an audit event."""
+    audit.record_now_quietly(
+        ctx,
+        actor=f"participant:{participant.id}",
+        action="auth-failure",
+        federation_id=participant.federation_id,
+        outcome="refused",
+        detail={"reason": reason},
     )
