@@ -12,6 +12,8 @@ from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
+from coordinator.store.group_commit import GroupCommit
+from coordinator.store.repository import RoundRepository
 
 __all__ = ["Context"]
 
@@ -41,7 +43,14 @@ class Context:
     observer: Observer = field(default_factory=NoObserver)
     # wakes long-polls; one per process (build_context configures it from the settings)
     notifier: RoundNotifier = field(default_factory=RoundNotifier)
+    # uploads arriving together share one write transaction and one commit (built below)
+    upload_commits: GroupCommit[tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
+        if self.upload_commits is None:
+            self.upload_commits = GroupCommit(
+                self.sessions,
+                lock_first=lambda session, keys: RoundRepository(session).lock_in_order(keys),
+            )
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)

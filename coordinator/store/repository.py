@@ -8,7 +8,7 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -175,6 +175,13 @@ class RoundRepository(_Repository):
         if for_update:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock_in_order(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Lock these (federation, number) rounds in that order: a group commit of
+        uploads takes its round locks before any other lock (the audit head's), in one
+        global order, so batches in different processes cannot deadlock."""
+        for federation_id, number in sorted(set(keys)):
+            self.get(federation_id, number, for_update=True)
 
     def list(self, federation_id: str) -> Sequence[Round]:
         return self.session.scalars(
