@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,16 @@ from coordinator.store.group_commit import GroupCommit
 from coordinator.store.repository import RoundRepository
 
 __all__ = ["Context"]
+
+# Test-only (documented in docs/architecture.md): the fault tests pause a real
+# coordinator between storing a batch of uploads and committing it, to kill it there.
+TEST_GROUP_COMMIT_PAUSE_ENV = "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS"
+
+
+def _test_pause() -> None:
+    seconds = float(os.environ.get(TEST_GROUP_COMMIT_PAUSE_ENV) or 0)
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Context:
             self.upload_commits = GroupCommit(
                 self.sessions,
                 lock_first=lambda session, keys: RoundRepository(session).lock_in_order(keys),
+                before_commit=_test_pause,
             )
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)

@@ -53,10 +53,12 @@ class GroupCommit(Generic[K]):
         sessions: sessionmaker[Session],
         *,
         lock_first: Callable[[Session, Sequence[K]], None] | None = None,
+        before_commit: Callable[[], None] | None = None,
         max_batch: int = 128,
     ) -> None:
         self._sessions = sessions
         self._lock_first = lock_first
+        self._before_commit = before_commit  # the fault tests pause here to kill the process
         self._max_batch = max_batch
         self._cond = threading.Condition()
         self._queue: list[_Unit[K]] = []
@@ -64,6 +66,12 @@ class GroupCommit(Generic[K]):
         # observability for tests and the bench: transactions committed, units in them
         self.batches = 0
         self.units = 0
+
+    @property
+    def waiting(self) -> int:
+        """Units queued for the next transaction."""
+        with self._cond:
+            return len(self._queue)
 
     def run(self, key: K, work: Callable[[Session], T]) -> T:
         """Run ``work(session)`` in a shared write transaction; return its result once
@@ -101,6 +109,8 @@ class GroupCommit(Generic[K]):
                             unit.result = unit.work(session)
                     except Exception as exc:  # this unit's refusal: rolled back alone
                         unit.error = exc
+                if self._before_commit is not None:
+                    self._before_commit()
         except BaseException as exc:
             # the transaction did not commit: no unit of it is acknowledged
             for unit in batch:
