@@ -123,7 +123,7 @@ def test_a_failed_commit_acknowledges_no_unit_of_its_batch(engine: Engine) -> No
     # set by the first unit of the second batch: the leader's own commit passes
     def first_of_batch(session: Session) -> int:
         failing["on"] = True
-        return _insert(1)(session)  # type: ignore[no-any-return]
+        return _insert(1)(session)
 
     others = {1: first_of_batch, 2: _insert(2), 3: _insert(3)}
     results, errors = _run_while_leader_holds(commits, _insert(0), others)
@@ -146,7 +146,7 @@ def test_a_unit_waits_for_the_batch_ahead_of_it_before_answering(engine: Engine)
     def slow(session: Session) -> int:
         entered.set()
         assert release.wait(20)
-        return _insert(0)(session)  # type: ignore[no-any-return]
+        return _insert(0)(session)
 
     def queued() -> None:
         commits.run(1, _insert(1))
