@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -27,6 +28,11 @@ TEST_GROUP_COMMIT_PAUSE_ENV = "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS"
 def _test_pause() -> None:
     seconds = float(os.environ.get(TEST_GROUP_COMMIT_PAUSE_ENV) or 0)
     if seconds > 0:
+        logging.getLogger("fedrec.rounds").warning(
+            "test hook: pausing %.1fs before committing uploads (%s)",
+            seconds,
+            TEST_GROUP_COMMIT_PAUSE_ENV,
+        )
         time.sleep(seconds)
 
 
