@@ -41,6 +41,7 @@ from coordinator.domain.federations import FederationSettings, federation_settin
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
 from coordinator.domain.specs import DeployPolicy
+from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
 from coordinator.store.models import ModelVersion, utc_now
 from coordinator.store.repository import (
@@ -50,7 +51,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
-from participant_sdk.wire import decode_update, decode_weights, encode_weights
+from participant_sdk.wire import decode_weights, encode_weights
 
 __all__ = [
     "Claim",
@@ -287,9 +288,10 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             scale,
         )
     else:
-        # stream: one update in memory at a time, float64 sums, fixed order
+        # stream: one update in memory at a time, float64 sums, fixed order; the bytes
+        # were validated at upload, so they are read as views, not decoded again
         for digest in claimed.update_digests:
-            strategy.add(decode_update(ctx.blobs.get(digest), settings.update_tensors))
+            strategy.add(load_stored_update(ctx.blobs.get(digest), settings.update_tensors))
         base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
         state = (
             decode_weights(ctx.blobs.get(claimed.base_state_sha256))
