@@ -25,7 +25,7 @@ from participant_sdk.wire import ROWS_TENSOR, TensorSpec, Update, decode_update
 
 __all__ = ["load_stored_update"]
 
-_DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
+_DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
 _SPEC_CODES = {"float32": "F32"}
 
 
@@ -92,4 +92,5 @@ def _view(
         return None
     if end - begin != count * dtype.itemsize or start + end > len(data):
         return None
-    return np.frombuffer(data, dtype=dtype, count=count, offset=start + begin).reshape(found)
+    view: npt.NDArray[Any] = np.frombuffer(data, dtype=dtype, count=count, offset=start + begin)
+    return view.reshape(found)
