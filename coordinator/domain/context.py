@@ -16,7 +16,7 @@ from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
 from coordinator.store.group_commit import GroupCommit
-from coordinator.store.repository import RoundRepository
+from coordinator.store.repository import FederationRepository, RoundRepository
 
 __all__ = ["Context"]
 
@@ -63,6 +63,9 @@ class Context:
     notifier: RoundNotifier = field(default_factory=RoundNotifier)
     # uploads arriving together share one write transaction and one commit (built below)
     upload_commits: GroupCommit[tuple[str, int]] | None = None
+    # the same for evaluation reports (keyed by federation) and Idempotency-Key records
+    evaluation_commits: GroupCommit[str] | None = None
+    record_commits: GroupCommit[str] | None = None
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:
@@ -71,5 +74,12 @@ class Context:
                 lock_first=lambda session, keys: RoundRepository(session).lock_in_order(keys),
                 before_commit=_test_pause,
             )
+        if self.evaluation_commits is None:
+            self.evaluation_commits = GroupCommit(
+                self.sessions,
+                lock_first=lambda session, ids: FederationRepository(session).lock_in_order(ids),
+            )
+        if self.record_commits is None:
+            self.record_commits = GroupCommit(self.sessions)
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)

@@ -78,6 +78,12 @@ class FederationRepository(_Repository):
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
 
+    def lock_in_order(self, ids: Iterable[str]) -> None:
+        """Lock these federations in id order (a group commit of evaluations takes its
+        federation locks first, in one global order)."""
+        for federation_id in sorted(set(ids)):
+            self.get(federation_id, for_update=True)
+
     def list(self, ids: Sequence[str] | None = None) -> Sequence[Federation]:
         stmt = select(Federation).order_by(Federation.created_at, Federation.id)
         if ids is not None:
