@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -59,9 +61,16 @@ def test_reports_arriving_together_share_a_commit(ctx: Context) -> None:
     fid, principals = domain_federation(ctx, K)
     commits = ctx.evaluation_commits
     assert commits is not None
-    calls = [
-        lambda p=p, i=i: submit_evaluation(
-            ctx, p, fid, 0, split="validation", metrics={"ndcg@10": 0.1 * i}, num_users=1 + i
+    calls: list[Callable[[], Any]] = [
+        partial(
+            submit_evaluation,
+            ctx,
+            p,
+            fid,
+            0,
+            split="validation",
+            metrics={"ndcg@10": 0.1 * i},
+            num_users=1 + i,
         )
         for i, p in enumerate(principals)
     ]
@@ -84,8 +93,8 @@ def test_idempotency_records_arriving_together_share_a_commit(ctx: Context) -> N
     _fid, principals = domain_federation(ctx, K)
     commits = ctx.record_commits
     assert commits is not None
-    calls = [
-        lambda p=p: idempotency.begin(ctx, p, "key-1", method="POST", path="/x", fingerprint="f")
+    calls: list[Callable[[], Any]] = [
+        partial(idempotency.begin, ctx, p, "key-1", method="POST", path="/x", fingerprint="f")
         for p in principals
     ]
     # the same participant's key twice in one batch: one record, the other in progress
