@@ -17,8 +17,8 @@ is ``fedrec simulate``'s defaults with the recipe fixed (no search).
 
 Usage::
 
-    python -m bench.cross_device --data ../shared/datasets/ml-100k --rounds 3
-    python -m bench.cross_device --data ... --coordinator-source /tmp/old-tree  # before
+    python -m bench.per_user_round --data ../shared/datasets/ml-100k --rounds 3
+    python -m bench.per_user_round --data ... --coordinator-source /tmp/old-tree  # before
 """
 
 from __future__ import annotations
