@@ -251,7 +251,7 @@ def _check_encoding(encoding: str) -> Encoding:
         raise WireError(
             f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}", field="encoding"
         )
-    return encoding  # type: ignore[return-value]  # checked just above
+    return encoding
 
 
 def _as_rows(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
@@ -337,16 +337,17 @@ def _decompress(
         values = array.astype(np.float32, copy=False)
     else:
         scale_name = name + SCALE_SUFFIX
-        scale = arrays.get(scale_name)
+        raw_scale = arrays.get(scale_name)
         expected = _scale_shape(tuple(array.shape))
-        if scale is None:
+        if raw_scale is None:
             raise WireError(f"tensor '{scale_name}' (int8 scales) is missing", field=scale_name)
-        if scale.dtype != np.float32 or tuple(scale.shape) != expected:
+        if raw_scale.dtype != np.float32 or tuple(raw_scale.shape) != expected:
             raise WireError(
                 f"tensor '{scale_name}' must be float32 of shape {list(expected)}, got "
-                f"{scale.dtype} {list(scale.shape)}",
+                f"{raw_scale.dtype} {list(raw_scale.shape)}",
                 field=scale_name,
             )
+        scale = raw_scale.astype(np.float32, copy=False)
         if not bool((np.isfinite(scale) & (scale > 0)).all()):
             raise WireError(
                 f"tensor '{scale_name}' must hold finite, positive scales", field=scale_name
