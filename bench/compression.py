@@ -62,7 +62,7 @@ def bytes_per_round(data_dir: Path, settings: list[str]) -> list[tuple[str, str,
     """(setting, encoding, upload bytes, download bytes) of one real round."""
     data = load(data_dir)
     train = data.loo.train
-    rows = []
+    rows: list[tuple[str, str, int, int]] = []
     for name in settings:
         cand, _ = SELECTED[name]
         groups = groups_for(_setting(name), train)
@@ -90,7 +90,7 @@ def large_model_bytes(num_items: int = 78_125, dim: int = 128) -> list[tuple[str
         "item_factors": rng.standard_normal((num_items, dim), dtype=np.float32),
         "item_bias": rng.standard_normal(num_items, dtype=np.float32),
     }
-    out = []
+    out: list[tuple[str, int, int]] = []
     for encoding in ENCODINGS:
         model = len(encode_model(tensors, encoding, {"kind": "model"}))
         update = len(
