@@ -42,6 +42,7 @@ from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
 from coordinator.domain.specs import DeployPolicy
 from coordinator.domain.strategy import Strategy, build_strategy
+from coordinator.domain.transport import encode_version
 from coordinator.store.models import ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
@@ -50,7 +51,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
-from participant_sdk.wire import decode_update, decode_weights, encode_weights
+from participant_sdk.wire import decode_update, decode_weights, encode_weights, representable
 
 __all__ = [
     "Claim",
@@ -289,7 +290,13 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     else:
         # stream: one update in memory at a time, float64 sums, fixed order
         for digest in claimed.update_digests:
-            strategy.add(decode_update(ctx.blobs.get(digest), settings.update_tensors))
+            strategy.add(
+                decode_update(
+                    ctx.blobs.get(digest),
+                    settings.update_tensors,
+                    encoding=settings.transport.encoding,
+                )
+            )
         base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
         state = (
             decode_weights(ctx.blobs.get(claimed.base_state_sha256))
@@ -298,7 +305,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         )
         contributors = claimed.update_digests
         new_tensors, new_state = _result(strategy, base_tensors, state, scale)
-        while not backoff.all_finite(new_tensors):
+        # a version must be finite, and fit the federation's encoding (float16: ±65504)
+        while not (
+            backoff.all_finite(new_tensors)
+            and representable(new_tensors, settings.transport.encoding)
+        ):
             if scale / 2 < backoff.MIN_STEP_SCALE:
                 _refuse(ctx, claimed, "the aggregate is not finite even at the smallest step")
             scale /= 2
@@ -316,6 +327,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
     weights = encode_weights(new_tensors, MODEL_METADATA)
+    encodings = encode_version(ctx, new_tensors, settings.transport, MODEL_METADATA)
     del new_tensors
     digest = ctx.blobs.put(weights)
     state_digest = (
@@ -352,6 +364,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             server_state_sha256=state_digest,
             step_scale=scale,
             restored_from=claimed.restore_version,
+            encodings=encodings,
             now=now,
             signer=ctx.signer,
         )
