@@ -158,7 +158,7 @@ def _weights_from_response(
         return dict(decode_model(data, encoding))
     except WireError as err:
         raise APIResponseValidationError(
-            f"weights of version {version} are not valid {encoding} safetensors: {err}",
+            f"weights of version {version} are not valid safetensors ({encoding}): {err}",
             response=response,
         ) from err
 
