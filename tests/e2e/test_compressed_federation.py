@@ -9,6 +9,7 @@ import pytest
 from fedrec.partition import local_view
 from fedrec.synthetic import make_synthetic
 from participant_sdk import Client, FederatedRecommender, UnprocessableEntityError
+from participant_sdk.wire import Encoding
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
 
 DIM = 8
@@ -52,12 +53,12 @@ def test_compressed_federation_trains_over_http(server: ServerProcess, encoding:
         assert all(set(v.encodings or {}) == {encoding} for v in versions)
         # the coordinator refuses any other encoding, so every accepted upload was in this
         # one; the SDK verified each download against the signed manifest
-        canonical = admin.models.weights(fid, ROUNDS, encoding="float32")
-        compressed = admin.models.weights(fid, ROUNDS)
-        assert compressed["item_factors"].dtype == np.float32
-        peak = np.abs(canonical["item_factors"]).max()
+        canonical = admin.models.weights(fid, ROUNDS, encoding="float32")["item_factors"]
+        compressed = admin.models.weights(fid, ROUNDS)["item_factors"]
+        assert compressed.dtype == np.float32
+        peak = float(np.abs(canonical).max())
         np.testing.assert_allclose(
-            compressed["item_factors"], canonical["item_factors"], atol=peak / 200
+            np.asarray(compressed, np.float64), np.asarray(canonical, np.float64), atol=peak / 200
         )
         last = versions[-1]
         assert last.encodings is not None
@@ -65,6 +66,6 @@ def test_compressed_federation_trains_over_http(server: ServerProcess, encoding:
         # it is 1/32 (bench/compression.py measures the real sizes)
         assert last.encodings[encoding].size < last.size * 0.55
         # an encoding the federation does not serve is a 422 naming what it serves
-        other = "int8" if encoding == "float16" else "float16"
+        other: Encoding = "int8" if encoding == "float16" else "float16"
         with pytest.raises(UnprocessableEntityError, match="float32"):
             admin.models.weights(fid, ROUNDS, encoding=other)
