@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,7 +44,7 @@ from bench.quality import (
 )
 from fedrec.inprocess import simulate
 from participant_sdk.recsys.metrics import evaluate_loo
-from participant_sdk.wire import ENCODINGS, encode_model, encode_update
+from participant_sdk.wire import ENCODINGS, decode_model, encode_model, encode_update
 
 # the quality bench's selections (bench/RESULTS.md section 9): (candidate, rounds)
 SELECTED = {
@@ -128,9 +129,25 @@ def run_fit(job: FitJob) -> dict[str, Any]:
         encoding=job.encoding,
     )
     metrics = evaluate_loo(res.score, trainval, data.loo.test)
+    # paired and free of training's chaos: the same final model served in each encoding
+    served = {
+        encoding: evaluate_loo(
+            dataclasses.replace(
+                res,
+                item_tensors=decode_model(
+                    encode_model(res.item_tensors, encoding, {"kind": "model"}), encoding
+                ),
+            ).score,
+            trainval,
+            data.loo.test,
+        )["ndcg@10"]
+        for encoding in ENCODINGS
+        if encoding != "float32"
+    }
     return {
         "job": job,
         "ndcg": metrics["ndcg@10"],
+        "served": served,
         "hr": metrics["hr@10"],
         "bytes": float(np.mean(res.bytes_per_round)),
         "seconds": time.perf_counter() - start,
@@ -194,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         for out in pool.map(run_fit, jobs):
             job = out["job"]
             results[job.encoding].append(out)
+            served = ", ".join(f"{e} {v:.4f}" for e, v in out["served"].items())
             print(
                 f"  {job.encoding:8s} seed {job.seed}: test NDCG@10 {out['ndcg']:.4f} "
-                f"HR@10 {out['hr']:.4f} ({out['seconds']:.0f}s)",
+                f"HR@10 {out['hr']:.4f} ({out['seconds']:.0f}s); its final model served "
+                f"in {served}",
                 flush=True,
             )
     reference = float(np.mean([r["ndcg"] for r in results["float32"]]))
@@ -213,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {encoding} | {per_seed} | {mean:.4f} | {(mean - reference) / reference:+.2%} "
             f"| {np.mean([r['hr'] for r in runs]):.4f} | {runs[0]['bytes'] / 1e6:.2f} |"
         )
+    print("\nThe float32 runs' final models served in each encoding (same model, paired):")
+    for encoding in ENCODINGS[1:]:
+        runs = results["float32"]
+        mean_served = float(np.mean([r["served"][encoding] for r in runs]))
+        change = (mean_served - reference) / reference
+        print(f"  {encoding}: test NDCG@10 {mean_served:.4f} ({change:+.2%})")
     print(f"\nbase recipe: {BASE}; total wall time {time.perf_counter() - t0:.0f}s")
     return 0
 
