@@ -73,6 +73,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         weighting=args.weighting or ("uniform" if dp else default_of("weighting")),
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
+        encoding=args.encoding,
         coordinator=args.coordinator,
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -294,6 +295,13 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         type=non_negative_float,
         metavar="Z",
         help="Gaussian noise multiplier: std Z*C on the sum of clipped updates (0 = clip only)",
+    )
+    parser.add_argument(
+        "--encoding",
+        choices=["float32", "float16", "int8"],
+        default=default_of("encoding"),
+        help="how updates and model downloads travel: float16 halves the bytes, int8 (a "
+        "scale per item row) about quarters them; the coordinator aggregates in float32",
     )
     parser.add_argument("--coordinator", help="URL of a running coordinator (default: embedded)")
     parser.add_argument(

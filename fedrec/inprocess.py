@@ -37,7 +37,14 @@ from coordinator.domain.strategy import Strategy, build_strategy
 from fedrec.partition import local_view
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
-from participant_sdk.wire import Update, decode_update, encode_update, mf_spec
+from participant_sdk.wire import (
+    Update,
+    decode_model,
+    decode_update,
+    encode_model,
+    encode_update,
+    mf_spec,
+)
 
 __all__ = ["FedResult", "RowNormalization", "aggregate", "epsilon_spent", "simulate"]
 
@@ -83,6 +90,7 @@ def simulate(
     dp_noise: float = 0.0,
     dp_secret: bytes = b"bench-secret",
     server_optimizer: Mapping[str, Any] | None = None,
+    encoding: str = "float32",
 ) -> FedResult:
     """Run ``rounds`` FedAvg rounds of local BPR over the participants in ``groups``.
 
@@ -103,6 +111,8 @@ def simulate(
     ``server_optimizer`` (StrategySpec fields, e.g. ``{"name": "fedadam", "server_lr":
     0.01}``) runs the coordinator's own strategy instead, its state carried from round
     to round as the coordinator stores it (float32); ``server_lr`` is then ignored.
+    ``encoding`` is the federation's ``transport.encoding``: participants download the
+    model and upload their deltas in it, the server aggregates and keeps float32.
     """
     start = time.perf_counter()
     spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -141,10 +151,16 @@ def simulate(
             acc = build_strategy(StrategySpec.model_validate(settings), spec, dp=dp)
         norms: list[float] = []
         sent = 0
+        # what participants download: the round's base in the federation's encoding
+        downloaded = (
+            global_tensors
+            if encoding == "float32"
+            else decode_model(encode_model(global_tensors, encoding), encoding)
+        )
         for _users, local, trainer in participants:
             if len(local) == 0:
                 continue
-            update = trainer.train_round(global_tensors, local, learning_rate=lr)
+            update = trainer.train_round(downloaded, local, learning_rate=lr)
             if sparse:
                 payload = encode_update(
                     update.sparse_delta(),
@@ -152,6 +168,7 @@ def simulate(
                     base_version=r,
                     num_examples=update.num_examples,
                     rows=update.rows,
+                    encoding=encoding,
                 )
             else:
                 payload = encode_update(
@@ -159,9 +176,10 @@ def simulate(
                     round=r + 1,
                     base_version=r,
                     num_examples=update.num_examples,
+                    encoding=encoding,
                 )
             sent += len(payload)
-            decoded = decode_update(payload, spec)
+            decoded = decode_update(payload, spec, encoding=encoding)
             norms.append(decoded.norm())
             acc.add(decoded)
         result.update_norms.append(norms)

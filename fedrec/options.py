@@ -85,6 +85,8 @@ class SimulationOptions:
     # differential privacy: clip norm C and noise multiplier z (None = no DP)
     dp_clip: float | None = None
     dp_noise: float | None = None
+    # how updates and downloads travel (the federation's transport.encoding)
+    encoding: Literal["float32", "float16", "int8"] = "float32"
     coordinator: str | None = None
     admin_token: str | None = None
     data_dir: Path | None = None

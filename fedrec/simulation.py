@@ -229,6 +229,8 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         options = _ease_rounds(options)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config, options))
+    if options.encoding != "float32":
+        console.print(f"transport: updates and downloads in {options.encoding}")
     with contextlib.ExitStack() as stack:
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
@@ -385,6 +387,7 @@ def _federate(
         catalog=data.item_ids,
         deploy={"policy": "best", "metric": "ndcg@10"},
         privacy=privacy,
+        transport={"encoding": options.encoding} if options.encoding != "float32" else None,
     )
     fid = federation.id
     clients: list[Client] = []

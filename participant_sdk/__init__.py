@@ -75,6 +75,7 @@ from .types import (
     SigningKey,
     StrategySpec,
     Target,
+    TransportPolicy,
 )
 
 __all__ = [
@@ -138,6 +139,7 @@ __all__ = [
     "SigningKey",
     "StrategySpec",
     "Target",
+    "TransportPolicy",
 ]
 
 # The participant loop pulls in the recommender (participant_sdk.recsys): load it on

@@ -85,6 +85,8 @@ class CachedWeights:
 
     etag: str
     data: bytes
+    # the transport encoding of ``data`` (the X-Model-Encoding it was served with)
+    encoding: str = "float32"
 
 
 class WeightsCache:

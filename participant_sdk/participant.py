@@ -189,6 +189,8 @@ class FederatedRecommender:
         self.config = config_for(federation.model.kind, config, dim=federation.model.dim)
         # FedProx mu is the federation's setting: every participant trains with the same
         mu = federation.strategy.proximal_mu if federation.strategy is not None else None
+        # uploads must be in the federation's encoding; downloads follow it too
+        self.encoding = federation.transport.encoding
         if mu is not None and isinstance(self.config, BPRConfig):
             self.config = self.config.replace(mu=mu)
         if interactions.num_items != self.num_items:
@@ -480,6 +482,7 @@ class FederatedRecommender:
                     base_version=current.base_version,
                     num_examples=update.num_examples,
                     rows=update.rows,
+                    encoding=self.encoding,
                 )
             else:
                 self.client.updates.submit(
@@ -488,6 +491,7 @@ class FederatedRecommender:
                     update.delta,
                     base_version=current.base_version,
                     num_examples=update.num_examples,
+                    encoding=self.encoding,
                 )
         except UpdateConflictError:
             log.warning("round %d already has an update from us; moving on", current.number)
@@ -685,7 +689,9 @@ class FederatedRecommender:
 
     # ------------------------------------------------------------------ state
     def _weights(self, version: int) -> dict[str, F32]:
-        tensors = self.client.models.weights(self.federation_id, version)
+        # a float32 federation's download is asked for as before (no query)
+        encoding = None if self.encoding == "float32" else self.encoding
+        tensors = self.client.models.weights(self.federation_id, version, encoding=encoding)
         return {name: np.asarray(array, dtype=np.float32) for name, array in tensors.items()}
 
     def _load_state(self) -> None:

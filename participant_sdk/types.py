@@ -21,6 +21,7 @@ __all__ = [
     "Deployment",
     "DeploymentEvent",
     "DifferentialPrivacy",
+    "EncodedWeights",
     "EnrolledParticipant",
     "Evaluation",
     "Federation",
@@ -42,6 +43,7 @@ __all__ = [
     "Split",
     "StrategySpec",
     "Target",
+    "TransportPolicy",
 ]
 
 FederationState = Literal["active", "evaluating", "completed", "failed"]
@@ -226,6 +228,20 @@ class LimitsPolicy(BaseAPIModel):
     metrics: list[str] | None = None
 
 
+class TransportPolicy(BaseAPIModel):
+    """How updates and model downloads travel (``Federation.transport``).
+
+    Attributes
+    ----------
+    encoding : {"float32", "float16", "int8"}
+        Updates must be uploaded in it (``client.updates.submit(encoding=...)``; the
+        coordinator refuses any other, 422) and downloads default to it.
+        ``FederatedRecommender`` follows it on its own.
+    """
+
+    encoding: Literal["float32", "float16", "int8"] = "float32"
+
+
 class PrivacySpent(BaseAPIModel):
     """The differential privacy a federation has spent so far (``Federation.privacy_spent``).
 
@@ -277,7 +293,7 @@ class Federation(BaseAPIModel):
         Enrolled participants.
     created_at : datetime
         Creation time.
-    model, strategy, rounds, target, deploy, privacy, limits
+    model, strategy, rounds, target, deploy, privacy, limits, transport
         The configuration the federation was created with.
     privacy_spent : PrivacySpent or None
         Differential privacy spent so far; ``None`` without ``privacy.dp``.
@@ -298,6 +314,7 @@ class Federation(BaseAPIModel):
     deploy: DeployPolicy | None = None
     privacy: PrivacyPolicy | None = None
     limits: LimitsPolicy | None = None
+    transport: TransportPolicy = Field(default_factory=TransportPolicy)
     privacy_spent: PrivacySpent | None = None
 
 
@@ -367,6 +384,13 @@ class Round(BaseAPIModel):
     deadline_at: datetime | None = None
 
 
+class EncodedWeights(BaseAPIModel):
+    """A version's weights in one compressed encoding (``ModelVersion.encodings``)."""
+
+    sha256: str
+    size: int
+
+
 class ModelVersion(BaseAPIModel):
     """An immutable, content-addressed global model.
 
@@ -401,6 +425,9 @@ class ModelVersion(BaseAPIModel):
         than signing).
     signature : str or None
         Base64 Ed25519 signature of ``manifest`` (see :class:`SigningKey`).
+    encodings : dict of str to EncodedWeights, or None
+        The weights in the federation's compressed transport encoding (also named by
+        ``manifest``); ``None``: float32 only.
     """
 
     version: int
@@ -416,6 +443,7 @@ class ModelVersion(BaseAPIModel):
     server_state_sha256: str | None = None
     manifest: str | None = None
     signature: str | None = None
+    encodings: dict[str, EncodedWeights] | None = None
 
 
 class AuditEvent(BaseAPIModel):

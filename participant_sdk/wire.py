@@ -18,6 +18,18 @@ the metadata ``round``, ``base_version``, ``num_examples`` and ``update_kind``:
   participant touched (ascending, in range); every model tensor then holds just
   those rows, in the same order.
 
+An **encoding** says how the float tensors travel (a federation's ``transport.encoding``):
+
+* ``float32`` — as they are (the canonical form: what the coordinator aggregates and
+  stores; these bytes carry no ``encoding`` metadata, as before encodings existed);
+* ``float16`` — each float tensor as IEEE half precision (values beyond ±65504 are
+  refused, never saturated);
+* ``int8`` — each float tensor ``t`` as int8 codes ``q`` in [-127, 127] plus a float32
+  tensor ``t.scale`` with one positive scale per row (a 1-D tensor is one row), so that
+  ``t ≈ q * scale``; the error is at most ``scale / 2`` = ``max|row| / 254`` per value.
+
+Compressed payloads carry ``encoding`` in their metadata; ``rows`` stays int64.
+
 A **manifest** is the signed record of one model version (canonical JSON: sorted keys,
 no spaces): the federation, version number and count, parent, round, the weights'
 sha256 and size, the chain hash, the server state's sha256, a digest of the
@@ -46,6 +58,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 
 __all__ = [
+    "ENCODINGS",
+    "ENCODING_HEADER",
+    "Encoding",
     "MANIFEST_FORMAT",
     "MANIFEST_HEADER",
     "ROWS_TENSOR",
@@ -54,6 +69,7 @@ __all__ = [
     "UpdateKind",
     "TensorSpec",
     "WireError",
+    "decode_model",
     "decode_update",
     "decode_weights",
     "ease_spec",
@@ -63,6 +79,8 @@ __all__ = [
     "mf_spec",
     "contributors_digest",
     "encode_manifest",
+    "encode_model",
+    "representable",
     "read_metadata",
     "verify_manifest",
 ]
@@ -72,6 +90,14 @@ MANIFEST_FORMAT = "fedrec-model-version/1"
 MANIFEST_HEADER = "X-Model-Manifest"
 SIGNATURE_HEADER = "X-Model-Signature"
 UpdateKind = Literal["dense", "row_sparse"]
+Encoding = Literal["float32", "float16", "int8"]
+ENCODINGS: tuple[Encoding, ...] = ("float32", "float16", "int8")
+# the encoding of a weights download (a response header: the bytes say it too)
+ENCODING_HEADER = "X-Model-Encoding"
+# an int8 tensor's per-row scales travel as the tensor "<name>.scale"
+SCALE_SUFFIX = ".scale"
+_INT8_MAX = 127
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 # A safetensors header is JSON describing the tensors; anything larger is not a model of ours.
 _MAX_HEADER_BYTES = 1 << 20
 
@@ -220,6 +246,156 @@ def decode_weights(data: bytes) -> dict[str, npt.NDArray[np.generic]]:
         raise WireError(f"body is not valid safetensors: {exc}") from exc
 
 
+def _check_encoding(encoding: str) -> Encoding:
+    if encoding not in ENCODINGS:
+        raise WireError(
+            f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}", field="encoding"
+        )
+    return encoding
+
+
+def _as_rows(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """The 2-D view quantization works on: one row per leading index (1-D: one row)."""
+    if array.ndim >= 2:
+        return array.reshape(array.shape[0], math.prod(array.shape[1:]))
+    return array.reshape(1, array.size)
+
+
+def _scale_shape(shape: tuple[int, ...]) -> tuple[int]:
+    return (shape[0],) if len(shape) >= 2 else (1,)
+
+
+def _quantize_int8(
+    array: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Symmetric per-row int8: scale = max|row| / 127 (1 for a zero row, never 0)."""
+    rows = _as_rows(array).astype(np.float64)
+    peak = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(rows.shape[0])
+    scale = (peak / _INT8_MAX).astype(np.float32)
+    # a row of tiny values whose scale underflows float32 keeps the smallest positive one
+    scale = np.where(
+        peak == 0, np.float32(1), np.maximum(scale, np.finfo(np.float32).smallest_subnormal)
+    ).astype(np.float32)
+    codes = np.clip(np.rint(rows / scale[:, None].astype(np.float64)), -_INT8_MAX, _INT8_MAX)
+    return codes.astype(np.int8).reshape(array.shape), scale
+
+
+def representable(tensors: Mapping[str, npt.NDArray[np.generic]], encoding: str) -> bool:
+    """Whether every value fits the encoding (float16: at most 65504 in magnitude)."""
+    if _check_encoding(encoding) != "float16":
+        return True
+    return all(
+        not np.asarray(t).size or float(np.abs(np.asarray(t)).max()) <= _FLOAT16_MAX
+        for t in tensors.values()
+    )
+
+
+def _compress(
+    tensors: Mapping[str, npt.NDArray[np.generic]], encoding: str
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Float tensors as they travel in ``encoding`` (int8: codes plus ``<name>.scale``)."""
+    encoding = _check_encoding(encoding)
+    out: dict[str, npt.NDArray[np.generic]] = {}
+    for name, tensor in tensors.items():
+        array = np.asarray(tensor, dtype=np.float32)
+        if encoding == "float32":
+            out[name] = array
+        elif encoding == "float16":
+            if array.size and not float(np.abs(array).max()) <= _FLOAT16_MAX:
+                raise WireError(
+                    f"tensor '{name}' has values beyond float16's range (±65504) or NaN; "
+                    "use the int8 or float32 encoding",
+                    field=name,
+                )
+            out[name] = array.astype(np.float16)
+        else:
+            out[name], out[name + SCALE_SUFFIX] = _quantize_int8(array)
+    return out
+
+
+def _decompress(
+    arrays: Mapping[str, npt.NDArray[np.generic]],
+    name: str,
+    encoding: Encoding,
+    shape: tuple[int, ...] | None,
+) -> npt.NDArray[np.float32]:
+    """Check one received tensor against the encoding (and ``shape`` when known) and
+    return it as finite float32; :class:`WireError` names the tensor at fault."""
+    array = arrays[name]
+    wanted = {"float32": np.float32, "float16": np.float16, "int8": np.int8}[encoding]
+    if array.dtype != np.dtype(wanted):
+        raise WireError(
+            f"tensor '{name}' must have dtype {encoding} (the federation's transport "
+            f"encoding), got {array.dtype}",
+            field=name,
+        )
+    if shape is not None and tuple(array.shape) != shape:
+        raise WireError(
+            f"tensor '{name}' must have shape {list(shape)}, got {list(array.shape)}", field=name
+        )
+    if encoding != "int8":
+        values = array.astype(np.float32, copy=False)
+    else:
+        scale_name = name + SCALE_SUFFIX
+        raw_scale = arrays.get(scale_name)
+        expected = _scale_shape(tuple(array.shape))
+        if raw_scale is None:
+            raise WireError(f"tensor '{scale_name}' (int8 scales) is missing", field=scale_name)
+        if raw_scale.dtype != np.float32 or tuple(raw_scale.shape) != expected:
+            raise WireError(
+                f"tensor '{scale_name}' must be float32 of shape {list(expected)}, got "
+                f"{raw_scale.dtype} {list(raw_scale.shape)}",
+                field=scale_name,
+            )
+        scale = raw_scale.astype(np.float32, copy=False)
+        if not bool((np.isfinite(scale) & (scale > 0)).all()):
+            raise WireError(
+                f"tensor '{scale_name}' must hold finite, positive scales", field=scale_name
+            )
+        if bool((array == -_INT8_MAX - 1).any()):
+            raise WireError(
+                f"tensor '{name}' holds -128; int8 codes are symmetric, in [-127, 127]",
+                field=name,
+            )
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            values = (_as_rows(array).astype(np.float32) * scale[:, None]).reshape(array.shape)
+    if not bool(np.isfinite(values).all()):
+        what = "its scales overflow float32" if encoding == "int8" else "it contains NaN or Inf"
+        raise WireError(f"tensor '{name}' is not finite: {what}", field=name)
+    return values
+
+
+def encode_model(
+    tensors: Mapping[str, npt.NDArray[np.generic]],
+    encoding: str,
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """Serialise model weights in ``encoding``, deterministically (see the module doc);
+    ``float32`` gives exactly :func:`encode_weights`' bytes."""
+    encoding = _check_encoding(encoding)
+    if encoding == "float32":
+        return encode_weights(tensors, metadata)
+    return encode_weights(_compress(tensors, encoding), {**(metadata or {}), "encoding": encoding})
+
+
+def decode_model(data: bytes, encoding: str) -> dict[str, npt.NDArray[np.float32]]:
+    """Parse weights sent in ``encoding`` and return them as float32 (validated: dtypes,
+    int8 scales, finiteness)."""
+    encoding = _check_encoding(encoding)
+    sent = read_metadata(data).get("encoding", "float32")
+    if sent != encoding:
+        raise WireError(
+            f"the weights are {sent!r}-encoded, expected {encoding!r}", field="encoding"
+        )
+    arrays = decode_weights(data)
+    names = [n for n in arrays if not (encoding == "int8" and n.endswith(SCALE_SUFFIX))]
+    if encoding == "int8":
+        orphans = sorted(set(arrays) - set(names) - {n + SCALE_SUFFIX for n in names})
+        if orphans:
+            raise WireError(f"scales without a tensor: {', '.join(orphans)}", field=orphans[0])
+    return {name: _decompress(arrays, name, encoding, None) for name in names}
+
+
 def encode_update(
     deltas: Mapping[str, npt.NDArray[np.generic]],
     *,
@@ -227,11 +403,12 @@ def encode_update(
     base_version: int,
     num_examples: int,
     rows: npt.NDArray[np.integer] | None = None,
+    encoding: str = "float32",
 ) -> bytes:
-    """Serialise an update: per-tensor deltas, optionally restricted to ``rows``."""
-    tensors: dict[str, npt.NDArray[np.generic]] = {
-        name: np.asarray(delta, dtype=np.float32) for name, delta in deltas.items()
-    }
+    """Serialise an update: per-tensor deltas, optionally restricted to ``rows``, in the
+    federation's ``encoding`` (``float32`` bytes are the same as before encodings)."""
+    encoding = _check_encoding(encoding)
+    tensors = _compress(deltas, encoding)
     kind: UpdateKind = "dense"
     if rows is not None:
         tensors[ROWS_TENSOR] = np.asarray(rows, dtype=np.int64)
@@ -242,6 +419,8 @@ def encode_update(
         "num_examples": str(num_examples),
         "update_kind": kind,
     }
+    if encoding != "float32":
+        metadata["encoding"] = encoding
     return encode_weights(tensors, metadata)
 
 
@@ -284,13 +463,24 @@ def decode_update(
     *,
     max_norm: float | None = None,
     max_num_examples: int | None = None,
+    encoding: str = "float32",
 ) -> Update:
     """Parse and validate an update against the model spec; raise :class:`WireError`.
 
     Checks names, dtypes, shapes, finiteness, row indices and, when given, the update's
     global L2 norm against ``max_norm`` and ``num_examples`` against ``max_num_examples``.
+    The update must be in ``encoding`` (the federation's, strictly: its metadata and
+    every tensor's dtype; int8 scales finite and positive); the tensors come back float32.
     """
+    encoding = _check_encoding(encoding)
     metadata = read_metadata(data)
+    sent = metadata.get("encoding", "float32")
+    if sent != encoding:
+        raise WireError(
+            f"metadata 'encoding' is {sent[:40]!r} but this federation's updates are "
+            f"{encoding!r} (transport.encoding)",
+            field="encoding",
+        )
     round_number = _positive_int(metadata, "round", maximum=MAX_COUNTER)
     base_version = _positive_int(metadata, "base_version", allow_zero=True, maximum=MAX_COUNTER)
     num_examples = _positive_int(metadata, "num_examples", maximum=max_num_examples)
@@ -304,6 +494,8 @@ def decode_update(
 
     rows: npt.NDArray[np.int64] | None = None
     expected_names = set(spec)
+    if encoding == "int8":
+        expected_names |= {name + SCALE_SUFFIX for name in spec}
     if kind == "row_sparse":
         expected_names.add(ROWS_TENSOR)
     missing = sorted(expected_names - set(arrays))
@@ -329,7 +521,7 @@ def decode_update(
     tensors: dict[str, npt.NDArray[np.float32]] = {}
     for name, tensor_spec in spec.items():
         array = arrays[name]
-        if array.dtype != np.dtype(tensor_spec.dtype):
+        if encoding == "float32" and array.dtype != np.dtype(tensor_spec.dtype):
             raise WireError(
                 f"tensor '{name}' must have dtype {tensor_spec.dtype}, got {array.dtype}",
                 field=name,
@@ -337,14 +529,7 @@ def decode_update(
         expected_shape = tensor_spec.shape
         if num_rows is not None:
             expected_shape = (num_rows, *tensor_spec.shape[1:])
-        if tuple(array.shape) != expected_shape:
-            raise WireError(
-                f"tensor '{name}' must have shape {list(expected_shape)}, got {list(array.shape)}",
-                field=name,
-            )
-        if not bool(np.isfinite(array).all()):
-            raise WireError(f"tensor '{name}' contains NaN or Inf", field=name)
-        tensors[name] = array.astype(np.float32, copy=False)
+        tensors[name] = _decompress(arrays, name, encoding, expected_shape)
     update = Update(
         round=round_number,
         base_version=base_version,

@@ -16,6 +16,7 @@ from coordinator.domain.specs import (
     RoundPolicy,
     StrategySpec,
     TargetSpec,
+    TransportPolicy,
 )
 
 
@@ -59,6 +60,10 @@ class FederationCreate(RequestSchema):
     limits: LimitsPolicy = Field(
         default=LimitsPolicy(),
         description="Per-federation bounds on what participants report (sizes, metrics).",
+    )
+    transport: TransportPolicy = Field(
+        default=TransportPolicy(),
+        description="How updates and model downloads travel: float32, float16 or int8.",
     )
 
     @model_validator(mode="after")
@@ -116,6 +121,10 @@ class Federation(Schema):
     deploy: DeployPolicy = Field(description="Which version goes live when training stops.")
     privacy: PrivacyPolicy = Field(description="Update norm bound and differential privacy.")
     limits: LimitsPolicy = Field(description="Per-federation bounds on what participants report.")
+    transport: TransportPolicy = Field(
+        default=TransportPolicy(),
+        description="How updates and model downloads travel: upload in its `encoding`.",
+    )
     privacy_spent: PrivacySpent | None = Field(
         description="Differential privacy spent so far; null without `privacy.dp`."
     )
@@ -210,6 +219,13 @@ class Receipt(Schema):
     received_at: datetime = Field(description="When it was accepted (UTC).")
 
 
+class EncodedWeights(Schema):
+    """A version's weights in one compressed encoding."""
+
+    sha256: str = Field(description="sha256 of these bytes (hex; the download's ETag).")
+    size: int = Field(description="Size of these bytes.")
+
+
 class ModelVersion(Schema):
     """A model version and its place in the lineage."""
 
@@ -250,6 +266,12 @@ class ModelVersion(Schema):
         default=None,
         description="Base64 Ed25519 signature of `manifest` by the coordinator's lineage "
         "key (`GET /v1/signing-key`).",
+    )
+    encodings: dict[str, EncodedWeights] | None = Field(
+        default=None,
+        description="The weights in the federation's compressed transport encoding "
+        "(`float16` or `int8`), also named by `manifest`; download them with "
+        "`…/weights?encoding=`. Null: float32 only.",
     )
 
 
@@ -424,6 +446,7 @@ def federation_out(view: Any) -> Federation:
         deploy=DeployPolicy.model_validate(row.deploy_policy),
         privacy=PrivacyPolicy.model_validate(row.privacy),
         limits=LimitsPolicy.model_validate(row.limits or {}),
+        transport=TransportPolicy.model_validate(row.transport or {}),
         privacy_spent=PrivacySpent.model_validate(spent) if (spent := view.privacy_spent) else None,
         current_round=row.current_round,
         latest_version=row.latest_version,
@@ -448,6 +471,7 @@ def model_version_out(row: Any) -> ModelVersion:
         server_state_sha256=row.server_state_sha256,
         manifest=row.manifest,
         signature=row.signature,
+        encodings=row.encodings or None,
     )
 
 

@@ -43,6 +43,7 @@ from coordinator.domain.privacy import DPAggregation
 from coordinator.domain.specs import DeployPolicy
 from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
+from coordinator.domain.transport import encode_version
 from coordinator.store.models import ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
@@ -51,7 +52,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
-from participant_sdk.wire import decode_weights, encode_weights
+from participant_sdk.wire import decode_weights, encode_weights, representable
 
 __all__ = [
     "Claim",
@@ -291,7 +292,13 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
         for digest in claimed.update_digests:
-            strategy.add(load_stored_update(ctx.blobs.get(digest), settings.update_tensors))
+            strategy.add(
+                load_stored_update(
+                    ctx.blobs.get(digest),
+                    settings.update_tensors,
+                    encoding=settings.transport.encoding,
+                )
+            )
         base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
         state = (
             decode_weights(ctx.blobs.get(claimed.base_state_sha256))
@@ -300,7 +307,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         )
         contributors = claimed.update_digests
         new_tensors, new_state = _result(strategy, base_tensors, state, scale)
-        while not backoff.all_finite(new_tensors):
+        # a version must be finite, and fit the federation's encoding (float16: ±65504)
+        while not (
+            backoff.all_finite(new_tensors)
+            and representable(new_tensors, settings.transport.encoding)
+        ):
             if scale / 2 < backoff.MIN_STEP_SCALE:
                 _refuse(ctx, claimed, "the aggregate is not finite even at the smallest step")
             scale /= 2
@@ -318,6 +329,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
     weights = encode_weights(new_tensors, MODEL_METADATA)
+    encodings = encode_version(ctx, new_tensors, settings.transport, MODEL_METADATA)
     del new_tensors
     digest = ctx.blobs.put(weights)
     state_digest = (
@@ -354,6 +366,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             server_state_sha256=state_digest,
             step_scale=scale,
             restored_from=claimed.restore_version,
+            encodings=encodings,
             now=now,
             signer=ctx.signer,
         )

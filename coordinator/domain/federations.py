@@ -24,8 +24,10 @@ from coordinator.domain.specs import (
     RoundPolicy,
     StrategySpec,
     TargetSpec,
+    TransportPolicy,
 )
 from coordinator.domain.strategy import check_aggregator
+from coordinator.domain.transport import check_transport, encode_version
 from coordinator.store.models import Federation, utc_now
 from coordinator.store.repository import FederationRepository, ParticipantRepository
 from participant_sdk.wire import TensorSpec, encode_weights
@@ -50,6 +52,7 @@ class FederationSettings:
     rounds: RoundPolicy
     privacy: PrivacyPolicy
     limits: LimitsPolicy
+    transport: TransportPolicy
     tensors: dict[str, TensorSpec]
     update_tensors: dict[str, TensorSpec]
 
@@ -62,6 +65,7 @@ class FederationSettings:
             rounds=RoundPolicy.model_validate(federation.round_policy),
             privacy=PrivacyPolicy.model_validate(federation.privacy),
             limits=LimitsPolicy.model_validate(federation.limits or {}),
+            transport=TransportPolicy.model_validate(federation.transport or {}),
             tensors=model.tensors(),
             update_tensors=model.update_tensors(),
         )
@@ -117,13 +121,24 @@ def create_federation(
     deploy: DeployPolicy,
     privacy: PrivacyPolicy,
     limits: LimitsPolicy | None = None,
+    transport: TransportPolicy | None = None,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
+    transport = transport or TransportPolicy()
     check_dp_policy(strategy, privacy)
     check_ease_federation(model, privacy)
     check_aggregator(model, strategy, privacy)
-    weights = encode_weights(initial_weights(model), MODEL_METADATA)
+    # a privacy policy with secure aggregation (once the REST rounds run it) refuses
+    # compression: its masked updates have their own fixed-point encoding
+    check_transport(
+        model,
+        transport,
+        secure_aggregation=getattr(privacy, "secure_aggregation", None) is not None,
+    )
+    tensors = initial_weights(model)
+    weights = encode_weights(tensors, MODEL_METADATA)
     digest = ctx.blobs.put(weights)
+    encodings = encode_version(ctx, tensors, transport, MODEL_METADATA)
     now = utc_now()
     with ctx.sessions.begin() as session:
         federation = Federation(
@@ -136,6 +151,8 @@ def create_federation(
             deploy_policy=deploy.model_dump(),
             privacy=privacy.model_dump(),
             limits=(limits or LimitsPolicy()).model_dump(),
+            # null for float32: a default federation's row reads as before
+            transport=transport.model_dump() if transport.encoding != "float32" else None,
             catalog=list(catalog) if catalog is not None else None,
             latest_version=0,
             completed_rounds=0,
@@ -151,6 +168,7 @@ def create_federation(
             sha256=digest,
             size=len(weights),
             contributors=[],
+            encodings=encodings,
             now=now,
             signer=ctx.signer,
         )

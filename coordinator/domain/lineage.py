@@ -29,7 +29,13 @@ from coordinator.store.repository import (
     ModelVersionRepository,
     RoundRepository,
 )
-from participant_sdk.wire import contributors_digest, encode_manifest
+from participant_sdk.wire import (
+    contributors_digest,
+    decode_weights,
+    encode_manifest,
+    encode_model,
+    read_metadata,
+)
 
 __all__ = [
     "GENESIS_CHAIN",
@@ -58,9 +64,16 @@ def version_manifest(
 
     ``versions`` (the count so far, version + 1) makes the newest manifest a signed head:
     a deleted newest version leaves rows that disagree with the federation's head.
+    ``encodings`` (the sha256 and size of the weights in a compressed encoding) appears
+    only for the versions of a federation with one.
     """
+    fields: dict[str, Any] = {}
+    if row.encodings:
+        # only when present: versions without compressed encodings keep their manifests
+        fields["encodings"] = row.encodings
     return encode_manifest(
         {
+            **fields,
             "federation_id": federation_id,
             "version": row.version,
             "versions": row.version + 1,
@@ -115,6 +128,7 @@ def verify_lineage(ctx: Context, federation_id: str) -> LineageReport:
                 problem = f"weights sha256 is {actual}, recorded {row.sha256}"
             elif chain_hash(parent_chain, actual, row.contributors) != row.chain_hash:
                 problem = "chain hash does not match"
+        problem = problem or _encodings_problem(ctx, row)
         problem = problem or _state_problem(ctx, row.server_state_sha256)
         problem = problem or _updates_problem(ctx, row.contributors)
         if problem is not None:
@@ -139,6 +153,24 @@ def _signature_problem(ctx: Context, federation_id: str, row: ModelVersion) -> s
     changed = sorted(k for k in signed.keys() | current.keys() if signed.get(k) != current.get(k))
     if changed:
         return "the row differs from its signed manifest: " + ", ".join(changed)
+    return None
+
+
+def _encodings_problem(ctx: Context, row: ModelVersion) -> str | None:
+    """Each compressed copy must be the deterministic encoding of the version's float32
+    weights (so a signed float16 or int8 download says what the float32 version says)."""
+    if not row.encodings:
+        return None
+    weights = decode_weights(ctx.blobs.get(row.sha256))
+    for encoding, entry in sorted(row.encodings.items()):
+        try:
+            stored = ctx.blobs.get(entry["sha256"])
+        except BlobNotFound:
+            return f"the {encoding} weights blob is missing"
+        if sha256_hex(stored) != entry["sha256"]:
+            return f"the {encoding} weights blob was changed"
+        if stored != encode_model(weights, encoding, read_metadata(stored)):
+            return f"the {encoding} weights are not the encoding of the float32 weights"
     return None
 
 

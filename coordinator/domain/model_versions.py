@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash, version_manife
 from coordinator.domain.privacy import privacy_spent
 from coordinator.domain.signing import LineageSigner
 from coordinator.domain.specs import PrivacyPolicy
+from coordinator.domain.transport import version_blob
 from coordinator.store.models import Federation, ModelVersion
 from coordinator.store.repository import ModelVersionRepository
 
@@ -43,11 +45,14 @@ def record_version(
     server_state_sha256: str | None = None,
     step_scale: float = 1.0,
     restored_from: int | None = None,
+    encodings: Mapping[str, Any] | None = None,
     now: datetime,
     signer: LineageSigner,
 ) -> ModelVersion:
     """Add the federation's next version, chained to ``parent`` (None: version 0), with
-    its manifest signed by the coordinator's lineage key.
+    its manifest signed by the coordinator's lineage key. ``encodings`` names the
+    weights stored in the federation's compressed encoding (``transport.encode_version``);
+    the manifest signs them too.
 
     Call it after the round is counted (``lifecycle.close``): the manifest records the
     privacy spent by every aggregated round up to this version.
@@ -65,6 +70,7 @@ def record_version(
         server_state_sha256=server_state_sha256,
         step_scale=step_scale,
         restored_from=restored_from,
+        encodings=dict(encodings) if encodings else None,
         created_at=now,
     )
     spent = privacy_spent(
@@ -116,6 +122,7 @@ def list_model_versions(
         return list(ModelVersionRepository(session).list(federation_id))
 
 
-def read_version_bytes(ctx: Context, row: ModelVersion) -> bytes:
-    """The stored safetensors bytes of a version, byte for byte."""
-    return ctx.blobs.get(row.sha256)
+def read_version_bytes(ctx: Context, row: ModelVersion, encoding: str = "float32") -> bytes:
+    """The stored safetensors bytes of a version in ``encoding``, byte for byte (422 when
+    the version is not served in it)."""
+    return ctx.blobs.get(version_blob(row, encoding)[0])

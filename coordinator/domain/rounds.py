@@ -251,6 +251,7 @@ def submit_update(
             settings.update_tensors,
             max_norm=settings.privacy.max_update_norm,
             max_num_examples=settings.limits.max_num_examples,
+            encoding=settings.transport.encoding,
         )
         if settings.model.kind == "ease":
             check_gram(update)

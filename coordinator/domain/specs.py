@@ -24,6 +24,7 @@ __all__ = [
     "RoundPolicy",
     "StrategySpec",
     "TargetSpec",
+    "TransportPolicy",
 ]
 
 # server_lr of fedadam/fedyogi when none is given (Reddi et al. 2021 use 10^-2 to 10^-1.5)
@@ -441,3 +442,18 @@ class LimitsPolicy(_Spec):
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError("limits.metrics must be distinct")
         return self
+
+
+class TransportPolicy(_Spec):
+    """How model downloads and updates travel: fewer bytes for a bounded error."""
+
+    encoding: Literal["float32", "float16", "int8"] = Field(
+        default="float32",
+        description="`float32`: exact. `float16`: half the bytes (updates and downloads "
+        "in IEEE half precision; values beyond ±65504 are refused). `int8`: about a "
+        "quarter: int8 codes with one float32 scale per item row (a 1-D tensor is one "
+        "row), error at most max|row| / 254 per value. Participants upload in it (other "
+        "encodings are refused, 422), downloads default to it, and the coordinator "
+        "aggregates and keeps float32. `mf` and `ials` only; not with secure aggregation, "
+        "whose fixed-point encoding is its own.",
+    )

@@ -29,10 +29,13 @@ _DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "I64": np.dtype("<i
 _SPEC_CODES = {"float32": "F32"}
 
 
-def load_stored_update(data: bytes, spec: Mapping[str, TensorSpec]) -> Update:
-    """The update in ``data`` (bytes that passed ``decode_update`` at upload) as views."""
-    viewed = _views(data, spec)
-    return viewed if viewed is not None else decode_update(data, spec)
+def load_stored_update(
+    data: bytes, spec: Mapping[str, TensorSpec], encoding: str = "float32"
+) -> Update:
+    """The update in ``data`` (bytes that passed ``decode_update`` at upload) as views;
+    a compressed ``encoding`` (float16, int8) is decoded to float32 instead."""
+    viewed = _views(data, spec) if encoding == "float32" else None
+    return viewed if viewed is not None else decode_update(data, spec, encoding=encoding)
 
 
 def _views(data: bytes, spec: Mapping[str, TensorSpec]) -> Update | None:

@@ -102,6 +102,8 @@ class Federation(Base):
     privacy: Mapped[dict[str, Any]]
     # bounds on what participants report (specs.LimitsPolicy); null: the defaults
     limits: Mapped[dict[str, Any] | None]
+    # how updates and downloads travel (specs.TransportPolicy); null: float32
+    transport: Mapped[dict[str, Any] | None]
     catalog: Mapped[list[Any] | None]
     current_round: Mapped[int | None] = mapped_column(Integer)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -202,6 +204,9 @@ class ModelVersion(Base):
     # signature by the coordinator's lineage key (domain/signing.py); None before 0006
     manifest: Mapped[str | None] = mapped_column(Text)
     signature: Mapped[str | None] = mapped_column(String(100))
+    # the weights in the federation's compressed encoding, signed by the manifest:
+    # {"float16": {"sha256": ..., "size": ...}}; null: float32 only
+    encodings: Mapped[dict[str, Any] | None]
 
 
 class Evaluation(Base):

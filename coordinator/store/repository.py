@@ -450,7 +450,8 @@ class IdempotencyRepository(_Repository):
 
 
 def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = True) -> set[str]:
-    """Digests of every blob a row points at: model versions, server states, and updates.
+    """Digests of every blob a row points at: model versions (and their compressed
+    encodings), server states, and updates.
 
     Without ``updates_of_finished_rounds`` only updates of rounds still ``open`` or
     ``aggregating`` count: a closed or failed round never reads its updates again.
@@ -463,6 +464,11 @@ def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = Tru
             .distinct()
         )
     )
+    # the weights in a compressed encoding are never removed either (the manifest signs them)
+    for encodings in session.scalars(
+        select(ModelVersion.encodings).where(ModelVersion.encodings.is_not(None))
+    ):
+        digests.update(str(entry["sha256"]) for entry in (encodings or {}).values())
     updates = select(Update.sha256).distinct()
     if not updates_of_finished_rounds:
         updates = updates.join(Round, Round.id == Update.round_id).where(

@@ -20,6 +20,7 @@ from ..types import (
     RoundPolicy,
     StrategySpec,
     Target,
+    TransportPolicy,
 )
 from ._resource import AsyncAPIResource, SyncAPIResource
 
@@ -46,6 +47,7 @@ def _create_body(
     deploy: DeployPolicy | Mapping[str, Any] | None,
     privacy: PrivacyPolicy | Mapping[str, Any] | None,
     limits: LimitsPolicy | Mapping[str, Any] | None = None,
+    transport: TransportPolicy | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "model": _dump(model)}
     specs: dict[str, _Spec | None] = {
@@ -55,6 +57,7 @@ def _create_body(
         "deploy": deploy,
         "privacy": privacy,
         "limits": limits,
+        "transport": transport,
     }
     body.update({key: _dump(spec) for key, spec in specs.items() if spec is not None})
     if catalog is not None:
@@ -83,6 +86,7 @@ class Federations(SyncAPIResource):
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
         limits: LimitsPolicy | Mapping[str, Any] | None = None,
+        transport: TransportPolicy | Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin).
@@ -97,6 +101,9 @@ class Federations(SyncAPIResource):
             Aggregation strategy, round policy, stopping target, deploy policy,
             privacy policy and the bounds on what participants report (e.g. the
             metric names at another ``k``); the coordinator's defaults when left out.
+        transport : TransportPolicy or mapping, optional
+            How updates and downloads travel, e.g. ``{"encoding": "float16"}``
+            (float32 when left out).
         catalog : sequence of str, optional
             ``num_items`` distinct external item ids; row ``i`` is entry ``i``.
         timeout : float, httpx.Timeout or None, optional
@@ -117,6 +124,7 @@ class Federations(SyncAPIResource):
             deploy=deploy,
             privacy=privacy,
             limits=limits,
+            transport=transport,
         )
         return self._client._post(_path(), Federation, json=body, timeout=timeout)
 
@@ -167,6 +175,7 @@ class AsyncFederations(AsyncAPIResource):
         deploy: DeployPolicy | Mapping[str, Any] | None = None,
         privacy: PrivacyPolicy | Mapping[str, Any] | None = None,
         limits: LimitsPolicy | Mapping[str, Any] | None = None,
+        transport: TransportPolicy | Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Federation:
         """Create a federation (admin); see :meth:`Federations.create`."""
@@ -180,6 +189,7 @@ class AsyncFederations(AsyncAPIResource):
             deploy=deploy,
             privacy=privacy,
             limits=limits,
+            transport=transport,
         )
         return await self._client._post(_path(), Federation, json=body, timeout=timeout)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -22,9 +22,13 @@ from .._constants import NOT_GIVEN, NotGiven
 from .._exceptions import APIResponseValidationError, ModelSignatureError
 from ..types import ItemList, ModelVersion, SigningKey
 from ..wire import (
+    ENCODING_HEADER,
+    ENCODINGS,
     MANIFEST_HEADER,
     SIGNATURE_HEADER,
+    Encoding,
     WireError,
+    decode_model,
     decode_weights,
     verify_manifest,
 )
@@ -43,23 +47,54 @@ def _path(fid: str, suffix: str = "") -> str:
 
 
 def _weights_request(
-    cache: WeightsCache, fid: str, version: VersionRef, timeout: TimeoutTypes | NotGiven
+    cache: WeightsCache,
+    fid: str,
+    version: VersionRef,
+    encoding: Encoding | None,
+    timeout: TimeoutTypes | NotGiven,
 ) -> tuple[tuple[str, str], CachedWeights | None, RequestOptions]:
-    key = (str(fid), str(version))
+    # each encoding has its own bytes and ETag: cached apart
+    key = (str(fid), str(version) if encoding is None else f"{version}?encoding={encoding}")
     cached = cache.get(key)
     headers = {"Accept": "application/octet-stream"}
     if cached is not None:
         headers["If-None-Match"] = cached.etag
     path = _path(fid, f"/{path_segment(version)}/weights")
-    return key, cached, RequestOptions("GET", path, headers=headers, timeout=timeout)
+    params = None if encoding is None else {"encoding": encoding}
+    options = RequestOptions("GET", path, params=params, headers=headers, timeout=timeout)
+    return key, cached, options
+
+
+def _served_encoding(response: httpx.Response, asked: Encoding | None) -> str:
+    """The encoding the coordinator says it served (float32 when it does not say)."""
+    served = str(response.headers.get(ENCODING_HEADER, "float32"))
+    if served not in ENCODINGS or (asked is not None and served != asked):
+        raise ModelSignatureError(
+            f"weights refused: served in encoding {served!r}, asked for {asked or 'any'}",
+            response=response,
+        )
+    return served
+
+
+def _signed_sha256(fields: dict[str, Any], encoding: str) -> object:
+    """The sha256 the signed manifest gives the weights in ``encoding``."""
+    if encoding == "float32":
+        return fields.get("sha256")
+    entry = (fields.get("encodings") or {}).get(encoding)
+    return entry.get("sha256") if isinstance(entry, dict) else None
 
 
 def _verify_signed(
-    fid: str, version: VersionRef, response: httpx.Response, data: bytes, public_key: str
+    fid: str,
+    version: VersionRef,
+    response: httpx.Response,
+    data: bytes,
+    public_key: str,
+    encoding: str,
 ) -> None:
     """Refuse bytes the pinned key does not vouch for: a strong sha256 ``ETag`` that
-    matches them, and a manifest signed by the key naming these bytes, this federation
-    and this version."""
+    matches them, and a manifest signed by the key naming these bytes (in their
+    encoding), this federation and this version."""
 
     def refuse(why: str) -> ModelSignatureError:
         return ModelSignatureError(
@@ -82,8 +117,8 @@ def _verify_signed(
     except WireError as err:
         raise refuse(err.message) from err
     served = response.headers.get("x-model-version")
-    if fields.get("sha256") != actual:
-        raise refuse("the signed manifest names other bytes")
+    if _signed_sha256(fields, encoding) != actual:
+        raise refuse(f"the signed manifest names other bytes (encoding {encoding})")
     if fields.get("federation_id") != str(fid):
         raise refuse("the signed manifest is of another federation")
     if (version != "latest" and fields.get("version") != version) or (
@@ -98,26 +133,33 @@ def _weights_from_response(
     cached: CachedWeights | None,
     response: httpx.Response,
     public_key: str,
+    *,
+    fid: str,
+    version: VersionRef,
+    asked: Encoding | None,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """Decode the weights of a 200 (verified, then cached) or the cached copy on a 304
-    (verified when it was downloaded)."""
+    (verified when it was downloaded); compressed encodings come back as float32."""
     if response.status_code == 304:
         if cached is None:
             raise APIResponseValidationError(
                 "304 Not Modified for weights the client never downloaded", response=response
             )
-        data = cached.data
+        data, encoding = cached.data, cached.encoding
     else:
         data = response.content
-        version: VersionRef = "latest" if key[1] == "latest" else int(key[1])
-        _verify_signed(key[0], version, response, data, public_key)
-        cache.put(key, CachedWeights(etag=response.headers["etag"], data=data))
+        encoding = _served_encoding(response, asked)
+        _verify_signed(fid, version, response, data, public_key, encoding)
+        cache.put(key, CachedWeights(etag=response.headers["etag"], data=data, encoding=encoding))
     try:
         # safetensors only: received bytes are never unpickled (a pickle can run code).
-        return decode_weights(data)
+        if encoding == "float32":
+            return decode_weights(data)
+        return dict(decode_model(data, encoding))
     except WireError as err:
         raise APIResponseValidationError(
-            f"weights of version {key[1]} are not valid safetensors: {err}", response=response
+            f"weights of version {version} are not valid safetensors ({encoding}): {err}",
+            response=response,
         ) from err
 
 
@@ -151,7 +193,12 @@ class Models(SyncAPIResource):
         return self._client._get(path, ModelVersion, timeout=timeout)
 
     def weights(
-        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+        self,
+        fid: str,
+        version: VersionRef,
+        *,
+        encoding: Encoding | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Download a model version's tensors (for ``mf``: ``item_factors``, ``item_bias``).
 
@@ -168,6 +215,10 @@ class Models(SyncAPIResource):
             The federation id.
         version : int or "latest"
             The version number, or ``"latest"``.
+        encoding : {"float32", "float16", "int8"}, optional
+            The transport encoding to download (``float32`` or the federation's
+            ``transport.encoding``); default: the federation's. Compressed bytes are
+            verified as served (the signed manifest names them) and returned as float32.
 
         Returns
         -------
@@ -181,10 +232,11 @@ class Models(SyncAPIResource):
             manifest names.
         """
         public_key = self._client.signing_key or self._pin(timeout)
-        key, cached, options = _weights_request(self._client._weights_cache, fid, version, timeout)
+        cache = self._client._weights_cache
+        key, cached, options = _weights_request(cache, fid, version, encoding, timeout)
         response = self._client._request(options)
         return _weights_from_response(
-            self._client._weights_cache, key, cached, response, public_key
+            cache, key, cached, response, public_key, fid=fid, version=version, asked=encoding
         )
 
     def signing_key(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> SigningKey:
@@ -215,17 +267,23 @@ class AsyncModels(AsyncAPIResource):
         return await self._client._get(path, ModelVersion, timeout=timeout)
 
     async def weights(
-        self, fid: str, version: VersionRef, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+        self,
+        fid: str,
+        version: VersionRef,
+        *,
+        encoding: Encoding | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Download a model version's tensors, revalidating cached bytes by ``ETag``.
 
         See :meth:`Models.weights`.
         """
         public_key = self._client.signing_key or await self._pin(timeout)
-        key, cached, options = _weights_request(self._client._weights_cache, fid, version, timeout)
+        cache = self._client._weights_cache
+        key, cached, options = _weights_request(cache, fid, version, encoding, timeout)
         response = await self._client._request(options)
         return _weights_from_response(
-            self._client._weights_cache, key, cached, response, public_key
+            cache, key, cached, response, public_key, fid=fid, version=version, asked=encoding
         )
 
     async def signing_key(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> SigningKey:

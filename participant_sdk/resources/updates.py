@@ -11,7 +11,7 @@ import numpy.typing as npt
 from .._base_client import RequestOptions, TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import Receipt
-from ..wire import encode_update
+from ..wire import Encoding, encode_update
 from ._resource import AsyncAPIResource, SyncAPIResource
 
 __all__ = ["AsyncUpdates", "Updates"]
@@ -27,6 +27,7 @@ def _submit_request(
     base_version: int,
     num_examples: int,
     rows: Rows | None,
+    encoding: Encoding,
     timeout: TimeoutTypes | NotGiven,
 ) -> RequestOptions:
     body = encode_update(
@@ -35,6 +36,7 @@ def _submit_request(
         base_version=int(base_version),
         num_examples=int(num_examples),
         rows=None if rows is None else np.asarray(rows, dtype=np.int64),
+        encoding=encoding,
     )
     return RequestOptions(
         "PUT",
@@ -57,6 +59,7 @@ class Updates(SyncAPIResource):
         base_version: int,
         num_examples: int,
         rows: Rows | None = None,
+        encoding: Encoding = "float32",
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round.
@@ -80,6 +83,9 @@ class Updates(SyncAPIResource):
             Local training examples: the update's weight in FedAvg.
         rows : array of int, optional
             For a row-sparse update: the ascending item rows the deltas hold.
+        encoding : {"float32", "float16", "int8"}, optional
+            The federation's ``transport.encoding`` (``Federation.transport``): the
+            coordinator refuses updates in any other (422, ``.field == "encoding"``).
         timeout : float, httpx.Timeout or None, optional
             Overrides the client's timeout for this call.
 
@@ -104,6 +110,7 @@ class Updates(SyncAPIResource):
             base_version=base_version,
             num_examples=num_examples,
             rows=rows,
+            encoding=encoding,
             timeout=timeout,
         )
         return self._client._call(options, Receipt)
@@ -121,6 +128,7 @@ class AsyncUpdates(AsyncAPIResource):
         base_version: int,
         num_examples: int,
         rows: Rows | None = None,
+        encoding: Encoding = "float32",
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round; see :meth:`Updates.submit`."""
@@ -131,6 +139,7 @@ class AsyncUpdates(AsyncAPIResource):
             base_version=base_version,
             num_examples=num_examples,
             rows=rows,
+            encoding=encoding,
             timeout=timeout,
         )
         return await self._client._call(options, Receipt)

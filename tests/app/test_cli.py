@@ -194,3 +194,17 @@ def test_serve_workers_must_be_a_sane_count(capsys: pytest.CaptureFixture[str]) 
             build_parser().parse_args(["serve", "--workers", bad])
         assert exit_info.value.code == 2
     assert "--workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding", ["float16", "int8"])
+def test_simulate_encoding_flag(encoding: str) -> None:
+    args = build_parser().parse_args(["simulate", "--encoding", encoding])
+    assert _simulation_options(args, demo=False).encoding == encoding
+    default = build_parser().parse_args(["simulate"])
+    assert _simulation_options(default, demo=False).encoding == "float32"
+
+
+def test_simulate_refuses_an_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--encoding", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err

@@ -73,3 +73,25 @@ def test_demo_falls_back_to_synthetic(
     out = capsys.readouterr().out
     assert "synthetic data set instead" in out
     assert json.loads(report.read_text())["dataset"] == "synthetic"
+
+
+@pytest.mark.slow
+def test_simulate_with_compressed_transport(tmp_path: Path) -> None:
+    """``--encoding int8``: the embedded federation's updates and downloads are int8."""
+    options = SimulationOptions(
+        dataset="synthetic",
+        recipe="fixed",
+        participants=2,
+        rounds=2,
+        dim=8,
+        local_epochs=1,
+        encoding="int8",
+        data_dir=tmp_path / "coordinator",
+    )
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
+    report = run_simulation(options, console)
+    console.file.close()
+    assert "transport: updates and downloads in int8" in (tmp_path / "out.txt").read_text()
+    assert report["options"]["encoding"] == "int8"
+    assert all(entry["updates"] == 2 for entry in report["history"])
+    assert report["final"]["federated"]["test"]["deployed_version"] >= 1

@@ -44,12 +44,16 @@ def signed_weights_headers(
     fid: str = FID,
     signer: Ed25519PrivateKey = SIGNER,
     sha256: str | None = None,
+    encodings: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, str]:
     """The headers the coordinator serves weights with: ETag, version, signed manifest
-    (``sha256`` overrides the digest the manifest names, to fake a mismatch)."""
+    (``sha256`` overrides the digest the manifest names, to fake a mismatch; with
+    ``encodings`` the bytes are of a compressed encoding and ``sha256`` is float32's)."""
     digest = hashlib.sha256(data).hexdigest()
+    extra: dict[str, object] = {"encodings": encodings} if encodings else {}
     manifest = encode_manifest(
         {
+            **extra,
             "federation_id": fid,
             "version": version,
             "versions": version + 1,

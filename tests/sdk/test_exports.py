@@ -68,6 +68,7 @@ EXPECTED = {
     "SigningKey",
     "StrategySpec",
     "Target",
+    "TransportPolicy",
 }
 
 

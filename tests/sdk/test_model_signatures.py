@@ -9,13 +9,22 @@ federation and this version.
 from __future__ import annotations
 
 import base64
+import hashlib
+from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from participant_sdk import AsyncClient, Client, ModelSignatureError
-from participant_sdk.wire import SIGNATURE_HEADER, encode_weights
+from participant_sdk.wire import (
+    ENCODING_HEADER,
+    SIGNATURE_HEADER,
+    Encoding,
+    encode_model,
+    encode_weights,
+)
 
 from .fake_coordinator import (
     BASE_URL,
@@ -117,3 +126,95 @@ async def test_async_client_refuses_an_impostor(fake: FakeCoordinator) -> None:
     ) as client:
         with pytest.raises(ModelSignatureError, match="pinned key"):
             await client.models.weights(FID, 1)
+
+
+class TestCompressedDownloads:
+    """A compressed download is verified as served: the signed manifest's ``encodings``
+    names its bytes, and it comes back as float32."""
+
+    TENSORS: ClassVar[dict[str, npt.NDArray[np.float32]]] = {
+        "item_factors": (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32),
+        "item_bias": np.array([0.5, -1.0, 0.25], np.float32),
+    }
+
+    def _headers(self, data: bytes, encoding: str, named: bytes | None = None) -> dict[str, str]:
+        digest = hashlib.sha256(named if named is not None else data).hexdigest()
+        headers = signed_weights_headers(
+            data,
+            version=1,
+            sha256="f" * 64,  # the float32 bytes' digest: not these bytes
+            encodings={encoding: {"sha256": digest, "size": len(data)}},
+        )
+        return {**headers, ENCODING_HEADER: encoding}
+
+    @pytest.mark.parametrize("encoding", ["float16", "int8"])
+    def test_signed_compressed_weights_are_decoded_to_float32(
+        self, client: Client, fake: FakeCoordinator, encoding: Encoding
+    ) -> None:
+        data = encode_model(self.TENSORS, encoding)
+        _serve(fake, self._headers(data, encoding), data)
+        weights = client.models.weights(FID, 1, encoding=encoding)
+        assert weights["item_factors"].dtype == np.float32
+        np.testing.assert_allclose(
+            np.asarray(weights["item_factors"], np.float64), self.TENSORS["item_factors"], atol=0.01
+        )
+        assert fake.requests[-1].url.params["encoding"] == encoding
+
+    def test_bytes_the_manifest_does_not_name_for_the_encoding_are_refused(
+        self, client: Client, fake: FakeCoordinator
+    ) -> None:
+        data = encode_model(self.TENSORS, "int8")
+        other = encode_model({**self.TENSORS, "item_bias": np.zeros(3, np.float32)}, "int8")
+        _serve(fake, self._headers(data, "int8", named=other), data)
+        with pytest.raises(ModelSignatureError, match="names other bytes"):
+            client.models.weights(FID, 1)
+        assert len(client._weights_cache) == 0
+
+    def test_an_encoding_the_manifest_does_not_sign_is_refused(
+        self, client: Client, fake: FakeCoordinator
+    ) -> None:
+        data = encode_model(self.TENSORS, "float16")
+        headers = self._headers(data, "float16")
+        _serve(fake, {**headers, ENCODING_HEADER: "int8"}, data)
+        with pytest.raises(ModelSignatureError, match="encoding int8"):
+            client.models.weights(FID, 1)
+
+    def test_another_encoding_than_asked_is_refused(
+        self, client: Client, fake: FakeCoordinator
+    ) -> None:
+        data = encode_model(self.TENSORS, "float16")
+        _serve(fake, self._headers(data, "float16"), data)
+        with pytest.raises(ModelSignatureError, match="asked for int8"):
+            client.models.weights(FID, 1, encoding="int8")
+
+    def test_unknown_encoding_header_is_refused(
+        self, client: Client, fake: FakeCoordinator
+    ) -> None:
+        _serve(fake, {**signed_weights_headers(DATA, version=1), ENCODING_HEADER: "bf16"})
+        with pytest.raises(ModelSignatureError, match="bf16"):
+            client.models.weights(FID, 1)
+
+    def test_each_encoding_is_cached_apart(self, client: Client, fake: FakeCoordinator) -> None:
+        data = encode_model(self.TENSORS, "float16")
+        _serve(fake, self._headers(data, "float16"), data)
+        client.models.weights(FID, 1, encoding="float16")
+        assert len(client._weights_cache) == 1
+        fake.routes.clear()
+        _serve(fake, signed_weights_headers(DATA, version=1))
+        plain = client.models.weights(FID, 1, encoding="float32")
+        assert len(client._weights_cache) == 2
+        assert "If-None-Match" not in fake.requests[-1].headers
+        assert (np.asarray(plain["item_factors"]) == 1).all()
+
+
+async def test_async_compressed_download(fake: FakeCoordinator) -> None:
+    tensors = TestCompressedDownloads.TENSORS
+    data = encode_model(tensors, "int8")
+    _serve(fake, TestCompressedDownloads()._headers(data, "int8"), data)
+    async with AsyncClient(
+        BASE_URL, TOKEN, transport=fake.transport, signing_key=PUBLIC_KEY
+    ) as client:
+        weights = await client.models.weights(FID, 1, encoding="int8")
+    np.testing.assert_allclose(
+        np.asarray(weights["item_bias"], np.float64), tensors["item_bias"], atol=0.01
+    )

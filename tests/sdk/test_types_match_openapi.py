@@ -53,6 +53,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "DifferentialPrivacy": sdk.DifferentialPrivacy,
     "PrivacySpent": sdk.PrivacySpent,
     "LimitsPolicy": sdk.LimitsPolicy,
+    "TransportPolicy": sdk.TransportPolicy,
     # participants
     "Participant": sdk.Participant,
     "EnrolledParticipant": sdk.EnrolledParticipant,
@@ -61,6 +62,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "Round": sdk.Round,
     "RoundList": sdk.ItemList[sdk.Round],
     "Receipt": sdk.Receipt,
+    "EncodedWeights": sdk.EncodedWeights,
     "ModelVersion": sdk.ModelVersion,
     "ModelVersionList": sdk.ItemList[sdk.ModelVersion],
     "SigningKey": sdk.SigningKey,

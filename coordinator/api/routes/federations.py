@@ -61,6 +61,7 @@ def create_federation(
         deploy=body.deploy,
         privacy=body.privacy,
         limits=body.limits,
+        transport=body.transport,
     )
     return federation_out(view)
 

@@ -3,17 +3,17 @@
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
-from coordinator.domain import model_versions
+from coordinator.domain import model_versions, transport
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
-from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER
+from participant_sdk.wire import ENCODING_HEADER, MANIFEST_HEADER, SIGNATURE_HEADER, Encoding
 
 router = APIRouter(
     route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/models", tags=["models"]
@@ -48,11 +48,28 @@ _VERSION_SEEN = (
 _WEIGHTS: Responses = {
     200: {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        "description": "The safetensors bytes; `ETag` is their sha256, `X-Model-Version` "
-        "the version number",
+        "description": "The safetensors bytes in the encoding `X-Model-Encoding` names; "
+        "`ETag` is their sha256 (so each encoding has its own), `X-Model-Version` the "
+        "version number",
     },
     304: {"description": "Not modified: `If-None-Match` named the current ETag"},
 }
+_WEIGHTS_SEEN = (
+    problems(403)
+    | problem(
+        404,
+        "No such federation or model version",
+        slug="model-version-not-found",
+        detail="model version 9 does not exist",
+    )
+    | problem(
+        422,
+        "The version is neither a number nor `latest`, or it is not served in the "
+        "`encoding` asked for (float32 and the federation's transport encoding are)",
+        detail="version 3 is served in float32, int8, not 'float16': the federation's "
+        "transport.encoding decides",
+    )
+)
 
 
 def _version(value: str) -> int | str:
@@ -97,20 +114,37 @@ def get_model(
     "/{version}/weights",
     response_class=Response,
     summary="Download a version's weights",
-    responses=_WEIGHTS | _VERSION_SEEN,
+    responses=_WEIGHTS | _WEIGHTS_SEEN,
 )
 def download_weights(
     federation_id: str,
     version: VersionPath,
     ctx: ContextDep,
     principal: PrincipalDep,
+    encoding: Annotated[
+        Encoding | None,
+        Query(
+            description="`float32` (the canonical weights) or the federation's "
+            "`transport.encoding`; default: the federation's encoding.",
+            examples=["float16"],
+        ),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The version's safetensors bytes, byte for byte; `ETag` is their sha256, and
-    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64)."""
+    """The version's safetensors bytes in the asked (or the federation's) encoding, byte
+    for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
+    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
+    the bytes of every encoding served."""
     row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
-    etag = f'"{row.sha256}"'
-    headers = {"ETag": etag, "X-Model-Version": str(row.version), "Cache-Control": "no-cache"}
+    served = encoding or transport.default_encoding(row)
+    sha256, _size = transport.version_blob(row, served)
+    etag = f'"{sha256}"'
+    headers = {
+        "ETag": etag,
+        "X-Model-Version": str(row.version),
+        ENCODING_HEADER: served,
+        "Cache-Control": "no-cache",
+    }
     if row.manifest is not None and row.signature is not None:
         # the signed manifest travels with the bytes: the SDK verifies before it uses them
         headers[MANIFEST_HEADER] = base64.b64encode(row.manifest.encode()).decode("ascii")
@@ -119,5 +153,5 @@ def download_weights(
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:
             return Response(status_code=304, headers=headers)
-    data = model_versions.read_version_bytes(ctx, row)
+    data = model_versions.read_version_bytes(ctx, row, served)
     return Response(content=data, media_type="application/octet-stream", headers=headers)
