@@ -127,6 +127,12 @@ def main() -> None:
         help="skip the search and train this candidate of fedrec.selection.candidates_for "
         "(the search is deterministic: reuse the choice of a run already made)",
     )
+    parser.add_argument(
+        "--sum-step",
+        type=float,
+        help="with --chosen bpr+fedavg-sum: its fraction of the sum of the deltas "
+        "(fedrec.selection.SUM_STEP otherwise), to compare steps on validation",
+    )
     args = parser.parse_args()
     clock = _Clock()
     data, _ = load_movielens_100k(args.data / "u.data")
@@ -145,8 +151,17 @@ def main() -> None:
             participants=len(groups),
         )
         (candidate,) = [c for c in candidates if c.name == args.chosen]
+        if args.sum_step is not None and candidate.name == "bpr+fedavg-sum":
+            step = round(args.sum_step * len(groups), 6)
+            candidate = dataclasses.replace(
+                candidate, settings={**candidate.settings, "server_lr": step}
+            )
         options = candidate.apply(options)
-        report = {"chosen": candidate.name, "why": "--chosen (search not rerun)"}
+        report = {
+            "chosen": candidate.name,
+            "settings": candidate.settings,
+            "why": "--chosen (search not rerun)",
+        }
     else:
         options, selection = select_recipe(options, split.train, split.valid, groups, log=print)
         report = selection.report()

@@ -138,7 +138,7 @@ def candidates_for(
     cross_device = ials_skip_reason(options.dim, users_per_participant) is not None
     if cross_device and participants:
         summed = {"normalization": "total", "weighting": "uniform"}
-        step = min(SUM_STEP * participants, MAX_SERVER_LR)
+        step = round(min(SUM_STEP * participants, MAX_SERVER_LR), 6)
         recipes.append(
             Candidate(
                 "bpr+fedavg-sum",
