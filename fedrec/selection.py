@@ -46,6 +46,7 @@ __all__ = [
     "Selection",
     "candidates_for",
     "has_timestamps",
+    "ials_skip_reason",
     "select_recipe",
     "successive_halving",
     "with_ease",
@@ -60,6 +61,36 @@ BUDGETS: tuple[int, ...] = (4, 12)
 # ML-100K: see fedrec.options), so without timestamps fewer local epochs are the
 # same amount of work per round.
 PLAIN_BPR_EPOCHS = 2
+# Cross-device BPR (one user or a few per participant): the "touched" mean of the
+# participants' deltas moves an item by about one device's step, while a central epoch
+# moves it by the sum over its users, so per user it learns ~100x slower on ML-100K
+# (validation NDCG@10 0.033 after 12 rounds against 0.069 for 5 silos). The sum
+# candidate averages over all K participants with equal weights and steps server_lr =
+# SUM_STEP * K, i.e. SUM_STEP x the sum of the deltas. 0.2 over 0.1 (the tuned bench's
+# server_lr 100 at K = 943) on ML-100K per-user validation: best 0.0851 against 0.0813,
+# reached in 19 rounds against 21 (bench/RESULTS.md, "The per-user default path").
+# Capped at the coordinator's largest server_lr.
+SUM_STEP = 0.2
+MAX_SERVER_LR = 1000.0
+
+
+def ials_skip_reason(dim: int, users_per_participant: float | None) -> str | None:
+    """Why implicit ALS is no candidate for this partition, or None.
+
+    FCF's participant preconditions its item step with its own Hessian, whose data part
+    ``Σ_u x_u x_uᵀ`` has rank at most its number of users: with fewer users than factors
+    (cross-device: one) the step along the missing directions is set by the regulariser
+    alone, and the mean of such steps is not the ALS item solve. Measured per user on
+    ML-100K: test NDCG@10 0.51 × centralized, and each device solves one ``dim × dim``
+    system per catalog item per round (~280 s for one in-process round of 943 devices).
+    """
+    if users_per_participant is None or users_per_participant >= dim:
+        return None
+    return (
+        f"implicit ALS left out: the median participant holds {users_per_participant:g} "
+        f"user(s), fewer than the {dim} factors its local item step needs (FCF's per-participant "
+        "preconditioner is rank-deficient; use --model ials to force it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,12 +110,21 @@ def has_timestamps(data: Interactions) -> bool:
     return known.size == len(data) and known.size > 0 and bool(np.ptp(known) > 0)
 
 
-def candidates_for(options: SimulationOptions, *, timestamps: bool) -> list[Candidate]:
+def candidates_for(
+    options: SimulationOptions,
+    *,
+    timestamps: bool,
+    users_per_participant: float | None = None,
+    participants: int | None = None,
+) -> list[Candidate]:
     """The candidate recipes that make sense for this data, pinned choices kept.
 
     BPR uses recency weighting only where timestamps exist (else a plain epoch, fewer
     of them); ALS is valid with or without strengths (without, every confidence is the
-    same and it is plain implicit ALS).
+    same and it is plain implicit ALS). When the median participant holds fewer users
+    than the model has factors (cross-device), ALS is left out unless pinned
+    (:func:`ials_skip_reason`) and BPR gains a candidate that steps by a fraction of the
+    sum of the deltas (:data:`SUM_STEP`) over the ``participants``.
     """
     bpr: dict[str, Any] = (
         {"recency_window": options.recency_window, "local_epochs": options.local_epochs}
@@ -96,11 +136,23 @@ def candidates_for(options: SimulationOptions, *, timestamps: bool) -> list[Cand
         Candidate("bpr+fedadam", {"model": "bpr", "server_optimizer": "fedadam", "server_lr": 0.1}),
         Candidate("ials+fedavg", {"model": "ials", "server_optimizer": "fedavg", "server_lr": 1.0}),
     ]
+    cross_device = ials_skip_reason(options.dim, users_per_participant) is not None
+    if cross_device and participants:
+        summed = {"normalization": "total", "weighting": "uniform"}
+        step = round(min(SUM_STEP * participants, MAX_SERVER_LR), 6)
+        recipes.append(
+            Candidate(
+                "bpr+fedavg-sum",
+                {"model": "bpr", "server_optimizer": "fedavg", "server_lr": step, **summed},
+            )
+        )
     pinned = set(options.pinned)
     chosen: list[Candidate] = []
     for recipe in recipes:
         settings = dict(recipe.settings)
         if "model" in pinned and settings["model"] != options.model:
+            continue
+        if settings["model"] == "ials" and "model" not in pinned and cross_device:
             continue
         if settings["model"] == "bpr":
             settings.update(bpr)
@@ -127,6 +179,8 @@ class Selection:
     why: str
     # the EASE candidate's λ scores, or why it was skipped (None: not a candidate)
     ease: dict[str, Any] | None = None
+    # candidates left out for this data or partition, and why
+    left_out: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         found = {
@@ -141,6 +195,8 @@ class Selection:
         }
         if self.ease is not None:
             found["ease"] = self.ease
+        if self.left_out:
+            found["left_out"] = dict(self.left_out)
         return found
 
 
@@ -217,7 +273,18 @@ def select_recipe(
 ) -> tuple[SimulationOptions, Selection]:
     """Choose the recipe on ``valid`` from short federations on ``train`` (and EASE's
     closed form); return the options with the winner applied, and the selection."""
-    candidates = candidates_for(options, timestamps=has_timestamps(train))
+    per_participant = float(np.median([users.size for users in groups])) if groups else None
+    candidates = candidates_for(
+        options,
+        timestamps=has_timestamps(train),
+        users_per_participant=per_participant,
+        participants=len(groups),
+    )
+    left_out: dict[str, str] = {}
+    ials_skipped = ials_skip_reason(options.dim, per_participant)
+    if ials_skipped is not None and "model" not in options.pinned:
+        left_out["ials"] = ials_skipped
+        log(ials_skipped)
     budgets = tuple(min(b, options.rounds) for b in budgets)
     ease = _ease_candidate(options, train, valid, len(groups), log)
 
@@ -235,6 +302,7 @@ def select_recipe(
             only,
             "the only candidate left by the pinned choices",
             None if ease is None else ease.report(),
+            left_out,
         )
     selection = successive_halving(
         candidates,
@@ -246,6 +314,7 @@ def select_recipe(
     )
     if ease is not None:
         selection = with_ease(selection, ease)
+    selection.left_out = left_out
     return _resolved(selection.chosen.apply(options)), selection
 
 

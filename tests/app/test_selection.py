@@ -11,9 +11,11 @@ from fedrec.cli import _simulation_options, build_parser
 from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import (
+    SUM_STEP,
     Candidate,
     candidates_for,
     has_timestamps,
+    ials_skip_reason,
     select_recipe,
     successive_halving,
 )
@@ -84,6 +86,50 @@ def test_candidates_respect_pinned_choices_and_the_data() -> None:
     pinned_epochs = dataclasses.replace(options, local_epochs=3, pinned=("local_epochs",))
     for candidate in candidates_for(pinned_epochs, timestamps=False):
         assert candidate.apply(pinned_epochs).local_epochs == 3
+
+
+def test_ials_is_left_out_when_participants_hold_fewer_users_than_factors() -> None:
+    options = SimulationOptions(dim=16)
+    # one user per participant (cross-device): FCF's local preconditioner has rank 1
+    per_user = candidates_for(options, timestamps=True, users_per_participant=1)
+    assert [c.name for c in per_user] == ["bpr+fedavg", "bpr+fedadam"]
+    assert "16 factors" in (ials_skip_reason(16, 1) or "")
+    # silos with at least as many users as factors keep it
+    silos = candidates_for(options, timestamps=True, users_per_participant=16)
+    assert "ials+fedavg" in [c.name for c in silos]
+    assert ials_skip_reason(16, 16) is None
+    # cross-device BPR also tries a step sized for the sum of the devices' deltas
+    devices = candidates_for(options, timestamps=True, users_per_participant=1, participants=500)
+    summed = [c for c in devices if c.name == "bpr+fedavg-sum"]
+    assert len(summed) == 1
+    assert summed[0].settings["server_lr"] == pytest.approx(SUM_STEP * 500)
+    applied = summed[0].apply(options).strategy()
+    assert (applied["normalization"], applied["weighting"]) == ("total", "uniform")
+    assert "bpr+fedavg-sum" not in [
+        c.name
+        for c in candidates_for(options, timestamps=True, users_per_participant=16, participants=5)
+    ]
+    # the coordinator's largest step bounds it
+    huge = candidates_for(options, timestamps=True, users_per_participant=1, participants=10**6)
+    assert max(c.settings.get("server_lr") or 0 for c in huge) <= 1000
+    # a user who pins the model gets it anyway
+    pinned = dataclasses.replace(options, model="ials", pinned=("model",))
+    assert [c.name for c in candidates_for(pinned, timestamps=True, users_per_participant=1)] == [
+        "ials+fedavg"
+    ]
+
+
+def test_a_per_user_search_reports_why_ials_was_left_out() -> None:
+    data = make_synthetic(num_users=40, num_items=60, seed=5)
+    split = leave_one_out(data)
+    groups = partition_users(split.train, "per-user")
+    options = SimulationOptions(dim=8, local_epochs=1, rounds=50)
+    _chosen, selection = select_recipe(options, split.train, split.valid, groups, budgets=(1, 2))
+    assert "ials+fedavg" not in selection.scores
+    assert "bpr+fedavg-sum" in selection.scores
+    report = selection.report()
+    assert "fewer than the 8 factors" in report["left_out"]["ials"]
+    assert report["chosen"] in {"bpr+fedavg", "bpr+fedadam", "ease"}
 
 
 def test_the_command_line_pins_what_the_user_set() -> None:

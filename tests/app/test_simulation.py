@@ -9,7 +9,9 @@ import pytest
 from rich.console import Console
 
 from fedrec.cli import main
-from fedrec.simulation import SimulationOptions, run_simulation
+from fedrec.simulation import SimulationOptions, centralized_baseline, run_simulation
+from fedrec.synthetic import make_synthetic
+from participant_sdk.recsys import leave_one_out
 
 KEYS = {"ndcg@10", "hr@10", "precision@10", "recall@10", "sampled_ndcg@10", "sampled_hr@10"}
 
@@ -56,6 +58,18 @@ def test_simulate_writes_report(tmp_path: Path) -> None:
     assert report["options"]["recency_window"] == 10
     # the embedded coordinator kept its state in the given folder
     assert (tmp_path / "coordinator" / "fedrec.db").exists()
+    # the baseline trained in its own process beside the federation: same figures as here
+    data = make_synthetic(seed=options.seed)
+    expected, chosen = centralized_baseline(
+        data,
+        leave_one_out(data),
+        options.bpr_config(),
+        options.rounds,
+        patience=options.patience,
+        min_delta=options.min_delta,
+    )
+    assert report["final"]["centralized"]["test"] == pytest.approx(expected)
+    assert report["final"]["centralized"]["chosen_round"] == chosen["chosen_round"]
 
 
 @pytest.mark.slow

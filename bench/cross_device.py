@@ -1,0 +1,204 @@
+"""The default path of ``fedrec simulate`` for any partition, in one process (no HTTP).
+
+``nice python -m bench.cross_device --data ../shared/datasets/ml-100k --partition per-user``
+does what ``fedrec simulate --dataset ml-100k --partition per-user --seed 0`` does with
+its defaults, on the same arithmetic but without the coordinator's HTTP, database and
+per-round waits (:class:`fedrec.short_federation.ShortFederation`: the participants'
+trainers, the wire codec, the coordinator's strategy): the recipe search on validation
+(:func:`fedrec.selection.select_recipe`), the chosen federation trained until its
+validation NDCG@10 stops improving (patience, cap), its best validated version deployed,
+each participant's users fitted to train + validation against it
+(:func:`participant_sdk.recsys.trainers.fold_in`), and the centralized baseline of
+:mod:`fedrec.simulation` beside it. The test split is read once, at the end.
+
+Over HTTP a cross-device round costs ~36 s for 943 participants on an idle 2-core
+machine (bench/RESULTS.md, "Cross-device round time"), several minutes on a loaded one:
+this script measures the quality of the default path where the full command cannot run
+in the time at hand. It prints wall and CPU seconds per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrec.early_stopping import EarlyStopping
+from fedrec.options import SimulationOptions
+from fedrec.partition import local_view, partition_users
+from fedrec.selection import candidates_for, has_timestamps, select_recipe
+from fedrec.short_federation import ShortFederation
+from fedrec.simulation import centralized_baseline
+from participant_sdk.recsys import (
+    BPRConfig,
+    Interactions,
+    PopularityModel,
+    draw_sampled_negatives,
+    evaluate_loo,
+    evaluate_sampled,
+    leave_one_out,
+    load_movielens_100k,
+)
+from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
+from participant_sdk.recsys.trainers import fold_in, prepare_to_score
+
+
+def _test(score: Any, split: LeaveOneOutSplit, data: Interactions) -> dict[str, float]:
+    metrics = evaluate_loo(score, concat(split.train, split.valid), split.test)
+    metrics.update(
+        evaluate_sampled(score, split.test, draw_sampled_negatives(data, split.test.users))
+    )
+    return {k: float(v) for k, v in metrics.items()}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> dict[str, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        found = {"wall_s": round(wall - self.wall, 1), "cpu_s": round(cpu - self.cpu, 1)}
+        self.wall, self.cpu = wall, cpu
+        return found
+
+
+def federate(
+    options: SimulationOptions,
+    data: Interactions,
+    split: LeaveOneOutSplit,
+    groups: list[npt.NDArray[np.int64]],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train the chosen recipe with the stop policy; test its best validated version."""
+    federation = ShortFederation(split.train, groups, options.trainer_config(), options.strategy())
+    stopper = EarlyStopping(options.patience, options.min_delta)
+    best: tuple[dict[str, Any], list[Any]] | None = None
+    curve: list[float] = []
+    for number in range(1, options.rounds + 1):
+        federation.advance()
+        value = federation.validate(split.valid)
+        curve.append(round(value, 4))
+        print(f"  round {number}: validation NDCG@10 {value:.4f}", flush=True)
+        if stopper.update(number, value):
+            saved = [t.user_factors.copy() for _u, _l, t in federation.participants]
+            best = ({k: v.copy() for k, v in federation.tensors.items()}, saved)
+        if stopper.should_stop:
+            break
+    assert best is not None
+    tensors, factors = best
+    history = concat(split.train, split.valid)
+    dim = tensors["item_factors"].shape[1]
+    users_factors = np.zeros((split.train.num_users, dim), dtype=np.float32)
+    for (users, local, trainer), saved_factors in zip(
+        federation.participants, factors, strict=True
+    ):
+        trainer.user_factors = saved_factors
+        prepare_to_score(trainer, tensors, local)
+        fold_in(trainer, tensors, local_view(history, users))
+        users_factors[users] = trainer.user_factors
+    q, b = tensors["item_factors"], tensors["item_bias"]
+
+    def score(users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return np.asarray(users_factors[users] @ q.T + b[None, :], dtype=np.float32)
+
+    chosen = {
+        "chosen_round": stopper.best_step,
+        "validation_ndcg@10": stopper.best_value,
+        "rounds_trained": len(curve),
+        "validation_curve": curve,
+    }
+    return _test(score, split, data), chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
+    parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
+    parser.add_argument("--participants", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--chosen",
+        help="skip the search and train this candidate of fedrec.selection.candidates_for "
+        "(the search is deterministic: reuse the choice of a run already made)",
+    )
+    parser.add_argument(
+        "--sum-step",
+        type=float,
+        help="with --chosen bpr+fedavg-sum: its fraction of the sum of the deltas "
+        "(fedrec.selection.SUM_STEP otherwise), to compare steps on validation",
+    )
+    args = parser.parse_args()
+    clock = _Clock()
+    data, _ = load_movielens_100k(args.data / "u.data")
+    split = leave_one_out(data)
+    groups = partition_users(data, args.partition, args.participants, seed=args.seed)
+    options = SimulationOptions(
+        dataset="ml-100k", partition=args.partition, participants=args.participants, seed=args.seed
+    )
+    report: dict[str, Any]
+    if args.chosen:
+        sizes = [users.size for users in groups]
+        candidates = candidates_for(
+            options,
+            timestamps=has_timestamps(split.train),
+            users_per_participant=float(np.median(sizes)),
+            participants=len(groups),
+        )
+        (candidate,) = [c for c in candidates if c.name == args.chosen]
+        if args.sum_step is not None and candidate.name == "bpr+fedavg-sum":
+            step = round(args.sum_step * len(groups), 6)
+            candidate = dataclasses.replace(
+                candidate, settings={**candidate.settings, "server_lr": step}
+            )
+        options = candidate.apply(options)
+        report = {
+            "chosen": candidate.name,
+            "settings": candidate.settings,
+            "why": "--chosen (search not rerun)",
+        }
+    else:
+        options, selection = select_recipe(options, split.train, split.valid, groups, log=print)
+        report = selection.report()
+    searched = clock.lap()
+    print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
+    federated, fed_chosen = federate(options, data, split, groups)
+    trained = clock.lap()
+    config = options.trainer_config()
+    if isinstance(config, BPRConfig):
+        config = config.replace(epochs=options.local_epochs)
+    central, central_chosen = centralized_baseline(
+        data, split, config, options.rounds, patience=options.patience, min_delta=options.min_delta
+    )
+    centralized = clock.lap()
+    popularity = _test(PopularityModel(split.train).score, split, data)
+    found = {
+        "partition": args.partition,
+        "participants": len(groups),
+        "selection": report,
+        "chosen_options": {
+            k: v for k, v in dataclasses.asdict(options).items() if not isinstance(v, Path)
+        },
+        "federated": {"test": federated, **fed_chosen, **trained},
+        "centralized": {"test": central, **central_chosen, **centralized},
+        "popularity": {"test": popularity},
+        "search": searched,
+        "ratio": federated["ndcg@10"] / central["ndcg@10"],
+    }
+    print(
+        f"test NDCG@10: federated {federated['ndcg@10']:.4f}, centralized "
+        f"{central['ndcg@10']:.4f} ({found['ratio']:.3f} x), popularity "
+        f"{popularity['ndcg@10']:.4f}; search {searched}, federation {trained}, "
+        f"centralized {centralized}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

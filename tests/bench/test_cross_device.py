@@ -1,0 +1,38 @@
+"""bench.cross_device: the default path's federation in process, on synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bench.cross_device import federate
+from fedrec.options import SimulationOptions
+from fedrec.partition import partition_users
+from fedrec.selection import candidates_for, has_timestamps
+from fedrec.synthetic import make_synthetic
+from participant_sdk.recsys import leave_one_out
+
+
+def test_the_per_user_federation_deploys_its_best_validated_round() -> None:
+    data = make_synthetic(num_users=40, num_items=200, seed=2)
+    split = leave_one_out(data)
+    groups = partition_users(data, "per-user")
+    options = SimulationOptions(dim=8, local_epochs=1, rounds=6, patience=2)
+    (summed,) = [
+        c
+        for c in candidates_for(
+            options,
+            timestamps=has_timestamps(split.train),
+            users_per_participant=1,
+            participants=len(groups),
+        )
+        if c.name == "bpr+fedavg-sum"
+    ]
+    chosen = dataclasses.replace(summed.apply(options), rounds=6)
+    test, found = federate(chosen, data, split, groups)
+    curve = found["validation_curve"]
+    assert 1 <= found["chosen_round"] <= found["rounds_trained"] == len(curve) <= 6
+    # the deployed round is the best validated one (the curve is rounded to 4 places)
+    assert round(found["validation_ndcg@10"], 4) == max(curve)
+    assert curve[found["chosen_round"] - 1] == max(curve)
+    assert 0.0 <= test["ndcg@10"] <= 1.0
+    assert {"hr@10", "sampled_ndcg@10"} <= set(test)
