@@ -16,6 +16,7 @@ from coordinator.domain.deployment import deployed_version
 from coordinator.domain.ease_strategy import check_ease_federation
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
+from coordinator.domain.secure_rounds import check_secure_aggregation
 from coordinator.domain.specs import (
     DeployPolicy,
     LimitsPolicy,
@@ -122,6 +123,7 @@ def create_federation(
     check_dp_policy(strategy, privacy)
     check_ease_federation(model, privacy)
     check_aggregator(model, strategy, privacy)
+    check_secure_aggregation(model, strategy, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
     digest = ctx.blobs.put(weights)
     now = utc_now()

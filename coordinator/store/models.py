@@ -37,6 +37,7 @@ __all__ = [
     "ModelVersion",
     "Participant",
     "Round",
+    "SecAggState",
     "Update",
     "new_id",
     "utc_now",
@@ -150,6 +151,30 @@ class Round(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class SecAggState(Base):
+    """One round's secure-aggregation state (``coordinator.domain.secagg.SecAggRound``).
+
+    Rewritten after every change under the round's row lock, so a restarted coordinator or
+    another replica resumes the protocol where it stood.
+    """
+
+    __tablename__ = "secagg_states"
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    federation_id: Mapped[str] = mapped_column(
+        ForeignKey("federations.id", ondelete="CASCADE"), index=True
+    )
+    round_number: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(20))
+    # when the current phase closes without the participants that have not answered
+    phase_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # SecAggRound.to_dict() as JSON text (masked inputs and shares until the round ends)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
 class Update(Base):

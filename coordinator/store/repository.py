@@ -26,6 +26,7 @@ from coordinator.store.models import (
     ModelVersion,
     Participant,
     Round,
+    SecAggState,
     Update,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "ModelVersionRepository",
     "ParticipantRepository",
     "RoundRepository",
+    "SecAggRepository",
     "UpdateRepository",
     "referenced_blobs",
 ]
@@ -457,3 +459,10 @@ def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = Tru
         )
     digests.update(session.scalars(updates))
     return digests
+
+
+class SecAggRepository(_Repository):
+    """Secure-aggregation state rows; callers hold the round's row lock to change one."""
+
+    def get(self, round_id: str) -> SecAggState | None:
+        return self.session.get(SecAggState, round_id)

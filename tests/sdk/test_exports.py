@@ -112,5 +112,6 @@ def test_submodule_exports_resolve() -> None:
         "Models",
         "Participants",
         "Rounds",
+        "SecAgg",
         "Updates",
     }
