@@ -468,14 +468,17 @@ def close_due_phase(
     """
     if not _uses_secure_aggregation(federation) or round_row.state != _OPEN:
         return
-    repository = SecAggRepository(session)
-    row = repository.get(round_row.id)
-    if row is None:
+    row = SecAggRepository(session).get(round_row.id)
+    phase = row.phase if row is not None else Phase.ADVERTISE.value
+    # decided from the columns: the (possibly large) state is parsed only to change it
+    if phase == Phase.ADVERTISE.value:
         if round_row.deadline_at is None or round_row.deadline_at > now:
             return
-        machine = _fresh(federation, round_row)
-    else:
-        machine = _load(row)
+    elif phase in (Phase.DONE.value, Phase.ABORTED.value):
+        return
+    elif row is None or row.phase_deadline_at is None or row.phase_deadline_at > now:
+        return
+    machine = _load(row) if row is not None else _fresh(federation, round_row)
     deadline = row.phase_deadline_at if row is not None else None
     if machine.phase is Phase.ADVERTISE:
         if round_row.deadline_at is None or round_row.deadline_at > now:

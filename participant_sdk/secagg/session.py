@@ -34,8 +34,11 @@ __all__ = ["Outcome", "SecAggRefusal", "clip_to_norm", "contribute"]
 
 log = logging.getLogger("fedrec.participant")
 
-# how often the participant asks whether the phase moved on
-POLL_SECONDS = 0.2
+# how often the participant asks whether the phase moved on: soon at first (a phase
+# closes as soon as everyone answered), then backing off so that a long phase costs the
+# coordinator few reads
+FIRST_POLL_SECONDS = 0.1
+MAX_POLL_SECONDS = 2.0
 Result = Literal["summed", "dropped", "aborted", "not-in-cohort", "too-late"]
 
 
@@ -66,13 +69,15 @@ def _wait(
 ) -> SecAggStatus:
     """Poll until the round leaves phase ``leave`` (bounded by ``timeout`` seconds)."""
     give_up = time.monotonic() + timeout
+    pause = FIRST_POLL_SECONDS
     while True:
         status = client.secagg.status(fid, number)
         if status.phase != leave:
             return status
         if time.monotonic() > give_up:
             raise TimeoutError(f"round {number} stayed in phase {leave!r} for {timeout:.0f}s")
-        sleep(POLL_SECONDS)
+        sleep(pause)
+        pause = min(pause * 1.5, MAX_POLL_SECONDS)
 
 
 def contribute(

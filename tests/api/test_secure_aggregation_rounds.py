@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from typing import Any
 
@@ -418,3 +419,62 @@ class TestPhases:
             assert wait_round_closed(restarted, fid, 1, admin_headers)["state"] == "closed"
             want = expected_model(restarted, fid, admin_headers, group)
             assert_model(restarted, fid, admin_headers, 1, want)
+
+
+class TestComposition:
+    def test_two_replicas_on_one_database_take_concurrent_messages(
+        self, client: TestClient, settings: Settings, admin_headers: dict
+    ) -> None:
+        fid = secure_federation(client, admin_headers)
+        group = parties(client, admin_headers, fid, 6)
+        with TestClient(create_app(settings, run_timer=False)) as replica:
+            for k, p in enumerate(group):
+                p.client = replica if k % 2 else client
+            for step in ("keys", "shares", "masked", "unmask"):
+                errors: list[BaseException] = []
+
+                def send(p: Party, step: str = step, errors: list[BaseException] = errors) -> None:
+                    try:
+                        getattr(p, step)(1)
+                    except BaseException as exc:  # noqa: BLE001 - reported below
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=send, args=(p,)) for p in group]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(timeout=60)
+                assert errors == []
+            assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+            rounds = client.get(f"/v1/federations/{fid}/rounds", headers=admin_headers).json()
+            assert [r["number"] for r in rounds["items"]] == [1, 2]  # one version, once
+            want = expected_model(client, fid, admin_headers, group)
+            assert_model(client, fid, admin_headers, 1, want)
+
+    def test_dp_noise_is_added_to_the_secure_sum(
+        self, client: TestClient, admin_headers: dict
+    ) -> None:
+        z, participants = 1.0, 3
+        body = create_federation(
+            client,
+            admin_headers,
+            strategy=SECURE_STRATEGY,
+            privacy={
+                "secure_aggregation": {"threshold": 2},
+                "dp": {"clip_norm": CLIP, "noise_multiplier": z},
+            },
+        )
+        fid = str(body["id"])
+        group = parties(client, admin_headers, fid, participants)
+        for step in ("keys", "shares", "masked", "unmask"):
+            for p in group:
+                getattr(p, step)(1)
+        assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+        exact = expected_model(client, fid, admin_headers, group)
+        got = weights(client, fid, 1, admin_headers)
+        noise = np.concatenate([(got[k] - exact[k]).ravel() for k in exact])
+        # the coordinator adds N(0, (z C)^2) to the sum, then divides by the survivors:
+        # std z C / m; 100 coordinates put the sample std within +-30% (about 4 sigma)
+        assert np.std(noise) == pytest.approx(z * CLIP / participants, rel=0.3)
+        federation = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert federation["privacy_spent"]["epsilon"] > 0
