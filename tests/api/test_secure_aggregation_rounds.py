@@ -478,3 +478,65 @@ class TestComposition:
         assert np.std(noise) == pytest.approx(z * CLIP / participants, rel=0.3)
         federation = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
         assert federation["privacy_spent"]["epsilon"] > 0
+
+
+class TestAdvertisementDeadline:
+    def _federation(self, client: TestClient, admin: dict[str, str], below_quorum: str) -> str:
+        body = create_federation(
+            client,
+            admin,
+            strategy=SECURE_STRATEGY,
+            privacy={"secure_aggregation": {"threshold": 2, "clip_norm": CLIP}},
+            rounds={
+                "min_participants": 1,
+                "max_rounds": 3,
+                "deadline_seconds": 0.3,
+                "below_quorum": below_quorum,
+            },
+        )
+        return str(body["id"])
+
+    def test_the_round_deadline_closes_it_without_the_absent(
+        self, client: TestClient, app: FastAPI, admin_headers: dict
+    ) -> None:
+        fid = self._federation(client, admin_headers, "extend")
+        group = parties(client, admin_headers, fid, 3)
+        present = group[:2]
+        for p in present:
+            p.keys(1)
+        assert group[0].status(1)["phase"] == "advertise"  # the cohort is not complete
+        close_due_phases(app)
+        roster = group[0].status(1)["roster"]
+        assert [e["participant"] for e in roster["entries"]] == [p.pid for p in present]
+        # the absent member is not in the roster, and it is too late to join
+        assert group[2].status(1)["roster"] is None
+        group[2].start(1)
+        assert group[2].machine is not None
+        late = group[2].send(1, "keys", group[2].machine.advertise().to_dict())
+        assert assert_problem(late, 409, "secagg-wrong-phase")["phase"] == "share"
+        for step in ("shares", "masked", "unmask"):
+            for p in present:
+                getattr(p, step)(1)
+        assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+        assert_model(
+            client, fid, admin_headers, 1, expected_model(client, fid, admin_headers, present)
+        )
+
+    def test_below_the_threshold_extend_waits_and_fail_fails(
+        self, client: TestClient, app: FastAPI, admin_headers: dict
+    ) -> None:
+        waiting = self._federation(client, admin_headers, "extend")
+        failing = self._federation(client, admin_headers, "fail")
+        lonely = [parties(client, admin_headers, fid, 2)[0] for fid in (waiting, failing)]
+        for p in lonely:
+            p.keys(1)
+        before = client.get(f"/v1/federations/{waiting}/rounds/1", headers=admin_headers).json()
+        close_due_phases(app)
+        after = client.get(f"/v1/federations/{waiting}/rounds/1", headers=admin_headers).json()
+        assert after["state"] == "open"
+        assert after["deadline_at"] > before["deadline_at"]  # extended
+        assert lonely[0].status(1)["phase"] == "advertise"
+        failed = client.get(f"/v1/federations/{failing}/rounds/1", headers=admin_headers).json()
+        assert failed["state"] == "failed"
+        assert lonely[1].status(1)["phase"] == "aborted"
+        assert "fewer than the threshold 2" in lonely[1].status(1)["abort_reason"]
