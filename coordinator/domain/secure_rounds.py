@@ -199,8 +199,24 @@ def _fresh(federation: Federation, round_row: Round) -> SecAggRound:
     )
 
 
-def _load(row: SecAggState) -> SecAggRound:
-    return SecAggRound.from_dict(json.loads(row.state))
+# a masked input that lives in its own row and was not read (its id is what counts)
+_NOT_READ = b""
+
+
+def _load(
+    session: Session, row: SecAggState, *, words_of: str | None = None, all_words: bool = False
+) -> SecAggRound:
+    """The round's state machine. Masked inputs live in rows of their own and are read only
+    where needed: ``words_of``'s (a repeated upload is compared), or all (to unmask)."""
+    machine = SecAggRound.from_dict(json.loads(row.state))
+    repository = SecAggRepository(session)
+    if all_words:
+        machine.masked = repository.all_masked(row.round_id)
+        return machine
+    machine.masked = dict.fromkeys(repository.masked_ids(row.round_id), _NOT_READ)
+    if words_of is not None and words_of in machine.masked:
+        machine.masked[words_of] = repository.masked_words(row.round_id, words_of) or _NOT_READ
+    return machine
 
 
 def _store(
@@ -211,9 +227,14 @@ def _store(
     deadline: datetime | None,
     now: datetime,
 ) -> SecAggState:
-    text = json.dumps(machine.to_dict(), separators=(",", ":"))
+    """Write the state: the JSON row (without masked inputs), a row per new masked input,
+    and none once the machine dropped them (an abort, or the end of the protocol)."""
+    state = machine.to_dict()
+    state["masked"] = {}
+    text = json.dumps(state, separators=(",", ":"))
     # the round's progress as the round list shows it: masked inputs in, then survivors
     round_row.update_count = len(machine.survivors) or len(machine.masked)
+    repository = SecAggRepository(session)
     if row is None:
         row = SecAggState(
             round_id=round_row.id,
@@ -224,12 +245,20 @@ def _store(
             state=text,
             updated_at=now,
         )
-        SecAggRepository(session).add(row)
+        session.add(row)
+        session.flush()  # the masked inputs' rows refer to it
+    else:
+        row.phase = machine.phase.value
+        row.phase_deadline_at = deadline
+        row.state = text
+        row.updated_at = now
+    if not machine.masked:
+        repository.delete_masked(row.round_id)
         return row
-    row.phase = machine.phase.value
-    row.phase_deadline_at = deadline
-    row.state = text
-    row.updated_at = now
+    stored = set(repository.masked_ids(row.round_id))
+    for participant, words in machine.masked.items():
+        if words and participant not in stored:
+            repository.add_masked(row.round_id, participant, words)
     return row
 
 
@@ -334,7 +363,7 @@ def status(ctx: Context, principal: Principal, federation_id: str, number: int) 
         federation = load_federation(session, principal, federation_id)
         round_row = _round_of(session, federation, number, lock=False)
         row = SecAggRepository(session).get(round_row.id)
-        machine = _load(row) if row is not None else _fresh(federation, round_row)
+        machine = _load(session, row) if row is not None else _fresh(federation, round_row)
         deadline = row.phase_deadline_at if row is not None else round_row.deadline_at
         participant = principal.participant_id
         cohort = round_cohort(session, federation, round_row)
@@ -371,8 +400,10 @@ def _expected(machine: SecAggRound, cohort: frozenset[str]) -> set[str]:
     }.get(machine.phase, set())
 
 
-def _close_phase(machine: SecAggRound) -> None:
+def _close_phase(session: Session, round_id: str, machine: SecAggRound) -> None:
     """Close the current phase with whoever answered (the state machine aborts below t)."""
+    if machine.phase is Phase.UNMASK:  # the sum needs every survivor's masked input
+        machine.masked = SecAggRepository(session).all_masked(round_id)
     if machine.phase is Phase.ADVERTISE:
         machine.close_advertising()
     elif machine.phase is Phase.SHARE:
@@ -431,7 +462,11 @@ def receive(
             )
         repository = SecAggRepository(session)
         row = repository.get(round_row.id)
-        machine = _load(row) if row is not None else _fresh(federation, round_row)
+        machine = (
+            _load(session, row, words_of=participant)
+            if row is not None
+            else _fresh(federation, round_row)
+        )
         deadline = row.phase_deadline_at if row is not None else None
         cohort = round_cohort(session, federation, round_row)
         if phase is Phase.ADVERTISE and participant not in cohort:
@@ -441,7 +476,7 @@ def receive(
         if _expected(machine, cohort) <= _answers(machine) and _may_close_early(
             federation, machine
         ):
-            _close_phase(machine)
+            _close_phase(session, round_row.id, machine)
             deadline = _next_deadline(federation, machine, now)
             ended = machine.phase in (Phase.DONE, Phase.ABORTED)
         _store(session, row, round_row, machine, deadline, now)
@@ -478,7 +513,7 @@ def close_due_phase(
         return
     elif row is None or row.phase_deadline_at is None or row.phase_deadline_at > now:
         return
-    machine = _load(row) if row is not None else _fresh(federation, round_row)
+    machine = _load(session, row) if row is not None else _fresh(federation, round_row)
     deadline = row.phase_deadline_at if row is not None else None
     if machine.phase is Phase.ADVERTISE:
         if round_row.deadline_at is None or round_row.deadline_at > now:
@@ -495,11 +530,11 @@ def close_due_phase(
                 f"below the quorum {policy.min_participants}"
             )
         else:
-            _close_phase(machine)
+            _close_phase(session, round_row.id, machine)
     elif machine.phase in (Phase.SHARE, Phase.MASKED, Phase.UNMASK):
         if deadline is None or deadline > now:
             return
-        _close_phase(machine)
+        _close_phase(session, round_row.id, machine)
     else:
         return
     _store(session, row, round_row, machine, _next_deadline(federation, machine, now), now)
@@ -529,7 +564,7 @@ def failure_reason(session: Session, round_row: Round) -> str | None:
     row = SecAggRepository(session).get(round_row.id)
     if row is None or row.phase != Phase.ABORTED.value:
         return None
-    return f"secure aggregation aborted: {_load(row).abort_reason}"
+    return f"secure aggregation aborted: {_load(session, row).abort_reason}"
 
 
 def secure_sum(
@@ -540,7 +575,7 @@ def secure_sum(
     row = SecAggRepository(session).get(round_row.id)
     if row is None or row.phase != Phase.DONE.value:
         return None
-    machine = _load(row)
+    machine = _load(session, row)
     total = machine.codec.decode_sum(machine.result_words(), len(machine.survivors))
     return unflatten(total, tensors), tuple(
         contributor_digest(machine.context, p) for p in machine.survivors

@@ -26,6 +26,7 @@ from coordinator.store.models import (
     ModelVersion,
     Participant,
     Round,
+    SecAggMaskedInput,
     SecAggState,
     Update,
 )
@@ -466,3 +467,32 @@ class SecAggRepository(_Repository):
 
     def get(self, round_id: str) -> SecAggState | None:
         return self.session.get(SecAggState, round_id)
+
+    def masked_ids(self, round_id: str) -> builtins.list[str]:
+        return list(
+            self.session.scalars(
+                select(SecAggMaskedInput.participant_id).where(
+                    SecAggMaskedInput.round_id == round_id
+                )
+            )
+        )
+
+    def masked_words(self, round_id: str, participant_id: str) -> bytes | None:
+        row = self.session.get(SecAggMaskedInput, (round_id, participant_id))
+        return None if row is None else row.words
+
+    def all_masked(self, round_id: str) -> dict[str, bytes]:
+        rows = self.session.scalars(
+            select(SecAggMaskedInput).where(SecAggMaskedInput.round_id == round_id)
+        )
+        return {row.participant_id: row.words for row in rows}
+
+    def add_masked(self, round_id: str, participant_id: str, words: bytes) -> None:
+        self.session.add(
+            SecAggMaskedInput(round_id=round_id, participant_id=participant_id, words=words)
+        )
+
+    def delete_masked(self, round_id: str) -> None:
+        self.session.execute(
+            delete(SecAggMaskedInput).where(SecAggMaskedInput.round_id == round_id)
+        )

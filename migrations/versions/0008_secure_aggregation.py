@@ -4,8 +4,10 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 13:00:00.000000
 
-- ``secagg_states``: a round's ``SecAggRound.to_dict()`` as JSON text, its phase and the
-  phase's deadline, rewritten after every change under the round's row lock.
+- ``secagg_states``: a round's ``SecAggRound.to_dict()`` as JSON text (without the masked
+  inputs), its phase and the phase's deadline, rewritten after every change under the
+  round's row lock.
+- ``secagg_masked_inputs``: each participant's masked input, one row each.
 """
 
 from collections.abc import Sequence
@@ -44,8 +46,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("round_id", name=op.f("pk_secagg_states")),
     )
     op.create_index(op.f("ix_secagg_states_federation_id"), "secagg_states", ["federation_id"])
+    op.create_table(
+        "secagg_masked_inputs",
+        sa.Column("round_id", sa.String(length=36), nullable=False),
+        sa.Column("participant_id", sa.String(length=64), nullable=False),
+        sa.Column("words", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["round_id"],
+            ["secagg_states.round_id"],
+            name=op.f("fk_secagg_masked_inputs_round_id_secagg_states"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("round_id", "participant_id", name=op.f("pk_secagg_masked_inputs")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("secagg_masked_inputs")
     op.drop_index(op.f("ix_secagg_states_federation_id"), table_name="secagg_states")
     op.drop_table("secagg_states")

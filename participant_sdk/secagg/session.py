@@ -132,9 +132,13 @@ def contribute(
         client.secagg.send(fid, number, "unmask", answer.to_dict())
         status = wait("unmask")
     except ConflictError as error:
-        # the phase closed before our message arrived: the round goes on without it
+        # the phase closed before our message arrived: the round went on without it; our
+        # input is still summed if we had uploaded it (the others' shares recover it)
+        status = client.secagg.status(fid, number)
+        if status.phase == "done" and participant in (status.survivors or []):
+            return Outcome("summed", status.phase)
         log.warning("round %d: secure aggregation went on without us (%s)", number, error)
-        return Outcome("dropped", getattr(error, "slug", None) or "conflict")
+        return Outcome("dropped", status.phase)
     if status.phase == "done" and participant in (status.survivors or []):
         return Outcome("summed", status.phase)
     return _ended(status)

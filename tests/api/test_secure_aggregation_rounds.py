@@ -22,7 +22,7 @@ from sqlalchemy import inspect, select, text
 from coordinator.app import create_app
 from coordinator.config import Settings
 from coordinator.domain import aggregation_job
-from coordinator.store.models import SecAggState
+from coordinator.store.models import SecAggMaskedInput, SecAggState
 from participant_sdk.secagg.client import SecAggClient
 from participant_sdk.secagg.fixed_point import FixedPointCodec
 from participant_sdk.secagg.keys import RoundContext
@@ -335,7 +335,9 @@ class TestPhases:
         assert federation["current_round"] == 2
         with app.state.context.read_sessions() as session:
             stored = json.loads(session.scalars(select(SecAggState.state)).one())
+            masked_rows = session.scalars(select(SecAggMaskedInput)).all()
         assert stored["masked"] == {}
+        assert masked_rows == []
         assert stored["shares"] == []
         assert stored["result"] is None
 

@@ -173,3 +173,25 @@ def test_clipping_bounds_the_global_norm() -> None:
     assert np.linalg.norm(clip_to_norm(big, 2.0)) == pytest.approx(2.0)
     small = np.full(4, 0.1)
     np.testing.assert_array_equal(clip_to_norm(small, 2.0), small)
+
+
+def test_a_late_unmask_answer_still_counts_when_the_input_was_summed() -> None:
+    class Late(SecAggCoordinator):
+        def handle(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and request.url.path.endswith("/unmask"):
+                self.posted.append("unmask")
+                self.server.finish()  # the phase closed at its deadline, without us
+                body = {
+                    "type": "urn:fedrec:problem:round-closed",
+                    "title": "Round closed",
+                    "status": 409,
+                    "detail": "round 4 is aggregating; the current round is 4",
+                }
+                return httpx.Response(409, json=body)
+            return super().handle(request)
+
+    coordinator = Late()
+    outcome = run(coordinator, np.zeros(LENGTH))
+    assert coordinator.server.phase is Phase.DONE
+    assert ME in coordinator.server.survivors
+    assert outcome.result == "summed"
