@@ -33,6 +33,7 @@ from .resources.federations import AsyncFederations, Federations
 from .resources.models import AsyncModels, Models
 from .resources.participants import AsyncParticipants, Participants
 from .resources.rounds import AsyncRounds, Rounds
+from .resources.secagg import AsyncSecAgg, SecAgg
 from .resources.updates import AsyncUpdates, Updates
 from .types import Health, ItemList, MetricsRow
 
@@ -127,6 +128,11 @@ class Client(BaseClient):
     def rounds(self) -> Rounds:
         """Read rounds, long-poll for the next one, and force aggregation."""
         return Rounds(self)
+
+    @cached_property
+    def secagg(self) -> SecAgg:
+        """The secure-aggregation phases of a round (see ``participant_sdk.secagg``)."""
+        return SecAgg(self)
 
     @cached_property
     def models(self) -> Models:
@@ -354,6 +360,11 @@ class AsyncClient(BaseClient):
     def rounds(self) -> AsyncRounds:
         """Read rounds, long-poll for the next one, and force aggregation."""
         return AsyncRounds(self)
+
+    @cached_property
+    def secagg(self) -> AsyncSecAgg:
+        """The secure-aggregation phases of a round (async)."""
+        return AsyncSecAgg(self)
 
     @cached_property
     def models(self) -> AsyncModels:

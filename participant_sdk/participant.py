@@ -80,10 +80,11 @@ from .recsys.metrics import (
     recommend,
     seen_matrix,
 )
-from .recsys.model import BPRConfig
+from .recsys.model import BPRConfig, LocalUpdate
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
 from .recsys.trainers import config_for, fold_in, make_trainer, prepare_to_score, uploads_dense
+from .wire import mf_spec
 
 __all__ = ["FederatedRecommender", "Recommendations", "StepOutcome"]
 
@@ -187,6 +188,14 @@ class FederatedRecommender:
         self.num_items = federation.model.num_items
         self.max_rounds = federation.rounds.max_rounds if federation.rounds else None
         self.config = config_for(federation.model.kind, config, dim=federation.model.dim)
+        # secure aggregation: the coordinator sees only the sum; the protocol runs in step()
+        self.secure_aggregation = (
+            federation.privacy is not None and federation.privacy.secure_aggregation is not None
+        )
+        self._participant_id: str | None = None
+        self._model_dim = federation.model.dim or 1
+        # why the last secure-aggregation round was refused (see step())
+        self.last_refusal: Exception | None = None
         # FedProx mu is the federation's setting: every participant trains with the same
         mu = federation.strategy.proximal_mu if federation.strategy is not None else None
         # uploads must be in the federation's encoding; downloads follow it too
@@ -473,6 +482,8 @@ class FederatedRecommender:
             log.warning("no local training data; skipping round %d", current.number)
             self._skipped_round = current.number
             return "waiting"
+        if self.secure_aggregation:
+            return self._contribute_securely(current.number, update, learning_rate)
         try:
             if self.sparse and not uploads_dense(self.trainer):
                 self.client.updates.submit(
@@ -505,10 +516,14 @@ class FederatedRecommender:
             # training stopped meanwhile: the next step evaluates the final version
             self._skipped_round = current.number
             return "waiting"
-        self.progress.last_round = current.number
+        self._record_upload(current.number, update, learning_rate)
+        return "uploaded"
+
+    def _record_upload(self, number: int, update: LocalUpdate, learning_rate: float) -> None:
+        self.progress.last_round = number
         self.progress.history.append(
             {
-                "round": current.number,
+                "round": number,
                 "loss": update.loss,
                 "num_examples": int(update.num_examples),
                 "rows": int(update.rows.size),
@@ -516,6 +531,48 @@ class FederatedRecommender:
             }
         )
         self._save_state()
+
+    def _contribute_securely(
+        self, number: int, update: LocalUpdate, learning_rate: float
+    ) -> StepOutcome:
+        """Secure aggregation: the dense delta (every item row: which rows we touched must
+        not show), clipped and masked, through the round's four phases. A refused request
+        from the coordinator sends nothing and skips the round, loudly."""
+        # imported here: the SDK core stays thin for federations without secure aggregation
+        from .secagg.client import SecAggRefusal
+        from .secagg.session import contribute
+
+        if self._participant_id is None:
+            self._participant_id = self.client.participants.me(self.federation_id).id
+        # the coordinator's order: every tensor of the model spec flattened, in spec order
+        spec = mf_spec(num_items=self.num_items, dim=self._model_dim)
+        vector = np.concatenate([np.ravel(update.delta[name]) for name in spec])
+        try:
+            outcome = contribute(
+                self.client, self.federation_id, number, self._participant_id, vector
+            )
+        except SecAggRefusal as exc:
+            log.error(
+                "round %d: refused the coordinator's secure-aggregation request, nothing sent: %s",
+                number,
+                exc,
+            )
+            self.last_refusal = exc
+            self._skipped_round = number
+            return "waiting"
+        except (RoundClosedError, FutureRoundError, FederationCompletedError):
+            self._skipped_round = number
+            return "waiting"
+        if outcome.result != "summed":
+            log.warning(
+                "round %d: our update is not in the secure sum (%s%s)",
+                number,
+                outcome.result,
+                f": {outcome.abort_reason}" if outcome.abort_reason else "",
+            )
+            self._skipped_round = number
+            return "waiting"
+        self._record_upload(number, update, learning_rate)
         return "uploaded"
 
     def _submit_gram(self, number: int, base_version: int) -> StepOutcome:

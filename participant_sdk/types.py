@@ -34,6 +34,8 @@ __all__ = [
     "Participant",
     "ParticipantState",
     "PrivacyPolicy",
+    "SecAggStatus",
+    "SecureAggregation",
     "PrivacySpent",
     "Receipt",
     "Round",
@@ -193,6 +195,29 @@ class DifferentialPrivacy(BaseAPIModel):
     max_epsilon: float | None = None
 
 
+class SecureAggregation(BaseAPIModel):
+    """Secure aggregation: the coordinator learns only the sum of each round's updates.
+
+    Attributes
+    ----------
+    threshold : int
+        t: the fewest participants any phase may close with (and whose shares rebuild a
+        dropped participant's masks).
+    clip_norm : float or None
+        C: participants clip their update to this global L2 norm before encoding it
+        (default: ``dp.clip_norm``).
+    max_participants : int or None
+        The encoding's bound on summed inputs (the coordinator's default 1000 if ``None``).
+    phase_seconds : float or None
+        How long each phase after the key advertisement waits for late participants.
+    """
+
+    threshold: int
+    clip_norm: float | None = None
+    max_participants: int | None = None
+    phase_seconds: float | None = None
+
+
 class PrivacyPolicy(BaseAPIModel):
     """Privacy limits applied to every update: an L2 norm bound and/or differential privacy.
 
@@ -202,10 +227,52 @@ class PrivacyPolicy(BaseAPIModel):
         Reject updates whose global L2 norm exceeds this.
     dp : DifferentialPrivacy or None
         Clip and noise every round (see :class:`DifferentialPrivacy`).
+    secure_aggregation : SecureAggregation or None
+        The coordinator sees only the sum of the round's updates (see
+        :class:`SecureAggregation`); the SDK runs the protocol by itself.
     """
 
     max_update_norm: float | None = None
     dp: DifferentialPrivacy | None = None
+    secure_aggregation: SecureAggregation | None = None
+
+
+class SecAggStatus(BaseAPIModel):
+    """A round's secure aggregation as this participant sees it (``client.secagg.status``).
+
+    Attributes
+    ----------
+    phase : {"advertise", "share", "masked", "unmask", "done", "aborted"}
+        Which message the round waits for.
+    phase_deadline : datetime or None
+        When the phase closes without late participants.
+    threshold, clip_norm, max_participants, vector_length
+        The round's parameters and fixed-point encoding.
+    in_cohort, answered : bool
+        Whether this participant takes part, and already sent this phase's message.
+    roster, inbox, unmask_request : dict or None
+        The coordinator's message this participant needs for its next one.
+    survivors : list of str or None
+        Phase ``done``: whose inputs the sum holds.
+    abort_reason : str or None
+        Phase ``aborted``: why.
+    """
+
+    federation_id: str
+    round: int
+    phase: str
+    phase_deadline: datetime | None = None
+    threshold: int
+    clip_norm: float
+    max_participants: int
+    vector_length: int
+    in_cohort: bool = False
+    answered: bool = False
+    roster: dict[str, Any] | None = None
+    inbox: dict[str, Any] | None = None
+    unmask_request: dict[str, Any] | None = None
+    survivors: list[str] | None = None
+    abort_reason: str | None = None
 
 
 class LimitsPolicy(BaseAPIModel):

@@ -5,6 +5,7 @@ tests/api/test_openapi_docs.py validates each against its schema, so they cannot
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 FID = "f3b0c1d2e4a5b6c7"
@@ -191,3 +192,51 @@ AUDIT_EVENTS = {
 
 HEALTH = {"status": "ok"}
 READY = {"status": "ready"}
+
+
+# secure aggregation (bytes are placeholders of the right length)
+def _b64(size: int, fill: int) -> str:
+    return base64.b64encode(bytes([fill]) * size).decode()
+
+
+PID2 = "p0a1b2c3d4e5f6a7"
+_SECAGG_HEAD = {"federation_id": FID, "round": 3, "participant": PID}
+SECAGG_KEYS = {
+    **_SECAGG_HEAD,
+    "encryption_key": _b64(32, 1),
+    "mask_key": _b64(32, 2),
+    "self_mask_commitment": _b64(32, 3),
+}
+SECAGG_SHARES = {**_SECAGG_HEAD, "ciphertexts": {PID2: _b64(160, 4)}}
+SECAGG_MASKED_INPUT = {**_SECAGG_HEAD, "words": _b64(4 * 6, 5)}
+SECAGG_UNMASK = {
+    **_SECAGG_HEAD,
+    "self_mask_shares": {PID: _b64(66, 6), PID2: _b64(66, 7)},
+    "mask_key_shares": {},
+}
+SECAGG_STATUS = {
+    "federation_id": FID,
+    "round": 3,
+    "phase": "share",
+    "phase_deadline": "2026-03-01T12:01:00Z",
+    "threshold": 2,
+    "clip_norm": 1.0,
+    "max_participants": 1000,
+    "vector_length": 6,
+    "in_cohort": True,
+    "answered": False,
+    "roster": {
+        "federation_id": FID,
+        "round": 3,
+        "threshold": 2,
+        "vector_length": 6,
+        "entries": [
+            dict(SECAGG_KEYS),
+            {**SECAGG_KEYS, "participant": PID2, "encryption_key": _b64(32, 8)},
+        ],
+    },
+    "inbox": None,
+    "unmask_request": None,
+    "survivors": None,
+    "abort_reason": None,
+}

@@ -11,6 +11,7 @@ from coordinator.api.routes import (
     models,
     participants,
     rounds,
+    secagg,
     signing,
 )
 
@@ -24,6 +25,7 @@ for module in (
     federations,
     participants,
     rounds,
+    secagg,
     models,
     evaluations,
     deployment,

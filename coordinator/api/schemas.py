@@ -484,3 +484,103 @@ def receipt_out(row: Any) -> Receipt:
         num_examples=row.num_examples,
         received_at=row.received_at,
     )
+
+
+# secure aggregation -------------------------------------------------------------------------
+_B64 = "standard base64 with padding"
+_SECAGG_FEDERATION = "The federation the message belongs to (must match the path)."
+_SECAGG_ROUND = "The round the message belongs to (must match the path)."
+_SECAGG_PARTICIPANT = "The sender: the participant id of the token (only its own messages)."
+
+
+class _SecAggMessage(RequestSchema):
+    federation_id: str = Field(min_length=1, max_length=64, description=_SECAGG_FEDERATION)
+    round: int = Field(ge=0, le=DB_INT_MAX, description=_SECAGG_ROUND)
+    participant: str = Field(min_length=1, max_length=64, description=_SECAGG_PARTICIPANT)
+
+
+class SecAggKeys(_SecAggMessage):
+    """Phase 1 (advertise keys): the participant's two X25519 public keys for this round and
+    its commitment to its self-mask seed."""
+
+    encryption_key: str = Field(
+        max_length=64, description=f"X25519 public key for the share messages ({_B64}, 32 bytes)."
+    )
+    mask_key: str = Field(
+        max_length=64, description=f"X25519 public key for the pairwise masks ({_B64}, 32 bytes)."
+    )
+    self_mask_commitment: str = Field(
+        max_length=64,
+        description=f"SHA-256 commitment to the self-mask seed, bound to the round ({_B64}).",
+    )
+
+
+class SecAggShares(_SecAggMessage):
+    """Phase 2 (share keys): Shamir shares of the sender's self-mask seed and mask key, one
+    ChaCha20-Poly1305 ciphertext per other roster member, which the coordinator cannot open."""
+
+    ciphertexts: dict[str, str] = Field(
+        description=f"Recipient participant id -> ciphertext ({_B64}, 160 bytes); exactly "
+        "the other members of the roster."
+    )
+
+
+class SecAggMaskedInput(_SecAggMessage):
+    """Phase 3 (masked input): the clipped, fixed-point update plus the self mask and the pair
+    masks, as little-endian uint32 words. Alone it is uniformly random."""
+
+    words: str = Field(
+        description=f"vector_length uint32 words, little-endian ({_B64}): the dense update "
+        "(every tensor flattened in spec order) clipped to clip_norm, encoded, masked."
+    )
+
+
+class SecAggUnmask(_SecAggMessage):
+    """Phase 4 (unmask): the sender's shares of each survivor's self-mask seed and of each
+    dropped participant's mask key, never both for one participant."""
+
+    self_mask_shares: dict[str, str] = Field(
+        description=f"Survivor id -> the sender's share of its self-mask seed ({_B64}, 66 bytes)."
+    )
+    mask_key_shares: dict[str, str] = Field(
+        description=f"Dropped id -> the sender's share of its mask key ({_B64}, 66 bytes)."
+    )
+
+
+class SecAggStatus(Schema):
+    """A round's secure aggregation as the caller sees it: the phase, the encoding, and what
+    the caller needs for its next message."""
+
+    federation_id: str = Field(description="The federation.")
+    round: int = Field(description="The round.")
+    phase: Literal["advertise", "share", "masked", "unmask", "done", "aborted"] = Field(
+        description="`advertise`: send keys; `share`: send shares (to the `roster`); "
+        "`masked`: send the masked input (using `inbox`); `unmask`: answer `unmask_request`; "
+        "`done`: the survivors' sum is unmasked (the round aggregates it); `aborted`: fewer "
+        "than `threshold` took part, nothing is published and the round fails."
+    )
+    phase_deadline: datetime | None = Field(
+        description="When the phase closes without those that have not answered (UTC); the "
+        "advertisement closes at the round's deadline (null: none, it waits for the cohort)."
+    )
+    threshold: int = Field(description="t: the fewest participants any phase may close with.")
+    clip_norm: float = Field(description="C: clip the update to this global L2 norm.")
+    max_participants: int = Field(
+        description="The encoding's bound on summed inputs: scale = floor((2^31-1) / "
+        "(max_participants * C))."
+    )
+    vector_length: int = Field(description="uint32 words in a masked input.")
+    in_cohort: bool = Field(description="Whether the caller takes part in this round.")
+    answered: bool = Field(description="Whether the caller already sent this phase's message.")
+    roster: dict[str, Any] | None = Field(
+        description="Phases share to unmask, for a participant that advertised: every "
+        "advertised participant's keys, sorted by id (Shamir point = position + 1)."
+    )
+    inbox: dict[str, Any] | None = Field(
+        description="Phase masked, for a participant that shared: the ciphertexts addressed to it."
+    )
+    unmask_request: dict[str, Any] | None = Field(
+        description="Phase unmask, for a survivor: who uploaded (survivors) and who dropped."
+    )
+    survivors: list[str] | None = Field(description="Phase done: whose inputs the sum holds.")
+    abort_reason: str | None = Field(description="Phase aborted: why.")

@@ -158,6 +158,22 @@ class WeightedMean:
         self.total_examples += update.num_examples
         self._total_weight += weight
 
+    def add_sum(self, tensors: Mapping[str, npt.NDArray[np.float64]], count: int) -> None:
+        """Fold the sum of ``count`` dense updates seen only as their sum (secure
+        aggregation): uniform weights, each update already clipped by its participant, so
+        nothing is scaled here; DP noise, if any, still joins the sums in ``mean_deltas``."""
+        if not self._uniform or self._normalization != "total":
+            raise ValueError('a sum of updates needs weighting="uniform", normalization="total"')
+        if set(tensors) != set(self._spec):
+            raise ValueError("the sum must hold every tensor of the spec")
+        for name, total in tensors.items():
+            if total.shape != self._sums[name].shape:
+                raise ValueError(f"tensor {name} has shape {total.shape}")
+            self._sums[name] += total
+            self._row_weights[name] += count
+        self.count += count
+        self._total_weight += count
+
     def mean_deltas(self) -> Iterator[tuple[str, npt.NDArray[np.float64]]]:
         """The aggregated delta of each tensor, in spec order, one tensor at a time."""
         # a fresh generator per call: the same noise every time, one tensor at a time

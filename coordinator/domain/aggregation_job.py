@@ -31,8 +31,9 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain import audit, backoff, deployment, lifecycle
+from coordinator.domain import audit, backoff, deployment, lifecycle, secure_rounds
 from coordinator.domain.access import load_federation
+from coordinator.domain.aggregation import WeightedMean
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.ease_strategy import EaseStrategy
@@ -87,6 +88,9 @@ class Claim:
     # a collapsed base: the best validated version whose weights the new version restores
     restore_version: int | None = None
     restore_sha256: str | None = None
+    # secure aggregation: the survivors' sum (float64, per tensor) and their lineage digests
+    secure_sum: Mapping[str, npt.NDArray[np.float64]] | None = None
+    survivors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,15 @@ def claim_round(
                     current_round=current,
                 )
             return lifecycle.Step.WAIT, None
+        # a secure-aggregation phase past its deadline closes first (with who answered)
+        secure_rounds.close_due_phase(session, federation, round_row, now)
         step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
         if step is lifecycle.Step.EXTEND:
             lifecycle.extend_deadline(federation, round_row, now)
             return step, None
         if step is lifecycle.Step.FAIL:
-            lifecycle.fail(session, federation, round_row, now)
+            reason = secure_rounds.failure_reason(session, round_row)
+            lifecycle.fail(session, federation, round_row, now, reason=reason)
             return step, None
         if step is lifecycle.Step.WAIT:
             return step, None
@@ -217,6 +224,7 @@ def claim_round(
         assert base is not None
         restore = None
         settings = federation_settings(ctx, federation)
+        summed = secure_rounds.secure_sum(session, round_row, settings.update_tensors)
         # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
         if settings.model.kind != "ease":
             metric = DeployPolicy.model_validate(federation.deploy_policy).metric
@@ -235,6 +243,8 @@ def claim_round(
             base_step_scale=base.step_scale,
             restore_version=restore.version if restore else None,
             restore_sha256=restore.sha256 if restore else None,
+            secure_sum=summed[0] if summed else None,
+            survivors=summed[1] if summed else (),
         )
 
 
@@ -289,6 +299,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             scale,
         )
     else:
+        if claimed.secure_sum is not None:
+            # secure aggregation: the participants clipped, the coordinator holds only the sum
+            assert isinstance(strategy, Strategy)
+            assert isinstance(strategy.aggregator, WeightedMean)
+            strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
         for digest in claimed.update_digests:
@@ -305,7 +320,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             if claimed.base_state_sha256
             else {}
         )
-        contributors = claimed.update_digests
+        contributors = claimed.update_digests or claimed.survivors
         new_tensors, new_state = _result(strategy, base_tensors, state, scale)
         # a version must be finite, and fit the federation's encoding (float16: ±65504)
         while not (
@@ -384,6 +399,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             },
             now=now,
         )
+        secure_rounds.forget_sum(session, round_row)
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     log.info(
         "federation %s round %d aggregated %d updates into version %d",

@@ -16,6 +16,7 @@ from coordinator.domain.deployment import deployed_version
 from coordinator.domain.ease_strategy import check_ease_federation
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
+from coordinator.domain.secure_rounds import check_secure_aggregation
 from coordinator.domain.specs import (
     DeployPolicy,
     LimitsPolicy,
@@ -128,13 +129,10 @@ def create_federation(
     check_dp_policy(strategy, privacy)
     check_ease_federation(model, privacy)
     check_aggregator(model, strategy, privacy)
-    # a privacy policy with secure aggregation (once the REST rounds run it) refuses
-    # compression: its masked updates have their own fixed-point encoding
-    check_transport(
-        model,
-        transport,
-        secure_aggregation=getattr(privacy, "secure_aggregation", None) is not None,
-    )
+    check_secure_aggregation(model, strategy, privacy)
+    # secure aggregation refuses compression: its masked updates have their own
+    # fixed-point encoding
+    check_transport(model, transport, secure_aggregation=privacy.secure_aggregation is not None)
     tensors = initial_weights(model)
     weights = encode_weights(tensors, MODEL_METADATA)
     digest = ctx.blobs.put(weights)

@@ -44,9 +44,9 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import audit, deployment
+from coordinator.domain import audit, deployment, secure_rounds
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
-from coordinator.domain.specs import RoundPolicy
+from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
 from coordinator.domain.stopping import stop_reason
 from coordinator.store.models import Federation, Round
 from coordinator.store.repository import (
@@ -189,7 +189,21 @@ def next_step(
     """The one place that decides whether a round aggregates, fails, waits or is extended.
 
     The admin's call aggregates an open round with at least one update, or raises why not.
+    Under secure aggregation the protocol decides (:mod:`secure_rounds`): the round
+    aggregates once the survivors' sum is unmasked, and fails if the protocol aborted.
     """
+    if PrivacyPolicy.model_validate(federation.privacy).secure_aggregation is not None:
+        admin = trigger is Trigger.ADMIN
+        if admin and round_row.state != RoundState.OPEN:
+            raise RoundNotOpen(
+                f"round {round_row.number} is {round_row.state}; only an open round can be "
+                "aggregated",
+                round=round_row.number,
+                state=round_row.state,
+            )
+        if round_row.state != RoundState.OPEN and not _lease_expired(round_row, now):
+            return Step.WAIT
+        return Step(secure_rounds.next_step_name(session, round_row, admin=admin))
     contributing = UpdateRepository(session).count_from_active(round_row.id)
     if trigger is Trigger.ADMIN:
         if round_row.state != RoundState.OPEN:
@@ -258,16 +272,25 @@ def extend_deadline(federation: Federation, round_row: Round, now: datetime) -> 
     log.info("round %d of %s below quorum: deadline extended", round_row.number, federation.id)
 
 
-def fail(session: Session, federation: Federation, round_row: Round, now: datetime) -> None:
-    """``open -> failed`` below quorum at the deadline; the next round opens on the same
-    base, unless that was the federation's ``max_failed_rounds``-th failed round."""
+def fail(
+    session: Session,
+    federation: Federation,
+    round_row: Round,
+    now: datetime,
+    *,
+    reason: str | None = None,
+) -> None:
+    """``open -> failed`` below quorum at the deadline, or a secure aggregation that
+    aborted (``reason``); the next round opens on the same base, unless that was the
+    federation's ``max_failed_rounds``-th failed round."""
     policy = RoundPolicy.model_validate(federation.round_policy)
     round_row.state = RoundState.FAILED
     round_row.closed_at = now
     round_row.failure_reason = (
-        f"deadline passed with {round_row.update_count} updates, "
+        reason
+        or f"deadline passed with {round_row.update_count} updates, "
         f"quorum is {policy.min_participants}"
-    )
+    )[:500]
     log.info("round %d of %s failed below quorum", round_row.number, federation.id)
     _after_failed_round(session, federation, round_row, now)
 

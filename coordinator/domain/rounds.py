@@ -31,6 +31,7 @@ from coordinator.domain.errors import (
 )
 from coordinator.domain.federations import federation_settings
 from coordinator.domain.round_notifier import mark_of
+from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.models import Federation, Round, Update, utc_now
 from coordinator.store.repository import EvaluationRepository, RoundRepository, UpdateRepository
@@ -244,6 +245,13 @@ def submit_update(
         round_row = _check_round_open(federation, round_row, number)
         settings = federation_settings(ctx, federation)
         base_version = round_row.base_version
+    if settings.privacy.secure_aggregation is not None:
+        raise SecureAggregationRound(
+            f"federation {federation_id} uses secure aggregation: the coordinator takes no "
+            "plaintext update; send masked inputs through …/rounds/{number}/secagg "
+            "(the SDK does this by itself)",
+            round=number,
+        )
 
     try:
         update = decode_update(

@@ -139,6 +139,12 @@ class SecAggRound:
         self.unmasked.clear()
         self.result = None
 
+    def abort(self, reason: str) -> None:
+        """Abort from outside (the round's quorum, which the caller enforces)."""
+        if self.phase in (Phase.DONE, Phase.ABORTED):
+            raise SecAggPhaseConflict(f"the round already ended ({self.phase.value})")
+        self._abort(reason)
+
     def _enough(self, count: int, what: str) -> bool:
         if count < self.threshold:
             self._abort(f"{count} participants {what}, fewer than the threshold {self.threshold}")

@@ -22,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "PrivacyPolicy",
     "RoundPolicy",
+    "SecureAggregation",
     "StrategySpec",
     "TargetSpec",
     "TransportPolicy",
@@ -388,6 +389,46 @@ class DifferentialPrivacy(_Spec):
         return self
 
 
+class SecureAggregation(_Spec):
+    """Secure aggregation (Bonawitz et al. 2017): the coordinator learns only the sum of the
+    round's updates. Participants clip locally and upload masked fixed-point vectors."""
+
+    threshold: int = Field(
+        ge=2,
+        le=2**20,
+        description="t: the fewest participants whose shares rebuild a dropped participant's "
+        "mask key or a survivor's self-mask; every phase needs at least t participants or "
+        "the round aborts (nothing is published). t-1 colluders with the coordinator learn "
+        "nothing about one input.",
+    )
+    clip_norm: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="C: each participant scales its update to a global L2 norm of at most C "
+        "before encoding it (every coordinate is then in [-C, C], the fixed-point range). "
+        "Default: `privacy.dp.clip_norm`; one of the two is required, and they must agree.",
+    )
+    max_participants: int = Field(
+        default=1000,
+        ge=2,
+        le=2**20,
+        description="The most participants one round may sum: the fixed-point scale is "
+        "floor((2^31-1) / (max_participants * C)), so each coordinate of the sum is within "
+        "survivors / (2 * scale) of the exact sum of the clipped updates.",
+    )
+    phase_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="How long each phase after the key advertisement (share keys, masked "
+        "input, unmask) waits for participants that have not answered; the advertisement "
+        "phase ends when the whole cohort advertised or at the round's deadline.",
+    )
+
+
 class PrivacyPolicy(_Spec):
     """Bounds on what one update may change, and differential privacy."""
 
@@ -405,6 +446,21 @@ class PrivacyPolicy(_Spec):
             "Needs strategy weighting `uniform` and normalization `total`."
         ),
     )
+    secure_aggregation: SecureAggregation | None = Field(
+        default=None,
+        description="Secure aggregation: the coordinator sees only the sum of the round's "
+        "updates (needs aggregator `mean`, weighting `uniform`, normalization `total`, no "
+        "`update_norm_clip`, no `max_update_norm`; item tables are sent dense).",
+    )
+
+    @property
+    def secure_clip_norm(self) -> float | None:
+        """The L2 bound participants clip to under secure aggregation (None: not used)."""
+        if self.secure_aggregation is None:
+            return None
+        if self.secure_aggregation.clip_norm is not None:
+            return self.secure_aggregation.clip_norm
+        return self.dp.clip_norm if self.dp is not None else None
 
 
 class LimitsPolicy(_Spec):

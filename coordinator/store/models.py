@@ -37,6 +37,8 @@ __all__ = [
     "ModelVersion",
     "Participant",
     "Round",
+    "SecAggMaskedInput",
+    "SecAggState",
     "Update",
     "new_id",
     "utc_now",
@@ -152,6 +154,44 @@ class Round(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class SecAggState(Base):
+    """One round's secure-aggregation state (``coordinator.domain.secagg.SecAggRound``).
+
+    Rewritten after every change under the round's row lock, so a restarted coordinator or
+    another replica resumes the protocol where it stood.
+    """
+
+    __tablename__ = "secagg_states"
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    federation_id: Mapped[str] = mapped_column(
+        ForeignKey("federations.id", ondelete="CASCADE"), index=True
+    )
+    round_number: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(20))
+    # when the current phase closes without the participants that have not answered
+    phase_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # SecAggRound.to_dict() as JSON text without the masked inputs (secagg_masked_inputs)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class SecAggMaskedInput(Base):
+    """One participant's masked input of a secure-aggregation round, in a row of its own so
+    that a message does not rewrite every other participant's input (deleted when the round's
+    protocol ends)."""
+
+    __tablename__ = "secagg_masked_inputs"
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("secagg_states.round_id", ondelete="CASCADE"), primary_key=True
+    )
+    participant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    words: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Update(Base):

@@ -26,6 +26,8 @@ from coordinator.store.models import (
     ModelVersion,
     Participant,
     Round,
+    SecAggMaskedInput,
+    SecAggState,
     Update,
 )
 
@@ -38,6 +40,7 @@ __all__ = [
     "ModelVersionRepository",
     "ParticipantRepository",
     "RoundRepository",
+    "SecAggRepository",
     "UpdateRepository",
     "referenced_blobs",
 ]
@@ -476,3 +479,39 @@ def referenced_blobs(session: Session, *, updates_of_finished_rounds: bool = Tru
         )
     digests.update(session.scalars(updates))
     return digests
+
+
+class SecAggRepository(_Repository):
+    """Secure-aggregation state rows; callers hold the round's row lock to change one."""
+
+    def get(self, round_id: str) -> SecAggState | None:
+        return self.session.get(SecAggState, round_id)
+
+    def masked_ids(self, round_id: str) -> builtins.list[str]:
+        return list(
+            self.session.scalars(
+                select(SecAggMaskedInput.participant_id).where(
+                    SecAggMaskedInput.round_id == round_id
+                )
+            )
+        )
+
+    def masked_words(self, round_id: str, participant_id: str) -> bytes | None:
+        row = self.session.get(SecAggMaskedInput, (round_id, participant_id))
+        return None if row is None else row.words
+
+    def all_masked(self, round_id: str) -> dict[str, bytes]:
+        rows = self.session.scalars(
+            select(SecAggMaskedInput).where(SecAggMaskedInput.round_id == round_id)
+        )
+        return {row.participant_id: row.words for row in rows}
+
+    def add_masked(self, round_id: str, participant_id: str, words: bytes) -> None:
+        self.session.add(
+            SecAggMaskedInput(round_id=round_id, participant_id=participant_id, words=words)
+        )
+
+    def delete_masked(self, round_id: str) -> None:
+        self.session.execute(
+            delete(SecAggMaskedInput).where(SecAggMaskedInput.round_id == round_id)
+        )

@@ -9,6 +9,7 @@ from .federations import AsyncFederations, Federations
 from .models import AsyncModels, Models
 from .participants import AsyncParticipants, Participants
 from .rounds import AsyncRounds, Rounds
+from .secagg import AsyncSecAgg, SecAgg
 from .updates import AsyncUpdates, Updates
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AsyncModels",
     "AsyncParticipants",
     "AsyncRounds",
+    "AsyncSecAgg",
     "AsyncUpdates",
     "Deployments",
     "Evaluations",
@@ -25,5 +27,6 @@ __all__ = [
     "Models",
     "Participants",
     "Rounds",
+    "SecAgg",
     "Updates",
 ]

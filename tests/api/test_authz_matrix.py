@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from coordinator.api import examples
 from coordinator.app import create_app
 from coordinator.config import Settings
 from coordinator.migrate import upgrade
@@ -64,6 +65,11 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/federations/{federation_id}/rounds/{number}"): "member",
     ("PUT", "/v1/federations/{federation_id}/rounds/{number}/update"): "self",
     ("POST", "/v1/federations/{federation_id}/rounds/{number}/aggregate"): "admin",
+    ("GET", "/v1/federations/{federation_id}/rounds/{number}/secagg"): "member",
+    ("POST", "/v1/federations/{federation_id}/rounds/{number}/secagg/keys"): "self",
+    ("POST", "/v1/federations/{federation_id}/rounds/{number}/secagg/shares"): "self",
+    ("POST", "/v1/federations/{federation_id}/rounds/{number}/secagg/masked-input"): "self",
+    ("POST", "/v1/federations/{federation_id}/rounds/{number}/secagg/unmask"): "self",
     ("GET", "/v1/federations/{federation_id}/models"): "member",
     ("GET", "/v1/federations/{federation_id}/models/{version}"): "member",
     ("GET", "/v1/federations/{federation_id}/models/{version}/weights"): "member",
@@ -163,6 +169,14 @@ def _request(route: tuple[str, str], known: dict) -> dict[str, Any]:
     elif template.endswith("/update"):
         kwargs["content"] = update_bytes()
         kwargs["headers"] = {"Content-Type": "application/octet-stream"}
+    elif "/secagg/" in template:
+        kind = template.rsplit("/", 1)[1]
+        kwargs["json"] = {
+            "keys": examples.SECAGG_KEYS,
+            "shares": examples.SECAGG_SHARES,
+            "masked-input": examples.SECAGG_MASKED_INPUT,
+            "unmask": examples.SECAGG_UNMASK,
+        }[kind]
     elif template.endswith("/evaluations"):
         kwargs["json"] = {"split": "validation", "metrics": {"ndcg@10": 0.1}, "num_users": 1}
     elif template.endswith("/deployment") and method == "POST":

@@ -108,7 +108,7 @@ class TestNoisyAggregation:
         self, client: TestClient, admin_headers: dict
     ) -> None:
         fed = create_federation(client, admin_headers)
-        assert fed["privacy"] == {"max_update_norm": None, "dp": None}
+        assert fed["privacy"] == {"max_update_norm": None, "dp": None, "secure_aggregation": None}
         assert fed["privacy_spent"] is None
 
     def test_round_is_clipped_noised_and_accounted(

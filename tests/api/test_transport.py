@@ -118,6 +118,31 @@ class TestCreate:
 
 
 @pytest.mark.parametrize("encoding", COMPRESSED)
+def test_a_secure_aggregation_federation_refuses_compression(
+    client: TestClient, admin_headers: dict, encoding: str
+) -> None:
+    response = client.post(
+        "/v1/federations",
+        json={
+            "name": "s",
+            "model": {"kind": "mf", "num_items": 5, "dim": 2},
+            "strategy": {
+                "name": "fedavg",
+                "weighting": "uniform",
+                "normalization": "total",
+                "update_norm_clip": None,
+            },
+            "privacy": {"secure_aggregation": {"threshold": 2, "clip_norm": 1.0}},
+            "transport": {"encoding": encoding},
+        },
+        headers=admin_headers,
+    )
+    body = assert_problem(response, 422, "validation-error")
+    assert body["field"] == "transport.encoding"
+    assert "fixed-point" in body["detail"]
+
+
+@pytest.mark.parametrize("encoding", COMPRESSED)
 def test_compression_with_secure_aggregation_is_refused(encoding: str) -> None:
     """The rule the secure-aggregation federations hook into (privacy.secure_aggregation)."""
     model = ModelSpec(kind="mf", num_items=5, dim=2)

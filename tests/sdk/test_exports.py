@@ -113,5 +113,6 @@ def test_submodule_exports_resolve() -> None:
         "Models",
         "Participants",
         "Rounds",
+        "SecAgg",
         "Updates",
     }

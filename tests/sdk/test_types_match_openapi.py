@@ -51,6 +51,8 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "DeployPolicy": sdk.DeployPolicy,
     "PrivacyPolicy": sdk.PrivacyPolicy,
     "DifferentialPrivacy": sdk.DifferentialPrivacy,
+    "SecureAggregation": sdk.SecureAggregation,
+    "SecAggStatus": sdk.SecAggStatus,
     "PrivacySpent": sdk.PrivacySpent,
     "LimitsPolicy": sdk.LimitsPolicy,
     "TransportPolicy": sdk.TransportPolicy,
@@ -83,6 +85,10 @@ REQUEST_BODIES: dict[str, str] = {
     "ParticipantCreate": "body of client.participants.enrol(fid, name)",
     "EvaluationCreate": "body of client.evaluations.report(fid, version, ...)",
     "DeploymentCreate": "body of client.deployment.promote(fid, version)",
+    "SecAggKeys": "body of client.secagg.send(fid, n, 'keys', message.to_dict())",
+    "SecAggShares": "body of client.secagg.send(fid, n, 'shares', message.to_dict())",
+    "SecAggMaskedInput": "body of client.secagg.send(fid, n, 'masked-input', ...)",
+    "SecAggUnmask": "body of client.secagg.send(fid, n, 'unmask', message.to_dict())",
 }
 
 # Error bodies: participant_sdk._exceptions reads the RFC 9457 problem document into
