@@ -186,10 +186,19 @@ class RoundRepository(_Repository):
         return self.session.scalars(stmt).one_or_none()
 
     def lock_in_order(self, keys: Iterable[tuple[str, int]]) -> None:
-        """Lock these (federation, number) rounds in that order: a group commit of
-        uploads takes its round locks before any other lock (the audit head's), in one
-        global order, so batches in different processes cannot deadlock."""
-        for federation_id, number in sorted(set(keys)):
+        """Lock these (federation, number) rounds for a group commit of uploads, in the
+        global order: the federations first (``FOR KEY SHARE``, the lock the rows'
+        foreign keys to the federation take anyway, here taken before the round's as the
+        aggregation's claim takes them), then the rounds, all sorted; the audit head last.
+        Batches and claims in different processes then cannot deadlock."""
+        ordered = sorted(set(keys))
+        for federation_id in sorted({federation_id for federation_id, _ in ordered}):
+            self.session.execute(
+                select(Federation.id)
+                .where(Federation.id == federation_id)
+                .with_for_update(read=True, key_share=True)
+            )
+        for federation_id, number in ordered:
             self.get(federation_id, number, for_update=True)
 
     def list(self, federation_id: str) -> Sequence[Round]:
