@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
+from coordinator.domain.accountant import rdp_epsilon
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
 from participant_sdk.wire import Update
@@ -119,23 +119,13 @@ def check_dp_policy(strategy: StrategySpec, privacy: PrivacyPolicy) -> None:
         )
 
 
-@lru_cache(maxsize=4096)
 def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float:
     """Epsilon after ``rounds`` Gaussian mechanisms of noise multiplier ``z`` (RDP).
 
     Every participant takes part in every round (sampling rate 1), so each round is a
     plain Gaussian mechanism. 0 before the first round; infinite without noise.
     """
-    if rounds <= 0:
-        return 0.0
-    if noise_multiplier <= 0:
-        return math.inf
-    # imported here: it pulls in scipy (~2 s), which federations without DP never need
-    from dp_accounting import dp_event, rdp
-
-    accountant = rdp.RdpAccountant()
-    accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), rounds)
-    return float(accountant.get_epsilon(delta))
+    return rdp_epsilon(noise_multiplier, 1.0, max(rounds, 0), delta)
 
 
 def round_allowed(policy: DifferentialPrivacy, completed_rounds: int) -> bool:
