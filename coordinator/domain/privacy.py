@@ -56,14 +56,21 @@ class DPAggregation:
     noise_multiplier: float
     # in memory only, for the one aggregation that drew it; never stored or logged
     seed: bytes = field(repr=False)
+    # m, what the noised sum is divided by; None = the number of updates received.
+    # Sampled rounds divide by the expected cohort (q N, or the fixed size): the count
+    # received depends on who is in the data, a fixed m does not (McMahan et al. 2018)
+    denominator: float | None = None
 
     @classmethod
-    def fresh(cls, policy: DifferentialPrivacy) -> DPAggregation:
+    def fresh(
+        cls, policy: DifferentialPrivacy, *, denominator: float | None = None
+    ) -> DPAggregation:
         """One aggregation's DP, with a seed drawn from the OS CSPRNG."""
         return cls(
             clip_norm=policy.clip_norm,
             noise_multiplier=policy.noise_multiplier,
             seed=secrets.token_bytes(32),
+            denominator=denominator,
         )
 
     @property
