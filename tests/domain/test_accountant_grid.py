@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def _prv_bounds(q: float, z: float, steps: int) -> tuple[float, float, float]:
     return float(low), float(estimate), float(high)
 
 
-def _cells() -> list[object]:
+def _cells() -> list[Any]:
     cells = []
     for q, z, steps in itertools.product(RATES, NOISES, STEPS):
         marks = [pytest.mark.slow] if steps == 1000 else []
