@@ -9,6 +9,7 @@ import pytest
 from dp_accounting import dp_event, rdp
 from pydantic import ValidationError
 
+from coordinator.domain.accountant import pld_epsilon
 from coordinator.domain.aggregation import FedAvgAccumulator
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import (
@@ -299,7 +300,7 @@ class TestAccountant:
 
     def test_round_allowed_until_the_budget(self) -> None:
         z, delta = 2.0, 1e-5
-        budget = (epsilon_spent(z, 4, delta) + epsilon_spent(z, 5, delta)) / 2
+        budget = (pld_epsilon(z, 1.0, 4, delta) + pld_epsilon(z, 1.0, 5, delta)) / 2
         policy = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=z, max_epsilon=budget)
         assert [round_allowed(policy, done) for done in range(6)] == [True] * 4 + [False] * 2
         unlimited = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=z)
@@ -347,7 +348,7 @@ class TestPolicy:
         assert "weighting" not in info.value.detail
 
     def test_budget_below_one_round_is_refused(self) -> None:
-        one_round = epsilon_spent(1.0, 1, 1e-5)
+        one_round = pld_epsilon(1.0, 1.0, 1, 1e-5)
         policy = PrivacyPolicy.model_validate(
             {"dp": {"clip_norm": 1, "noise_multiplier": 1, "max_epsilon": one_round * 0.9}}
         )
