@@ -3,6 +3,7 @@ and quorum over the cohort, durability across a restart, and accounting at the r
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -229,6 +230,36 @@ class TestDurability:
             with restarted.state.context.read_sessions() as session:
                 stored = set(session.scalars(select(RoundCohortMember.participant_id)))
             assert stored == {pid for pid, member in before.items() if member}
+
+    def test_two_replicas_racing_on_a_pending_draw_draw_once(
+        self, settings: Settings, admin_headers: dict
+    ) -> None:
+        replicas = [create_app(settings, run_timer=False) for _ in range(2)]
+        with TestClient(replicas[0]) as client, TestClient(replicas[1]):
+            fid = create_federation(
+                client,
+                admin_headers,
+                rounds={"min_participants": 5, "sampling": {"kind": "fixed", "size": 3}},
+            )["id"]
+            parts = dict(enrol(client, admin_headers, fid, f"p{i}") for i in range(5))
+            barrier = threading.Barrier(len(replicas) * 2)
+
+            def tick(app: FastAPI) -> None:
+                barrier.wait()
+                app.state.worker.tick()
+
+            threads = [
+                threading.Thread(target=tick, args=(app,)) for app in replicas for _ in range(2)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            with replicas[1].state.context.read_sessions() as session:
+                stored = list(session.scalars(select(RoundCohortMember.participant_id)))
+            assert len(stored) == 3  # one draw, however many timers raced for it
+            members = {pid for pid, h in parts.items() if _round(client, fid, 1, h)["in_cohort"]}
+            assert members == set(stored)
 
 
 class TestDraws:
