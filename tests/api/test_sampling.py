@@ -382,3 +382,52 @@ class TestBudget:
         assert done["privacy_spent"]["epsilon"] <= budget
         again = client.post(f"/v1/federations/{fid}/rounds/2/aggregate", headers=admin_headers)
         assert_problem(again, 409, "privacy-budget-exhausted")
+
+
+class TestEmptyDraw:
+    def _empty_draws(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # the CSPRNG says "out" to everyone: a Poisson draw that came up empty
+        monkeypatch.setattr(sampling._RNG, "random", lambda: 0.999)
+
+    def test_under_dp_an_empty_draw_releases_its_noise_only_step(
+        self, client: TestClient, app: FastAPI, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self._empty_draws(monkeypatch)
+        fid, parts = _sampled_federation(
+            client,
+            app,
+            admin_headers,
+            2,
+            {"kind": "poisson", "rate": 0.5},
+            strategy=DP_STRATEGY,
+            privacy={"dp": {"clip_norm": 0.5, "noise_multiplier": 1.0}},
+        )
+        assert _round(client, fid, 1, admin_headers)["cohort_size"] == 0
+        assert not any(_round(client, fid, 1, h)["in_cohort"] for h in parts.values())
+        app.state.worker.tick()
+        closed = _round(client, fid, 1, admin_headers)
+        assert closed["state"] == "closed"  # not skipped: skipping would reveal the empty draw
+        version = client.get(f"/v1/federations/{fid}/models/1", headers=admin_headers).json()
+        assert version["contributors"] == []
+        assert version["privacy_spent"]["rounds"] == 1
+        assert version["privacy_spent"]["epsilon"] == pytest.approx(pld_epsilon(1.0, 0.5, 1, 1e-5))
+
+    def test_without_dp_an_empty_draw_fails_and_the_next_round_draws_again(
+        self, client: TestClient, app: FastAPI, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # rate 1 and a CSPRNG forced to 1.0 (it never returns that): nobody is drawn
+        monkeypatch.setattr(sampling._RNG, "random", lambda: 1.0)
+        fid, _parts = _sampled_federation(
+            client, app, admin_headers, 2, {"kind": "poisson", "rate": 1.0}
+        )
+        # the draw's own transaction failed the empty round: nothing to release without DP
+        assert _round(client, fid, 1, admin_headers)["state"] == "failed"
+        assert _round(client, fid, 2, admin_headers)["cohort_size"] == 0
+        monkeypatch.undo()
+        app.state.worker.tick()
+        assert _round(client, fid, 2, admin_headers)["state"] == "failed"
+        third = _round(client, fid, 3, admin_headers)
+        assert third["state"] == "open"
+        assert third["cohort_size"] == 2  # drawn afresh, everyone at rate 1
+        fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert fed["latest_version"] == 0
