@@ -129,7 +129,7 @@ class _Cohort:
     members under ``rounds.sampling``, every active participant otherwise."""
 
     def expected(self, session: Session, round_row: Round) -> int:
-        return len(sampling.round_cohort(session, round_row).members)
+        return sampling.cohort_count(session, round_row)
 
     def quorum(self, session: Session, round_row: Round, min_participants: int) -> int:  # noqa: ARG002
         if not round_row.sampled or round_row.cohort_size is None:

@@ -35,6 +35,7 @@ from coordinator.store.repository import ParticipantRepository, RoundCohortRepos
 __all__ = [
     "Cohort",
     "check_sampling",
+    "cohort_count",
     "draw_cohort",
     "expected_cohort_size",
     "in_cohort",
@@ -115,6 +116,13 @@ def round_cohort(session: Session, round_row: Round) -> Cohort:
         return Cohort(members=frozenset(active), sampled=False)
     members = RoundCohortRepository(session).active_members(round_row.id)
     return Cohort(members=frozenset(members), sampled=True)
+
+
+def cohort_count(session: Session, round_row: Round) -> int:
+    """``len(round_cohort(...).members)`` as one COUNT (every upload's completeness check)."""
+    if not round_row.sampled:
+        return ParticipantRepository(session).count_active(round_row.federation_id)
+    return RoundCohortRepository(session).count_active_members(round_row.id)
 
 
 def in_cohort(session: Session, round_row: Round, participant_id: str) -> bool:

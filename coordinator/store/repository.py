@@ -311,6 +311,17 @@ class RoundCohortRepository(_Repository):
             )
         )
 
+    def count_active_members(self, round_id: str) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(RoundCohortMember)
+                .join(Participant, Participant.id == RoundCohortMember.participant_id)
+                .where(RoundCohortMember.round_id == round_id, Participant.state == "active")
+            )
+            or 0
+        )
+
     def contains(self, round_id: str, participant_id: str) -> bool:
         return self.session.get(RoundCohortMember, (round_id, participant_id)) is not None
 

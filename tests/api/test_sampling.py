@@ -140,6 +140,8 @@ class TestDraw:
             assert row is not None
             assert sampling.round_cohort(session, row).members == before
             assert len(before) == 2
+            assert sampling.cohort_count(session, row) == 2
+            assert sampling.in_cohort(session, row, first) == (first in before)
 
     def test_sampled_out_upload_is_refused_and_cohort_completes_the_round(
         self, client: TestClient, app: FastAPI, admin_headers: dict

@@ -10,6 +10,8 @@ from dp_accounting import dp_event, privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from coordinator.domain.accountant import fixed_size_epsilon, pld_epsilon, rdp_epsilon
+from coordinator.domain.privacy import Accounting, PrivacySpent
+from coordinator.domain.specs import DifferentialPrivacy, SamplingPolicy
 
 DELTA = 1e-5
 
@@ -101,3 +103,38 @@ class TestFixedSize:
     def test_sample_larger_than_population_is_refused(self) -> None:
         with pytest.raises(ValueError, match="sample_size"):
             fixed_size_epsilon(1.0, 10, 11, 5, DELTA)
+
+
+class TestFederationAccounting:
+    """``privacy.Accounting``: which accountant a federation's sampling gets."""
+
+    def test_poisson_uses_pld_at_the_rate(self) -> None:
+        dp = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=1.5, max_epsilon=6.8)
+        accounting = Accounting(dp, SamplingPolicy(kind="poisson", rate=0.04))
+        assert accounting.accountant == "pld"
+        assert accounting.sampling_rate == 0.04
+        assert accounting.epsilon(2250) == pytest.approx(pld_epsilon(1.5, 0.04, 2250, DELTA))
+        assert accounting.round_allowed(2249)  # epsilon(2250) ~ 6.77 <= 6.8
+        assert not accounting.round_allowed(2400)
+        spent = accounting.spent(0)
+        assert (spent.epsilon, spent.rounds, spent.sampling_rate) == (0.0, 0, 0.04)
+
+    def test_fixed_size_uses_the_largest_rate_drawn(self) -> None:
+        dp = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=2.0)
+        fixed = SamplingPolicy(kind="fixed", size=10)
+        accounting = Accounting(dp, fixed, population=100)
+        assert accounting.accountant == "rdp-replace-one"
+        assert accounting.sampling_rate == 0.1
+        assert accounting.epsilon(50) == pytest.approx(fixed_size_epsilon(2.0, 100, 10, 50, DELTA))
+        # before any draw: rate 1, the bound that holds whatever enrols
+        assert Accounting(dp, fixed).epsilon(50) == pytest.approx(
+            fixed_size_epsilon(2.0, 1, 1, 50, DELTA)
+        )
+        assert Accounting(dp, fixed).epsilon(50) > accounting.epsilon(50)
+        # fewer participants than the size: everyone, every round
+        assert Accounting(dp, fixed, population=4).sampling_rate == 1.0
+
+    def test_a_stored_record_round_trips(self) -> None:
+        dp = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=1.0)
+        spent = Accounting(dp, SamplingPolicy(kind="poisson", rate=0.1)).spent(7)
+        assert PrivacySpent.from_record(spent.as_record()) == spent
