@@ -5,9 +5,10 @@ accountant (Gopi et al. 2021) runs at eps_error 0.1 and gives a lower and an upp
 PLD must lie within them (or within 1 % of PRV's estimate), and never above RDP.
 
 PRV converges on every cell of the grid here (prv-accountant 0.2.0): no cell is excluded.
-``PRV_DOES_NOT_CONVERGE`` would name any that did not. Runtime: ~35 s on this 2-core
-machine (the q = 0.1, z <= 1 cells' PLDs take 2-3 s each); the nine cells with
-T = 1000 are marked ``slow``.
+``PRV_DOES_NOT_CONVERGE`` would name any that did not. Runtime: ~50 s on this shared
+2-core machine (PLD ~26 s, the q = 0.1, z <= 1 cells 2-3 s each; PRV ~21 s, q = 1,
+z = 0.8, T = 1000 alone 7 s; unsampled PLDs are the exact Gaussian, instant); the nine
+cells with T = 1000 are marked ``slow``.
 """
 
 from __future__ import annotations
