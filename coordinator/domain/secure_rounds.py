@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from coordinator.domain import sampling
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -54,7 +55,7 @@ from coordinator.domain.errors import (
 from coordinator.domain.secagg import InvalidSecAggMessage, Phase, SecAggRound
 from coordinator.domain.specs import ModelSpec, PrivacyPolicy, RoundPolicy, StrategySpec
 from coordinator.store.models import Federation, Round, SecAggState, utc_now
-from coordinator.store.repository import ParticipantRepository, RoundRepository, SecAggRepository
+from coordinator.store.repository import RoundRepository, SecAggRepository
 from participant_sdk.secagg.keys import RoundContext
 from participant_sdk.secagg.messages import (
     AdvertiseKeys,
@@ -175,11 +176,12 @@ def unflatten(
 def round_cohort(session: Session, federation: Federation, round_row: Round) -> frozenset[str]:
     """Who takes part in a secure-aggregation round: the one place that chooses.
 
-    Today every active participant of the federation (as the plaintext round expects an
-    update from each); with per-round participant sampling this becomes the round's sample.
+    The round's cohort (``sampling.round_cohort``): its drawn sample's active members when
+    the federation samples participants per round (nobody before the draw), every active
+    participant otherwise.
     """
-    del round_row  # the sample will be per round
-    return frozenset(ParticipantRepository(session).active_ids(federation.id))
+    del federation  # the round row names its federation
+    return sampling.round_cohort(session, round_row).members
 
 
 # state load and store ---------------------------------------------------------------------------
@@ -474,7 +476,7 @@ def receive(
         _deliver(machine, message)
         ended = False
         if _expected(machine, cohort) <= _answers(machine) and _may_close_early(
-            federation, machine
+            federation, round_row, machine
         ):
             _close_phase(session, round_row.id, machine)
             deadline = _next_deadline(federation, machine, now)
@@ -483,13 +485,18 @@ def receive(
         return _status(machine, deadline, participant, participant in cohort), ended
 
 
-def _may_close_early(federation: Federation, machine: SecAggRound) -> bool:
+def _may_close_early(federation: Federation, round_row: Round, machine: SecAggRound) -> bool:
     """The advertisement closes early only with enough participants: the cohort can be
     smaller than the threshold while participants are still enrolling."""
     if machine.phase is not Phase.ADVERTISE:
         return True
-    quorum = RoundPolicy.model_validate(federation.round_policy).min_participants
-    return len(machine.advertised) >= max(machine.threshold, quorum)
+    return len(machine.advertised) >= max(machine.threshold, _quorum(federation, round_row))
+
+
+def _quorum(federation: Federation, round_row: Round) -> int:
+    """The round's quorum (all of a drawn cohort smaller than ``min_participants``)."""
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    return sampling.quorum(round_row, policy.min_participants)
 
 
 # the timer and the aggregation job ---------------------------------------------------------------
@@ -519,15 +526,16 @@ def close_due_phase(
         if round_row.deadline_at is None or round_row.deadline_at > now:
             return
         policy = RoundPolicy.model_validate(federation.round_policy)
-        if len(machine.advertised) < max(machine.threshold, policy.min_participants) and (
+        quorum = _quorum(federation, round_row)
+        if len(machine.advertised) < max(machine.threshold, quorum) and (
             policy.below_quorum == "extend"
         ):
             round_row.deadline_at = now + timedelta(seconds=policy.deadline_seconds or 0)
             return
-        if len(machine.advertised) < policy.min_participants:
+        if len(machine.advertised) < quorum:
             machine.abort(
                 f"{len(machine.advertised)} participants advertised keys by the deadline, "
-                f"below the quorum {policy.min_participants}"
+                f"below the quorum {quorum}"
             )
         else:
             _close_phase(session, round_row.id, machine)

@@ -194,7 +194,7 @@ class TestFederationPage:
             privacy={"dp": dp},
         )["id"]
         page = client.get(f"/federations/{fid}", headers=admin_headers).text
-        assert "ε = 0 at δ = 1e-05 after 0 rounds" in page
+        assert "ε = 0 at δ = 1e-05 after 0 rounds (PLD, sampling rate q = 1)" in page
         plain = create_federation(client, admin_headers)["id"]
         assert (
             "no differential privacy"

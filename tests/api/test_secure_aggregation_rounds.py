@@ -281,6 +281,46 @@ class TestPhases:
         # round 2 starts afresh on version 1
         assert group[0].status(2)["phase"] == "advertise"
 
+    def test_a_sampled_round_runs_the_protocol_among_its_cohort_only(
+        self, client: TestClient, app: FastAPI, admin_headers: dict
+    ) -> None:
+        body = create_federation(
+            client,
+            admin_headers,
+            strategy=SECURE_STRATEGY,
+            privacy={
+                "secure_aggregation": {"threshold": 2, "clip_norm": CLIP, "phase_seconds": 0.3}
+            },
+            rounds={
+                "min_participants": 4,
+                "max_rounds": 3,
+                "sampling": {"kind": "fixed", "size": 2},
+            },
+        )
+        fid = str(body["id"])
+        group = parties(client, admin_headers, fid, 4)
+        aggregation_job.run_due_work(app.state.context)  # the timer draws the cohort
+        drawn = [p for p in group if p.status(1)["in_cohort"]]
+        left_out = [p for p in group if not p.status(1)["in_cohort"]]
+        assert len(drawn) == 2
+        assert len(left_out) == 2
+        outsider = left_out[0]
+        outsider.start(1)
+        assert outsider.machine is not None
+        response = outsider.send(1, "keys", outsider.machine.advertise().to_dict())
+        assert_problem(response, 409, "not-in-cohort")
+
+        assert [p.keys(1)["phase"] for p in drawn] == ["advertise", "share"]
+        roster = drawn[0].status(1)["roster"]
+        assert [e["participant"] for e in roster["entries"]] == [p.pid for p in drawn]
+        assert [p.shares(1)["phase"] for p in drawn] == ["share", "masked"]
+        assert [p.masked(1)["phase"] for p in drawn] == ["masked", "unmask"]
+        assert [p.unmask(1)["phase"] for p in drawn] == ["unmask", "done"]
+        assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+        assert_model(
+            client, fid, admin_headers, 1, expected_model(client, fid, admin_headers, drawn)
+        )
+
     def test_dropouts_after_sharing_and_after_upload_are_recovered(
         self, client: TestClient, app: FastAPI, admin_headers: dict
     ) -> None:
