@@ -54,10 +54,11 @@ from participant_sdk.wire import encode_update
 KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 30
 MAX_BACKPRESSURE_RETRIES = 50
+MAX_STALE_RETRIES = 3
 ENROL_CONCURRENCY = 16
 PER_CLIENT = 25  # participants sharing one httpx connection pool
-# below uvicorn's 5 s keep-alive timeout: the client never reuses a connection that the
-# server is closing at the same moment (a "Server disconnected" error of the bench's own)
+# below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
+# the server is closing at that moment (under heavy load it still happens: _call)
 KEEPALIVE_EXPIRY_SECONDS = 2.0
 
 
@@ -67,6 +68,7 @@ class Stats:
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     backpressure: Counter[str] = field(default_factory=Counter)
+    stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
 
@@ -126,11 +128,25 @@ async def _call(
     url: str,
     **kwargs: Any,
 ) -> httpx.Response:
-    """One call, retried after ``Retry-After`` on 429/503; its latency recorded."""
+    """One call, retried after ``Retry-After`` on 429/503; its latency recorded.
+
+    Every call here may be repeated (GETs, and uploads carry an Idempotency-Key), so a
+    kept-alive connection that the server closed as the request went out (it answers
+    nothing: "Server disconnected", or a reset) is retried on a fresh one, at most
+    ``MAX_STALE_RETRIES`` times, and counted apart; any other transport error is an error.
+    """
+    stale = 0
     for _ in range(MAX_BACKPRESSURE_RETRIES):
         started = time.perf_counter()
         try:
             response = await client.request(method, url, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if stale < MAX_STALE_RETRIES:
+                stale += 1
+                stats.stale[kind] += 1
+                continue
+            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Failed from exc
         except httpx.HTTPError as exc:
             stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             raise _Failed from exc
@@ -442,14 +458,14 @@ def report(result: Result) -> str:
         f"{result.participants} participants, {result.rounds} rounds, {result.backend}, "
         f"{result.workers} coordinator worker(s)",
         "",
-        "| call | count | p50 ms | p99 ms | back-pressure (429/503) |",
-        "|---|---|---|---|---|",
+        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
+        "|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         values = stats.latencies[kind]
         lines.append(
             f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
-            f"{stats.backpressure[kind]} |"
+            f"{stats.backpressure[kind]} | {stats.stale[kind]} |"
         )
     cores = usage.cpu_seconds / result.wall_seconds if result.wall_seconds else 0.0
     lines += [
