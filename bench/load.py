@@ -34,6 +34,7 @@ import contextlib
 import os
 import resource
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,7 @@ class Stats:
     stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
+    sat_out: int = 0  # rounds a participant learnt it was not sampled into
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Result:
     stats: Stats
     usage: Usage
     bench_cpu_seconds: float
+    sample: int | None = None  # participants drawn per round (rounds.sampling), None: all
 
     @property
     def uploads_per_second(self) -> float:
@@ -201,8 +204,12 @@ async def _participant(
             number = int(round_["number"])
             if after is not None and number <= after:
                 continue  # the wait ran out before the round closed: wait again
-            if round_["state"] != "open":
-                after = number  # being aggregated: wait for the next one
+            if round_.get("in_cohort") is False or round_["state"] != "open":
+                # not sampled into this round, or it is being aggregated: wait for the next
+                stats.sat_out += round_.get("in_cohort") is False
+                if number >= rounds:
+                    return
+                after = number
                 continue
             await _call(
                 client,
@@ -338,6 +345,7 @@ async def _load(
                     # a safety net only: every round closes when all participants uploaded
                     "deadline_seconds": args.time_limit,
                     "final_evaluation_seconds": 0,
+                    **({"sampling": {"kind": "fixed", "size": args.sample}} if args.sample else {}),
                 },
             },
             headers=admin,
@@ -433,6 +441,7 @@ def run(args: argparse.Namespace) -> Result:
         stats=stats,
         usage=usage,
         bench_cpu_seconds=time.process_time() - bench_cpu,
+        sample=args.sample,
     )
 
 
@@ -454,9 +463,10 @@ def _ms(values: Sequence[float], q: float) -> str:
 
 def report(result: Result) -> str:
     stats, usage = result.stats, result.usage
+    sampled = f" ({result.sample} sampled per round)" if result.sample else ""
     lines = [
-        f"{result.participants} participants, {result.rounds} rounds, {result.backend}, "
-        f"{result.workers} coordinator worker(s)",
+        f"{result.participants} participants{sampled}, {result.rounds} rounds, "
+        f"{result.backend}, {result.workers} coordinator worker(s)",
         "",
         "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
         "|---|---|---|---|---|---|",
@@ -471,11 +481,12 @@ def report(result: Result) -> str:
     lines += [
         "",
         "| participants | workers | uploads | wall s | uploads/s | coordinator CPU s "
-        "| coordinator cores | coordinator peak RSS MB | bench CPU s | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {result.participants} | {result.workers} | {stats.uploads} "
+        "| CPU s per round | coordinator cores | coordinator peak RSS MB | bench CPU s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {result.participants}{sampled} | {result.workers} | {stats.uploads} "
         f"| {result.wall_seconds:.1f} | {result.uploads_per_second:.0f} "
-        f"| {usage.cpu_seconds:.1f} | {cores:.2f} | {usage.peak_rss_bytes / 1e6:.0f} "
+        f"| {usage.cpu_seconds:.1f} | {usage.cpu_seconds / result.rounds:.2f} | {cores:.2f} "
+        f"| {usage.peak_rss_bytes / 1e6:.0f} "
         f"| {result.bench_cpu_seconds:.1f} | {len(stats.errors)} |",
         "",
         "long-poll: the wait for the next round to open (it includes the round's other "
@@ -502,16 +513,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--time-limit", type=float, default=600.0, help="seconds for the whole load phase"
     )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        help="draw this many participants per round (rounds.sampling fixed); then run a "
+        "federation of just that many, unsampled, on a fresh coordinator for comparison",
+    )
     args = parser.parse_args(argv)
     if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:
         parser.error("need participants >= 1, rounds >= 1 and 1 <= rows <= items")
+    if args.sample is not None and not 1 <= args.sample <= args.participants:
+        parser.error("--sample must be between 1 and --participants")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    result = run(parse_args(argv))
-    print(report(result))
-    return 0 if not result.stats.errors else 1
+    # a SIGTERM (a time-out around the bench) still stops the coordinator it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = parse_args(argv)
+    results = [run(args)]
+    print(report(results[0]), flush=True)
+    if args.sample:
+        # the same rounds with only the sampled number of participants, none sampled out
+        baseline = argparse.Namespace(**{**vars(args), "participants": args.sample, "sample": None})
+        results.append(run(baseline))
+        print()
+        print(report(results[1]))
+        ratio = results[0].usage.cpu_seconds / max(results[1].usage.cpu_seconds, 1e-9)
+        print(
+            f"\ncoordinator CPU: {args.participants} participants with {args.sample} sampled "
+            f"per round cost {ratio:.2f} x a federation of {args.sample}"
+        )
+    return 0 if not any(r.stats.errors for r in results) else 1
 
 
 if __name__ == "__main__":
