@@ -115,7 +115,8 @@ def _check_exactly_once(
     server: ServerProcess, fed: Federation, acked: dict[int, dict[str, str]]
 ) -> None:
     """One version per round; each version's contributors are exactly the round's
-    acknowledged uploads, and the stored update rows are exactly those."""
+    acknowledged uploads, and the stored update rows are exactly those; the lineage and
+    the audit log verify."""
     with db_session(server) as session:
         per_round = dict(
             session.execute(
@@ -144,6 +145,12 @@ def _check_exactly_once(
             )
             assert stored == receipts, number
     check_blobs(server, fed.id)
+    # the hash chains that every process appends to stayed one chain
+    lineage = server.cli("verify-lineage", fed.id)
+    assert lineage.returncode == 0, lineage.stderr
+    assert f"{len(acked) + 1} versions verified" in lineage.stdout
+    audit = server.cli("audit", "verify")
+    assert audit.returncode == 0, audit.stderr
 
 
 def test_uploads_and_aggregate_calls_racing_on_both_make_one_version(
