@@ -21,6 +21,8 @@ Every error the client raises is a :class:`FedrecError`::
                │    ├── UpdateConflictError        409 update-conflict
                │    ├── RoundNotOpenError          409 round-not-open
                │    ├── NoUpdatesError             409 no-updates
+               │    ├── NotSampledError            409 not-sampled
+               │    ├── PrivacyBudgetExhaustedError 409 privacy-budget-exhausted
                │    └── FederationCompletedError   409 federation-completed
                ├── PayloadTooLargeError            413
                ├── UnsupportedMediaTypeError       415
@@ -53,6 +55,8 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "FederationCompletedError",
+    "NotSampledError",
+    "PrivacyBudgetExhaustedError",
     "FedrecError",
     "FutureRoundError",
     "InternalServerError",
@@ -255,6 +259,14 @@ class NoUpdatesError(ConflictError):
     """409 ``no-updates``: aggregate was asked of a round without any update."""
 
 
+class NotSampledError(ConflictError):
+    """409 ``not-sampled``: this participant was not drawn into the round it uploaded to."""
+
+
+class PrivacyBudgetExhaustedError(ConflictError):
+    """409 ``privacy-budget-exhausted``: the DP budget did not let the round open."""
+
+
 class FederationCompletedError(ConflictError):
     """409 ``federation-completed``: the federation has finished; no more rounds."""
 
@@ -335,6 +347,8 @@ _PROBLEM_CLASSES: dict[str, type[APIStatusError]] = {
     "round-not-open": RoundNotOpenError,
     "no-updates": NoUpdatesError,
     "federation-completed": FederationCompletedError,
+    "not-sampled": NotSampledError,
+    "privacy-budget-exhausted": PrivacyBudgetExhaustedError,
     "invalid-update": InvalidUpdateError,
 }
 

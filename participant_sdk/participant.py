@@ -56,6 +56,7 @@ from ._exceptions import (
     FutureRoundError,
     InternalServerError,
     NotFoundError,
+    NotSampledError,
     ParticipantRevokedError,
     RateLimitError,
     RoundClosedError,
@@ -95,6 +96,9 @@ SAMPLED_NEGATIVES = 99  # EVALUATION.md: the literature's sampled variant
 # run() refreshes the participant token once this share of its lifetime is left
 TOKEN_REFRESH_FRACTION = 1 / 3
 IDLE_POLL_SECONDS = 2.0
+# a sampled round waiting for enough participants to draw: poll this often (the
+# long-poll would wait for the next round, and this one may still draw us)
+DRAW_POLL_SECONDS = 2.0
 F32 = npt.NDArray[np.float32]
 # how stale recommend()'s view of the deployment may be (a promote/roll-back shows up)
 DEPLOYMENT_TTL_SECONDS = 30.0
@@ -217,6 +221,8 @@ class FederatedRecommender:
         self._skipped_round = 0
         # evaluating, and nothing of ours to report: the long-poll would not wait for us
         self._idle_until_completed = False
+        # the current round is sampled but not drawn yet: poll instead of long-polling
+        self._awaiting_draw = False
         self._deployed: dict[str, F32] | None = None
         self.deployment_ttl = deployment_ttl
         self._deployment_checked = -math.inf
@@ -380,6 +386,10 @@ class FederatedRecommender:
                         return self.finish()
                     if self._idle_until_completed:
                         time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
+                    if self._awaiting_draw:
+                        self._awaiting_draw = False
+                        time.sleep(min(DRAW_POLL_SECONDS, round_timeout))
+                        continue
                     self.client.rounds.wait_for_next(
                         self.federation_id,
                         after=self.waiting_after,
@@ -450,6 +460,17 @@ class FederatedRecommender:
                 return "completed"
             self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
+        if current.awaiting_draw:
+            # a sampled round drawn once enough participants enrolled: check again soon
+            # (the long-poll waits for the next round, and this one may still draw us)
+            log.info("round %d draws its sample once enough participants enrolled", current.number)
+            self._awaiting_draw = True
+            return "waiting"
+        if current.in_cohort is False:
+            # not sampled this round: no download, no training; wait for the next round
+            log.info("not sampled for round %d; waiting for the next round", current.number)
+            self._skipped_round = max(self._skipped_round, current.number)
+            return "waiting"
         weights = self._weights(current.base_version)
         if self.progress.last_evaluated_version < current.base_version:
             prepare_to_score(self.trainer, weights, self.split.train)
@@ -491,7 +512,7 @@ class FederatedRecommender:
                 )
         except UpdateConflictError:
             log.warning("round %d already has an update from us; moving on", current.number)
-        except (RoundClosedError, FutureRoundError):
+        except (RoundClosedError, FutureRoundError, NotSampledError):
             log.info(
                 "round %d closed before our upload; resuming at the current round", current.number
             )

@@ -38,6 +38,7 @@ __all__ = [
     "Round",
     "RoundPolicy",
     "RoundState",
+    "SamplingPolicy",
     "SigningKey",
     "Split",
     "StrategySpec",
@@ -122,6 +123,25 @@ class StrategySpec(BaseAPIModel):
     krum_byzantine_fraction: float | None = None
 
 
+class SamplingPolicy(BaseAPIModel):
+    """Client sampling per round (``RoundPolicy.sampling``), drawn by the coordinator.
+
+    Attributes
+    ----------
+    kind : {"poisson", "fixed"}
+        ``poisson``: each participant joins each round with probability ``rate``;
+        ``fixed``: exactly ``size`` participants per round.
+    rate : float or None
+        ``poisson`` only.
+    size : int or None
+        ``fixed`` only.
+    """
+
+    kind: str
+    rate: float | None = None
+    size: int | None = None
+
+
 class RoundPolicy(BaseAPIModel):
     """When rounds close: quorum, round budget, deadline, and what to do below quorum;
     when training stops early; how long the final version's evaluation may take.
@@ -139,6 +159,8 @@ class RoundPolicy(BaseAPIModel):
         all).
     max_failed_rounds : int or None
         The federation fails (``state="failed"``) once this many of its rounds failed.
+    sampling : SamplingPolicy or None
+        Client sampling per round; ``None``: every participant in every round.
     """
 
     min_participants: int | None = None
@@ -149,6 +171,7 @@ class RoundPolicy(BaseAPIModel):
     min_delta: float | None = None
     final_evaluation_seconds: float | None = None
     max_failed_rounds: int | None = None
+    sampling: SamplingPolicy | None = None
 
 
 class Target(BaseAPIModel):
@@ -232,17 +255,24 @@ class PrivacySpent(BaseAPIModel):
     Attributes
     ----------
     epsilon : float or None
-        Epsilon spent at ``delta`` (every participant in every round); ``None`` means
-        unbounded: ``noise_multiplier`` 0 clips without a privacy guarantee.
+        Epsilon spent at ``delta``, amplified by sampling at ``sampling_rate``; ``None``
+        means unbounded: ``noise_multiplier`` 0 clips without a privacy guarantee.
     delta : float
         The delta of ``epsilon``.
     rounds : int
         Aggregated (noisy) rounds so far.
+    accountant : str
+        ``"pld"`` (Poisson or no sampling, add/remove adjacency), ``"rdp-replace-one"``
+        (fixed-size sampling) or ``"rdp"`` (older versions).
+    sampling_rate : float
+        The rate q the rounds were accounted at (1: no sampling).
     """
 
     epsilon: float | None = None
     delta: float
     rounds: int
+    accountant: str = "pld"
+    sampling_rate: float = 1.0
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -355,6 +385,12 @@ class Round(BaseAPIModel):
         The version this round produced, once closed.
     opened_at, closed_at, deadline_at : datetime or None
         Timestamps; ``deadline_at`` is ``None`` without a deadline.
+    cohort_size : int or None
+        Under client sampling: how many participants were drawn into the round
+        (``None``: no sampling, or not drawn yet).
+    in_cohort : bool or None
+        Whether this participant takes part in the round (``False``: not sampled, wait
+        for the next round); ``None`` for the admin.
     """
 
     number: int
@@ -365,6 +401,13 @@ class Round(BaseAPIModel):
     opened_at: datetime | None = None
     closed_at: datetime | None = None
     deadline_at: datetime | None = None
+    cohort_size: int | None = None
+    in_cohort: bool | None = None
+
+    @property
+    def awaiting_draw(self) -> bool:
+        """A sampled round whose cohort is not drawn yet (too few participants so far)."""
+        return self.in_cohort is False and self.cohort_size is None
 
 
 class ModelVersion(BaseAPIModel):
@@ -416,6 +459,7 @@ class ModelVersion(BaseAPIModel):
     server_state_sha256: str | None = None
     manifest: str | None = None
     signature: str | None = None
+    privacy_spent: PrivacySpent | None = None
 
 
 class AuditEvent(BaseAPIModel):

@@ -82,6 +82,8 @@ ROUND = {
     "opened_at": WHEN,
     "closed_at": None,
     "deadline_at": "2026-03-01T12:10:00Z",
+    "cohort_size": 40,
+    "in_cohort": True,
 }
 CLOSED_ROUND = {
     **ROUND,
@@ -114,6 +116,13 @@ MODEL_VERSION = {
     "step_scale": 1.0,
     "restored_from": None,
     "server_state_sha256": None,
+    "privacy_spent": {
+        "epsilon": 6.77,
+        "delta": 1e-5,
+        "rounds": 3,
+        "accountant": "pld",
+        "sampling_rate": 0.04,
+    },
 }
 
 EVALUATION_CREATE = {

@@ -91,12 +91,25 @@ class PrivacySpent(Schema):
 
     epsilon: float | None = Field(
         description=(
-            "Epsilon spent at `delta` (RDP accountant, every participant in every round); "
-            "null = unbounded: noise_multiplier 0 clips without a privacy guarantee."
+            "Epsilon spent at `delta`, with amplification by sampling at `sampling_rate` "
+            "(see `accountant`); null = unbounded: noise_multiplier 0 clips without a "
+            "privacy guarantee."
         )
     )
     delta: float = Field(description="The delta of the (epsilon, delta) guarantee.")
     rounds: int = Field(description="Aggregated (noisy) rounds so far.")
+    accountant: Literal["pld", "rdp-replace-one", "rdp"] = Field(
+        default="pld",
+        description="`pld`: privacy loss distributions (dp-accounting), add/remove-one "
+        "adjacency, Poisson or no sampling; `rdp-replace-one`: fixed-size sampling, RDP "
+        "under replace-one adjacency (a different neighbouring relation, see "
+        "docs/security.md); `rdp`: versions recorded before the PLD accountant.",
+    )
+    sampling_rate: float = Field(
+        default=1.0,
+        description="q, the rate the rounds were accounted at (1 = every participant in "
+        "every round; fixed-size: the largest size / population drawn).",
+    )
 
 
 class Federation(Schema):
@@ -191,6 +204,21 @@ class Round(Schema):
     opened_at: datetime = Field(description="When it opened (UTC).")
     closed_at: datetime | None = Field(description="When it closed or failed (UTC).")
     deadline_at: datetime | None = Field(description="When it closes at the latest (UTC).")
+    cohort_size: int | None = Field(
+        default=None,
+        description="Under `rounds.sampling`: how many participants were drawn into this "
+        "round when it opened; null: every active participant takes part.",
+    )
+    in_cohort: bool | None = Field(
+        default=None,
+        description="For a participant token: whether this participant takes part in this "
+        "round (false: it was not sampled; do not train, wait for the next round with "
+        "`after`); null for the admin.",
+    )
+
+
+def round_out(row: Any, in_cohort: bool | None) -> Round:
+    return Round.model_validate(row).model_copy(update={"in_cohort": in_cohort})
 
 
 class RoundList(Schema):
@@ -232,6 +260,12 @@ class ModelVersion(Schema):
     restored_from: int | None = Field(
         description="Set when a validation collapse was undone: the best validated version "
         "whose weights this version carries (its parent is still the previous version)."
+    )
+    privacy_spent: PrivacySpent | None = Field(
+        default=None,
+        description="Under `privacy.dp`: the (epsilon, delta) spent by every round up to "
+        "this version, computed once when it was recorded (and signed in its manifest); "
+        "null without DP.",
     )
     server_state_sha256: str | None = Field(
         default=None,
@@ -448,6 +482,7 @@ def model_version_out(row: Any) -> ModelVersion:
         server_state_sha256=row.server_state_sha256,
         manifest=row.manifest,
         signature=row.signature,
+        privacy_spent=PrivacySpent.model_validate(row.privacy_spent) if row.privacy_spent else None,
     )
 
 

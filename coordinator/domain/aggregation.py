@@ -103,7 +103,9 @@ class WeightedMean:
     With ``dp`` (DP-FedAvg; needs ``"uniform"`` and ``"total"``, so ``W`` is the number
     of updates whatever their contents) each update is first scaled by
     ``min(1, C / ||delta_i||)``, and noise of std ``z * C`` is added to every coordinate
-    of every tensor's sum, rows nobody sent included, before the division by ``W``.
+    of every tensor's sum, rows nobody sent included, before the division by ``W``
+    (or by the policy's fixed ``denominator``: sampled rounds divide by the expected
+    cohort, so the noise on the mean has std ``z * C / m``).
 
     ``clip_norm`` (the strategy's ``update_norm_clip``) scales each update by
     ``min(1, clip_norm / ||delta_i||)`` the same way, without noise: no participant moves
@@ -163,7 +165,9 @@ class WeightedMean:
         # a fresh generator per call: the same noise every time, one tensor at a time
         noise = self._dp.generator() if self._dp and self._dp.noise_std > 0 else None
         for name, spec in self._spec.items():
-            if self._normalization == "total":
+            if self._dp is not None and self._dp.denominator is not None:
+                weights = np.full_like(self._row_weights[name], self._dp.denominator)
+            elif self._normalization == "total":
                 weights = np.full_like(self._row_weights[name], self._total_weight)
             else:
                 weights = self._row_weights[name]

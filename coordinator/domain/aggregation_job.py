@@ -30,19 +30,25 @@ from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.orm import Session
 
-from coordinator.domain import audit, backoff, deployment, lifecycle
+from coordinator.domain import audit, backoff, deployment, lifecycle, sampling
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.ease_strategy import EaseStrategy
-from coordinator.domain.errors import NonFiniteAggregate, NotFound, RoundNotOpen
+from coordinator.domain.errors import (
+    NonFiniteAggregate,
+    NotFound,
+    PrivacyBudgetExhausted,
+    RoundNotOpen,
+)
 from coordinator.domain.federations import FederationSettings, federation_settings
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
-from coordinator.domain.privacy import DPAggregation
-from coordinator.domain.specs import DeployPolicy
+from coordinator.domain.privacy import Accounting, DPAggregation, accounting_of
+from coordinator.domain.specs import DeployPolicy, RoundPolicy
 from coordinator.domain.strategy import Strategy, build_strategy
-from coordinator.store.models import ModelVersion, utc_now
+from coordinator.store.models import Federation, ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
     ModelVersionRepository,
@@ -85,6 +91,11 @@ class Claim:
     # a collapsed base: the best validated version whose weights the new version restores
     restore_version: int | None = None
     restore_sha256: str | None = None
+    # a sampled DP round divides its noised sum by the expected cohort, not the count
+    dp_denominator: float | None = None
+    # the federation's DP accounting and rounds counted before this one
+    accounting: Accounting | None = None
+    completed_rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,23 @@ def _still_waiting(ctx: Context, federation_id: str, number: int) -> bool:
         return step is lifecycle.Step.WAIT
 
 
+def _refuse_past_budget(session: Session, federation: Federation, number: int) -> None:
+    """409 for the admin asking for the round that the privacy budget did not open."""
+    accounting = accounting_of(session, federation)
+    if accounting is None or accounting.round_allowed(federation.completed_rounds):
+        return
+    assert accounting.dp.max_epsilon is not None
+    raise PrivacyBudgetExhausted(
+        f"round {number} was not opened: one more round would spend epsilon "
+        f"{accounting.epsilon(federation.completed_rounds + 1):.4g} > privacy.dp.max_epsilon "
+        f"{accounting.dp.max_epsilon:g} (delta {accounting.dp.delta:g}); the federation "
+        f"stopped training at version {federation.latest_version}",
+        round=number,
+        max_epsilon=accounting.dp.max_epsilon,
+        epsilon_spent=accounting.epsilon(federation.completed_rounds),
+    )
+
+
 def claim_round(
     ctx: Context,
     federation_id: str,
@@ -181,6 +209,8 @@ def claim_round(
         rounds = RoundRepository(session)
         round_row = rounds.get(federation_id, number, for_update=True) if federation else None
         if federation is None or round_row is None:
+            if admin and federation is not None:
+                _refuse_past_budget(session, federation, number)
             if admin:
                 current = federation.current_round if federation else None
                 raise NotFound(
@@ -189,6 +219,9 @@ def claim_round(
                     current_round=current,
                 )
             return lifecycle.Step.WAIT, None
+        if sampling.draw_pending(round_row):
+            policy = RoundPolicy.model_validate(federation.round_policy)
+            sampling.draw_if_due(session, round_row, policy, now)
         step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
         if step is lifecycle.Step.EXTEND:
             lifecycle.extend_deadline(federation, round_row, now)
@@ -233,6 +266,9 @@ def claim_round(
             base_step_scale=base.step_scale,
             restore_version=restore.version if restore else None,
             restore_sha256=restore.sha256 if restore else None,
+            dp_denominator=sampling.expected_cohort_size(settings.rounds.sampling, round_row),
+            accounting=accounting_of(session, federation),
+            completed_rounds=federation.completed_rounds,
         )
 
 
@@ -265,7 +301,9 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             settings.update_tensors,
             # a CSPRNG seed drawn here, never stored: a taken-over aggregation draws
             # other noise, and only the first committed result counts
-            dp=DPAggregation.fresh(dp_policy) if dp_policy else None,
+            dp=DPAggregation.fresh(dp_policy, denominator=claimed.dp_denominator)
+            if dp_policy
+            else None,
         )
     scale = claimed.base_step_scale
     new_tensors: Mapping[str, npt.NDArray[np.generic]]
@@ -313,6 +351,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         if not backoff.all_finite(new_state):
             # e.g. a second moment that overflowed float32: it would poison every later round
             _refuse(ctx, claimed, "the server optimizer's state is not finite")
+    if claimed.accounting is not None:
+        # a PLD can take seconds: compute (and cache) the epsilon this version records and
+        # the next round's budget check here, not under the federation's row lock
+        claimed.accounting.epsilon(claimed.completed_rounds + 1)
+        claimed.accounting.epsilon(claimed.completed_rounds + 2)
     _test_pause()
     # encode and fsync before the transaction: the database lock is held only briefly
     weights = encode_weights(new_tensors, MODEL_METADATA)

@@ -118,6 +118,16 @@ class NonFiniteAggregate(Conflict):
     title = "Aggregation refused: the result is not finite"
 
 
+class NotSampled(Conflict):
+    slug = "not-sampled"
+    title = "Not in this round's sample"
+
+
+class PrivacyBudgetExhausted(Conflict):
+    slug = "privacy-budget-exhausted"
+    title = "Privacy budget exhausted"
+
+
 class FederationCompleted(Conflict):
     slug = "federation-completed"
     title = "Federation completed"

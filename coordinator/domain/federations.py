@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -15,7 +16,8 @@ from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
 from coordinator.domain.ease_strategy import check_ease_federation
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
-from coordinator.domain.privacy import PrivacySpent, check_dp_policy, privacy_spent
+from coordinator.domain.privacy import Accounting, PrivacySpent, check_dp_policy
+from coordinator.domain.sampling import check_sampling
 from coordinator.domain.specs import (
     DeployPolicy,
     LimitsPolicy,
@@ -27,7 +29,11 @@ from coordinator.domain.specs import (
 )
 from coordinator.domain.strategy import check_aggregator
 from coordinator.store.models import Federation, utc_now
-from coordinator.store.repository import FederationRepository, ParticipantRepository
+from coordinator.store.repository import (
+    FederationRepository,
+    ModelVersionRepository,
+    ParticipantRepository,
+)
 from participant_sdk.wire import TensorSpec, encode_weights
 
 __all__ = [
@@ -84,12 +90,23 @@ class FederationView:
     row: Federation
     participant_count: int
     deployed_version: int | None
+    # what the latest version recorded (model_versions.privacy_spent)
+    latest_privacy: Mapping[str, Any] | None = None
 
     @property
     def privacy_spent(self) -> PrivacySpent | None:
-        """Epsilon spent by the aggregated rounds; None without differential privacy."""
+        """Epsilon spent by the aggregated rounds, as the latest version recorded it;
+        None without differential privacy."""
         policy = PrivacyPolicy.model_validate(self.row.privacy)
-        return privacy_spent(policy, self.row.completed_rounds)
+        if policy.dp is None:
+            return None
+        stored = self.latest_privacy
+        if stored is not None and stored.get("rounds") == self.row.completed_rounds:
+            return PrivacySpent.from_record(stored)
+        # a version recorded before 0009 (or a view built without it): recompute
+        return Accounting(
+            policy.dp, RoundPolicy.model_validate(self.row.round_policy).sampling
+        ).spent(self.row.completed_rounds)
 
 
 def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -119,7 +136,8 @@ def create_federation(
     limits: LimitsPolicy | None = None,
 ) -> FederationView:
     """Create a federation: store model version 0 and open round 1."""
-    check_dp_policy(strategy, privacy)
+    check_dp_policy(strategy, privacy, rounds.sampling)
+    check_sampling(model, rounds)
     check_ease_federation(model, privacy)
     check_aggregator(model, strategy, privacy)
     weights = encode_weights(initial_weights(model), MODEL_METADATA)
@@ -164,7 +182,16 @@ def _view(session: Session, federation: Federation) -> FederationView:
         federation,
         ParticipantRepository(session).count(federation.id),
         deployed_version(session, federation.id),
+        latest_privacy_of(session, federation),
     )
+
+
+def latest_privacy_of(session: Session, federation: Federation) -> Mapping[str, Any] | None:
+    """The privacy spent that the federation's latest version recorded (None: no DP)."""
+    if federation.privacy.get("dp") is None:
+        return None
+    latest = ModelVersionRepository(session).get(federation.id, federation.latest_version)
+    return latest.privacy_spent if latest is not None else None
 
 
 def get_federation(ctx: Context, principal: Principal, federation_id: str) -> FederationView:

@@ -30,7 +30,8 @@ recording its version and opening the next commit together). ``claim`` and ``clo
 compare-and-sets in the database, so across processes exactly one aggregates a round.
 
 Hooks for what comes next, each with today's behaviour as its only implementation:
-``ParticipantSelection`` (who takes part in a round: every active participant) and
+``ParticipantSelection`` (who takes part in a round: its sampled cohort, see
+:mod:`coordinator.domain.sampling`, or every active participant) and
 ``RoundPhases`` (the steps inside an open round: one, ``collect``; secure aggregation
 adds key exchange before it and unmasking after it).
 """
@@ -44,9 +45,9 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import audit, deployment
+from coordinator.domain import audit, deployment, sampling
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
-from coordinator.domain.specs import RoundPolicy
+from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
 from coordinator.domain.stopping import stop_reason
 from coordinator.store.models import Federation, Round
 from coordinator.store.repository import (
@@ -58,8 +59,8 @@ from coordinator.store.repository import (
 )
 
 __all__ = [
-    "EVERY_ACTIVE_PARTICIPANT",
     "PLAINTEXT_PHASES",
+    "ROUND_COHORT",
     "FederationState",
     "ParticipantSelection",
     "RoundPhases",
@@ -114,18 +115,30 @@ class Step(StrEnum):
 
 
 class ParticipantSelection(Protocol):
-    """Who takes part in a round (client sampling will draw a subset per round)."""
+    """Who takes part in a round: how many updates complete it, and its quorum."""
 
     def expected(self, session: Session, round_row: Round) -> int:
         """How many updates complete the round."""
 
+    def quorum(self, session: Session, round_row: Round, min_participants: int) -> int:
+        """How many updates a deadline close needs."""
 
-class _EveryActiveParticipant:
+
+class _Cohort:
+    """The round's cohort (:func:`sampling.round_cohort`): its drawn sample's active
+    members under ``rounds.sampling``, every active participant otherwise."""
+
     def expected(self, session: Session, round_row: Round) -> int:
-        return ParticipantRepository(session).count_active(round_row.federation_id)
+        return len(sampling.round_cohort(session, round_row).members)
+
+    def quorum(self, session: Session, round_row: Round, min_participants: int) -> int:  # noqa: ARG002
+        if not round_row.sampled or round_row.cohort_size is None:
+            return min_participants
+        # a draw smaller than the quorum needs all of its members
+        return min(min_participants, round_row.cohort_size)
 
 
-EVERY_ACTIVE_PARTICIPANT: ParticipantSelection = _EveryActiveParticipant()
+ROUND_COHORT: ParticipantSelection = _Cohort()
 
 
 class RoundPhases(Protocol):
@@ -166,6 +179,11 @@ def open_round(
     )
     session.add(round_row)
     federation.current_round = number
+    if policy.sampling is not None:
+        # drawn once: here, in the transaction that opens the round, or (too few
+        # participants yet) by the timer under this round's row lock
+        round_row.sampled = True
+        sampling.draw_if_due(session, round_row, policy, now)
     return round_row
 
 
@@ -184,7 +202,7 @@ def next_step(
     *,
     trigger: Trigger,
     now: datetime,
-    selection: ParticipantSelection = EVERY_ACTIVE_PARTICIPANT,
+    selection: ParticipantSelection = ROUND_COHORT,
 ) -> Step:
     """The one place that decides whether a round aggregates, fails, waits or is extended.
 
@@ -208,13 +226,22 @@ def next_step(
         return Step.AGGREGATE if contributing else Step.WAIT
     if round_row.state != RoundState.OPEN:
         return Step.WAIT
+    if sampling.draw_pending(round_row):
+        return Step.WAIT  # its deadline starts at the draw
+    if round_row.cohort_size == 0:
+        # under DP an empty draw still releases its noise-only step: skipping it would
+        # tell whether the sample was empty, which the accountant does not pay for;
+        # without DP there is nothing to release, and the next round draws again
+        if PrivacyPolicy.model_validate(federation.privacy).dp is not None:
+            return Step.AGGREGATE
+        return Step.FAIL
     expected = selection.expected(session, round_row)
     if expected > 0 and contributing == expected:
         return Step.AGGREGATE
     if round_row.deadline_at is None or round_row.deadline_at > now:
         return Step.WAIT
     policy = RoundPolicy.model_validate(federation.round_policy)
-    if contributing >= policy.min_participants:
+    if contributing >= max(selection.quorum(session, round_row, policy.min_participants), 1):
         return Step.AGGREGATE
     if policy.below_quorum == "extend" or policy.deadline_seconds is None:
         return Step.EXTEND
@@ -265,7 +292,9 @@ def fail(session: Session, federation: Federation, round_row: Round, now: dateti
     round_row.state = RoundState.FAILED
     round_row.closed_at = now
     round_row.failure_reason = (
-        f"deadline passed with {round_row.update_count} updates, "
+        "no participant was drawn into the round's sample (rounds.sampling)"
+        if round_row.cohort_size == 0
+        else f"deadline passed with {round_row.update_count} updates, "
         f"quorum is {policy.min_participants}"
     )
     log.info("round %d of %s failed below quorum", round_row.number, federation.id)

@@ -12,9 +12,8 @@ from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash, version_manifest
-from coordinator.domain.privacy import privacy_spent
+from coordinator.domain.privacy import accounting_of
 from coordinator.domain.signing import LineageSigner
-from coordinator.domain.specs import PrivacyPolicy
 from coordinator.store.models import Federation, ModelVersion
 from coordinator.store.repository import ModelVersionRepository
 
@@ -67,16 +66,12 @@ def record_version(
         restored_from=restored_from,
         created_at=now,
     )
-    spent = privacy_spent(
-        PrivacyPolicy.model_validate(federation.privacy), federation.completed_rounds
-    )
-    manifest = version_manifest(
-        federation.id,
-        row,
-        privacy=None
-        if spent is None
-        else {"epsilon": spent.epsilon, "delta": spent.delta, "rounds": spent.rounds},
-    )
+    # computed once, here (the aggregation warmed the accountant's cache outside the
+    # lock), stored with the version and signed in its manifest
+    accounting = accounting_of(session, federation)
+    spent = accounting.spent(federation.completed_rounds) if accounting else None
+    row.privacy_spent = spent.as_record() if spent is not None else None
+    manifest = version_manifest(federation.id, row, privacy=row.privacy_spent)
     row.manifest = manifest.decode()
     row.signature = signer.sign(manifest)
     session.add(row)

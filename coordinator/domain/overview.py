@@ -15,7 +15,7 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
-from coordinator.domain.federations import FederationView
+from coordinator.domain.federations import FederationView, latest_privacy_of
 from coordinator.domain.lineage import LineageReport, verify_lineage
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.domain.specs import DeployPolicy
@@ -74,7 +74,10 @@ def federation_overview(
             ]
         return FederationOverview(
             federation=FederationView(
-                row, people.count(federation_id), deployed_version(session, federation_id)
+                row,
+                people.count(federation_id),
+                deployed_version(session, federation_id),
+                latest_privacy_of(session, row),
             ),
             deploy_metric=DeployPolicy.model_validate(row.deploy_policy).metric,
             rounds=RoundRepository(session).list(federation_id),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from coordinator.domain import audit, lifecycle
+from coordinator.domain import audit, lifecycle, sampling
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
@@ -26,6 +27,7 @@ from coordinator.domain.errors import (
     IdempotencyKeyReused,
     InvalidUpdate,
     NotFound,
+    NotSampled,
     RoundClosed,
     UpdateConflict,
 )
@@ -38,6 +40,7 @@ from participant_sdk.wire import WireError, decode_update
 
 __all__ = [
     "Receipt",
+    "cohort_memberships",
     "current_round",
     "get_round",
     "list_rounds",
@@ -133,6 +136,17 @@ async def wait_for_round(
             if changed or remaining <= 0:
                 return federation, row
             await ctx.notifier.wait(federation.id, mark_of(federation), remaining)
+
+
+def cohort_memberships(
+    ctx: Context, principal: Principal, rows: Sequence[Round]
+) -> list[bool | None]:
+    """For a participant: whether it is in each round's cohort (always, for an unsampled
+    round); for the admin, who takes part in none, None for each."""
+    if principal.participant_id is None:
+        return [None] * len(rows)
+    with ctx.read_sessions() as session:
+        return list(sampling.memberships(session, principal.participant_id, rows))
 
 
 def _reported_final(ctx: Context, principal: Principal, federation: Federation) -> bool:
@@ -242,6 +256,15 @@ def submit_update(
         if earlier is not None:
             return earlier
         round_row = _check_round_open(federation, round_row, number)
+        if not sampling.in_cohort(session, round_row, participant_id):
+            # the cohort is written once, when the round opens: no need to re-check below
+            raise NotSampled(
+                f"this participant was not drawn into round {number}'s sample "
+                "(rounds.sampling): nothing to upload; wait for the next round "
+                "(GET .../rounds/current?after={number}&wait=60)",
+                round=number,
+                current_round=federation.current_round,
+            )
         settings = federation_settings(ctx, federation)
         base_version = round_row.base_version
 

@@ -22,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "PrivacyPolicy",
     "RoundPolicy",
+    "SamplingPolicy",
     "StrategySpec",
     "TargetSpec",
 ]
@@ -264,6 +265,38 @@ class StrategySpec(_Spec):
         return data
 
 
+class SamplingPolicy(_Spec):
+    """Client sampling: which participants take part in a round, drawn when it opens."""
+
+    kind: Literal["poisson", "fixed"] = Field(
+        description="`poisson`: each active participant joins each round independently with "
+        "probability `rate` (what the DP accountant's amplification by sampling assumes); "
+        "`fixed`: exactly `size` participants (all of them if fewer are active), drawn "
+        "uniformly without replacement."
+    )
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="`poisson` only: the probability q that a participant is in a round.",
+    )
+    size: int | None = Field(
+        default=None,
+        ge=1,
+        le=DB_INT_MAX,
+        description="`fixed` only: how many participants each round draws.",
+    )
+
+    @model_validator(mode="after")
+    def _one_parameter_per_kind(self) -> SamplingPolicy:
+        if self.kind == "poisson" and (self.rate is None or self.size is not None):
+            raise ValueError("sampling kind 'poisson' takes `rate` (in (0, 1]) and no `size`")
+        if self.kind == "fixed" and (self.size is None or self.rate is not None):
+            raise ValueError("sampling kind 'fixed' takes `size` (>= 1) and no `rate`")
+        return self
+
+
 class RoundPolicy(_Spec):
     """How many rounds a federation runs, their quorum, deadlines and stopping."""
 
@@ -305,6 +338,16 @@ class RoundPolicy(_Spec):
         le=1,
         allow_inf_nan=False,
         description="The smallest validation gain that counts as an improvement (see patience).",
+    )
+    sampling: SamplingPolicy | None = Field(
+        default=None,
+        description=(
+            "Client sampling per round, drawn by the coordinator from a CSPRNG when the round "
+            "opens and recorded with it; sampled-out participants see `in_cohort: false` and "
+            "wait for the next round. Completeness and quorum count the cohort only (quorum "
+            "is min(`min_participants`, cohort size)). Null: every active participant takes "
+            "part in every round."
+        ),
     )
     final_evaluation_seconds: float = Field(
         default=600.0,

@@ -14,8 +14,8 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from coordinator.domain import deployment
-from coordinator.domain.privacy import round_allowed
-from coordinator.domain.specs import DeployPolicy, ModelSpec, PrivacyPolicy, RoundPolicy
+from coordinator.domain.privacy import accounting_of
+from coordinator.domain.specs import DeployPolicy, ModelSpec, RoundPolicy
 from coordinator.store.models import Federation
 
 __all__ = ["StopReason", "stale_versions", "stop_reason"]
@@ -47,13 +47,14 @@ def stale_versions(scores: Mapping[int, float], min_delta: float) -> int:
 def stop_reason(session: Session, federation: Federation) -> StopReason | None:
     """Why the federation should stop training now that a round closed, or None."""
     policy = RoundPolicy.model_validate(federation.round_policy)
-    dp_policy = PrivacyPolicy.model_validate(federation.privacy).dp
     model = ModelSpec.model_validate(federation.model_spec)
     # an ease federation has one round per candidate lambda, whatever the cap says
     budget = min(policy.max_rounds, len(model.ease_lambdas)) if model.kind == "ease" else None
     if federation.completed_rounds >= (budget or policy.max_rounds):
         return StopReason.MAX_ROUNDS
-    if dp_policy is not None and not round_allowed(dp_policy, federation.completed_rounds):
+    # the budget is enforced before a round opens: the round that would exceed it never does
+    accounting = accounting_of(session, federation)
+    if accounting is not None and not accounting.round_allowed(federation.completed_rounds):
         return StopReason.PRIVACY_BUDGET
     if deployment.target_reached(session, federation):
         return StopReason.TARGET

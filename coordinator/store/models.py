@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -150,6 +152,26 @@ class Round(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+    # client sampling (rounds.sampling): a sampled round draws its cohort once, when it
+    # opens or (fewer than rounds.min_participants active then) once enough are: how many
+    # were drawn (the round_cohorts rows) out of how many active participants, both null
+    # until the draw; an unsampled round's cohort is every active participant
+    sampled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cohort_size: Mapped[int | None] = mapped_column(Integer)
+    population: Mapped[int | None] = mapped_column(Integer)
+
+
+class RoundCohortMember(Base):
+    """One participant drawn into a sampled round's cohort (never changes once written)."""
+
+    __tablename__ = "round_cohorts"
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    participant_id: Mapped[str] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class Update(Base):
@@ -202,6 +224,9 @@ class ModelVersion(Base):
     # signature by the coordinator's lineage key (domain/signing.py); None before 0006
     manifest: Mapped[str | None] = mapped_column(Text)
     signature: Mapped[str | None] = mapped_column(String(100))
+    # the (epsilon, delta) spent up to this version, computed once when it is recorded
+    # (a PLD can take seconds) and signed in its manifest; null without DP
+    privacy_spent: Mapped[dict[str, Any] | None]
 
 
 class Evaluation(Base):

@@ -26,6 +26,7 @@ from coordinator.store.models import (
     ModelVersion,
     Participant,
     Round,
+    RoundCohortMember,
     Update,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "IdempotencyRepository",
     "ModelVersionRepository",
     "ParticipantRepository",
+    "RoundCohortRepository",
     "RoundRepository",
     "UpdateRepository",
     "referenced_blobs",
@@ -181,6 +183,15 @@ class RoundRepository(_Repository):
             select(Round).where(Round.federation_id == federation_id).order_by(Round.number)
         ).all()
 
+    def smallest_population(self, federation_id: str) -> int | None:
+        """The fewest active participants any sampled round of the federation drew from."""
+        value = self.session.scalar(
+            select(func.min(Round.population)).where(
+                Round.federation_id == federation_id, Round.population.is_not(None)
+            )
+        )
+        return int(value) if value is not None else None
+
     def result_versions(self, federation_id: str) -> builtins.list[int]:
         """The versions closed rounds produced (the lineage's head check reads them)."""
         return [
@@ -271,6 +282,50 @@ class RoundRepository(_Repository):
 
     def open_rounds(self) -> Sequence[Round]:
         return self.session.scalars(select(Round).where(Round.state == "open")).all()
+
+
+class RoundCohortRepository(_Repository):
+    """Who was drawn into a sampled round (``round_cohorts``)."""
+
+    def add_members(self, round_id: str, participant_ids: Sequence[str]) -> None:
+        self.session.add_all(
+            RoundCohortMember(round_id=round_id, participant_id=pid) for pid in participant_ids
+        )
+
+    def members(self, round_id: str) -> set[str]:
+        return set(
+            self.session.scalars(
+                select(RoundCohortMember.participant_id).where(
+                    RoundCohortMember.round_id == round_id
+                )
+            )
+        )
+
+    def active_members(self, round_id: str) -> set[str]:
+        """The cohort's participants that are still active (revoked ones drop out)."""
+        return set(
+            self.session.scalars(
+                select(RoundCohortMember.participant_id)
+                .join(Participant, Participant.id == RoundCohortMember.participant_id)
+                .where(RoundCohortMember.round_id == round_id, Participant.state == "active")
+            )
+        )
+
+    def contains(self, round_id: str, participant_id: str) -> bool:
+        return self.session.get(RoundCohortMember, (round_id, participant_id)) is not None
+
+    def rounds_containing(self, participant_id: str, round_ids: Sequence[str]) -> set[str]:
+        """Which of ``round_ids`` drew ``participant_id``."""
+        if not round_ids:
+            return set()
+        return set(
+            self.session.scalars(
+                select(RoundCohortMember.round_id).where(
+                    RoundCohortMember.participant_id == participant_id,
+                    RoundCohortMember.round_id.in_(round_ids),
+                )
+            )
+        )
 
 
 class UpdateRepository(_Repository):

@@ -121,9 +121,9 @@ class TestRecorded:
         assert client.get("/v1/audit").status_code == 401
 
     def test_budget_refusal(self, client: TestClient, admin_headers: dict[str, str]) -> None:
-        from coordinator.domain.privacy import epsilon_spent
+        from coordinator.domain.accountant import pld_epsilon
 
-        budget = (epsilon_spent(2.0, 1, 1e-5) + epsilon_spent(2.0, 2, 1e-5)) / 2
+        budget = (pld_epsilon(2.0, 1.0, 1, 1e-5) + pld_epsilon(2.0, 1.0, 2, 1e-5)) / 2
         fed = create_federation(
             client,
             admin_headers,

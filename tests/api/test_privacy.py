@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator.domain.privacy import DPAggregation, clip_factor, epsilon_spent
+from coordinator.domain.accountant import pld_epsilon
+from coordinator.domain.privacy import DPAggregation, clip_factor
 from coordinator.domain.specs import DifferentialPrivacy
 from participant_sdk.wire import Update, mf_spec
 from tests.factories import (
@@ -100,7 +101,7 @@ class TestPolicyValidation:
         )
         body = assert_problem(response, 422, "validation-error")
         assert "raise max_epsilon or noise_multiplier" in body["detail"]
-        assert body["single_round_epsilon"] == pytest.approx(epsilon_spent(1.0, 1, 1e-5))
+        assert body["single_round_epsilon"] == pytest.approx(pld_epsilon(1.0, 1.0, 1, 1e-5))
 
 
 class TestNoisyAggregation:
@@ -119,15 +120,23 @@ class TestNoisyAggregation:
         drawn: list[DPAggregation] = []
         fresh = DPAggregation.fresh
 
-        def recording(policy: DifferentialPrivacy) -> DPAggregation:
-            drawn.append(fresh(policy))
+        def recording(
+            policy: DifferentialPrivacy, *, denominator: float | None = None
+        ) -> DPAggregation:
+            drawn.append(fresh(policy, denominator=denominator))
             return drawn[-1]
 
         monkeypatch.setattr(DPAggregation, "fresh", staticmethod(recording))
         fed = create_federation(client, admin_headers, strategy=DP_STRATEGY, privacy={"dp": _dp()})
         fid = fed["id"]
         assert fed["privacy"]["dp"] == {**_dp(), "delta": 1e-5, "max_epsilon": None}
-        assert fed["privacy_spent"] == {"epsilon": 0.0, "delta": 1e-5, "rounds": 0}
+        assert fed["privacy_spent"] == {
+            "epsilon": 0.0,
+            "delta": 1e-5,
+            "rounds": 0,
+            "accountant": "pld",
+            "sampling_rate": 1.0,
+        }
         parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(3)]
         base = weights(client, fid, 0, admin_headers)
         deltas = _run_round(client, fid, 1, parts, admin_headers)
@@ -151,7 +160,7 @@ class TestNoisyAggregation:
 
         spent = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
         assert spent["privacy_spent"]["rounds"] == 1
-        assert spent["privacy_spent"]["epsilon"] == pytest.approx(epsilon_spent(1.0, 1, 1e-5))
+        assert spent["privacy_spent"]["epsilon"] == pytest.approx(pld_epsilon(1.0, 1.0, 1, 1e-5))
         # a participant reads it too
         mine = client.get(f"/v1/federations/{fid}", headers=parts[0]).json()
         assert mine["privacy_spent"] == spent["privacy_spent"]
@@ -169,7 +178,13 @@ class TestNoisyAggregation:
         parts = [enrol(client, admin_headers, fid, "p0")[1]]
         _run_round(client, fid, 1, parts, admin_headers)
         spent = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
-        assert spent["privacy_spent"] == {"epsilon": None, "delta": 1e-5, "rounds": 1}
+        assert spent["privacy_spent"] == {
+            "epsilon": None,
+            "delta": 1e-5,
+            "rounds": 1,
+            "accountant": "pld",
+            "sampling_rate": 1.0,
+        }
 
 
 class TestBudget:
@@ -177,7 +192,7 @@ class TestBudget:
         self, client: TestClient, admin_headers: dict
     ) -> None:
         z, delta = 2.0, 1e-5
-        budget = (epsilon_spent(z, 2, delta) + epsilon_spent(z, 3, delta)) / 2
+        budget = (pld_epsilon(z, 1.0, 2, delta) + pld_epsilon(z, 1.0, 3, delta)) / 2
         fed = create_federation(
             client,
             admin_headers,
@@ -203,7 +218,7 @@ class TestBudget:
         assert done["current_round"] is None
         assert done["latest_version"] == 2
         assert done["privacy_spent"]["rounds"] == 2
-        assert done["privacy_spent"]["epsilon"] == pytest.approx(epsilon_spent(z, 2, delta))
+        assert done["privacy_spent"]["epsilon"] == pytest.approx(pld_epsilon(z, 1.0, 2, delta))
         assert done["privacy_spent"]["epsilon"] <= budget
         deployment = client.get(f"/v1/federations/{fid}/deployment", headers=admin_headers)
         assert deployment.json()["version"] == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from coordinator.domain.privacy import epsilon_spent
+from coordinator.domain.accountant import pld_epsilon
 from fedrec.cli import _simulation_options, build_parser
 from fedrec.simulation import SimulationOptions, run_simulation
 
@@ -64,8 +64,10 @@ class TestSimulate:
             report = run_simulation(options, Console(file=file, width=200))
         spent = report["final"]["privacy_spent"]
         assert spent == {
-            "epsilon": pytest.approx(epsilon_spent(1.0, 2, 1e-5)),
+            "epsilon": pytest.approx(pld_epsilon(1.0, 1.0, 2, 1e-5)),
             "delta": 1e-5,
             "rounds": 2,
+            "accountant": "pld",
+            "sampling_rate": 1.0,
         }
         assert f"epsilon {spent['epsilon']:.3g} at delta 1e-05 after 2 rounds" in out.read_text()

@@ -9,6 +9,7 @@ import pytest
 from dp_accounting import dp_event, rdp
 from pydantic import ValidationError
 
+from coordinator.domain.accountant import pld_epsilon
 from coordinator.domain.aggregation import FedAvgAccumulator
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import (
@@ -177,6 +178,44 @@ class TestNoise:
         for tensor in added.values():
             assert tensor.std() == pytest.approx(expected, rel=0.05)
 
+    def test_calibration_over_1e5_coordinates_with_a_fixed_denominator(self) -> None:
+        # a sampled round divides by the expected cohort m, not by the updates received
+        spec = mf_spec(num_items=12_500, dim=7)  # 100,000 noisy coordinates
+        clip, z, m = 0.7, 1.1, 25.0
+        dp = DPAggregation.fresh(
+            DifferentialPrivacy(clip_norm=clip, noise_multiplier=z), denominator=m
+        )
+        acc = FedAvgAccumulator(spec, dp=dp, **DP_STRATEGY)  # type: ignore[arg-type]
+        for _ in range(3):  # fewer than m arrived: the denominator stays m
+            acc.add(
+                Update(
+                    round=1,
+                    base_version=0,
+                    num_examples=1,
+                    tensors={
+                        "item_factors": np.zeros((0, 7), np.float32),
+                        "item_bias": np.zeros(0, np.float32),
+                    },
+                    rows=np.array([], np.int64),
+                )
+            )
+        base = {name: np.zeros(s.shape, np.float32) for name, s in spec.items()}
+        added = np.concatenate([t.ravel().astype(np.float64) for t in acc.result(base).values()])
+        assert added.size == 100_000
+        # the sample std of 1e5 normal draws is within ~0.22 % of the true std (1 sigma)
+        assert added.std() == pytest.approx(z * clip / m, rel=0.02)
+        assert added.std() != pytest.approx(z * clip / 3, rel=0.5)
+
+    def test_an_empty_sample_still_gets_the_noise(self) -> None:
+        # an empty Poisson draw releases 0 + noise: the mechanism the accountant assumes
+        dp = DPAggregation.fresh(
+            DifferentialPrivacy(clip_norm=1.0, noise_multiplier=2.0), denominator=4.0
+        )
+        acc = FedAvgAccumulator(BIG, dp=dp, **DP_STRATEGY)  # type: ignore[arg-type]
+        base = {name: np.zeros(s.shape, np.float32) for name, s in BIG.items()}
+        added = np.concatenate([t.ravel() for t in acc.result(base).values()])
+        assert added.std() == pytest.approx(2.0 * 1.0 / 4.0, rel=0.03)
+
     def test_every_coordinate_gets_noise_also_rows_nobody_sent(self) -> None:
         added = _noise_only(_dp(1.0, 1.0), updates=3, rows=[5, 17])
         for tensor in added.values():
@@ -261,7 +300,7 @@ class TestAccountant:
 
     def test_round_allowed_until_the_budget(self) -> None:
         z, delta = 2.0, 1e-5
-        budget = (epsilon_spent(z, 4, delta) + epsilon_spent(z, 5, delta)) / 2
+        budget = (pld_epsilon(z, 1.0, 4, delta) + pld_epsilon(z, 1.0, 5, delta)) / 2
         policy = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=z, max_epsilon=budget)
         assert [round_allowed(policy, done) for done in range(6)] == [True] * 4 + [False] * 2
         unlimited = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=z)
@@ -309,7 +348,7 @@ class TestPolicy:
         assert "weighting" not in info.value.detail
 
     def test_budget_below_one_round_is_refused(self) -> None:
-        one_round = epsilon_spent(1.0, 1, 1e-5)
+        one_round = pld_epsilon(1.0, 1.0, 1, 1e-5)
         policy = PrivacyPolicy.model_validate(
             {"dp": {"clip_norm": 1, "noise_multiplier": 1, "max_epsilon": one_round * 0.9}}
         )

@@ -214,3 +214,33 @@ def test_run_refreshes_the_token_transparently(
     assert sdk._token == issued[-1]  # the client switched to each new token
     me = _sdk(coordinator, issued[-1]).participants.me(fid)
     assert me.token_expires_at is not None
+
+
+def test_sampled_out_participants_do_not_train_and_wait_for_the_next_round(
+    coordinator: TestClient, app: FastAPI, data: Interactions
+) -> None:
+    admin, fid, tokens = _federation(
+        coordinator,
+        data,
+        4,
+        rounds={"max_rounds": 3, "min_participants": 4, "sampling": {"kind": "fixed", "size": 2}},
+    )
+    parts = [
+        FederatedRecommender(_sdk(coordinator, token), fid, local_view(data, users), config=CONFIG)
+        for token, users in zip(tokens, partition_users(data, "iid", 4, seed=0), strict=True)
+    ]
+    # round 1 opened before anyone enrolled: it draws once enough are (the timer)
+    assert parts[0].step() == "waiting"
+    assert parts[0].waiting_after == 0  # it may still be drawn into round 1: no skip
+    app.state.worker.tick()
+    outcomes = [p.step() for p in parts]
+    assert sorted(outcomes) == ["uploaded", "uploaded", "waiting", "waiting"]
+    sampled_out = [p for p, o in zip(parts, outcomes, strict=True) if o == "waiting"]
+    # no download, no training, no upload: they long-poll for round 2
+    assert all(p.progress.history == [] for p in sampled_out)
+    assert all(p.waiting_after == 1 for p in sampled_out)
+    admin.rounds.wait_for_next(fid, after=1, timeout=30)
+    closed = admin.rounds.get(fid, 1)
+    assert closed.update_count == 2
+    assert closed.cohort_size == 2
+    assert admin.rounds.get(fid, 2).cohort_size == 2

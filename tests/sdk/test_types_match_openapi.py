@@ -47,6 +47,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "ModelSpec": sdk.ModelSpec,
     "StrategySpec": sdk.StrategySpec,
     "RoundPolicy": sdk.RoundPolicy,
+    "SamplingPolicy": sdk.SamplingPolicy,
     "TargetSpec": sdk.Target,
     "DeployPolicy": sdk.DeployPolicy,
     "PrivacyPolicy": sdk.PrivacyPolicy,

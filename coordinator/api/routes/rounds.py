@@ -21,6 +21,7 @@ from coordinator.api.schemas import (
     RoundList,
     model_version_out,
     receipt_out,
+    round_out,
 )
 from coordinator.domain import audit, rounds
 from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
@@ -84,7 +85,8 @@ async def get_current_round(
         _federation, row = await rounds.wait_for_round(
             ctx, principal, federation_id, after=after, wait_seconds=wait_seconds
         )
-    return Round.model_validate(row)
+    [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
+    return round_out(row, member)
 
 
 @router.get(
@@ -96,9 +98,9 @@ async def get_current_round(
 )
 def list_rounds(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> RoundList:
     """Round history: state, update count and resulting version."""
-    return RoundList(
-        items=[Round.model_validate(r) for r in rounds.list_rounds(ctx, principal, federation_id)]
-    )
+    rows = rounds.list_rounds(ctx, principal, federation_id)
+    members = rounds.cohort_memberships(ctx, principal, rows)
+    return RoundList(items=[round_out(r, m) for r, m in zip(rows, members, strict=True)])
 
 
 @router.get(
@@ -111,7 +113,9 @@ def get_round(
     federation_id: str, number: RoundNumber, ctx: ContextDep, principal: PrincipalDep
 ) -> Round:
     """One round."""
-    return Round.model_validate(rounds.get_round(ctx, principal, federation_id, number))
+    row = rounds.get_round(ctx, principal, federation_id, number)
+    [member] = rounds.cohort_memberships(ctx, principal, [row])
+    return round_out(row, member)
 
 
 @router.put(
@@ -131,8 +135,9 @@ def get_round(
     )
     | problem(
         409,
-        "The round is closed or not open yet, the federation completed, or this participant "
-        "already sent different bytes to the round",
+        "The round is closed or not open yet, the federation completed, this participant "
+        "already sent different bytes to the round, or it was not drawn into the round's "
+        "sample (`not-sampled`, under `rounds.sampling`: wait for the next round)",
         slug="round-closed",
         title="Round closed",
         detail="round 3 is closed; the current round is 4",
@@ -230,7 +235,9 @@ async def upload_update(
         409,
         "The round is not open (closed, failed, or being aggregated), has no updates, "
         "its aggregate is not finite (`non-finite-aggregate`: the round failed, the next "
-        "opens on the same base), or the same Idempotency-Key is still running",
+        "opens on the same base), the privacy budget did not let it open "
+        "(`privacy-budget-exhausted`: the federation stopped before exceeding "
+        "`privacy.dp.max_epsilon`), or the same Idempotency-Key is still running",
         slug="no-updates",
         title="Round has no updates",
         detail="round 3 has no updates to aggregate",
