@@ -80,6 +80,8 @@ class Usage:
     """The coordinator's process tree over the load phase."""
 
     cpu_seconds: float = 0.0
+    # from the first round's close to the end: the rounds after every participant joined
+    later_rounds_cpu_seconds: float | None = None
     peak_rss_bytes: int = 0
     processes: int = 0
 
@@ -179,10 +181,12 @@ async def _participant(
     num_items: int,
     dim: int,
     rows: int,
+    sampled: bool,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     base = f"/v1/federations/{federation_id}"
     rng = np.random.default_rng(index)
+    cohort = {"in_cohort": "true"} if sampled else {}
     after: int | None = None
     try:
         while True:
@@ -197,7 +201,8 @@ async def _participant(
                     "long-poll",
                     "GET",
                     f"{base}/rounds/current",
-                    params={"wait": LONG_POLL_SECONDS, "after": after},
+                    # sampled: sit out the rounds this participant is not drawn into
+                    params={"wait": LONG_POLL_SECONDS, "after": after, **cohort},
                     headers=headers,
                 )
             round_ = current.json()
@@ -279,6 +284,7 @@ class _Sampler:
         self._start: dict[int, float] = {}
         self.usage = Usage()
         self._task: asyncio.Task[None] | None = None
+        self._first_round: float | None = None
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -314,9 +320,18 @@ class _Sampler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.usage.cpu_seconds = sum(self._cpu[pid] - self._start[pid] for pid in self._cpu)
+        self.usage.cpu_seconds = self.cpu_so_far()
+        if self._first_round is not None:
+            self.usage.later_rounds_cpu_seconds = self.usage.cpu_seconds - self._first_round
         self.usage.processes = len(self._cpu)
         return self.usage
+
+    def cpu_so_far(self) -> float:
+        return sum(self._cpu[pid] - self._start[pid] for pid in self._cpu)
+
+    def first_round_closed(self) -> None:
+        self._sample()
+        self._first_round = self.cpu_so_far()
 
 
 async def _load(
@@ -353,6 +368,8 @@ async def _load(
         created.raise_for_status()
         federation_id = str(created.json()["id"])
         tokens = await _enrol(client, admin, federation_id, args.participants)
+        if args.sample:
+            await _wait_drawn(client, admin, federation_id)
 
         stats = Stats()
         assert server.process is not None
@@ -371,12 +388,15 @@ async def _load(
                     num_items=args.items,
                     dim=args.dim,
                     rows=args.rows,
+                    sampled=bool(args.sample),
                 )
             )
             for index, token in enumerate(tokens)
         ]
         # the last round's aggregation belongs to the run: wait for the federation to finish
-        finished = asyncio.create_task(_wait_completed(client, admin, federation_id, args.rounds))
+        finished = asyncio.create_task(
+            _wait_completed(client, admin, federation_id, args.rounds, sampler)
+        )
         done, pending = await asyncio.wait(
             [*tasks, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
         )
@@ -394,13 +414,34 @@ async def _load(
         return wall, stats, usage
 
 
+async def _wait_drawn(client: httpx.AsyncClient, admin: dict[str, str], federation_id: str) -> None:
+    """Round 1 opened before anyone enrolled; its cohort is drawn on the coordinator's
+    timer once participants are active. Start the participants after that draw."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v1/federations/{federation_id}/rounds/1", headers=admin)
+        response.raise_for_status()
+        if response.json().get("cohort_size") is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("round 1's cohort was not drawn within 60 s")
+
+
 async def _wait_completed(
-    client: httpx.AsyncClient, admin: dict[str, str], federation_id: str, rounds: int
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    federation_id: str,
+    rounds: int,
+    sampler: _Sampler,
 ) -> None:
+    first_closed = False
     while True:
         response = await client.get(f"/v1/federations/{federation_id}", headers=admin)
         response.raise_for_status()
         federation = response.json()
+        if not first_closed and federation["latest_version"] >= 1:
+            first_closed = True
+            sampler.first_round_closed()
         if federation["state"] not in ("active", "evaluating"):
             if federation["latest_version"] != rounds:
                 raise RuntimeError(
@@ -461,6 +502,13 @@ def _ms(values: Sequence[float], q: float) -> str:
     return f"{cut[int(q) - 1] * 1000:.1f}"
 
 
+def _per_later_round(result: Result) -> str:
+    later = result.usage.later_rounds_cpu_seconds
+    if later is None or result.rounds < 2:
+        return "-"
+    return f"{later / (result.rounds - 1):.2f}"
+
+
 def report(result: Result) -> str:
     stats, usage = result.stats, result.usage
     sampled = f" ({result.sample} sampled per round)" if result.sample else ""
@@ -481,16 +529,19 @@ def report(result: Result) -> str:
     lines += [
         "",
         "| participants | workers | uploads | wall s | uploads/s | coordinator CPU s "
-        "| CPU s per round | coordinator cores | coordinator peak RSS MB | bench CPU s | errors |",
+        "| CPU s per later round | coordinator cores | coordinator peak RSS MB | bench CPU s "
+        "| errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {result.participants}{sampled} | {result.workers} | {stats.uploads} "
         f"| {result.wall_seconds:.1f} | {result.uploads_per_second:.0f} "
-        f"| {usage.cpu_seconds:.1f} | {usage.cpu_seconds / result.rounds:.2f} | {cores:.2f} "
+        f"| {usage.cpu_seconds:.1f} | {_per_later_round(result)} | {cores:.2f} "
         f"| {usage.peak_rss_bytes / 1e6:.0f} "
         f"| {result.bench_cpu_seconds:.1f} | {len(stats.errors)} |",
         "",
         "long-poll: the wait for the next round to open (it includes the round's other "
-        "uploads and its aggregation), not a service time",
+        "uploads and its aggregation), not a service time; CPU per later round: from the "
+        "first round's close to the end, over the rounds after it (every participant has "
+        "joined by then)",
     ]
     for error in stats.errors[:10]:
         lines.append(f"error: {error}")
@@ -542,8 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = results[0].usage.cpu_seconds / max(results[1].usage.cpu_seconds, 1e-9)
         print(
             f"\ncoordinator CPU: {args.participants} participants with {args.sample} sampled "
-            f"per round cost {ratio:.2f} x a federation of {args.sample}"
+            f"per round cost {ratio:.2f} x a federation of {args.sample} over the whole run"
         )
+        later = [r.usage.later_rounds_cpu_seconds for r in results]
+        if later[0] is not None and later[1] is not None and args.rounds > 1:
+            print(
+                f"coordinator CPU per round after the first: {later[0] / later[1]:.2f} x "
+                f"({later[0] / (args.rounds - 1):.2f} s vs {later[1] / (args.rounds - 1):.2f} s)"
+            )
     return 0 if not any(r.stats.errors for r in results) else 1
 
 

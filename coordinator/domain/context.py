@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
@@ -41,6 +42,8 @@ class Context:
     observer: Observer = field(default_factory=NoObserver)
     # wakes long-polls; one per process (build_context configures it from the settings)
     notifier: RoundNotifier = field(default_factory=RoundNotifier)
+    # drawn cohorts of recent rounds, read once for every long-poll of the process
+    cohort_cache: CohortCache = field(default_factory=CohortCache)
 
     def __post_init__(self) -> None:
         if self.notifier.read_marks is None:
