@@ -44,3 +44,23 @@ def test_raises_the_soft_open_file_limit_within_the_hard_one() -> None:
     raised = load.raise_file_limit(soft + 1)
     assert raised == (soft + 1 if hard == resource.RLIM_INFINITY or soft < hard else soft)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+def test_quick_sampled_load_sits_out_rounds_without_requests() -> None:
+    participants, sample, rounds = 60, 10, 4
+    args = load.parse_args(
+        [
+            *("--participants", str(participants), "--sample", str(sample)),
+            *("--rounds", str(rounds), "--time-limit", "240"),
+        ]
+    )
+    result = load.run(args)
+    assert result.stats.errors == []
+    assert result.sample == sample
+    assert result.stats.uploads == sample * rounds  # only the drawn participants upload
+    assert result.stats.sat_out > 0
+    # a participant's long-poll returns only for a round it was drawn into or at the end,
+    # not once per round as a plain `after` poll does (participants x (rounds - 1))
+    assert len(result.stats.latencies["long-poll"]) < participants * (rounds - 1)
+    assert result.usage.later_rounds_cpu_seconds is not None
