@@ -46,7 +46,8 @@ class CoordinatorProcess:
     """``fedrec serve`` as a subprocess on 127.0.0.1; its output goes to ``log_path``.
 
     ``env`` adds ``FEDREC_*`` settings (it may override the data folder, tokens and
-    the rest); ``database_url`` (else SQLite in ``data_dir``) wins over it.
+    the rest); ``database_url`` (else SQLite in ``data_dir``) wins over it. ``workers``
+    is ``fedrec serve --workers``: that many processes serve the port.
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class CoordinatorProcess:
         secret_key: str,
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.admin_token = admin_token
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -93,6 +96,8 @@ class CoordinatorProcess:
                     str(self.port),
                     "--log-level",
                     self.log_level,
+                    "--workers",
+                    str(self.workers),
                 ),
                 env=self.env,
                 stdout=log,

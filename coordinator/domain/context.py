@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
@@ -66,6 +67,8 @@ class Context:
     # the same for evaluation reports (keyed by federation) and Idempotency-Key records
     evaluation_commits: GroupCommit[str] | None = None
     record_commits: GroupCommit[str] | None = None
+    # drawn cohorts of recent rounds, read once for every long-poll of the process
+    cohort_cache: CohortCache = field(default_factory=CohortCache)
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:

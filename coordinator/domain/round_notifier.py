@@ -111,6 +111,11 @@ class RoundNotifier:
                 self._events.pop(federation_id, None)
                 self._marks.pop(federation_id, None)
 
+    def mark(self, federation_id: str) -> tuple[Any, ...] | None:
+        """The round mark last read for ``federation_id`` while polls wait on it (None:
+        nobody waits, so nothing was read)."""
+        return self._marks.get(federation_id)
+
     def notify(self, federation_id: str) -> None:
         """Wake the waiters of ``federation_id`` now."""
         event = self._events.pop(federation_id, None)

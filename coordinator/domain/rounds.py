@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +37,12 @@ from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.models import Federation, Round, Update, utc_now
-from coordinator.store.repository import EvaluationRepository, RoundRepository, UpdateRepository
+from coordinator.store.repository import (
+    EvaluationRepository,
+    RoundCohortRepository,
+    RoundRepository,
+    UpdateRepository,
+)
 from participant_sdk.wire import WireError, decode_update
 
 __all__ = [
@@ -105,6 +111,7 @@ async def wait_for_round(
     *,
     after: int | None,
     wait_seconds: float,
+    until_in_cohort: bool = False,
 ) -> tuple[Federation, Round]:
     """Long-poll: return once the current round number exceeds ``after``, the federation
     completed, it is evaluating and the caller has not reported the final version on
@@ -112,10 +119,16 @@ async def wait_for_round(
     ``wait_seconds`` pass. Between checks it waits on the process's round notifier, which
     reads the database (so it sees rounds opened by any coordinator process) once per
     interval for every waiting poll; a participant token holds at most the notifier's cap
-    of polls."""
+    of polls.
+
+    ``until_in_cohort`` (a participant with ``after``): also wait through the rounds it
+    was not drawn into. Such a poll reads nothing per round it sits out: the notifier's
+    mark says which round is current, and the process reads each round's cohort once for
+    all its polls (:class:`~coordinator.domain.cohort_cache.CohortCache`)."""
     deadline = time.monotonic() + wait_seconds
     # the admin is trusted and not capped
     holder = principal.participant_id
+    skip_unsampled = until_in_cohort and holder is not None and after is not None
     with ctx.notifier.hold(holder) if wait_seconds and holder else nullcontext():
         while True:
             federation, row = await anyio.to_thread.run_sync(
@@ -133,10 +146,64 @@ async def wait_for_round(
                     )
                 )
             )
+            if changed and skip_unsampled and federation.state == lifecycle.FederationState.ACTIVE:
+                assert holder is not None
+                changed = await _drawn_into(ctx, holder, federation.id, row.number)
             remaining = deadline - time.monotonic()
             if changed or remaining <= 0:
                 return federation, row
-            await ctx.notifier.wait(federation.id, mark_of(federation), remaining)
+            seen = mark_of(federation)
+            while True:
+                await ctx.notifier.wait(federation.id, seen, remaining)
+                latest = ctx.notifier.mark(federation.id)
+                remaining = deadline - time.monotonic()
+                if (
+                    not skip_unsampled
+                    or latest is None
+                    or latest == seen
+                    or remaining <= 0
+                    or not await _passes_by(ctx, holder, federation.id, after, latest)
+                ):
+                    break  # read the round again: it may be this poll's answer
+                seen = latest
+
+
+async def _passes_by(
+    ctx: Context, participant_id: str | None, federation_id: str, after: int | None, mark: Any
+) -> bool:
+    """Whether a round mark (current round, state, latest version) is one that a poll
+    waiting for a round its participant is in can sit out without reading the database."""
+    number, state, _latest = mark
+    if participant_id is None or after is None or state != lifecycle.FederationState.ACTIVE:
+        return False
+    if number is None or number <= after:
+        return True  # not a new round yet (a version was recorded, say)
+    return not await _drawn_into(ctx, participant_id, federation_id, number)
+
+
+async def _drawn_into(ctx: Context, participant_id: str, federation_id: str, number: int) -> bool:
+    """Whether the participant takes part in round ``number``, from the process's cache
+    of drawn cohorts (one read per round for every poll). A round whose draw is pending
+    counts as not (yet) drawn into, as ``in_cohort`` says."""
+    drawn, members = await ctx.cohort_cache.members(
+        federation_id,
+        number,
+        lambda: anyio.to_thread.run_sync(_read_cohort, ctx, federation_id, number),
+    )
+    return drawn and (members is None or participant_id in members)
+
+
+def _read_cohort(
+    ctx: Context, federation_id: str, number: int
+) -> tuple[bool, frozenset[str] | None]:
+    """(drawn, members) of a round: members None when every participant takes part."""
+    with ctx.read_sessions() as session:
+        row = RoundRepository(session).get(federation_id, number)
+        if row is None or sampling.draw_pending(row):
+            return False, None
+        if not row.sampled:
+            return True, None
+        return True, frozenset(RoundCohortRepository(session).members(row.id))
 
 
 def cohort_memberships(

@@ -78,12 +78,26 @@ async def get_current_round(
             ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
         ),
     ] = None,
+    in_cohort: Annotated[
+        bool,
+        Query(
+            description="With `after` and a participant token, under `rounds.sampling`: "
+            "also wait through the rounds this participant was not drawn into (return once "
+            "a round it takes part in opens, training stops, or `wait` passes). Sitting "
+            "out a round costs the coordinator no request."
+        ),
+    ] = False,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
     wait_seconds = wait if after is not None else 0
     with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
         _federation, row = await rounds.wait_for_round(
-            ctx, principal, federation_id, after=after, wait_seconds=wait_seconds
+            ctx,
+            principal,
+            federation_id,
+            after=after,
+            wait_seconds=wait_seconds,
+            until_in_cohort=in_cohort,
         )
     [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
     return round_out(row, member)

@@ -1,0 +1,613 @@
+"""Load: N concurrent simulated participants against a real coordinator on loopback.
+
+``fedrec serve`` runs in its own process(es) (``--workers``), on SQLite in a temporary
+folder or on ``--database-url`` (PostgreSQL). One federation gets ``--participants``
+participants, each with its own token; every participant is an asyncio task of this
+process that, each round, polls the current round, downloads its base version's
+weights, and uploads a row-sparse update (``participant_sdk.wire.encode_update``, random
+rows and deltas: no training, so the coordinator's cost is what is measured), then
+long-polls for the next round. A round closes when every participant uploaded.
+
+Printed: p50/p99 latency per call kind, uploads/s, the coordinator's CPU time and peak
+RSS (its whole process tree, sampled with psutil), errors, and back-pressure: a 429 or
+503 with ``Retry-After`` is counted apart and retried after that many seconds. Any other
+failure is an error, and the run exits 1 unless there are none.
+
+The coordinator runs with its default admission control and rate limits (per token 50
+requests/s, burst 500; 4 long-polls per token; anonymous limits unused: every request
+carries a participant or the admin token). A participant sends ~3 requests per round,
+far below its own bucket, so back-pressure here would mean overload, not a limit the
+bench trips. Everything is bounded: ``--rounds`` rounds, ``--time-limit`` seconds in all,
+long-polls of at most 30 s. The soft open-file limit is raised to the hard one: each
+participant holds a connection, and the coordinator (a child) inherits the limit::
+
+    python -m bench.load                          # 1,000 participants, 3 rounds, SQLite
+    python -m bench.load --workers 2              # two coordinator processes
+    python -m bench.load --participants 50 --rounds 2   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+from fedrec.local_server import CoordinatorProcess
+from participant_sdk.wire import encode_update
+
+KINDS = ("poll", "download", "upload", "long-poll")
+LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant asks once a minute
+MAX_BACKPRESSURE_RETRIES = 50
+MAX_STALE_RETRIES = 3
+ENROL_CONCURRENCY = 16
+PER_CLIENT = 25  # participants sharing one httpx connection pool
+# below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
+# the server is closing at that moment (under heavy load it still happens: _call)
+KEEPALIVE_EXPIRY_SECONDS = 2.0
+
+
+@dataclass
+class Stats:
+    """What the participants saw, by call kind."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    backpressure: Counter[str] = field(default_factory=Counter)
+    stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
+    errors: list[str] = field(default_factory=list)
+    uploads: int = 0
+    sat_out: int = 0  # rounds a participant learnt it was not sampled into
+
+
+@dataclass
+class Usage:
+    """The coordinator's process tree over the load phase."""
+
+    cpu_seconds: float = 0.0
+    # between the first and the last round's close: rounds after every participant joined
+    # and before they all leave (the last close wakes every waiting poll at once)
+    later_rounds_cpu_seconds: float | None = None
+    later_rounds: int = 0
+    peak_rss_bytes: int = 0
+    processes: int = 0
+
+
+@dataclass
+class Result:
+    participants: int
+    rounds: int
+    workers: int
+    backend: str
+    wall_seconds: float
+    stats: Stats
+    usage: Usage
+    bench_cpu_seconds: float
+    sample: int | None = None  # participants drawn per round (rounds.sampling), None: all
+
+    @property
+    def uploads_per_second(self) -> float:
+        return self.stats.uploads / self.wall_seconds if self.wall_seconds else 0.0
+
+
+class _Failed(Exception):
+    """A call that failed for a reason other than back-pressure (already counted)."""
+
+
+def _limits(connections: int) -> httpx.Limits:
+    return httpx.Limits(
+        max_connections=connections + 2,
+        max_keepalive_connections=connections + 2,
+        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+    )
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return int(soft)
+
+
+async def _call(
+    client: httpx.AsyncClient,
+    stats: Stats,
+    kind: str,
+    method: str,
+    url: str,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One call, retried after ``Retry-After`` on 429/503; its latency recorded.
+
+    Every call here may be repeated (GETs, and uploads carry an Idempotency-Key), so a
+    kept-alive connection that the server closed as the request went out (it answers
+    nothing: "Server disconnected", or a reset) is retried on a fresh one, at most
+    ``MAX_STALE_RETRIES`` times, and counted apart; any other transport error is an error.
+    """
+    stale = 0
+    for _ in range(MAX_BACKPRESSURE_RETRIES):
+        started = time.perf_counter()
+        try:
+            response = await client.request(method, url, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if stale < MAX_STALE_RETRIES:
+                stale += 1
+                stats.stale[kind] += 1
+                continue
+            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Failed from exc
+        except httpx.HTTPError as exc:
+            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Failed from exc
+        elapsed = time.perf_counter() - started
+        retry_after = response.headers.get("retry-after")
+        if response.status_code in (429, 503) and retry_after is not None:
+            stats.backpressure[kind] += 1
+            await asyncio.sleep(float(retry_after))
+            continue
+        if response.status_code >= 400:
+            stats.errors.append(f"{kind}: {response.status_code} {response.text[:200]}")
+            raise _Failed
+        stats.latencies[kind].append(elapsed)
+        return response
+    stats.errors.append(f"{kind}: still refused after {MAX_BACKPRESSURE_RETRIES} retries")
+    raise _Failed
+
+
+async def _participant(
+    client: httpx.AsyncClient,
+    stats: Stats,
+    federation_id: str,
+    token: str,
+    *,
+    index: int,
+    rounds: int,
+    num_items: int,
+    dim: int,
+    rows: int,
+    sampled: bool,
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"/v1/federations/{federation_id}"
+    rng = np.random.default_rng(index)
+    cohort = {"in_cohort": "true"} if sampled else {}
+    after: int | None = None
+    try:
+        while True:
+            if after is None:
+                current = await _call(
+                    client, stats, "poll", "GET", f"{base}/rounds/current", headers=headers
+                )
+            else:
+                current = await _call(
+                    client,
+                    stats,
+                    "long-poll",
+                    "GET",
+                    f"{base}/rounds/current",
+                    # sampled: sit out the rounds this participant is not drawn into
+                    params={"wait": LONG_POLL_SECONDS, "after": after, **cohort},
+                    headers=headers,
+                )
+            round_ = current.json()
+            number = int(round_["number"])
+            if after is not None and number <= after:
+                continue  # the wait ran out before the round closed: wait again
+            if round_.get("in_cohort") is False or round_["state"] != "open":
+                # not sampled into this round, or it is being aggregated: wait for the next
+                stats.sat_out += round_.get("in_cohort") is False
+                if number >= rounds:
+                    return
+                after = number
+                continue
+            await _call(
+                client,
+                stats,
+                "download",
+                "GET",
+                f"{base}/models/{round_['base_version']}/weights",
+                headers=headers,
+            )
+            touched = np.sort(rng.choice(num_items, size=rows, replace=False))
+            body = encode_update(
+                {
+                    "item_factors": rng.normal(0, 0.01, (rows, dim)).astype(np.float32),
+                    "item_bias": rng.normal(0, 0.01, rows).astype(np.float32),
+                },
+                round=number,
+                base_version=int(round_["base_version"]),
+                num_examples=rows,
+                rows=touched,
+            )
+            await _call(
+                client,
+                stats,
+                "upload",
+                "PUT",
+                f"{base}/rounds/{number}/update",
+                content=body,
+                headers={
+                    **headers,
+                    "Content-Type": "application/octet-stream",
+                    "Idempotency-Key": f"load-{index}-{number}",
+                },
+            )
+            stats.uploads += 1
+            if number >= rounds:
+                return
+            after = number
+    except _Failed:
+        return  # counted; this participant stops
+
+
+async def _enrol(
+    client: httpx.AsyncClient, admin: dict[str, str], federation_id: str, count: int
+) -> list[str]:
+    gate = asyncio.Semaphore(ENROL_CONCURRENCY)
+
+    async def one(index: int) -> str:
+        async with gate:
+            response = await client.post(
+                f"/v1/federations/{federation_id}/participants",
+                json={"name": f"load-{index:05d}"},
+                headers=admin,
+            )
+            response.raise_for_status()
+            return str(response.json()["token"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+class _Sampler:
+    """CPU time and peak RSS of a process and its children, sampled in the background."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self._root = psutil.Process(pid)
+        self._interval = interval
+        self._cpu: dict[int, float] = {}
+        self._start: dict[int, float] = {}
+        self.usage = Usage()
+        self._task: asyncio.Task[None] | None = None
+        self._closes: dict[int, float] = {}
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _sample(self) -> None:
+        rss = 0
+        for process in self._tree():
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    rss += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            self._cpu[process.pid] = times.user + times.system
+            self._start.setdefault(process.pid, self._cpu[process.pid])
+        self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, rss)
+
+    async def _run(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._sample()
+        self._start = dict(self._cpu)
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> Usage:
+        self._sample()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.usage.cpu_seconds = self.cpu_so_far()
+        if len(self._closes) >= 2:
+            versions = sorted(self._closes)
+            first, last = versions[0], versions[-1]
+            self.usage.later_rounds_cpu_seconds = self._closes[last] - self._closes[first]
+            self.usage.later_rounds = last - first
+        self.usage.processes = len(self._cpu)
+        return self.usage
+
+    def cpu_so_far(self) -> float:
+        return sum(self._cpu[pid] - self._start[pid] for pid in self._cpu)
+
+    def round_closed(self, version: int) -> None:
+        """CPU so far when ``version`` (made by round ``version``) was first seen."""
+        self._sample()
+        self._closes.setdefault(version, self.cpu_so_far())
+
+
+async def _load(
+    server: CoordinatorProcess, admin_token: str, args: argparse.Namespace
+) -> tuple[float, Stats, Usage]:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
+    # several small connection pools: httpx scans a pool's connections on every request,
+    # so one pool of 1,000 made the bench itself the bottleneck
+    clients = [
+        httpx.AsyncClient(base_url=server.url, limits=_limits(PER_CLIENT), timeout=timeout)
+        for _ in range(-(-args.participants // PER_CLIENT))
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for pooled in clients:
+            await stack.enter_async_context(pooled)
+        client = clients[0]
+        created = await client.post(
+            "/v1/federations",
+            json={
+                "name": "load bench",
+                "model": {"kind": "mf", "num_items": args.items, "dim": args.dim, "seed": 7},
+                "rounds": {
+                    # sampled: round 1 draws once everyone enrolled, not from the first few
+                    "min_participants": args.participants if args.sample else 1,
+                    "max_rounds": args.rounds,
+                    # a safety net only: every round closes when all participants uploaded
+                    "deadline_seconds": args.time_limit,
+                    "final_evaluation_seconds": 0,
+                    **({"sampling": {"kind": "fixed", "size": args.sample}} if args.sample else {}),
+                },
+            },
+            headers=admin,
+        )
+        created.raise_for_status()
+        federation_id = str(created.json()["id"])
+        tokens = await _enrol(client, admin, federation_id, args.participants)
+        if args.sample:
+            await _wait_drawn(client, admin, federation_id)
+
+        stats = Stats()
+        assert server.process is not None
+        sampler = _Sampler(server.process.pid)
+        sampler.start()
+        started = time.perf_counter()
+        tasks = [
+            asyncio.create_task(
+                _participant(
+                    clients[index // PER_CLIENT],
+                    stats,
+                    federation_id,
+                    token,
+                    index=index,
+                    rounds=args.rounds,
+                    num_items=args.items,
+                    dim=args.dim,
+                    rows=args.rows,
+                    sampled=bool(args.sample),
+                )
+            )
+            for index, token in enumerate(tokens)
+        ]
+        # the last round's aggregation belongs to the run: wait for the federation to finish
+        finished = asyncio.create_task(
+            _wait_completed(client, admin, federation_id, args.rounds, sampler)
+        )
+        done, pending = await asyncio.wait(
+            [*tasks, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
+        )
+        wall = time.perf_counter() - started
+        usage = await sampler.stop()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            stats.errors.append(
+                f"time limit: {len(pending)} tasks unfinished after {args.time_limit:g} s"
+            )
+        if finished in done and finished.exception() is not None:
+            stats.errors.append(f"federation: {finished.exception()}")
+        return wall, stats, usage
+
+
+async def _wait_drawn(client: httpx.AsyncClient, admin: dict[str, str], federation_id: str) -> None:
+    """Round 1 opened before anyone enrolled; its cohort is drawn on the coordinator's
+    timer once participants are active. Start the participants after that draw."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v1/federations/{federation_id}/rounds/1", headers=admin)
+        response.raise_for_status()
+        if response.json().get("cohort_size") is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("round 1's cohort was not drawn within 60 s")
+
+
+async def _wait_completed(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    federation_id: str,
+    rounds: int,
+    sampler: _Sampler,
+) -> None:
+    while True:
+        response = await client.get(f"/v1/federations/{federation_id}", headers=admin)
+        response.raise_for_status()
+        federation = response.json()
+        if 1 <= federation["latest_version"] < rounds:  # not the last: everyone wakes then
+            sampler.round_closed(federation["latest_version"])
+        if federation["state"] not in ("active", "evaluating"):
+            if federation["latest_version"] != rounds:
+                raise RuntimeError(
+                    f"federation {federation['state']} at version {federation['latest_version']}"
+                )
+            return
+        await asyncio.sleep(0.1)
+
+
+def run(args: argparse.Namespace) -> Result:
+    raise_file_limit(4 * args.participants + 1024)
+    admin_token = "fra_" + secrets.token_urlsafe(32)
+    secret_key = secrets.token_urlsafe(32)
+    bench_cpu = time.process_time()
+    with tempfile.TemporaryDirectory(prefix="fedrec-load-") as tmp:
+        server = CoordinatorProcess(
+            Path(tmp) / "data",
+            args.database_url,
+            admin_token=admin_token,
+            secret_key=secret_key,
+            log_level="warning",
+            workers=args.workers,
+        )
+        server.start(timeout=60)
+        try:
+            wall, stats, usage = asyncio.run(_load(server, admin_token, args))
+        finally:
+            server.stop()
+            logged = _log_errors(server.log_path)
+            if logged:
+                print(f"coordinator log errors:\n{logged}", file=sys.stderr)
+    return Result(
+        participants=args.participants,
+        rounds=args.rounds,
+        workers=args.workers,
+        backend="PostgreSQL" if args.database_url else "SQLite",
+        wall_seconds=wall,
+        stats=stats,
+        usage=usage,
+        bench_cpu_seconds=time.process_time() - bench_cpu,
+        sample=args.sample,
+    )
+
+
+def _log_errors(log_path: Path) -> str:
+    if not log_path.exists():
+        return ""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if "ERROR" in line]
+    return "\n".join(lines[:20])
+
+
+def _ms(values: Sequence[float], q: float) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0] * 1000:.1f}"
+    cut = statistics.quantiles(values, n=100, method="inclusive")
+    return f"{cut[int(q) - 1] * 1000:.1f}"
+
+
+def _per_later_round(result: Result) -> str:
+    later = result.usage.later_rounds_cpu_seconds
+    if later is None or not result.usage.later_rounds:
+        return "-"
+    return f"{later / result.usage.later_rounds:.2f}"
+
+
+def report(result: Result) -> str:
+    stats, usage = result.stats, result.usage
+    sampled = f" ({result.sample} sampled per round)" if result.sample else ""
+    lines = [
+        f"{result.participants} participants{sampled}, {result.rounds} rounds, "
+        f"{result.backend}, {result.workers} coordinator worker(s)",
+        "",
+        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        values = stats.latencies[kind]
+        lines.append(
+            f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
+            f"{stats.backpressure[kind]} | {stats.stale[kind]} |"
+        )
+    cores = usage.cpu_seconds / result.wall_seconds if result.wall_seconds else 0.0
+    lines += [
+        "",
+        "| participants | workers | uploads | wall s | uploads/s | coordinator CPU s "
+        "| CPU s per later round | coordinator cores | coordinator peak RSS MB | bench CPU s "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {result.participants}{sampled} | {result.workers} | {stats.uploads} "
+        f"| {result.wall_seconds:.1f} | {result.uploads_per_second:.0f} "
+        f"| {usage.cpu_seconds:.1f} | {_per_later_round(result)} | {cores:.2f} "
+        f"| {usage.peak_rss_bytes / 1e6:.0f} "
+        f"| {result.bench_cpu_seconds:.1f} | {len(stats.errors)} |",
+        "",
+        "long-poll: the wait for the next round to open (it includes the round's other "
+        "uploads and its aggregation), not a service time; CPU per later round: between "
+        "the first round's close and the next-to-last's (every participant has joined, and "
+        "none has left yet)",
+    ]
+    for error in stats.errors[:10]:
+        lines.append(f"error: {error}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="fedrec serve --workers")
+    parser.add_argument("--items", type=int, default=1682, help="model rows (ML-100K's items)")
+    parser.add_argument("--dim", type=int, default=16, help="factors per row")
+    parser.add_argument("--rows", type=int, default=50, help="rows each update touches")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("FEDREC_BENCH_DATABASE_URL"),
+        help="an empty PostgreSQL database (default: SQLite in a temporary folder)",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=600.0, help="seconds for the whole load phase"
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        help="draw this many participants per round (rounds.sampling fixed); then run a "
+        "federation of just that many, unsampled, on a fresh coordinator for comparison",
+    )
+    args = parser.parse_args(argv)
+    if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:
+        parser.error("need participants >= 1, rounds >= 1 and 1 <= rows <= items")
+    if args.sample is not None and not 1 <= args.sample <= args.participants:
+        parser.error("--sample must be between 1 and --participants")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # a SIGTERM (a time-out around the bench) still stops the coordinator it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = parse_args(argv)
+    results = [run(args)]
+    print(report(results[0]), flush=True)
+    if args.sample:
+        # the same rounds with only the sampled number of participants, none sampled out
+        baseline = argparse.Namespace(**{**vars(args), "participants": args.sample, "sample": None})
+        results.append(run(baseline))
+        print()
+        print(report(results[1]))
+        ratio = results[0].usage.cpu_seconds / max(results[1].usage.cpu_seconds, 1e-9)
+        print(
+            f"\ncoordinator CPU: {args.participants} participants with {args.sample} sampled "
+            f"per round cost {ratio:.2f} x a federation of {args.sample} over the whole run"
+        )
+        per_round = [_per_later_round(r) for r in results]
+        if "-" not in per_round:
+            print(
+                f"coordinator CPU per later round: {float(per_round[0]) / float(per_round[1]):.2f}"
+                f" x ({per_round[0]} s vs {per_round[1]} s)"
+            )
+    return 0 if not any(r.stats.errors for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

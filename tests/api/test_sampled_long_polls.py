@@ -1,0 +1,111 @@
+"""Long-polls with ``in_cohort=true`` sit out the rounds their participant was not drawn
+into, at no cost per round: no response, no database read per poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.factories import (
+    create_federation,
+    enrol,
+    put_update,
+    update_bytes,
+    wait_round_closed,
+)
+
+ROUNDS = 4
+
+
+def _round(client: TestClient, fid: str, number: int | str, headers: dict) -> dict[str, Any]:
+    response = client.get(f"/v1/federations/{fid}/rounds/{number}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_poll_returns_only_for_a_round_its_participant_is_in(
+    client: TestClient, app: FastAPI, admin_headers: dict
+) -> None:
+    rounds = {
+        "min_participants": 4,
+        "max_rounds": ROUNDS,
+        "final_evaluation_seconds": 0,
+        "sampling": {"kind": "fixed", "size": 1},
+    }
+    fid = create_federation(client, admin_headers, rounds=rounds)["id"]
+    parts = dict(enrol(client, admin_headers, fid, f"p{i}") for i in range(4))
+    app.state.worker.tick()  # four participants now: the timer draws round 1's sample
+    members = {pid for pid, h in parts.items() if _round(client, fid, 1, h)["in_cohort"]}
+    assert len(members) == 1
+    outsiders = [pid for pid in parts if pid not in members]
+
+    answers: dict[str, dict[str, Any]] = {}
+
+    def wait(pid: str) -> None:
+        response = client.get(
+            f"/v1/federations/{fid}/rounds/current",
+            params={"after": 1, "wait": 30, "in_cohort": "true"},
+            headers=parts[pid],
+        )
+        assert response.status_code == 200, response.text
+        answers[pid] = {**response.json(), "answered_at": time.monotonic()}
+
+    polls = [threading.Thread(target=wait, args=(pid,)) for pid in outsiders]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.5)  # the polls are waiting
+    loads_before = app.state.context.cohort_cache.loads
+
+    cohorts: dict[int, set[str]] = {}
+    completing_upload_sent: dict[int, float] = {}  # round n + 1 cannot open before this
+    for number in range(1, ROUNDS + 1):
+        cohort = [pid for pid, h in parts.items() if _round(client, fid, number, h)["in_cohort"]]
+        assert len(cohort) == 1
+        cohorts[number] = set(cohort)
+        upload = update_bytes(round=number, base_version=number - 1, seed=number)
+        completing_upload_sent[number] = time.monotonic()
+        assert put_update(client, fid, number, upload, parts[cohort[0]]).status_code == 201
+        wait_round_closed(client, fid, number, admin_headers)
+    for poll in polls:
+        poll.join(timeout=30)
+    assert set(answers) == set(outsiders)
+
+    for pid, answer in answers.items():
+        number = answer["number"]
+        drawn_into = [n for n in range(2, ROUNDS + 1) if pid in cohorts[n]]
+        if drawn_into:
+            # it answered with the first round it was drawn into, and not before that opened
+            assert number == drawn_into[0], (pid, answer, drawn_into)
+            assert answer["in_cohort"] is True
+            assert answer["answered_at"] >= completing_upload_sent[number - 1]
+        else:
+            # never drawn: the poll sat out every round until training stopped
+            assert number == ROUNDS
+            assert answer["in_cohort"] is False
+    # one read of each later round's cohort served every waiting poll
+    assert app.state.context.cohort_cache.loads - loads_before <= ROUNDS - 1
+
+
+def test_without_in_cohort_a_poll_returns_at_the_next_round_as_before(
+    client: TestClient, app: FastAPI, admin_headers: dict
+) -> None:
+    rounds = {"min_participants": 3, "max_rounds": 3, "sampling": {"kind": "fixed", "size": 1}}
+    fid = create_federation(client, admin_headers, rounds=rounds)["id"]
+    parts = dict(enrol(client, admin_headers, fid, f"p{i}") for i in range(3))
+    app.state.worker.tick()
+    member = next(pid for pid, h in parts.items() if _round(client, fid, 1, h)["in_cohort"])
+    upload = update_bytes(round=1, base_version=0, seed=1)
+    assert put_update(client, fid, 1, upload, parts[member]).status_code == 201
+    wait_round_closed(client, fid, 1, admin_headers)
+    for headers in parts.values():
+        response = client.get(
+            f"/v1/federations/{fid}/rounds/current",
+            params={"after": 1, "wait": 30},
+            headers=headers,
+        )
+        assert response.json()["number"] == 2  # whether or not it was drawn into round 2

@@ -1,0 +1,66 @@
+"""bench.load in quick mode: a real coordinator, 50 participants, every call accounted."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import load
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quick_load_runs_every_round_without_errors(workers: int) -> None:
+    args = load.parse_args(
+        ["--participants", "50", "--rounds", "2", "--workers", str(workers), "--time-limit", "240"]
+    )
+    result = load.run(args)
+    assert result.stats.errors == []
+    assert result.stats.uploads == 50 * 2
+    latencies = result.stats.latencies
+    assert len(latencies["poll"]) == 50  # each participant's first look
+    assert len(latencies["download"]) == 50 * 2
+    assert len(latencies["upload"]) == 50 * 2
+    assert len(latencies["long-poll"]) >= 50  # at least one wait per participant for round 2
+    assert result.usage.processes >= workers  # the coordinator's own process(es) were sampled
+    assert result.usage.cpu_seconds > 0
+    assert result.usage.peak_rss_bytes > 0
+
+    table = load.report(result)
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:5]] == list(load.KINDS)
+    assert rows[6].split("|")[-2].strip() == "0"  # the errors column
+
+
+def test_refuses_impossible_arguments() -> None:
+    with pytest.raises(SystemExit):
+        load.parse_args(["--rows", "5000", "--items", "100"])
+
+
+def test_raises_the_soft_open_file_limit_within_the_hard_one() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert load.raise_file_limit(soft) == soft  # never lowered
+    raised = load.raise_file_limit(soft + 1)
+    assert raised == (soft + 1 if hard == resource.RLIM_INFINITY or soft < hard else soft)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+def test_quick_sampled_load_sits_out_rounds_without_requests() -> None:
+    participants, sample, rounds = 60, 10, 4
+    args = load.parse_args(
+        [
+            *("--participants", str(participants), "--sample", str(sample)),
+            *("--rounds", str(rounds), "--time-limit", "240"),
+        ]
+    )
+    result = load.run(args)
+    assert result.stats.errors == []
+    assert result.sample == sample
+    assert result.stats.uploads == sample * rounds  # only the drawn participants upload
+    assert result.stats.sat_out > 0
+    # a participant's long-poll returns only for a round it was drawn into or at the end,
+    # not once per round as a plain `after` poll does (participants x (rounds - 1))
+    assert len(result.stats.latencies["long-poll"]) < participants * (rounds - 1)
+    assert result.usage.later_rounds_cpu_seconds is not None
