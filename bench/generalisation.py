@@ -24,6 +24,7 @@ Usage (after ``pip install -e '.[bench]'``)::
 
     nice python -m bench.generalisation                        # every shape, full grids
     nice python -m bench.generalisation --shapes lastfm-like   # some of them
+    nice python -m bench.generalisation --small-grid           # the anchors' quick grids
     python -m bench.generalisation --quick                     # tiny shapes, short grids
 
 Bounded: each simulate run has ``--timeout`` seconds (default 1800), the anchors' grids
@@ -256,7 +257,9 @@ def _chosen(report: dict[str, Any]) -> str:
     return shown
 
 
-def run_shape(shape: Shape, *, quick: bool, timeout: float, workdir: Path) -> Outcome | None:
+def run_shape(
+    shape: Shape, *, quick: bool, small_grid: bool, timeout: float, workdir: Path
+) -> Outcome | None:
     """The default simulate command and the anchors on one data set."""
     data = shape.build(quick)
     if data is None:
@@ -304,7 +307,7 @@ def run_shape(shape: Shape, *, quick: bool, timeout: float, workdir: Path) -> Ou
     )
     if implicit_available():
         proto = Protocol.build(shape.name, loaded)
-        models = anchors(quick=quick, threads=2, has_strength=shape.strengths)
+        models = anchors(quick=quick or small_grid, threads=2, has_strength=shape.strengths)
         for name in LIBRARY:
             row = run_anchor(models[name], proto, [0])
             outcome.anchors[name] = row.test_mean("ndcg@10")
@@ -344,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, short grids")
+    parser.add_argument(
+        "--small-grid",
+        action="store_true",
+        help="the anchors' quick grids on full-size shapes (a loaded machine)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per simulate run, s")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--keep", type=Path, default=None, help="keep CSVs and reports here")
@@ -358,7 +366,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            found = run_shape(SHAPES[name], quick=args.quick, timeout=args.timeout, workdir=workdir)
+            found = run_shape(
+                SHAPES[name],
+                quick=args.quick,
+                small_grid=args.small_grid,
+                timeout=args.timeout,
+                workdir=workdir,
+            )
             if found is not None:
                 outcomes.append(found)
     print()
