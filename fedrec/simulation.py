@@ -57,6 +57,7 @@ from participant_sdk.recsys import (
     evaluate_sampled,
     init_item_tensors,
     leave_one_out,
+    leave_one_out_keys,
     load_csv,
     load_movielens_100k,
 )
@@ -409,6 +410,7 @@ def _federate(
     fid = federation.id
     clients: list[Client] = []
     participants: list[FederatedRecommender] = []
+    keyed = _with_split_keys(data, config)
     stack = contextlib.ExitStack()
     try:
         for index, users in enumerate(groups):
@@ -416,7 +418,7 @@ def _federate(
             client = Client(url, token)
             clients.append(client)
             participants.append(
-                FederatedRecommender(client, fid, local_view(data, users), config=config)
+                FederatedRecommender(client, fid, local_view(keyed, users), config=config)
             )
         history: list[dict[str, Any]] = []
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=options.workers))
@@ -468,6 +470,23 @@ def _federate(
         stack.close()
         for client in clients:
             client.close()
+
+
+def _with_split_keys(data: Interactions, config: Any) -> Interactions:
+    """Undated data with the protocol's split keys as timestamps, for the participants.
+
+    Without timestamps the leave-one-out keys are random draws over the whole data set,
+    so a participant splitting its own users would hold out other items than the
+    search, the centralized baseline and the protocol do: federated and centralized
+    figures would come from different test items. With the keys as timestamps every
+    participant reproduces the global split. Not when BPR weighs recency (a recipe the
+    user pinned on undated data): random keys would pose as recency there.
+    """
+    if not len(data) or not bool(np.isnan(data.timestamps).all()):
+        return data
+    if isinstance(config, BPRConfig) and config.recency_window > 0:
+        return data
+    return dataclasses.replace(data, timestamps=leave_one_out_keys(data))
 
 
 def _check_divergence(

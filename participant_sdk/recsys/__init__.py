@@ -48,7 +48,14 @@ from .model import (
     score_items,
 )
 from .popularity import PopularityModel
-from .splits import LeaveOneOutSplit, RandomSplit, concat, leave_one_out, split_80_20
+from .splits import (
+    LeaveOneOutSplit,
+    RandomSplit,
+    concat,
+    leave_one_out,
+    leave_one_out_keys,
+    split_80_20,
+)
 from .stability import TrainingDivergedError, train_with_backoff, update_problem
 
 __all__ = [
@@ -76,6 +83,7 @@ __all__ = [
     "item_gradient",
     "k_core",
     "leave_one_out",
+    "leave_one_out_keys",
     "load_csv",
     "load_movielens_100k",
     "load_movielens_ratings_csv",

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from .data import Interactions
 
-__all__ = ["LeaveOneOutSplit", "RandomSplit", "leave_one_out", "split_80_20"]
+__all__ = ["LeaveOneOutSplit", "RandomSplit", "leave_one_out", "leave_one_out_keys", "split_80_20"]
 
 LOO_SEED = 101
 SPLIT_8020_SEED = 103
@@ -83,6 +83,16 @@ def _time_keys(inter: Interactions, seed: int) -> npt.NDArray[np.float64]:
         return keys
     # A partially dated file: undated rows count as the oldest.
     return np.where(np.isnan(ts), -np.inf, ts)
+
+
+def leave_one_out_keys(inter: Interactions, *, seed: int = LOO_SEED) -> npt.NDArray[np.float64]:
+    """The order keys :func:`leave_one_out` sorts each user's interactions by.
+
+    Undated data gets random keys drawn over the *whole* data set, so a subset of its
+    users split on its own would get other held-out items; giving the subset these keys
+    as its timestamps reproduces the whole set's split for its users.
+    """
+    return _time_keys(inter, seed)
 
 
 def leave_one_out(inter: Interactions, *, seed: int = LOO_SEED) -> LeaveOneOutSplit:
