@@ -85,8 +85,9 @@ def check_production(settings: Settings, loaded: Secrets) -> None:
         )
     elif hmac.compare_digest(audit, key):
         problems.append("the audit key equals the secret key: they must be different secrets")
-    if os.environ.get("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS"):
-        problems.append("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS is a test hook: unset it")
+    for hook in ("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS", "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS"):
+        if os.environ.get(hook):
+            problems.append(f"{hook} is a test hook: unset it")
     if problems:
         raise InsecureSettingsError(
             "refusing to start with environment=production:\n  - " + "\n  - ".join(problems)

@@ -37,6 +37,9 @@ class RoundWorker:
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._last_sweep = float("-inf")
+        # rounds with a kick queued and not started yet (see kick)
+        self._kicked: set[tuple[str, int]] = set()
+        self._kicked_lock = threading.Lock()
 
     def start(self) -> None:
         self._timer = threading.Thread(target=self._run_timer, name="fedrec-timer", daemon=True)
@@ -49,9 +52,20 @@ class RoundWorker:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def kick(self, federation_id: str, number: int) -> Future[None] | None:
-        """After an accepted upload: aggregate the round if it is now complete."""
+        """After an accepted upload: aggregate the round if it is now complete.
+
+        Kicks of one round coalesce: while a kick is queued and has not started, later
+        kicks of the round add nothing (it reads the round after all of their uploads
+        committed); a kick that arrives once it started is queued anew. Returns None
+        when coalesced or stopped.
+        """
         if self._stop.is_set():
             return None
+        key = (federation_id, number)
+        with self._kicked_lock:
+            if key in self._kicked:
+                return None
+            self._kicked.add(key)
         return self._executor.submit(self._after_upload, federation_id, number)
 
     def aggregate_now(
@@ -68,6 +82,8 @@ class RoundWorker:
         )
 
     def _after_upload(self, federation_id: str, number: int) -> None:
+        with self._kicked_lock:  # from here on, a new upload's kick queues another run
+            self._kicked.discard((federation_id, number))
         try:
             aggregation_job.run(self._ctx, federation_id, number, trigger=Trigger.UPLOAD)
         except Exception as exc:

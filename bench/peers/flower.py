@@ -36,12 +36,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from fedrec.local_server import CoordinatorProcess, free_port
 from participant_sdk.wire import encode_update
@@ -123,7 +125,11 @@ def flower_rounds(case: Case, rounds: int, timeout: int) -> list[float]:
 
 
 def fedrec_rounds(
-    case: Case, rounds: int, work_dir: Path, source: Path | None = None
+    case: Case,
+    rounds: int,
+    work_dir: Path,
+    source: Path | None = None,
+    cpu_seconds: list[float] | None = None,
 ) -> list[float]:
     rng = np.random.default_rng(1)
     deltas = {
@@ -145,13 +151,29 @@ def fedrec_rounds(
         },
     )
     server.start()
+    assert server.process is not None
+    coordinator = psutil.Process(server.process.pid)
+
+    def cpu() -> float:  # the coordinator's CPU seconds so far (user + system)
+        times = coordinator.cpu_times()
+        return float(times.user + times.system)
+
     try:
-        return _fedrec_rounds(server.url, case, rounds, deltas)
+        return _fedrec_rounds(server.url, case, rounds, deltas, cpu_seconds, cpu)
     finally:
         server.stop()
 
 
-def _fedrec_rounds(url: str, case: Case, rounds: int, deltas: dict[str, np.ndarray]) -> list[float]:
+def _fedrec_rounds(
+    url: str,
+    case: Case,
+    rounds: int,
+    deltas: dict[str, np.ndarray],
+    cpu_seconds: list[float] | None = None,
+    cpu: Callable[[], float] | None = None,
+) -> list[float]:
+    """Run the rounds; their wall seconds, and (into ``cpu_seconds``) the coordinator's
+    CPU seconds per round when ``cpu`` reads them."""
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     created = admin.post(
         "/v1/federations",
@@ -195,6 +217,7 @@ def _fedrec_rounds(url: str, case: Case, rounds: int, deltas: dict[str, np.ndarr
                 current = admin.get(f"/v1/federations/{fid}/rounds/current").json()
                 assert current["number"] == number, current
                 started = time.perf_counter()
+                cpu_before = cpu() if cpu else 0.0
                 futures = [
                     pool.submit(participant, i, number, current["base_version"])
                     for i in range(case.participants)
@@ -207,6 +230,8 @@ def _fedrec_rounds(url: str, case: Case, rounds: int, deltas: dict[str, np.ndarr
                         raise TimeoutError(f"round {number} did not close in 600 s")
                     stop.wait(0.002)
                 seconds.append(time.perf_counter() - started)
+                if cpu is not None and cpu_seconds is not None:
+                    cpu_seconds.append(cpu() - cpu_before)
     finally:
         for client in clients:
             client.close()
@@ -222,18 +247,28 @@ def _ms(seconds: list[float]) -> float:
     return statistics.median(timed) * 1000
 
 
+def _mean_ms(seconds: list[float]) -> float:
+    # a mean, not a median: the kernel counts CPU time in 10 ms ticks
+    timed = seconds[1:] or seconds
+    return statistics.fmean(timed) * 1000 if timed else float("nan")
+
+
 def run(cases: list[Case], rounds: int, timeout: int, source: Path | None = None) -> None:
-    print("| K | params | fedrec round ms | Flower round ms | fedrec / Flower |")
-    print("|---|---|---|---|---|")
+    print(
+        "| K | params | fedrec round ms | Flower round ms | fedrec / Flower "
+        "| fedrec coordinator CPU ms / round |"
+    )
+    print("|---|---|---|---|---|---|")
     work_dir = Path(tempfile.mkdtemp(prefix="fedrec-peers-"))
     try:
         for case in cases:
             print(f"# K={case.participants}, {case.params:,} params ...", file=sys.stderr)
-            fedrec = _ms(fedrec_rounds(case, rounds, work_dir, source))
+            cpu: list[float] = []
+            fedrec = _ms(fedrec_rounds(case, rounds, work_dir, source, cpu))
             flower = _ms(flower_rounds(case, rounds, timeout))
             print(
                 f"| {case.participants} | {case.params:,} | {fedrec:,.1f} | {flower:,.1f} "
-                f"| {fedrec / flower:.2f} |",
+                f"| {fedrec / flower:.2f} | {_mean_ms(cpu):,.1f} |",
                 flush=True,
             )
     finally:

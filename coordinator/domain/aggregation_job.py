@@ -41,6 +41,7 @@ from coordinator.domain.federations import FederationSettings, federation_settin
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import DPAggregation
 from coordinator.domain.specs import DeployPolicy
+from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
 from coordinator.domain.transport import encode_version
 from coordinator.store.models import ModelVersion, utc_now
@@ -51,7 +52,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
-from participant_sdk.wire import decode_update, decode_weights, encode_weights, representable
+from participant_sdk.wire import decode_weights, encode_weights, representable
 
 __all__ = [
     "Claim",
@@ -288,13 +289,12 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             scale,
         )
     else:
-        # stream: one update in memory at a time, float64 sums, fixed order
+        # stream: one update in memory at a time, float64 sums, fixed order; the bytes
+        # were validated at upload, so they are read as views, not decoded again
         for digest in claimed.update_digests:
             strategy.add(
-                decode_update(
-                    ctx.blobs.get(digest),
-                    settings.update_tensors,
-                    encoding=settings.transport.encoding,
+                load_stored_update(
+                    ctx.blobs.get(digest), settings.update_tensors, settings.transport.encoding
                 )
             )
         base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))

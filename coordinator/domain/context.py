@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,8 +15,25 @@ from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.signing import LineageSigner
 from coordinator.store.blobs import BlobStore
+from coordinator.store.group_commit import GroupCommit
+from coordinator.store.repository import FederationRepository, RoundRepository
 
 __all__ = ["Context"]
+
+# Test-only (documented in docs/architecture.md): the fault tests pause a real
+# coordinator between storing a batch of uploads and committing it, to kill it there.
+TEST_GROUP_COMMIT_PAUSE_ENV = "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS"
+
+
+def _test_pause() -> None:
+    seconds = float(os.environ.get(TEST_GROUP_COMMIT_PAUSE_ENV) or 0)
+    if seconds > 0:
+        logging.getLogger("fedrec.rounds").warning(
+            "test hook: pausing %.1fs before committing uploads (%s)",
+            seconds,
+            TEST_GROUP_COMMIT_PAUSE_ENV,
+        )
+        time.sleep(seconds)
 
 
 @dataclass
@@ -41,7 +61,25 @@ class Context:
     observer: Observer = field(default_factory=NoObserver)
     # wakes long-polls; one per process (build_context configures it from the settings)
     notifier: RoundNotifier = field(default_factory=RoundNotifier)
+    # uploads arriving together share one write transaction and one commit (built below)
+    upload_commits: GroupCommit[tuple[str, int]] | None = None
+    # the same for evaluation reports (keyed by federation) and Idempotency-Key records
+    evaluation_commits: GroupCommit[str] | None = None
+    record_commits: GroupCommit[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.upload_commits is None:
+            self.upload_commits = GroupCommit(
+                self.sessions,
+                lock_first=lambda session, keys: RoundRepository(session).lock_in_order(keys),
+                before_commit=_test_pause,
+            )
+        if self.evaluation_commits is None:
+            self.evaluation_commits = GroupCommit(
+                self.sessions,
+                lock_first=lambda session, ids: FederationRepository(session).lock_in_order(ids),
+            )
+        if self.record_commits is None:
+            self.record_commits = GroupCommit(self.sessions)
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)

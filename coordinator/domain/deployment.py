@@ -6,12 +6,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import audit
+from coordinator.domain import audit, metrics
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.metrics import aggregate_in
 from coordinator.domain.specs import DeployPolicy, TargetSpec
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository
@@ -32,12 +31,9 @@ def deployed_version(session: Session, federation_id: str) -> int | None:
 
 
 def validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
-    """Each version's aggregated validation ``metric``, for the versions evaluated so far."""
-    return {
-        row.version: row.metrics[metric]
-        for row in aggregate_in(session, federation_id)
-        if row.split == "validation" and metric in row.metrics
-    }
+    """Each version's aggregated validation ``metric``, for the versions evaluated so far
+    (read once per transaction: :func:`coordinator.domain.metrics.validation_scores`)."""
+    return metrics.validation_scores(session, federation_id, metric)
 
 
 def target_reached(session: Session, federation: Federation) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+from sqlalchemy.orm import Session
+
 from coordinator.domain import lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
@@ -14,11 +16,7 @@ from coordinator.domain.federations import federation_settings
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.domain.specs import LimitsPolicy
 from coordinator.store.models import Evaluation, utc_now
-from coordinator.store.repository import (
-    EvaluationRepository,
-    FederationRepository,
-    ModelVersionRepository,
-)
+from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
 
 __all__ = ["AggregatedMetrics", "aggregated_metrics", "submit_evaluation"]
 
@@ -45,9 +43,10 @@ def submit_evaluation(
     federation, in the same transaction.
     """
     participant_id = principal.require_participant()
-    with ctx.sessions.begin() as session:
-        # locked first: concurrent final reports must see each other (one completes it)
-        FederationRepository(session).get(federation_id, for_update=True)
+
+    def store(session: Session) -> Evaluation:
+        # the batch locked the federation first: concurrent final reports see each other
+        # (one completes it)
         federation = load_federation(session, principal, federation_id)
         _check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
         if ModelVersionRepository(session).get(federation_id, version) is None:
@@ -81,7 +80,12 @@ def submit_evaluation(
             row.created_at = utc_now()
         session.flush()
         lifecycle.settle_final_evaluation(session, federation, utc_now())
-    return row
+        return row
+
+    # reports arriving together share one transaction and one commit (store/group_commit)
+    commits = ctx.evaluation_commits
+    assert commits is not None  # built by Context
+    return commits.run(federation_id, store)
 
 
 def _check_limits(limits: LimitsPolicy, metrics: Mapping[str, float], num_users: int) -> None:

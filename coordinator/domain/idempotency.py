@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import IdempotencyKeyReused, RequestInProgress
@@ -54,25 +56,37 @@ def begin(
     :class:`RequestInProgress` while the first attempt is still running.
     """
     scope = _scope(principal)
+    commits = ctx.record_commits
+    assert commits is not None  # built by Context
+
+    def claim(session: Session) -> str | IdempotencyRecord | None:
+        """The new record's id, the existing record, or None (claim again)."""
+        repo = IdempotencyRepository(session)
+        existing = repo.get(scope, key)
+        if existing is not None and existing.created_at < _expiry(ctx):
+            repo.delete(existing.id)  # expired: the key is new again
+            existing = None
+        if existing is not None:
+            return existing
+        record = IdempotencyRecord(
+            principal=scope,
+            key=key,
+            method=method,
+            path=path[:500],
+            request_sha256=fingerprint,
+            created_at=utc_now(),
+        )
+        # None: a concurrent first attempt won the unique key
+        return record.id if repo.insert_pending(record) else None
+
     for _ in range(3):  # a record deleted meanwhile (its attempt failed): claim again
-        with ctx.sessions.begin() as session:
-            repo = IdempotencyRepository(session)
-            existing = repo.get(scope, key)
-            if existing is not None and existing.created_at < _expiry(ctx):
-                repo.delete(existing.id)  # expired: the key is new again
-                existing = None
-            if existing is None:
-                record = IdempotencyRecord(
-                    principal=scope,
-                    key=key,
-                    method=method,
-                    path=path[:500],
-                    request_sha256=fingerprint,
-                    created_at=utc_now(),
-                )
-                if repo.insert_pending(record):
-                    return record.id
-                continue  # a concurrent first attempt won the unique key
+        # records written together share one commit (store/group_commit)
+        outcome = commits.run(scope, claim)
+        if outcome is None:
+            continue
+        if isinstance(outcome, str):
+            return outcome
+        existing = outcome
         if existing.request_sha256 != fingerprint:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for a different request; use a new key"
@@ -95,7 +109,8 @@ def finish(
     ctx: Context, record_id: str, *, status_code: int | None, content_type: str | None, body: bytes
 ) -> None:
     """Store the response of a recorded request; forget the record after a 5xx or none."""
-    with ctx.sessions.begin() as session:
+
+    def store(session: Session) -> None:
         repo = IdempotencyRepository(session)
         if status_code is None or status_code >= 500:
             repo.delete(record_id)
@@ -106,6 +121,10 @@ def finish(
             content_type=content_type,
             body=body.decode("utf-8", errors="replace"),
         )
+
+    commits = ctx.record_commits
+    assert commits is not None  # built by Context
+    commits.run(record_id, store)
 
 
 def _expiry(ctx: Context) -> datetime:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import Evaluation
 from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
 
-__all__ = ["AggregatedMetrics", "aggregate_in"]
+__all__ = ["AggregatedMetrics", "aggregate_in", "validation_scores"]
+
+# session.info key of the per-transaction memo of validation_scores
+_SCORES_MEMO = "fedrec.validation_scores"
 
 
 @dataclass
@@ -49,3 +54,45 @@ def aggregate_in(session: Session, federation_id: str) -> list[AggregatedMetrics
             AggregatedMetrics(version, rounds.get(version), split, metrics, total, len(rows))
         )
     return out
+
+
+def validation_scores(session: Session, federation_id: str, metric: str) -> dict[int, float]:
+    """Each version's aggregated validation ``metric`` (as :func:`aggregate_in` computes
+    it), for the versions that some report carries it for.
+
+    A round's commit asks up to three times (target, patience, the deploy policy);
+    the figures are read once per transaction, only the columns they need, and the
+    memo is dropped whenever the session flushes (a new report may be among the changes)
+    and when the transaction ends.
+    """
+    memo: dict[tuple[str, str], dict[int, float]] = session.info.setdefault(_SCORES_MEMO, {})
+    key = (federation_id, metric)
+    if key not in memo:
+        rows = session.execute(
+            select(Evaluation.version, Evaluation.metrics, Evaluation.num_users)
+            .where(Evaluation.federation_id == federation_id, Evaluation.split == "validation")
+            .order_by(Evaluation.version, Evaluation.participant_id)
+        )
+        sums: dict[int, float] = defaultdict(float)
+        users: dict[int, int] = defaultdict(int)
+        reported: set[int] = set()
+        for version, metrics, num_users in rows:
+            users[version] += num_users
+            if metric in metrics:
+                reported.add(version)
+                sums[version] += float(metrics[metric]) * num_users
+        memo[key] = {
+            version: sums[version] / users[version] if users[version] else 0.0
+            for version in sorted(reported)
+        }
+    return dict(memo[key])
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_scores_after_flush(session: Session, _flush_context: Any) -> None:
+    session.info.pop(_SCORES_MEMO, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_scores_after_transaction(session: Session, _transaction: Any) -> None:
+    session.info.pop(_SCORES_MEMO, None)

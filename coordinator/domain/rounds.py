@@ -274,40 +274,49 @@ def submit_update(
 
     # durable before the row that points at it is committed
     ctx.blobs.put(body, digest)
+
+    def store_row(session: Session) -> Receipt:
+        # the row lock (the batch took it first: RoundRepository.lock_in_order) orders this insert
+        # before or after the round's claim
+        round_row = RoundRepository(session).get(federation_id, number, for_update=True)
+        earlier = _earlier_receipt(
+            session, participant_id, round_row, digest, number, idempotency_key
+        )
+        if earlier is not None:
+            return earlier
+        if round_row is None or not lifecycle.PLAINTEXT_PHASES.accepts_updates(round_row):
+            federation = load_federation(session, principal, federation_id)
+            _check_round_open(federation, round_row, number)
+        assert round_row is not None
+        row = Update(
+            round_id=round_row.id,
+            participant_id=participant_id,
+            round_number=number,
+            sha256=digest,
+            size=len(body),
+            num_examples=update.num_examples,
+            kind=update.kind,
+            idempotency_key=idempotency_key,
+            received_at=utc_now(),
+        )
+        UpdateRepository(session).add(row)
+        round_row.update_count += 1
+        audit.record(
+            session,
+            actor=audit.actor_of(principal),
+            action="upload",
+            federation_id=federation_id,
+            subject=f"round {number}",
+            detail={"sha256": digest, "size": len(body)},
+        )
+        return Receipt(row, created=True)
+
     try:
-        with ctx.sessions.begin() as session:
-            # the row lock orders this insert before or after the round's claim
-            round_row = RoundRepository(session).get(federation_id, number, for_update=True)
-            earlier = _earlier_receipt(
-                session, participant_id, round_row, digest, number, idempotency_key
-            )
-            if earlier is not None:
-                return earlier
-            if round_row is None or not lifecycle.PLAINTEXT_PHASES.accepts_updates(round_row):
-                federation = load_federation(session, principal, federation_id)
-                _check_round_open(federation, round_row, number)
-            assert round_row is not None
-            row = Update(
-                round_id=round_row.id,
-                participant_id=participant_id,
-                round_number=number,
-                sha256=digest,
-                size=len(body),
-                num_examples=update.num_examples,
-                kind=update.kind,
-                idempotency_key=idempotency_key,
-                received_at=utc_now(),
-            )
-            UpdateRepository(session).add(row)
-            round_row.update_count += 1
-            audit.record(
-                session,
-                actor=audit.actor_of(principal),
-                action="upload",
-                federation_id=federation_id,
-                subject=f"round {number}",
-                detail={"sha256": digest, "size": len(body)},
-            )
+        # uploads arriving together share one transaction and one commit (fsync); this
+        # returns once the transaction holding this row committed
+        commits = ctx.upload_commits
+        assert commits is not None  # built by Context
+        return commits.run((federation_id, number), store_row)
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
         with ctx.read_sessions() as session:
@@ -318,4 +327,3 @@ def submit_update(
         if earlier is None:
             raise
         return earlier
-    return Receipt(row, created=True)

@@ -8,7 +8,7 @@ SQLite, where ``BEGIN IMMEDIATE`` already serialises writers.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +77,12 @@ class FederationRepository(_Repository):
         if for_update:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock_in_order(self, ids: Iterable[str]) -> None:
+        """Lock these federations in id order (a group commit of evaluations takes its
+        federation locks first, in one global order)."""
+        for federation_id in sorted(set(ids)):
+            self.get(federation_id, for_update=True)
 
     def list(self, ids: Sequence[str] | None = None) -> Sequence[Federation]:
         stmt = select(Federation).order_by(Federation.created_at, Federation.id)
@@ -175,6 +181,13 @@ class RoundRepository(_Repository):
         if for_update:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock_in_order(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Lock these (federation, number) rounds in that order: a group commit of
+        uploads takes its round locks before any other lock (the audit head's), in one
+        global order, so batches in different processes cannot deadlock."""
+        for federation_id, number in sorted(set(keys)):
+            self.get(federation_id, number, for_update=True)
 
     def list(self, federation_id: str) -> Sequence[Round]:
         return self.session.scalars(

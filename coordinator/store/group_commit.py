@@ -1,0 +1,127 @@
+"""Group commit: write units that arrive together share one transaction and one commit.
+
+Every commit is an fsync (SQLite's WAL with ``synchronous=FULL``, PostgreSQL's WAL
+flush), and on SQLite the writers of one process take turns. Ten uploads arriving
+together were ten transactions and ten fsyncs one after the other. Here the first
+unit to arrive leads: it runs alone and commits; the units that arrive meanwhile wait,
+and the next leader runs all of them in one transaction with one commit.
+
+Each unit runs in a SAVEPOINT of its own, so a unit that raises (a refusal, a unique
+violation) is rolled back alone, and its caller gets its exception; the others commit.
+A caller returns only after the transaction that holds its unit committed (or raises
+the commit's error: nothing of its unit was acknowledged), so an acknowledged unit is
+as durable as with a transaction of its own.
+
+Units of one batch run in arrival order; a ``lock_first`` hook sees every unit's
+``key`` before any unit runs, so a batch can take its row locks in one global order
+(no deadlock between processes that batch different sets of rows).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["GroupCommit"]
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+@dataclass
+class _Unit(Generic[K]):
+    key: K
+    work: Callable[[Session], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class GroupCommit(Generic[K]):
+    """Run write units in shared transactions (see the module docstring).
+
+    ``max_batch`` bounds how many units one transaction holds (and how long the
+    database's write lock is held at a time).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        lock_first: Callable[[Session, Sequence[K]], None] | None = None,
+        before_commit: Callable[[], None] | None = None,
+        max_batch: int = 128,
+    ) -> None:
+        self._sessions = sessions
+        self._lock_first = lock_first
+        self._before_commit = before_commit  # the fault tests pause here to kill the process
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[_Unit[K]] = []
+        self._leading = False
+        # observability for tests and the bench: transactions committed, units in them
+        self.batches = 0
+        self.units = 0
+
+    @property
+    def waiting(self) -> int:
+        """Units queued for the next transaction."""
+        with self._cond:
+            return len(self._queue)
+
+    def run(self, key: K, work: Callable[[Session], T]) -> T:
+        """Run ``work(session)`` in a shared write transaction; return its result once
+        that transaction committed, or raise its own error (or the commit's)."""
+        unit: _Unit[K] = _Unit(key, work)
+        with self._cond:
+            self._queue.append(unit)
+            while self._leading and not unit.done:
+                self._cond.wait()
+            if not unit.done:
+                # lead: everything queued so far (this unit included) goes in one batch
+                self._leading = True
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+        if not unit.done:
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+        if unit.error is not None:
+            raise unit.error
+        return unit.result  # type: ignore[no-any-return]
+
+    def _commit(self, batch: list[_Unit[K]]) -> None:
+        raise_later: BaseException | None = None
+        try:
+            with self._sessions.begin() as session:
+                if self._lock_first is not None:
+                    self._lock_first(session, [u.key for u in batch])
+                for unit in batch:
+                    try:
+                        with session.begin_nested():
+                            unit.result = unit.work(session)
+                    except Exception as exc:  # this unit's refusal: rolled back alone
+                        unit.error = exc
+                if self._before_commit is not None:
+                    self._before_commit()
+        except BaseException as exc:
+            # the transaction did not commit: no unit of it is acknowledged
+            for unit in batch:
+                if unit.error is None:
+                    unit.error = exc
+                    unit.result = None
+            raise_later = exc
+        with self._cond:
+            self.batches += 1
+            self.units += len(batch)
+            for unit in batch:
+                unit.done = True
+        if raise_later is not None and not isinstance(raise_later, Exception):
+            raise raise_later  # KeyboardInterrupt and the like stop the leader too

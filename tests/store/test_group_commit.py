@@ -1,0 +1,167 @@
+"""Group commit (store/group_commit.py): units that arrive together share one transaction;
+each unit is committed exactly once or not at all, a refused unit is rolled back alone,
+and a caller hears back only after the transaction holding its unit committed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from coordinator.store.db import create_db_engine, create_session_factory
+from coordinator.store.group_commit import GroupCommit
+
+UNITS = 12
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE gc_rows (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
+    yield engine
+    engine.dispose()
+
+
+def _ids(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return sorted(int(i) for i in conn.execute(text("SELECT id FROM gc_rows")).scalars())
+
+
+def _insert(row_id: int) -> Any:
+    def work(session: Session) -> int:
+        session.execute(text("INSERT INTO gc_rows (id) VALUES (:id)"), {"id": row_id})
+        return row_id
+
+    return work
+
+
+def _wait_for(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _run_while_leader_holds(
+    commits: GroupCommit[int], leader_work: Any, others: dict[int, Any]
+) -> tuple[dict[int, Any], dict[int, BaseException]]:
+    """Start a leader unit that blocks until every other unit has queued behind it, so
+    the others form the next batch (deterministically, not by timing luck)."""
+    release, entered = threading.Event(), threading.Event()
+    results: dict[int, Any] = {}
+    errors: dict[int, BaseException] = {}
+
+    def call(key: int, work: Any) -> None:
+        try:
+            results[key] = commits.run(key, work)
+        except BaseException as exc:  # noqa: BLE001 - asserted by the caller
+            errors[key] = exc
+
+    def leading(session: Session) -> Any:
+        entered.set()
+        assert release.wait(20), "the test never released the leader"
+        return leader_work(session)
+
+    leader = threading.Thread(target=call, args=(0, leading))
+    leader.start()
+    assert entered.wait(20), "the leader did not start"
+    threads = [threading.Thread(target=call, args=item) for item in others.items()]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: commits.waiting == len(others), "every unit to queue")
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(timeout=30)
+    assert not any(t.is_alive() for t in [leader, *threads])
+    return results, errors
+
+
+def test_units_arriving_together_share_one_commit_and_each_lands_once(engine: Engine) -> None:
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine))
+    others = {key: _insert(key) for key in range(1, UNITS)}
+    results, errors = _run_while_leader_holds(commits, _insert(0), others)
+    assert not errors
+    assert results == {key: key for key in range(UNITS)}
+    # the leader's transaction, then one for every unit that queued meanwhile
+    assert (commits.batches, commits.units) == (2, UNITS)
+    assert _ids(engine) == list(range(UNITS))
+
+
+def test_a_refused_unit_is_rolled_back_alone(engine: Engine) -> None:
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine))
+
+    def refused(session: Session) -> None:
+        session.execute(text("INSERT INTO gc_rows (id) VALUES (500)"))
+        raise ValueError("refused after writing")
+
+    others = {1: _insert(1), 2: refused, 3: _insert(1), 4: _insert(4)}  # 3 repeats 1's key
+    results, errors = _run_while_leader_holds(commits, _insert(0), others)
+    assert results == {0: 0, 1: 1, 4: 4}
+    assert isinstance(errors[2], ValueError)
+    assert isinstance(errors[3], IntegrityError)
+    assert commits.batches == 2
+    assert _ids(engine) == [0, 1, 4]  # nothing of the refused units, nothing twice
+
+
+def test_a_failed_commit_acknowledges_no_unit_of_its_batch(engine: Engine) -> None:
+    sessions = create_session_factory(engine)
+    commits: GroupCommit[int] = GroupCommit(sessions)
+    failing = {"on": False}
+
+    @event.listens_for(sessions, "before_commit")
+    def _fail(_session: Session) -> None:
+        if failing["on"]:
+            raise RuntimeError("disk full")
+
+    # set by the first unit of the second batch: the leader's own commit passes
+    def first_of_batch(session: Session) -> int:
+        failing["on"] = True
+        return _insert(1)(session)
+
+    others = {1: first_of_batch, 2: _insert(2), 3: _insert(3)}
+    results, errors = _run_while_leader_holds(commits, _insert(0), others)
+    assert results == {0: 0}
+    assert set(errors) == {1, 2, 3}
+    assert all(isinstance(e, RuntimeError) for e in errors.values())
+    assert _ids(engine) == [0]
+    # the committer is not stuck: the next unit gets a transaction of its own
+    failing["on"] = False
+    assert commits.run(9, _insert(9)) == 9
+    assert _ids(engine) == [0, 9]
+
+
+def test_a_unit_waits_for_the_batch_ahead_of_it_before_answering(engine: Engine) -> None:
+    """A caller whose unit is queued is not answered until its own batch commits: while
+    the leader's transaction is open, the queued unit has no result and no row."""
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine))
+    release, entered, answered = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(session: Session) -> int:
+        entered.set()
+        assert release.wait(20)
+        return _insert(0)(session)
+
+    def queued() -> None:
+        commits.run(1, _insert(1))
+        answered.set()
+
+    leader = threading.Thread(target=commits.run, args=(0, slow))
+    leader.start()
+    assert entered.wait(20)
+    follower = threading.Thread(target=queued)
+    follower.start()
+    _wait_for(lambda: commits.waiting == 1, "the follower to queue")
+    assert not answered.is_set()
+    assert _ids(engine) == []
+    release.set()
+    leader.join(timeout=30)
+    follower.join(timeout=30)
+    assert answered.is_set()
+    assert _ids(engine) == [0, 1]
