@@ -1,0 +1,365 @@
+"""The privacy frontier: test NDCG@10 against epsilon, with client sampling, in-process.
+
+For each population — (a) per-user ML-100K (943 participants) and (b) a synthetic
+population of 20,000 users from :func:`fedrec.synthetic.make_synthetic` — and each target
+epsilon in {1, 4, 8, inf} at delta = 1e-5, every candidate (sampling rate q, rounds T,
+clip norm C) gets the noise multiplier z whose PLD epsilon (the coordinator's reported
+accountant, ``coordinator.domain.accountant.pld_epsilon``) after T Poisson-sampled rounds
+is the target, and trains one federation on ``Tr_u`` (:func:`fedrec.sampled_dp.simulate_sampled`:
+only the sampled users train each round, DP-FedAvg with the sum divided by the expected
+cohort q N). The candidate with the best validation NDCG@10 is then retrained on
+``Tr_u ∪ {v_u}`` and scored once on the test items (EVALUATION.md protocol v1, leave-one-
+out, full ranking, training seed 0). epsilon = inf is the non-private reference: the same
+candidates without clipping or noise.
+
+**How C is chosen, and what is not accounted.** C is one of the candidates' values, chosen
+on validation together with q and T. The epsilon reported is the training run's; the
+selection among the few candidates (3 per epsilon) reads the validation items of the
+private data and is not accounted, as in most DP-FL papers (Papernot & Steinke, ICLR 2022,
+bound the cost of such tuning; it is a small multiple of epsilon for a handful of
+candidates). The server step is ``server_lr * (sum + noise) / (q N)``, so the noise on the
+model is ``server_lr z C / (q N)`` per coordinate: large cohorts are what makes DP pay.
+epsilon = inf has its own small grid of (q, T) without clipping (``references``), so that
+the non-private reference is not held to the private runs' few rounds.
+
+Usage (bounded: prints progress; the full run is about half an hour on 2 cores)::
+
+    nice python -m bench.privacy_frontier [--data DIR] [--jobs 2] [--json out.json]
+    python -m bench.privacy_frontier --quick          # seconds: a tiny synthetic population
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.quality import DEFAULT_DATA
+from fedrec.sampled_dp import (
+    SampledDP,
+    noise_for_epsilon,
+    per_user_views,
+    pld_epsilon,
+    simulate_sampled,
+)
+from fedrec.synthetic import make_synthetic
+from participant_sdk.recsys.data import load_movielens_100k
+from participant_sdk.recsys.metrics import evaluate_loo
+from participant_sdk.recsys.model import BPRConfig
+from participant_sdk.recsys.splits import LeaveOneOutSplit, leave_one_out
+
+DELTA = 1e-5
+EPSILONS = (1.0, 4.0, 8.0, math.inf)
+# local training: 32 factors, 2 local epochs per round, 3 negatives per positive; the
+# local lr decays x0.95 per round. Chosen once, without DP, on the synthetic validation.
+CONFIG = BPRConfig(
+    dim=32,
+    learning_rate=0.05,
+    reg=0.01,
+    negatives=3,
+    epochs=2,
+    batch_size=256,
+    init_scale=0.1,
+)
+LR_DECAY = 0.95
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Sampling rate, rounds and clip norm of one federation (z follows from epsilon)."""
+
+    sampling_rate: float
+    rounds: int
+    clip_norm: float
+
+    def label(self, private: bool = True) -> str:
+        clip = f", C={self.clip_norm:g}" if private else ""
+        return f"q={self.sampling_rate:g}, T={self.rounds}{clip}"
+
+
+@dataclass(frozen=True)
+class Population:
+    """A population of one-user participants and its candidate grids: ``candidates`` for
+    every finite epsilon, ``references`` (their clip norm unused) for epsilon = inf."""
+
+    name: str
+    # the server step: base + server_lr * (sum + noise) / (q N); constant across cohorts
+    server_lr: float
+    candidates: tuple[Candidate, ...]
+    references: tuple[Candidate, ...]
+    synthetic_users: int = 0  # 0: ML-100K from --data
+    synthetic_items: int = 0
+
+    def grid(self, epsilon: float) -> tuple[Candidate, ...]:
+        return self.candidates if math.isfinite(epsilon) else self.references
+
+
+# Grids are small because each federation costs q N T local trainings (~2 ms each): at
+# 20,000 users, q = 0.25 and T = 8 is 40,000 of them. At a fixed cost q T, a larger cohort
+# with fewer rounds buys the better noise-to-signal ratio (q N / z per round).
+FULL = (
+    Population(
+        "synthetic 20k users",
+        server_lr=100.0,
+        candidates=(Candidate(0.25, 8, 0.5), Candidate(0.25, 8, 0.25)),
+        references=(Candidate(0.25, 8, 0.0), Candidate(0.25, 16, 0.0)),
+        synthetic_users=20_000,
+        synthetic_items=1_000,
+    ),
+    Population(
+        "ml-100k per-user",
+        server_lr=100.0,
+        candidates=(Candidate(1.0, 5, 0.5), Candidate(1.0, 10, 0.25), Candidate(0.5, 10, 0.5)),
+        references=(Candidate(1.0, 10, 0.0), Candidate(1.0, 20, 0.0)),
+    ),
+)
+
+QUICK = (
+    Population(
+        "synthetic (quick)",
+        server_lr=50.0,
+        candidates=(Candidate(0.5, 3, 0.5), Candidate(1.0, 2, 0.5)),
+        references=(Candidate(1.0, 3, 0.0),),
+        synthetic_users=300,
+        synthetic_items=100,
+    ),
+)
+
+_SPLITS: dict[tuple[str, str], LeaveOneOutSplit] = {}
+
+
+def split_for(population: Population, data_dir: Path) -> LeaveOneOutSplit:
+    """The population's leave-one-out split (cached per process)."""
+    key = (population.name, str(data_dir))
+    if key not in _SPLITS:
+        if population.synthetic_users:
+            data = make_synthetic(
+                num_users=population.synthetic_users,
+                num_items=population.synthetic_items,
+                seed=0,
+            )
+        else:
+            data, _ = load_movielens_100k(data_dir)
+        _SPLITS[key] = leave_one_out(data)
+    return _SPLITS[key]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One federation: a population, a target epsilon, a candidate, and the phase
+    (``valid``: train on Tr_u, score v_u; ``test``: train on Tr_u ∪ {v_u}, score t_u)."""
+
+    population: Population
+    data_dir: Path
+    epsilon: float
+    candidate: Candidate
+    noise_multiplier: float
+    phase: str
+
+
+def run(job: Job) -> dict[str, Any]:
+    """Train one federation and score it on the job's phase."""
+    split = split_for(job.population, job.data_dir)
+    train = split.train if job.phase == "valid" else split.train_and_valid()
+    targets = split.valid if job.phase == "valid" else split.test
+    cand = job.candidate
+    private = math.isfinite(job.epsilon)
+    dp = SampledDP(
+        sampling_rate=cand.sampling_rate,
+        rounds=cand.rounds,
+        clip_norm=cand.clip_norm if private else None,
+        noise_multiplier=job.noise_multiplier if private else 0.0,
+    )
+    result = simulate_sampled(
+        train,
+        CONFIG,
+        dp,
+        strategy={"name": "fedavg", "server_lr": job.population.server_lr},
+        lr_decay_per_round=LR_DECAY,
+        views=per_user_views(train),
+    )
+    metrics = evaluate_loo(result.score, train, targets)
+    return {
+        "population": job.population.name,
+        "phase": job.phase,
+        "target_epsilon": job.epsilon,
+        "candidate": asdict(cand),
+        "noise_multiplier": job.noise_multiplier if private else 0.0,
+        "epsilon": pld_epsilon(job.noise_multiplier, cand.sampling_rate, cand.rounds, DELTA)
+        if private
+        else math.inf,
+        "mean_cohort": float(np.mean(result.cohort_sizes)) if result.cohort_sizes else 0.0,
+        "clipped_fraction": float(np.mean(result.clipped_fraction)) if private else 0.0,
+        "ndcg@10": metrics["ndcg@10"],
+        "hr@10": metrics["hr@10"],
+        "seconds": result.seconds,
+    }
+
+
+def popularity_test(population: Population, data_dir: Path) -> float:
+    """Test NDCG@10 of the popularity floor (item counts of Tr_u ∪ {v_u})."""
+    split = split_for(population, data_dir)
+    train = split.train_and_valid()
+    counts = np.bincount(train.items, minlength=train.num_items).astype(np.float32)
+    return evaluate_loo(lambda u: np.tile(counts, (u.size, 1)), train, split.test)["ndcg@10"]
+
+
+def _describe(row: dict[str, Any]) -> str:
+    cand = Candidate(**row["candidate"])
+    eps = "inf" if not math.isfinite(row["target_epsilon"]) else f"{row['target_epsilon']:g}"
+    return (
+        f"  [{row['population']}] eps {eps} {row['phase']}: "
+        f"{cand.label(math.isfinite(row['target_epsilon']))}, "
+        f"z={row['noise_multiplier']:.3g}: ndcg@10 {row['ndcg@10']:.4f} "
+        f"(cohort {row['mean_cohort']:.0f}, clipped {row['clipped_fraction']:.0%}, "
+        f"{row['seconds']:.0f} s)"
+    )
+
+
+def frontier(
+    populations: Sequence[Population],
+    data_dir: Path,
+    epsilons: Sequence[float],
+    *,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Select each (population, epsilon)'s candidate on validation, then test it once."""
+    started = time.perf_counter()
+    noise: dict[tuple[float, float, int], float] = {}  # z per (epsilon, q, T)
+    for population in populations:
+        for eps in epsilons:
+            for cand in population.grid(eps):
+                key = (eps, cand.sampling_rate, cand.rounds)
+                if math.isfinite(eps) and key not in noise:
+                    noise[key] = noise_for_epsilon(eps, cand.sampling_rate, cand.rounds, DELTA)
+    print(f"noise calibrated by PLD ({time.perf_counter() - started:.0f} s)", flush=True)
+    valid_jobs = [
+        Job(
+            population,
+            data_dir,
+            eps,
+            cand,
+            noise.get((eps, cand.sampling_rate, cand.rounds), 0.0),
+            "valid",
+        )
+        for population in populations
+        for eps in epsilons
+        for cand in population.grid(eps)
+    ]
+    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
+        valid_rows = []
+        for row in pool.map(run, valid_jobs):
+            print(_describe(row), flush=True)
+            valid_rows.append(row)
+        test_jobs = []
+        for population in populations:
+            for eps in epsilons:
+                rows = [
+                    (row, job)
+                    for row, job in zip(valid_rows, valid_jobs, strict=True)
+                    if job.population == population and job.epsilon == eps
+                ]
+                best = max(rows, key=lambda pair: pair[0]["ndcg@10"])[1]
+                test_jobs.append(replace(best, phase="test"))
+        test_rows = []
+        for row in pool.map(run, test_jobs):
+            print(_describe(row), flush=True)
+            test_rows.append(row)
+    tables = []
+    for population in populations:
+        measured = sorted(
+            (r for r in test_rows if r["population"] == population.name),
+            key=lambda r: float(r["target_epsilon"]),
+        )
+        reference = next(
+            (r["ndcg@10"] for r in measured if not math.isfinite(r["target_epsilon"])), 0
+        )
+        for r in measured:
+            r["ratio_to_non_private"] = r["ndcg@10"] / reference if reference > 0 else None
+        tables.append(
+            {
+                "population": population.name,
+                "participants": split_for(population, data_dir).train.num_users,
+                "popularity_test_ndcg@10": popularity_test(population, data_dir),
+                "rows": measured,
+            }
+        )
+    return {
+        "delta": DELTA,
+        "config": asdict(CONFIG),
+        "lr_decay": LR_DECAY,
+        "validation": valid_rows,
+        "tables": tables,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+class _Serial:
+    """``ProcessPoolExecutor``'s ``map`` in this process (``--jobs 1``, tests)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, items: Sequence[Any]) -> Any:
+        return map(fn, items)
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    """The test table of each population as markdown."""
+    lines = []
+    for table in figures["tables"]:
+        lines.append(
+            f"\n{table['population']} ({table['participants']} participants; popularity "
+            f"test NDCG@10 {table['popularity_test_ndcg@10']:.4f})\n"
+        )
+        lines.append(
+            "| target ε | chosen q, T, C | z | PLD ε (δ = 1e-5) | mean cohort | clipped | "
+            "test NDCG@10 | test HR@10 | × non-private |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in table["rows"]:
+            private = math.isfinite(r["target_epsilon"])
+            cand = Candidate(**r["candidate"])
+            ratio = r["ratio_to_non_private"]
+            lines.append(
+                f"| {r['target_epsilon']:g} | {cand.label(private)} "
+                f"| {r['noise_multiplier']:.3f} | {r['epsilon']:.3f} | {r['mean_cohort']:.0f} "
+                f"| {r['clipped_fraction']:.0%} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | "
+                f"{'—' if ratio is None else f'{ratio:.2f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ML-100K folder")
+    parser.add_argument("--quick", action="store_true", help="a tiny synthetic population only")
+    parser.add_argument("--jobs", type=int, default=2, help="federations trained in parallel")
+    parser.add_argument(
+        "--epsilons", default="1,4,8,inf", help="target epsilons at delta 1e-5 (inf = no DP)"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    populations = QUICK if args.quick else FULL
+    figures = frontier(populations, args.data, epsilons, jobs=1 if args.quick else args.jobs)
+    print(markdown(figures))
+    print(f"\ntotal {figures['seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
