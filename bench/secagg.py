@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             dropped = set(ids[: round(rate * n)])
             threshold = n // 2 + 1
             started = time.perf_counter()
-            drops = {
-                "drop_before_upload"
-                if args.when == "before-upload"
-                else "drop_after_upload": dropped
-            }
-            outcome = run_round(updates, threshold=threshold, clip=1.0, **drops)
+            before = args.when == "before-upload"
+            outcome = run_round(
+                updates,
+                threshold=threshold,
+                clip=1.0,
+                drop_before_upload=dropped if before else (),
+                drop_after_upload=() if before else dropped,
+            )
             wall = time.perf_counter() - started
             cpu = np.array(list(outcome.client_cpu_seconds.values()))
             sent = np.mean(list(outcome.client_bytes_sent.values())) / 1e3
