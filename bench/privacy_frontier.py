@@ -34,8 +34,9 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -103,14 +104,14 @@ class Population:
 
 
 # Grids are small because each federation costs q N T local trainings (~2 ms each): at
-# 20,000 users, q = 0.25 and T = 8 is 40,000 of them. At a fixed cost q T, a larger cohort
+# 20,000 users, q = 0.25 and T = 5 is 25,000 of them. At a fixed cost q T, a larger cohort
 # with fewer rounds buys the better noise-to-signal ratio (q N / z per round).
 FULL = (
     Population(
         "synthetic 20k users",
         server_lr=100.0,
-        candidates=(Candidate(0.25, 8, 0.5), Candidate(0.25, 8, 0.25)),
-        references=(Candidate(0.25, 8, 0.0), Candidate(0.25, 16, 0.0)),
+        candidates=(Candidate(0.25, 5, 0.5), Candidate(0.25, 5, 0.25)),
+        references=(Candidate(0.25, 5, 0.0), Candidate(0.25, 10, 0.0)),
         synthetic_users=20_000,
         synthetic_items=1_000,
     ),
@@ -161,7 +162,6 @@ class Job:
     data_dir: Path
     epsilon: float
     candidate: Candidate
-    noise_multiplier: float
     phase: str
 
 
@@ -172,11 +172,13 @@ def run(job: Job) -> dict[str, Any]:
     targets = split.valid if job.phase == "valid" else split.test
     cand = job.candidate
     private = math.isfinite(job.epsilon)
+    # the noise whose PLD epsilon after T rounds at rate q is the target (cached per process)
+    noise = noise_for_epsilon(job.epsilon, cand.sampling_rate, cand.rounds, DELTA) if private else 0
     dp = SampledDP(
         sampling_rate=cand.sampling_rate,
         rounds=cand.rounds,
         clip_norm=cand.clip_norm if private else None,
-        noise_multiplier=job.noise_multiplier if private else 0.0,
+        noise_multiplier=noise,
     )
     result = simulate_sampled(
         train,
@@ -192,8 +194,8 @@ def run(job: Job) -> dict[str, Any]:
         "phase": job.phase,
         "target_epsilon": job.epsilon,
         "candidate": asdict(cand),
-        "noise_multiplier": job.noise_multiplier if private else 0.0,
-        "epsilon": pld_epsilon(job.noise_multiplier, cand.sampling_rate, cand.rounds, DELTA)
+        "noise_multiplier": noise,
+        "epsilon": pld_epsilon(noise, cand.sampling_rate, cand.rounds, DELTA)
         if private
         else math.inf,
         "mean_cohort": float(np.mean(result.cohort_sizes)) if result.cohort_sizes else 0.0,
@@ -233,46 +235,13 @@ def frontier(
 ) -> dict[str, Any]:
     """Select each (population, epsilon)'s candidate on validation, then test it once."""
     started = time.perf_counter()
-    noise: dict[tuple[float, float, int], float] = {}  # z per (epsilon, q, T)
-    for population in populations:
-        for eps in epsilons:
-            for cand in population.grid(eps):
-                key = (eps, cand.sampling_rate, cand.rounds)
-                if math.isfinite(eps) and key not in noise:
-                    noise[key] = noise_for_epsilon(eps, cand.sampling_rate, cand.rounds, DELTA)
-    print(f"noise calibrated by PLD ({time.perf_counter() - started:.0f} s)", flush=True)
     valid_jobs = [
-        Job(
-            population,
-            data_dir,
-            eps,
-            cand,
-            noise.get((eps, cand.sampling_rate, cand.rounds), 0.0),
-            "valid",
-        )
+        Job(population, data_dir, eps, cand, "valid")
         for population in populations
         for eps in epsilons
         for cand in population.grid(eps)
     ]
-    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
-        valid_rows = []
-        for row in pool.map(run, valid_jobs):
-            print(_describe(row), flush=True)
-            valid_rows.append(row)
-        test_jobs = []
-        for population in populations:
-            for eps in epsilons:
-                rows = [
-                    (row, job)
-                    for row, job in zip(valid_rows, valid_jobs, strict=True)
-                    if job.population == population and job.epsilon == eps
-                ]
-                best = max(rows, key=lambda pair: pair[0]["ndcg@10"])[1]
-                test_jobs.append(replace(best, phase="test"))
-        test_rows = []
-        for row in pool.map(run, test_jobs):
-            print(_describe(row), flush=True)
-            test_rows.append(row)
+    valid_rows, test_rows = _schedule(valid_jobs, jobs)
     tables = []
     for population in populations:
         measured = sorted(
@@ -302,8 +271,44 @@ def frontier(
     }
 
 
+def _schedule(
+    valid_jobs: Sequence[Job], jobs: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the validation jobs, and each (population, epsilon)'s test job as soon as its
+    candidates are all validated (ahead of the remaining validation jobs), so that an
+    interrupted run has finished rows."""
+    size: dict[tuple[str, float], int] = defaultdict(int)
+    for job in valid_jobs:
+        size[(job.population.name, job.epsilon)] += 1
+    validated: dict[tuple[str, float], list[tuple[dict[str, Any], Job]]] = defaultdict(list)
+    pending = deque(valid_jobs)
+    valid_rows: list[dict[str, Any]] = []
+    test_rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
+        running: dict[Future[dict[str, Any]], Job] = {}
+        while pending or running:
+            while pending and len(running) < jobs:
+                job = pending.popleft()
+                running[pool.submit(run, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                row = future.result()
+                print(_describe(row), flush=True)
+                if job.phase == "test":
+                    test_rows.append(row)
+                    continue
+                valid_rows.append(row)
+                group = (job.population.name, job.epsilon)
+                validated[group].append((row, job))
+                if len(validated[group]) == size[group]:
+                    best = max(validated[group], key=lambda pair: pair[0]["ndcg@10"])[1]
+                    pending.appendleft(replace(best, phase="test"))
+    return valid_rows, test_rows
+
+
 class _Serial:
-    """``ProcessPoolExecutor``'s ``map`` in this process (``--jobs 1``, tests)."""
+    """``ProcessPoolExecutor.submit`` in this process (``--jobs 1``, tests)."""
 
     def __enter__(self) -> _Serial:
         return self
@@ -311,8 +316,10 @@ class _Serial:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def map(self, fn: Any, items: Sequence[Any]) -> Any:
-        return map(fn, items)
+    def submit(self, fn: Callable[[Job], dict[str, Any]], job: Job) -> Future[dict[str, Any]]:
+        future: Future[dict[str, Any]] = Future()
+        future.set_result(fn(job))
+        return future
 
 
 def markdown(figures: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,7 @@ class SampledResult:
         return np.asarray(self.user_factors[users] @ q.T + b[None, :], dtype=np.float32)
 
 
+@lru_cache(maxsize=256)
 def noise_for_epsilon(
     epsilon: float,
     sampling_rate: float,
