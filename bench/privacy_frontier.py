@@ -109,8 +109,9 @@ class Population:
 
 
 # Grids are small because each federation costs q N T local trainings plus N local refits
-# (~2 ms each): at 20,000 users, q = 0.25 and T = 5 is 25,000 trainings. At a fixed cost q T, a larger cohort
-# with fewer rounds buys the better noise-to-signal ratio (q N / z per round).
+# (~2 ms each): at 20,000 users, q = 0.25 and T = 5 is 25,000 trainings. At a fixed cost
+# q T, a larger cohort with fewer rounds buys the better noise-to-signal ratio (q N / z
+# per round).
 FULL = (
     Population(
         "synthetic 20k users",
