@@ -365,10 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--epsilons", default="1,4,8,inf", help="target epsilons at delta 1e-5 (inf = no DP)"
     )
+    parser.add_argument(
+        "--only", choices=("ml-100k", "synthetic"), help="run one of the two populations"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    populations = QUICK if args.quick else FULL
+    populations: tuple[Population, ...] = QUICK if args.quick else FULL
+    if args.only:
+        populations = tuple(p for p in populations if p.name.startswith(args.only))
     figures = frontier(populations, args.data, epsilons, jobs=1 if args.quick else args.jobs)
     print(markdown(figures))
     print(f"\ntotal {figures['seconds']:.0f} s")
