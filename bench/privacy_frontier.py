@@ -227,7 +227,8 @@ def _describe(row: dict[str, Any]) -> str:
     return (
         f"  [{row['population']}] eps {eps} {row['phase']}: "
         f"{cand.label(math.isfinite(row['target_epsilon']))}, "
-        f"z={row['noise_multiplier']:.3g}: ndcg@10 {row['ndcg@10']:.4f} "
+        f"z={row['noise_multiplier']:.4g} (PLD eps {row['epsilon']:.3f}): "
+        f"ndcg@10 {row['ndcg@10']:.4f}, hr@10 {row['hr@10']:.4f} "
         f"(cohort {row['mean_cohort']:.0f}, clipped {row['clipped_fraction']:.0%}, "
         f"{row['seconds']:.0f} s)"
     )
