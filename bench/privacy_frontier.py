@@ -23,7 +23,7 @@ pilot's updates exceeded it, i.e. C sits a little below the median update norm. 
 server step is ``server_lr * (sum + noise) / (q N)``, so the noise on the model is
 ``server_lr z C / (q N)`` per coordinate: large cohorts are what makes DP pay.
 
-Usage (bounded: prints progress; about 15 CPU minutes, an hour of wall time when the
+Usage (bounded: prints progress; about 20 CPU minutes, an hour of wall time when the
 2 cores are shared with other jobs)::
 
     nice python -m bench.privacy_frontier [--data DIR] [--jobs 2] [--json out.json]
