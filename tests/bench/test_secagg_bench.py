@@ -16,3 +16,16 @@ def test_prints_one_row_per_cell_with_the_outcome(capsys: pytest.CaptureFixture[
     assert "aborted" in rows[1]
     assert "sum of 6" in rows[2]
     assert "aborted" in rows[3]
+
+
+def test_dropouts_after_the_upload_still_count(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--sizes", "6", "--dropouts", "0.34", "0.5", "--length", "8", "--when", "after-upload"]
+    assert secagg.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "|" in line][1:]
+    # two uploaded their masked input and left: their inputs count, the 4 left unmask
+    assert len(rows) == 2
+    assert "sum of 6" in rows[0]
+    # three left: fewer than the threshold 4 answer the unmask request
+    assert "aborted" in rows[1]
+    assert "goal" not in out  # no 50-participant cell in this grid
