@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AdaptiveClipping",
     "AuditEvent",
     "BaseAPIModel",
     "DeployPolicy",
@@ -192,6 +193,25 @@ class DeployPolicy(BaseAPIModel):
     metric: str | None = None
 
 
+class AdaptiveClipping(BaseAPIModel):
+    """Adaptive clipping (Andrew et al. 2021): C follows a quantile of the update norms.
+
+    Attributes
+    ----------
+    target_quantile : float
+        gamma: the fraction of updates C should leave unclipped.
+    learning_rate : float
+        eta_C: each round ``C <- C * exp(-eta_C * (b - gamma))``, b the noised fraction.
+    clipped_count_stddev : float or None
+        sigma_b, the noise on the unclipped count (above ``noise_multiplier / 2``);
+        ``None``: the expected cohort / 20, at least ``noise_multiplier``.
+    """
+
+    target_quantile: float = 0.5
+    learning_rate: float = 0.2
+    clipped_count_stddev: float | None = None
+
+
 class DifferentialPrivacy(BaseAPIModel):
     """Participant-level differential privacy: DP-FedAvg with server-side clipping.
 
@@ -210,12 +230,15 @@ class DifferentialPrivacy(BaseAPIModel):
         (``1e-5``) when ``None``.
     max_epsilon : float or None
         Complete the federation before a round would spend more than this epsilon.
+    adaptive_clipping : AdaptiveClipping or None
+        Adapt C towards a quantile of the update norms (``clip_norm`` is the first C).
     """
 
     clip_norm: float
     noise_multiplier: float
     delta: float | None = None
     max_epsilon: float | None = None
+    adaptive_clipping: AdaptiveClipping | None = None
 
 
 class SecureAggregation(BaseAPIModel):
@@ -349,6 +372,10 @@ class PrivacySpent(BaseAPIModel):
         (fixed-size sampling) or ``"rdp"`` (older versions).
     sampling_rate : float
         The rate q the rounds were accounted at (1: no sampling).
+    clip_norm : float or None
+        Adaptive clipping only: the C this version's round clipped to.
+    next_clip_norm : float or None
+        Adaptive clipping only: the C the next round clips to.
     """
 
     epsilon: float | None = None
@@ -356,6 +383,8 @@ class PrivacySpent(BaseAPIModel):
     rounds: int
     accountant: str = "pld"
     sampling_rate: float = 1.0
+    clip_norm: float | None = None
+    next_clip_norm: float | None = None
 
 
 # --- resources ------------------------------------------------------------------------------

@@ -115,6 +115,17 @@ class PrivacySpent(Schema):
         description="q, the rate the rounds were accounted at (1 = every participant in "
         "every round; fixed-size: the largest size / population drawn).",
     )
+    clip_norm: float | None = Field(
+        default=None,
+        description="Adaptive clipping only: the C this version's round clipped to.",
+        examples=[0.83],
+    )
+    next_clip_norm: float | None = Field(
+        default=None,
+        description="Adaptive clipping only: the C the next round clips to (moved towards "
+        "`target_quantile` from the noised count of unclipped updates).",
+        examples=[0.79],
+    )
 
 
 class Federation(Schema):

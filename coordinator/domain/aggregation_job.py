@@ -46,7 +46,16 @@ from coordinator.domain.errors import (
 )
 from coordinator.domain.federations import FederationSettings, federation_settings
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
-from coordinator.domain.privacy import Accounting, DPAggregation, accounting_of
+from coordinator.domain.privacy import (
+    Accounting,
+    DPAggregation,
+    accounting_of,
+    clip_norm_of,
+    count_stddev,
+    draw_count_noise,
+    next_clip_norm,
+    update_noise_multiplier,
+)
 from coordinator.domain.specs import DeployPolicy, RoundPolicy
 from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
@@ -103,6 +112,8 @@ class Claim:
     # the federation's DP accounting and rounds counted before this one
     accounting: Accounting | None = None
     completed_rounds: int = 0
+    # adaptive clipping: the C this round clips to, handed on by its base version
+    clip_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,7 @@ def claim_round(
         assert base is not None
         restore = None
         settings = federation_settings(ctx, federation)
+        dp_policy = settings.privacy.dp
         summed = secure_rounds.secure_sum(session, round_row, settings.update_tensors)
         # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
         if settings.model.kind != "ease":
@@ -282,6 +294,9 @@ def claim_round(
             dp_denominator=sampling.expected_cohort_size(settings.rounds.sampling, round_row),
             accounting=accounting_of(session, federation),
             completed_rounds=federation.completed_rounds,
+            clip_norm=clip_norm_of(dp_policy, base.privacy_spent)
+            if dp_policy is not None and dp_policy.adaptive_clipping is not None
+            else None,
         )
 
 
@@ -304,6 +319,11 @@ def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
 def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     settings = claimed.settings
     dp_policy = settings.privacy.dp
+    adaptive = dp_policy.adaptive_clipping if dp_policy is not None else None
+    # adaptive clipping: m, what the unclipped count is a fraction of, and the updates'
+    # share of the noise (z_delta) once the count's sigma_b is paid for
+    cohort = claimed.dp_denominator or float(max(len(claimed.update_digests), 1))
+    count_std = count_stddev(dp_policy, cohort) if dp_policy and adaptive else 0.0
     strategy: Strategy | EaseStrategy
     if settings.model.kind == "ease":
         # an exact Gram sum and a closed-form solve instead of a gradient step
@@ -314,11 +334,20 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             settings.update_tensors,
             # a CSPRNG seed drawn here, never stored: a taken-over aggregation draws
             # other noise, and only the first committed result counts
-            dp=DPAggregation.fresh(dp_policy, denominator=claimed.dp_denominator)
+            dp=DPAggregation.fresh(
+                dp_policy,
+                denominator=claimed.dp_denominator,
+                clip_norm=claimed.clip_norm,
+                noise_multiplier=update_noise_multiplier(dp_policy.noise_multiplier, count_std)
+                if adaptive
+                else None,
+            )
             if dp_policy
             else None,
         )
     scale = claimed.base_step_scale
+    # adaptive clipping: (C used, C handed on); a restored round reads no update: C stays
+    clip_norms = (claimed.clip_norm, claimed.clip_norm) if claimed.clip_norm else None
     new_tensors: Mapping[str, npt.NDArray[np.generic]]
     new_state: Mapping[str, npt.NDArray[np.generic]]
     if claimed.restore_sha256 is not None:
@@ -345,13 +374,30 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
+        unclipped = 0
         for digest in claimed.update_digests:
-            strategy.add(
-                load_stored_update(
-                    ctx.blobs.get(digest),
-                    settings.update_tensors,
-                    encoding=settings.transport.encoding,
-                )
+            update = load_stored_update(
+                ctx.blobs.get(digest),
+                settings.update_tensors,
+                encoding=settings.transport.encoding,
+            )
+            if claimed.clip_norm is not None:
+                unclipped += update.norm() <= claimed.clip_norm
+            strategy.add(update)
+            del update
+        if adaptive is not None and claimed.clip_norm is not None:
+            handed_on, fraction = next_clip_norm(
+                claimed.clip_norm, unclipped, cohort, draw_count_noise(count_std), adaptive
+            )
+            clip_norms = (claimed.clip_norm, handed_on)
+            log.info(
+                "federation %s round %d: adaptive clipping C %.6g -> %.6g (noised "
+                "unclipped fraction %.3f)",
+                claimed.federation_id,
+                claimed.number,
+                claimed.clip_norm,
+                handed_on,
+                fraction,
             )
         base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
         state = (
@@ -426,6 +472,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             step_scale=scale,
             restored_from=claimed.restore_version,
             encodings=encodings,
+            clip_norms=clip_norms,
             now=now,
             signer=ctx.signer,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,13 +46,15 @@ def record_version(
     step_scale: float = 1.0,
     restored_from: int | None = None,
     encodings: Mapping[str, Any] | None = None,
+    clip_norms: tuple[float, float] | None = None,
     now: datetime,
     signer: LineageSigner,
 ) -> ModelVersion:
     """Add the federation's next version, chained to ``parent`` (None: version 0), with
     its manifest signed by the coordinator's lineage key. ``encodings`` names the
     weights stored in the federation's compressed encoding (``transport.encode_version``);
-    the manifest signs them too.
+    the manifest signs them too. ``clip_norms`` (adaptive clipping: the C the round used,
+    the C it hands on) join the privacy record, signed with it.
 
     Call it after the round is counted (``lifecycle.close``): the manifest records the
     privacy spent by every aggregated round up to this version.
@@ -76,6 +79,8 @@ def record_version(
     # lock), stored with the version and signed in its manifest
     accounting = accounting_of(session, federation)
     spent = accounting.spent(federation.completed_rounds) if accounting else None
+    if spent is not None and clip_norms is not None:
+        spent = dataclasses.replace(spent, clip_norm=clip_norms[0], next_clip_norm=clip_norms[1])
     row.privacy_spent = spent.as_record() if spent is not None else None
     manifest = version_manifest(federation.id, row, privacy=row.privacy_spent)
     row.manifest = manifest.decode()

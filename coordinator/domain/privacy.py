@@ -18,6 +18,17 @@ past round's noise and subtract it from the published model. The price is that a
 aggregated twice (a crashed aggregator taken over by another process) gets different
 noise: exactly-once still holds because only the first committed result is recorded
 (the lease compare-and-set), and the loser's blob is removed (see the aggregation job).
+
+Adaptive clipping (Andrew et al. 2021, ``privacy.dp.adaptive_clipping``): each round the
+coordinator also counts the updates whose norm was at most the round's ``C``, adds
+Gaussian noise of std ``sigma_b`` to that count, and moves ``C`` geometrically towards the
+target quantile (:func:`next_clip_norm`). The count is a second Gaussian query on the
+same participants, so the updates' sum gets the smaller multiplier ``z_delta``
+(:func:`update_noise_multiplier`) and the two together cost exactly what one mechanism of
+multiplier ``z`` does (the paper's Theorem 1): the accountant keeps reporting epsilon for
+``z``. The ``C`` a round used and the one it hands on are recorded, signed, with the
+version (its ``privacy_spent``): the next round reads them from its base version, so ``C``
+survives restarts, and a retried aggregation re-reads the same starting ``C``.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from sqlalchemy.orm import Session
 from coordinator.domain.accountant import fixed_size_epsilon, pld_epsilon, rdp_epsilon
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import (
+    AdaptiveClipping,
     DifferentialPrivacy,
     PrivacyPolicy,
     RoundPolicy,
@@ -51,6 +63,11 @@ __all__ = [
     "PrivacySpent",
     "check_dp_policy",
     "clip_factor",
+    "clip_norm_of",
+    "count_stddev",
+    "draw_count_noise",
+    "next_clip_norm",
+    "update_noise_multiplier",
     "epsilon_spent",
     "privacy_spent",
     "round_allowed",
@@ -78,12 +95,21 @@ class DPAggregation:
 
     @classmethod
     def fresh(
-        cls, policy: DifferentialPrivacy, *, denominator: float | None = None
+        cls,
+        policy: DifferentialPrivacy,
+        *,
+        denominator: float | None = None,
+        clip_norm: float | None = None,
+        noise_multiplier: float | None = None,
     ) -> DPAggregation:
-        """One aggregation's DP, with a seed drawn from the OS CSPRNG."""
+        """One aggregation's DP, with a seed drawn from the OS CSPRNG. ``clip_norm`` and
+        ``noise_multiplier`` override the policy's (adaptive clipping: this round's C and
+        z_delta)."""
         return cls(
-            clip_norm=policy.clip_norm,
-            noise_multiplier=policy.noise_multiplier,
+            clip_norm=policy.clip_norm if clip_norm is None else clip_norm,
+            noise_multiplier=(
+                policy.noise_multiplier if noise_multiplier is None else noise_multiplier
+            ),
             seed=secrets.token_bytes(32),
             denominator=denominator,
         )
@@ -101,6 +127,65 @@ class DPAggregation:
         the back-off's repeated steps within one aggregation add the same noise."""
         entropy = int.from_bytes(self.seed, "big")
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+
+
+def update_noise_multiplier(noise_multiplier: float, count_std: float) -> float:
+    """z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2): the multiplier left for the updates' sum
+    when the unclipped count (sensitivity 1/2 once centred, so multiplier 2 sigma_b) takes
+    its share, so that the pair composes to one Gaussian mechanism of multiplier z
+    (Andrew et al. 2021, Theorem 1). 0 stays 0 (no privacy either way); raises
+    ValueError when 2 sigma_b <= z, where no noise would be left for the updates."""
+    if noise_multiplier == 0:
+        return 0.0
+    if 2 * count_std <= noise_multiplier:
+        raise ValueError(
+            f"clipped_count_stddev {count_std:g} must exceed noise_multiplier / 2 "
+            f"= {noise_multiplier / 2:g}"
+        )
+    return float((noise_multiplier**-2 - (2 * count_std) ** -2) ** -0.5)
+
+
+def count_stddev(policy: DifferentialPrivacy, cohort: float) -> float:
+    """sigma_b for a round of expected cohort m: the policy's, or m / 20 (the paper's
+    default), raised to at least z so that z_delta stays within 2 / sqrt(3) of z."""
+    assert policy.adaptive_clipping is not None
+    if policy.adaptive_clipping.clipped_count_stddev is not None:
+        return policy.adaptive_clipping.clipped_count_stddev
+    return max(cohort / 20.0, policy.noise_multiplier, 1e-12)
+
+
+def next_clip_norm(
+    clip_norm: float,
+    unclipped: int,
+    cohort: float,
+    count_noise: float,
+    policy: AdaptiveClipping,
+) -> tuple[float, float]:
+    """The geometric update C <- C exp(-eta_C (b - gamma)), with b = (sum_i 1[norm_i <= C]
+    + noise) / m the noised fraction of unclipped updates. Returns (next C, b).
+
+    ``count_noise`` is the Gaussian draw of std sigma_b; the caller draws it (the
+    aggregation from the CSPRNG; tests pass it in)."""
+    fraction = (unclipped + count_noise) / max(cohort, 1.0)
+    updated = clip_norm * math.exp(-policy.learning_rate * (fraction - policy.target_quantile))
+    # the paper's update has no bounds; these only keep C a positive finite float
+    return float(min(max(updated, 1e-12), 1e12)), float(fraction)
+
+
+def draw_count_noise(std: float) -> float:
+    """One Gaussian draw of std sigma_b for the unclipped count, from the OS CSPRNG (like
+    the updates' noise, nothing stored lets anyone subtract it again)."""
+    return secrets.SystemRandom().gauss(0.0, std)
+
+
+def clip_norm_of(policy: DifferentialPrivacy, base_record: Mapping[str, Any] | None) -> float:
+    """The C a round clips to: the one its base version handed on (adaptive clipping),
+    else the policy's ``clip_norm`` (fixed clipping, or the first adaptive round)."""
+    if policy.adaptive_clipping is not None and base_record:
+        handed_on = base_record.get("next_clip_norm")
+        if isinstance(handed_on, int | float) and math.isfinite(handed_on) and handed_on > 0:
+            return float(handed_on)
+    return policy.clip_norm
 
 
 def check_dp_policy(
@@ -251,16 +336,23 @@ class PrivacySpent:
     rounds: int
     accountant: str = "pld"
     sampling_rate: float = 1.0
+    # adaptive clipping only: the C this version's round clipped to, the C it hands on
+    clip_norm: float | None = None
+    next_clip_norm: float | None = None
 
     def as_record(self) -> dict[str, object]:
         """What a version's record and signed manifest hold."""
-        return {
+        record: dict[str, object] = {
             "epsilon": self.epsilon,
             "delta": self.delta,
             "rounds": self.rounds,
             "accountant": self.accountant,
             "sampling_rate": self.sampling_rate,
         }
+        if self.next_clip_norm is not None:  # only then: other records keep their bytes
+            record["clip_norm"] = self.clip_norm
+            record["next_clip_norm"] = self.next_clip_norm
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PrivacySpent:
@@ -270,7 +362,13 @@ class PrivacySpent:
             rounds=int(record["rounds"]),
             accountant=str(record.get("accountant", "rdp")),
             sampling_rate=float(record.get("sampling_rate", 1.0)),
+            clip_norm=_optional_float(record.get("clip_norm")),
+            next_clip_norm=_optional_float(record.get("next_clip_norm")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def privacy_spent(privacy: PrivacyPolicy, rounds: int) -> PrivacySpent | None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from participant_sdk.wire import TensorSpec, ease_spec, ease_update_spec, mf_spec
 
 __all__ = [
+    "AdaptiveClipping",
     "DB_INT_MAX",
     "DEFAULT_METRICS",
     "DeployPolicy",
@@ -389,6 +390,37 @@ class DeployPolicy(_Spec):
     )
 
 
+class AdaptiveClipping(_Spec):
+    """Quantile-based adaptive clipping (Andrew et al. 2021, "Differentially Private
+    Learning with Adaptive Clipping"): the clip norm follows a target quantile of the
+    update norms, estimated each round from a noised count of the unclipped updates."""
+
+    target_quantile: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="gamma: the fraction of updates the clip norm should leave unclipped.",
+    )
+    learning_rate: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="eta_C: each round C <- C * exp(-eta_C * (b - gamma)), b the noised "
+        "fraction of updates whose norm was at most C.",
+    )
+    clipped_count_stddev: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="sigma_b: std of the Gaussian noise on the count of unclipped updates. "
+        "Must exceed noise_multiplier / 2 (the updates' noise multiplier becomes "
+        "(z^-2 - (2 sigma_b)^-2)^(-1/2)). Null: the round's expected cohort / 20 (the "
+        "paper's choice), raised to at least noise_multiplier.",
+    )
+
+
 class DifferentialPrivacy(_Spec):
     """DP-FedAvg with server-side fixed clipping (McMahan et al. 2018).
 
@@ -422,12 +454,26 @@ class DifferentialPrivacy(_Spec):
         allow_inf_nan=False,
         description="Complete the federation before a round would spend more than this.",
     )
+    adaptive_clipping: AdaptiveClipping | None = Field(
+        default=None,
+        description="Adapt C each round towards a quantile of the update norms "
+        "(`clip_norm` is then the initial C). Part of the noise pays for the count, so "
+        "epsilon stays that of `noise_multiplier`. Not with secure aggregation.",
+    )
 
     @model_validator(mode="after")
     def _budget_needs_noise(self) -> DifferentialPrivacy:
         if self.max_epsilon is not None and self.noise_multiplier == 0:
             raise ValueError(
                 "max_epsilon needs noise_multiplier > 0: without noise epsilon is unbounded"
+            )
+        sigma_b = self.adaptive_clipping.clipped_count_stddev if self.adaptive_clipping else None
+        if sigma_b is not None and 2 * sigma_b <= self.noise_multiplier:
+            raise ValueError(
+                f"adaptive_clipping.clipped_count_stddev {sigma_b:g} must exceed "
+                f"noise_multiplier / 2 = {self.noise_multiplier / 2:g}: the count's noise "
+                "is paid for out of the updates' noise, and at that std none would be left "
+                "(raise clipped_count_stddev, or leave it out for the default)"
             )
         return self
 
@@ -495,6 +541,19 @@ class PrivacyPolicy(_Spec):
         "updates (needs aggregator `mean`, weighting `uniform`, normalization `total`, no "
         "`update_norm_clip`, no `max_update_norm`; item tables are sent dense).",
     )
+
+    @model_validator(mode="after")
+    def _adaptive_clipping_sees_norms(self) -> PrivacyPolicy:
+        if (
+            self.secure_aggregation is not None
+            and self.dp is not None
+            and self.dp.adaptive_clipping is not None
+        ):
+            raise ValueError(
+                "privacy.dp.adaptive_clipping cannot run with privacy.secure_aggregation: the "
+                "coordinator sees only the sum, not the norms it must count; leave one out"
+            )
+        return self
 
     @property
     def secure_clip_norm(self) -> float | None:

@@ -153,6 +153,27 @@ def test_every_schema_and_field_is_described(doc: dict[str, Any]) -> None:
     assert missing == []
 
 
+def test_adaptive_clipping_is_documented(doc: dict[str, Any]) -> None:
+    schemas_ = doc["components"]["schemas"]
+    adaptive = schemas_["AdaptiveClipping"]
+    assert set(adaptive["properties"]) == {
+        "target_quantile",
+        "learning_rate",
+        "clipped_count_stddev",
+    }
+    assert "Andrew et al. 2021" in adaptive["description"]
+    assert "noise_multiplier / 2" in adaptive["properties"]["clipped_count_stddev"]["description"]
+    dp_fields = [s for n, s in schemas_.items() if n.startswith("DifferentialPrivacy")]
+    assert dp_fields
+    for dp in dp_fields:
+        assert "secure aggregation" in dp["properties"]["adaptive_clipping"]["description"]
+    spent = [s for n, s in schemas_.items() if n.startswith("PrivacySpent")]
+    assert spent
+    for schema in spent:
+        for field in ("clip_norm", "next_clip_norm"):
+            assert schema["properties"][field]["description"].startswith("Adaptive clipping")
+
+
 def statuses(doc: dict[str, Any], name: str) -> set[int]:
     return {int(s) for s in operation(doc, name)["responses"]}
 

@@ -120,22 +120,27 @@ class TestNoisyAggregation:
         drawn: list[DPAggregation] = []
         fresh = DPAggregation.fresh
 
-        def recording(
-            policy: DifferentialPrivacy, *, denominator: float | None = None
-        ) -> DPAggregation:
-            drawn.append(fresh(policy, denominator=denominator))
+        def recording(policy: DifferentialPrivacy, **options: Any) -> DPAggregation:
+            drawn.append(fresh(policy, **options))
             return drawn[-1]
 
         monkeypatch.setattr(DPAggregation, "fresh", staticmethod(recording))
         fed = create_federation(client, admin_headers, strategy=DP_STRATEGY, privacy={"dp": _dp()})
         fid = fed["id"]
-        assert fed["privacy"]["dp"] == {**_dp(), "delta": 1e-5, "max_epsilon": None}
+        assert fed["privacy"]["dp"] == {
+            **_dp(),
+            "delta": 1e-5,
+            "max_epsilon": None,
+            "adaptive_clipping": None,
+        }
         assert fed["privacy_spent"] == {
             "epsilon": 0.0,
             "delta": 1e-5,
             "rounds": 0,
             "accountant": "pld",
             "sampling_rate": 1.0,
+            "clip_norm": None,
+            "next_clip_norm": None,
         }
         parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(3)]
         base = weights(client, fid, 0, admin_headers)
@@ -184,6 +189,8 @@ class TestNoisyAggregation:
             "rounds": 1,
             "accountant": "pld",
             "sampling_rate": 1.0,
+            "clip_norm": None,
+            "next_clip_norm": None,
         }
 
 

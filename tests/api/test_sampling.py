@@ -314,6 +314,8 @@ class TestAccounting:
             "rounds": 1,
             "accountant": "pld",
             "sampling_rate": rate,
+            "clip_norm": None,
+            "next_clip_norm": None,
         }
         assert expected < pld_epsilon(z, 1.0, 1, 1e-5)  # amplification by sampling
         fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()

@@ -69,5 +69,7 @@ class TestSimulate:
             "rounds": 2,
             "accountant": "pld",
             "sampling_rate": 1.0,
+            "clip_norm": None,
+            "next_clip_norm": None,
         }
         assert f"epsilon {spent['epsilon']:.3g} at delta 1e-05 after 2 rounds" in out.read_text()

@@ -52,6 +52,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     "DeployPolicy": sdk.DeployPolicy,
     "PrivacyPolicy": sdk.PrivacyPolicy,
     "DifferentialPrivacy": sdk.DifferentialPrivacy,
+    "AdaptiveClipping": sdk.AdaptiveClipping,
     "SecureAggregation": sdk.SecureAggregation,
     "SecAggStatus": sdk.SecAggStatus,
     "PrivacySpent": sdk.PrivacySpent,
