@@ -115,6 +115,14 @@ def federate(
     return _test(score, split, data), chosen
 
 
+def _override(item: str) -> tuple[str, Any]:
+    """``FIELD=JSON`` of ``--set``: a SimulationOptions field and its value."""
+    name, _, value = item.partition("=")
+    if name not in {f.name for f in dataclasses.fields(SimulationOptions)}:
+        raise SystemExit(f"--set {item}: {name!r} is no SimulationOptions field")
+    return name, json.loads(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
@@ -132,6 +140,14 @@ def main() -> None:
         type=float,
         help="with --chosen bpr+fedavg-sum: its fraction of the sum of the deltas "
         "(fedrec.selection.SUM_STEP otherwise), to compare steps on validation",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="after the choice, override one SimulationOptions field (e.g. patience=10, "
+        'server_optimizer="fedavgm"), to compare variants on validation; repeatable',
     )
     args = parser.parse_args()
     clock = _Clock()
@@ -165,6 +181,10 @@ def main() -> None:
     else:
         options, selection = select_recipe(options, split.train, split.valid, groups, log=print)
         report = selection.report()
+    overrides = dict(_override(item) for item in args.set)
+    if overrides:
+        options = dataclasses.replace(options, **overrides)
+        report["overrides"] = overrides
     searched = clock.lap()
     print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
     federated, fed_chosen = federate(options, data, split, groups)

@@ -11,6 +11,7 @@ from fedrec.cli import _simulation_options, build_parser
 from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import (
+    SUM_PATIENCE,
     SUM_STEP,
     Candidate,
     candidates_for,
@@ -105,6 +106,18 @@ def test_ials_is_left_out_when_participants_hold_fewer_users_than_factors() -> N
     assert summed[0].settings["server_lr"] == pytest.approx(SUM_STEP * 500)
     applied = summed[0].apply(options).strategy()
     assert (applied["normalization"], applied["weighting"]) == ("total", "uniform")
+    # its noisy, long climb gets a longer patience; a longer one or none (0) is kept
+    assert summed[0].apply(options).patience == SUM_PATIENCE > (options.patience or 0)
+    for patience in (SUM_PATIENCE + 10, None):
+        kept = dataclasses.replace(options, patience=patience)
+        (summed_kept,) = [
+            c
+            for c in candidates_for(kept, timestamps=True, users_per_participant=1, participants=9)
+            if c.name == "bpr+fedavg-sum"
+        ]
+        assert summed_kept.apply(kept).patience == patience
+    # the silo candidates keep the user's patience
+    assert all("patience" not in c.settings for c in devices if c.name != "bpr+fedavg-sum")
     assert "bpr+fedavg-sum" not in [
         c.name
         for c in candidates_for(options, timestamps=True, users_per_participant=16, participants=5)

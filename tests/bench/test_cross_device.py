@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.cross_device import federate
+import pytest
+
+from bench.cross_device import _override, federate
 from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import candidates_for, has_timestamps
@@ -36,3 +38,11 @@ def test_the_per_user_federation_deploys_its_best_validated_round() -> None:
     assert curve[found["chosen_round"] - 1] == max(curve)
     assert 0.0 <= test["ndcg@10"] <= 1.0
     assert {"hr@10", "sampled_ndcg@10"} <= set(test)
+
+
+def test_set_overrides_an_option_field_and_refuses_unknown_ones() -> None:
+    assert _override("patience=15") == ("patience", 15)
+    assert _override('server_optimizer="fedavgm"') == ("server_optimizer", "fedavgm")
+    assert _override("patience=null") == ("patience", None)
+    with pytest.raises(SystemExit, match="no SimulationOptions field"):
+        _override("patiense=15")
