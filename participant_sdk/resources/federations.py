@@ -31,9 +31,33 @@ _Spec = BaseModel | Mapping[str, Any]
 
 def _dump(spec: _Spec) -> dict[str, Any]:
     if isinstance(spec, BaseModel):
-        # Unset options are left out so the coordinator applies its defaults.
-        return spec.model_dump(mode="json", exclude_none=True)
+        # Unset options are left out so the coordinator applies its defaults; an option
+        # set to None on purpose is sent as null (e.g. ``update_norm_clip=None``: no clip,
+        # as secure aggregation requires), which leaving it out could not say.
+        body = spec.model_dump(mode="json", exclude_none=True)
+        _merge(body, _explicit_nulls(spec))
+        return body
     return dict(spec)
+
+
+def _explicit_nulls(spec: BaseModel) -> dict[str, Any]:
+    """The options of ``spec`` (nested ones too) that were set to None explicitly."""
+    found: dict[str, Any] = {}
+    for name in spec.model_fields_set:
+        value = getattr(spec, name)
+        if value is None:
+            found[name] = None
+        elif isinstance(value, BaseModel) and (nested := _explicit_nulls(value)):
+            found[name] = nested
+    return found
+
+
+def _merge(body: dict[str, Any], nulls: dict[str, Any]) -> None:
+    for name, value in nulls.items():
+        if isinstance(value, dict):
+            _merge(body.setdefault(name, {}), value)
+        else:
+            body[name] = None
 
 
 def _create_body(

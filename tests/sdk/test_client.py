@@ -22,6 +22,7 @@ from participant_sdk import (
     ModelSpec,
     NotGiven,
     RoundPolicy,
+    StrategySpec,
     WaitTimeoutError,
 )
 from participant_sdk._constants import LONG_POLL_READ_MARGIN, USER_AGENT
@@ -206,6 +207,23 @@ class TestRequests:
 
 
 class TestFederations:
+    def test_options_set_to_none_on_purpose_are_sent_as_null(
+        self, client: Client, fake: FakeCoordinator
+    ) -> None:
+        fake.add("POST", "/v1/federations", respond(201, federation_json()))
+        client.federations.create(
+            "secure",
+            ModelSpec(kind="mf", num_items=4, dim=2),
+            strategy=StrategySpec(weighting="uniform", update_norm_clip=None),
+            rounds=RoundPolicy(max_rounds=5, deadline_seconds=None),
+        )
+        body = _json(fake.requests[0])
+        assert isinstance(body, dict)
+        # the coordinator's default clip (10,000) is what secure aggregation refuses
+        assert body["strategy"] == {"weighting": "uniform", "update_norm_clip": None}
+        assert body["rounds"] == {"max_rounds": 5, "deadline_seconds": None}
+        assert "privacy" not in body
+
     def test_create_sends_only_given_options(self, client: Client, fake: FakeCoordinator) -> None:
         fake.add("POST", "/v1/federations", respond(201, federation_json()))
         federation = client.federations.create(
