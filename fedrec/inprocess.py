@@ -9,8 +9,9 @@ a :class:`coordinator.domain.aggregation.FedAvgAccumulator`; the accumulator's r
 is the next global model. A centralized run is the special case of one participant
 holding every user with ``server_lr = 1``: the same code path and the same trainer.
 With ``dp_clip`` the accumulator clips and noises each round exactly as the coordinator
-does (:mod:`coordinator.domain.privacy`); :func:`epsilon_spent` is the coordinator's
-accountant.
+does (:mod:`coordinator.domain.privacy`); :func:`epsilon_spent` is the RDP bound for
+everyone in every round (the coordinator itself reports the PLD accountant's epsilon, which is
+lower: :mod:`coordinator.domain.accountant`).
 
 :func:`aggregate` runs one round of the coordinator's strategy (any aggregator, robust
 ones included) over decoded updates: the poisoning benchmark's server (``bench.poisoning``).

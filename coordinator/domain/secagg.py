@@ -6,11 +6,12 @@ Phases (Bonawitz et al. 2017; the messages are ``participant_sdk.secagg.messages
         ──close_masked──▶ unmask ──finish──▶ done
     any close with fewer than ``threshold`` participants ──▶ aborted
 
-``SecAggRound`` holds no key, no database session and no clock: the caller (the REST phases,
-later) decides when a phase closes (a deadline, or everyone answered) and stores
-``to_dict()`` after every change, so a restarted coordinator resumes with ``from_dict``.
-Each ``receive_*`` validates the message completely before it changes anything, and accepts
-an identical repeat (a retry) without change.
+``SecAggRound`` holds no key, no database session and no clock: the caller
+(``coordinator.domain.secure_rounds``, the REST phases) decides when a phase closes (a
+deadline, or everyone answered) and stores ``to_dict()`` after every change, so a
+restarted coordinator resumes with ``from_dict``. Each ``receive_*`` validates the message
+completely before it changes anything, and accepts an identical repeat (a retry) without
+change.
 
 What the server learns: public keys, ciphertexts it cannot open, masked inputs (uniform
 without the masks) and, at the end, the self-mask seeds of the survivors and the mask keys
