@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality import BASE, DEFAULT_DATA, LR_DECAY, load
+from coordinator.domain.accountant import pld_epsilon
 from fedrec.inprocess import FedResult, epsilon_spent, simulate
 from participant_sdk.recsys.metrics import evaluate_loo
 
@@ -56,15 +57,20 @@ def dp_quality(data_dir: Path, *, rounds: int, noises: Sequence[float], seed: in
     clip = float(np.median(all_norms))
     print(f"  update norms: median {clip:.4g}, per-round medians {per_round[0]:.4g} (round 1)")
     print(f"  .. {per_round[-1]:.4g} (round {rounds}); C = {clip:.4g}")
-    rows: list[dict] = [{"noise_multiplier": None, "clip_norm": None, "epsilon": None, **metrics}]
+    no_dp = {"noise_multiplier": None, "clip_norm": None, "epsilon": None, "epsilon_rdp": None}
+    rows: list[dict] = [{**no_dp, **metrics}]
     for z in noises:
         _res, metrics = run(dp_clip=clip, dp_noise=z)
-        epsilon = epsilon_spent(z, rounds, 1e-5)
+        # "epsilon" is what the coordinator reports and signs (PLD, every user in every
+        # round); "epsilon_rdp" the looser RDP bound the earlier figures quoted.
+        epsilon = pld_epsilon(z, 1.0, rounds, 1e-5) if z > 0 else np.inf
+        epsilon_rdp = epsilon_spent(z, rounds, 1e-5)
         rows.append(
             {
                 "noise_multiplier": z,
                 "clip_norm": clip,
                 "epsilon": epsilon if np.isfinite(epsilon) else None,
+                "epsilon_rdp": epsilon_rdp if np.isfinite(epsilon_rdp) else None,
                 **metrics,
             }
         )
