@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality import BASE, DEFAULT_DATA, LR_DECAY, load
-from coordinator.domain.accountant import pld_epsilon
 from fedrec.inprocess import FedResult, epsilon_spent, simulate
+from fedrec.sampled_dp import pld_epsilon
 from participant_sdk.recsys.metrics import evaluate_loo
 
 
