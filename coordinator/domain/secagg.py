@@ -211,11 +211,18 @@ class SecAggRound:
 
     def close_sharing(self) -> dict[str, ShareInbox] | None:
         """End phase 2: each sharer's inbox (ciphertexts from the other sharers), or abort."""
+        if not self.end_sharing():
+            return None
+        return {recipient: self.inbox(recipient) for recipient in sorted(self.shares)}
+
+    def end_sharing(self) -> bool:
+        """End phase 2 without building the inboxes (a store that keeps the ciphertexts
+        elsewhere serves each on request); False when the round aborted."""
         self._expect(Phase.SHARE, self.context)
         if not self._enough(len(self.shares), "shared keys"):
-            return None
+            return False
         self.phase = Phase.MASKED
-        return {recipient: self.inbox(recipient) for recipient in sorted(self.shares)}
+        return True
 
     def inbox(self, recipient: str) -> ShareInbox:
         """The ciphertexts addressed to ``recipient`` by the other participants that shared."""
@@ -227,7 +234,7 @@ class SecAggRound:
             ciphertexts={
                 sender: message.ciphertexts[recipient]
                 for sender, message in sorted(self.shares.items())
-                if sender != recipient
+                if recipient in message.ciphertexts
             },
         )
 
