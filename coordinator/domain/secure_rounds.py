@@ -198,6 +198,9 @@ def _fresh(federation: Federation, round_row: Round) -> SecAggRound:
         vector_length=vector_length(model.update_tensors()),
         clip=clip,
         max_participants=policy.max_participants,
+        graph=policy.graph,
+        degree=policy.degree,
+        neighbour_threshold=policy.neighbour_threshold,
     )
 
 
@@ -347,11 +350,11 @@ def _status(
     phase = machine.phase
     roster = inbox = request = None
     if participant in machine.advertised and phase in (Phase.SHARE, Phase.MASKED, Phase.UNMASK):
-        roster = machine.roster().to_dict()
+        roster = machine.roster(participant).to_dict()
     if participant in machine.shares and phase is Phase.MASKED:
         inbox = machine.inbox(participant).to_dict()
     if participant in machine.survivors and phase is Phase.UNMASK:
-        request = machine.unmask_request().to_dict()
+        request = machine.unmask_request(participant).to_dict()
     return SecAggStatus(
         federation_id=machine.context.federation_id,
         round=machine.context.round_number,

@@ -36,6 +36,23 @@ def test_the_flag_sets_the_policy_and_the_uniform_total_strategy() -> None:
     }
 
 
+def test_the_sparse_graph_flags() -> None:
+    options = options_of("--secure-aggregation", "--secagg-graph", "harary", "--secagg-degree", "4")
+    policy = options.privacy(participants=9)
+    assert policy is not None
+    assert policy["secure_aggregation"] == {
+        "threshold": 5,
+        "clip_norm": SECAGG_CLIP,
+        "max_participants": 9,
+        "graph": "harary",
+        "degree": 4,
+    }
+    with pytest.raises(SystemExit, match="invalid secure-aggregation settings: .*even"):
+        options_of(
+            "--secure-aggregation", "--secagg-graph", "harary", "--secagg-degree", "3"
+        ).privacy(participants=9)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
