@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from rich.console import Console
@@ -75,11 +76,18 @@ def test_one_participant_is_refused() -> None:
 
 
 @pytest.mark.slow
-def test_a_secure_simulation_sums_every_participant_in_every_round(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("participants", "graph", "degree"), [(3, "complete", None), (5, "harary", 2)]
+)
+def test_a_secure_simulation_sums_every_participant_in_every_round(
+    tmp_path: Path, participants: int, graph: Literal["complete", "harary"], degree: int | None
+) -> None:
     options = SimulationOptions(
         dataset="synthetic",
         recipe="fixed",
-        participants=3,
+        participants=participants,
+        secagg_graph=graph,
+        secagg_degree=degree,
         rounds=2,
         patience=None,
         dim=8,
@@ -93,12 +101,11 @@ def test_a_secure_simulation_sums_every_participant_in_every_round(tmp_path: Pat
     out = tmp_path / "out.txt"
     with out.open("w") as file:
         report = run_simulation(options, Console(file=file, width=200))
-    assert [entry["updates"] for entry in report["history"]] == [3, 3]
+    assert [entry["updates"] for entry in report["history"]] == [participants] * 2
     assert [entry["state"] for entry in report["history"]] == ["closed", "closed"]
     assert report["final"]["federated"]["test"]["deployed_version"] >= 1
-    assert "secure aggregation: the coordinator sees only each round's sum of 3" in " ".join(
-        out.read_text().split()
-    )
+    line = f"secure aggregation: the coordinator sees only each round's sum of {participants}"
+    assert line in " ".join(out.read_text().split())
     # the rounds ran the protocol to its end: the state rows say done, nothing left behind
     engine = create_engine(f"sqlite:///{tmp_path / 'coordinator' / 'fedrec.db'}")
     with engine.connect() as conn:
@@ -110,4 +117,11 @@ def test_a_secure_simulation_sums_every_participant_in_every_round(tmp_path: Pat
     assert [phase for phase, _ in phases] == ["done", "done"]
     assert (leftovers, masked) == (0, 0)
     stored = json.loads(privacy) if isinstance(privacy, str) else privacy
-    assert stored["secure_aggregation"]["threshold"] == 2
+    assert stored["secure_aggregation"]["threshold"] == participants // 2 + 1
+    rings = [json.loads(state)["ring"] for _, state in phases]
+    if graph == "harary":  # drawn per round over everyone, recorded in the state row
+        assert all(
+            sorted(ring) == sorted(set(ring)) and len(ring) == participants for ring in rings
+        )
+    else:
+        assert rings == [[], []]
