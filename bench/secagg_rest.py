@@ -9,12 +9,13 @@ user + system time (``/proc``); the participants' is this process's, divided by 
 bounded. It shows the cost of keeping the round's state in one row (every message rewrites
 it) next to the protocol's own; ``bench.secagg`` is the protocol alone, without HTTP.
 
-    nice python -m bench.secagg_rest --sizes 10 50 --items 1682 --dim 32
+    nice python -m bench.secagg_rest --sizes 10 50 --items 1682 --dim 32 [--graphs complete harary]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import threading
@@ -60,8 +61,11 @@ def _dropper(url: str, token: str, fid: str, pid: str, length: int) -> None:
             client.secagg.send(fid, 1, "shares", machine.share_keys(roster).to_dict())
 
 
-def one_round(url: str, n: int, drop: float, items: int, dim: int, phase_seconds: float) -> str:
+def one_round(
+    url: str, n: int, drop: float, items: int, dim: int, phase_seconds: float, graph: str
+) -> str:
     length = items * dim + items
+    sparse = {"graph": graph} if graph != "complete" else {}
     with Client(url, ADMIN) as admin:
         fid = admin.federations.create(
             "bench",
@@ -73,6 +77,7 @@ def one_round(url: str, n: int, drop: float, items: int, dim: int, phase_seconds
                     "threshold": n // 2 + 1,
                     "clip_norm": 1.0,
                     "phase_seconds": phase_seconds,
+                    **sparse,
                 }
             },
         ).id
@@ -115,10 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=1682)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--phase-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--graphs",
+        nargs="*",
+        choices=("complete", "harary"),
+        default=["complete"],
+        help="whom participants share with: everyone, or neighbours on a Harary graph "
+        "(the coordinator's default degree 2*ceil(log2 n))",
+    )
     args = parser.parse_args(argv)
     length = args.items * args.dim + args.items
     print(f"vector length {length} words ({4 * length / 1e6:.2f} MB per input)")
-    print(f"{'n':>4} {'drop':>5} | {'server CPU s':>12} | {'wall s':>7} | client CPU s | result")
+    print(
+        f"{'n':>4} {'drop':>5} {'graph':>8} | {'server CPU s':>12} | {'wall s':>7} | "
+        "client CPU s | result"
+    )
     with tempfile.TemporaryDirectory() as folder:
         server = CoordinatorProcess(
             Path(folder) / "data",
@@ -130,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         try:
             assert server.process is not None
-            for n in args.sizes:
-                for drop in args.dropouts:
-                    before = _cpu_seconds(server.process.pid)
-                    row = one_round(server.url, n, drop, args.items, args.dim, args.phase_seconds)
-                    cpu = _cpu_seconds(server.process.pid) - before
-                    print(f"{n:>4} {drop:>5.0%} | {cpu:12.2f} | {row}", flush=True)
+            for n, drop, graph in itertools.product(args.sizes, args.dropouts, args.graphs):
+                before = _cpu_seconds(server.process.pid)
+                row = one_round(
+                    server.url, n, drop, args.items, args.dim, args.phase_seconds, graph
+                )
+                cpu = _cpu_seconds(server.process.pid) - before
+                print(f"{n:>4} {drop:>5.0%} {graph:>8} | {cpu:12.2f} | {row}", flush=True)
         finally:
             server.stop()
     return 0

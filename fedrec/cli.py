@@ -33,7 +33,8 @@ def _given(args: argparse.Namespace, name: str) -> Any:
 
 
 def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOptions:
-    dp = args.dp_clip is not None or args.dp_noise is not None
+    # DP and secure aggregation accept only uniform weights and total normalization
+    dp = args.dp_clip is not None or args.dp_noise is not None or args.secure_aggregation
     return SimulationOptions(
         dataset="ml-100k" if demo else args.dataset,
         data=Path(args.data) if args.data else _env_path("FEDREC_ML100K_DIR") if demo else None,
@@ -68,11 +69,15 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         server_beta2=args.server_beta2,
         server_tau=args.server_tau,
         proximal_mu=args.proximal_mu,
-        # DP accepts only uniform weights and total normalization: default to them
         normalization=args.normalization or ("total" if dp else default_of("normalization")),
         weighting=args.weighting or ("uniform" if dp else default_of("weighting")),
         dp_clip=args.dp_clip,
         dp_noise=args.dp_noise,
+        secure_aggregation=args.secure_aggregation,
+        secagg_threshold=args.secagg_threshold,
+        secagg_clip=args.secagg_clip,
+        secagg_graph=args.secagg_graph,
+        secagg_degree=args.secagg_degree,
         encoding=args.encoding,
         coordinator=args.coordinator,
         admin_token=args.admin_token or os.environ.get("FEDREC_ADMIN_TOKEN"),
@@ -295,6 +300,40 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         type=non_negative_float,
         metavar="Z",
         help="Gaussian noise multiplier: std Z*C on the sum of clipped updates (0 = clip only)",
+    )
+    parser.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="the coordinator sees only each round's sum (Bonawitz et al. 2017): participants "
+        "clip, mask and upload in four phases; needs bpr or ials, forces --weighting uniform "
+        "--normalization total, and runs every participant side by side",
+    )
+    parser.add_argument(
+        "--secagg-threshold",
+        type=int,
+        metavar="T",
+        help="secure aggregation: the fewest participants whose shares rebuild a dropped "
+        "one's masks, and the fewest each phase needs (default: a majority)",
+    )
+    parser.add_argument(
+        "--secagg-clip",
+        type=positive_float,
+        metavar="C",
+        help="secure aggregation: each participant clips its update to L2 norm C "
+        "(default: --dp-clip, else 100)",
+    )
+    parser.add_argument(
+        "--secagg-graph",
+        choices=["complete", "harary"],
+        default=default_of("secagg_graph"),
+        help="secure aggregation: share keys with everyone, or only with k neighbours on a "
+        "random Harary graph (SecAgg+, Bell et al. 2020: client cost O(k) instead of O(n))",
+    )
+    parser.add_argument(
+        "--secagg-degree",
+        type=int,
+        metavar="K",
+        help="--secagg-graph harary: the even degree k (default 2*ceil(log2 n))",
     )
     parser.add_argument(
         "--encoding",

@@ -53,6 +53,8 @@ class RoundOutcome:
     client_bytes_sent: dict[str, int] = field(default_factory=dict)
     client_bytes_received: dict[str, int] = field(default_factory=dict)
     server_cpu_seconds: float = 0.0
+    # whom each participant shared with (the drawn graph; everyone on the complete graph)
+    neighbours: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def _wire(message: Any) -> bytes:
@@ -80,13 +82,19 @@ def run_round(
     drop_before_sharing: Collection[str] = (),
     drop_before_upload: Collection[str] = (),
     drop_after_upload: Collection[str] = (),
+    graph: str = "complete",
+    degree: int | None = None,
+    neighbour_threshold: int | None = None,
 ) -> RoundOutcome:
     """Run the four phases for ``updates`` (participant → float vector, all one length).
 
     ``drop_before_sharing`` advertise keys and vanish; ``drop_before_upload`` also share
     keys; ``drop_after_upload`` also upload their masked input but never answer the unmask
-    request. Times are process CPU: a client's covers its calls and encoding and parsing
-    its messages; the server's, the state machine and encoding and parsing its messages.
+    request. ``graph``, ``degree`` and ``neighbour_threshold`` are those of
+    ``privacy.secure_aggregation`` (``harary``: SecAgg+'s sparse graph, each participant
+    receiving only its neighbourhood's roster and unmask request). Times are process CPU:
+    a client's covers its calls and encoding and parsing its messages; the server's, the
+    state machine and encoding and parsing its messages.
     """
     context = context or RoundContext("federation", 1)
     lengths = {np.asarray(u).size for u in updates.values()}
@@ -99,6 +107,9 @@ def run_round(
         vector_length=lengths.pop(),
         clip=clip,
         max_participants=codec.max_participants,
+        graph=graph,
+        degree=degree,
+        neighbour_threshold=neighbour_threshold,
     )
     cpu = dict.fromkeys(updates, 0.0)
     sent = dict.fromkeys(updates, 0)
@@ -148,13 +159,14 @@ def run_round(
     for p in sorted(alive):
         body = as_client(p, clients[p].advertise)
         as_server(partial(_receive, server.receive_keys, AdvertiseKeys.from_dict, body))
-    roster = as_server(server.close_advertising)
-    if roster is None:
+    if as_server(server.close_advertising) is None:
         return finish(None)
+    outcome.neighbours = {p: server.neighbours(p) for p in clients}
 
     alive -= set(drop_before_sharing)
     for p in sorted(alive):
-        view = deliver(p, roster, Roster.from_dict)
+        # each participant's roster: everyone, or its neighbourhood on a sparse graph
+        view = deliver(p, as_server(partial(server.roster, p)), Roster.from_dict)
         body = as_client(p, partial(clients[p].share_keys, view))
         as_server(partial(_receive, server.receive_shares, ShareKeys.from_dict, body))
     inboxes = as_server(server.close_sharing)
@@ -166,12 +178,12 @@ def run_round(
         inbox = deliver(p, inboxes[p], ShareInbox.from_dict)
         body = as_client(p, partial(clients[p].masked_input, inbox))
         as_server(partial(_receive, server.receive_masked_input, MaskedInput.from_dict, body))
-    request = as_server(server.close_masked)
-    if request is None:
+    if as_server(server.close_masked) is None:
         return finish(None)
 
     alive -= set(drop_after_upload)
     for p in sorted(alive):
+        request = as_server(partial(server.unmask_request, p))
         view_request = deliver(p, request, UnmaskRequest.from_dict)
         body = as_client(p, partial(clients[p].unmask, view_request))
         as_server(partial(_receive, server.receive_unmask, UnmaskResponse.from_dict, body))

@@ -215,6 +215,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     name, data = load_dataset(options, console)
     split = leave_one_out(data)
     groups = partition_users(data, options.partition, options.participants, seed=options.seed)
+    if options.secure_aggregation:
+        # the threshold defaults to a majority of the participants, known only now
+        privacy = options.privacy(participants=len(groups))
     console.print(
         f"[bold]{name}[/]: {data.num_users} users, {data.num_items} items, "
         f"{len(data)} interactions; {len(groups)} participants ({options.partition}), "
@@ -233,6 +236,8 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     console.print(_model_line(config, options))
     if options.encoding != "float32":
         console.print(f"transport: updates and downloads in {options.encoding}")
+    if privacy is not None and "secure_aggregation" in privacy:
+        console.print(_secure_aggregation_line(privacy["secure_aggregation"], len(groups)))
     with contextlib.ExitStack() as stack:
         # The centralized baseline needs nothing from the federation: it trains in a
         # second process meanwhile. The federation (participants and the embedded
@@ -343,7 +348,9 @@ def _choose_recipe(
     """The recipe search on the training and validation splits (never the test)."""
     if privacy is not None:
         # the search's short federations would spend privacy budget the report omits
-        console.print("recipe: as given (no search with differential privacy)")
+        console.print(
+            "recipe: as given (no search with differential privacy or secure aggregation)"
+        )
         return options, None
     started = time.perf_counter()
     console.print("choosing the recipe on the validation split (successive halving)")
@@ -421,7 +428,9 @@ def _federate(
                 FederatedRecommender(client, fid, local_view(keyed, users), config=config)
             )
         history: list[dict[str, Any]] = []
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=options.workers))
+        # secure aggregation: each phase waits for every participant, so all step at once
+        workers = len(participants) if options.secure_aggregation else options.workers
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, workers)))
         with Progress(
             TextColumn("[bold]round {task.completed}/{task.total}"),
             BarColumn(),
@@ -561,6 +570,20 @@ def _round_entry(admin: Client, fid: str, number: int, seconds: float) -> dict[s
         "seconds": round(seconds, 3),
         "validation_of_base": dict(valid.metrics) if valid else {},
     }
+
+
+def _secure_aggregation_line(policy: dict[str, Any], participants: int) -> str:
+    graph = policy.get("graph", "complete")
+    shape = (
+        f"a random Harary graph of degree {policy.get('degree', '2*ceil(log2 n)')}"
+        if graph == "harary"
+        else "the complete graph"
+    )
+    return (
+        f"secure aggregation: the coordinator sees only each round's sum of {participants} "
+        f"participants (threshold {policy['threshold']}, clip {policy['clip_norm']:g}, keys "
+        f"shared on {shape})"
+    )
 
 
 def _privacy_line(options: SimulationOptions, spent: dict[str, Any]) -> str:

@@ -256,12 +256,22 @@ class SecureAggregation(BaseAPIModel):
         The encoding's bound on summed inputs (the coordinator's default 1000 if ``None``).
     phase_seconds : float or None
         How long each phase after the key advertisement waits for late participants.
+    graph : str or None
+        ``complete`` (share with everyone) or ``harary`` (SecAgg+: with k neighbours on a
+        random graph the coordinator draws per round).
+    degree : int or None
+        ``harary``: k, even (default 2*ceil(log2 n)).
+    neighbour_threshold : int or None
+        ``harary``: the Shamir threshold within a neighbourhood (default a majority of k+1).
     """
 
     threshold: int
     clip_norm: float | None = None
     max_participants: int | None = None
     phase_seconds: float | None = None
+    graph: Literal["complete", "harary"] | None = None
+    degree: int | None = None
+    neighbour_threshold: int | None = None
 
 
 class PrivacyPolicy(BaseAPIModel):

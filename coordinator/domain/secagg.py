@@ -24,6 +24,9 @@ abort deletes every masked input and share.
 
 from __future__ import annotations
 
+import math
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -54,11 +57,59 @@ from participant_sdk.secagg.messages import (
 )
 from participant_sdk.secagg.prg import mask_words
 
-__all__ = ["InvalidSecAggMessage", "Phase", "SecAggPhaseConflict", "SecAggRound"]
+__all__ = [
+    "GRAPHS",
+    "InvalidSecAggMessage",
+    "Phase",
+    "SecAggPhaseConflict",
+    "SecAggRound",
+    "connected_parts",
+    "default_degree",
+    "harary_neighbours",
+]
 
 # a share message: 12-byte nonce, two shares, 16-byte tag
 _CIPHERTEXT_BYTES = 12 + 2 * shamir.SHARE_BYTES + 16
 MIN_THRESHOLD = 2
+
+
+GRAPHS = ("complete", "harary")
+
+
+def default_degree(participants: int) -> int:
+    """SecAgg+'s k = O(log n): 2*ceil(log2 n), even (k/2 neighbours on each side)."""
+    return 2 * max(1, math.ceil(math.log2(max(participants, 2))))
+
+
+def harary_neighbours(ring: Sequence[str], degree: int) -> dict[str, frozenset[str]]:
+    """The Harary graph H(k, n) over ``ring``: each member is joined to the k/2 nearest on
+    each side (all others once k >= n - 1). k-connected: k - 1 removals leave it whole."""
+    n = len(ring)
+    if degree >= n - 1:
+        everyone = frozenset(ring)
+        return {p: everyone - {p} for p in ring}
+    half = degree // 2
+    return {
+        p: frozenset(ring[(i + step) % n] for step in range(-half, half + 1) if step)
+        for i, p in enumerate(ring)
+    }
+
+
+def connected_parts(members: set[str], neighbours: Callable[[str], frozenset[str]]) -> int:
+    """How many connected parts the graph induced on ``members`` has."""
+    unseen, parts = set(members), 0
+    while unseen:
+        parts += 1
+        stack = [unseen.pop()]
+        while stack:
+            for peer in neighbours(stack.pop()) & unseen:
+                unseen.discard(peer)
+                stack.append(peer)
+    return parts
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _ids(value: Any) -> tuple[str, ...]:
@@ -96,6 +147,13 @@ class SecAggRound:
     vector_length: int
     clip: float
     max_participants: int
+    # whom a participant shares with: every other one, or its neighbours on a Harary graph
+    # (SecAgg+) drawn when the advertisement closes: ``ring`` (the drawn order), ``degree``
+    # and ``neighbour_threshold`` as drawn (the requested ones until then, None = default)
+    graph: str = "complete"
+    degree: int | None = None
+    neighbour_threshold: int | None = None
+    ring: tuple[str, ...] = ()
     phase: Phase = Phase.ADVERTISE
     advertised: dict[str, AdvertiseKeys] = field(default_factory=dict)
     shares: dict[str, ShareKeys] = field(default_factory=dict)
@@ -111,7 +169,56 @@ class SecAggRound:
             raise ValueError(f"threshold must be at least {MIN_THRESHOLD}")
         if self.vector_length < 1:
             raise ValueError("vector_length must be positive")
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}")
+        if self.graph == "complete" and (self.degree, self.neighbour_threshold) != (None, None):
+            raise ValueError("degree and neighbour_threshold apply to the harary graph only")
         FixedPointCodec(clip=self.clip, max_participants=self.max_participants)  # validates
+        self._neighbours: dict[str, frozenset[str]] | None = None
+
+    # the graph ----------------------------------------------------------------------------------
+    @property
+    def share_threshold(self) -> int:
+        """The Shamir threshold: the round's, or the neighbourhood's on a sparse graph."""
+        if self.graph == "complete":
+            return self.threshold
+        assert self.neighbour_threshold is not None  # drawn with the ring
+        return self.neighbour_threshold
+
+    def neighbours(self, participant: str) -> frozenset[str]:
+        """Whom ``participant`` shares keys and pair masks with (itself excluded)."""
+        if self.graph == "complete":
+            return frozenset(self.advertised.keys() - {participant})
+        if self._neighbours is None:  # the ring is fixed once drawn
+            self._neighbours = harary_neighbours(self.ring, self._drawn_degree())
+        return self._neighbours.get(participant, frozenset())
+
+    def _closed(self, participant: str) -> frozenset[str]:
+        return self.neighbours(participant) | {participant}
+
+    def _drawn_degree(self) -> int:
+        assert self.degree is not None  # drawn with the ring
+        return self.degree
+
+    def _draw_graph(self) -> bool:
+        """Draw the round's Harary graph over the advertised participants (a uniformly
+        random ring order from the OS CSPRNG); False when the round aborted."""
+        self._neighbours = None
+        if self.graph == "complete":
+            return True
+        order = sorted(self.advertised)
+        secrets.SystemRandom().shuffle(order)
+        n = len(order)
+        degree = min(self.degree or default_degree(n), n - 1)
+        threshold = self.neighbour_threshold or (degree + 1) // 2 + 1
+        if threshold > degree + 1:
+            self._abort(
+                f"the neighbourhood threshold {threshold} exceeds the {degree + 1} members of a "
+                f"neighbourhood ({n} participants advertised keys)"
+            )
+            return False
+        self.ring, self.degree, self.neighbour_threshold = tuple(order), degree, threshold
+        return True
 
     @property
     def codec(self) -> FixedPointCodec:
@@ -175,15 +282,31 @@ class SecAggRound:
         self._expect(Phase.ADVERTISE, self.context)
         if not self._enough(len(self.advertised), "advertised keys"):
             return None
+        if not self._draw_graph():
+            return None
         self.phase = Phase.SHARE
         return self.roster()
 
-    def roster(self) -> Roster:
+    def roster(self, participant: str | None = None) -> Roster:
+        """The whole roster, or on a sparse graph ``participant``'s neighbourhood (itself and
+        its neighbours, each with its Shamir point: its position in the whole roster)."""
+        everyone = sorted(self.advertised)
+        if participant is None or self.graph == "complete":
+            return Roster(
+                context=self.context,
+                threshold=self.share_threshold,
+                vector_length=self.vector_length,
+                entries=tuple(self.advertised[p] for p in everyone),
+            )
+        position = {p: index + 1 for index, p in enumerate(everyone)}
+        members = sorted(self._closed(participant))
         return Roster(
             context=self.context,
-            threshold=self.threshold,
+            threshold=self.share_threshold,
             vector_length=self.vector_length,
-            entries=tuple(self.advertised[p] for p in sorted(self.advertised)),
+            entries=tuple(self.advertised[p] for p in members),
+            points={p: position[p] for p in members},
+            size=len(everyone),
         )
 
     # phase 2 ---------------------------------------------------------------------------------
@@ -193,10 +316,11 @@ class SecAggRound:
         sender = message.participant
         if sender not in self.advertised:
             raise InvalidSecAggMessage(f"{sender!r} did not advertise keys in this round")
-        expected = set(self.advertised) - {sender}
+        expected = set(self.neighbours(sender))
         if set(message.ciphertexts) != expected:
             raise InvalidSecAggMessage(
-                "shares must be addressed to every other participant of the roster exactly once",
+                "shares must be addressed to every other participant of the sender's roster "
+                "exactly once",
                 missing=sorted(expected - set(message.ciphertexts)),
                 unknown=sorted(set(message.ciphertexts) - expected),
             )
@@ -211,11 +335,29 @@ class SecAggRound:
 
     def close_sharing(self) -> dict[str, ShareInbox] | None:
         """End phase 2: each sharer's inbox (ciphertexts from the other sharers), or abort."""
+        if not self.end_sharing():
+            return None
+        return {recipient: self.inbox(recipient) for recipient in sorted(self.shares)}
+
+    def end_sharing(self) -> bool:
+        """End phase 2 without building the inboxes (a store that keeps the ciphertexts
+        elsewhere serves each on request); False when the round aborted."""
         self._expect(Phase.SHARE, self.context)
         if not self._enough(len(self.shares), "shared keys"):
-            return None
+            return False
+        if self.graph != "complete":
+            # a sharer with too few sharing neighbours would refuse to mask (its client
+            # checks the same): nobody could rebuild its secrets
+            for sharer in sorted(self.shares):
+                count = len(self._closed(sharer) & self.shares.keys())
+                if count < self.share_threshold:
+                    self._abort(
+                        f"{sharer!r} and its neighbours: {count} shared keys, fewer than the "
+                        f"neighbourhood threshold {self.share_threshold}"
+                    )
+                    return False
         self.phase = Phase.MASKED
-        return {recipient: self.inbox(recipient) for recipient in sorted(self.shares)}
+        return True
 
     def inbox(self, recipient: str) -> ShareInbox:
         """The ciphertexts addressed to ``recipient`` by the other participants that shared."""
@@ -227,7 +369,7 @@ class SecAggRound:
             ciphertexts={
                 sender: message.ciphertexts[recipient]
                 for sender, message in sorted(self.shares.items())
-                if sender != recipient
+                if recipient in message.ciphertexts
             },
         )
 
@@ -254,11 +396,55 @@ class SecAggRound:
             return None
         self.survivors = tuple(sorted(self.masked))
         self.dropped = tuple(sorted(set(self.shares) - set(self.masked)))
+        if self.graph != "complete":
+            problem = self._unrecoverable()
+            if problem is not None:
+                self._abort(problem)
+                return None
         self.phase = Phase.UNMASK
         return self.unmask_request()
 
-    def unmask_request(self) -> UnmaskRequest:
-        return UnmaskRequest(context=self.context, survivors=self.survivors, dropped=self.dropped)
+    def _unrecoverable(self) -> str | None:
+        """Why unmasking on the sparse graph would fail or reveal more than the sum: a
+        survivor or a dropped participant whose surviving neighbourhood is below the
+        threshold, or survivors split in parts (each part's sum would show)."""
+        survivors = set(self.survivors)
+        t = self.share_threshold
+        for survivor in self.survivors:
+            count = len(self._closed(survivor) & survivors)
+            if count < t:
+                return (
+                    f"{survivor!r}: {count} of its neighbourhood uploaded, fewer than the "
+                    f"neighbourhood threshold {t} (its self mask could not be removed)"
+                )
+        for gone in self.dropped:
+            count = len(self.neighbours(gone) & survivors)
+            if 0 < count < t:
+                return (
+                    f"{gone!r} dropped and only {count} of its neighbours uploaded, fewer than "
+                    f"the neighbourhood threshold {t} (its pair masks could not be removed)"
+                )
+        parts = connected_parts(survivors, self.neighbours)
+        if parts > 1:
+            return (
+                f"the survivors' graph splits into {parts} parts: unmasking would reveal each "
+                "part's sum"
+            )
+        return None
+
+    def unmask_request(self, participant: str | None = None) -> UnmaskRequest:
+        """Who uploaded and who dropped; on a sparse graph, within ``participant``'s
+        neighbourhood (the only shares it holds)."""
+        if participant is None or self.graph == "complete":
+            return UnmaskRequest(
+                context=self.context, survivors=self.survivors, dropped=self.dropped
+            )
+        closed = self._closed(participant)
+        return UnmaskRequest(
+            context=self.context,
+            survivors=tuple(p for p in self.survivors if p in closed),
+            dropped=tuple(p for p in self.dropped if p in closed),
+        )
 
     # phase 4 ---------------------------------------------------------------------------------
     def receive_unmask(self, message: UnmaskResponse) -> None:
@@ -266,14 +452,15 @@ class SecAggRound:
         self._expect(Phase.UNMASK, message.context)
         if message.participant not in self.survivors:
             raise InvalidSecAggMessage(f"{message.participant!r} is not a survivor of this round")
-        if set(message.self_mask_shares) != set(self.survivors) or set(
+        request = self.unmask_request(message.participant)
+        if set(message.self_mask_shares) != set(request.survivors) or set(
             message.mask_key_shares
-        ) != set(self.dropped):
+        ) != set(request.dropped):
             raise InvalidSecAggMessage(
                 "an unmask response carries a seed share for every survivor and a key share "
-                "for every dropped participant, nothing else",
-                survivors=list(self.survivors),
-                dropped=list(self.dropped),
+                "for every dropped participant of the request, nothing else",
+                survivors=list(request.survivors),
+                dropped=list(request.dropped),
             )
         shares = [*message.self_mask_shares.values(), *message.mask_key_shares.values()]
         if any(len(s) != shamir.SHARE_BYTES for s in shares):
@@ -310,19 +497,33 @@ class SecAggRound:
     def _unmask(self) -> np.ndarray:
         roster = self.roster()
         points = {p: roster.share_point(p) for p in self.advertised}
-        # every secret is reconstructed from the same responders: one set of coefficients
-        interpolation = shamir.Interpolation(
-            [points[p] for p in self.unmasked], threshold=self.threshold
-        )
-        by_point = {points[p]: response for p, response in self.unmasked.items()}
+        t = self.share_threshold
+        # a secret is rebuilt from its holders among the responders (everyone on the
+        # complete graph: one set of coefficients serves every secret)
+        interpolations: dict[tuple[int, ...], shamir.Interpolation] = {}
 
         def secret(owner: str, kind: str) -> bytes:
+            holders = (self._closed(owner) if kind == "seed" else self.neighbours(owner)) & (
+                self.unmasked.keys()
+            )
+            if len(holders) < t:
+                raise ValueError(
+                    f"{len(holders)} holders of the {kind} shares of {owner!r} answered, fewer "
+                    f"than the threshold {t}"
+                )
             shares = {
-                x: (r.self_mask_shares if kind == "seed" else r.mask_key_shares)[owner]
-                for x, r in by_point.items()
+                points[h]: (
+                    self.unmasked[h].self_mask_shares
+                    if kind == "seed"
+                    else self.unmasked[h].mask_key_shares
+                )[owner]
+                for h in holders
             }
+            key = tuple(sorted(shares))
+            if key not in interpolations:
+                interpolations[key] = shamir.Interpolation(list(key), threshold=t)
             try:
-                return interpolation.reconstruct(shares)
+                return interpolations[key].reconstruct(shares)
             except shamir.InconsistentShares as error:
                 raise ValueError(f"the {kind} shares of {owner!r}: {error}") from error
 
@@ -338,11 +539,15 @@ class SecAggRound:
             ):
                 raise ValueError(f"the self-mask seed of {participant!r} fails its commitment")
             total -= mask_words(seed, self.vector_length)
+        survivors = set(self.survivors)
         for gone in self.dropped:
+            masked_with = sorted(self.neighbours(gone) & survivors)
+            if not masked_with:
+                continue  # no survivor masked with it: nothing to take away
             private = secret(gone, "key")
             if public_key_of(private) != self.advertised[gone].mask_key:
                 raise ValueError(f"the mask key of {gone!r} does not match its public key")
-            for participant in self.survivors:
+            for participant in masked_with:
                 seed = mask_seed(
                     private,
                     self.advertised[participant].mask_key,
@@ -365,6 +570,10 @@ class SecAggRound:
             "vector_length": self.vector_length,
             "clip": self.clip,
             "max_participants": self.max_participants,
+            "graph": self.graph,
+            "degree": self.degree,
+            "neighbour_threshold": self.neighbour_threshold,
+            "ring": list(self.ring),
             "phase": self.phase.value,
             "advertised": [self.advertised[p].to_dict() for p in sorted(self.advertised)],
             "shares": [self.shares[p].to_dict() for p in sorted(self.shares)],
@@ -389,6 +598,10 @@ class SecAggRound:
                 vector_length=int(data["vector_length"]),
                 clip=float(data["clip"]),
                 max_participants=int(data["max_participants"]),
+                graph=str(data.get("graph", "complete")),
+                degree=_optional_int(data.get("degree")),
+                neighbour_threshold=_optional_int(data.get("neighbour_threshold")),
+                ring=_ids(data.get("ring", [])),
                 phase=Phase(data["phase"]),
                 advertised={e.participant: e for e in advertised},
                 shares={e.participant: e for e in shares},

@@ -198,6 +198,9 @@ def _fresh(federation: Federation, round_row: Round) -> SecAggRound:
         vector_length=vector_length(model.update_tensors()),
         clip=clip,
         max_participants=policy.max_participants,
+        graph=policy.graph,
+        degree=policy.degree,
+        neighbour_threshold=policy.neighbour_threshold,
     )
 
 
@@ -206,18 +209,36 @@ _NOT_READ = b""
 
 
 def _load(
-    session: Session, row: SecAggState, *, words_of: str | None = None, all_words: bool = False
+    session: Session,
+    row: SecAggState,
+    *,
+    participant: str | None = None,
+    all_words: bool = False,
 ) -> SecAggRound:
-    """The round's state machine. Masked inputs live in rows of their own and are read only
-    where needed: ``words_of``'s (a repeated upload is compared), or all (to unmask)."""
-    machine = SecAggRound.from_dict(json.loads(row.state))
+    """The round's state machine. Masked inputs and share ciphertexts live in rows of their
+    own and are read only where needed: ``participant``'s masked input (a repeated upload is
+    compared) and the share messages it sent or is sent (its inbox, a repeated share
+    message), or every masked input (to unmask). The other sharers are present without
+    their ciphertexts."""
+    state = json.loads(row.state)
+    machine = SecAggRound.from_dict(state)
     repository = SecAggRepository(session)
+    sent: dict[str, dict[str, bytes]] = {sharer: {} for sharer in state.get("sharers", [])}
+    if participant is not None and sent:
+        for sender, recipient, ciphertext in repository.ciphertexts_of(row.round_id, participant):
+            sent.setdefault(sender, {})[recipient] = ciphertext
+    for sender, ciphertexts in sent.items():
+        machine.shares.setdefault(
+            sender, ShareKeys(context=machine.context, participant=sender, ciphertexts=ciphertexts)
+        )
     if all_words:
         machine.masked = repository.all_masked(row.round_id)
         return machine
     machine.masked = dict.fromkeys(repository.masked_ids(row.round_id), _NOT_READ)
-    if words_of is not None and words_of in machine.masked:
-        machine.masked[words_of] = repository.masked_words(row.round_id, words_of) or _NOT_READ
+    if participant is not None and participant in machine.masked:
+        machine.masked[participant] = (
+            repository.masked_words(row.round_id, participant) or _NOT_READ
+        )
     return machine
 
 
@@ -229,14 +250,18 @@ def _store(
     deadline: datetime | None,
     now: datetime,
 ) -> SecAggState:
-    """Write the state: the JSON row (without masked inputs), a row per new masked input,
-    and none once the machine dropped them (an abort, or the end of the protocol)."""
+    """Write the state: the JSON row (without masked inputs and share ciphertexts, naming
+    who shared), a row per new masked input and per new share ciphertext, and none once the
+    machine dropped them (an abort, or the end of the protocol)."""
     state = machine.to_dict()
     state["masked"] = {}
+    state["shares"] = []
+    state["sharers"] = sorted(machine.shares)
     text = json.dumps(state, separators=(",", ":"))
     # the round's progress as the round list shows it: masked inputs in, then survivors
     round_row.update_count = len(machine.survivors) or len(machine.masked)
     repository = SecAggRepository(session)
+    stored_sharers: set[str] = set()
     if row is None:
         row = SecAggState(
             round_id=round_row.id,
@@ -248,12 +273,18 @@ def _store(
             updated_at=now,
         )
         session.add(row)
-        session.flush()  # the masked inputs' rows refer to it
+        session.flush()  # the masked inputs' and ciphertexts' rows refer to it
     else:
+        stored_sharers = set(json.loads(row.state).get("sharers", []))
         row.phase = machine.phase.value
         row.phase_deadline_at = deadline
         row.state = text
         row.updated_at = now
+    if not machine.shares:
+        repository.delete_ciphertexts(row.round_id)
+    for sender, message in machine.shares.items():
+        if sender not in stored_sharers:
+            repository.add_ciphertexts(row.round_id, sender, dict(message.ciphertexts))
     if not machine.masked:
         repository.delete_masked(row.round_id)
         return row
@@ -319,11 +350,11 @@ def _status(
     phase = machine.phase
     roster = inbox = request = None
     if participant in machine.advertised and phase in (Phase.SHARE, Phase.MASKED, Phase.UNMASK):
-        roster = machine.roster().to_dict()
+        roster = machine.roster(participant).to_dict()
     if participant in machine.shares and phase is Phase.MASKED:
         inbox = machine.inbox(participant).to_dict()
     if participant in machine.survivors and phase is Phase.UNMASK:
-        request = machine.unmask_request().to_dict()
+        request = machine.unmask_request(participant).to_dict()
     return SecAggStatus(
         federation_id=machine.context.federation_id,
         round=machine.context.round_number,
@@ -365,9 +396,13 @@ def status(ctx: Context, principal: Principal, federation_id: str, number: int) 
         federation = load_federation(session, principal, federation_id)
         round_row = _round_of(session, federation, number, lock=False)
         row = SecAggRepository(session).get(round_row.id)
-        machine = _load(session, row) if row is not None else _fresh(federation, round_row)
-        deadline = row.phase_deadline_at if row is not None else round_row.deadline_at
         participant = principal.participant_id
+        machine = (
+            _load(session, row, participant=participant)
+            if row is not None
+            else _fresh(federation, round_row)
+        )
+        deadline = row.phase_deadline_at if row is not None else round_row.deadline_at
         cohort = round_cohort(session, federation, round_row)
         return _status(machine, deadline, participant, participant in cohort)
 
@@ -409,7 +444,7 @@ def _close_phase(session: Session, round_id: str, machine: SecAggRound) -> None:
     if machine.phase is Phase.ADVERTISE:
         machine.close_advertising()
     elif machine.phase is Phase.SHARE:
-        machine.close_sharing()
+        machine.end_sharing()
     elif machine.phase is Phase.MASKED:
         machine.close_masked()
     elif machine.phase is Phase.UNMASK:
@@ -465,7 +500,7 @@ def receive(
         repository = SecAggRepository(session)
         row = repository.get(round_row.id)
         machine = (
-            _load(session, row, words_of=participant)
+            _load(session, row, participant=participant)
             if row is not None
             else _fresh(federation, round_row)
         )

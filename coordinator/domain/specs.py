@@ -516,6 +516,47 @@ class SecureAggregation(_Spec):
         "input, unmask) waits for participants that have not answered; the advertisement "
         "phase ends when the whole cohort advertised or at the round's deadline.",
     )
+    graph: Literal["complete", "harary"] = Field(
+        default="complete",
+        description="Whom each participant shares keys and masks with: `complete` = every "
+        "other participant (client cost O(n)); `harary` = its k neighbours on a Harary "
+        "graph over an order the coordinator draws per round from a CSPRNG and records "
+        "(SecAgg+, Bell et al. 2020: client cost O(k)). A participant's privacy then rests "
+        "on its neighbourhood: fewer than `neighbour_threshold` colluders in it learn nothing.",
+    )
+    degree: int | None = Field(
+        default=None,
+        ge=2,
+        le=1024,
+        description="`harary` only: k, even; each participant has k/2 neighbours on each side "
+        "of the drawn ring. Default 2*ceil(log2 n) for the n participants that advertised "
+        "keys; k >= n-1 is the complete graph.",
+    )
+    neighbour_threshold: int | None = Field(
+        default=None,
+        ge=2,
+        le=1025,
+        description="`harary` only: the Shamir threshold within a neighbourhood (a "
+        "participant and its k neighbours): the fewest neighbours whose shares rebuild its "
+        "masks. Default: a majority of the k+1, (k+1)//2 + 1. A round whose "
+        "survivors leave some neighbourhood below it, or split the survivors' graph, aborts.",
+    )
+
+    @model_validator(mode="after")
+    def _graph_settings(self) -> SecureAggregation:
+        if self.graph == "complete" and (
+            self.degree is not None or self.neighbour_threshold is not None
+        ):
+            raise ValueError("degree and neighbour_threshold apply to graph 'harary' only")
+        if self.degree is not None and self.degree % 2:
+            raise ValueError("degree must be even (k/2 neighbours on each side of the ring)")
+        if (
+            self.degree is not None
+            and self.neighbour_threshold is not None
+            and self.neighbour_threshold > self.degree + 1
+        ):
+            raise ValueError("neighbour_threshold must be at most degree + 1")
+        return self
 
 
 class PrivacyPolicy(_Spec):

@@ -40,6 +40,7 @@ __all__ = [
     "Participant",
     "Round",
     "SecAggMaskedInput",
+    "SecAggShareCiphertext",
     "SecAggState",
     "Update",
     "new_id",
@@ -198,6 +199,7 @@ class SecAggState(Base):
     # when the current phase closes without the participants that have not answered
     phase_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # SecAggRound.to_dict() as JSON text without the masked inputs (secagg_masked_inputs)
+    # and without the share ciphertexts (secagg_share_ciphertexts): only who shared
     state: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
@@ -214,6 +216,23 @@ class SecAggMaskedInput(Base):
     )
     participant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     words: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SecAggShareCiphertext(Base):
+    """One encrypted share message of a secure-aggregation round, sender to recipient, in a
+    row of its own: a round of n participants holds up to n(n-1) of them (n·k with a sparse
+    graph), too many to rewrite in the state row on every message. Indexed by recipient,
+    which is how they are read (a participant's inbox); deleted when the protocol ends."""
+
+    __tablename__ = "secagg_share_ciphertexts"
+    __table_args__ = (Index("ix_secagg_share_ciphertexts_recipient", "round_id", "recipient_id"),)
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("secagg_states.round_id", ondelete="CASCADE"), primary_key=True
+    )
+    sender_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Update(Base):

@@ -28,6 +28,7 @@ from coordinator.store.models import (
     Round,
     RoundCohortMember,
     SecAggMaskedInput,
+    SecAggShareCiphertext,
     SecAggState,
     Update,
 )
@@ -589,4 +590,43 @@ class SecAggRepository(_Repository):
     def delete_masked(self, round_id: str) -> None:
         self.session.execute(
             delete(SecAggMaskedInput).where(SecAggMaskedInput.round_id == round_id)
+        )
+
+    def sharer_ids(self, round_id: str) -> builtins.set[str]:
+        """Who has share ciphertexts stored in the round."""
+        return set(
+            self.session.scalars(
+                select(SecAggShareCiphertext.sender_id)
+                .where(SecAggShareCiphertext.round_id == round_id)
+                .distinct()
+            )
+        )
+
+    def ciphertexts_of(
+        self, round_id: str, participant_id: str
+    ) -> builtins.list[tuple[str, str, bytes]]:
+        """(sender, recipient, ciphertext) of every share message the participant sent or
+        is sent: its inbox (the recipient index) and its own, to compare a repeat."""
+        table = SecAggShareCiphertext
+        rows = self.session.execute(
+            select(table.sender_id, table.recipient_id, table.ciphertext).where(
+                table.round_id == round_id,
+                (table.recipient_id == participant_id) | (table.sender_id == participant_id),
+            )
+        )
+        return [(sender, recipient, ciphertext) for sender, recipient, ciphertext in rows]
+
+    def add_ciphertexts(
+        self, round_id: str, sender_id: str, by_recipient: dict[str, bytes]
+    ) -> None:
+        self.session.add_all(
+            SecAggShareCiphertext(
+                round_id=round_id, sender_id=sender_id, recipient_id=recipient, ciphertext=data
+            )
+            for recipient, data in by_recipient.items()
+        )
+
+    def delete_ciphertexts(self, round_id: str) -> None:
+        self.session.execute(
+            delete(SecAggShareCiphertext).where(SecAggShareCiphertext.round_id == round_id)
         )

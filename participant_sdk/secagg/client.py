@@ -136,7 +136,8 @@ class SecAggClient:
 
     # phase 2 -------------------------------------------------------------------------------
     def share_keys(self, roster: Roster) -> ShareKeys:
-        """Phase 2: Shamir-share the self-mask seed and the mask key, one ciphertext per peer."""
+        """Phase 2: Shamir-share the self-mask seed and the mask key, one ciphertext per peer
+        of the roster (everyone, or our neighbours on a sparse graph)."""
         self._expect("share", roster.context)
         ids = [entry.participant for entry in roster.entries]
         if ids != sorted(set(ids)):
@@ -150,15 +151,17 @@ class SecAggClient:
             raise SecAggRefusal(
                 f"threshold {roster.threshold} must be in {MIN_THRESHOLD}..{len(ids)} participants"
             )
-        if len(ids) > self.codec.max_participants:
+        if roster.participants > self.codec.max_participants:
             raise SecAggRefusal(
-                f"{len(ids)} participants exceed the encoding's {self.codec.max_participants}"
+                f"{roster.participants} participants exceed the encoding's "
+                f"{self.codec.max_participants}"
             )
         if roster.vector_length != self._encoded.size:
             raise SecAggRefusal(
                 f"the round sums {roster.vector_length} words, this update has {self._encoded.size}"
             )
-        points = list(range(1, len(ids) + 1))
+        # x-coordinates: positions in the round; with a sparse graph only our neighbours'
+        points = [roster.share_point(p) for p in ids]
         seed_shares = shamir.split(self._self_seed, xs=points, threshold=roster.threshold)
         key_shares = shamir.split(
             _private_bytes(self._mask_key), xs=points, threshold=roster.threshold
@@ -166,7 +169,7 @@ class SecAggClient:
         me = roster.share_point(self.participant)
         self._own_shares = (seed_shares[me], key_shares[me])
         ciphertexts = {}
-        for point, entry in enumerate(roster.entries, start=1):
+        for point, entry in zip(points, roster.entries, strict=True):
             if entry.participant == self.participant:
                 continue
             plaintext = seed_shares[point] + key_shares[point]

@@ -126,27 +126,46 @@ class AdvertiseKeys:
 
 @dataclass(frozen=True)
 class Roster:
-    """The server's answer to phase 1: who takes part, sorted by id; x = position + 1."""
+    """The server's answer to phase 1: whom this participant shares with, sorted by id.
+
+    With the complete graph, everyone (x = position + 1, ``points`` None). With a sparse
+    graph (SecAgg+), the participant and its neighbours only, each with its Shamir
+    x-coordinate in ``points`` (its position in the whole round), ``threshold`` the
+    neighbourhood's, and ``size`` the number of participants in the round.
+    """
 
     context: RoundContext
     threshold: int
     vector_length: int
     entries: tuple[AdvertiseKeys, ...]
+    points: Mapping[str, int] | None = None
+    size: int | None = None
+
+    @property
+    def participants(self) -> int:
+        """How many take part in the round (the entries, unless a sparse graph says more)."""
+        return self.size if self.size is not None else len(self.entries)
 
     def share_point(self, participant: str) -> int:
-        """The participant's Shamir x-coordinate: its 1-based position in the roster."""
+        """The participant's Shamir x-coordinate: its 1-based position in the round."""
+        if self.points is not None:
+            return self.points[participant]
         for index, entry in enumerate(self.entries):
             if entry.participant == participant:
                 return index + 1
         raise KeyError(participant)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             **_head(self.context),
             "threshold": self.threshold,
             "vector_length": self.vector_length,
             "entries": [entry.to_dict() for entry in self.entries],
         }
+        if self.points is not None:
+            out["points"] = dict(sorted(self.points.items()))
+            out["size"] = self.size
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Roster:
@@ -161,11 +180,28 @@ class Roster:
             or not isinstance(entries, list)
         ):
             raise MessageError("a roster needs threshold, vector_length and entries")
+        parsed = tuple(AdvertiseKeys.from_dict(entry) for entry in entries)
+        points, size = data.get("points"), data.get("size")
+        if points is not None:
+            if not isinstance(points, dict) or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in points.values()
+            ):
+                raise MessageError("points must be an object of participant id to x >= 1")
+            if set(points) != {entry.participant for entry in parsed}:
+                raise MessageError("points must name exactly the roster's participants")
+            if len(set(points.values())) != len(points):
+                raise MessageError("two participants share a Shamir point")
+            if not isinstance(size, int) or size < max(points.values()):
+                raise MessageError("a sparse roster needs size, at least its largest point")
+        elif size is not None:
+            raise MessageError("size comes with points (a sparse graph's roster)")
         return cls(
             context=_context(data),
             threshold=threshold,
             vector_length=length,
-            entries=tuple(AdvertiseKeys.from_dict(entry) for entry in entries),
+            entries=parsed,
+            points=None if points is None else {str(k): int(v) for k, v in points.items()},
+            size=size,
         )
 
 

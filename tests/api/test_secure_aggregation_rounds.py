@@ -22,7 +22,7 @@ from sqlalchemy import inspect, select, text
 from coordinator.app import create_app
 from coordinator.config import Settings
 from coordinator.domain import aggregation_job
-from coordinator.store.models import SecAggMaskedInput, SecAggState
+from coordinator.store.models import SecAggMaskedInput, SecAggShareCiphertext, SecAggState
 from participant_sdk.secagg.client import SecAggClient
 from participant_sdk.secagg.fixed_point import FixedPointCodec
 from participant_sdk.secagg.keys import RoundContext
@@ -376,9 +376,12 @@ class TestPhases:
         with app.state.context.read_sessions() as session:
             stored = json.loads(session.scalars(select(SecAggState.state)).one())
             masked_rows = session.scalars(select(SecAggMaskedInput)).all()
+            ciphertext_rows = session.scalars(select(SecAggShareCiphertext)).all()
         assert stored["masked"] == {}
         assert masked_rows == []
+        assert ciphertext_rows == []
         assert stored["shares"] == []
+        assert stored["sharers"] == []
         assert stored["result"] is None
 
     def test_no_stored_row_or_blob_holds_an_encoded_input(
@@ -397,6 +400,43 @@ class TestPhases:
             p.unmask(1)
         assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
         assert_nowhere(ctx, needles)  # and once the round is over
+
+    def test_share_ciphertexts_live_in_rows_of_their_own_until_the_round_ends(
+        self, client: TestClient, app: FastAPI, admin_headers: dict
+    ) -> None:
+        fid = secure_federation(client, admin_headers)
+        group = parties(client, admin_headers, fid, 3)
+        for p in group:
+            p.keys(1)
+        sent = {}
+        for p in group:
+            assert p.machine is not None
+            roster = Roster.from_dict(p.status(1)["roster"])
+            message = p.machine.share_keys(roster)
+            sent[p.pid] = dict(message.ciphertexts)
+            assert p.send(1, "shares", message.to_dict()).status_code == 200
+        with app.state.context.read_sessions() as session:
+            stored = json.loads(session.scalars(select(SecAggState.state)).one())
+            rows = session.scalars(select(SecAggShareCiphertext)).all()
+        assert stored["shares"] == []  # the state row names who shared, nothing more
+        assert stored["sharers"] == sorted(sent)
+        assert {(r.sender_id, r.recipient_id): r.ciphertext for r in rows} == {
+            (sender, recipient): data
+            for sender, ciphertexts in sent.items()
+            for recipient, data in ciphertexts.items()
+        }
+        # each inbox is served from the rows addressed to its recipient
+        for p in group:
+            inbox = p.status(1)["inbox"]
+            want = {s: c[p.pid] for s, c in sent.items() if s != p.pid}
+            assert ShareInbox.from_dict(inbox).ciphertexts == want
+        for p in group:
+            p.masked(1)
+        for p in group:
+            p.unmask(1)
+        assert wait_round_closed(client, fid, 1, admin_headers)["state"] == "closed"
+        with app.state.context.read_sessions() as session:
+            assert session.scalars(select(SecAggShareCiphertext)).all() == []
 
     def test_messages_are_bound_to_their_round_and_sender(
         self, client: TestClient, admin_headers: dict

@@ -29,3 +29,16 @@ def test_dropouts_after_the_upload_still_count(capsys: pytest.CaptureFixture[str
     # three left: fewer than the threshold 4 answer the unmask request
     assert "aborted" in rows[1]
     assert "goal" not in out  # no 50-participant cell in this grid
+
+
+def test_the_sparse_graph_runs_beside_the_complete_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--sizes", "12", "--dropouts", "0", "--length", "8", "--graphs", "complete", "harary"]
+    assert secagg.main([*argv, "--degree", "4"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "|" in line][1:]
+    assert len(rows) == 2
+    # the same inputs: both sum all 12; the sparse graph's participants have 4 neighbours
+    assert "complete  11" in rows[0]
+    assert "harary   4" in rows[1]
+    assert all("sum of 12" in row for row in rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,65 @@ def test_0007_purges_stored_tokens_and_widens_num_examples(empty_database_url: s
     assert [row[0] for row in kept] == ["create"]
     assert all("frp_" not in (row[1] or "") for row in kept)
     assert "BIGINT" in str(columns["num_examples"]["type"]).upper()
+
+
+def test_0013_moves_share_ciphertexts_out_of_the_state_row_and_back(
+    empty_database_url: str,
+) -> None:
+    """A round in flight during the upgrade keeps its share messages, now one row each."""
+    upgrade(empty_database_url, "0012")
+    engine = create_engine(empty_database_url)
+    ciphertexts = {"alice": {"bob": b"a->b"}, "bob": {"alice": b"b->a"}}
+    state = {
+        "federation_id": "f1",
+        "round": 1,
+        "shares": [
+            {
+                "federation_id": "f1",
+                "round": 1,
+                "participant": sender,
+                "ciphertexts": {r: base64.b64encode(c).decode() for r, c in sent.items()},
+            }
+            for sender, sent in sorted(ciphertexts.items())
+        ],
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO federations (id, name, state, model_spec, strategy, round_policy, "
+                "deploy_policy, privacy, latest_version, completed_rounds, created_at) VALUES "
+                "('f1', 'n', 'active', '{}', '{}', '{}', '{}', '{}', 0, 0, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rounds (id, federation_id, number, state, base_version, "
+                "update_count, opened_at) VALUES ('r1', 'f1', 1, 'open', 0, 0, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO secagg_states (round_id, federation_id, round_number, phase, "
+                "state, updated_at) VALUES ('r1', 'f1', 1, 'masked', :state, CURRENT_TIMESTAMP)"
+            ),
+            {"state": json.dumps(state)},
+        )
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT sender_id, recipient_id, ciphertext FROM secagg_share_ciphertexts")
+        ).all()
+        moved = json.loads(conn.execute(text("SELECT state FROM secagg_states")).scalar_one())
+    assert {(s, r): bytes(c) for s, r, c in rows} == {
+        ("alice", "bob"): b"a->b",
+        ("bob", "alice"): b"b->a",
+    }
+    assert moved["shares"] == []
+    assert moved["sharers"] == ["alice", "bob"]
+    downgrade(empty_database_url, "0012")
+    with engine.connect() as conn:
+        back = json.loads(conn.execute(text("SELECT state FROM secagg_states")).scalar_one())
+    engine.dispose()
+    assert back["shares"] == state["shares"]
+    assert "sharers" not in back

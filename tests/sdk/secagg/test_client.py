@@ -9,7 +9,7 @@ import pytest
 
 from participant_sdk.secagg.client import SecAggClient, SecAggRefusal
 from participant_sdk.secagg.keys import RoundContext
-from participant_sdk.secagg.messages import ShareInbox, UnmaskRequest
+from participant_sdk.secagg.messages import MessageError, Roster, ShareInbox, UnmaskRequest
 from tests.secagg_driver import CONTEXT, Driver
 
 
@@ -185,3 +185,46 @@ def test_update_length_and_codec_come_from_the_client() -> None:
     )
     assert client.encoded_input.dtype == np.uint32
     assert not client.encoded_input.any()
+
+
+class TestSparseRoster:
+    """SecAgg+: a roster of the neighbourhood only, with each member's point in the round."""
+
+    def _sparse(self) -> tuple[Driver, Roster]:
+        driver = Driver(6, 3)
+        driver.advertise()
+        assert driver.roster is not None
+        entries = tuple(e for e in driver.roster.entries if e.participant in {"p00", "p02", "p05"})
+        points = {"p00": 1, "p02": 3, "p05": 6}
+        return driver, dataclasses.replace(driver.roster, entries=entries, points=points, size=6)
+
+    def test_shares_go_to_the_neighbours_only_at_their_round_points(self) -> None:
+        driver, roster = self._sparse()
+        again = Roster.from_dict(roster.to_dict())
+        assert again == roster
+        message = driver.clients["p00"].share_keys(again)
+        assert set(message.ciphertexts) == {"p02", "p05"}
+
+    @pytest.mark.parametrize(
+        ("change", "reason"),
+        [
+            ({"points": {"p00": 1, "p02": 3}}, "exactly the roster's participants"),
+            ({"points": {"p00": 1, "p02": 3, "p05": 3}}, "share a Shamir point"),
+            ({"points": {"p00": 0, "p02": 3, "p05": 6}}, "x >= 1"),
+            ({"size": 5}, "at least its largest point"),
+        ],
+    )
+    def test_a_malformed_sparse_roster_is_refused(
+        self, change: dict[str, object], reason: str
+    ) -> None:
+        _, roster = self._sparse()
+        with pytest.raises(MessageError, match=reason):
+            Roster.from_dict({**roster.to_dict(), **change})
+
+    def test_more_participants_than_the_encoding_allows_are_refused(self) -> None:
+        driver, roster = self._sparse()
+        too_many = dataclasses.replace(
+            roster, size=driver.clients["p00"].codec.max_participants + 1
+        )
+        with pytest.raises(SecAggRefusal, match="exceed the encoding"):
+            driver.clients["p00"].share_keys(too_many)
