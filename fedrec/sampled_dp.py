@@ -103,6 +103,7 @@ class SampledDP:
             raise ValueError("noise needs a clip_norm")
         if self.adaptive_clipping is not None and self.clip_norm is None:
             raise ValueError("adaptive clipping needs an initial clip_norm")
+        self.policy()  # the coordinator's checks (a pydantic ValidationError is a ValueError)
 
     def policy(self) -> DifferentialPrivacy | None:
         """The coordinator's ``privacy.dp`` for these settings (None without clipping);
