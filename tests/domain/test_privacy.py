@@ -361,7 +361,7 @@ class TestUnclippedCount:
     clipping's query) from the one norm it computes per update."""
 
     def test_counts_updates_with_norm_at_most_c(self) -> None:
-        mean = WeightedMean(SPEC, **DP_STRATEGY, dp=_dp(1.0, 0.0))
+        mean = WeightedMean(SPEC, row_normalization="total", weighting="uniform", dp=_dp(1.0, 0.0))
         updates = [_dense(1, 0.01), _dense(2, 10.0), _sparse([0, 3], 0.1), _sparse([1], 5.0)]
         for update in updates:
             mean.add(update)
@@ -370,7 +370,9 @@ class TestUnclippedCount:
 
     def test_a_norm_exactly_c_is_unclipped(self) -> None:
         update = _sparse([2], 0.5)
-        mean = WeightedMean(SPEC, **DP_STRATEGY, dp=_dp(update.norm(), 0.0))
+        mean = WeightedMean(
+            SPEC, row_normalization="total", weighting="uniform", dp=_dp(update.norm(), 0.0)
+        )
         mean.add(update)
         assert mean.unclipped == 1
 
@@ -384,13 +386,15 @@ class TestUnclippedCount:
 
         monkeypatch.setattr(Update, "norm", counted)
         # DP clipping and the strategy's update_norm_clip together: still one norm each
-        mean = WeightedMean(SPEC, **DP_STRATEGY, dp=_dp(1.0, 0.0), clip_norm=0.5)
+        mean = WeightedMean(
+            SPEC, row_normalization="total", weighting="uniform", dp=_dp(1.0, 0.0), clip_norm=0.5
+        )
         for seed in range(3):
             mean.add(_dense(seed))
         assert len(calls) == 3
         assert mean.unclipped == 0
 
     def test_without_dp_nothing_is_counted(self) -> None:
-        mean = WeightedMean(SPEC, **DP_STRATEGY, clip_norm=0.5)
+        mean = WeightedMean(SPEC, row_normalization="total", weighting="uniform", clip_norm=0.5)
         mean.add(_dense(1, 0.01))
         assert mean.unclipped == 0
