@@ -137,9 +137,15 @@ class Population:
     synthetic_users: int = 0  # 0: ML-100K from --data
     synthetic_items: int = 0
     data_seed: int = 0
+    # epsilon < 8 runs only the first this many candidates (0: all)
+    low_epsilon_candidates: int = 0
 
     def grid(self, epsilon: float) -> tuple[Candidate, ...]:
-        return self.candidates if math.isfinite(epsilon) else self.references
+        if not math.isfinite(epsilon):
+            return self.references
+        if epsilon < 8 and self.low_epsilon_candidates:
+            return self.candidates[: self.low_epsilon_candidates]
+        return self.candidates
 
 
 # Grids are small because each federation costs q N T local trainings plus N local refits
@@ -163,6 +169,20 @@ FULL = (
         synthetic_users=20_000,
         synthetic_items=1_000,
     ),
+    # third run, after the pilots (own draw, validation only): the server step re-chosen
+    # under clipping and adaptive clipping. epsilon 8 and inf choose between the pilot's
+    # two best; epsilon 4 and 1 (fewer federations on a loaded machine) take the best one
+    Population(
+        "synthetic 20k users, re-chosen step",
+        candidates=(
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.5),
+            Candidate(0.125, 10, 1.0, server_lr=250.0),
+        ),
+        references=tuple(Candidate(0.125, 10, 0.0, server_lr=lr) for lr in (250.0, 500.0)),
+        synthetic_users=20_000,
+        synthetic_items=1_000,
+        low_epsilon_candidates=1,
+    ),
     Population(
         "ml-100k per-user",
         candidates=(Candidate(1.0, 5, 0.5, server_lr=100.0), Candidate(0.5, 10, 0.5, 100.0)),
@@ -176,15 +196,33 @@ PILOT_USERS, PILOT_ITEMS = 20_000, 1_000
 PILOTS = (
     # the server step re-chosen under clipping: C x server_lr (the largest step a clipped
     # update can take, and the noise's scale) in {250, 500} for each C (the first run's
-    # recipe, C 0.5 and server_lr 250, had 125)
+    # recipe, C 0.5 and server_lr 250, had 125); the coordinator caps server_lr at 1000
     Population(
         "pilot clip x step",
         candidates=tuple(
             Candidate(0.125, 10, clip, server_lr=step / clip)
-            for clip in (0.25, 0.5, 1.0, 2.0)
+            for clip in (0.5, 1.0, 2.0, 0.25)
             for step in (250.0, 500.0)
+            if step / clip <= 1000
         ),
         references=tuple(Candidate(0.125, 10, 0.0, server_lr=lr) for lr in (250.0, 500.0)),
+        synthetic_users=PILOT_USERS,
+        synthetic_items=PILOT_ITEMS,
+        data_seed=1,
+    ),
+    # the other levers, each beside the first pilot's early leader (C 0.5, server_lr 500):
+    # adaptive clipping towards the median and the 0.8 quantile, fewer factors, server
+    # momentum (half the step: momentum 0.5 doubles a steady one), a cohort twice as large
+    Population(
+        "pilot levers",
+        candidates=(
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.5),
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.8),
+            Candidate(0.125, 10, 0.5, server_lr=500.0, dim=16),
+            Candidate(0.125, 10, 0.5, server_lr=250.0, optimizer="fedavgm", momentum=0.5),
+            Candidate(0.25, 10, 0.5, server_lr=500.0),
+        ),
+        references=(Candidate(0.125, 10, 0.0, server_lr=500.0, dim=16),),
         synthetic_users=PILOT_USERS,
         synthetic_items=PILOT_ITEMS,
         data_seed=1,
