@@ -23,10 +23,19 @@ pilot's updates exceeded it, i.e. C sits a little below the median update norm. 
 server step is ``server_lr * (sum + noise) / (q N)``, so the noise on the model is
 ``server_lr z C / (q N)`` per coordinate: large cohorts are what makes DP pay.
 
-Usage (bounded: prints progress; about 20 CPU minutes, an hour of wall time when the
-2 cores are shared with other jobs)::
+The third synthetic run ("re-chosen step") takes its candidates from ``--pilot``
+(``PILOTS``: 20,000 users of the generator's own draw ``data_seed`` 1, validation only):
+clipping shrinks the mean update, so the server step has to be chosen under clipping
+(C x server_lr), and adaptive clipping (Andrew et al. 2021; its count's noise is paid
+out of z, so the PLD epsilon of z is still the one reported) keeps C near the median
+update norm as the norms shrink with the local lr. The candidates per epsilon are a
+selection on private validation items and are not accounted either (Papernot & Steinke).
+
+Usage (bounded: prints progress; a 20,000-user federation of 10 rounds at q 0.125 is
+about 30 s of CPU, several minutes of wall time when the 2 cores are shared)::
 
     nice python -m bench.privacy_frontier [--data DIR] [--jobs 2] [--json out.json]
+    nice python -m bench.privacy_frontier --pilot --only "pilot clip" --epsilons 8,inf
     python -m bench.privacy_frontier --quick          # seconds: a tiny synthetic population
 """
 
@@ -47,6 +56,7 @@ import numpy as np
 
 from bench.quality import DEFAULT_DATA
 from fedrec.sampled_dp import (
+    AdaptiveClipping,
     SampledDP,
     noise_for_epsilon,
     per_user_views,
@@ -80,32 +90,71 @@ REFIT_EPOCHS = 3
 
 @dataclass(frozen=True)
 class Candidate:
-    """Sampling rate, rounds and clip norm of one federation (z follows from epsilon)."""
+    """One federation's recipe (z follows from epsilon): sampling rate, rounds, clip norm
+    and the server step ``server_lr * (sum + noise) / (q N)`` (constant across cohorts);
+    optionally a server optimizer of the coordinator (``fedavgm`` with ``momentum``),
+    adaptive clipping towards ``target_quantile`` (``clip_norm`` is then the first C) and
+    another number of factors."""
 
     sampling_rate: float
     rounds: int
     clip_norm: float
+    server_lr: float = 250.0
+    optimizer: str = "fedavg"
+    momentum: float = 0.0
+    target_quantile: float | None = None
+    dim: int = 32
 
     def label(self, private: bool = True) -> str:
-        clip = f", C={self.clip_norm:g}" if private else ""
-        return f"q={self.sampling_rate:g}, T={self.rounds}{clip}"
+        parts = [f"q={self.sampling_rate:g}", f"T={self.rounds}"]
+        if private:
+            adaptive = self.target_quantile is not None
+            parts.append(
+                f"C0={self.clip_norm:g} adaptive γ={self.target_quantile:g}"
+                if adaptive
+                else f"C={self.clip_norm:g}"
+            )
+        parts.append(f"lr={self.server_lr:g}")
+        if self.optimizer != "fedavg":
+            parts.append(f"{self.optimizer} β={self.momentum:g}")
+        if self.dim != CONFIG.dim:
+            parts.append(f"dim={self.dim}")
+        return ", ".join(parts)
+
+    def strategy(self) -> dict[str, Any]:
+        """The coordinator ``StrategySpec`` fields of the server step."""
+        settings: dict[str, Any] = {"name": self.optimizer, "server_lr": self.server_lr}
+        if self.optimizer == "fedavgm":
+            settings["server_momentum"] = self.momentum
+        return settings
+
+    def adaptive_clipping(self) -> AdaptiveClipping | None:
+        if self.target_quantile is None:
+            return None
+        return AdaptiveClipping(target_quantile=self.target_quantile)
 
 
 @dataclass(frozen=True)
 class Population:
     """A population of one-user participants and its candidate grids: ``candidates`` for
-    every finite epsilon, ``references`` (their clip norm unused) for epsilon = inf."""
+    every finite epsilon, ``references`` (their clip norm unused) for epsilon = inf.
+    ``data_seed`` draws the synthetic population (the pilots use their own draw)."""
 
     name: str
-    # the server step: base + server_lr * (sum + noise) / (q N); constant across cohorts
-    server_lr: float
     candidates: tuple[Candidate, ...]
     references: tuple[Candidate, ...]
     synthetic_users: int = 0  # 0: ML-100K from --data
     synthetic_items: int = 0
+    data_seed: int = 0
+    # epsilon < 8 runs only the first this many candidates (0: all)
+    low_epsilon_candidates: int = 0
 
     def grid(self, epsilon: float) -> tuple[Candidate, ...]:
-        return self.candidates if math.isfinite(epsilon) else self.references
+        if not math.isfinite(epsilon):
+            return self.references
+        if epsilon < 8 and self.low_epsilon_candidates:
+            return self.candidates[: self.low_epsilon_candidates]
+        return self.candidates
 
 
 # Grids are small because each federation costs q N T local trainings plus N local refits
@@ -115,9 +164,8 @@ class Population:
 FULL = (
     Population(
         "synthetic 20k users",
-        server_lr=100.0,
-        candidates=(Candidate(0.25, 5, 0.5),),
-        references=(Candidate(0.25, 5, 0.0),),
+        candidates=(Candidate(0.25, 5, 0.5, server_lr=100.0),),
+        references=(Candidate(0.25, 5, 0.0, server_lr=100.0),),
         synthetic_users=20_000,
         synthetic_items=1_000,
     ),
@@ -125,26 +173,76 @@ FULL = (
     # non-private model barely above popularity): twice the rounds at the same cost
     Population(
         "synthetic 20k users, 10 rounds",
-        server_lr=250.0,
         candidates=(Candidate(0.125, 10, 0.5),),
         references=(Candidate(0.125, 10, 0.0),),
         synthetic_users=20_000,
         synthetic_items=1_000,
     ),
+    # third run, after the pilots (own draw, validation only): the server step re-chosen
+    # under clipping and adaptive clipping. epsilon 8 and inf choose between the pilot's
+    # two best; epsilon 4 and 1 (fewer federations on a loaded machine) take the best one
+    Population(
+        "synthetic 20k users, re-chosen step",
+        candidates=(
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.5),
+            Candidate(0.125, 10, 1.0, server_lr=250.0),
+        ),
+        references=tuple(Candidate(0.125, 10, 0.0, server_lr=lr) for lr in (250.0, 500.0)),
+        synthetic_users=20_000,
+        synthetic_items=1_000,
+        low_epsilon_candidates=1,
+    ),
     Population(
         "ml-100k per-user",
-        server_lr=100.0,
-        candidates=(Candidate(1.0, 5, 0.5), Candidate(0.5, 10, 0.5)),
-        references=(Candidate(1.0, 10, 0.0),),
+        candidates=(Candidate(1.0, 5, 0.5, server_lr=100.0), Candidate(0.5, 10, 0.5, 100.0)),
+        references=(Candidate(1.0, 10, 0.0, server_lr=100.0),),
+    ),
+)
+
+# The pilots: the same generator, its own draw (data_seed 1), validation only
+# (``--pilot``), to narrow the grids of the protocol runs above.
+PILOT_USERS, PILOT_ITEMS = 20_000, 1_000
+PILOTS = (
+    # the server step re-chosen under clipping: C x server_lr (the largest step a clipped
+    # update can take, and the noise's scale) in {250, 500} for each C (the first run's
+    # recipe, C 0.5 and server_lr 250, had 125); the coordinator caps server_lr at 1000
+    Population(
+        "pilot clip x step",
+        candidates=tuple(
+            Candidate(0.125, 10, clip, server_lr=step / clip)
+            for clip in (0.5, 1.0, 2.0, 0.25)
+            for step in (250.0, 500.0)
+            if step / clip <= 1000
+        ),
+        references=tuple(Candidate(0.125, 10, 0.0, server_lr=lr) for lr in (250.0, 500.0)),
+        synthetic_users=PILOT_USERS,
+        synthetic_items=PILOT_ITEMS,
+        data_seed=1,
+    ),
+    # the other levers, each beside the first pilot's early leader (C 0.5, server_lr 500):
+    # adaptive clipping towards the median and the 0.8 quantile, fewer factors, server
+    # momentum (half the step: momentum 0.5 doubles a steady one), a cohort twice as large
+    Population(
+        "pilot levers",
+        candidates=(
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.5),
+            Candidate(0.125, 10, 0.5, server_lr=500.0, target_quantile=0.8),
+            Candidate(0.125, 10, 0.5, server_lr=500.0, dim=16),
+            Candidate(0.125, 10, 0.5, server_lr=250.0, optimizer="fedavgm", momentum=0.5),
+            Candidate(0.25, 10, 0.5, server_lr=500.0),
+        ),
+        references=(Candidate(0.125, 10, 0.0, server_lr=500.0, dim=16),),
+        synthetic_users=PILOT_USERS,
+        synthetic_items=PILOT_ITEMS,
+        data_seed=1,
     ),
 )
 
 QUICK = (
     Population(
         "synthetic (quick)",
-        server_lr=50.0,
-        candidates=(Candidate(0.5, 3, 0.5), Candidate(1.0, 2, 0.5)),
-        references=(Candidate(1.0, 3, 0.0),),
+        candidates=(Candidate(0.5, 3, 0.5, server_lr=50.0), Candidate(1.0, 2, 0.5, 50.0)),
+        references=(Candidate(1.0, 3, 0.0, server_lr=50.0),),
         synthetic_users=300,
         synthetic_items=100,
     ),
@@ -161,7 +259,7 @@ def split_for(population: Population, data_dir: Path) -> LeaveOneOutSplit:
             data = make_synthetic(
                 num_users=population.synthetic_users,
                 num_items=population.synthetic_items,
-                seed=0,
+                seed=population.data_seed,
             )
         else:
             data, _ = load_movielens_100k(data_dir)
@@ -195,12 +293,13 @@ def run(job: Job) -> dict[str, Any]:
         rounds=cand.rounds,
         clip_norm=cand.clip_norm if private else None,
         noise_multiplier=noise,
+        adaptive_clipping=cand.adaptive_clipping() if private else None,
     )
     result = simulate_sampled(
         train,
-        CONFIG,
+        CONFIG.replace(dim=cand.dim),
         dp,
-        strategy={"name": "fedavg", "server_lr": job.population.server_lr},
+        strategy=cand.strategy(),
         lr_decay_per_round=LR_DECAY,
         views=per_user_views(train),
         refit_epochs=REFIT_EPOCHS,
@@ -217,6 +316,8 @@ def run(job: Job) -> dict[str, Any]:
         else math.inf,
         "mean_cohort": float(np.mean(result.cohort_sizes)) if result.cohort_sizes else 0.0,
         "clipped_fraction": float(np.mean(result.clipped_fraction)) if private else 0.0,
+        "clip_norms": result.clip_norms,
+        "update_noise_multiplier": result.update_noise_multiplier,
         "ndcg@10": metrics["ndcg@10"],
         "hr@10": metrics["hr@10"],
         "seconds": result.seconds,
@@ -250,17 +351,25 @@ def frontier(
     epsilons: Sequence[float],
     *,
     jobs: int = 1,
+    test: bool = True,
 ) -> dict[str, Any]:
-    """Select each (population, epsilon)'s candidate on validation, then test it once."""
+    """Select each (population, epsilon)'s candidate on validation, then test it once
+    (``test`` False, the pilots: validation only, every candidate)."""
     started = time.perf_counter()
     # a grid of one candidate leaves nothing to choose: its test run only
     valid_jobs = [
-        Job(population, data_dir, eps, cand, "valid" if len(population.grid(eps)) > 1 else "test")
+        Job(
+            population,
+            data_dir,
+            eps,
+            cand,
+            "valid" if len(population.grid(eps)) > 1 or not test else "test",
+        )
         for population in populations
         for eps in epsilons
         for cand in population.grid(eps)
     ]
-    valid_rows, test_rows = _schedule(valid_jobs, jobs)
+    valid_rows, test_rows = _schedule(valid_jobs, jobs, test=test)
     tables = []
     for population in populations:
         measured = sorted(
@@ -291,7 +400,7 @@ def frontier(
 
 
 def _schedule(
-    valid_jobs: Sequence[Job], jobs: int
+    valid_jobs: Sequence[Job], jobs: int, *, test: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run the validation jobs (and the test jobs of one-candidate grids), and each
     (population, epsilon)'s test job as soon as its candidates are all validated (ahead of
@@ -321,7 +430,7 @@ def _schedule(
                 valid_rows.append(row)
                 group = (job.population.name, job.epsilon)
                 validated[group].append((row, job))
-                if len(validated[group]) == size[group]:
+                if test and len(validated[group]) == size[group]:
                     best = max(validated[group], key=lambda pair: pair[0]["ndcg@10"])[1]
                     pending.appendleft(replace(best, phase="test"))
     return valid_rows, test_rows
@@ -340,6 +449,30 @@ class _Serial:
         future: Future[dict[str, Any]] = Future()
         future.set_result(fn(job))
         return future
+
+
+def validation_markdown(figures: dict[str, Any]) -> str:
+    """Every validation run, best first per (population, epsilon), as markdown."""
+    lines = [
+        "| population | target ε | candidate | z (updates' z) | clipped | C per round | "
+        "valid NDCG@10 | valid HR@10 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(
+        figures["validation"],
+        key=lambda r: (r["population"], -float(r["target_epsilon"]), -r["ndcg@10"]),
+    )
+    for r in rows:
+        private = math.isfinite(r["target_epsilon"])
+        norms = r.get("clip_norms") or []
+        path = f"{norms[0]:.3g} → {norms[-1]:.3g}" if norms and norms[0] != norms[-1] else "—"
+        lines.append(
+            f"| {r['population']} | {r['target_epsilon']:g} "
+            f"| {Candidate(**r['candidate']).label(private)} "
+            f"| {r['noise_multiplier']:.3f} ({r.get('update_noise_multiplier', 0):.3f}) "
+            f"| {r['clipped_fraction']:.0%} | {path} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def markdown(figures: dict[str, Any]) -> str:
@@ -379,14 +512,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="run the populations whose name starts with this (ml-100k, synthetic)"
     )
+    parser.add_argument(
+        "--pilot",
+        action="store_true",
+        help="the pilot grids on their own draw of the generator, validation only",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    populations: tuple[Population, ...] = QUICK if args.quick else FULL
+    populations: tuple[Population, ...] = QUICK if args.quick else PILOTS if args.pilot else FULL
     if args.only:
         populations = tuple(p for p in populations if p.name.startswith(args.only))
-    figures = frontier(populations, args.data, epsilons, jobs=1 if args.quick else args.jobs)
-    print(markdown(figures))
+    figures = frontier(
+        populations,
+        args.data,
+        epsilons,
+        jobs=1 if args.quick else args.jobs,
+        test=not args.pilot,
+    )
+    print(validation_markdown(figures) if args.pilot else markdown(figures))
     print(f"\ntotal {figures['seconds']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -24,6 +24,19 @@ each participant fits its own factor to the final model locally (user-only epoch
 frozen), which reads only its own data and publishes nothing, so it costs no privacy.
 The noise seeds are derived from ``seed`` so that a benchmark is repeatable (the
 coordinator draws them from a CSPRNG).
+
+Adaptive clipping (``SampledDP.adaptive_clipping``, Andrew et al. 2021) runs the
+coordinator's own arithmetic (:mod:`coordinator.domain.privacy`): ``clip_norm`` is the
+first round's C; each round the aggregator counts the updates it did not clip, Gaussian
+noise of std sigma_b (:func:`~coordinator.domain.privacy.count_stddev` of the expected
+cohort) joins the count, and :func:`~coordinator.domain.privacy.next_clip_norm` moves C
+towards the target quantile. The updates' sum gets the smaller multiplier z_delta
+(:func:`~coordinator.domain.privacy.update_noise_multiplier`), so the pair costs what one
+Gaussian mechanism of ``noise_multiplier`` does and the PLD epsilon of
+``noise_multiplier`` stays the one reported.
+
+Any server optimizer of the coordinator (``strategy["name"]``: ``fedavgm``, ``fedadam``,
+...) can follow the noised mean: it only post-processes it, at no privacy cost.
 """
 
 from __future__ import annotations
@@ -39,14 +52,21 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.domain.accountant import pld_epsilon
-from coordinator.domain.privacy import DPAggregation
-from coordinator.domain.specs import StrategySpec
+from coordinator.domain.aggregation import WeightedMean
+from coordinator.domain.privacy import (
+    DPAggregation,
+    count_stddev,
+    next_clip_norm,
+    update_noise_multiplier,
+)
+from coordinator.domain.specs import AdaptiveClipping, DifferentialPrivacy, StrategySpec
 from coordinator.domain.strategy import Aggregator, ServerState, build_strategy
 from participant_sdk.recsys.data import Interactions
 from participant_sdk.recsys.model import BPRConfig, BPRTrainer, init_item_tensors
 from participant_sdk.wire import Update, decode_update, encode_update, mf_spec
 
 __all__ = [
+    "AdaptiveClipping",
     "SampledDP",
     "SampledResult",
     "noise_for_epsilon",
@@ -63,13 +83,16 @@ class SampledDP:
     """One federation's sampling and privacy settings.
 
     ``clip_norm`` None: no clipping and no noise (the non-private reference);
-    ``noise_multiplier`` 0 with a clip norm: clipping only.
+    ``noise_multiplier`` 0 with a clip norm: clipping only. ``adaptive_clipping``:
+    ``clip_norm`` is the first round's C, and ``noise_multiplier`` the z the accountant
+    sees (the count's noise and the updates' z_delta share it).
     """
 
     sampling_rate: float
     rounds: int
     clip_norm: float | None = None
     noise_multiplier: float = 0.0
+    adaptive_clipping: AdaptiveClipping | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sampling_rate <= 1.0:
@@ -78,6 +101,20 @@ class SampledDP:
             raise ValueError("rounds and noise_multiplier must be >= 0")
         if self.noise_multiplier > 0 and self.clip_norm is None:
             raise ValueError("noise needs a clip_norm")
+        if self.adaptive_clipping is not None and self.clip_norm is None:
+            raise ValueError("adaptive clipping needs an initial clip_norm")
+        self.policy()  # the coordinator's checks (a pydantic ValidationError is a ValueError)
+
+    def policy(self) -> DifferentialPrivacy | None:
+        """The coordinator's ``privacy.dp`` for these settings (None without clipping);
+        validating it refuses what the coordinator would (e.g. a too small sigma_b)."""
+        if self.clip_norm is None:
+            return None
+        return DifferentialPrivacy(
+            clip_norm=self.clip_norm,
+            noise_multiplier=self.noise_multiplier,
+            adaptive_clipping=self.adaptive_clipping,
+        )
 
 
 @dataclass
@@ -88,6 +125,10 @@ class SampledResult:
     user_factors: F32
     cohort_sizes: list[int] = field(default_factory=list)
     clipped_fraction: list[float] = field(default_factory=list)
+    # the C each round clipped to (constant without adaptive clipping)
+    clip_norms: list[float] = field(default_factory=list)
+    # the multiplier of the noise on the updates' sum (z_delta under adaptive clipping)
+    update_noise_multiplier: float = 0.0
     seconds: float = 0.0
 
     def score(self, users: npt.NDArray[np.int64]) -> F32:
@@ -206,6 +247,17 @@ def simulate_sampled(
     trainers: dict[int, BPRTrainer] = {}
     rng = np.random.default_rng([seed, 0x5A3D])
     result = SampledResult(item_tensors=tensors, user_factors=np.zeros((0, config.dim), np.float32))
+    policy = dp.policy()
+    adaptive = dp.adaptive_clipping
+    # adaptive clipping: sigma_b of the count (of the expected cohort, as the coordinator
+    # does for a sampled round) and the updates' share z_delta of the noise
+    count_std = count_stddev(policy, expected) if policy and adaptive else 0.0
+    z_updates = (
+        update_noise_multiplier(dp.noise_multiplier, count_std) if adaptive else dp.noise_multiplier
+    )
+    result.update_noise_multiplier = z_updates
+    count_rng = np.random.default_rng([seed, 0xC0C7])
+    clip_norm = dp.clip_norm
 
     def trainer_of(user: int) -> BPRTrainer:
         if user not in trainers:
@@ -219,13 +271,14 @@ def simulate_sampled(
     for r in range(dp.rounds):
         lr = config.learning_rate * lr_decay_per_round**r
         aggregation = None
-        if dp.clip_norm is not None:
+        if clip_norm is not None:
             noise_seed = hashlib.sha256(b"frontier/%d/%d" % (seed, r + 1)).digest()
-            aggregation = DPAggregation(dp.clip_norm, dp.noise_multiplier, noise_seed)
+            aggregation = DPAggregation(clip_norm, z_updates, noise_seed)
         built = build_strategy(strategy_spec, spec, dp=aggregation)
-        built.aggregator = _ExpectedCohort(built.aggregator, expected)
+        mean = built.aggregator
+        assert isinstance(mean, WeightedMean)
+        built.aggregator = _ExpectedCohort(mean, expected)
         cohort = np.flatnonzero(rng.random(population) < dp.sampling_rate)
-        clipped = 0
         for user in cohort.tolist():
             local = views[user]
             if not len(local):
@@ -238,17 +291,23 @@ def simulate_sampled(
                 num_examples=update.num_examples,
                 rows=update.rows,
             )
-            decoded = decode_update(payload, spec)
-            if dp.clip_norm is not None and decoded.norm() > dp.clip_norm:
-                clipped += 1
-            built.add(decoded)
+            built.add(decode_update(payload, spec))
         tensors, state = built.result(tensors, state)
         result.cohort_sizes.append(int(cohort.size))
+        # the aggregator counted the unclipped updates from the norms it clipped with
+        clipped = mean.count - mean.unclipped if clip_norm is not None else 0
         result.clipped_fraction.append(clipped / max(cohort.size, 1))
+        if clip_norm is not None:
+            result.clip_norms.append(clip_norm)
+            if adaptive is not None:
+                noise = float(count_rng.normal(0.0, count_std))
+                clip_norm, _ = next_clip_norm(clip_norm, mean.unclipped, expected, noise, adaptive)
         if progress is not None and ((r + 1) % 10 == 0 or r + 1 == dp.rounds):
             progress(
                 f"    round {r + 1}/{dp.rounds}: cohort {cohort.size}, "
-                f"clipped {result.clipped_fraction[-1]:.0%} ({time.perf_counter() - start:.0f} s)"
+                f"clipped {result.clipped_fraction[-1]:.0%}"
+                + (f", C {result.clip_norms[-1]:.3g}" if result.clip_norms else "")
+                + f" ({time.perf_counter() - start:.0f} s)"
             )
     result.item_tensors = tensors
     # every participant fits its own factor to the final model (items frozen, local only)

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain.privacy import DPAggregation, clip_factor
+from coordinator.domain.privacy import DPAggregation, clip_scale
 from participant_sdk.wire import TensorSpec, Update
 
 __all__ = [
@@ -140,15 +140,24 @@ class WeightedMean:
         }
         self.count = 0
         self.total_examples = 0
+        # under dp: how many updates had a norm of at most its C (adaptive clipping's
+        # count, taken from the norm the clipping computed anyway)
+        self.unclipped = 0
 
     def add(self, update: Update) -> None:
         """Fold one validated update into the running sums."""
         weight = 1.0 if self._uniform else float(update.num_examples)
         # clipping scales the delta, never the update's weight in the denominators
-        # the tighter of the two bounds (DP's and the strategy's), applied once
-        factor = self._dp.clip_factor(update) if self._dp else 1.0
-        if self._clip_norm is not None:
-            factor = min(factor, clip_factor(update, self._clip_norm))
+        # the tighter of the two bounds (DP's and the strategy's), applied once, from
+        # one computation of the norm
+        factor = 1.0
+        if self._dp is not None or self._clip_norm is not None:
+            norm = update.norm()
+            if self._dp is not None:
+                factor = clip_scale(norm, self._dp.clip_norm)
+                self.unclipped += norm <= self._dp.clip_norm
+            if self._clip_norm is not None:
+                factor = min(factor, clip_scale(norm, self._clip_norm))
         scale = weight * factor
         for name, delta in update.tensors.items():
             accumulate(self._sums[name], delta, scale, update.rows)

@@ -374,18 +374,20 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
-        unclipped = 0
         for digest in claimed.update_digests:
             update = load_stored_update(
                 ctx.blobs.get(digest),
                 settings.update_tensors,
                 encoding=settings.transport.encoding,
             )
-            if claimed.clip_norm is not None:
-                unclipped += update.norm() <= claimed.clip_norm
             strategy.add(update)
             del update
         if adaptive is not None and claimed.clip_norm is not None:
+            # DP runs the mean aggregator, which counted the updates it did not clip
+            # from the norms it clipped with
+            assert isinstance(strategy, Strategy)
+            assert isinstance(strategy.aggregator, WeightedMean)
+            unclipped = strategy.aggregator.unclipped
             handed_on, fraction = next_clip_norm(
                 claimed.clip_norm, unclipped, cohort, draw_count_noise(count_std), adaptive
             )

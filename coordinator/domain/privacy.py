@@ -64,6 +64,7 @@ __all__ = [
     "check_dp_policy",
     "clip_factor",
     "clip_norm_of",
+    "clip_scale",
     "count_stddev",
     "draw_count_noise",
     "next_clip_norm",
@@ -76,7 +77,13 @@ __all__ = [
 
 def clip_factor(update: Update, clip_norm: float) -> float:
     """``min(1, C / ||update||)``: the scale that bounds the update's norm by ``C``."""
-    norm = update.norm()  # the same norm the wire codec bounds with max_update_norm
+    # the same norm the wire codec bounds with max_update_norm
+    return clip_scale(update.norm(), clip_norm)
+
+
+def clip_scale(norm: float, clip_norm: float) -> float:
+    """``min(1, C / norm)`` for a norm already computed (an aggregator that also counts
+    the unclipped updates computes each norm once)."""
     return 1.0 if norm <= clip_norm else clip_norm / norm
 
 

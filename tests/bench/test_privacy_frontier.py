@@ -55,3 +55,32 @@ def test_quick_frontier_structure_and_sanity(
     assert 0.5 < private["mean_cohort"] / (cand["sampling_rate"] * table["participants"]) < 1.5
     assert reference["ndcg@10"] > table["popularity_test_ndcg@10"]
     assert all(0.0 <= r["ndcg@10"] <= 1.0 for r in rows)
+
+
+def test_pilot_mode_scores_every_candidate_on_validation_only(tmp_path: Path) -> None:
+    (population,) = privacy_frontier.QUICK
+    figures = privacy_frontier.frontier([population], tmp_path, [8.0, math.inf], jobs=1, test=False)
+    rows = figures["validation"]
+    # every candidate of both grids once, even the one-candidate reference grid; no test run
+    assert len(rows) == len(population.candidates) + len(population.references)
+    assert {r["phase"] for r in rows} == {"valid"}
+    assert all(not table["rows"] for table in figures["tables"])
+    table = privacy_frontier.validation_markdown(figures)
+    assert table.count("\n") == len(rows) + 1
+
+
+def test_a_candidate_names_its_server_step_and_adaptive_clipping() -> None:
+    plain = privacy_frontier.Candidate(0.125, 10, 0.5, server_lr=500.0)
+    assert plain.strategy() == {"name": "fedavg", "server_lr": 500.0}
+    assert plain.adaptive_clipping() is None
+    assert plain.label() == "q=0.125, T=10, C=0.5, lr=500"
+    assert plain.label(private=False) == "q=0.125, T=10, lr=500"
+    tuned = privacy_frontier.Candidate(
+        0.25, 10, 1.0, optimizer="fedavgm", momentum=0.5, target_quantile=0.8, dim=16
+    )
+    assert tuned.strategy() == {"name": "fedavgm", "server_lr": 250.0, "server_momentum": 0.5}
+    adaptive = tuned.adaptive_clipping()
+    assert adaptive is not None
+    assert adaptive.target_quantile == 0.8
+    assert "adaptive γ=0.8" in tuned.label()
+    assert "dim=16" in tuned.label()

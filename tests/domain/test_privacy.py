@@ -10,7 +10,7 @@ from dp_accounting import dp_event, rdp
 from pydantic import ValidationError
 
 from coordinator.domain.accountant import pld_epsilon
-from coordinator.domain.aggregation import FedAvgAccumulator
+from coordinator.domain.aggregation import FedAvgAccumulator, WeightedMean
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.privacy import (
     DPAggregation,
@@ -354,3 +354,47 @@ class TestPolicy:
         )
         with pytest.raises(ValidationFailed, match="single round"):
             check_dp_policy(StrategySpec(normalization="total", weighting="uniform"), policy)
+
+
+class TestUnclippedCount:
+    """The mean aggregator counts the updates its DP clipping left alone (adaptive
+    clipping's query) from the one norm it computes per update."""
+
+    def test_counts_updates_with_norm_at_most_c(self) -> None:
+        mean = WeightedMean(SPEC, row_normalization="total", weighting="uniform", dp=_dp(1.0, 0.0))
+        updates = [_dense(1, 0.01), _dense(2, 10.0), _sparse([0, 3], 0.1), _sparse([1], 5.0)]
+        for update in updates:
+            mean.add(update)
+        assert mean.count == 4
+        assert mean.unclipped == sum(u.norm() <= 1.0 for u in updates) == 2
+
+    def test_a_norm_exactly_c_is_unclipped(self) -> None:
+        update = _sparse([2], 0.5)
+        mean = WeightedMean(
+            SPEC, row_normalization="total", weighting="uniform", dp=_dp(update.norm(), 0.0)
+        )
+        mean.add(update)
+        assert mean.unclipped == 1
+
+    def test_each_update_norm_is_computed_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[int] = []
+        original = Update.norm
+
+        def counted(self: Update) -> float:
+            calls.append(1)
+            return original(self)
+
+        monkeypatch.setattr(Update, "norm", counted)
+        # DP clipping and the strategy's update_norm_clip together: still one norm each
+        mean = WeightedMean(
+            SPEC, row_normalization="total", weighting="uniform", dp=_dp(1.0, 0.0), clip_norm=0.5
+        )
+        for seed in range(3):
+            mean.add(_dense(seed))
+        assert len(calls) == 3
+        assert mean.unclipped == 0
+
+    def test_without_dp_nothing_is_counted(self) -> None:
+        mean = WeightedMean(SPEC, row_normalization="total", weighting="uniform", clip_norm=0.5)
+        mean.add(_dense(1, 0.01))
+        assert mean.unclipped == 0
