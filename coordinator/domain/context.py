@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
+from coordinator.domain.served_versions import ServedVersions
 from coordinator.domain.signing import LineageSigner
 from coordinator.domain.token_cache import TokenCache
 from coordinator.store.blobs import BlobStore
@@ -73,6 +74,8 @@ class Context:
     # authenticated tokens (digest -> principal) for a few seconds; revocations reach it
     # through the database's auth_generation counter (domain/token_cache.py)
     principals: TokenCache[Any] = field(default_factory=TokenCache)
+    # what weights downloads serve: version records and bytes (immutable once recorded)
+    served_versions: ServedVersions = field(default_factory=ServedVersions)
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:

@@ -109,7 +109,9 @@ class Federation(Base):
     limits: Mapped[dict[str, Any] | None]
     # how updates and downloads travel (specs.TransportPolicy); null: float32
     transport: Mapped[dict[str, Any] | None]
-    catalog: Mapped[list[Any] | None]
+    # loaded only when read (GET …/catalog): thousands of ids, JSON-decoded on every
+    # load of the row otherwise, and nearly every request loads its federation
+    catalog: Mapped[list[Any] | None] = mapped_column(deferred=True)
     current_round: Mapped[int | None] = mapped_column(Integer)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     # rounds that produced a version; max_rounds counts these

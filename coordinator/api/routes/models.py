@@ -10,7 +10,7 @@ from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
-from coordinator.domain import model_versions, transport
+from coordinator.domain import model_versions
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
 from participant_sdk.wire import ENCODING_HEADER, MANIFEST_HEADER, SIGNATURE_HEADER, Encoding
@@ -135,9 +135,10 @@ def download_weights(
     for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
     `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
     the bytes of every encoding served."""
-    row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
-    served = encoding or transport.default_encoding(row)
-    sha256, _size = transport.version_blob(row, served)
+    # the version's record and bytes never change: cached per process after the first read
+    row = model_versions.served_version(ctx, principal, federation_id, _version(version))
+    served = encoding or row.default_encoding
+    sha256, _size = row.blob(served)
     etag = f'"{sha256}"'
     headers = {
         "ETag": etag,
@@ -153,5 +154,5 @@ def download_weights(
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:
             return Response(status_code=304, headers=headers)
-    data = model_versions.read_version_bytes(ctx, row, served)
+    data = model_versions.served_bytes(ctx, sha256)
     return Response(content=data, media_type="application/octet-stream", headers=headers)
