@@ -123,16 +123,26 @@ def list_model_versions(
         return list(ModelVersionRepository(session).list(federation_id))
 
 
+def cached_served_version(
+    ctx: Context, principal: Principal, federation_id: str, version: int | str
+) -> ServedVersion | None:
+    """A numbered version this process served before (no I/O: its record never
+    changes); None: ask :func:`served_version`."""
+    if not isinstance(version, int):
+        return None
+    cached = ctx.served_versions.record(federation_id, version)
+    if cached is not None:
+        principal.check_federation(federation_id)  # it exists: 403 as a read would
+    return cached
+
+
 def served_version(
     ctx: Context, principal: Principal, federation_id: str, version: int | str
 ) -> ServedVersion:
-    """What a download of this version serves; a numbered version this process served
-    before costs no database read (its record never changes)."""
-    if isinstance(version, int):
-        cached = ctx.served_versions.record(federation_id, version)
-        if cached is not None:
-            principal.check_federation(federation_id)  # it exists: 403 as a read would
-            return cached
+    """What a download of this version serves (cached for the next download)."""
+    cached = cached_served_version(ctx, principal, federation_id, version)
+    if cached is not None:
+        return cached
     row = get_model_version(ctx, principal, federation_id, version)
     served = ServedVersion(
         version=row.version,
@@ -143,6 +153,11 @@ def served_version(
     )
     ctx.served_versions.remember(federation_id, served)
     return served
+
+
+def cached_bytes(ctx: Context, sha256: str) -> bytes | None:
+    """A version's weights if this process holds them (no I/O)."""
+    return ctx.served_versions.cached_weights(sha256)
 
 
 def served_bytes(ctx: Context, sha256: str) -> bytes:

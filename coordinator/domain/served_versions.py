@@ -71,6 +71,14 @@ class ServedVersions:
             while len(self._records) > self.max_records:
                 self._records.popitem(last=False)
 
+    def cached_weights(self, sha256: str) -> bytes | None:
+        """The blob's bytes if this process holds them (no I/O: safe on the event loop)."""
+        with self._lock:
+            data = self._bytes.get(sha256)
+            if data is not None:
+                self._bytes.move_to_end(sha256)
+            return data
+
     def weights(self, sha256: str, read: Callable[[str], bytes]) -> bytes:
         """The blob's bytes, from the cache or ``read`` (then kept if they fit: at most a
         quarter of the budget each, least recently used out first)."""

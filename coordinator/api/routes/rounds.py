@@ -104,7 +104,12 @@ async def get_current_round(
             wait_seconds=wait_seconds,
             until_in_cohort=in_cohort,
         )
-    [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
+    if principal.participant_id is not None and row.sampled:
+        [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
+    else:
+        # what cohort_memberships answers without a read: the admin is in no cohort, a
+        # participant in every unsampled round
+        member = None if principal.participant_id is None else True
     return round_out(row, member)
 
 
