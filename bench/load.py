@@ -49,7 +49,7 @@ import httpx
 import numpy as np
 import psutil
 
-from fedrec.local_server import CoordinatorProcess
+from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from participant_sdk.wire import encode_update
 
 KINDS = ("poll", "download", "upload", "long-poll")
@@ -470,7 +470,11 @@ def run(args: argparse.Namespace) -> Result:
             log_level="warning",
             workers=args.workers,
             env=(
-                {"PYTHONPATH": str(args.coordinator_source), "PYTHONDONTWRITEBYTECODE": "1"}
+                {
+                    "PYTHONPATH": str(args.coordinator_source),
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    **SAFE_PATH,
+                }
                 if args.coordinator_source
                 else {}
             ),
