@@ -49,7 +49,7 @@ import httpx
 import numpy as np
 import psutil
 
-from fedrec.local_server import CoordinatorProcess
+from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from participant_sdk.wire import encode_update
 
 KINDS = ("poll", "download", "upload", "long-poll")
@@ -469,6 +469,15 @@ def run(args: argparse.Namespace) -> Result:
             secret_key=secret_key,
             log_level="warning",
             workers=args.workers,
+            env=(
+                {
+                    "PYTHONPATH": str(args.coordinator_source),
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    **SAFE_PATH,
+                }
+                if args.coordinator_source
+                else {}
+            ),
         )
         server.start(timeout=60)
         try:
@@ -574,6 +583,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="draw this many participants per round (rounds.sampling fixed); then run a "
         "federation of just that many, unsampled, on a fresh coordinator for comparison",
+    )
+    parser.add_argument(
+        "--coordinator-source",
+        type=Path,
+        default=None,
+        help="run the coordinator from this source tree (e.g. an exported older commit)",
     )
     args = parser.parse_args(argv)
     if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:

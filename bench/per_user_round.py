@@ -39,7 +39,7 @@ import psutil
 
 import participant_sdk.participant as participant_module
 from fedrec.datasets import find_movielens_100k
-from fedrec.local_server import CoordinatorProcess
+from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
 from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
@@ -95,7 +95,9 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
         admin_token=ADMIN_TOKEN,
         secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
         log_level="warning",
-        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"} if source else {},
+        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **SAFE_PATH}
+        if source
+        else {},
     )
     server.start(timeout=120)
     assert server.process is not None

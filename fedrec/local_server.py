@@ -30,7 +30,12 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["CoordinatorProcess", "embedded_coordinator", "free_port"]
+__all__ = ["SAFE_PATH", "CoordinatorProcess", "embedded_coordinator", "free_port"]
+
+# with ``--coordinator-source`` a bench puts an older tree on PYTHONPATH; ``python -m``
+# would still import the current directory's packages first (sys.path[0] is the working
+# directory) unless PYTHONSAFEPATH is set, and the "before" would be today's code
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
 
 HOST = "127.0.0.1"
 

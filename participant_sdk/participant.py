@@ -85,6 +85,7 @@ from .recsys.model import BPRConfig, LocalUpdate
 from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
 from .recsys.trainers import config_for, fold_in, make_trainer, prepare_to_score, uploads_dense
+from .types import Round
 from .wire import mf_spec
 
 __all__ = ["FederatedRecommender", "Recommendations", "StepOutcome"]
@@ -483,12 +484,45 @@ class FederatedRecommender:
             self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
         weights = self._weights(current.base_version)
+        # validation figures of the base the upload carries (one request, not two)
+        pending: tuple[dict[str, float], int] | None = None
         if self.progress.last_evaluated_version < current.base_version:
             prepare_to_score(self.trainer, weights, self.split.train)
-            self._report_validation(current.base_version, weights)
-            self.progress.last_evaluated_version = current.base_version
+            if self._upload_carries_report(current):
+                pending = self._validation_report(weights)
+            else:
+                self._report_validation(current.base_version, weights)
+                self.progress.last_evaluated_version = current.base_version
+        outcome, carried = self._train_and_upload(current, weights, pending)
+        if pending is not None and not carried:
+            # not uploaded (diverged, no data, refused): the report goes on its own
+            self.client.evaluations.submit(
+                self.federation_id, current.base_version, "validation", *pending
+            )
+        self.progress.last_evaluated_version = max(
+            self.progress.last_evaluated_version, current.base_version
+        )
+        return outcome
+
+    def _upload_carries_report(self, current: Round) -> bool:
+        """Whether this round's upload takes the validation report of its base."""
+        return (
+            current.upload_takes_evaluation
+            and not isinstance(self.trainer, EASETrainer)
+            and not self.secure_aggregation
+            and bool(self.split.valid.users.size)
+        )
+
+    def _train_and_upload(
+        self,
+        current: Round,
+        weights: dict[str, F32],
+        validation: tuple[dict[str, float], int] | None,
+    ) -> tuple[StepOutcome, bool]:
+        """Train from the base and upload; also says whether the upload carried (and the
+        coordinator recorded) ``validation``."""
         if isinstance(self.trainer, EASETrainer):
-            return self._submit_gram(current.number, current.base_version)
+            return self._submit_gram(current.number, current.base_version), False
         try:
             # never upload garbage: checked, and retried at half the rate on divergence
             update, learning_rate = train_with_backoff(
@@ -498,13 +532,14 @@ class FederatedRecommender:
             log.error("%s", exc)
             self.last_divergence = exc
             self._skipped_round = current.number
-            return "diverged"
+            return "diverged", False
         if update.num_examples == 0:
             log.warning("no local training data; skipping round %d", current.number)
             self._skipped_round = current.number
-            return "waiting"
+            return "waiting", False
         if self.secure_aggregation:
-            return self._contribute_securely(current.number, update, learning_rate)
+            return self._contribute_securely(current.number, update, learning_rate), False
+        carried = validation is not None
         try:
             if self.sparse and not uploads_dense(self.trainer):
                 self.client.updates.submit(
@@ -515,6 +550,7 @@ class FederatedRecommender:
                     num_examples=update.num_examples,
                     rows=update.rows,
                     encoding=self.encoding,
+                    validation=validation,
                 )
             else:
                 self.client.updates.submit(
@@ -524,21 +560,24 @@ class FederatedRecommender:
                     base_version=current.base_version,
                     num_examples=update.num_examples,
                     encoding=self.encoding,
+                    validation=validation,
                 )
         except UpdateConflictError:
+            # our earlier upload holds the round: the figures go on their own
             log.warning("round %d already has an update from us; moving on", current.number)
+            carried = False
         except (RoundClosedError, FutureRoundError, NotSampledError):
             log.info(
                 "round %d closed before our upload; resuming at the current round", current.number
             )
             self._skipped_round = current.number
-            return "waiting"
+            return "waiting", False
         except FederationCompletedError:
             # training stopped meanwhile: the next step evaluates the final version
             self._skipped_round = current.number
-            return "waiting"
+            return "waiting", False
         self._record_upload(current.number, update, learning_rate)
-        return "uploaded"
+        return "uploaded", carried
 
     def _record_upload(self, number: int, update: LocalUpdate, learning_rate: float) -> None:
         self.progress.last_round = number
@@ -723,12 +762,14 @@ class FederatedRecommender:
         self.progress.last_evaluated_version = version
         self._save_state()
 
+    def _validation_report(self, weights: dict[str, F32]) -> tuple[dict[str, float], int]:
+        return self.validation_metrics(weights), int(self.split.valid.users.size)
+
     def _report_validation(self, version: int, weights: dict[str, F32]) -> None:
         if not self.split.valid.users.size:
             return
-        metrics = self.validation_metrics(weights)
         self.client.evaluations.submit(
-            self.federation_id, version, "validation", metrics, int(self.split.valid.users.size)
+            self.federation_id, version, "validation", *self._validation_report(weights)
         )
 
     # ------------------------------------------------------------------ serving

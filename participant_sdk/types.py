@@ -514,6 +514,10 @@ class Round(BaseAPIModel):
     in_cohort : bool or None
         Whether this participant takes part in the round (``False``: not sampled, wait
         for the next round); ``None`` for the admin.
+    upload_takes_evaluation : bool
+        The round's upload may carry the participant's validation figures of
+        ``base_version`` (``Updates.submit(..., validation=...)``): one request instead of
+        an upload and an evaluation report. ``False`` from coordinators without it.
     """
 
     number: int
@@ -526,6 +530,7 @@ class Round(BaseAPIModel):
     deadline_at: datetime | None = None
     cohort_size: int | None = None
     in_cohort: bool | None = None
+    upload_takes_evaluation: bool = False
 
     @property
     def awaiting_draw(self) -> bool:

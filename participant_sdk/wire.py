@@ -58,6 +58,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 
 __all__ = [
+    "BASE_EVALUATION_HEADER",
     "ENCODINGS",
     "ENCODING_HEADER",
     "Encoding",
@@ -94,6 +95,10 @@ Encoding = Literal["float32", "float16", "int8"]
 ENCODINGS: tuple[Encoding, ...] = ("float32", "float16", "int8")
 # the encoding of a weights download (a response header: the bytes say it too)
 ENCODING_HEADER = "X-Model-Encoding"
+# an upload may carry the participant's validation figures of the round's base version
+# (JSON {"split": "validation", "metrics": {...}, "num_users": n}) when the round
+# advertises it (Round.upload_takes_evaluation): one request instead of two
+BASE_EVALUATION_HEADER = "X-Base-Evaluation"
 # an int8 tensor's per-row scales travel as the tensor "<name>.scale"
 SCALE_SUFFIX = ".scale"
 _INT8_MAX = 127

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.problems import problem_response
 from coordinator.api.rate_limits import TokenBuckets, client_address
-from coordinator.domain.auth import Principal, authenticate, hash_token
+from coordinator.domain.auth import Principal, authenticate, cached_principal, hash_token
 from coordinator.domain.context import Context
 from coordinator.domain.errors import (
     CoordinatorError,
@@ -90,7 +90,12 @@ class AdmissionControl:
                 )
                 await self._too_many(scope, receive, send, wait, detail)
                 return
-            principal, guessed = await run_in_threadpool(self._authenticate, token)
+            # a token this process authenticated moments ago: no thread, no database
+            principal, guessed = cached_principal(self.ctx, token), False
+            if principal is not None:
+                self._remember(token)
+            else:
+                principal, guessed = await run_in_threadpool(self._authenticate, token)
             if guessed:
                 self.auth_failures.take(address)
                 if wait:  # a known token no longer valid, from a throttled address
@@ -181,12 +186,16 @@ class AdmissionControl:
             return None, True
         except CoordinatorError:
             return None, False  # e.g. a busy database: the app answers it
+        self._remember(token)
+        return principal, False
+
+    def _remember(self, token: str) -> None:
+        """A valid token: its address's failed guesses do not lock it out."""
         digest = hash_token(self.ctx.secret_key, token)
         self._valid_hashes[digest] = None
         self._valid_hashes.move_to_end(digest)
         if len(self._valid_hashes) > MAX_REMEMBERED_TOKENS:
             self._valid_hashes.popitem(last=False)
-        return principal, False
 
     async def _body_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _problem(

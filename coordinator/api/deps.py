@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from coordinator.domain.auth import Principal, authenticate
 from coordinator.domain.context import Context
@@ -16,12 +17,14 @@ __all__ = ["AdminDep", "ContextDep", "PrincipalDep", "WorkerDep", "bearer"]
 bearer = HTTPBearer(auto_error=False, description="Admin or participant token.")
 
 
-def get_context(request: Request) -> Context:
+# async: FastAPI runs a plain ``def`` dependency on a worker thread, a hop per request for
+# what is an attribute read (or a principal admission control already resolved)
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.context
     return ctx
 
 
-def get_worker(request: Request) -> RoundWorker:
+async def get_worker(request: Request) -> RoundWorker:
     worker: RoundWorker = request.app.state.worker
     return worker
 
@@ -30,7 +33,7 @@ ContextDep = Annotated[Context, Depends(get_context)]
 WorkerDep = Annotated[RoundWorker, Depends(get_worker)]
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -39,13 +42,16 @@ def get_principal(
     known = getattr(request.state, "principal", None)
     if isinstance(known, Principal):
         return known
-    return authenticate(ctx, credentials.credentials if credentials else None)
+    # a database read: on a worker thread
+    return await run_in_threadpool(
+        authenticate, ctx, credentials.credentials if credentials else None
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_admin(principal: PrincipalDep) -> Principal:
+async def get_admin(principal: PrincipalDep) -> Principal:
     principal.require_admin()
     return principal
 

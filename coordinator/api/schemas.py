@@ -235,6 +235,13 @@ class Round(Schema):
         "round (false: it was not sampled; do not train, wait for the next round with "
         "`after`); null for the admin.",
     )
+    upload_takes_evaluation: bool = Field(
+        default=True,
+        description="The upload (`PUT …/rounds/{number}/update`) may carry the "
+        "participant's validation figures of `base_version` in the `X-Base-Evaluation` "
+        'header (JSON `{"split": "validation", "metrics": {…}, "num_users": n}`), '
+        "recorded with the update in one transaction: no separate evaluation report.",
+    )
 
 
 def round_out(row: Any, in_cohort: bool | None) -> Round:

@@ -6,14 +6,25 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from coordinator.domain import audit
 from coordinator.domain.context import Context
 from coordinator.domain.errors import Forbidden, ParticipantRevoked, TokenExpired, Unauthorized
 from coordinator.store.models import Participant, utc_now
-from coordinator.store.repository import ParticipantRepository
+from coordinator.store.repository import AuthGenerationRepository, ParticipantRepository
 
-__all__ = ["Principal", "authenticate", "hash_token", "new_token", "principal_for_token_hash"]
+__all__ = [
+    "Principal",
+    "authenticate",
+    "cached_principal",
+    "credentials_changed",
+    "hash_token",
+    "new_token",
+    "principal_for_token_hash",
+]
 
 
 def new_token(prefix: str) -> str:
@@ -68,12 +79,32 @@ def authenticate(ctx: Context, token: str | None, *, audit_failure: bool = True)
     )
 
 
+def cached_principal(ctx: Context, token: str) -> Principal | None:
+    """The token's principal if this process authenticated it moments ago (no database
+    read: safe on the event loop); None: call :func:`authenticate`."""
+    digest = hash_token(ctx.secret_key, token)
+    if hmac.compare_digest(digest, ctx.admin_token_hash):
+        return Principal(is_admin=True)
+    return _fresh(ctx.principals.get(digest), utc_now())
+
+
+def credentials_changed(session: Session) -> None:
+    """In a transaction that revokes, re-enrols or re-tokens a participant: every process's
+    token cache drops its entries at its next generation check. The process that commits
+    it also calls ``ctx.principals.invalidate()`` after the commit (at once, here)."""
+    AuthGenerationRepository(session).bump()
+
+
 def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool = True) -> Principal:
     """Resolve a token's keyed hash (a bearer token, or a dashboard session) to a principal."""
     # constant-time comparison: the admin hash must not leak through timing
     if hmac.compare_digest(digest, ctx.admin_token_hash):
         return Principal(is_admin=True)
+    generation = ctx.principals.generation(lambda: _read_generation(ctx))
     now = utc_now()
+    cached = _fresh(ctx.principals.get(digest), now)
+    if cached is not None:
+        return cached
     via_previous = False
     with ctx.read_sessions() as session:
         repo = ParticipantRepository(session)
@@ -112,13 +143,30 @@ def principal_for_token_hash(ctx: Context, digest: str, *, audit_failure: bool =
             headers={"WWW-Authenticate": "Bearer"},
             expired_at=expires.isoformat(),
         )
-    return Principal(
+    principal = Principal(
         is_admin=False,
         participant_id=participant.id,
         federation_id=participant.federation_id,
         name=participant.name,
         via_previous_token=via_previous,
     )
+    # never past the token's own end: its expiry, or the end of a replaced token's grace
+    ends = participant.previous_token_expires_at if via_previous else expires
+    ctx.principals.put(digest, (principal, ends), generation)
+    return principal
+
+
+def _fresh(entry: tuple[Principal, datetime | None] | None, now: datetime) -> Principal | None:
+    """A cached principal, unless its token expired (or its grace ended) since."""
+    if entry is None:
+        return None
+    principal, ends = entry
+    return principal if ends is None or now < ends else None
+
+
+def _read_generation(ctx: Context) -> int | None:
+    with ctx.read_sessions() as session:
+        return AuthGenerationRepository(session).read()
 
 
 def _audit_refusal(ctx: Context, participant: Participant, reason: str) -> None:

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
+from coordinator.domain.served_versions import ServedVersions
 from coordinator.domain.signing import LineageSigner
+from coordinator.domain.token_cache import TokenCache
 from coordinator.store.blobs import BlobStore
 from coordinator.store.group_commit import GroupCommit
 from coordinator.store.repository import FederationRepository, RoundRepository
@@ -69,6 +71,11 @@ class Context:
     record_commits: GroupCommit[str] | None = None
     # drawn cohorts of recent rounds, read once for every long-poll of the process
     cohort_cache: CohortCache = field(default_factory=CohortCache)
+    # authenticated tokens (digest -> principal) for a few seconds; revocations reach it
+    # through the database's auth_generation counter (domain/token_cache.py)
+    principals: TokenCache[Any] = field(default_factory=TokenCache)
+    # what weights downloads serve: version records and bytes (immutable once recorded)
+    served_versions: ServedVersions = field(default_factory=ServedVersions)
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:

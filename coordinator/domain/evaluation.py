@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy.orm import Session
@@ -18,9 +19,25 @@ from coordinator.domain.specs import LimitsPolicy
 from coordinator.store.models import Evaluation, utc_now
 from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
 
-__all__ = ["AggregatedMetrics", "aggregated_metrics", "submit_evaluation"]
+__all__ = [
+    "AggregatedMetrics",
+    "BaseEvaluation",
+    "aggregated_metrics",
+    "check_limits",
+    "record_validation",
+    "submit_evaluation",
+]
 
 Split = Literal["validation", "test"]
+
+
+@dataclass(frozen=True)
+class BaseEvaluation:
+    """A participant's validation figures of a round's base version, carried by its upload
+    (one request and one transaction instead of a report and an upload)."""
+
+    metrics: Mapping[str, float]
+    num_users: int
 
 
 def submit_evaluation(
@@ -48,7 +65,7 @@ def submit_evaluation(
         # the batch locked the federation first: concurrent final reports see each other
         # (one completes it)
         federation = load_federation(session, principal, federation_id)
-        _check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
+        check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
         if ModelVersionRepository(session).get(federation_id, version) is None:
             raise NotFound(
                 f"model version {version} does not exist", slug="model-version-not-found"
@@ -66,6 +83,8 @@ def submit_evaluation(
                 created_at=utc_now(),
             )
             repo.add(row)
+        elif split == "validation":
+            _replace(row, metrics, num_users)
         elif split == "test" and (row.metrics, row.num_users) != (dict(metrics), num_users):
             raise EvaluationExists(
                 f"this participant already reported test figures for version {version} "
@@ -74,10 +93,6 @@ def submit_evaluation(
                 reported=row.metrics,
                 reported_num_users=row.num_users,
             )
-        elif split == "validation":
-            row.metrics = dict(metrics)
-            row.num_users = num_users
-            row.created_at = utc_now()
         session.flush()
         lifecycle.settle_final_evaluation(session, federation, utc_now())
         return row
@@ -88,7 +103,36 @@ def submit_evaluation(
     return commits.run(federation_id, store)
 
 
-def _check_limits(limits: LimitsPolicy, metrics: Mapping[str, float], num_users: int) -> None:
+def record_validation(
+    session: Session, federation_id: str, version: int, participant_id: str, report: BaseEvaluation
+) -> None:
+    """Record (or replace) validation figures inside the caller's transaction; the caller
+    checked them (:func:`check_limits`) and that the version exists."""
+    repo = EvaluationRepository(session)
+    row = repo.get(federation_id, version, "validation", participant_id)
+    if row is None:
+        repo.add(
+            Evaluation(
+                federation_id=federation_id,
+                version=version,
+                split="validation",
+                participant_id=participant_id,
+                metrics=dict(report.metrics),
+                num_users=report.num_users,
+                created_at=utc_now(),
+            )
+        )
+    else:
+        _replace(row, report.metrics, report.num_users)
+
+
+def _replace(row: Evaluation, metrics: Mapping[str, float], num_users: int) -> None:
+    row.metrics = dict(metrics)
+    row.num_users = num_users
+    row.created_at = utc_now()
+
+
+def check_limits(limits: LimitsPolicy, metrics: Mapping[str, float], num_users: int) -> None:
     """Only declared metrics, and a bounded weight: a participant cannot fill the table
     nor outweigh the others without limit in the figures behind target and deploy."""
     undeclared = sorted(set(metrics) - set(limits.metrics))

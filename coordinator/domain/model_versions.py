@@ -15,8 +15,9 @@ from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
 from coordinator.domain.lineage import GENESIS_CHAIN, chain_hash, version_manifest
 from coordinator.domain.privacy import accounting_of
+from coordinator.domain.served_versions import ServedVersion
 from coordinator.domain.signing import LineageSigner
-from coordinator.domain.transport import version_blob
+from coordinator.domain.transport import default_encoding, offered_encodings, version_blob
 from coordinator.store.models import Federation, ModelVersion
 from coordinator.store.repository import ModelVersionRepository
 
@@ -120,6 +121,48 @@ def list_model_versions(
     with ctx.read_sessions() as session:
         load_federation(session, principal, federation_id)
         return list(ModelVersionRepository(session).list(federation_id))
+
+
+def cached_served_version(
+    ctx: Context, principal: Principal, federation_id: str, version: int | str
+) -> ServedVersion | None:
+    """A numbered version this process served before (no I/O: its record never
+    changes); None: ask :func:`served_version`."""
+    if not isinstance(version, int):
+        return None
+    cached = ctx.served_versions.record(federation_id, version)
+    if cached is not None:
+        principal.check_federation(federation_id)  # it exists: 403 as a read would
+    return cached
+
+
+def served_version(
+    ctx: Context, principal: Principal, federation_id: str, version: int | str
+) -> ServedVersion:
+    """What a download of this version serves (cached for the next download)."""
+    cached = cached_served_version(ctx, principal, federation_id, version)
+    if cached is not None:
+        return cached
+    row = get_model_version(ctx, principal, federation_id, version)
+    served = ServedVersion(
+        version=row.version,
+        blobs={name: version_blob(row, name) for name in offered_encodings(row)},
+        default_encoding=default_encoding(row),
+        manifest=row.manifest,
+        signature=row.signature,
+    )
+    ctx.served_versions.remember(federation_id, served)
+    return served
+
+
+def cached_bytes(ctx: Context, sha256: str) -> bytes | None:
+    """A version's weights if this process holds them (no I/O)."""
+    return ctx.served_versions.cached_weights(sha256)
+
+
+def served_bytes(ctx: Context, sha256: str) -> bytes:
+    """A version's weights by sha256, from this process's cache when they are there."""
+    return ctx.served_versions.weights(sha256, ctx.blobs.get)
 
 
 def read_version_bytes(ctx: Context, row: ModelVersion, encoding: str = "float32") -> bytes:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.domain import audit
 from coordinator.domain.access import load_federation
-from coordinator.domain.auth import Principal, hash_token, new_token
+from coordinator.domain.auth import Principal, credentials_changed, hash_token, new_token
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
 from coordinator.store.models import Participant, utc_now
@@ -95,6 +95,7 @@ def revoke_participant(
         if participant.state != "revoked":
             participant.state = "revoked"
             participant.revoked_at = utc_now()
+            credentials_changed(session)
             audit.record(
                 session,
                 actor=audit.actor_of(principal),
@@ -102,6 +103,8 @@ def revoke_participant(
                 federation_id=federation_id,
                 subject=participant_id,
             )
+    # after the commit: no lookup of this process is served from before it
+    ctx.principals.invalidate()
     return participant
 
 
@@ -120,6 +123,7 @@ def reenrol_participant(
         # no grace for the old tokens: re-enrolment replaces them at once
         participant.previous_token_hash = None
         participant.previous_token_expires_at = None
+        credentials_changed(session)
         audit.record(
             session,
             actor=audit.actor_of(principal),
@@ -127,6 +131,7 @@ def reenrol_participant(
             federation_id=federation_id,
             subject=participant_id,
         )
+    ctx.principals.invalidate()
     return participant, token
 
 
@@ -150,6 +155,8 @@ def refresh_token(
             participant.previous_token_expires_at = now + timedelta(seconds=ctx.token_grace_seconds)
         participant.token_hash = hash_token(ctx.secret_key, token)
         participant.token_expires_at = now + timedelta(seconds=ctx.token_ttl_seconds)
+        # the replaced token's entry must learn its grace deadline
+        credentials_changed(session)
         audit.record(
             session,
             actor=audit.actor_of(principal),
@@ -157,4 +164,5 @@ def refresh_token(
             federation_id=federation_id,
             subject=participant_id,
         )
+    ctx.principals.invalidate()
     return participant, token

@@ -32,6 +32,7 @@ from coordinator.domain.errors import (
     RoundClosed,
     UpdateConflict,
 )
+from coordinator.domain.evaluation import BaseEvaluation, check_limits, record_validation
 from coordinator.domain.federations import federation_settings
 from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
@@ -303,8 +304,13 @@ def submit_update(
     body: bytes,
     *,
     idempotency_key: str | None = None,
+    evaluation: BaseEvaluation | None = None,
 ) -> Receipt:
     """Validate and durably store a participant's update for round ``number``.
+
+    ``evaluation``: the participant's validation figures of the round's base version,
+    recorded in the upload's transaction (as ``POST …/models/{base}/evaluations`` would);
+    a replayed upload records nothing new.
 
     Nothing is stored unless every check passes; the one write transaction re-checks
     the round under its row lock, so an accepted update is always aggregated. The same
@@ -335,6 +341,8 @@ def submit_update(
             )
         settings = federation_settings(ctx, federation)
         base_version = round_row.base_version
+    if evaluation is not None:
+        check_limits(settings.limits, evaluation.metrics, evaluation.num_users)
     if settings.privacy.secure_aggregation is not None:
         raise SecureAggregationRound(
             f"federation {federation_id} uses secure aggregation: the coordinator takes no "
@@ -399,6 +407,10 @@ def submit_update(
         )
         UpdateRepository(session).add(row)
         round_row.update_count += 1
+        if evaluation is not None:
+            record_validation(
+                session, federation_id, round_row.base_version, participant_id, evaluation
+            )
         audit.record(
             session,
             actor=audit.actor_of(principal),

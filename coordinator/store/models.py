@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "AuditEvent",
+    "AuthGeneration",
     "AuditHead",
     "Base",
     "Blob",
@@ -109,7 +110,9 @@ class Federation(Base):
     limits: Mapped[dict[str, Any] | None]
     # how updates and downloads travel (specs.TransportPolicy); null: float32
     transport: Mapped[dict[str, Any] | None]
-    catalog: Mapped[list[Any] | None]
+    # loaded only when read (GET …/catalog): thousands of ids, JSON-decoded on every
+    # load of the row otherwise, and nearly every request loads its federation
+    catalog: Mapped[list[Any] | None] = mapped_column(deferred=True)
     current_round: Mapped[int | None] = mapped_column(Integer)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     # rounds that produced a version; max_rounds counts these
@@ -164,6 +167,17 @@ class Round(Base):
     sampled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cohort_size: Mapped[int | None] = mapped_column(Integer)
     population: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuthGeneration(Base):
+    """One row: a counter bumped in every transaction that revokes, re-enrols or re-tokens a
+    participant, so each process's cache of authenticated tokens (domain/token_cache.py)
+    learns by one cheap read that its entries may be stale."""
+
+    __tablename__ = "auth_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class RoundCohortMember(Base):

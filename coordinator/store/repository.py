@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from coordinator.store.models import (
     AuditEvent,
     AuditHead,
+    AuthGeneration,
     Deployment,
     Evaluation,
     Federation,
@@ -35,6 +36,7 @@ from coordinator.store.models import (
 
 __all__ = [
     "AuditRepository",
+    "AuthGenerationRepository",
     "DeploymentRepository",
     "EvaluationRepository",
     "FederationRepository",
@@ -56,6 +58,22 @@ class _Repository:
     def add(self, obj: object) -> None:
         self.session.add(obj)
         self.session.flush()
+
+
+class AuthGenerationRepository(_Repository):
+    """The counter that tells token caches a participant's credentials changed."""
+
+    def read(self) -> int | None:
+        """The current generation (None: a database created without the migrations)."""
+        return self.session.scalar(select(AuthGeneration.generation).where(AuthGeneration.id == 1))
+
+    def bump(self) -> None:
+        """In the transaction that changes credentials: the row lock orders the bumps."""
+        self.session.execute(
+            update(AuthGeneration)
+            .where(AuthGeneration.id == 1)
+            .values(generation=AuthGeneration.generation + 1)
+        )
 
 
 class AuditRepository(_Repository):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy.typing as npt
 from .._base_client import RequestOptions, TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import Receipt
-from ..wire import Encoding, encode_update
+from ..wire import BASE_EVALUATION_HEADER, Encoding, encode_update
 from ._resource import AsyncAPIResource, SyncAPIResource
 
 __all__ = ["AsyncUpdates", "Updates"]
@@ -28,6 +29,7 @@ def _submit_request(
     num_examples: int,
     rows: Rows | None,
     encoding: Encoding,
+    validation: tuple[Mapping[str, float], int] | None,
     timeout: TimeoutTypes | NotGiven,
 ) -> RequestOptions:
     body = encode_update(
@@ -38,11 +40,23 @@ def _submit_request(
         rows=None if rows is None else np.asarray(rows, dtype=np.int64),
         encoding=encoding,
     )
+    headers = {"Content-Type": "application/octet-stream"}
+    if validation is not None:
+        metrics, num_users = validation
+        headers[BASE_EVALUATION_HEADER] = json.dumps(
+            {
+                "split": "validation",
+                # float()/int() also turn numpy scalars into JSON numbers
+                "metrics": {str(name): float(value) for name, value in metrics.items()},
+                "num_users": int(num_users),
+            },
+            separators=(",", ":"),
+        )
     return RequestOptions(
         "PUT",
         f"/v1/federations/{path_segment(fid)}/rounds/{int(round)}/update",
         content=body,
-        headers={"Content-Type": "application/octet-stream"},
+        headers=headers,
         timeout=timeout,
     )
 
@@ -60,6 +74,7 @@ class Updates(SyncAPIResource):
         num_examples: int,
         rows: Rows | None = None,
         encoding: Encoding = "float32",
+        validation: tuple[Mapping[str, float], int] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round.
@@ -86,6 +101,11 @@ class Updates(SyncAPIResource):
         encoding : {"float32", "float16", "int8"}, optional
             The federation's ``transport.encoding`` (``Federation.transport``): the
             coordinator refuses updates in any other (422, ``.field == "encoding"``).
+        validation : (metrics, num_users), optional
+            This participant's validation figures of ``base_version``, recorded with the
+            update (as :meth:`Evaluations.submit` with ``"validation"`` would) when the
+            round advertises it (``Round.upload_takes_evaluation``); older coordinators
+            ignore it. A refused upload records nothing.
         timeout : float, httpx.Timeout or None, optional
             Overrides the client's timeout for this call.
 
@@ -111,6 +131,7 @@ class Updates(SyncAPIResource):
             num_examples=num_examples,
             rows=rows,
             encoding=encoding,
+            validation=validation,
             timeout=timeout,
         )
         return self._client._call(options, Receipt)
@@ -129,6 +150,7 @@ class AsyncUpdates(AsyncAPIResource):
         num_examples: int,
         rows: Rows | None = None,
         encoding: Encoding = "float32",
+        validation: tuple[Mapping[str, float], int] | None = None,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Receipt:
         """Upload this participant's update for a round; see :meth:`Updates.submit`."""
@@ -140,6 +162,7 @@ class AsyncUpdates(AsyncAPIResource):
             num_examples=num_examples,
             rows=rows,
             encoding=encoding,
+            validation=validation,
             timeout=timeout,
         )
         return await self._client._call(options, Receipt)

@@ -23,6 +23,8 @@ def _ctx(app: FastAPI) -> Context:
 def _set(app: FastAPI, pid: str, **values: object) -> None:
     with _ctx(app).sessions.begin() as session:
         session.execute(update(Participant).where(Participant.id == pid).values(**values))
+    # an edit behind the coordinator's back (it stands for time passing): drop its cache
+    _ctx(app).principals.invalidate()
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -4,13 +4,14 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
-from coordinator.domain import model_versions, transport
+from coordinator.domain import model_versions
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
 from participant_sdk.wire import ENCODING_HEADER, MANIFEST_HEADER, SIGNATURE_HEADER, Encoding
@@ -116,7 +117,7 @@ def get_model(
     summary="Download a version's weights",
     responses=_WEIGHTS | _WEIGHTS_SEEN,
 )
-def download_weights(
+async def download_weights(
     federation_id: str,
     version: VersionPath,
     ctx: ContextDep,
@@ -135,9 +136,16 @@ def download_weights(
     for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
     `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
     the bytes of every encoding served."""
-    row = model_versions.get_model_version(ctx, principal, federation_id, _version(version))
-    served = encoding or transport.default_encoding(row)
-    sha256, _size = transport.version_blob(row, served)
+    # the version's record and bytes never change: cached per process after the first read,
+    # then served from the event loop without a worker thread
+    number = _version(version)
+    row = model_versions.cached_served_version(ctx, principal, federation_id, number)
+    if row is None:
+        row = await run_in_threadpool(
+            model_versions.served_version, ctx, principal, federation_id, number
+        )
+    served = encoding or row.default_encoding
+    sha256, _size = row.blob(served)
     etag = f'"{sha256}"'
     headers = {
         "ETag": etag,
@@ -153,5 +161,7 @@ def download_weights(
         candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         if etag in candidates or "*" in candidates:
             return Response(status_code=304, headers=headers)
-    data = model_versions.read_version_bytes(ctx, row, served)
+    data = model_versions.cached_bytes(ctx, sha256)
+    if data is None:
+        data = await run_in_threadpool(model_versions.served_bytes, ctx, sha256)
     return Response(content=data, media_type="application/octet-stream", headers=headers)

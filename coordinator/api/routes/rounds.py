@@ -1,12 +1,14 @@
 """Rounds: current (with long-poll), history, upload, aggregate."""
 
 import asyncio
+import json
 import logging
 from contextlib import nullcontext
 from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -15,6 +17,7 @@ from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
 from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
+    EvaluationCreate,
     ModelVersion,
     Receipt,
     Round,
@@ -24,8 +27,10 @@ from coordinator.api.schemas import (
     round_out,
 )
 from coordinator.domain import audit, rounds
-from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType
+from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType, ValidationFailed
+from coordinator.domain.evaluation import BaseEvaluation
 from coordinator.domain.specs import DB_INT_MAX
+from participant_sdk.wire import BASE_EVALUATION_HEADER
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(
@@ -99,7 +104,12 @@ async def get_current_round(
             wait_seconds=wait_seconds,
             until_in_cohort=in_cohort,
         )
-    [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
+    if principal.participant_id is not None and row.sampled:
+        [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
+    else:
+        # what cohort_memberships answers without a read: the admin is in no cohort, a
+        # participant in every unsampled round
+        member = None if principal.participant_id is None else True
     return round_out(row, member)
 
 
@@ -189,8 +199,18 @@ async def upload_update(
     principal: PrincipalDep,
     worker: WorkerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_base_evaluation: Annotated[
+        str | None,
+        Header(
+            max_length=4096,
+            description="Optional: this participant's validation figures of the round's "
+            'base version, JSON `{"split": "validation", "metrics": {…}, "num_users": n}` '
+            "(as `POST …/models/{base}/evaluations` takes them), recorded with the update.",
+        ),
+    ] = None,
 ) -> Receipt | Response:
     """Upload this participant's update (safetensors deltas) for round `number`."""
+    evaluation = None if x_base_evaluation is None else _base_evaluation(x_base_evaluation)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise UnsupportedMediaType(
@@ -212,6 +232,7 @@ async def upload_update(
             number,
             body,
             idempotency_key=idempotency_key,
+            evaluation=evaluation,
         )
     except CoordinatorError as exc:
         if exc.status_code < 500:  # a refusal, not a busy database
@@ -232,6 +253,31 @@ async def upload_update(
     else:
         response.status_code = status.HTTP_200_OK
     return receipt_out(receipt.update)
+
+
+def _base_evaluation(header: str) -> BaseEvaluation:
+    """The ``X-Base-Evaluation`` header, validated as an evaluation report would be."""
+    try:
+        report = EvaluationCreate.model_validate(json.loads(header))
+    except (ValueError, ValidationError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        reason = (
+            f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}"
+            if first
+            else "not JSON"
+        )
+        raise ValidationFailed(
+            f"{BASE_EVALUATION_HEADER} must be JSON "
+            '{"split": "validation", "metrics": {...}, "num_users": n}: ' + reason,
+            field=BASE_EVALUATION_HEADER,
+        ) from None
+    if report.split != "validation":
+        raise ValidationFailed(
+            f"{BASE_EVALUATION_HEADER} carries validation figures of the base version only; "
+            "report test figures with POST …/models/{version}/evaluations",
+            field=BASE_EVALUATION_HEADER,
+        )
+    return BaseEvaluation(metrics=report.metrics, num_users=report.num_users)
 
 
 @router.post(
