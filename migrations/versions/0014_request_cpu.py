@@ -1,7 +1,7 @@
 """auth generation: a counter that token caches read to learn of revocations
 
-Revision ID: 0013_request_cpu
-Revises: 0012
+Revision ID: 0014_request_cpu
+Revises: 0013_secagg_plus
 Create Date: 2026-12-06 16:00:00.000000
 
 - ``auth_generation``: one row (id 1), its ``generation`` bumped in every transaction
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_request_cpu"
-down_revision: str | None = "0012"
+revision: str = "0014_request_cpu"
+down_revision: str | None = "0013_secagg_plus"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
