@@ -95,7 +95,10 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
         admin_token=ADMIN_TOKEN,
         secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
         log_level="warning",
-        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"} if source else {},
+        # PYTHONSAFEPATH: else `python -m` puts this checkout first on sys.path
+        env={"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        if source
+        else {},
     )
     server.start(timeout=120)
     assert server.process is not None
