@@ -66,15 +66,24 @@ class DatabaseBlobStore:
 
     def get(self, digest: str) -> bytes:
         check_digest(digest)
+        # one statement (size and chunks): small blobs are read per download and per
+        # aggregated update, where a second query was most of the cost
+        query = (
+            select(Blob.size, BlobChunk.data)
+            .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
+            .where(Blob.digest == digest)
+            .order_by(BlobChunk.seq)
+        )
         with self._read_sessions() as session:
-            size = session.scalar(select(Blob.size).where(Blob.digest == digest))
-            if size is None:
+            # PostgreSQL streams large blobs a few chunks at a time (server-side cursor)
+            stream = session.get_bind().dialect.name == "postgresql"
+            rows = session.execute(query, execution_options={"yield_per": 4} if stream else {})
+            first = next(rows, None)
+            if first is None:
                 raise BlobNotFound(digest)
-            chunks = session.scalars(
-                select(BlobChunk.data).where(BlobChunk.digest == digest).order_by(BlobChunk.seq),
-                execution_options={"yield_per": 4},
-            )
-            data = b"".join(chunks)
+            size = first.size
+            # an empty blob has no chunk: its one row carries data None
+            data = b"".join([first.data or b"", *(row.data for row in rows)])
         if len(data) != size:  # cannot happen with the transactional writes; say so if it does
             raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
         return data
