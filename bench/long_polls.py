@@ -82,6 +82,7 @@ def main() -> None:
     env = {"FEDREC_LOG_LEVEL": "warning"}
     if args.code:
         env["PYTHONPATH"] = str(args.code.resolve())
+        env["PYTHONSAFEPATH"] = "1"  # else `python -m` puts this checkout first on sys.path
     with tempfile.TemporaryDirectory() as tmp:
         server = CoordinatorProcess(
             Path(tmp) / "data",

@@ -33,6 +33,7 @@ from coordinator.store.db import (
     create_read_session_factory,
     create_session_factory,
 )
+from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
 from coordinator.store.s3_blobs import S3BlobStore, s3_client
 from coordinator.worker import RoundWorker
@@ -132,6 +133,9 @@ def build_context(settings: Settings) -> Context:
         token_ttl_seconds=settings.participant_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,
     )
+    # the s3 store's rows are its index: small blobs cannot live there
+    if settings.blob_store is not BlobBackend.s3:
+        context.inline_blob_max_bytes = settings.inline_blob_max_bytes
     context.notifier.interval_seconds = settings.long_poll_interval_seconds
     context.notifier.max_per_holder = settings.max_long_polls_per_token
     return context
@@ -147,7 +151,10 @@ def open_blob_store(
         assert settings.s3_bucket is not None
         client = s3_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
         return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix, sessions, read_sessions)
-    return LocalBlobStore(settings.blob_dir)
+    # small blobs may be rows of the transactions that record them (inline_blob_max_bytes)
+    return FilesAndRows(
+        LocalBlobStore(settings.blob_dir), DatabaseBlobStore(sessions, read_sessions)
+    )
 
 
 def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> FastAPI:

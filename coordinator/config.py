@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         "shared); postgres: rows of the coordinator's PostgreSQL database (replicas share "
         "only the database); s3: objects of an S3 bucket (the s3 extra).",
     )
+    inline_blob_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Updates and model versions up to this size are stored as rows of the "
+        "transaction that records them (one fsync: its COMMIT) instead of a file or a blob "
+        "transaction of their own; 0: never. local and postgres blob stores only.",
+    )
     s3_bucket: str | None = Field(default=None, description="Bucket of FEDREC_BLOB_STORE=s3.")
     s3_prefix: str = Field(
         default="fedrec/blobs/", description="Key prefix of the blobs in the bucket."

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
-from coordinator.store.models import Update
+from coordinator.store.models import Blob, Update
 from participant_sdk.wire import decode_weights, encode_update
 
 NUM_ITEMS = 20
@@ -139,13 +140,17 @@ def stored_update_count(ctx: Context) -> int:
 
 
 def local_blobs(ctx: Context) -> LocalBlobStore:
-    """The context's blob store, which these tests expect to be the local folder."""
-    assert isinstance(ctx.blobs, LocalBlobStore)
-    return ctx.blobs
+    """The folder of the context's blob store, which these tests expect to be local."""
+    blobs = ctx.blobs.files if isinstance(ctx.blobs, FilesAndRows) else ctx.blobs
+    assert isinstance(blobs, LocalBlobStore)
+    return blobs
 
 
 def blob_count(ctx: Context) -> int:
-    return sum(1 for p in local_blobs(ctx).root.rglob("*") if p.is_file())
+    """Blobs stored: files, and small blobs kept as database rows."""
+    files = sum(1 for p in local_blobs(ctx).root.rglob("*") if p.is_file())
+    with ctx.read_sessions() as session:
+        return files + int(session.scalar(select(func.count()).select_from(Blob)) or 0)
 
 
 def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:

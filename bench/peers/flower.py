@@ -124,6 +124,13 @@ def flower_rounds(case: Case, rounds: int, timeout: int) -> list[float]:
 # ---------------------------------------------------------------- fedrec
 
 
+def source_env(source: Path) -> dict[str, str]:
+    """Run ``fedrec serve`` from another source tree. PYTHONSAFEPATH: ``python -m`` puts
+    the working folder (this checkout) first on sys.path, ahead of PYTHONPATH, so without
+    it the "other" tree was this one."""
+    return {"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def fedrec_rounds(
     case: Case,
     rounds: int,
@@ -147,7 +154,7 @@ def fedrec_rounds(
         env={
             "FEDREC_MAX_UPLOAD_BYTES": str(2 * update_bytes + MB),
             # another checkout's coordinator (a before/after comparison), same participants
-            **({"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"} if source else {}),
+            **(source_env(source) if source else {}),
         },
     )
     server.start()
@@ -198,15 +205,19 @@ def _fedrec_rounds(
 
     def participant(index: int, number: int, base_version: int) -> None:
         client = clients[index]
-        weights = client.get(f"/v1/federations/{fid}/models/{base_version}/weights")
+        weights = _once_more(
+            lambda: client.get(f"/v1/federations/{fid}/models/{base_version}/weights")
+        )
         weights.raise_for_status()
         body = encode_update(
             deltas, round=number, base_version=base_version, num_examples=1 + index
         )
-        client.put(
-            f"/v1/federations/{fid}/rounds/{number}/update",
-            content=body,
-            headers={"Content-Type": "application/octet-stream"},
+        _once_more(
+            lambda: client.put(  # the same bytes again return the original receipt
+                f"/v1/federations/{fid}/rounds/{number}/update",
+                content=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         ).raise_for_status()
 
     seconds: list[float] = []
@@ -237,6 +248,15 @@ def _fedrec_rounds(
             client.close()
         admin.close()
     return seconds
+
+
+def _once_more(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """One retry when the server closed an idle keep-alive connection just as the request
+    went out on it (uvicorn's keep-alive timeout passes while a large round aggregates)."""
+    try:
+        return call()
+    except httpx.RemoteProtocolError:
+        return call()
 
 
 # ---------------------------------------------------------------- the table

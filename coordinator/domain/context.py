@@ -18,6 +18,7 @@ from coordinator.domain.served_versions import ServedVersions
 from coordinator.domain.signing import LineageSigner
 from coordinator.domain.token_cache import TokenCache
 from coordinator.store.blobs import BlobStore
+from coordinator.store.db import create_unsynced_session_factory
 from coordinator.store.group_commit import GroupCommit
 from coordinator.store.repository import FederationRepository, RoundRepository
 
@@ -76,6 +77,13 @@ class Context:
     principals: TokenCache[Any] = field(default_factory=TokenCache)
     # what weights downloads serve: version records and bytes (immutable once recorded)
     served_versions: ServedVersions = field(default_factory=ServedVersions)
+    # write sessions whose COMMIT does not wait for its fsync: only the aggregation claim,
+    # whose loss the lease repairs (built from ``sessions`` when not given)
+    unsynced_sessions: sessionmaker[Session] | None = None
+    # blobs up to this size are written as rows of the transaction that records them
+    # (store.database_blobs.store_in), durable with its one COMMIT; 0: always ``blobs.put``.
+    # Only where ``blobs`` reads those rows (local: FilesAndRows; postgres)
+    inline_blob_max_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:
@@ -91,5 +99,7 @@ class Context:
             )
         if self.record_commits is None:
             self.record_commits = GroupCommit(self.sessions)
+        if self.unsynced_sessions is None:
+            self.unsynced_sessions = create_unsynced_session_factory(self.sessions)
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)

@@ -4,7 +4,9 @@ long-poll whose federation moved, instead of each poll querying every 0.2 s.
 Waiters register per federation; while any wait, one task of the event loop reads the
 waited federations' round marks (current round, state, latest version) in one query and
 sets the event of each federation whose mark changed. It reads the database, so it sees
-rounds opened by any process or replica. It also caps the long-polls one token holds.
+rounds opened by any process or replica. When this process itself moves a round (the
+aggregation job opened, closed or failed one), :meth:`RoundNotifier.poke` has it read at
+once instead of at the end of its interval. It also caps the long-polls one token holds.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RoundNotifier:
         self._holders: Counter[Hashable] = Counter()
         self._marks: dict[str, tuple[Any, ...]] = {}
         self._task: asyncio.Task[None] | None = None
+        # set (from any thread) to cut the reader's sleep short: see poke
+        self._poked: asyncio.Event | None = None
         self.reads = 0  # database reads so far (tests and the bench count them)
 
     @property
@@ -122,6 +126,18 @@ class RoundNotifier:
         if event is not None:
             event.set()
 
+    def poke(self) -> None:
+        """Read the round marks now rather than at the end of the interval: this process
+        has just committed a round change. Callable from any thread; a no-op while no
+        long-poll waits (a poll that starts later reads the round itself)."""
+        task, poked = self._task, self._poked
+        if task is None or poked is None or task.done():
+            return
+        try:
+            task.get_loop().call_soon_threadsafe(poked.set)
+        except RuntimeError:  # the loop closed meanwhile: nobody is left to wake
+            pass
+
     def _ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
         task = self._task
@@ -132,7 +148,9 @@ class RoundNotifier:
         self._task = loop.create_task(self._run())
 
     async def _run(self) -> None:
+        poked = self._poked = asyncio.Event()
         while self._waiters:
+            poked.clear()  # before the read: a poke from now on is seen by it or the next
             ids = sorted(self._waiters)
             try:
                 assert self.read_marks is not None, "the notifier has no mark reader"
@@ -147,4 +165,5 @@ class RoundNotifier:
                 if self._marks.get(federation_id, mark) != mark:
                     self.notify(federation_id)
                 self._marks[federation_id] = mark
-            await anyio.sleep(self.interval_seconds)
+            with anyio.move_on_after(self.interval_seconds):
+                await poked.wait()

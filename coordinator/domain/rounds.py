@@ -37,6 +37,7 @@ from coordinator.domain.federations import federation_settings
 from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
+from coordinator.store.database_blobs import store_in
 from coordinator.store.models import Federation, Round, Update, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
@@ -378,8 +379,11 @@ def submit_update(
             expected=base_version,
         )
 
-    # durable before the row that points at it is committed
-    ctx.blobs.put(body, digest)
+    # durable before (a file: its own fsyncs) or with (rows of the same transaction: its
+    # COMMIT) the row that points at it
+    inline = len(body) <= ctx.inline_blob_max_bytes
+    if not inline:
+        ctx.blobs.put(body, digest)
 
     def store_row(session: Session) -> Receipt:
         # the row lock (the batch took it first: RoundRepository.lock_in_order) orders this insert
@@ -394,6 +398,8 @@ def submit_update(
             federation = load_federation(session, principal, federation_id)
             _check_round_open(federation, round_row, number)
         assert round_row is not None
+        if inline:
+            store_in(session, body, digest)
         row = Update(
             round_id=round_row.id,
             participant_id=participant_id,

@@ -25,7 +25,7 @@ from coordinator.store import blob_index
 from coordinator.store.blobs import BlobEntry, BlobNotFound, check_digest, sha256_hex
 from coordinator.store.models import Blob, BlobChunk
 
-__all__ = ["CHUNK_BYTES", "DatabaseBlobStore"]
+__all__ = ["CHUNK_BYTES", "DatabaseBlobStore", "store_in"]
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -61,29 +61,29 @@ class DatabaseBlobStore:
         digest = check_digest(digest or sha256_hex(data))
         with self._sessions.begin() as session:
             _durable_commit(session)
-            if blob_index.refresh(session, digest):
-                return digest  # stored before: its chunks committed with its row
-            if not blob_index.register(session, digest, len(data)):
-                # a concurrent store of the same bytes committed between our two statements
-                blob_index.refresh(session, digest)
-                return digest
-            view = memoryview(data)
-            for seq, start in enumerate(range(0, len(data), self._chunk_bytes)):
-                chunk = bytes(view[start : start + self._chunk_bytes])
-                session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
+            store_in(session, data, digest, chunk_bytes=self._chunk_bytes)
         return digest
 
     def get(self, digest: str) -> bytes:
         check_digest(digest)
+        # one statement (size and chunks): small blobs are read per download and per
+        # aggregated update, where a second query was most of the cost
+        query = (
+            select(Blob.size, BlobChunk.data)
+            .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
+            .where(Blob.digest == digest)
+            .order_by(BlobChunk.seq)
+        )
         with self._read_sessions() as session:
-            size = session.scalar(select(Blob.size).where(Blob.digest == digest))
-            if size is None:
+            # PostgreSQL streams large blobs a few chunks at a time (server-side cursor)
+            stream = session.get_bind().dialect.name == "postgresql"
+            rows = session.execute(query, execution_options={"yield_per": 4} if stream else {})
+            first = next(rows, None)
+            if first is None:
                 raise BlobNotFound(digest)
-            chunks = session.scalars(
-                select(BlobChunk.data).where(BlobChunk.digest == digest).order_by(BlobChunk.seq),
-                execution_options={"yield_per": 4},
-            )
-            data = b"".join(chunks)
+            size = first.size
+            # an empty blob has no chunk: its one row carries data None
+            data = b"".join([first.data or b"", *(row.data for row in rows)])
         if len(data) != size:  # cannot happen with the transactional writes; say so if it does
             raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
         return data
@@ -111,6 +111,22 @@ class DatabaseBlobStore:
             session.execute(delete(BlobChunk).where(BlobChunk.digest == item.digest))
             blob_index.forget(session, item.digest)
         return True
+
+
+def store_in(session: Session, data: bytes, digest: str, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Add the blob's rows to ``session``'s transaction: stored when, and only if, it
+    commits (so a row that refers to the blob may commit in the same transaction)."""
+    check_digest(digest)
+    if blob_index.refresh(session, digest):
+        return  # stored before: its chunks committed with its row
+    if not blob_index.register(session, digest, len(data)):
+        # a concurrent store of the same bytes committed between our two statements
+        blob_index.refresh(session, digest)
+        return
+    view = memoryview(data)
+    for seq, start in enumerate(range(0, len(data), chunk_bytes)):
+        chunk = bytes(view[start : start + chunk_bytes])
+        session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
 
 
 def _durable_commit(session: Session) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "create_db_engine",
     "create_read_session_factory",
     "create_session_factory",
+    "create_unsynced_session_factory",
     "ping",
 ]
 
@@ -32,6 +33,8 @@ __all__ = [
 
 # execution option carried by the connections of read-only sessions
 _READ_ONLY = "fedrec_read_only"
+# ... and by those of write sessions whose COMMIT does not wait for its fsync
+_UNSYNCED = "fedrec_unsynced"
 
 
 class _WriterTurn:
@@ -47,6 +50,8 @@ class _WriterTurn:
         self._lock = threading.Lock()
         self._timeout = timeout_seconds
         self._holder: object | None = None  # the DBAPI connection in a write transaction
+        # the connection whose transaction commits without its fsync (synchronous=NORMAL)
+        self.unsynced: object | None = None
 
     def take(self, dbapi_connection: object) -> None:
         if not self._lock.acquire(timeout=self._timeout):
@@ -57,10 +62,21 @@ class _WriterTurn:
         self._holder = dbapi_connection
 
     def give_back(self, dbapi_connection: object) -> None:
-        """Release the turn if ``dbapi_connection`` holds it (a no-op otherwise)."""
+        """Release the turn if ``dbapi_connection`` holds it (a no-op otherwise); a
+        connection that committed unsynced gets ``synchronous=FULL`` back first."""
+        if self.unsynced is not None and self.unsynced is dbapi_connection:
+            self.unsynced = None
+            _restore_full_sync(dbapi_connection)
         if self._holder is not None and self._holder is dbapi_connection:
             self._holder = None
             self._lock.release()
+
+
+def _restore_full_sync(dbapi_connection: Any) -> None:
+    try:
+        dbapi_connection.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:  # pragma: no cover - a closed connection is never used again
+        pass
 
 
 def _raw(connection: Any) -> object:
@@ -111,6 +127,11 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
                 if turn is not None:
                     turn.take(raw)
                 try:
+                    if turn is not None and conn.get_execution_options().get(_UNSYNCED):
+                        # the level cannot change inside a transaction; back to FULL after
+                        # its COMMIT or ROLLBACK (_give_back_after_transactions)
+                        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                        turn.unsynced = raw
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 except BaseException:
                     if turn is not None:
@@ -174,6 +195,27 @@ def _give_back_after_transactions(engine: Engine, turn: _WriterTurn) -> None:
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for work that writes; on SQLite they hold the write lock from BEGIN."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def create_unsynced_session_factory(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Write sessions like ``sessions`` whose COMMIT returns before its fsync.
+
+    Only for a transaction that may be lost in a power cut at no cost: the aggregation
+    claim, whose loss the lease and the timer repair. It cannot be lost behind a later
+    transaction that depends on it: the write-ahead log is flushed in order (SQLite's WAL
+    with ``synchronous=NORMAL``, PostgreSQL's ``synchronous_commit = off``), so the next
+    synced COMMIT makes it durable too.
+    """
+    kw = dict(sessions.kw)
+    bind = kw.pop("bind")
+    factory = sessionmaker(bind=bind.execution_options(**{_UNSYNCED: True}), **kw)
+    if bind.dialect.name == "postgresql":
+
+        @event.listens_for(factory, "after_begin")
+        def _no_wait(_session: Session, _transaction: Any, connection: Any) -> None:
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+    return factory
 
 
 def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:

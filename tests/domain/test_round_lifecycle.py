@@ -8,7 +8,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.auth import Principal
@@ -16,7 +17,8 @@ from coordinator.domain.context import Context
 from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.lineage import verify_lineage
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
-from coordinator.store.models import ModelVersion, Round, utc_now
+from coordinator.store import database_blobs
+from coordinator.store.models import Blob, ModelVersion, Round, utc_now
 from coordinator.store.repository import ModelVersionRepository, RoundRepository
 from tests.factories import domain_federation, update_bytes
 
@@ -77,11 +79,14 @@ def test_expired_lease_is_taken_over_with_identical_bytes(ctx: Context) -> None:
         assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["weights-in-files", "weights-in-rows"])
 def test_dp_takeover_keeps_the_first_commit_and_drops_the_other_draw(
-    ctx: Context, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, inline: bool
 ) -> None:
     # DP noise is a fresh CSPRNG draw per aggregation: a takeover computes other bytes,
     # so exactly-once means the first committed result is the round's only one
+    if not inline:
+        ctx.inline_blob_max_bytes = 0
     fid, parts = _federation(
         ctx,
         participants=2,
@@ -105,11 +110,27 @@ def test_dp_takeover_keeps_the_first_commit_and_drops_the_other_draw(
         remove(digest)
 
     monkeypatch.setattr(ctx.blobs, "remove", recording_remove)
+    written: list[str] = []
+
+    def recording_store_in(session: Session, data: bytes, digest: str) -> None:
+        written.append(digest)
+        database_blobs.store_in(session, data, digest)
+
+    monkeypatch.setattr(aggregation_job, "store_in", recording_store_in)
     assert aggregation_job.complete_claim(crashed, claimed) is None
-    # the late process drew other noise; its weights are gone, the winner's stay
-    assert len(removed) == 1
-    assert removed[0] != winner.sha256
-    assert not ctx.blobs.exists(removed[0])
+    # the late process drew other noise; its weights are gone (files: removed; rows:
+    # never written, its transaction rolled back), the winner's stay
+    if inline:
+        assert removed == []
+        assert written == []
+        with ctx.read_sessions() as session:
+            stored = set(session.scalars(select(Blob.digest)))
+        assert winner.sha256 in stored
+        assert len(stored) == 3  # two updates and the winner's weights, nothing else
+    else:
+        assert len(removed) == 1
+        assert removed[0] != winner.sha256
+        assert not ctx.blobs.exists(removed[0])
     assert ctx.blobs.exists(winner.sha256)
     # a replay of the round finds it closed: no second draw is recorded
     assert aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version is None

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from coordinator.store.db import create_db_engine
-from coordinator.store.models import ModelVersion, Round, Update
+from coordinator.store.models import BlobChunk, ModelVersion, Round, Update
 from participant_sdk import Client
 from tests.conftest import _scratch_postgres_database
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
@@ -30,6 +30,7 @@ __all__ = [
     "ADMIN_TOKEN",
     "Federation",
     "blob_files",
+    "blob_rows",
     "check_blobs",
     "db_session",
     "deltas",
@@ -119,10 +120,26 @@ def blob_files(server: ServerProcess) -> dict[str, Path]:
     return {p.name: p for p in root.rglob("*") if p.is_file()} if root.exists() else {}
 
 
+def blob_rows(server: ServerProcess) -> dict[str, bytes]:
+    """The small blobs kept as database rows (FEDREC_INLINE_BLOB_MAX_BYTES), by digest."""
+    with db_session(server) as session:
+        chunks = session.execute(
+            select(BlobChunk.digest, BlobChunk.data).order_by(BlobChunk.digest, BlobChunk.seq)
+        ).all()
+    rows: dict[str, bytes] = {}
+    for digest, data in chunks:
+        rows[digest] = rows.get(digest, b"") + data
+    return rows
+
+
 def check_blobs(server: ServerProcess, federation_id: str) -> list[Update]:
-    """Assert nothing half-written is visible: every file named like a blob holds the
-    bytes of that name, and every update row and model version points at such a blob.
-    Returns the federation's update rows."""
+    """Assert nothing half-written is visible: every file named like a blob, and every
+    blob kept as rows, holds the bytes of that name, and every update row and model
+    version points at such a blob. Returns the federation's update rows."""
+    sizes = {}
+    for digest, data in blob_rows(server).items():
+        assert hashlib.sha256(data).hexdigest() == digest, f"blob rows {digest} corrupt"
+        sizes[digest] = len(data)
     files = blob_files(server)
     for name, path in files.items():
         if HEX64.match(name):
@@ -140,11 +157,14 @@ def check_blobs(server: ServerProcess, federation_id: str) -> list[Update]:
         versions = list(
             session.scalars(select(ModelVersion).where(ModelVersion.federation_id == federation_id))
         )
+    for name, path in files.items():
+        if HEX64.match(name):
+            sizes[name] = path.stat().st_size
     for row in updates:
-        assert row.sha256 in files, f"update {row.id} points at a missing blob"
-        assert files[row.sha256].stat().st_size == row.size
+        assert row.sha256 in sizes, f"update {row.id} points at a missing blob"
+        assert sizes[row.sha256] == row.size
     for version in versions:
-        assert version.sha256 in files, f"version {version.version} points at a missing blob"
+        assert version.sha256 in sizes, f"version {version.version} points at a missing blob"
     by_round: dict[str, int] = {}
     for row in updates:
         by_round[row.round_id] = by_round.get(row.round_id, 0) + 1

@@ -32,6 +32,7 @@ from coordinator.store.db import (
     create_read_session_factory,
     create_session_factory,
 )
+from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
 from coordinator.store.models import Blob, BlobChunk
 from coordinator.store.s3_blobs import S3BlobStore
@@ -39,7 +40,12 @@ from tests.conftest import _scratch_postgres_database
 from tests.s3_server import new_bucket
 
 HOUR = 3600.0
-BACKENDS = ["local", pytest.param("postgres", marks=pytest.mark.postgres), "s3"]
+BACKENDS = [
+    "local",
+    "files-and-rows",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    "s3",
+]
 
 
 @dataclass
@@ -83,6 +89,18 @@ def _local_case(tmp_path: Path) -> Iterator[Case]:
 
 
 @contextlib.contextmanager
+def _files_and_rows_case(tmp_path: Path) -> Iterator[Case]:
+    """The default local store: ``put`` writes files (small blobs become rows only inside
+    the transactions that record them: test_files_and_rows.py)."""
+    url = f"sqlite:///{tmp_path / 'rows.db'}"
+    upgrade(url)
+    with _local_case(tmp_path) as local, _sessions(url) as (sessions, reads):
+        assert isinstance(local.store, LocalBlobStore)
+        store = FilesAndRows(local.store, DatabaseBlobStore(sessions, reads))
+        yield Case(store, local.age, sessions)
+
+
+@contextlib.contextmanager
 def _postgres_case() -> Iterator[Case]:
     with (
         _scratch_postgres_database(template="migrated") as url,
@@ -108,6 +126,9 @@ def case(
 ) -> Iterator[Case]:
     if request.param == "local":
         with _local_case(tmp_path) as found:
+            yield found
+    elif request.param == "files-and-rows":
+        with _files_and_rows_case(tmp_path) as found:
             yield found
     elif request.param == "postgres":
         with _postgres_case() as found:

@@ -24,7 +24,7 @@ from coordinator.config import Settings
 from coordinator.domain.context import Context
 from coordinator.migrate import upgrade
 from coordinator.store.blobs import sha256_hex
-from coordinator.store.local_blobs import LocalBlobStore
+from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.models import Blob, BlobChunk
 from coordinator.store.s3_blobs import S3BlobStore
 from fedrec.cli import main
@@ -106,11 +106,10 @@ class _yielding:
 def _age_every_blob(dep: Deployment) -> None:
     """Make every stored blob look stored two days ago."""
     then = time.time() - TWO_DAYS
-    if isinstance(dep.ctx.blobs, LocalBlobStore):
-        for path in dep.ctx.blobs.root.rglob("*"):
+    if isinstance(dep.ctx.blobs, FilesAndRows):  # and the rows of its small blobs below
+        for path in dep.ctx.blobs.files.root.rglob("*"):
             if path.is_file():
                 os.utime(path, (then, then))
-        return
     with dep.ctx.sessions.begin() as session:
         session.execute(update(Blob).values(stored_at=datetime.fromtimestamp(then, UTC)))
 
@@ -118,8 +117,8 @@ def _age_every_blob(dep: Deployment) -> None:
 def _lose(dep: Deployment, digest: str) -> None:
     """Remove a blob behind the store's back, as a storage fault would."""
     blobs = dep.ctx.blobs
-    if isinstance(blobs, LocalBlobStore):
-        blobs.path(digest).unlink()
+    if isinstance(blobs, FilesAndRows) and blobs.files.exists(digest):
+        blobs.files.path(digest).unlink()
     elif isinstance(blobs, S3BlobStore):
         dep.s3.delete_object(Bucket=dep.bucket, Key=blobs.key(digest))
     else:

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from coordinator.domain.context import Context
 from coordinator.domain.garbage import collect_garbage
 from coordinator.domain.lineage import verify_lineage
-from coordinator.store.models import ModelVersion, Update
+from coordinator.store.models import Blob, ModelVersion, Update
 from tests.factories import create_federation, enrol, local_blobs, put_update, update_bytes
 
 TWO_DAYS = 2 * 24 * 3600.0
 
 
-def _age_everything(root: Path) -> None:
+def _age_everything(ctx: Context) -> None:
+    """Every blob stored two days ago: files, and small blobs kept as rows."""
     then = time.time() - TWO_DAYS
-    for path in root.rglob("*"):
+    for path in local_blobs(ctx).root.rglob("*"):
         if path.is_file():
             os.utime(path, (then, then))
+    with ctx.sessions.begin() as session:
+        session.execute(update(Blob).values(stored_at=datetime.fromtimestamp(then, UTC)))
 
 
 def _referenced(ctx: Context) -> set[str]:
@@ -56,7 +59,7 @@ def test_removes_only_old_unreferenced_files(ctx: Context) -> None:
     orphan = ctx.blobs.put(b"bytes of an upload refused after they were stored")
     leftover = local_blobs(ctx).path(orphan).parent / ".tmp-crashed-write"
     leftover.write_bytes(b"half a blob")
-    _age_everything(local_blobs(ctx).root)
+    _age_everything(ctx)
     recent = ctx.blobs.put(b"an upload that has not committed yet")
     referenced = _referenced(ctx)
     assert len(referenced) == 5  # versions 0 and 1, two updates of round 1, one of round 2
@@ -87,7 +90,7 @@ def test_finished_round_updates_go_and_the_federation_carries_on(
     fid = str(federation["id"])
     with ctx.sessions() as session:
         by_round = {row.sha256: row.round_number for row in session.query(Update)}
-    _age_everything(local_blobs(ctx).root)
+    _age_everything(ctx)
 
     report = collect_garbage(ctx, keep_finished_updates=False)
 

@@ -1,0 +1,107 @@
+"""The round's critical path: an unsynced claim that may be lost, and this process's
+long-polls woken by the aggregation itself (both backends)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import anyio
+from sqlalchemy import update
+
+from coordinator.domain import aggregation_job, rounds
+from coordinator.domain.context import Context
+from coordinator.domain.lifecycle import Step, Trigger
+from coordinator.domain.lineage import verify_lineage
+from coordinator.store.models import Round
+from coordinator.store.repository import ModelVersionRepository, RoundRepository
+from tests.factories import domain_federation, update_bytes
+
+
+def test_a_lost_claim_reopens_and_the_round_aggregates_once(ctx: Context) -> None:
+    # The claim commits without waiting for its fsync. A power cut can lose it: the
+    # database comes back as if the claim never happened (the round open, no lease),
+    # while the process that claimed it is gone or, on a database-server crash, still
+    # aggregating. Nothing may be aggregated twice, and the round must not stall.
+    fid, parts = domain_federation(ctx, participants=2)
+    for seed, who in enumerate(parts):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    claimer = replace(ctx, instance_id="claimer")
+    step, claimed = aggregation_job.claim_round(claimer, fid, 1, trigger=Trigger.UPLOAD)
+    assert step is Step.AGGREGATE
+    assert claimed is not None
+    with ctx.sessions.begin() as session:  # the claim's log frames were never written
+        session.execute(
+            update(Round)
+            .where(Round.federation_id == fid, Round.number == 1)
+            .values(state="open", lease_owner=None, lease_expires_at=None)
+        )
+    # the next timer tick (any process) claims the round again and aggregates it
+    version = aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER).version
+    assert version is not None
+    # the first claimer, still running, cannot commit a second version
+    assert aggregation_job.complete_claim(claimer, claimed) is None
+    with ctx.read_sessions() as session:
+        assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+        assert [r.state for r in RoundRepository(session).list(fid)] == ["closed", "open"]
+    assert verify_lineage(ctx, fid).ok
+
+
+def test_a_lost_claim_before_anyone_else_looked_is_claimed_again(ctx: Context) -> None:
+    # the claimer died with its claim (a power cut): the timer needs no lease to expire
+    fid, parts = domain_federation(ctx, participants=2)
+    for seed, who in enumerate(parts):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    _, claimed = aggregation_job.claim_round(
+        replace(ctx, instance_id="gone"), fid, 1, trigger=Trigger.UPLOAD
+    )
+    assert claimed is not None
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Round)
+            .where(Round.federation_id == fid, Round.number == 1)
+            .values(state="open", lease_owner=None, lease_expires_at=None)
+        )
+    outcome = aggregation_job.run(ctx, fid, 1, trigger=Trigger.TIMER)
+    assert outcome.version is not None
+    assert outcome.version.contributors == sorted(claimed.update_digests)
+
+
+def test_the_aggregation_wakes_this_process_long_polls_at_once(ctx: Context) -> None:
+    # the notifier reads the database once a minute here: only the job's poke can wake
+    # the poll before its 20 s run out, and a poll that ran out returns round 1
+    ctx.notifier.interval_seconds = 60.0
+    fid, parts = domain_federation(ctx, participants=2)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    answers: list[int] = []
+
+    async def main() -> None:
+        async def poll() -> None:
+            _, row = await rounds.wait_for_round(ctx, parts[0], fid, after=1, wait_seconds=20)
+            answers.append(row.number)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll)
+            for _ in range(400):  # bounded: until the poll waits on the notifier
+                if ctx.notifier.waiting and ctx.notifier.reads:
+                    break
+                await anyio.sleep(0.01)
+            assert ctx.notifier.waiting == 1
+            reads = ctx.notifier.reads
+
+            def last_upload_and_kick() -> None:
+                rounds.submit_update(ctx, parts[1], fid, 1, update_bytes(seed=1))
+                outcome = aggregation_job.run(ctx, fid, 1, trigger=Trigger.UPLOAD)
+                assert outcome.version is not None
+
+            await anyio.to_thread.run_sync(last_upload_and_kick)
+        # woken by the poke: one more read of the marks, not the interval's
+        assert ctx.notifier.reads == reads + 1
+
+    anyio.run(main)
+    assert answers == [2]
+
+
+def test_a_poke_with_nobody_waiting_is_harmless(ctx: Context) -> None:
+    ctx.notifier.poke()  # no task, no loop: nothing to do
+    assert ctx.notifier.waiting == 0
+    assert ctx.notifier.reads == 0
