@@ -13,7 +13,7 @@ from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
-from coordinator.store.models import Blob, Update
+from coordinator.store.models import Blob, BlobChunk, Update
 from participant_sdk.wire import decode_weights, encode_update
 
 NUM_ITEMS = 20
@@ -144,6 +144,21 @@ def local_blobs(ctx: Context) -> LocalBlobStore:
     blobs = ctx.blobs.files if isinstance(ctx.blobs, FilesAndRows) else ctx.blobs
     assert isinstance(blobs, LocalBlobStore)
     return blobs
+
+
+def tamper_blob(ctx: Context, digest: str) -> None:
+    """Flip one byte of a stored blob (the last of its file or of its first database row)."""
+    files = local_blobs(ctx)
+    if files.exists(digest):
+        path = files.path(digest)
+        path.chmod(0o600)
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        return
+    with ctx.sessions.begin() as session:
+        chunk = session.get(BlobChunk, (digest, 0))
+        assert chunk is not None, f"blob {digest} is neither a file nor rows"
+        chunk.data = chunk.data[:-1] + bytes([chunk.data[-1] ^ 1])
 
 
 def blob_count(ctx: Context) -> int:

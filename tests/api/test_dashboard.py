@@ -18,6 +18,7 @@ from tests.factories import (
     enrol,
     evaluate,
     put_update,
+    tamper_blob,
     update_bytes,
     wait_round_closed,
 )
@@ -214,8 +215,7 @@ class TestFederationPage:
     ) -> None:
         fed = run_federation(client, admin_headers)
         sha = client.get(f"/v1/federations/{fed['id']}/models/2", headers=admin_headers).json()
-        path = app.state.context.blobs.root / sha["sha256"][:2] / sha["sha256"]
-        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+        tamper_blob(app.state.context, sha["sha256"])
         page = client.get(f"/federations/{fed['id']}/lineage", headers=admin_headers)
         assert "Chain broken at version 2" in page.text
 

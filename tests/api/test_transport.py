@@ -36,9 +36,9 @@ from tests.factories import (
     assert_problem,
     create_federation,
     enrol,
-    local_blobs,
     put_update,
     random_deltas,
+    tamper_blob,
     wait_round_closed,
 )
 
@@ -328,9 +328,7 @@ class TestLineage:
         fid = _federation(client, admin_headers, "float16")
         version = client.get(f"/v1/federations/{fid}/models/0", headers=admin_headers).json()
         digest = version["encodings"]["float16"]["sha256"]
-        path = local_blobs(self._ctx(app)).root / digest[:2] / digest
-        path.chmod(0o600)
-        path.write_bytes(path.read_bytes()[:-2] + b"\x00\x00")
+        tamper_blob(self._ctx(app), digest)
         report = verify_lineage(self._ctx(app), fid)
         assert not report.ok
         assert report.reason == "the float16 weights blob was changed"
