@@ -39,6 +39,7 @@ from rich.table import Table
 from coordinator.domain.specs import EASE_DEFAULT_LAMBDAS
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
 from fedrec.early_stopping import EarlyStopping
+from fedrec.ease_search import ease_top_k_for, pooled_ease_model
 from fedrec.failures import SimulationError
 from fedrec.local_server import embedded_coordinator
 from fedrec.options import SimulationOptions
@@ -61,7 +62,6 @@ from participant_sdk.recsys import (
     load_csv,
     load_movielens_100k,
 )
-from participant_sdk.recsys.ease import EASEModel
 from participant_sdk.recsys.ease_trainer import EASEConfig, EASETrainer
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import Trainer, fold_in, make_trainer, prepare_to_score
@@ -177,17 +177,21 @@ def central_ease(
     data: Interactions, split: LeaveOneOutSplit, lambdas: tuple[float, ...]
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Centralized EASE on the pooled training data, its lambda chosen on validation
-    among the federation's candidates (so federated equals centralized)."""
-    best: tuple[float, int, EASEModel] | None = None
+    among the federation's candidates. The solve is the coordinator's own function on
+    the same Gram (pruned alike above the dense size), so federated equals centralized."""
+    top_k = ease_top_k_for(data.num_items)
+    scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
+    best: tuple[float, int, dict[str, np.ndarray]] | None = None
     for index, lam in enumerate(lambdas, start=1):
-        model = EASEModel(split.train, lam)
-        valid = evaluate_loo(model.score, split.train, split.valid)["ndcg@10"]
+        tensors = pooled_ease_model(split.train, lam, top_k)
+        fold_in(scorer, tensors, split.train)
+        valid = _ease_validation(scorer, tensors, split)
         if best is None or valid > best[0]:
-            best = (valid, index, model)
+            best = (valid, index, tensors)
+        del tensors
     assert best is not None
     # the participants' scoring: float32 B, each user's train + validation rows
-    scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
-    ease_b = {"ease_b": best[2].weights.astype(np.float32)}
+    ease_b = best[2]
     fold_in(scorer, ease_b, concat(split.train, split.valid))
     chosen = {
         "chosen_round": best[1],
@@ -195,8 +199,19 @@ def central_ease(
         "rounds_trained": len(lambdas),
         "stopped_by": f"lambda grid {list(lambdas)} (one solve each)",
         "ease_lambda": lambdas[best[1] - 1],
+        "ease_top_k": top_k,
     }
     return _test_metrics(lambda users: scorer.score(users, ease_b), split, data), chosen
+
+
+def _ease_validation(
+    scorer: EASETrainer, tensors: dict[str, np.ndarray], split: LeaveOneOutSplit
+) -> float:
+    return float(
+        evaluate_loo(lambda users: scorer.score(users, tensors), split.train, split.valid)[
+            "ndcg@10"
+        ]
+    )
 
 
 def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -> str:
@@ -391,7 +406,12 @@ def _federate(
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
-        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": _lambdas(options)}
+        {
+            "kind": "ease",
+            "num_items": data.num_items,
+            "ease_lambdas": _lambdas(options),
+            "ease_top_k": ease_top_k_for(data.num_items),
+        }
         if isinstance(config, EASEConfig)
         else {
             "kind": "ials" if options.model == "ials" else "mf",

@@ -66,9 +66,9 @@ def test_the_search_chooses_ease_where_it_wins_and_the_federation_runs_it(
 def test_the_guard_skips_ease_and_the_search_goes_on_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the same data where EASE wins above, with the catalog limit below its 300 items
-    # (tests/app/test_ease_search.py checks the real limits)
-    monkeypatch.setattr("fedrec.ease_search.EASE_SEARCH_MAX_ITEMS", 250)
+    # the same data where EASE wins above, with a CPU budget it cannot meet
+    # (tests/app/test_ease_search.py checks the real estimates)
+    monkeypatch.setattr("fedrec.ease_search.EASE_CPU_BUDGET_SECONDS", 0.0)
     report_path = tmp_path / "report.json"
     code = main(
         [
@@ -90,8 +90,8 @@ def test_the_guard_skips_ease_and_the_search_goes_on_without_it(
     assert code == 0
     report = json.loads(report_path.read_text())
     selection = report["selection"]
-    assert set(selection["ease"]) == {"skipped"}
-    assert "300 items > 250" in selection["ease"]["skipped"]
+    assert "estimated_cpu_seconds" in selection["ease"]
+    assert "EASE over 300 items would cost" in selection["ease"]["skipped"]
     assert selection["chosen"] != "ease"
     assert "ease" not in selection["validation_ndcg@10"]
     assert "ease" not in selection["candidates"]
