@@ -174,12 +174,15 @@ def centralized_baseline(
 
 
 def central_ease(
-    data: Interactions, split: LeaveOneOutSplit, lambdas: tuple[float, ...]
+    data: Interactions,
+    split: LeaveOneOutSplit,
+    lambdas: tuple[float, ...],
+    top_k: int | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Centralized EASE on the pooled training data, its lambda chosen on validation
     among the federation's candidates. The solve is the coordinator's own function on
-    the same Gram (pruned alike above the dense size), so federated equals centralized."""
-    top_k = ease_top_k_for(data.num_items)
+    the same Gram (pruned alike: ``top_k`` is the federation's ``ease_top_k``), so
+    federated equals centralized."""
     scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
     best: tuple[float, int, dict[str, np.ndarray]] | None = None
     for index, lam in enumerate(lambdas, start=1):
@@ -246,6 +249,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         options = _ease_rounds(options)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config, options))
+    top_k = ease_top_k_for(data.num_items)  # decided once: the baseline and the spec agree
+    if isinstance(config, EASEConfig) and top_k is not None:
+        console.print(f"EASE's B ships pruned to {top_k} weights per column")
     if options.encoding != "float32":
         console.print(f"transport: updates and downloads in {options.encoding}")
     with contextlib.ExitStack() as stack:
@@ -254,7 +260,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         # coordinator) holds one interpreter's lock, so on 2 cores this takes the
         # baseline off the wall time; the pool's exit ends it if the federation fails.
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(1))
-        central = pool.apply_async(_centralized, (options, config, data, split))
+        central = pool.apply_async(_centralized, (options, config, data, split, top_k))
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
             if not token:
@@ -267,7 +273,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             console.print(f"embedded coordinator at {url} (data in {data_dir})")
         admin = stack.enter_context(Client(url, token))
         history, federated, federated_chosen, spent = _federate(
-            options, config, data, groups, admin, url, console, privacy
+            options, config, data, groups, admin, url, console, privacy, top_k
         )
         centralized, central_chosen, central_seconds = central.get()
     popular = PopularityModel(split.train)
@@ -318,11 +324,12 @@ def _centralized(
     config: BPRConfig | IALSConfig | EASEConfig,
     data: Interactions,
     split: LeaveOneOutSplit,
+    ease_top_k: int | None,
 ) -> tuple[dict[str, float], dict[str, Any], float]:
     """The centralized baseline of the chosen model, and its seconds (run in the pool)."""
     started = time.perf_counter()
     if isinstance(config, EASEConfig):
-        centralized, chosen = central_ease(data, split, _lambdas(options))
+        centralized, chosen = central_ease(data, split, _lambdas(options), ease_top_k)
     else:
         centralized, chosen = centralized_baseline(
             data,
@@ -403,6 +410,7 @@ def _federate(
     url: str,
     console: Console,
     privacy: dict[str, Any] | None,
+    ease_top_k: int | None,
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
@@ -410,7 +418,7 @@ def _federate(
             "kind": "ease",
             "num_items": data.num_items,
             "ease_lambdas": _lambdas(options),
-            "ease_top_k": ease_top_k_for(data.num_items),
+            "ease_top_k": ease_top_k,
         }
         if isinstance(config, EASEConfig)
         else {
