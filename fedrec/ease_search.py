@@ -48,6 +48,7 @@ import numpy.typing as npt
 from coordinator.domain.ease_solve import (
     MODEL_TENSOR,
     ease_model,
+    ease_precision,
     prune_columns,
     solve_cost,
     solve_dtype,
@@ -346,20 +347,32 @@ class PooledEase:
             self.gram = item_gram(train.users, train.items, n, dtype=np.float32)
 
     def model(self, lam: float, top_k: int | None) -> dict[str, npt.NDArray[np.float32]]:
+        """The model tensors of ``λ``, dense or pruned to ``top_k`` per column."""
+        return model_tensors(self.precision(lam), top_k)
+
+    def precision(self, lam: float) -> npt.NDArray[np.floating]:
+        """``P = (G + λI)⁻¹`` (one ``n²`` array)."""
         if self._factors is None:
             assert self.gram is not None
-            return ease_model(self.gram, lam, top_k=top_k)
+            return ease_precision(self.gram, lam)
         eigenvalues, z = self._factors
         w = z * (1.0 / np.sqrt(eigenvalues + lam)).astype(z.dtype)[:, None]
-        precision = w.T @ w  # Xᵀ(K + λI)⁻¹X, symmetric
+        precision: npt.NDArray[np.floating] = w.T @ w  # Xᵀ(K + λI)⁻¹X, symmetric
         del w
         precision *= -1.0 / lam
         precision[np.diag_indices_from(precision)] += 1.0 / lam
-        if top_k is not None:
-            return prune_columns(precision, top_k)
-        precision /= -np.diag(precision).copy()[None, :]
-        precision[np.diag_indices_from(precision)] = 0.0
-        return {MODEL_TENSOR: precision.astype(np.float32, copy=False)}
+        return precision
+
+
+def model_tensors(
+    precision: npt.NDArray[np.floating], top_k: int | None
+) -> dict[str, npt.NDArray[np.float32]]:
+    """B's tensors from ``P``: pruned (``P`` kept), or dense (``P`` consumed in place)."""
+    if top_k is not None:
+        return prune_columns(precision, top_k)
+    precision /= -np.diag(precision).copy()[None, :]
+    precision[np.diag_indices_from(precision)] = 0.0
+    return {MODEL_TENSOR: precision.astype(np.float32, copy=False)}
 
 
 def pooled_ease_model(
