@@ -34,6 +34,8 @@ F32 = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 GRAM_TENSOR = "ease_gram"
 MODEL_TENSOR = "ease_b"
+# above this many Gram entries (64 MB of float32) the upload is counted pair by pair
+DENSE_GRAM_ENTRIES = 1 << 24
 # a pruned B (federation spec ease_top_k): per target item, its k sources and weights
 INDEX_TENSOR = "ease_b_index"
 VALUE_TENSOR = "ease_b_value"
@@ -50,9 +52,20 @@ class EASEConfig:
 def local_gram_entries(train: Interactions, num_items: int) -> tuple[IntArray, F32]:
     """The non-zero entries of the local Gram ``XᵀX``: ascending flat indices
     ``i * num_items + j`` and their counts (float32: exact integers below 2^24)."""
-    gram = item_gram(train.users, train.items, num_items, dtype=np.float32).reshape(-1)
-    keys = np.flatnonzero(gram).astype(np.int64)
-    return keys, np.ascontiguousarray(gram[keys])
+    if num_items * num_items <= DENSE_GRAM_ENTRIES:
+        gram = item_gram(train.users, train.items, num_items, dtype=np.float32).reshape(-1)
+        keys = np.flatnonzero(gram).astype(np.int64)
+        return keys, np.ascontiguousarray(gram[keys])
+    # a large catalog: count the co-occurring pairs without the dense n² matrix
+    pairs = np.unique(np.stack([train.users, train.items], axis=1).astype(np.int64), axis=0)
+    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
+    sizes = np.diff(np.r_[starts, pairs.shape[0]])
+    found: list[IntArray] = []
+    for user in range(starts.size):  # bounded: one pass per local user
+        items = pairs[starts[user] : starts[user] + sizes[user], 1]
+        found.append((items[:, None] * num_items + items[None, :]).reshape(-1))
+    keys, counts = np.unique(np.concatenate(found), return_counts=True)
+    return keys.astype(np.int64), counts.astype(np.float32)
 
 
 class EASETrainer:

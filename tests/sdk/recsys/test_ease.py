@@ -139,3 +139,23 @@ def test_the_gram_upload_is_the_flat_list_of_non_zero_counts() -> None:
     rebuilt = np.zeros(16)
     rebuilt[keys] = counts
     assert np.array_equal(rebuilt.reshape(4, 4), gram)
+
+
+def test_a_large_catalogs_gram_entries_are_counted_pair_by_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users, items = _random_pairs(5, users=30, items=50, n=300)  # duplicates included
+    data = Interactions(
+        users=users,
+        items=items,
+        ratings=np.ones(users.size),
+        timestamps=np.zeros(users.size),
+        user_ids=[str(u) for u in range(30)],
+        item_ids=[str(i) for i in range(50)],
+    )
+    dense_keys, dense_counts = local_gram_entries(data, 50)
+    monkeypatch.setattr("participant_sdk.recsys.ease_trainer.DENSE_GRAM_ENTRIES", 10)
+    keys, counts = local_gram_entries(data, 50)
+    assert np.array_equal(keys, dense_keys)
+    assert np.array_equal(counts, dense_counts)
+    assert counts.dtype == np.float32
