@@ -52,9 +52,10 @@ INDEX_STATE = "ease.lambda_index"
 MAX_EXACT_COUNT = float(1 << 24)
 
 
-def check_gram(update: Update) -> None:
+def check_gram(update: Update, num_items: int) -> None:
     """A Gram update holds co-occurrence counts: non-negative integers within float32's
-    exact range (anything else is not a Gram, and would make the sum inexact)."""
+    exact range, symmetric (count ``(i, j)`` = count ``(j, i)``). Anything else is not a
+    Gram, and would make the sum inexact or the solve meaningless."""
     for name, values in update.tensors.items():
         if values.size and (
             bool((values < 0).any())
@@ -63,6 +64,17 @@ def check_gram(update: Update) -> None:
         ):
             raise ValueError(
                 f"tensor '{name}' must hold co-occurrence counts: integers in [0, 2^24]"
+            )
+        keys = update.rows if update.rows is not None else np.flatnonzero(values).astype(np.int64)
+        flat = values.reshape(-1) if update.rows is not None else values.reshape(-1)[keys]
+        mirrored = (keys % num_items) * num_items + keys // num_items
+        order = np.argsort(mirrored, kind="stable")
+        if not (
+            np.array_equal(mirrored[order], np.sort(keys)) and np.array_equal(flat[order], flat)
+        ):
+            raise ValueError(
+                f"tensor '{name}' must be a symmetric Gram: the entry (i, j) of every "
+                "(j, i), with the same count"
             )
 
 

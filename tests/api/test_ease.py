@@ -120,6 +120,16 @@ def test_an_update_that_is_no_gram_is_refused(client: TestClient, admin_headers:
         {"item_factors": np.zeros((N, 2), np.float32)}, round=1, base_version=0, num_examples=1
     )
     assert_problem(put_update(client, fid, 1, mf_shaped, h), 422, "invalid-update")
+    # a count for (0, 1) without the same count for (1, 0) is no Gram
+    lopsided = encode_update(
+        {"ease_gram": np.array([2.0, 1.0, 1.0], np.float32)},
+        round=1,
+        base_version=0,
+        num_examples=2,
+        rows=np.array([0, 1, N + 1]),  # (0, 0), (0, 1), (1, 1): (1, 0) is missing
+    )
+    problem = assert_problem(put_update(client, fid, 1, lopsided, h), 422, "invalid-update")
+    assert "symmetric" in problem["detail"]
     # the former item-row layout (rows of N counts) is not the flat co-occurrence list
     item_rows = encode_update(
         {"ease_gram": np.ones((1, N), np.float32)},
