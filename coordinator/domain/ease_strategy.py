@@ -16,8 +16,8 @@ Cholesky inverse, pruned to ``ease_top_k`` entries per column when the spec says
 so a taken-over or replayed round gives the same bytes, and the simulation's centralized
 baseline, which calls the same function on the same summed Gram, gets the same ``B``.
 Cost at ``n`` items: the summed Gram (``4 n²`` bytes) and one ``n²`` work array while a
-round is aggregated (float64 up to 5 000 items, float32 above: 2.6 GB at 18 000), ~``n³``
-flops (minutes at 18 000 items on 2 cores; ``bench/ease_solve.py``); the stored state
+round is aggregated (float64 up to 5 000 items, float32 above: ~2.8 GB at 18 000), ~``n³``
+flops (~80 CPU seconds at 18 000 items; ``bench/ease_solve.py``); the stored state
 and the model are small (the Gram's non-zeros; ``8 n k`` bytes pruned).
 
 Privacy: the coordinator sees each participant's Gram, i.e. its item co-occurrence
