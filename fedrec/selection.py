@@ -29,11 +29,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrec.ease_search import (
-    FEDERATION_NEIGHBOURS,
     EaseValidation,
     available_memory_bytes,
+    ease_cost,
     ease_skip_reason,
-    federation_lambdas,
     validate_ease,
 )
 from fedrec.options import SimulationOptions
@@ -339,18 +338,21 @@ def _ease_candidate(
     the reason given when its cost guard skips it."""
     if "model" in options.pinned and options.model != "ease":
         return None
+    num_users = int(np.unique(train.users).size)
     skipped = ease_skip_reason(
-        train.num_items,
-        participants,
-        1 + 2 * FEDERATION_NEIGHBOURS,
-        available_bytes=available_memory_bytes(),
+        train.num_items, num_users, participants, available_bytes=available_memory_bytes()
     )
     if skipped is not None:
         log(f"ease skipped: {skipped}")
-        return EaseValidation({}, skipped=skipped)
-    found = validate_ease(train, valid)
+        cost = ease_cost(train.num_items, num_users, participants).report()
+        return EaseValidation({}, skipped=skipped, cost=cost)
+    found = validate_ease(train, valid, participants=participants)
     shown = ", ".join(f"{lam:g}: {value:.4f}" for lam, value in found.scores.items())
-    log(f"ease (closed form, {found.seconds:.1f} s), validation NDCG@10 by lambda: {shown}")
+    pruned = f", B pruned to {found.top_k} per column" if found.top_k else ""
+    log(
+        f"ease (closed form, {found.route} solve{pruned}, {found.seconds:.1f} s), "
+        f"validation NDCG@10 by lambda: {shown}"
+    )
     return found
 
 
@@ -360,8 +362,7 @@ def with_ease(selection: Selection, ease: EaseValidation) -> Selection:
     report = ease.report()
     if not ease.scores:
         return dataclasses.replace(selection, ease=report)
-    lambdas = federation_lambdas(ease.scores)
-    candidate = Candidate("ease", {"model": "ease", "ease_lambdas": lambdas})
+    candidate = Candidate("ease", {"model": "ease", "ease_lambdas": ease.lambdas})
     final = selection.budgets[-1] if selection.budgets else 0
     rival = selection.chosen.name
     rival_score = max(selection.scores[rival].values(), default=float("-inf"))

@@ -39,6 +39,7 @@ from rich.table import Table
 from coordinator.domain.specs import EASE_DEFAULT_LAMBDAS
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
 from fedrec.early_stopping import EarlyStopping
+from fedrec.ease_search import ease_top_k_for, pooled_ease_model
 from fedrec.failures import SimulationError
 from fedrec.local_server import embedded_coordinator
 from fedrec.options import SimulationOptions
@@ -61,7 +62,6 @@ from participant_sdk.recsys import (
     load_csv,
     load_movielens_100k,
 )
-from participant_sdk.recsys.ease import EASEModel
 from participant_sdk.recsys.ease_trainer import EASEConfig, EASETrainer
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import Trainer, fold_in, make_trainer, prepare_to_score
@@ -174,20 +174,27 @@ def centralized_baseline(
 
 
 def central_ease(
-    data: Interactions, split: LeaveOneOutSplit, lambdas: tuple[float, ...]
+    data: Interactions,
+    split: LeaveOneOutSplit,
+    lambdas: tuple[float, ...],
+    top_k: int | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Centralized EASE on the pooled training data, its lambda chosen on validation
-    among the federation's candidates (so federated equals centralized)."""
-    best: tuple[float, int, EASEModel] | None = None
+    among the federation's candidates. The solve is the coordinator's own function on
+    the same Gram (pruned alike: ``top_k`` is the federation's ``ease_top_k``), so
+    federated equals centralized."""
+    scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
+    best: tuple[float, int, dict[str, np.ndarray]] | None = None
     for index, lam in enumerate(lambdas, start=1):
-        model = EASEModel(split.train, lam)
-        valid = evaluate_loo(model.score, split.train, split.valid)["ndcg@10"]
+        tensors = pooled_ease_model(split.train, lam, top_k)
+        fold_in(scorer, tensors, split.train)
+        valid = _ease_validation(scorer, tensors, split)
         if best is None or valid > best[0]:
-            best = (valid, index, model)
+            best = (valid, index, tensors)
+        del tensors
     assert best is not None
     # the participants' scoring: float32 B, each user's train + validation rows
-    scorer = EASETrainer(num_users=data.num_users, num_items=data.num_items, config=EASEConfig())
-    ease_b = {"ease_b": best[2].weights.astype(np.float32)}
+    ease_b = best[2]
     fold_in(scorer, ease_b, concat(split.train, split.valid))
     chosen = {
         "chosen_round": best[1],
@@ -195,8 +202,19 @@ def central_ease(
         "rounds_trained": len(lambdas),
         "stopped_by": f"lambda grid {list(lambdas)} (one solve each)",
         "ease_lambda": lambdas[best[1] - 1],
+        "ease_top_k": top_k,
     }
     return _test_metrics(lambda users: scorer.score(users, ease_b), split, data), chosen
+
+
+def _ease_validation(
+    scorer: EASETrainer, tensors: dict[str, np.ndarray], split: LeaveOneOutSplit
+) -> float:
+    return float(
+        evaluate_loo(lambda users: scorer.score(users, tensors), split.train, split.valid)[
+            "ndcg@10"
+        ]
+    )
 
 
 def _stop_cause(early: bool, patience: int | None, min_delta: float, cap: int) -> str:
@@ -234,6 +252,9 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         options = _ease_rounds(options)
     config = EASEConfig() if options.model == "ease" else options.trainer_config()
     console.print(_model_line(config, options))
+    top_k = ease_top_k_for(data.num_items)  # decided once: the baseline and the spec agree
+    if isinstance(config, EASEConfig) and top_k is not None:
+        console.print(f"EASE's B ships pruned to {top_k} weights per column")
     if options.encoding != "float32":
         console.print(f"transport: updates and downloads in {options.encoding}")
     if privacy is not None and "secure_aggregation" in privacy:
@@ -244,7 +265,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         # coordinator) holds one interpreter's lock, so on 2 cores this takes the
         # baseline off the wall time; the pool's exit ends it if the federation fails.
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(1))
-        central = pool.apply_async(_centralized, (options, config, data, split))
+        central = pool.apply_async(_centralized, (options, config, data, split, top_k))
         if options.coordinator:
             url, token = options.coordinator, options.admin_token or ""
             if not token:
@@ -257,7 +278,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
             console.print(f"embedded coordinator at {url} (data in {data_dir})")
         admin = stack.enter_context(Client(url, token))
         history, federated, federated_chosen, spent = _federate(
-            options, config, data, groups, admin, url, console, privacy
+            options, config, data, groups, admin, url, console, privacy, top_k
         )
         centralized, central_chosen, central_seconds = central.get()
     popular = PopularityModel(split.train)
@@ -308,11 +329,12 @@ def _centralized(
     config: BPRConfig | IALSConfig | EASEConfig,
     data: Interactions,
     split: LeaveOneOutSplit,
+    ease_top_k: int | None,
 ) -> tuple[dict[str, float], dict[str, Any], float]:
     """The centralized baseline of the chosen model, and its seconds (run in the pool)."""
     started = time.perf_counter()
     if isinstance(config, EASEConfig):
-        centralized, chosen = central_ease(data, split, _lambdas(options))
+        centralized, chosen = central_ease(data, split, _lambdas(options), ease_top_k)
     else:
         centralized, chosen = centralized_baseline(
             data,
@@ -395,10 +417,16 @@ def _federate(
     url: str,
     console: Console,
     privacy: dict[str, Any] | None,
+    ease_top_k: int | None,
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any], dict[str, Any] | None]:
     federation = admin.federations.create(
         f"simulation-{options.partition}",
-        {"kind": "ease", "num_items": data.num_items, "ease_lambdas": _lambdas(options)}
+        {
+            "kind": "ease",
+            "num_items": data.num_items,
+            "ease_lambdas": _lambdas(options),
+            "ease_top_k": ease_top_k,
+        }
         if isinstance(config, EASEConfig)
         else {
             "kind": "ials" if options.model == "ials" else "mf",

@@ -81,6 +81,9 @@ class ModelSpec(BaseAPIModel):
         Latent dimension (unused by ``kind="ease"``).
     ease_lambdas : list of float, optional
         ``kind="ease"``: the candidate L2 penalties, one version per round.
+    ease_top_k : int, optional
+        ``kind="ease"``: ship ``B`` pruned to its ``k`` largest weights per column
+        (``ease_b_index``/``ease_b_value``); ``None``: dense ``ease_b``.
     seed, init_scale
         Initialisation of version 0; the coordinator's defaults when ``None``.
     """
@@ -91,6 +94,7 @@ class ModelSpec(BaseAPIModel):
     seed: int | None = None
     init_scale: float | None = None
     ease_lambdas: list[float] | None = None
+    ease_top_k: int | None = None
 
 
 class StrategySpec(BaseAPIModel):

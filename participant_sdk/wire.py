@@ -7,8 +7,10 @@ arbitrary code on the receiver.
 
 A **model** payload holds the model's tensors (for ``kind="mf"``: ``item_factors``
 float32 ``num_items x dim`` and ``item_bias`` float32 ``num_items``; for ``kind="ease"``:
-``ease_b`` float32 ``num_items x num_items``). An ``ease`` update carries ``ease_gram``
-(the participant's ``XᵀX``) instead of deltas.
+``ease_b`` float32 ``num_items x num_items``, or with ``ease_top_k`` the pruned pair
+``ease_b_index``/``ease_b_value``, see :func:`ease_spec`). An ``ease`` update carries
+``ease_gram`` (the participant's ``XᵀX``, flattened, its non-zero entries listed
+row-sparse) instead of deltas.
 
 An **update** payload holds, for each model tensor, the delta ``trained - base``, and
 the metadata ``round``, ``base_version``, ``num_examples`` and ``update_kind``:
@@ -133,15 +135,25 @@ def mf_spec(*, num_items: int, dim: int) -> dict[str, TensorSpec]:
     }
 
 
-def ease_spec(*, num_items: int) -> dict[str, TensorSpec]:
-    """Tensor spec of an EASE model: the item-item weights ``B`` (zero diagonal)."""
-    return {"ease_b": TensorSpec("ease_b", "float32", (num_items, num_items))}
+def ease_spec(*, num_items: int, top_k: int | None = None) -> dict[str, TensorSpec]:
+    """Tensor spec of an EASE model: the item-item weights ``B`` (zero diagonal), dense;
+    or, pruned to ``top_k`` entries per column, ``ease_b_index`` (row ``j``: the source
+    items ``i`` kept for target ``j``, ascending, exact integers in float32) and
+    ``ease_b_value`` (their ``B_ij``), both ``num_items x top_k``."""
+    if top_k is None:
+        return {"ease_b": TensorSpec("ease_b", "float32", (num_items, num_items))}
+    return {
+        name: TensorSpec(name, "float32", (num_items, top_k))
+        for name in ("ease_b_index", "ease_b_value")
+    }
 
 
 def ease_update_spec(*, num_items: int) -> dict[str, TensorSpec]:
-    """Tensor spec of an EASE update: the participant's item Gram ``XᵀX`` (counts; sent
-    row-sparse over the participant's items, or with no rows once the Gram is in)."""
-    return {"ease_gram": TensorSpec("ease_gram", "float32", (num_items, num_items))}
+    """Tensor spec of an EASE update: the participant's item Gram ``XᵀX`` flattened
+    row-major to ``num_items²`` counts, sent ``row_sparse`` over its non-zero entries
+    (``rows`` = the flat indices ``i * num_items + j``: a co-occurrence list, ~12 bytes a
+    pair instead of ``4 num_items`` per item row), or with no rows once the Gram is in."""
+    return {"ease_gram": TensorSpec("ease_gram", "float32", (num_items * num_items,))}
 
 
 @dataclass

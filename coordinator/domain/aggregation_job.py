@@ -350,7 +350,11 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
     strategy: Strategy | EaseStrategy
     if settings.model.kind == "ease":
         # an exact Gram sum and a closed-form solve instead of a gradient step
-        strategy = EaseStrategy(settings.model.ease_lambdas, settings.model.num_items)
+        strategy = EaseStrategy(
+            settings.model.ease_lambdas,
+            settings.model.num_items,
+            top_k=settings.model.ease_top_k,
+        )
     else:
         strategy = build_strategy(
             settings.strategy,

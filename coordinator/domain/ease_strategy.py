@@ -1,23 +1,27 @@
 """Federated EASE (Steck, WWW 2019): an exact sum of Grams, then one solve per lambda.
 
 EASE's only data statistic is the item Gram ``G = XᵀX``, a sum over users, so the
-federation is exact: round 1's updates carry each participant's own Gram (row-sparse
-over its items), the :class:`ExactSum` aggregator adds them in float64 (integer counts:
-the sum is exact) and :class:`EaseSolve` publishes ``B(λ_1)``; the summed Gram is the
-durable server state of that version. Rounds 2..k carry no Gram (an update without
-rows is the participant's "ready" signal, sent after it reported the base on
-validation) and solve ``B(λ_r)`` from the stored Gram. Version ``r`` thus holds
+federation is exact: round 1's updates carry each participant's own Gram (its non-zero
+entries, listed row-sparse over the flattened ``n²`` matrix), the :class:`ExactSum`
+aggregator adds them (integer counts below 2^24: exact in float32) and
+:class:`EaseStrategy` publishes ``B(λ_1)``; the summed Gram, stored sparse (its non-zero
+entries), is the durable server state of that version. Rounds 2..k carry no Gram (an
+update without rows is the participant's "ready" signal, sent after it reported the base
+on validation) and solve ``B(λ_r)`` from the stored Gram. Version ``r`` thus holds
 ``λ = ease_lambdas[r - 1]``, every version is validated (the last one by the final
 evaluation), and the ``best`` deploy policy picks the λ on validation.
 
-The solve runs in float64 on the same stored Gram, so a taken-over or replayed round
-gives the same bytes. Cost at ``n`` items: the model ``B`` and the stored Gram are
-``n²`` float32 each, the solve peaks at ~2.4 ``n²`` float64 and takes ~``n³`` flops
-(20 000 items: ~1.6 GB per blob, ~8 GB and tens of minutes on 2 cores), hence
-``EASE_MAX_ITEMS``.
+The solve is :func:`coordinator.domain.ease_solve.ease_model` (a deterministic in-place
+Cholesky inverse, pruned to ``ease_top_k`` entries per column when the spec says so),
+so a taken-over or replayed round gives the same bytes, and the simulation's centralized
+baseline, which calls the same function on the same summed Gram, gets the same ``B``.
+Cost at ``n`` items: the summed Gram (``4 n²`` bytes) and one ``n²`` work array while a
+round is aggregated (float64 up to 5 000 items, float32 above: ~2.8 GB at 18 000), ~``n³``
+flops (~80 CPU seconds at 18 000 items; ``bench/ease_solve.py``); the stored state
+and the model are small (the Gram's non-zeros; ``8 n k`` bytes pruned).
 
 Privacy: the coordinator sees each participant's Gram, i.e. its item co-occurrence
-counts; with secure aggregation only the sum would be seen.
+counts; with secure aggregation only the sum would be seen (not wired for ``ease`` yet).
 
 The closed form is duplicated (a few lines) in the SDK's ``recsys.ease``, which the
 coordinator may not import; a test checks both agree.
@@ -30,33 +34,28 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.domain.ease_solve import ease_model
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import ModelSpec, PrivacyPolicy
 from participant_sdk.wire import Update
 
-__all__ = ["EaseStrategy", "ExactSum", "check_ease_federation", "check_gram", "solve_ease"]
+__all__ = ["EaseStrategy", "ExactSum", "check_ease_federation", "check_gram"]
 
-F64 = npt.NDArray[np.float64]
-GRAM_STATE = "ease.gram"
+F32 = npt.NDArray[np.float32]
+# the summed Gram as server state: its non-zero entries (flat indices, counts)
+GRAM_KEYS_STATE = "ease.gram_keys"
+GRAM_COUNTS_STATE = "ease.gram_counts"
+# the dense n × n float32 Gram of versions stored before the sparse state (still read)
+DENSE_GRAM_STATE = "ease.gram"
 INDEX_STATE = "ease.lambda_index"
 # float32 holds every integer up to 2^24 exactly: the stored Gram's counts stay exact
 MAX_EXACT_COUNT = float(1 << 24)
 
 
-def solve_ease(gram: npt.NDArray[np.generic], lam: float) -> F64:
-    """``B = I − P / diag(P)``, ``P = (G + λI)⁻¹``, zero diagonal (float64)."""
-    reg = np.array(gram, dtype=np.float64)
-    reg[np.diag_indices_from(reg)] += lam
-    precision = np.linalg.inv(reg)
-    del reg
-    weights: F64 = precision / -np.diag(precision)[None, :]
-    weights[np.diag_indices_from(weights)] = 0.0
-    return weights
-
-
-def check_gram(update: Update) -> None:
+def check_gram(update: Update, num_items: int) -> None:
     """A Gram update holds co-occurrence counts: non-negative integers within float32's
-    exact range (anything else is not a Gram, and would make the sum inexact)."""
+    exact range, symmetric (count ``(i, j)`` = count ``(j, i)``). Anything else is not a
+    Gram, and would make the sum inexact or the solve meaningless."""
     for name, values in update.tensors.items():
         if values.size and (
             bool((values < 0).any())
@@ -65,6 +64,17 @@ def check_gram(update: Update) -> None:
         ):
             raise ValueError(
                 f"tensor '{name}' must hold co-occurrence counts: integers in [0, 2^24]"
+            )
+        keys = update.rows if update.rows is not None else np.flatnonzero(values).astype(np.int64)
+        flat = values.reshape(-1) if update.rows is not None else values.reshape(-1)[keys]
+        mirrored = (keys % num_items) * num_items + keys // num_items
+        order = np.argsort(mirrored, kind="stable")
+        if not (
+            np.array_equal(mirrored[order], np.sort(keys)) and np.array_equal(flat[order], flat)
+        ):
+            raise ValueError(
+                f"tensor '{name}' must be a symmetric Gram: the entry (i, j) of every "
+                "(j, i), with the same count"
             )
 
 
@@ -81,28 +91,35 @@ def check_ease_federation(model: ModelSpec, privacy: PrivacyPolicy) -> None:
 
 
 class ExactSum:
-    """Sums the round's Gram rows in float64 into one ``n × n`` matrix."""
+    """Sums the round's Gram entries into one flat ``n²`` float32 matrix (exact: integer
+    counts below 2^24, checked when the result is built)."""
 
     def __init__(self, num_items: int) -> None:
         self.count = 0
-        self.gram: F64 | None = None  # allocated by the first update with rows
+        self.gram: F32 | None = None  # allocated by the first update with entries
         self.num_items = num_items
 
     def add(self, update: Update) -> None:
         self.count += 1
-        rows = update.rows if update.rows is not None else np.arange(self.num_items)
-        if rows.size == 0:
+        values = update.tensors["ease_gram"].reshape(-1)
+        if values.size == 0:
             return
         if self.gram is None:
-            self.gram = np.zeros((self.num_items, self.num_items), dtype=np.float64)
-        self.gram[rows] += update.tensors["ease_gram"]
+            self.gram = np.zeros(self.num_items * self.num_items, dtype=np.float32)
+        if update.rows is None:  # a dense upload: every entry
+            self.gram += values
+        else:  # distinct flat indices (the wire checks they ascend)
+            self.gram[update.rows] += values
 
 
 class EaseStrategy:
     """The aggregation of an ``ease`` federation (same ``add``/``result`` as ``Strategy``)."""
 
-    def __init__(self, lambdas: tuple[float, ...], num_items: int) -> None:
+    def __init__(
+        self, lambdas: tuple[float, ...], num_items: int, *, top_k: int | None = None
+    ) -> None:
         self.lambdas = lambdas
+        self.top_k = top_k
         self.aggregator = ExactSum(num_items)
 
     def add(self, update: Update) -> None:
@@ -114,14 +131,14 @@ class EaseStrategy:
         state: Mapping[str, npt.NDArray[np.generic]],
         *,
         step_scale: float = 1.0,  # noqa: ARG002 - a closed-form solve has no step to shorten
-    ) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, npt.NDArray[np.float32]]]:
+    ) -> tuple[dict[str, F32], dict[str, npt.NDArray[np.generic]]]:
         """``B(λ_r)`` and the state to store with it: the summed Gram and ``r - 1``."""
-        stored = state.get(GRAM_STATE)
+        n = self.aggregator.num_items
         gram = self.aggregator.gram
-        if stored is not None:
+        if INDEX_STATE in state:
             index = int(np.asarray(state[INDEX_STATE]).reshape(-1)[0]) + 1
             # a Gram arriving after round 1 (a late participant) still joins the sum
-            gram = np.asarray(stored, dtype=np.float64) + (0.0 if gram is None else gram)
+            gram = _stored_gram(state, n) if gram is None else gram + _stored_gram(state, n)
         else:
             index = 0
         if gram is None:
@@ -129,9 +146,21 @@ class EaseStrategy:
         if float(gram.max(initial=0.0)) > MAX_EXACT_COUNT:
             raise ValueError("the summed Gram exceeds float32's exact integer range")
         lam = self.lambdas[min(index, len(self.lambdas) - 1)]
-        weights = solve_ease(gram, lam).astype(np.float32)
-        new_state = {
-            GRAM_STATE: gram.astype(np.float32),
+        keys = np.flatnonzero(gram)
+        new_state: dict[str, npt.NDArray[np.generic]] = {
+            GRAM_KEYS_STATE: keys.astype(np.int64),
+            GRAM_COUNTS_STATE: gram[keys],
             INDEX_STATE: np.array([index], dtype=np.float32),
         }
-        return {"ease_b": weights}, new_state
+        model = ease_model(gram.reshape(n, n), lam, top_k=self.top_k)
+        return model, new_state
+
+
+def _stored_gram(state: Mapping[str, npt.NDArray[np.generic]], n: int) -> F32:
+    """The summed Gram of the previous version's state, flat ``n²`` float32."""
+    if DENSE_GRAM_STATE in state:
+        return np.asarray(state[DENSE_GRAM_STATE], dtype=np.float32).reshape(-1).copy()
+    gram = np.zeros(n * n, dtype=np.float32)
+    keys = np.asarray(state[GRAM_KEYS_STATE], dtype=np.int64)
+    gram[keys] = np.asarray(state[GRAM_COUNTS_STATE], dtype=np.float32)
+    return gram

@@ -115,9 +115,10 @@ class FederationView:
 
 
 def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
-    """Version 0: small random item factors (seeded), zero biases; ``ease``: B = 0."""
+    """Version 0: small random item factors (seeded), zero biases; ``ease``: B = 0 (its
+    tensors, dense or pruned, all zero)."""
     if spec.kind == "ease":
-        return {"ease_b": np.zeros((spec.num_items, spec.num_items), dtype=np.float32)}
+        return {name: np.zeros(t.shape, dtype=np.float32) for name, t in spec.tensors().items()}
     rng = np.random.default_rng(spec.seed)
     return {
         "item_factors": (rng.standard_normal((spec.num_items, spec.dim)) * spec.init_scale).astype(

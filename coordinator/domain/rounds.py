@@ -361,7 +361,7 @@ def submit_update(
             encoding=settings.transport.encoding,
         )
         if settings.model.kind == "ease":
-            check_gram(update)
+            check_gram(update, settings.model.num_items)
     except WireError as exc:
         raise InvalidUpdate(exc.message, field=exc.field) from exc
     except ValueError as exc:  # check_gram: names the tensor

@@ -32,7 +32,7 @@ __all__ = [
 
 # server_lr of fedadam/fedyogi when none is given (Reddi et al. 2021 use 10^-2 to 10^-1.5)
 ADAPTIVE_SERVER_LR = 0.01
-# ease: B is num_items² float32 and the solve ~2.4 num_items² float64 (see ease_strategy)
+# ease: the solve holds ~2 num_items² floats and takes ~num_items³ flops (see ease_solve)
 EASE_MAX_ITEMS = 20_000
 # a log grid wide enough for sparse and dense data: round r publishes B(lambda_r)
 EASE_DEFAULT_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
@@ -68,7 +68,8 @@ class ModelSpec(_Spec):
         description="Model family: `mf` = matrix factorisation trained with BPR; `ials` = "
         "confidence-weighted matrix factorisation (implicit ALS, dense updates; `item_bias` "
         "stays 0). Both have the same tensors. `ease` = closed-form item-item model (EASE): "
-        "one tensor `ease_b` (num_items x num_items), one solve per candidate lambda."
+        "one tensor `ease_b` (num_items x num_items; pruned with `ease_top_k`), one solve per "
+        "candidate lambda."
     )
     num_items: int = Field(gt=0, le=50_000_000, description="Rows of the item tables.")
     dim: int = Field(
@@ -84,6 +85,15 @@ class ModelSpec(_Spec):
         max_length=20,
         description="`ease` only: candidate L2 penalties, one per round (round r publishes "
         "version r = B(ease_lambdas[r-1]); the deploy policy picks one on validation).",
+    )
+    ease_top_k: int | None = Field(
+        default=None,
+        ge=1,
+        le=EASE_MAX_ITEMS,
+        description="`ease` only: keep the top_k largest-magnitude weights of each column "
+        "of B (what participants download: tensors `ease_b_index` and `ease_b_value`, "
+        "num_items x top_k, instead of the dense `ease_b`). Must be below num_items; "
+        "null (the default) ships B dense.",
     )
     seed: int = Field(
         default=0, ge=0, le=2**63 - 1, description="Seed of the initial item factors."
@@ -111,6 +121,13 @@ class ModelSpec(_Spec):
                 f"num_items must be at most {EASE_MAX_ITEMS} for kind 'ease' (its model is "
                 f"num_items^2 floats, its solve ~n^3 flops), got {self.num_items}"
             )
+        if self.ease_top_k is not None and not (
+            self.kind == "ease" and self.ease_top_k < self.num_items
+        ):
+            raise ValueError(
+                "ease_top_k applies to kind 'ease' only and must be below num_items "
+                f"({self.num_items}); leave it out to ship B dense"
+            )
         lambdas = self.ease_lambdas
         if not all(math.isfinite(lam) and 0 < lam <= 1e9 for lam in lambdas):
             raise ValueError("ease_lambdas must be finite numbers in (0, 1e9]")
@@ -120,7 +137,7 @@ class ModelSpec(_Spec):
 
     def tensors(self) -> dict[str, TensorSpec]:
         if self.kind == "ease":
-            return ease_spec(num_items=self.num_items)
+            return ease_spec(num_items=self.num_items, top_k=self.ease_top_k)
         return mf_spec(num_items=self.num_items, dim=self.dim)
 
     def update_tensors(self) -> dict[str, TensorSpec]:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from .data import Interactions
 
-__all__ = ["EASEModel", "ease_weights", "item_gram"]
+__all__ = ["EASEModel", "PrunedB", "ease_weights", "item_gram"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.floating]
@@ -39,6 +39,8 @@ FloatArray = npt.NDArray[np.floating]
 PAIR_CHUNK = 1 << 22
 # A BLAS multiply-add is ~1000x cheaper than expanding one pair: pick the cheaper path.
 DENSE_SPEEDUP = 1000.0
+# (user, target) score terms accumulated at once by PrunedB.scores
+SCORE_CHUNK = 1 << 23
 
 
 def item_gram(
@@ -175,3 +177,57 @@ class EASEModel:
         x[rows[keep], self._train.items[keep]] = 1.0
         scores: FloatArray = x @ self.weights
         return scores
+
+
+class PrunedB:
+    """``B`` pruned to ``k`` entries per column, scored without densifying it.
+
+    ``index[j]`` lists the source items ``i`` kept for target item ``j`` (exact integers,
+    float32 on the wire) and ``value[j]`` their weights ``B_ij``. Scores ``x_u B`` are the
+    sum, over the user's items ``i``, of row ``i`` of ``B``: the columns are regrouped by
+    source item once (``8 n k`` bytes), then each user's terms are accumulated, so memory
+    is ``O(n k)`` plus the requested score matrix, never ``n²``.
+    """
+
+    def __init__(self, index: npt.NDArray[np.generic], value: npt.NDArray[np.generic]) -> None:
+        index = np.asarray(index)
+        value = np.asarray(value, dtype=np.float32)
+        if index.ndim != 2 or index.shape != value.shape:
+            raise ValueError("ease_b_index and ease_b_value must be 2-d arrays of one shape")
+        n, k = index.shape
+        source = index.reshape(-1).astype(np.int64)
+        if source.size and (
+            bool((source != index.reshape(-1)).any()) or source.min() < 0 or source.max() >= n
+        ):
+            raise ValueError(f"ease_b_index must hold item indices in [0, {n})")
+        order = np.argsort(source, kind="stable")
+        self.num_items = n
+        self.targets = np.repeat(np.arange(n, dtype=np.int64), k)[order]
+        self.weights = value.reshape(-1)[order]
+        self.starts = np.r_[0, np.cumsum(np.bincount(source, minlength=n))].astype(np.int64)
+
+    def scores(self, user_rows: IntArray, items: IntArray, num_rows: int) -> FloatArray:
+        """``(num_rows, n)`` float32 scores: row ``r`` sums ``B``'s rows of the items
+        paired with ``r`` (pairs ``(user_rows[t], items[t])``, a duplicate counted once)."""
+        n = self.num_items
+        out = np.zeros((num_rows, n), dtype=np.float32)
+        if not items.size:
+            return out
+        pairs = np.unique(np.stack([user_rows, items], axis=1), axis=0)
+        lengths = self.starts[pairs[:, 1] + 1] - self.starts[pairs[:, 1]]
+        done = np.r_[0, np.cumsum(lengths)]
+        first = 0
+        while first < pairs.shape[0]:  # bounded: every pass consumes at least one pair
+            last = max(
+                first + 1, int(np.searchsorted(done, done[first] + SCORE_CHUNK, side="right")) - 1
+            )
+            seg = lengths[first:last]
+            offsets = np.arange(int(seg.sum())) - np.repeat(np.cumsum(seg) - seg, seg)
+            entries = np.repeat(self.starts[pairs[first:last, 1]], seg) + offsets
+            # pairs are sorted by row: this chunk only touches rows low..high
+            low, high = int(pairs[first, 0]), int(pairs[last - 1, 0]) + 1
+            keys = (np.repeat(pairs[first:last, 0], seg) - low) * n + self.targets[entries]
+            sums = np.bincount(keys, weights=self.weights[entries], minlength=(high - low) * n)
+            out[low:high] += sums.reshape(high - low, n).astype(np.float32)
+            first = last
+        return out

@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from fedrec.ease_search import (
-    EASE_SEARCH_MAX_ITEMS,
+    DENSE_MAX_ITEMS,
+    EASE_TOP_K,
     EaseValidation,
+    PooledEase,
+    ease_cost,
     ease_lambda_grid,
     ease_skip_reason,
+    ease_top_k_for,
     federation_lambdas,
+    pooled_ease_model,
     search_lambdas,
     validate_ease,
 )
@@ -79,20 +84,50 @@ def test_the_federation_revalidates_the_best_lambda_and_its_neighbours() -> None
     assert federation_lambdas({1.0: 0.1, 3.0: 0.3}) == (1.0, 3.0)
 
 
-def test_the_guard_skips_large_catalogs_low_memory_and_heavy_downloads() -> None:
-    assert ease_skip_reason(1682, 5, 3, available_bytes=16 * GB) is None
-    too_many = ease_skip_reason(EASE_SEARCH_MAX_ITEMS + 1, 5, 3, available_bytes=None)
-    assert too_many is not None
-    assert f"{EASE_SEARCH_MAX_ITEMS + 1} items > {EASE_SEARCH_MAX_ITEMS}" in too_many
-    # 4000 items: the solve peaks at ~0.54 GB; with 0.5 GB free it must not start
-    memory = ease_skip_reason(4000, 5, 3, available_bytes=GB // 2)
+def test_the_guard_estimates_the_cost_and_says_why_it_skips() -> None:
+    assert ease_skip_reason(1682, 943, 5, available_bytes=16 * GB) is None
+    # the bar's size with few users: the user-side search route keeps it within budget
+    assert ease_skip_reason(17_898, 1_900, 5, available_bytes=16 * GB) is None
+    # as many users as items: every search solve is an n³ Cholesky; too slow, and it says so
+    slow = ease_skip_reason(17_898, 20_000, 5, available_bytes=None)
+    assert slow is not None
+    assert "CPU minutes" in slow
+    assert "17898 items" in slow
+    cost = ease_cost(17_898, 20_000, 5)
+    assert cost.cpu_seconds > ease_cost(17_898, 1_900, 5).cpu_seconds
+    assert cost.search_seconds > cost.federation_seconds  # 7 search solves against 2
+    # 4000 items: the solve peaks at ~0.25 GB; with 0.2 GB free it must not start
+    memory = ease_skip_reason(4000, 943, 5, available_bytes=GB // 5)
     assert memory is not None
     assert "memory" in memory
     # per-user ML-100K: 943 participants x 4 downloads of an 11 MB B
-    per_user = ease_skip_reason(1682, 943, 3, available_bytes=None)
+    per_user = ease_skip_reason(1682, 943, 943, available_bytes=None)
     assert per_user is not None
     assert "943 participants" in per_user
-    assert ease_skip_reason(1682, 943, 3, available_bytes=None, max_download_bytes=64 * GB) is None
+    roomy = ease_skip_reason(1682, 943, 943, available_bytes=None, max_download_bytes=64 * GB)
+    assert roomy is None
+
+
+def test_large_catalogs_ship_b_pruned_and_publish_the_best_lambda_alone() -> None:
+    assert ease_top_k_for(DENSE_MAX_ITEMS) is None
+    assert ease_top_k_for(DENSE_MAX_ITEMS + 1) == EASE_TOP_K
+    # pruned B: 8 n k bytes per download instead of 4 n²
+    assert ease_cost(18_000, 1_900, 5).download_bytes == 5 * 2 * 8 * 18_000 * EASE_TOP_K
+    found = EaseValidation({1.0: 0.1, 3.0: 0.3, 10.0: 0.2}, neighbours=0)
+    assert found.lambdas == (3.0,)
+
+
+def test_the_user_side_route_solves_what_the_cholesky_route_does() -> None:
+    # fewer users than items: the search takes the user-side identity
+    data = make_synthetic(num_users=40, num_items=120, timestamps=False, seed=3)
+    solver = PooledEase(data)
+    assert solver.route == "user-side"
+    for top_k in (None, 7):
+        fast = solver.model(30.0, top_k)
+        exact = pooled_ease_model(data, 30.0, top_k)
+        assert set(fast) == set(exact)
+        for name in fast:
+            np.testing.assert_allclose(fast[name], exact[name], atol=1e-5)
 
 
 def test_validate_ease_scores_each_lambda_as_the_centralized_model_does() -> None:

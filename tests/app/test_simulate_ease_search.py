@@ -66,9 +66,9 @@ def test_the_search_chooses_ease_where_it_wins_and_the_federation_runs_it(
 def test_the_guard_skips_ease_and_the_search_goes_on_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the same data where EASE wins above, with the catalog limit below its 300 items
-    # (tests/app/test_ease_search.py checks the real limits)
-    monkeypatch.setattr("fedrec.ease_search.EASE_SEARCH_MAX_ITEMS", 250)
+    # the same data where EASE wins above, with a CPU budget it cannot meet
+    # (tests/app/test_ease_search.py checks the real estimates)
+    monkeypatch.setattr("fedrec.ease_search.EASE_CPU_BUDGET_SECONDS", 0.0)
     report_path = tmp_path / "report.json"
     code = main(
         [
@@ -90,8 +90,8 @@ def test_the_guard_skips_ease_and_the_search_goes_on_without_it(
     assert code == 0
     report = json.loads(report_path.read_text())
     selection = report["selection"]
-    assert set(selection["ease"]) == {"skipped"}
-    assert "300 items > 250" in selection["ease"]["skipped"]
+    assert "estimated_cpu_seconds" in selection["ease"]
+    assert "EASE over 300 items would cost" in selection["ease"]["skipped"]
     assert selection["chosen"] != "ease"
     assert "ease" not in selection["validation_ndcg@10"]
     assert "ease" not in selection["candidates"]
@@ -113,3 +113,25 @@ def test_a_pinned_ease_runs_the_default_lambda_grid_without_a_search(tmp_path: P
     assert federated["rounds_trained"] == len(EASE_DEFAULT_LAMBDAS)
     assert federated["ease_lambda"] == central["ease_lambda"]
     assert federated["ease_lambda"] in EASE_DEFAULT_LAMBDAS
+
+
+@pytest.mark.slow
+def test_a_pruned_ease_federation_equals_its_centralized_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The large-catalog path on a small one: B pruned to 20 per column travels over HTTP
+    to the participants, and the federated test figures are the centralized ones (the
+    baseline, in its own process, solves and prunes the same Gram the same way)."""
+    monkeypatch.setattr("fedrec.ease_search.DENSE_MAX_ITEMS", 100)
+    monkeypatch.setattr("fedrec.ease_search.EASE_TOP_K", 20)
+    report_path = tmp_path / "report.json"
+    argv = ["simulate", "--dataset", "synthetic", "--model", "ease", "--participants", "2"]
+    code = main([*argv, "--data-dir", str(tmp_path / "c"), "--report", str(report_path)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    federated, central = report["final"]["federated"], report["final"]["centralized"]
+    assert central["ease_top_k"] == 20
+    assert federated["ease_lambda"] == central["ease_lambda"]
+    for key in ("ndcg@10", "hr@10"):
+        assert federated["test"][key] == pytest.approx(central["test"][key], abs=1e-6)
+    assert federated["test"]["ndcg@10"] > report["final"]["popularity"]["test"]["ndcg@10"]
