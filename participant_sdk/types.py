@@ -187,10 +187,18 @@ class Target(BaseAPIModel):
 
 
 class DeployPolicy(BaseAPIModel):
-    """Which version gets deployed, e.g. ``policy="best"`` by ``metric="ndcg@10"``."""
+    """Which version gets deployed, e.g. ``policy="best"`` by ``metric="ndcg@10"``.
+
+    Attributes
+    ----------
+    window : int or None
+        Rank versions (and count patience) by the mean validation value of the ``window``
+        versions centred on each (odd; the coordinator's default 1 = each version's own).
+    """
 
     policy: str | None = None
     metric: str | None = None
+    window: int | None = None
 
 
 class AdaptiveClipping(BaseAPIModel):

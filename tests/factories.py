@@ -166,6 +166,7 @@ def domain_federation(
     *,
     strategy: Any = None,
     privacy: Any = None,
+    deploy: Any = None,
     **policy: Any,
 ) -> tuple[str, list[Principal]]:
     """A federation built through the domain services, and its participants' principals."""
@@ -188,7 +189,7 @@ def domain_federation(
         rounds=RoundPolicy(**policy),
         catalog=None,
         target=None,
-        deploy=DeployPolicy(),
+        deploy=deploy or DeployPolicy(),
         privacy=privacy or PrivacyPolicy(),
     )
     principals = []
