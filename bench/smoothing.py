@@ -51,6 +51,8 @@ from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import fold_in, make_trainer, prepare_to_score
 
 F32 = npt.NDArray[np.float32]
+# a bounded run on a loaded machine: creating this file lowers the cap to the rounds done
+STOP_FILE: Path | None = None
 Score = Callable[[npt.NDArray[np.int64]], F32]
 # a round's model: item tensors and every user's factors
 State = tuple[dict[str, F32], F32]
@@ -106,6 +108,9 @@ def federated_run(
     states: list[State] = []
     dim = options.dim
     for number in range(1, cap + 1):
+        if STOP_FILE is not None and STOP_FILE.exists():
+            print(f"  {STOP_FILE} exists: the cap is round {number - 1}", flush=True)
+            break
         federation.advance()
         users_factors = np.zeros((split.train.num_users, dim), dtype=np.float32)
         for users, local, trainer in federation.participants:
@@ -214,6 +219,9 @@ def central_test(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
+    parser.add_argument(
+        "--shape", help="a data shape of bench.generalisation (in process) instead of ML-100K"
+    )
     parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
     parser.add_argument("--participants", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -225,17 +233,30 @@ def main() -> None:
         "--test",
         default="",
         help="windows whose deployed version is tested, or auto: the first window and the "
-        "best on split halves",
+        "best on split halves; @FILE: read that from FILE once training is done",
     )
     parser.add_argument("--decay", help="FACTOR:PATIENCE[:WINDOW], e.g. 0.5:5:3")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--stop-file", type=Path, help="lower the cap when this file appears")
     args = parser.parse_args()
-    data, _ = load_movielens_100k(args.data / "u.data")
+    global STOP_FILE
+    STOP_FILE = args.stop_file
+    if args.shape:
+        from bench.generalisation import SHAPES
+
+        built = SHAPES[args.shape].build(False)
+        assert built is not None, f"{args.shape} is not available here"
+        data = built
+    else:
+        data, _ = load_movielens_100k(args.data / "u.data")
     split = leave_one_out(data)
     groups = partition_users(data, args.partition, args.participants, seed=args.seed)
     options = SimulationOptions(
-        dataset="ml-100k", partition=args.partition, participants=args.participants, seed=args.seed
+        dataset="csv" if args.shape else "ml-100k",
+        partition=args.partition,
+        participants=args.participants,
+        seed=args.seed,
     )
     candidates = candidates_for(
         options,
@@ -265,10 +286,11 @@ def main() -> None:
     }
     cpu = time.process_time()
     fed_rounds, fed_states, federation = federated_run(options, split, groups, args.cap, decay)
+    found["cap"] = len(fed_rounds)  # a stop file may have lowered it; the baseline follows
     found["federated_cpu_s"] = round(time.process_time() - cpu, 1)
     cpu = time.process_time()
     central_rounds, central_states, trainer = central_run(
-        config.replace(epochs=options.local_epochs), split, args.cap, decay
+        config.replace(epochs=options.local_epochs), split, len(fed_rounds), decay
     )
     found["central_cpu_s"] = round(time.process_time() - cpu, 1)
     for name, per_round in (("federated", fed_rounds), ("centralized", central_rounds)):
@@ -291,6 +313,9 @@ def main() -> None:
             "split_halves": split_halves(per_round, windows, patience, args.halves),
         }
         print(name, json.dumps(found[name]["rules"]), json.dumps(found[name]["split_halves"]))
+    if args.test.startswith("@"):
+        # decided while this run trained (e.g. on another data set's validation): read now
+        args.test = Path(args.test[1:]).read_text().strip()
     if args.test == "auto":
         # the first window, and the one whose choices scored best on held-out halves
         # (federated and centralized alike: the rule serves both)

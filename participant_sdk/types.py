@@ -110,6 +110,9 @@ class StrategySpec(BaseAPIModel):
     Aggregators robust to poisoning: ``"median"`` and ``"trimmed_mean"`` (coordinate-wise,
     per item row over the updates that sent it; ``trim_fraction``, and ``min_contributors``
     below which a row takes the mean) and ``"multi_krum"`` (``krum_byzantine_fraction``).
+    ``plateau_decay`` (e.g. 0.5) multiplies the server step by that factor each time the
+    validation curve has not improved for ``plateau_patience`` versions (reduce-on-plateau;
+    the coordinator's default: none, a constant step).
     """
 
     name: str | None = None
@@ -122,6 +125,8 @@ class StrategySpec(BaseAPIModel):
     beta2: float | None = None
     tau: float | None = None
     proximal_mu: float | None = None
+    plateau_decay: float | None = None
+    plateau_patience: int | None = None
     update_norm_clip: float | None = None
     trim_fraction: float | None = None
     min_contributors: int | None = None

@@ -11,7 +11,7 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.specs import DeployPolicy, TargetSpec
+from coordinator.domain.specs import DeployPolicy, ModelSpec, TargetSpec
 from coordinator.domain.validation_curve import best_version, smoothed
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository
@@ -88,8 +88,10 @@ def auto_deploy(session: Session, federation: Federation, *, now: datetime) -> D
     version, value = federation.latest_version, None
     if policy.policy == "best":
         scores = validation_scores(session, federation.id, policy.metric)
-        # highest (smoothed) metric; the later version wins a tie
-        best = best_version(smoothed(scores, policy.window))
+        # highest (smoothed) metric; the later version wins a tie. An ease federation's
+        # versions are candidate lambdas, not a trajectory: never smoothed
+        kind = ModelSpec.model_validate(federation.model_spec).kind
+        best = best_version(smoothed(scores, 1 if kind == "ease" else policy.window))
         if best is not None:
             # the deployment records the version's own value, not its window's mean
             version, value = best[0], scores[best[0]]

@@ -414,7 +414,8 @@ class DeployPolicy(_Spec):
         "(patience) watches: each version's value is the mean over the evaluated versions "
         "of the `window` consecutive ones centred on it (an odd number; fewer at the ends "
         "of the curve). 1 = each version's own value. A noisy curve (many participants "
-        "with few users each) otherwise deploys its luckiest evaluation.",
+        "with few users each) otherwise deploys its luckiest evaluation. Not applied to "
+        "`ease`, whose versions are candidate lambdas.",
     )
 
     @model_validator(mode="after")
