@@ -75,22 +75,31 @@ def federate(
     groups: list[npt.NDArray[np.int64]],
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Train the chosen recipe with the stop policy; test its best validated version."""
-    federation = ShortFederation(split.train, groups, options.trainer_config(), options.strategy())
-    stopper = EarlyStopping(options.patience, options.min_delta)
-    best: tuple[dict[str, Any], list[Any]] | None = None
+    federation = ShortFederation(
+        split.train,
+        groups,
+        options.trainer_config(),
+        options.strategy(),
+        window=options.validation_window,
+        min_delta=options.min_delta,
+    )
+    stopper = EarlyStopping(options.patience, options.min_delta, options.validation_window)
+    # the versions the deploy policy may still choose (the best, and the newest window // 2)
+    kept: dict[int, tuple[dict[str, Any], list[Any]]] = {}
     curve: list[float] = []
     for number in range(1, options.rounds + 1):
         federation.advance()
         value = federation.validate(split.valid)
         curve.append(round(value, 4))
         print(f"  round {number}: validation NDCG@10 {value:.4f}", flush=True)
-        if stopper.update(number, value):
-            saved = [t.user_factors.copy() for _u, _l, t in federation.participants]
-            best = ({k: v.copy() for k, v in federation.tensors.items()}, saved)
+        stopper.update(number, value)
+        saved = [t.user_factors.copy() for _u, _l, t in federation.participants]
+        kept[number] = ({k: v.copy() for k, v in federation.tensors.items()}, saved)
+        kept = {step: version for step, version in kept.items() if step in stopper.keep()}
         if stopper.should_stop:
             break
-    assert best is not None
-    tensors, factors = best
+    assert stopper.best_step is not None
+    tensors, factors = kept[stopper.best_step]
     history = concat(split.train, split.valid)
     dim = tensors["item_factors"].shape[1]
     users_factors = np.zeros((split.train.num_users, dim), dtype=np.float32)
@@ -193,7 +202,15 @@ def main() -> None:
     if isinstance(config, BPRConfig):
         config = config.replace(epochs=options.local_epochs)
     central, central_chosen = centralized_baseline(
-        data, split, config, options.rounds, patience=options.patience, min_delta=options.min_delta
+        data,
+        split,
+        config,
+        options.rounds,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        window=options.validation_window,
+        plateau_decay=options.plateau_decay,
+        plateau_patience=options.plateau_patience,
     )
     centralized = clock.lap()
     popularity = _test(PopularityModel(split.train).score, split, data)

@@ -24,7 +24,14 @@ def _env_path(name: str) -> Path | None:
 
 # Options that default to None on the command line so that setting them pins them: the
 # recipe search (--recipe auto) then keeps them and searches only the rest.
-PINNABLE = ("model", "server_optimizer", "server_lr", "local_epochs", "recency_window")
+PINNABLE = (
+    "model",
+    "server_optimizer",
+    "server_lr",
+    "local_epochs",
+    "recency_window",
+    "validation_window",
+)
 
 
 def _given(args: argparse.Namespace, name: str) -> Any:
@@ -47,6 +54,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         rounds=args.rounds,
         patience=args.patience or None,
         min_delta=args.min_delta,
+        validation_window=_given(args, "validation_window"),
         seed=args.seed,
         recipe=args.recipe,
         pinned=tuple(name for name in PINNABLE if getattr(args, name) is not None),
@@ -125,6 +133,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 OPTION_FIELDS = {"lr": "learning_rate"}
 
 
+def odd_positive_int(text: str) -> int:
+    """A smoothing window: centred on the version it ranks, so odd."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd number >= 1, got {text}")
+    return value
+
+
 def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     from coordinator.cli import non_negative_float, positive_float
 
@@ -174,6 +193,14 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         type=non_negative_float,
         default=default_of("min_delta"),
         help="the smallest validation NDCG@10 gain that counts as an improvement",
+    )
+    parser.add_argument(
+        "--validation-window",
+        type=odd_positive_int,
+        default=None,
+        help="rank versions and count patience on validation NDCG@10 averaged over this "
+        "many consecutive rounds centred on each (odd; 1 = each round's own value; "
+        "default: the chosen recipe's)",
     )
     parser.add_argument(
         "--seed", type=int, default=default_of("seed"), help="seeds the data, split and training"

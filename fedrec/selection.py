@@ -299,7 +299,14 @@ def select_recipe(
 
     def arm(candidate: Candidate) -> tuple[Callable[[], None], Callable[[], float]]:
         chosen = _resolved(candidate.apply(options))
-        federation = ShortFederation(train, groups, chosen.trainer_config(), chosen.strategy())
+        federation = ShortFederation(
+            train,
+            groups,
+            chosen.trainer_config(),
+            chosen.strategy(),
+            window=chosen.validation_window,
+            min_delta=chosen.min_delta,
+        )
         return federation.advance, lambda: federation.validate(valid)
 
     if len(candidates) == 1 and (ease is None or not ease.scores):

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.domain.backoff import plateau_scale
 from coordinator.domain.specs import StrategySpec
 from coordinator.domain.strategy import ServerState, build_strategy
+from coordinator.domain.validation_curve import smoothed
 from fedrec.partition import local_view
 from participant_sdk.recsys import Interactions, evaluate_loo, init_item_tensors
 from participant_sdk.recsys.trainers import (
@@ -48,6 +50,9 @@ class ShortFederation:
         groups: Sequence[npt.NDArray[np.int64]],
         config: TrainerConfig,
         strategy: dict[str, Any],
+        *,
+        window: int = 1,
+        min_delta: float = 0.0,
     ) -> None:
         self.train = train
         self.spec = mf_spec(num_items=train.num_items, dim=config.dim)
@@ -56,6 +61,12 @@ class ShortFederation:
             train.num_items, config.dim, seed=config.seed, scale=0.01
         )
         self.state: ServerState = {}
+        # shortens the server step (the coordinator's step_scale): the strategy's
+        # plateau_decay reads the validation curve as the coordinator does, smoothed over
+        # the deploy policy's window
+        self.step_scale = 1.0
+        self.curve: dict[int, float] = {}
+        self.window, self.min_delta = window, min_delta
         self.rounds = 0
         self.diverged: str | None = None
         self.participants: list[tuple[npt.NDArray[np.int64], Interactions, Trainer]] = []
@@ -73,6 +84,14 @@ class ShortFederation:
         if self.diverged is not None:
             return
         strategy = build_strategy(self.strategy, self.spec, dp=None)
+        if self.strategy.plateau_decay is not None:
+            self.step_scale = plateau_scale(
+                self.step_scale,
+                smoothed(self.curve, self.window),
+                factor=self.strategy.plateau_decay,
+                patience=self.strategy.plateau_patience,
+                min_delta=self.min_delta,
+            )
         added = 0
         for _users, local, trainer in self.participants:
             if not len(local):
@@ -95,7 +114,9 @@ class ShortFederation:
             added += 1
         if added:
             with np.errstate(over="ignore", invalid="ignore"):
-                tensors, self.state = strategy.result(self.tensors, self.state)
+                tensors, self.state = strategy.result(
+                    self.tensors, self.state, step_scale=self.step_scale
+                )
             if not all(np.isfinite(t).all() for t in tensors.values()):
                 self.diverged = f"round {self.rounds + 1}: the server step is not finite"
                 return
@@ -124,4 +145,6 @@ class ShortFederation:
             return float("-inf")
         with np.errstate(over="ignore", invalid="ignore"):  # huge but finite factors
             value = float(evaluate_loo(score, self.train, valid)["ndcg@10"])
-        return value if np.isfinite(value) else float("-inf")
+        value = value if np.isfinite(value) else float("-inf")
+        self.curve[self.rounds] = value
+        return value

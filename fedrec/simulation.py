@@ -36,7 +36,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from coordinator.domain.backoff import plateau_scale
 from coordinator.domain.specs import EASE_DEFAULT_LAMBDAS
+from coordinator.domain.validation_curve import smoothed
 from fedrec.datasets import DatasetUnavailable, fetch_movielens_100k, find_movielens_100k
 from fedrec.early_stopping import EarlyStopping
 from fedrec.ease_search import ease_top_k_for, pooled_ease_model
@@ -135,33 +137,54 @@ def centralized_baseline(
     *,
     patience: int | None = None,
     min_delta: float = 0.0,
+    window: int = 1,
+    plateau_decay: float | None = None,
+    plateau_patience: int = 5,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The same model on the pooled training data, stopped as the federation is.
 
     Each round trains the federation's local epochs (or ALS sweeps) and is evaluated on
     validation; training stops after ``patience`` rounds without a gain above
-    ``min_delta`` (or at ``rounds``), and the best validated model is tested. Returns
+    ``min_delta`` (or at ``rounds``), and the best validated model is tested, both on
+    the validation curve smoothed over ``window`` rounds (the deploy policy's). With
+    ``plateau_decay``, BPR's learning rate decays on the plateaus of that curve as the
+    federation's server step does (:func:`coordinator.domain.backoff.plateau_scale`). Returns
     the test metrics and which round was chosen and why training stopped.
     """
     trainer = make_trainer(config, num_users=data.num_users, num_items=data.num_items)
     tensors = init_item_tensors(data.num_items, config.dim, seed=config.seed, scale=0.01)
-    stopper = EarlyStopping(patience, min_delta)
-    best: tuple[dict[str, Any], np.ndarray] | None = None
+    stopper = EarlyStopping(patience, min_delta, window)
+    # the models the stop policy may still deploy (the best, and the newest window // 2)
+    kept: dict[int, tuple[dict[str, Any], np.ndarray]] = {}
     trained = 0
+    scale = 1.0
     for number in range(1, rounds + 1):
-        update = trainer.train_round(tensors, split.train)
+        if plateau_decay is not None and isinstance(config, BPRConfig):
+            scale = plateau_scale(
+                scale,
+                smoothed(stopper.values, window),
+                factor=plateau_decay,
+                patience=plateau_patience,
+                min_delta=min_delta,
+            )
+            update = trainer.train_round(
+                tensors, split.train, learning_rate=config.learning_rate * scale
+            )
+        else:
+            update = trainer.train_round(tensors, split.train)
         tensors = {"item_factors": update.item_factors, "item_bias": update.item_bias}
         prepare_to_score(trainer, tensors, split.train)
         valid = evaluate_loo(_scorer(trainer, tensors), split.train, split.valid)
         trained = number
-        if stopper.update(number, valid["ndcg@10"]):
-            best = (tensors, trainer.user_factors.copy())
+        stopper.update(number, valid["ndcg@10"])
+        kept[number] = (tensors, trainer.user_factors.copy())
+        kept = {step: model for step, model in kept.items() if step in stopper.keep()}
         if stopper.should_stop:
             break
-    assert best is not None
+    assert stopper.best_step is not None
     # deploy the best validated model, as the federation's policy does, and fit the users
     # to their whole history as the participants do before the test
-    tensors, user_factors = best
+    tensors, user_factors = kept[stopper.best_step]
     trainer.user_factors = user_factors
     fold_in(trainer, tensors, concat(split.train, split.valid))
     chosen = {
@@ -345,6 +368,9 @@ def _centralized(
             options.rounds,
             patience=options.patience,
             min_delta=options.min_delta,
+            window=options.validation_window,
+            plateau_decay=options.plateau_decay,
+            plateau_patience=options.plateau_patience,
         )
     return centralized, chosen, time.perf_counter() - started
 
@@ -438,7 +464,7 @@ def _federate(
         strategy=options.strategy(),
         rounds={**options.round_policy(), "final_evaluation_seconds": FINAL_EVALUATION_SECONDS},
         catalog=data.item_ids,
-        deploy={"policy": "best", "metric": "ndcg@10"},
+        deploy=options.deploy_policy(),
         privacy=privacy,
         transport={"encoding": options.encoding} if options.encoding != "float32" else None,
     )

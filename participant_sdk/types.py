@@ -114,6 +114,9 @@ class StrategySpec(BaseAPIModel):
     Aggregators robust to poisoning: ``"median"`` and ``"trimmed_mean"`` (coordinate-wise,
     per item row over the updates that sent it; ``trim_fraction``, and ``min_contributors``
     below which a row takes the mean) and ``"multi_krum"`` (``krum_byzantine_fraction``).
+    ``plateau_decay`` (e.g. 0.5) multiplies the server step by that factor each time the
+    validation curve has not improved for ``plateau_patience`` versions (reduce-on-plateau;
+    the coordinator's default: none, a constant step).
     """
 
     name: str | None = None
@@ -126,6 +129,8 @@ class StrategySpec(BaseAPIModel):
     beta2: float | None = None
     tau: float | None = None
     proximal_mu: float | None = None
+    plateau_decay: float | None = None
+    plateau_patience: int | None = None
     update_norm_clip: float | None = None
     trim_fraction: float | None = None
     min_contributors: int | None = None
@@ -191,10 +196,18 @@ class Target(BaseAPIModel):
 
 
 class DeployPolicy(BaseAPIModel):
-    """Which version gets deployed, e.g. ``policy="best"`` by ``metric="ndcg@10"``."""
+    """Which version gets deployed, e.g. ``policy="best"`` by ``metric="ndcg@10"``.
+
+    Attributes
+    ----------
+    window : int or None
+        Rank versions (and count patience) by the mean validation value of the ``window``
+        versions centred on each (odd; the coordinator's default 1 = each version's own).
+    """
 
     policy: str | None = None
     metric: str | None = None
+    window: int | None = None
 
 
 class AdaptiveClipping(BaseAPIModel):

@@ -186,6 +186,7 @@ def domain_federation(
     *,
     strategy: Any = None,
     privacy: Any = None,
+    deploy: Any = None,
     **policy: Any,
 ) -> tuple[str, list[Principal]]:
     """A federation built through the domain services, and its participants' principals."""
@@ -208,7 +209,7 @@ def domain_federation(
         rounds=RoundPolicy(**policy),
         catalog=None,
         target=None,
-        deploy=DeployPolicy(),
+        deploy=deploy or DeployPolicy(),
         privacy=privacy or PrivacyPolicy(),
     )
     principals = []

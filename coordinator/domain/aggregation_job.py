@@ -60,6 +60,7 @@ from coordinator.domain.specs import DeployPolicy, RoundPolicy
 from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
 from coordinator.domain.transport import encode_version
+from coordinator.domain.validation_curve import smoothed
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
 from coordinator.store.models import Federation, ModelVersion, utc_now
@@ -291,15 +292,24 @@ def claim_round(
         base = versions.get(federation_id, round_row.base_version)
         assert base is not None
         restore = None
+        step_scale = base.step_scale
         settings = federation_settings(ctx, federation)
         dp_policy = settings.privacy.dp
         summed = secure_rounds.secure_sum(session, round_row, settings.update_tensors)
         # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
         if settings.model.kind != "ease":
-            metric = DeployPolicy.model_validate(federation.deploy_policy).metric
-            scores = deployment.validation_scores(session, federation_id, metric)
+            deploy = DeployPolicy.model_validate(federation.deploy_policy)
+            scores = deployment.validation_scores(session, federation_id, deploy.metric)
             target = backoff.restore_target(scores, base.version)
             restore = versions.get(federation_id, target) if target is not None else None
+            if settings.strategy.plateau_decay is not None:
+                step_scale = backoff.plateau_scale(
+                    base.step_scale,
+                    smoothed(scores, deploy.window),
+                    factor=settings.strategy.plateau_decay,
+                    patience=settings.strategy.plateau_patience,
+                    min_delta=settings.rounds.min_delta,
+                )
         return step, Claim(
             federation_id=federation_id,
             number=number,
@@ -309,7 +319,7 @@ def claim_round(
             base_version=base.version,
             base_sha256=base.sha256,
             base_state_sha256=base.server_state_sha256,
-            base_step_scale=base.step_scale,
+            base_step_scale=step_scale,
             restore_version=restore.version if restore else None,
             restore_sha256=restore.sha256 if restore else None,
             secure_sum=summed[0] if summed else None,

@@ -9,6 +9,10 @@ Two signs of divergence, both checked by the aggregation job:
   the best version validated so far (aggregated over participants, on the deploy
   metric): the new version restores the best version's weights, and the step is halved.
 
+A third, gentler cause is no divergence: **reduce-on-plateau** (the strategy's
+``plateau_decay``) multiplies the step by a factor each time the validation curve
+stalls (:func:`plateau_scale`), so a noisy federation settles instead of jumping.
+
 The step scale is recorded on every version (``step_scale``) and inherited by the next
 round, so the back-off is durable, deterministic and the same on every replica. A
 restored version still has the previous version as its parent (``restored_from`` says
@@ -22,7 +26,9 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["COLLAPSE_RATIO", "MIN_STEP_SCALE", "all_finite", "restore_target"]
+from coordinator.domain.validation_curve import plateaus
+
+__all__ = ["COLLAPSE_RATIO", "MIN_STEP_SCALE", "all_finite", "plateau_scale", "restore_target"]
 
 # A version below half the best validated one has collapsed (noise between evaluations
 # of a healthy federation is far smaller; a diverged one falls to popularity level or below).
@@ -40,6 +46,25 @@ def restore_target(
     if best_version == base_version or best <= 0:
         return None
     return best_version if scores[base_version] < ratio * best else None
+
+
+def plateau_scale(
+    inherited: float,
+    curve: Mapping[int, float],
+    *,
+    factor: float,
+    patience: int,
+    min_delta: float,
+) -> float:
+    """The step scale of the next round under reduce-on-plateau: ``factor`` to the power
+    of the plateaus the (smoothed) validation ``curve`` has had so far, never above the
+    ``inherited`` scale (a back-off's halving stays) nor below :data:`MIN_STEP_SCALE`.
+
+    A function of the stored scores and the base version's stored scale only, so a
+    restarted coordinator and every replica derive the same step.
+    """
+    decayed = factor ** plateaus(curve, patience, min_delta)
+    return max(MIN_STEP_SCALE, min(inherited, decayed))
 
 
 def all_finite(tensors: Mapping[str, npt.NDArray[np.generic]]) -> bool:

@@ -11,7 +11,8 @@ from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import NotFound
-from coordinator.domain.specs import DeployPolicy, TargetSpec
+from coordinator.domain.specs import DeployPolicy, ModelSpec, TargetSpec
+from coordinator.domain.validation_curve import best_version, smoothed
 from coordinator.store.models import Deployment, Federation, utc_now
 from coordinator.store.repository import DeploymentRepository, ModelVersionRepository
 
@@ -79,16 +80,21 @@ def _record(
 
 
 def auto_deploy(session: Session, federation: Federation, *, now: datetime) -> Deployment | None:
-    """Deploy per policy when a federation completes: best validation metric, or latest."""
+    """Deploy per policy when a federation completes: best validation metric (on the
+    curve smoothed over the policy's window), or latest."""
     policy = DeployPolicy.model_validate(federation.deploy_policy)
     if policy.policy == "none":
         return None
     version, value = federation.latest_version, None
     if policy.policy == "best":
         scores = validation_scores(session, federation.id, policy.metric)
-        if scores:
-            # highest metric; the later version wins a tie
-            version, value = max(scores.items(), key=lambda item: (item[1], item[0]))
+        # highest (smoothed) metric; the later version wins a tie. An ease federation's
+        # versions are candidate lambdas, not a trajectory: never smoothed
+        kind = ModelSpec.model_validate(federation.model_spec).kind
+        best = best_version(smoothed(scores, 1 if kind == "ease" else policy.window))
+        if best is not None:
+            # the deployment records the version's own value, not its window's mean
+            version, value = best[0], scores[best[0]]
     return _record(
         session,
         federation.id,

@@ -258,6 +258,24 @@ class StrategySpec(_Spec):
         "`ease` Grams are never clipped). To refuse such updates instead, set "
         "`privacy.max_update_norm`.",
     )
+    plateau_decay: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Reduce-on-plateau: each time the deploy metric's validation curve "
+        "(smoothed over the deploy policy's `window`) has not improved by more than the "
+        "round policy's `min_delta` for `plateau_patience` versions, the server step is "
+        "multiplied by this factor, for good (the version's `step_scale`, in its lineage "
+        "record). A step that stays large keeps a noisy federation jumping round to round. "
+        "null = a constant step.",
+    )
+    plateau_patience: int = Field(
+        default=5,
+        ge=1,
+        le=100_000,
+        description="`plateau_decay` only: versions without a gain before each decay.",
+    )
     proximal_mu: float = Field(
         default=0.0,
         ge=0,
@@ -405,6 +423,25 @@ class DeployPolicy(_Spec):
         pattern=METRIC_PATTERN,
         description="The validation metric `best` ranks by (and early stopping watches).",
     )
+    window: int = Field(
+        default=1,
+        ge=1,
+        le=99,
+        description="Smoothing of the validation curve that `best` ranks and early stopping "
+        "(patience) watches: each version's value is the mean over the evaluated versions "
+        "of the `window` consecutive ones centred on it (an odd number; fewer at the ends "
+        "of the curve). 1 = each version's own value. A noisy curve (many participants "
+        "with few users each) otherwise deploys its luckiest evaluation. Not applied to "
+        "`ease`, whose versions are candidate lambdas.",
+    )
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> DeployPolicy:
+        if self.window % 2 == 0:
+            raise ValueError(
+                f"window must be odd (centred on the version it ranks), not {self.window}"
+            )
+        return self
 
 
 class AdaptiveClipping(_Spec):

@@ -4,11 +4,12 @@ Patience is early stopping on the aggregated validation metric of the deploy pol
 (default ``ndcg@10``): training stops once ``patience`` evaluated versions in a row
 failed to beat the best so far by more than ``min_delta``. The deploy policy then picks
 the best validated version, so the versions trained past the best cost time, not quality.
+Both read the curve smoothed over the deploy policy's ``window``
+(:mod:`coordinator.domain.validation_curve`), so they agree on which version is best.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from coordinator.domain import deployment
 from coordinator.domain.privacy import accounting_of
 from coordinator.domain.specs import DeployPolicy, ModelSpec, RoundPolicy
+from coordinator.domain.validation_curve import smoothed, stale_versions
 from coordinator.store.models import Federation
 
 __all__ = ["StopReason", "stale_versions", "stop_reason"]
@@ -26,22 +28,6 @@ class StopReason(StrEnum):
     PRIVACY_BUDGET = "privacy_budget"
     TARGET = "target"
     PATIENCE = "patience"
-
-
-def stale_versions(scores: Mapping[int, float], min_delta: float) -> int:
-    """How many versions the newest evaluated one is past the best (by > ``min_delta``).
-
-    Versions are counted by number, so a version nobody evaluated still counts as a
-    round without improvement.
-    """
-    best_version: int | None = None
-    best = float("-inf")
-    for version in sorted(scores):
-        if best_version is None or scores[version] > best + min_delta:
-            best_version, best = version, scores[version]
-    if best_version is None:
-        return 0
-    return max(scores) - best_version
 
 
 def stop_reason(session: Session, federation: Federation) -> StopReason | None:
@@ -59,8 +45,8 @@ def stop_reason(session: Session, federation: Federation) -> StopReason | None:
     if deployment.target_reached(session, federation):
         return StopReason.TARGET
     if policy.patience is not None:
-        metric = DeployPolicy.model_validate(federation.deploy_policy).metric
-        scores = deployment.validation_scores(session, federation.id, metric)
-        if stale_versions(scores, policy.min_delta) >= policy.patience:
+        deploy = DeployPolicy.model_validate(federation.deploy_policy)
+        scores = deployment.validation_scores(session, federation.id, deploy.metric)
+        if stale_versions(smoothed(scores, deploy.window), policy.min_delta) >= policy.patience:
             return StopReason.PATIENCE
     return None

@@ -46,7 +46,7 @@ def _bpr_recipe(**changes: Any) -> dict[str, Any]:
             "model": {"kind": "mf", "dim": options.dim},
             "strategy": options.strategy(),
             "rounds": options.round_policy(),
-            "deploy": dict(DEPLOY_BEST),
+            "deploy": options.deploy_policy(),
         },
         "participant_config": _fields(options.bpr_config(), BPR_FIELDS),
     }
@@ -67,7 +67,8 @@ def derive_recipes() -> dict[str, dict[str, Any]]:
                 "organisations (silos) that each hold many users. Participants upload "
                 "row-sparse item-factor deltas; training stops when validation NDCG@10 "
                 f"has not improved for {defaults.patience} rounds (at most "
-                f"{defaults.rounds}) and the best validated version is deployed."
+                f"{defaults.rounds}) and the best validated version is deployed (both on "
+                f"validation averaged over {defaults.validation_window} consecutive versions)."
             ),
             **_bpr_recipe(),
         },
@@ -92,7 +93,7 @@ def derive_recipes() -> dict[str, dict[str, Any]]:
                 "model": {"kind": "ials", "dim": ials.dim},
                 "strategy": ials.strategy(),
                 "rounds": ials.round_policy(),
-                "deploy": dict(DEPLOY_BEST),
+                "deploy": ials.deploy_policy(),
             },
             "participant_config": _fields(ials.ials_config(), IALS_FIELDS),
         },

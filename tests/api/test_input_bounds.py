@@ -245,3 +245,37 @@ class TestEvaluations:
             "/v1/federations", json=federation_body(**overrides), headers=admin_headers
         )
         assert "limits.metrics" in assert_problem(response, 422, "validation-error")["detail"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"deploy": {"policy": "best", "metric": "ndcg@10", "window": 2}}, "window"),
+        ({"deploy": {"policy": "best", "metric": "ndcg@10", "window": 0}}, "window"),
+        ({"strategy": {"name": "fedavg", "plateau_decay": 1.0}}, "plateau_decay"),
+        ({"strategy": {"name": "fedavg", "plateau_patience": 0}}, "plateau_patience"),
+    ],
+)
+def test_smoothing_window_and_plateau_decay_are_bounded(
+    client: TestClient, admin_headers: dict[str, str], overrides: dict[str, Any], field: str
+) -> None:
+    from tests.factories import federation_body
+
+    response = client.post(
+        "/v1/federations", json=federation_body(**overrides), headers=admin_headers
+    )
+    assert field in assert_problem(response, 422, "validation-error")["detail"]
+
+
+def test_smoothing_window_and_plateau_decay_are_stored_and_shown(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    fed = create_federation(
+        client,
+        admin_headers,
+        deploy={"policy": "best", "metric": "ndcg@10", "window": 3},
+        strategy={"name": "fedavg", "plateau_decay": 0.5, "plateau_patience": 4},
+    )
+    shown = client.get(f"/v1/federations/{fed['id']}", headers=admin_headers).json()
+    assert shown["deploy"]["window"] == 3
+    assert (shown["strategy"]["plateau_decay"], shown["strategy"]["plateau_patience"]) == (0.5, 4)

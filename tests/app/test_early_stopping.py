@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fedrec.early_stopping import EarlyStopping
 from fedrec.simulation import centralized_baseline
 from fedrec.synthetic import make_synthetic
-from participant_sdk.recsys import BPRConfig, leave_one_out
+from participant_sdk.recsys import BPRConfig, BPRTrainer, leave_one_out
 
 
 def test_patience_counts_steps_without_a_gain_above_min_delta() -> None:
@@ -59,3 +61,54 @@ def test_centralized_without_patience_runs_to_the_cap(small: tuple) -> None:
     assert chosen["rounds_trained"] == 4
     assert chosen["stopped_by"] == "round cap (4)"
     assert 1 <= chosen["chosen_round"] <= 4
+
+
+def test_a_window_smooths_the_curve_and_keeps_every_step_that_can_still_win() -> None:
+    stopper = EarlyStopping(patience=3, window=3)
+    assert stopper.update(1, 0.1)
+    assert stopper.keep() == {1}
+    # two steps: both ends average the same two values, the later wins the tie
+    assert stopper.update(2, 0.5)
+    assert stopper.update(3, 0.3)  # smoothed 1 0.3, 2 0.3, 3 0.4
+    # 3 becomes (0.5 + 0.3 + 0.2) / 3 = 0.333 and stays best; 4 is (0.3 + 0.2) / 2
+    assert not stopper.update(4, 0.2)
+    assert stopper.best_step == 3
+    assert stopper.keep() == {3, 4}
+    # 4 settles at (0.3 + 0.2 + 0.6) / 3 = 0.367, but 5 is (0.2 + 0.6) / 2 = 0.4 for now
+    assert stopper.update(5, 0.6)
+    assert stopper.keep() == {4, 5}  # 4 is the best final value: still held
+    # 5 settles at (0.2 + 0.6 + 0.1) / 3 = 0.3, 6 is 0.35: the best is 4, a step past
+    assert not stopper.update(6, 0.1)
+    assert (stopper.best_step, stopper.best_value) == (4, 0.2)  # its own value
+    assert stopper.keep() == {4, 6}
+    assert not stopper.should_stop  # 6 is 2 past 4, patience 3
+    stopper.update(7, 0.1)  # 6 settles at 0.267, 7 is 0.1
+    assert stopper.should_stop
+
+
+def test_the_centralized_baseline_deploys_on_the_smoothed_curve(small: tuple) -> None:
+    data, split = small
+    _, chosen = centralized_baseline(data, split, CONFIG, 6, patience=None, window=3)
+    assert chosen["rounds_trained"] == 6
+    assert 1 <= chosen["chosen_round"] <= 6
+
+
+def test_the_centralized_learning_rate_decays_on_plateaus(
+    small: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, split = small
+    rates: list[float | None] = []
+    train_round = BPRTrainer.train_round
+
+    def recorded(self: BPRTrainer, *args: Any, **kwargs: Any) -> Any:
+        rates.append(kwargs.get("learning_rate"))
+        return train_round(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPRTrainer, "train_round", recorded)
+    # min_delta 1.0: no round is a gain; with plateau patience 2 the rate halves once
+    # round 3 is 2 past round 1 (before round 4), and again before round 6
+    centralized_baseline(
+        data, split, CONFIG, 6, patience=None, min_delta=1.0, plateau_decay=0.5, plateau_patience=2
+    )
+    lr = CONFIG.learning_rate
+    assert rates[:6] == [lr, lr, lr, lr / 2, lr / 2, lr / 4]  # then the users' fold-in
