@@ -24,6 +24,12 @@ participant holds a connection, and the coordinator (a child) inherits the limit
     python -m bench.load                          # 1,000 participants, 3 rounds, SQLite
     python -m bench.load --workers 2              # two coordinator processes
     python -m bench.load --participants 50 --rounds 2   # quick
+    python -m bench.load --participants 10000 --sample 100 --rounds 4 \
+        --first-polls-per-second 50 --time-limit 1800   # cross-device scale, staggered
+
+``--first-polls-per-second`` spreads the participants' first polls (participant ``i``
+starts ``i / rate`` seconds in) as devices coming online would, instead of all at once;
+it also spreads their long-poll renewals, which a waiting participant sends once a minute.
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ class Result:
     usage: Usage
     bench_cpu_seconds: float
     sample: int | None = None  # participants drawn per round (rounds.sampling), None: all
+    enrol_seconds: float = 0.0  # wall time of the enrolments (before the load phase)
+    first_polls_per_second: float | None = None  # None: every participant starts at once
 
     @property
     def uploads_per_second(self) -> float:
@@ -184,12 +192,14 @@ async def _participant(
     dim: int,
     rows: int,
     sampled: bool,
+    start_delay: float = 0.0,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     base = f"/v1/federations/{federation_id}"
     rng = np.random.default_rng(index)
     cohort = {"in_cohort": "true"} if sampled else {}
     after: int | None = None
+    await asyncio.sleep(start_delay)
     try:
         while True:
             if after is None:
@@ -342,7 +352,7 @@ class _Sampler:
 
 async def _load(
     server: CoordinatorProcess, admin_token: str, args: argparse.Namespace
-) -> tuple[float, Stats, Usage]:
+) -> tuple[float, float, Stats, Usage]:
     admin = {"Authorization": f"Bearer {admin_token}"}
     timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
     # several small connection pools: httpx scans a pool's connections on every request,
@@ -364,8 +374,9 @@ async def _load(
                     # sampled: round 1 draws once everyone enrolled, not from the first few
                     "min_participants": args.participants if args.sample else 1,
                     "max_rounds": args.rounds,
-                    # a safety net only: every round closes when all participants uploaded
-                    "deadline_seconds": args.time_limit,
+                    # a safety net only: every round closes when all its participants
+                    # uploaded; round 1 opens before the (bounded) enrolments
+                    "deadline_seconds": 3 * args.time_limit,
                     "final_evaluation_seconds": 0,
                     **({"sampling": {"kind": "fixed", "size": args.sample}} if args.sample else {}),
                 },
@@ -374,7 +385,11 @@ async def _load(
         )
         created.raise_for_status()
         federation_id = str(created.json()["id"])
-        tokens = await _enrol(client, admin, federation_id, args.participants)
+        enrol_started = time.perf_counter()
+        tokens = await asyncio.wait_for(
+            _enrol(client, admin, federation_id, args.participants), args.time_limit
+        )
+        enrol_seconds = time.perf_counter() - enrol_started
         if args.sample:
             await _wait_drawn(client, admin, federation_id)
 
@@ -396,6 +411,9 @@ async def _load(
                     dim=args.dim,
                     rows=args.rows,
                     sampled=bool(args.sample),
+                    start_delay=(
+                        index / args.first_polls_per_second if args.first_polls_per_second else 0.0
+                    ),
                 )
             )
             for index, token in enumerate(tokens)
@@ -418,7 +436,7 @@ async def _load(
             )
         if finished in done and finished.exception() is not None:
             stats.errors.append(f"federation: {finished.exception()}")
-        return wall, stats, usage
+        return enrol_seconds, wall, stats, usage
 
 
 async def _wait_drawn(client: httpx.AsyncClient, admin: dict[str, str], federation_id: str) -> None:
@@ -472,7 +490,7 @@ def run(args: argparse.Namespace) -> Result:
         )
         server.start(timeout=60)
         try:
-            wall, stats, usage = asyncio.run(_load(server, admin_token, args))
+            enrol_seconds, wall, stats, usage = asyncio.run(_load(server, admin_token, args))
         finally:
             server.stop()
             logged = _log_errors(server.log_path)
@@ -488,6 +506,8 @@ def run(args: argparse.Namespace) -> Result:
         usage=usage,
         bench_cpu_seconds=time.process_time() - bench_cpu,
         sample=args.sample,
+        enrol_seconds=enrol_seconds,
+        first_polls_per_second=args.first_polls_per_second,
     )
 
 
@@ -517,9 +537,15 @@ def _per_later_round(result: Result) -> str:
 def report(result: Result) -> str:
     stats, usage = result.stats, result.usage
     sampled = f" ({result.sample} sampled per round)" if result.sample else ""
+    staggered = (
+        f", first polls {result.first_polls_per_second:g}/s"
+        if result.first_polls_per_second
+        else ", first polls at once"
+    )
     lines = [
         f"{result.participants} participants{sampled}, {result.rounds} rounds, "
-        f"{result.backend}, {result.workers} coordinator worker(s)",
+        f"{result.backend}, {result.workers} coordinator worker(s){staggered}; "
+        f"enrolment {result.enrol_seconds:.1f} s",
         "",
         "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
         "|---|---|---|---|---|---|",
@@ -575,7 +601,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="draw this many participants per round (rounds.sampling fixed); then run a "
         "federation of just that many, unsampled, on a fresh coordinator for comparison",
     )
+    parser.add_argument(
+        "--first-polls-per-second",
+        type=float,
+        default=None,
+        help="start the participants at this rate (participant i after i / rate s) "
+        "instead of all at once",
+    )
     args = parser.parse_args(argv)
+    if args.first_polls_per_second is not None and args.first_polls_per_second <= 0:
+        parser.error("--first-polls-per-second must be positive")
     if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:
         parser.error("need participants >= 1, rounds >= 1 and 1 <= rows <= items")
     if args.sample is not None and not 1 <= args.sample <= args.participants:

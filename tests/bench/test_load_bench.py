@@ -64,3 +64,30 @@ def test_quick_sampled_load_sits_out_rounds_without_requests() -> None:
     # not once per round as a plain `after` poll does (participants x (rounds - 1))
     assert len(result.stats.latencies["long-poll"]) < participants * (rounds - 1)
     assert result.usage.later_rounds_cpu_seconds is not None
+
+
+def test_refuses_a_non_positive_first_poll_rate() -> None:
+    with pytest.raises(SystemExit):
+        load.parse_args(["--first-polls-per-second", "0"])
+    assert load.parse_args(["--first-polls-per-second", "25"]).first_polls_per_second == 25.0
+    assert load.parse_args([]).first_polls_per_second is None  # all at once by default
+
+
+@pytest.mark.slow
+def test_staggered_sampled_load_completes_every_round() -> None:
+    """Participants that come online one after another still make every round."""
+    participants, sample, rounds = 40, 5, 3
+    args = load.parse_args(
+        [
+            *("--participants", str(participants), "--sample", str(sample)),
+            *("--rounds", str(rounds), "--first-polls-per-second", "20"),
+            *("--time-limit", "240"),
+        ]
+    )
+    result = load.run(args)
+    assert result.stats.errors == []
+    assert result.stats.uploads == sample * rounds
+    assert len(result.stats.latencies["poll"]) == participants  # each one's first look
+    assert result.first_polls_per_second == 20.0
+    assert result.enrol_seconds > 0
+    assert "first polls 20/s" in load.report(result)
