@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant asks once a minute
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
-ENROL_CONCURRENCY = 16
+ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
 PER_CLIENT = 25  # participants sharing one httpx connection pool
 # below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
 # the server is closing at that moment (under heavy load it still happens: _call)
@@ -79,6 +80,18 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
     sat_out: int = 0  # rounds a participant learnt it was not sampled into
+    cpu_seconds: float = 0.0  # of the process(es) that ran these participants
+
+    def merge(self, other: Stats) -> None:
+        """Add another process's participants' figures to these."""
+        for kind in KINDS:
+            self.latencies[kind].extend(other.latencies[kind])
+        self.backpressure.update(other.backpressure)
+        self.stale.update(other.stale)
+        self.errors.extend(other.errors)
+        self.uploads += other.uploads
+        self.sat_out += other.sat_out
+        self.cpu_seconds += other.cpu_seconds
 
 
 @dataclass
@@ -107,6 +120,7 @@ class Result:
     sample: int | None = None  # participants drawn per round (rounds.sampling), None: all
     enrol_seconds: float = 0.0  # wall time of the enrolments (before the load phase)
     first_polls_per_second: float | None = None  # None: every participant starts at once
+    bench_processes: int = 1
 
     @property
     def uploads_per_second(self) -> float:
@@ -350,16 +364,96 @@ class _Sampler:
         self._closes.setdefault(version, self.cpu_so_far())
 
 
+@dataclass(frozen=True)
+class Crowd:
+    """What a process running some of the participants needs to know (picklable)."""
+
+    url: str
+    federation_id: str
+    rounds: int
+    items: int
+    dim: int
+    rows: int
+    sampled: bool
+    first_polls_per_second: float | None
+    time_limit: float
+    epoch: float  # time.time() at the load phase's start: the first polls' schedule
+
+
+async def _run_crowd(
+    crowd: Crowd,
+    members: list[tuple[int, str]],
+    clients: list[httpx.AsyncClient] | None = None,
+) -> Stats:
+    """Run ``members`` (index, token) to the end or the time limit; their figures."""
+    cpu_started = time.process_time()
+    stats = Stats()
+    async with contextlib.AsyncExitStack() as stack:
+        if clients is None:
+            timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=crowd.url, limits=_limits(PER_CLIENT), timeout=timeout
+                    )
+                )
+                for _ in range(-(-len(members) // PER_CLIENT))
+            ]
+        late = time.time() - crowd.epoch  # a child process starts a little after the epoch
+        tasks = [
+            asyncio.create_task(
+                _participant(
+                    clients[position // PER_CLIENT],
+                    stats,
+                    crowd.federation_id,
+                    token,
+                    index=index,
+                    rounds=crowd.rounds,
+                    num_items=crowd.items,
+                    dim=crowd.dim,
+                    rows=crowd.rows,
+                    sampled=crowd.sampled,
+                    start_delay=max(
+                        0.0,
+                        index / crowd.first_polls_per_second - late
+                        if crowd.first_polls_per_second
+                        else 0.0,
+                    ),
+                )
+            )
+            for position, (index, token) in enumerate(members)
+        ]
+        _, pending = await asyncio.wait(tasks, timeout=crowd.time_limit)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            stats.errors.append(
+                f"time limit: {len(pending)} participants unfinished after {crowd.time_limit:g} s"
+            )
+    stats.cpu_seconds = time.process_time() - cpu_started
+    return stats
+
+
+def run_crowd(crowd: Crowd, members: list[tuple[int, str]]) -> Stats:
+    """:func:`_run_crowd` in a process of its own (a ProcessPoolExecutor's worker)."""
+    return asyncio.run(_run_crowd(crowd, members))
+
+
 async def _load(
     server: CoordinatorProcess, admin_token: str, args: argparse.Namespace
 ) -> tuple[float, float, Stats, Usage]:
     admin = {"Authorization": f"Bearer {admin_token}"}
     timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
     # several small connection pools: httpx scans a pool's connections on every request,
-    # so one pool of 1,000 made the bench itself the bottleneck
+    # so one pool of 1,000 made the bench itself the bottleneck; with several bench
+    # processes each makes its own, and this one only enrols and watches
+    pools = -(-args.participants // PER_CLIENT) if args.bench_processes == 1 else 1
     clients = [
-        httpx.AsyncClient(base_url=server.url, limits=_limits(PER_CLIENT), timeout=timeout)
-        for _ in range(-(-args.participants // PER_CLIENT))
+        httpx.AsyncClient(base_url=server.url, limits=_limits(ENROL_CONCURRENCY), timeout=timeout)
+        if args.bench_processes > 1
+        else httpx.AsyncClient(base_url=server.url, limits=_limits(PER_CLIENT), timeout=timeout)
+        for _ in range(pools)
     ]
     async with contextlib.AsyncExitStack() as stack:
         for pooled in clients:
@@ -393,48 +487,59 @@ async def _load(
         if args.sample:
             await _wait_drawn(client, admin, federation_id)
 
-        stats = Stats()
         assert server.process is not None
         sampler = _Sampler(server.process.pid)
         sampler.start()
         started = time.perf_counter()
-        tasks = [
-            asyncio.create_task(
-                _participant(
-                    clients[index // PER_CLIENT],
-                    stats,
-                    federation_id,
-                    token,
-                    index=index,
-                    rounds=args.rounds,
-                    num_items=args.items,
-                    dim=args.dim,
-                    rows=args.rows,
-                    sampled=bool(args.sample),
-                    start_delay=(
-                        index / args.first_polls_per_second if args.first_polls_per_second else 0.0
-                    ),
-                )
-            )
-            for index, token in enumerate(tokens)
+        crowd = Crowd(
+            url=server.url,
+            federation_id=federation_id,
+            rounds=args.rounds,
+            items=args.items,
+            dim=args.dim,
+            rows=args.rows,
+            sampled=bool(args.sample),
+            first_polls_per_second=args.first_polls_per_second,
+            time_limit=args.time_limit,
+            epoch=time.time(),
+        )
+        slices = [
+            list(enumerate(tokens))[k :: args.bench_processes] for k in range(args.bench_processes)
         ]
         # the last round's aggregation belongs to the run: wait for the federation to finish
         finished = asyncio.create_task(
             _wait_completed(client, admin, federation_id, args.rounds, sampler)
         )
+        if args.bench_processes == 1:
+            crowds = [asyncio.create_task(_run_crowd(crowd, slices[0], clients))]
+        else:
+            # several bench processes: one asyncio process cannot drive 10,000 participants
+            # on a loaded machine (it, not the coordinator, was the bottleneck)
+            loop = asyncio.get_running_loop()
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=args.bench_processes))
+            crowds = [
+                asyncio.ensure_future(loop.run_in_executor(pool, run_crowd, crowd, part))
+                for part in slices
+            ]
         done, pending = await asyncio.wait(
-            [*tasks, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
+            [*crowds, finished], timeout=args.time_limit + 30, return_when=asyncio.ALL_COMPLETED
         )
         wall = time.perf_counter() - started
         usage = await sampler.stop()
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if pending:
+        stats = Stats()
+        for part in crowds:
+            if part in done and part.exception() is None:
+                stats.merge(part.result())
+            else:
+                stats.errors.append("a crowd of participants did not report (time limit)")
+        if finished not in done:
             stats.errors.append(
-                f"time limit: {len(pending)} tasks unfinished after {args.time_limit:g} s"
+                f"time limit: the federation did not finish within {args.time_limit:g} s"
             )
-        if finished in done and finished.exception() is not None:
+        elif finished.exception() is not None:
             stats.errors.append(f"federation: {finished.exception()}")
         return enrol_seconds, wall, stats, usage
 
@@ -504,10 +609,14 @@ def run(args: argparse.Namespace) -> Result:
         wall_seconds=wall,
         stats=stats,
         usage=usage,
-        bench_cpu_seconds=time.process_time() - bench_cpu,
+        # the main process, plus the participants' own processes when there are several
+        bench_cpu_seconds=time.process_time()
+        - bench_cpu
+        + (stats.cpu_seconds if args.bench_processes > 1 else 0.0),
         sample=args.sample,
         enrol_seconds=enrol_seconds,
         first_polls_per_second=args.first_polls_per_second,
+        bench_processes=args.bench_processes,
     )
 
 
@@ -544,7 +653,8 @@ def report(result: Result) -> str:
     )
     lines = [
         f"{result.participants} participants{sampled}, {result.rounds} rounds, "
-        f"{result.backend}, {result.workers} coordinator worker(s){staggered}; "
+        f"{result.backend}, {result.workers} coordinator worker(s){staggered}, "
+        f"{result.bench_processes} bench process(es); "
         f"enrolment {result.enrol_seconds:.1f} s",
         "",
         "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
@@ -608,7 +718,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="start the participants at this rate (participant i after i / rate s) "
         "instead of all at once",
     )
+    parser.add_argument(
+        "--bench-processes",
+        type=int,
+        default=1,
+        help="run the participants in this many processes (a loaded machine: one asyncio "
+        "process cannot drive 10,000)",
+    )
     args = parser.parse_args(argv)
+    if args.bench_processes < 1:
+        parser.error("--bench-processes must be >= 1")
     if args.first_polls_per_second is not None and args.first_polls_per_second <= 0:
         parser.error("--first-polls-per-second must be positive")
     if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:
