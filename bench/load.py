@@ -63,6 +63,7 @@ KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant asks once a minute
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
+SERVER_START_SECONDS = 300
 ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
 PER_CLIENT = 25  # participants sharing one httpx connection pool
 # below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
@@ -593,8 +594,9 @@ def run(args: argparse.Namespace) -> Result:
             log_level="warning",
             workers=args.workers,
         )
-        server.start(timeout=60)
         try:
+            # generous: on the shared machine (load 30) a start took over a minute
+            server.start(timeout=SERVER_START_SECONDS)
             enrol_seconds, wall, stats, usage = asyncio.run(_load(server, admin_token, args))
         finally:
             server.stop()
