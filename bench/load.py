@@ -64,6 +64,7 @@ LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant a
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
 SERVER_START_SECONDS = 300
+CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
 ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
 PER_CLIENT = 25  # participants sharing one httpx connection pool
 # below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
@@ -523,10 +524,17 @@ async def _load(
                 for part in slices
             ]
         done, pending = await asyncio.wait(
-            [*crowds, finished], timeout=args.time_limit + 30, return_when=asyncio.ALL_COMPLETED
+            [*crowds, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
         )
         wall = time.perf_counter() - started
         usage = await sampler.stop()
+        # each crowd stops itself at the time limit; on a starved machine its report comes
+        # late, and losing it would lose every participant's figures
+        late = [part for part in crowds if part in pending]
+        if late:
+            reported, _ = await asyncio.wait(late, timeout=CROWD_REPORT_GRACE_SECONDS)
+            done |= reported
+            pending -= reported
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -540,8 +548,8 @@ async def _load(
             stats.errors.append(
                 f"time limit: the federation did not finish within {args.time_limit:g} s"
             )
-        elif finished.exception() is not None:
-            stats.errors.append(f"federation: {finished.exception()}")
+        elif (failure := finished.exception()) is not None:
+            stats.errors.append(f"federation: {type(failure).__name__}: {failure}")
         return enrol_seconds, wall, stats, usage
 
 
