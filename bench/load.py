@@ -3,9 +3,10 @@
 ``fedrec serve`` runs in its own process(es) (``--workers``), on SQLite in a temporary
 folder or on ``--database-url`` (PostgreSQL). One federation gets ``--participants``
 participants, each with its own token; every participant is an asyncio task of this
-process that, each round, polls the current round, downloads its base version's
-weights, and uploads a row-sparse update (``participant_sdk.wire.encode_update``, random
-rows and deltas: no training, so the coordinator's cost is what is measured), then
+process (or of one of ``--bench-processes`` processes) that, each round, polls the
+current round, downloads its base version's weights, and uploads a row-sparse update
+(``participant_sdk.wire.encode_update``, random rows and deltas: no training, so the
+coordinator's cost is what is measured), then
 long-polls for the next round. A round closes when every participant uploaded.
 
 Printed: p50/p99 latency per call kind, uploads/s, the coordinator's CPU time and peak
@@ -18,18 +19,22 @@ requests/s, burst 500; 4 long-polls per token; anonymous limits unused: every re
 carries a participant or the admin token). A participant sends ~3 requests per round,
 far below its own bucket, so back-pressure here would mean overload, not a limit the
 bench trips. Everything is bounded: ``--rounds`` rounds, ``--time-limit`` seconds in all,
-long-polls of at most 30 s. The soft open-file limit is raised to the hard one: each
+long-polls of at most 60 s. The soft open-file limit is raised to the hard one: each
 participant holds a connection, and the coordinator (a child) inherits the limit::
 
     python -m bench.load                          # 1,000 participants, 3 rounds, SQLite
     python -m bench.load --workers 2              # two coordinator processes
     python -m bench.load --participants 50 --rounds 2   # quick
     python -m bench.load --participants 10000 --sample 100 --rounds 4 \
-        --first-polls-per-second 50 --time-limit 1800   # cross-device scale, staggered
+        --first-polls-per-second 40 --bench-processes 3 --workers 2 \
+        --database-url postgresql://.../empty --time-limit 1200   # cross-device scale
 
 ``--first-polls-per-second`` spreads the participants' first polls (participant ``i``
 starts ``i / rate`` seconds in) as devices coming online would, instead of all at once;
 it also spreads their long-poll renewals, which a waiting participant sends once a minute.
+``--bench-processes`` splits the participants over several processes: on a loaded machine
+one asyncio process cannot drive 10,000 of them, and it, not the coordinator, was the
+bottleneck. Enrolments run 32 at a time before the load phase (and its time limit) starts.
 """
 
 from __future__ import annotations
