@@ -26,6 +26,7 @@ Usage (after ``pip install -e '.[bench]'``)::
     nice python -m bench.generalisation --shapes lastfm-like   # some of them
     nice python -m bench.generalisation --small-grid           # the anchors' quick grids
     python -m bench.generalisation --quick                     # tiny shapes, short grids
+    nice python -m bench.generalisation --anchors-only --shapes sparse   # no simulate run
 
 Bounded: each simulate run has ``--timeout`` seconds (default 1800), the anchors' grids
 and checkpoints are fixed, and ``--quick`` shrinks every shape to a few hundred users.
@@ -257,27 +258,10 @@ def _chosen(report: dict[str, Any]) -> str:
     return shown
 
 
-def run_shape(
-    shape: Shape, *, quick: bool, small_grid: bool, timeout: float, workdir: Path
-) -> Outcome | None:
-    """The default simulate command and the anchors on one data set."""
-    data = shape.build(quick)
-    if data is None:
-        print(f"{shape.name}: data not available here, skipped", flush=True)
-        return None
-    csv_path = workdir / f"{shape.name}.csv"
-    write_csv(data, csv_path, strengths=shape.strengths, timestamps=shape.timestamps)
-    # the anchors read the file back as the simulation does: the same ids, the same split
-    loaded, _ = load_csv(
-        csv_path,
-        user_col="user",
-        item_col="item",
-        rating_col="plays" if shape.strengths else None,
-        time_col="ts" if shape.timestamps else None,
-    )
-    size = f"{loaded.num_users} u, {loaded.num_items} i, {len(loaded)} x"
-    print(f"\n== {shape.name} ({shape.about}): {size}", flush=True)
-    outcome = Outcome(shape.name, size)
+def _run_simulate(
+    shape: Shape, csv_path: Path, workdir: Path, timeout: float, outcome: Outcome
+) -> None:
+    """The bar's default command on the shape's CSV; its figures go into ``outcome``."""
     report_path = workdir / f"{shape.name}.report.json"
     command = simulate_command(csv_path, report_path, shape)
     print("$ " + " ".join(command), flush=True)
@@ -305,6 +289,38 @@ def run_shape(
         f"{outcome.seconds:.0f} s, {outcome.chosen} {outcome.error}",
         flush=True,
     )
+
+
+def run_shape(
+    shape: Shape,
+    *,
+    quick: bool,
+    small_grid: bool,
+    timeout: float,
+    workdir: Path,
+    anchors_only: bool = False,
+) -> Outcome | None:
+    """The default simulate command and the anchors on one data set (only the anchors
+    with ``anchors_only``: a shape's simulate figures do not depend on the anchors' grid)."""
+    data = shape.build(quick)
+    if data is None:
+        print(f"{shape.name}: data not available here, skipped", flush=True)
+        return None
+    csv_path = workdir / f"{shape.name}.csv"
+    write_csv(data, csv_path, strengths=shape.strengths, timestamps=shape.timestamps)
+    # the anchors read the file back as the simulation does: the same ids, the same split
+    loaded, _ = load_csv(
+        csv_path,
+        user_col="user",
+        item_col="item",
+        rating_col="plays" if shape.strengths else None,
+        time_col="ts" if shape.timestamps else None,
+    )
+    size = f"{loaded.num_users} u, {loaded.num_items} i, {len(loaded)} x"
+    print(f"\n== {shape.name} ({shape.about}): {size}", flush=True)
+    outcome = Outcome(shape.name, size)
+    if not anchors_only:
+        _run_simulate(shape, csv_path, workdir, timeout, outcome)
     if implicit_available():
         proto = Protocol.build(shape.name, loaded)
         models = anchors(quick=quick or small_grid, threads=2, has_strength=shape.strengths)
@@ -352,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the anchors' quick grids on full-size shapes (a loaded machine)",
     )
+    parser.add_argument(
+        "--anchors-only",
+        action="store_true",
+        help="skip the simulate command: only the library anchors, on the same split",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per simulate run, s")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--keep", type=Path, default=None, help="keep CSVs and reports here")
@@ -372,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 small_grid=args.small_grid,
                 timeout=args.timeout,
                 workdir=workdir,
+                anchors_only=args.anchors_only,
             )
             if found is not None:
                 outcomes.append(found)

@@ -3,9 +3,10 @@
 ``fedrec serve`` runs in its own process(es) (``--workers``), on SQLite in a temporary
 folder or on ``--database-url`` (PostgreSQL). One federation gets ``--participants``
 participants, each with its own token; every participant is an asyncio task of this
-process that, each round, polls the current round, downloads its base version's
-weights, and uploads a row-sparse update (``participant_sdk.wire.encode_update``, random
-rows and deltas: no training, so the coordinator's cost is what is measured), then
+process (or of one of ``--bench-processes`` processes) that, each round, polls the
+current round, downloads its base version's weights, and uploads a row-sparse update
+(``participant_sdk.wire.encode_update``, random rows and deltas: no training, so the
+coordinator's cost is what is measured), then
 long-polls for the next round. A round closes when every participant uploaded.
 
 Printed: p50/p99 latency per call kind, uploads/s, the coordinator's CPU time and peak
@@ -18,12 +19,22 @@ requests/s, burst 500; 4 long-polls per token; anonymous limits unused: every re
 carries a participant or the admin token). A participant sends ~3 requests per round,
 far below its own bucket, so back-pressure here would mean overload, not a limit the
 bench trips. Everything is bounded: ``--rounds`` rounds, ``--time-limit`` seconds in all,
-long-polls of at most 30 s. The soft open-file limit is raised to the hard one: each
+long-polls of at most 60 s. The soft open-file limit is raised to the hard one: each
 participant holds a connection, and the coordinator (a child) inherits the limit::
 
     python -m bench.load                          # 1,000 participants, 3 rounds, SQLite
     python -m bench.load --workers 2              # two coordinator processes
     python -m bench.load --participants 50 --rounds 2   # quick
+    python -m bench.load --participants 10000 --sample 100 --rounds 4 \
+        --first-polls-per-second 40 --bench-processes 3 --workers 2 \
+        --database-url postgresql://.../empty --time-limit 1200   # cross-device scale
+
+``--first-polls-per-second`` spreads the participants' first polls (participant ``i``
+starts ``i / rate`` seconds in) as devices coming online would, instead of all at once;
+it also spreads their long-poll renewals, which a waiting participant sends once a minute.
+``--bench-processes`` splits the participants over several processes: on a loaded machine
+one asyncio process cannot drive 10,000 of them, and it, not the coordinator, was the
+bottleneck. Enrolments run 32 at a time before the load phase (and its time limit) starts.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +68,9 @@ KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant asks once a minute
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
-ENROL_CONCURRENCY = 16
+SERVER_START_SECONDS = 300
+CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
+ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
 PER_CLIENT = 25  # participants sharing one httpx connection pool
 # below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
 # the server is closing at that moment (under heavy load it still happens: _call)
@@ -73,6 +87,18 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
     sat_out: int = 0  # rounds a participant learnt it was not sampled into
+    cpu_seconds: float = 0.0  # of the process(es) that ran these participants
+
+    def merge(self, other: Stats) -> None:
+        """Add another process's participants' figures to these."""
+        for kind in KINDS:
+            self.latencies[kind].extend(other.latencies[kind])
+        self.backpressure.update(other.backpressure)
+        self.stale.update(other.stale)
+        self.errors.extend(other.errors)
+        self.uploads += other.uploads
+        self.sat_out += other.sat_out
+        self.cpu_seconds += other.cpu_seconds
 
 
 @dataclass
@@ -99,6 +125,9 @@ class Result:
     usage: Usage
     bench_cpu_seconds: float
     sample: int | None = None  # participants drawn per round (rounds.sampling), None: all
+    enrol_seconds: float = 0.0  # wall time of the enrolments (before the load phase)
+    first_polls_per_second: float | None = None  # None: every participant starts at once
+    bench_processes: int = 1
 
     @property
     def uploads_per_second(self) -> float:
@@ -184,12 +213,14 @@ async def _participant(
     dim: int,
     rows: int,
     sampled: bool,
+    start_delay: float = 0.0,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     base = f"/v1/federations/{federation_id}"
     rng = np.random.default_rng(index)
     cohort = {"in_cohort": "true"} if sampled else {}
     after: int | None = None
+    await asyncio.sleep(start_delay)
     try:
         while True:
             if after is None:
@@ -340,16 +371,96 @@ class _Sampler:
         self._closes.setdefault(version, self.cpu_so_far())
 
 
+@dataclass(frozen=True)
+class Crowd:
+    """What a process running some of the participants needs to know (picklable)."""
+
+    url: str
+    federation_id: str
+    rounds: int
+    items: int
+    dim: int
+    rows: int
+    sampled: bool
+    first_polls_per_second: float | None
+    time_limit: float
+    epoch: float  # time.time() at the load phase's start: the first polls' schedule
+
+
+async def _run_crowd(
+    crowd: Crowd,
+    members: list[tuple[int, str]],
+    clients: list[httpx.AsyncClient] | None = None,
+) -> Stats:
+    """Run ``members`` (index, token) to the end or the time limit; their figures."""
+    cpu_started = time.process_time()
+    stats = Stats()
+    async with contextlib.AsyncExitStack() as stack:
+        if clients is None:
+            timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=crowd.url, limits=_limits(PER_CLIENT), timeout=timeout
+                    )
+                )
+                for _ in range(-(-len(members) // PER_CLIENT))
+            ]
+        late = time.time() - crowd.epoch  # a child process starts a little after the epoch
+        tasks = [
+            asyncio.create_task(
+                _participant(
+                    clients[position // PER_CLIENT],
+                    stats,
+                    crowd.federation_id,
+                    token,
+                    index=index,
+                    rounds=crowd.rounds,
+                    num_items=crowd.items,
+                    dim=crowd.dim,
+                    rows=crowd.rows,
+                    sampled=crowd.sampled,
+                    start_delay=max(
+                        0.0,
+                        index / crowd.first_polls_per_second - late
+                        if crowd.first_polls_per_second
+                        else 0.0,
+                    ),
+                )
+            )
+            for position, (index, token) in enumerate(members)
+        ]
+        _, pending = await asyncio.wait(tasks, timeout=crowd.time_limit)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            stats.errors.append(
+                f"time limit: {len(pending)} participants unfinished after {crowd.time_limit:g} s"
+            )
+    stats.cpu_seconds = time.process_time() - cpu_started
+    return stats
+
+
+def run_crowd(crowd: Crowd, members: list[tuple[int, str]]) -> Stats:
+    """:func:`_run_crowd` in a process of its own (a ProcessPoolExecutor's worker)."""
+    return asyncio.run(_run_crowd(crowd, members))
+
+
 async def _load(
     server: CoordinatorProcess, admin_token: str, args: argparse.Namespace
-) -> tuple[float, Stats, Usage]:
+) -> tuple[float, float, Stats, Usage]:
     admin = {"Authorization": f"Bearer {admin_token}"}
     timeout = httpx.Timeout(LONG_POLL_SECONDS + 60)
     # several small connection pools: httpx scans a pool's connections on every request,
-    # so one pool of 1,000 made the bench itself the bottleneck
+    # so one pool of 1,000 made the bench itself the bottleneck; with several bench
+    # processes each makes its own, and this one only enrols and watches
+    pools = -(-args.participants // PER_CLIENT) if args.bench_processes == 1 else 1
     clients = [
-        httpx.AsyncClient(base_url=server.url, limits=_limits(PER_CLIENT), timeout=timeout)
-        for _ in range(-(-args.participants // PER_CLIENT))
+        httpx.AsyncClient(base_url=server.url, limits=_limits(ENROL_CONCURRENCY), timeout=timeout)
+        if args.bench_processes > 1
+        else httpx.AsyncClient(base_url=server.url, limits=_limits(PER_CLIENT), timeout=timeout)
+        for _ in range(pools)
     ]
     async with contextlib.AsyncExitStack() as stack:
         for pooled in clients:
@@ -364,8 +475,9 @@ async def _load(
                     # sampled: round 1 draws once everyone enrolled, not from the first few
                     "min_participants": args.participants if args.sample else 1,
                     "max_rounds": args.rounds,
-                    # a safety net only: every round closes when all participants uploaded
-                    "deadline_seconds": args.time_limit,
+                    # a safety net only: every round closes when all its participants
+                    # uploaded; round 1 opens before the (bounded) enrolments
+                    "deadline_seconds": 3 * args.time_limit,
                     "final_evaluation_seconds": 0,
                     **({"sampling": {"kind": "fixed", "size": args.sample}} if args.sample else {}),
                 },
@@ -374,51 +486,76 @@ async def _load(
         )
         created.raise_for_status()
         federation_id = str(created.json()["id"])
-        tokens = await _enrol(client, admin, federation_id, args.participants)
+        enrol_started = time.perf_counter()
+        tokens = await asyncio.wait_for(
+            _enrol(client, admin, federation_id, args.participants), args.time_limit
+        )
+        enrol_seconds = time.perf_counter() - enrol_started
         if args.sample:
             await _wait_drawn(client, admin, federation_id)
 
-        stats = Stats()
         assert server.process is not None
         sampler = _Sampler(server.process.pid)
         sampler.start()
         started = time.perf_counter()
-        tasks = [
-            asyncio.create_task(
-                _participant(
-                    clients[index // PER_CLIENT],
-                    stats,
-                    federation_id,
-                    token,
-                    index=index,
-                    rounds=args.rounds,
-                    num_items=args.items,
-                    dim=args.dim,
-                    rows=args.rows,
-                    sampled=bool(args.sample),
-                )
-            )
-            for index, token in enumerate(tokens)
+        crowd = Crowd(
+            url=server.url,
+            federation_id=federation_id,
+            rounds=args.rounds,
+            items=args.items,
+            dim=args.dim,
+            rows=args.rows,
+            sampled=bool(args.sample),
+            first_polls_per_second=args.first_polls_per_second,
+            time_limit=args.time_limit,
+            epoch=time.time(),
+        )
+        slices = [
+            list(enumerate(tokens))[k :: args.bench_processes] for k in range(args.bench_processes)
         ]
         # the last round's aggregation belongs to the run: wait for the federation to finish
         finished = asyncio.create_task(
             _wait_completed(client, admin, federation_id, args.rounds, sampler)
         )
+        if args.bench_processes == 1:
+            crowds = [asyncio.create_task(_run_crowd(crowd, slices[0], clients))]
+        else:
+            # several bench processes: one asyncio process cannot drive 10,000 participants
+            # on a loaded machine (it, not the coordinator, was the bottleneck)
+            loop = asyncio.get_running_loop()
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=args.bench_processes))
+            crowds = [
+                asyncio.ensure_future(loop.run_in_executor(pool, run_crowd, crowd, part))
+                for part in slices
+            ]
         done, pending = await asyncio.wait(
-            [*tasks, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
+            [*crowds, finished], timeout=args.time_limit, return_when=asyncio.ALL_COMPLETED
         )
         wall = time.perf_counter() - started
         usage = await sampler.stop()
+        # each crowd stops itself at the time limit; on a starved machine its report comes
+        # late, and losing it would lose every participant's figures
+        late = [part for part in crowds if part in pending]
+        if late:
+            reported, _ = await asyncio.wait(late, timeout=CROWD_REPORT_GRACE_SECONDS)
+            done |= reported
+            pending -= reported
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if pending:
+        stats = Stats()
+        for part in crowds:
+            if part in done and part.exception() is None:
+                stats.merge(part.result())
+            else:
+                stats.errors.append("a crowd of participants did not report (time limit)")
+        if finished not in done:
             stats.errors.append(
-                f"time limit: {len(pending)} tasks unfinished after {args.time_limit:g} s"
+                f"time limit: the federation did not finish within {args.time_limit:g} s"
             )
-        if finished in done and finished.exception() is not None:
-            stats.errors.append(f"federation: {finished.exception()}")
-        return wall, stats, usage
+        elif (failure := finished.exception()) is not None:
+            stats.errors.append(f"federation: {type(failure).__name__}: {failure}")
+        return enrol_seconds, wall, stats, usage
 
 
 async def _wait_drawn(client: httpx.AsyncClient, admin: dict[str, str], federation_id: str) -> None:
@@ -479,9 +616,10 @@ def run(args: argparse.Namespace) -> Result:
                 else {}
             ),
         )
-        server.start(timeout=60)
         try:
-            wall, stats, usage = asyncio.run(_load(server, admin_token, args))
+            # generous: on the shared machine (load 30) a start took over a minute
+            server.start(timeout=SERVER_START_SECONDS)
+            enrol_seconds, wall, stats, usage = asyncio.run(_load(server, admin_token, args))
         finally:
             server.stop()
             logged = _log_errors(server.log_path)
@@ -495,8 +633,14 @@ def run(args: argparse.Namespace) -> Result:
         wall_seconds=wall,
         stats=stats,
         usage=usage,
-        bench_cpu_seconds=time.process_time() - bench_cpu,
+        # the main process, plus the participants' own processes when there are several
+        bench_cpu_seconds=time.process_time()
+        - bench_cpu
+        + (stats.cpu_seconds if args.bench_processes > 1 else 0.0),
         sample=args.sample,
+        enrol_seconds=enrol_seconds,
+        first_polls_per_second=args.first_polls_per_second,
+        bench_processes=args.bench_processes,
     )
 
 
@@ -526,9 +670,16 @@ def _per_later_round(result: Result) -> str:
 def report(result: Result) -> str:
     stats, usage = result.stats, result.usage
     sampled = f" ({result.sample} sampled per round)" if result.sample else ""
+    staggered = (
+        f", first polls {result.first_polls_per_second:g}/s"
+        if result.first_polls_per_second
+        else ", first polls at once"
+    )
     lines = [
         f"{result.participants} participants{sampled}, {result.rounds} rounds, "
-        f"{result.backend}, {result.workers} coordinator worker(s)",
+        f"{result.backend}, {result.workers} coordinator worker(s){staggered}, "
+        f"{result.bench_processes} bench process(es); "
+        f"enrolment {result.enrol_seconds:.1f} s",
         "",
         "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
         "|---|---|---|---|---|---|",
@@ -590,7 +741,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="run the coordinator from this source tree (e.g. an exported older commit)",
     )
+    parser.add_argument(
+        "--first-polls-per-second",
+        type=float,
+        default=None,
+        help="start the participants at this rate (participant i after i / rate s) "
+        "instead of all at once",
+    )
+    parser.add_argument(
+        "--bench-processes",
+        type=int,
+        default=1,
+        help="run the participants in this many processes (a loaded machine: one asyncio "
+        "process cannot drive 10,000)",
+    )
     args = parser.parse_args(argv)
+    if args.bench_processes < 1:
+        parser.error("--bench-processes must be >= 1")
+    if args.first_polls_per_second is not None and args.first_polls_per_second <= 0:
+        parser.error("--first-polls-per-second must be positive")
     if args.participants < 1 or args.rounds < 1 or not 1 <= args.rows <= args.items:
         parser.error("need participants >= 1, rounds >= 1 and 1 <= rows <= items")
     if args.sample is not None and not 1 <= args.sample <= args.participants:

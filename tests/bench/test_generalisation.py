@@ -78,3 +78,21 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert rows[0]["shape"] == "sparse"
     assert 0.0 < rows[0]["federated"] <= 1.0
     assert 0.0 < rows[0]["centralized"] <= 1.0
+
+
+@pytest.mark.slow
+def test_anchors_only_runs_no_simulate(tmp_path: Path) -> None:
+    """--anchors-only: the library anchors on the shape's split, no simulate subprocess."""
+    pytest.importorskip("implicit")
+    out = tmp_path / "rows.json"
+    keep = tmp_path / "kept"
+    code = generalisation.main(
+        ["--quick", "--anchors-only", "--shapes", "sparse", "--json", str(out), "--keep", str(keep)]
+    )
+    assert code == 0
+    row = json.loads(out.read_text())[0]
+    assert not list(keep.glob("*.simulate.log"))  # the default command never ran
+    assert np.isnan(row["federated"])
+    assert np.isnan(row["centralized"])
+    assert set(row["anchors"]) == {"als", "bpr"}
+    assert all(0.0 < value <= 1.0 for value in row["anchors"].values())
