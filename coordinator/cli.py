@@ -111,13 +111,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if app is None:
         # each worker process builds its own app from the same FEDREC_* environment
-        uvicorn.run("coordinator.app:create_app", factory=True, workers=workers, **served)
+        uvicorn.run(
+            "coordinator.app:create_app",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **served,
+        )
     else:
         uvicorn.run(app, **served)
     return 0
 
 
 _MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+# uvicorn's supervisor kills a worker that misses its health ping; its default 5 s killed
+# busy but healthy workers on a loaded 2-core machine (bench/load.py), dropping their
+# connections. A worker silent for 30 s is really stuck.
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def _share_with_workers(args: argparse.Namespace, data_dir: Path) -> None:

@@ -196,6 +196,29 @@ def test_serve_workers_must_be_a_sane_count(capsys: pytest.CaptureFixture[str]) 
     assert "--workers" in capsys.readouterr().err
 
 
+def test_serve_workers_get_a_patient_health_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from coordinator.cli import WORKER_HEALTHCHECK_SECONDS
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **kwargs: calls.append(kwargs))
+    # serve exports these for its workers: set-then-delete makes monkeypatch restore them
+    exported = ("HOST", "PORT", "DATA_DIR", "LOG_FORMAT")
+    for name in ("PROMETHEUS_MULTIPROC_DIR", *(f"FEDREC_{option}" for option in exported)):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    data = tmp_path / "data"
+    assert main(["serve", "--workers", "2", "--data-dir", str(data)]) == 0
+    assert main(["serve", "--data-dir", str(data)]) == 0
+    several, one = calls
+    assert several["workers"] == 2
+    assert several["timeout_worker_healthcheck"] == WORKER_HEALTHCHECK_SECONDS > 5
+    assert "timeout_worker_healthcheck" not in one
+
+
 @pytest.mark.parametrize("encoding", ["float16", "int8"])
 def test_simulate_encoding_flag(encoding: str) -> None:
     args = build_parser().parse_args(["simulate", "--encoding", encoding])
