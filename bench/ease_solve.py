@@ -66,7 +66,7 @@ def _rss_bytes() -> int:
 
 
 def _run_one(method: str, num_items: int) -> dict[str, float | str | int]:
-    from coordinator.domain import ease_solve
+    import coordinator.domain.ease_solve as ease_solve
 
     gram = np.load(_gram_file(num_items))
     base_rss = _rss_bytes()

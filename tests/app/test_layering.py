@@ -14,8 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # what bench/ may use of the coordinator: the app factory (create_app); everything else
 # goes over HTTP, through the SDK, or through the fedrec application
-# and the aggregator, which bench.peers.aggregation times directly (a microbenchmark)
-BENCH_MAY_IMPORT = {"coordinator.app", "coordinator.domain.aggregation"}
+# (with the settings and migration it needs in process: bench.request_cpu), and the
+# microbenchmarks' subjects: the aggregator (bench.peers.aggregation) and the EASE solve
+# (bench.ease_solve), timed directly
+BENCH_MAY_IMPORT = {
+    "coordinator.app",
+    "coordinator.config",
+    "coordinator.migrate",
+    "coordinator.domain.aggregation",
+    "coordinator.domain.ease_solve",
+}
 
 
 def _imports(path: Path) -> set[str]:
