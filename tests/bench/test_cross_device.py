@@ -18,7 +18,8 @@ def test_the_per_user_federation_deploys_its_best_validated_round() -> None:
     data = make_synthetic(num_users=40, num_items=200, seed=2)
     split = leave_one_out(data)
     groups = partition_users(data, "per-user")
-    options = SimulationOptions(dim=8, local_epochs=1, rounds=6, patience=2)
+    # window 1: the raw curve (the default smooths it: tests/domain/test_validation_curve.py)
+    options = SimulationOptions(dim=8, local_epochs=1, rounds=6, patience=2, validation_window=1)
     (summed,) = [
         c
         for c in candidates_for(
