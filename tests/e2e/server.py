@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import create_engine, select, update
+
+from coordinator.store.models import BlobChunk
 from fedrec.local_server import CoordinatorProcess
 
 __all__ = ["ADMIN_TOKEN", "ServerProcess"]
@@ -27,3 +30,26 @@ class ServerProcess(CoordinatorProcess):
             secret_key="e2e-secret",
             env={"FEDREC_TIMER_INTERVAL_SECONDS": "0.2", **extra_env},
         )
+
+    @property
+    def database_url(self) -> str:
+        default = f"sqlite:///{(self.data_dir / 'fedrec.db').resolve()}"
+        return self.env.get("FEDREC_DATABASE_URL", default)
+
+    def tamper_blob(self, digest: str) -> None:
+        """Flip the last byte of a stored blob: its file, or (a small blob, kept as database
+        rows by the server) its first row. The server should be stopped."""
+        path = self.data_dir / "blobs" / digest[:2] / digest
+        if path.exists():
+            data = path.read_bytes()
+            path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+            return
+        engine = create_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                key = (BlobChunk.digest == digest) & (BlobChunk.seq == 0)
+                data = conn.execute(select(BlobChunk.data).where(key)).scalar_one()
+                flipped = data[:-1] + bytes([data[-1] ^ 1])
+                conn.execute(update(BlobChunk).where(key).values(data=flipped))
+        finally:
+            engine.dispose()

@@ -116,10 +116,7 @@ def test_sigkill_after_acknowledged_upload_loses_nothing(server: ServerProcess) 
     assert ok.returncode == 0, ok.stderr
     assert "3 versions verified" in ok.stdout
 
-    blob = server.data_dir / "blobs" / versions[1].sha256[:2] / versions[1].sha256
-    data = bytearray(blob.read_bytes())
-    data[-1] ^= 0x01
-    blob.write_bytes(bytes(data))
+    server.tamper_blob(versions[1].sha256)
     broken = server.cli("verify-lineage", fid)
     assert broken.returncode == 1
     assert "version 1" in broken.stderr
