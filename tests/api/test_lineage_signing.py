@@ -28,7 +28,7 @@ from coordinator.config import Settings
 from coordinator.domain.context import Context
 from coordinator.domain.lineage import chain_hash, verify_lineage
 from coordinator.domain.signing import LineageSigner, generate_signing_key_pem
-from coordinator.store.models import BlobChunk, Federation, ModelVersion
+from coordinator.store.models import Federation, ModelVersion
 from participant_sdk import Client
 from participant_sdk.wire import (
     MANIFEST_HEADER,
@@ -41,8 +41,8 @@ from tests.factories import (
     NUM_ITEMS,
     create_federation,
     enrol,
-    local_blobs,
     put_update,
+    tamper_blob,
     update_bytes,
     wait_round_closed,
 )
@@ -220,13 +220,7 @@ class TestTamperingIsDetected:
         fid, _ = history
         ctx = _ctx(app)
         (contributor,) = _row(ctx, fid, 2).contributors
-        if local_blobs(ctx).exists(contributor):
-            local_blobs(ctx).path(contributor).write_bytes(b"other bytes")
-        else:  # a small update kept as database rows: one byte flipped in place
-            with ctx.sessions.begin() as session:
-                chunk = session.get(BlobChunk, (contributor, 0))
-                assert chunk is not None
-                chunk.data = bytes([chunk.data[0] ^ 1]) + chunk.data[1:]
+        tamper_blob(ctx, contributor)  # a file, or a small update's database rows
         report = verify_lineage(ctx, fid)
         assert report.bad_version == 2
         assert f"update blob {contributor} was changed" in (report.reason or "")
