@@ -321,6 +321,9 @@ class SecAggStatus(BaseAPIModel):
         When the phase closes without late participants.
     threshold, clip_norm, max_participants, vector_length
         The round's parameters and fixed-point encoding.
+    graph : {"complete", "harary"}
+        Whom participants share with; ``degree`` and ``neighbour_threshold`` are the
+        Harary graph's as drawn for the round (None before the draw and for ``complete``).
     in_cohort, answered : bool
         Whether this participant takes part, and already sent this phase's message.
     roster, inbox, unmask_request : dict or None
@@ -339,6 +342,9 @@ class SecAggStatus(BaseAPIModel):
     clip_norm: float
     max_participants: int
     vector_length: int
+    graph: str = "complete"
+    degree: int | None = None
+    neighbour_threshold: int | None = None
     in_cohort: bool = False
     answered: bool = False
     roster: dict[str, Any] | None = None

@@ -623,6 +623,18 @@ class SecAggStatus(Schema):
         "(max_participants * C))."
     )
     vector_length: int = Field(description="uint32 words in a masked input.")
+    graph: Literal["complete", "harary"] = Field(
+        description="Whom participants share keys and masks with: `complete` = every other "
+        "one; `harary` = the neighbours on the round's drawn Harary ring (SecAgg+)."
+    )
+    degree: int | None = Field(
+        description="`harary`: k as drawn for this round once the advertisement closed "
+        "(each participant has k neighbours); null before the draw and for `complete`."
+    )
+    neighbour_threshold: int | None = Field(
+        description="`harary`: the Shamir threshold within a neighbourhood as drawn; null "
+        "before the draw and for `complete` (where `threshold` applies)."
+    )
     in_cohort: bool = Field(description="Whether the caller takes part in this round.")
     answered: bool = Field(description="Whether the caller already sent this phase's message.")
     roster: dict[str, Any] | None = Field(

@@ -318,6 +318,9 @@ class SecAggStatus:
     clip_norm: float
     max_participants: int
     vector_length: int
+    graph: str
+    degree: int | None
+    neighbour_threshold: int | None
     in_cohort: bool
     answered: bool
     roster: dict[str, Any] | None
@@ -364,6 +367,10 @@ def _status(
         clip_norm=machine.clip,
         max_participants=machine.max_participants,
         vector_length=machine.vector_length,
+        graph=machine.graph,
+        # as drawn when the advertisement closed (the requested values are the spec's)
+        degree=machine.degree if machine.ring else None,
+        neighbour_threshold=machine.neighbour_threshold if machine.ring else None,
         in_cohort=in_cohort,
         answered=participant is not None and participant in _answers(machine),
         roster=roster,

@@ -44,8 +44,13 @@ class TestSparseGraph:
     ) -> None:
         fid = secure_federation(client, admin_headers, threshold=3, **SPARSE)
         group = parties(client, admin_headers, fid, 6)
+        before_draw = group[0].status(1)
+        assert (before_draw["graph"], before_draw["degree"]) == ("harary", None)
         for p in group:
             p.keys(1)
+        # the status shows the graph as drawn, to participants and the admin alike
+        drawn = client.get(f"/v1/federations/{fid}/rounds/1/secagg", headers=admin_headers).json()
+        assert (drawn["graph"], drawn["degree"], drawn["neighbour_threshold"]) == ("harary", 2, 2)
         state = stored_state(app)
         assert (state["graph"], state["degree"], state["neighbour_threshold"]) == ("harary", 2, 2)
         ring = state["ring"]

@@ -251,6 +251,11 @@ class TestPhases:
         assert first["phase"] == "advertise"
         assert first["vector_length"] == LENGTH
         assert first["in_cohort"] is True
+        assert (first["graph"], first["degree"], first["neighbour_threshold"]) == (
+            "complete",
+            None,
+            None,
+        )
         # a plaintext upload is refused: the coordinator takes no clear update
         response = put_update(client, fid, 1, update_bytes(), group[0].headers)
         assert_problem(response, 409, "secure-aggregation-round")

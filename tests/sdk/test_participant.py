@@ -233,11 +233,11 @@ def test_sampled_out_participants_do_not_train_and_wait_for_the_next_round(
     assert parts[0].step() == "waiting"
     assert parts[0].waiting_after == 0  # it may still be drawn into round 1: no skip
     app.state.worker.tick()
-    drawn = [p.client.rounds.current(fid).in_cohort for p in parts]
+    drawn = [p.client.rounds.current(fid).in_cohort is True for p in parts]
     assert sorted(drawn) == [False, False, True, True]
     # the sampled-out step first: once both drawn ones upload, round 1 may close and
     # round 2 open (aggregation runs in the background), which would be a different test
-    order = sorted(range(len(parts)), key=lambda i: bool(drawn[i]))
+    order = sorted(range(len(parts)), key=lambda i: drawn[i])
     outcomes = {i: parts[i].step() for i in order}
     assert [outcomes[i] for i in order] == ["waiting", "waiting", "uploaded", "uploaded"]
     sampled_out = [parts[i] for i in order[:2]]
