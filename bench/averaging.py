@@ -7,7 +7,9 @@ round it scores, on the validation split, the round's own model and averaged one
 item tensors averaged over the last ``W`` versions (Polyak over a window) and an
 exponential moving average with decay ``beta`` (``ema_r = beta ema_{r-1} + (1 - beta)
 x_r``), each scored with the users' factors of that round (what a participant holds
-when the averaged version reaches it). The centralized baseline gets the same
+when the averaged version reaches it); ``--user-betas`` scores the round's item tensors
+with an EMA of each user's own factors instead (a device could keep it privately).
+The centralized baseline gets the same
 averages, so a rule is judged on both curves. Every rule's curve then goes through the
 product's stop and deploy policies (:func:`bench.smoothing.stop_and_deploy`, window
 and patience of the chosen recipe), and its deployed version's validation figure is
@@ -54,8 +56,11 @@ F32 = npt.NDArray[np.float32]
 class Averages:
     """The averaged item tensors of every rule, updated once per round."""
 
-    def __init__(self, windows: list[int], betas: list[float]) -> None:
+    def __init__(
+        self, windows: list[int], betas: list[float], user_betas: list[float] | None = None
+    ) -> None:
         self.windows, self.betas = windows, betas
+        self.user_betas = user_betas or []
         self.recent: list[dict[str, F32]] = []
         self.ema: dict[float, dict[str, npt.NDArray[np.float64]]] = {}
 
@@ -105,12 +110,21 @@ def run(
 ) -> tuple[dict[str, list[float]], dict[str, list[State]]]:
     curves: dict[str, list[float]] = {}
     states: dict[str, list[State]] = {}
+    user_ema: dict[float, npt.NDArray[np.float64]] = {}
     for number in range(1, cap + 1):
         tensors, users_factors = advance()
-        variants = {"raw": tensors, **averages.update(tensors)}
+        variants = {
+            name: (item_tensors, users_factors)
+            for name, item_tensors in {"raw": tensors, **averages.update(tensors)}.items()
+        }
+        # the users' own factors averaged instead (private: each device can keep its EMA)
+        for beta in averages.user_betas:
+            prev = user_ema.get(beta)
+            now = users_factors.astype(np.float64)
+            user_ema[beta] = now if prev is None else beta * prev + (1.0 - beta) * now
+            variants[f"user-ema{beta:g}"] = (tensors, user_ema[beta].astype(np.float32))
         line = []
-        for name, item_tensors in variants.items():
-            state = (item_tensors, users_factors)
+        for name, state in variants.items():
             value = float(per_user_ndcg(_scorer(state), split.train, split.valid).mean())
             curves.setdefault(name, []).append(value)
             states.setdefault(name, []).append(state)
@@ -130,6 +144,9 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=70)
     parser.add_argument("--windows", default="3,5,10")
     parser.add_argument("--betas", default="0.5,0.8,0.9")
+    parser.add_argument(
+        "--user-betas", default="", help="EMAs of the users' factors (items raw), e.g. 0.5,0.8"
+    )
     parser.add_argument("--no-central", action="store_true")
     parser.add_argument("--test", default="", help="rules whose deployed version is tested")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
@@ -211,7 +228,9 @@ def main() -> None:
     all_states: dict[str, dict[str, list[State]]] = {}
     for kind, advance in runs:
         cpu = time.process_time()
-        curves, states = run(kind, advance, split, args.cap, Averages(windows, betas))
+        user_betas = [float(b) for b in args.user_betas.split(",") if b]
+        averages = Averages(windows, betas, user_betas)
+        curves, states = run(kind, advance, split, args.cap, averages)
         all_states[kind] = states
         rules = {}
         for name, curve in curves.items():
