@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedrec import simulation
 from fedrec.early_stopping import EarlyStopping
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
@@ -47,6 +48,30 @@ from participant_sdk.recsys import (
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import fold_in, prepare_to_score
+
+# each tested model's per-user test NDCG@10, in the order of split.test (for the paired
+# standard error of the federated - centralized difference)
+PER_USER: dict[str, npt.NDArray[np.float64]] = {}
+
+
+def _record(name: str, score: Any, split: LeaveOneOutSplit) -> None:
+    from bench.smoothing import per_user_ndcg  # bench.smoothing imports this module
+
+    PER_USER[name] = per_user_ndcg(score, concat(split.train, split.valid), split.test)
+
+
+def paired_gap(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """Mean of ``a - b`` over the same users, its standard error, and a bootstrap 95 %
+    interval of ``mean(a) / mean(b)`` (2 000 resamples of users, seed 0)."""
+    diff = a - b
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, a.size, size=(2000, a.size))
+    ratios = a[draws].mean(axis=1) / b[draws].mean(axis=1)
+    return {
+        "difference": round(float(diff.mean()), 5),
+        "se_of_difference": round(float(diff.std(ddof=1) / np.sqrt(diff.size)), 5),
+        "ratio_95ci": [round(float(np.quantile(ratios, q)), 3) for q in (0.025, 0.975)],
+    }
 
 
 def _test(score: Any, split: LeaveOneOutSplit, data: Interactions) -> dict[str, float]:
@@ -115,6 +140,7 @@ def federate(
     def score(users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         return np.asarray(users_factors[users] @ q.T + b[None, :], dtype=np.float32)
 
+    _record("federated", score, split)
     chosen = {
         "chosen_round": stopper.best_step,
         "validation_ndcg@10": stopper.best_value,
@@ -201,6 +227,13 @@ def main() -> None:
     config = options.trainer_config()
     if isinstance(config, BPRConfig):
         config = config.replace(epochs=options.local_epochs)
+    tested = simulation._test_metrics
+
+    def recorded(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
+        _record("centralized", score_fn, split)
+        return tested(score_fn, split, full)
+
+    simulation._test_metrics = recorded  # the baseline's per-user figures, read once
     central, central_chosen = centralized_baseline(
         data,
         split,
@@ -226,12 +259,13 @@ def main() -> None:
         "popularity": {"test": popularity},
         "search": searched,
         "ratio": federated["ndcg@10"] / central["ndcg@10"],
+        "paired": paired_gap(PER_USER["federated"], PER_USER["centralized"]),
     }
     print(
         f"test NDCG@10: federated {federated['ndcg@10']:.4f}, centralized "
         f"{central['ndcg@10']:.4f} ({found['ratio']:.3f} x), popularity "
         f"{popularity['ndcg@10']:.4f}; search {searched}, federation {trained}, "
-        f"centralized {centralized}"
+        f"centralized {centralized}; paired {found['paired']}"
     )
     if args.json:
         args.json.write_text(json.dumps(found, indent=2, default=str))

@@ -63,6 +63,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         dim=args.dim,
         local_epochs=_given(args, "local_epochs"),
         learning_rate=args.lr,
+        round_decay=args.round_decay,
         reg=args.reg,
         negatives=args.negatives,
         recency_window=_given(args, "recency_window"),
@@ -247,6 +248,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     )
     parser.add_argument(
         "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
+    )
+    parser.add_argument(
+        "--round-decay",
+        type=float,
+        default=default_of("round_decay"),
+        help="bpr: round r trains at lr * ROUND_DECAY ** (r - 1), in (0, 1] (1 = constant)",
     )
     parser.add_argument(
         "--reg", type=float, default=default_of("reg"), help="L2 regularisation of the factors"

@@ -81,6 +81,9 @@ class SimulationOptions:
     dim: int = 64
     local_epochs: int = 8
     learning_rate: float = 0.05
+    # BPR's local rate of round r is learning_rate * round_decay ** (r - 1), sent to the
+    # participants in their config (1 = constant; fedrec.selection sets it per recipe)
+    round_decay: float = 1.0
     reg: float = 0.01
     negatives: int = 3
     recency_window: int = 10
@@ -247,6 +250,7 @@ class SimulationOptions:
         return BPRConfig(
             dim=self.dim,
             learning_rate=self.learning_rate,
+            round_decay=self.round_decay,
             reg=self.reg,
             negatives=self.negatives,
             recency_window=self.recency_window,

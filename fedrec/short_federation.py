@@ -25,7 +25,7 @@ from coordinator.domain.specs import StrategySpec
 from coordinator.domain.strategy import ServerState, build_strategy
 from coordinator.domain.validation_curve import smoothed
 from fedrec.partition import local_view
-from participant_sdk.recsys import Interactions, evaluate_loo, init_item_tensors
+from participant_sdk.recsys import BPRTrainer, Interactions, evaluate_loo, init_item_tensors
 from participant_sdk.recsys.trainers import (
     Trainer,
     TrainerConfig,
@@ -97,8 +97,14 @@ class ShortFederation:
             if not len(local):
                 continue
             try:
+                # BPR's local rate follows its round schedule, as the SDK's devices do
+                rate = (
+                    trainer.config.round_learning_rate(self.rounds + 1)
+                    if isinstance(trainer, BPRTrainer)
+                    else None
+                )
                 with np.errstate(over="ignore", invalid="ignore"):  # checked below
-                    update = trainer.train_round(self.tensors, local)
+                    update = trainer.train_round(self.tensors, local, learning_rate=rate)
             except (FloatingPointError, ValueError) as exc:  # a diverged candidate loses
                 self.diverged = f"round {self.rounds + 1}: {exc}"
                 return

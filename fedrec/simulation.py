@@ -159,16 +159,18 @@ def centralized_baseline(
     trained = 0
     scale = 1.0
     for number in range(1, rounds + 1):
-        if plateau_decay is not None and isinstance(config, BPRConfig):
-            scale = plateau_scale(
-                scale,
-                smoothed(stopper.values, window),
-                factor=plateau_decay,
-                patience=plateau_patience,
-                min_delta=min_delta,
-            )
+        if isinstance(config, BPRConfig):
+            if plateau_decay is not None:
+                scale = plateau_scale(
+                    scale,
+                    smoothed(stopper.values, window),
+                    factor=plateau_decay,
+                    patience=plateau_patience,
+                    min_delta=min_delta,
+                )
+            # the devices' round schedule (round_decay), round for round
             update = trainer.train_round(
-                tensors, split.train, learning_rate=config.learning_rate * scale
+                tensors, split.train, learning_rate=config.round_learning_rate(number) * scale
             )
         else:
             update = trainer.train_round(tensors, split.train)

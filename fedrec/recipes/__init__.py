@@ -29,7 +29,15 @@ RECIPE_NAMES = ("bpr-silos", "bpr-cross-device", "ials", "ease")
 # deploy the best version on validation NDCG@10, as `fedrec simulate` does
 DEPLOY_BEST = {"policy": "best", "metric": "ndcg@10"}
 # the local-training fields a partner sets; dim comes from the federation, seed is theirs
-BPR_FIELDS = ("learning_rate", "reg", "negatives", "epochs", "recency_window", "recency_weight")
+BPR_FIELDS = (
+    "learning_rate",
+    "round_decay",
+    "reg",
+    "negatives",
+    "epochs",
+    "recency_window",
+    "recency_weight",
+)
 IALS_FIELDS = ("reg", "alpha")
 
 

@@ -81,6 +81,13 @@ class BPRConfig:
         Standard deviation of the normal init of user (and initial item) factors.
     lr_decay:
         Multiplies the learning rate after each local epoch (1 = constant).
+    round_decay:
+        A schedule over the federation's rounds: round ``r`` trains at
+        ``learning_rate * round_decay ** (r - 1)`` (:meth:`round_learning_rate`; 1 =
+        constant). Each participant derives it from the round number the coordinator
+        hands it, so every device of a round trains at the same rate whatever rounds it
+        missed. It applies to federated training rounds only: a fold-in (training the
+        user factors against a deployed model) runs at ``learning_rate``.
     hard_negatives:
         Candidates drawn per negative; the one the current model scores highest is
         used (dynamic negative sampling). 1 = plain uniform sampling.
@@ -107,6 +114,7 @@ class BPRConfig:
     mu: float = 0.0
     init_scale: float = 0.1
     lr_decay: float = 1.0
+    round_decay: float = 1.0
     hard_negatives: int = 1
     recency_window: int = 0
     recency_weight: float = 1.0
@@ -116,6 +124,13 @@ class BPRConfig:
             raise ValueError(f"recency_window must be >= 0, got {self.recency_window}")
         if not self.recency_weight > 0.0:
             raise ValueError(f"recency_weight must be > 0, got {self.recency_weight}")
+        if not 0.0 < self.round_decay <= 1.0:
+            raise ValueError(f"round_decay must be in (0, 1], got {self.round_decay}")
+
+    def round_learning_rate(self, round_number: int) -> float:
+        """The learning rate of federated round ``round_number`` (1-based; 0 or less,
+        e.g. a caller that does not know the round, counts as round 1)."""
+        return self.learning_rate * self.round_decay ** max(round_number - 1, 0)
 
     @property
     def recency_weighted(self) -> bool:

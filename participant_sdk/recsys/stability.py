@@ -118,11 +118,12 @@ def update_problem(
     return None
 
 
-def _step_size(trainer: BPRTrainer | IALSTrainer) -> float:
-    """The local step a back-off halves: BPR's learning rate, implicit ALS's item step."""
+def _step_size(trainer: BPRTrainer | IALSTrainer, round_number: int) -> float:
+    """The local step a back-off halves: BPR's learning rate of this round (its
+    ``round_decay`` schedule), implicit ALS's item step."""
     if isinstance(trainer, IALSTrainer):
         return trainer.config.item_step
-    return trainer.config.learning_rate
+    return trainer.config.round_learning_rate(round_number)
 
 
 def train_with_backoff(
@@ -143,7 +144,7 @@ def train_with_backoff(
     """
     if max_backoffs < 0:
         raise ValueError(f"max_backoffs must be >= 0, got {max_backoffs}")
-    lr = _step_size(trainer) if learning_rate is None else learning_rate
+    lr = _step_size(trainer, round_number) if learning_rate is None else learning_rate
     before = trainer.state_dict()
     tried: list[float] = []
     found: tuple[str, str] = ("item_factors", "no attempt")

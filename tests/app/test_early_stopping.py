@@ -112,3 +112,21 @@ def test_the_centralized_learning_rate_decays_on_plateaus(
     )
     lr = CONFIG.learning_rate
     assert rates[:6] == [lr, lr, lr, lr / 2, lr / 2, lr / 4]  # then the users' fold-in
+
+
+def test_the_centralized_learning_rate_follows_the_round_schedule(
+    small: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, split = small
+    rates: list[float | None] = []
+    train_round = BPRTrainer.train_round
+
+    def recorded(self: BPRTrainer, *args: Any, **kwargs: Any) -> Any:
+        rates.append(kwargs.get("learning_rate"))
+        return train_round(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPRTrainer, "train_round", recorded)
+    centralized_baseline(data, split, CONFIG.replace(round_decay=0.5), 3, patience=None)
+    lr = CONFIG.learning_rate
+    # the devices' schedule round for round; the fold-in (last call) at the base rate
+    assert rates == [pytest.approx(lr), pytest.approx(lr / 2), pytest.approx(lr / 4), None]

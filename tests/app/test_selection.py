@@ -192,3 +192,29 @@ def test_the_search_scores_validation_only_and_applies_the_winner(
     for key, value in selection.chosen.settings.items():
         assert getattr(chosen, key) == value
     assert chosen.server_lr is not None
+
+
+def test_a_short_federation_trains_each_round_at_the_scheduled_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import Any
+
+    from fedrec.short_federation import ShortFederation
+    from participant_sdk.recsys import BPRConfig, BPRTrainer
+
+    data = make_synthetic(num_users=12, num_items=40, seed=1)
+    rates: list[float | None] = []
+    train_round = BPRTrainer.train_round
+
+    def recorded(self: BPRTrainer, *args: Any, **kwargs: Any) -> Any:
+        rates.append(kwargs.get("learning_rate"))
+        return train_round(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPRTrainer, "train_round", recorded)
+    groups = [np.arange(6), np.arange(6, 12)]
+    config = BPRConfig(dim=4, learning_rate=0.08, round_decay=0.5)
+    federation = ShortFederation(data, groups, config, {"name": "fedavg"})
+    federation.advance()
+    federation.advance()
+    # two devices a round: 0.08 in round 1, 0.04 in round 2, as the SDK's devices train
+    assert rates == pytest.approx([0.08, 0.08, 0.04, 0.04])

@@ -47,3 +47,19 @@ def test_set_overrides_an_option_field_and_refuses_unknown_ones() -> None:
     assert _override("patience=null") == ("patience", None)
     with pytest.raises(SystemExit, match="no SimulationOptions field"):
         _override("patiense=15")
+
+
+def test_the_paired_gap_is_the_mean_difference_with_its_standard_error() -> None:
+    import numpy as np
+
+    from bench.cross_device import paired_gap
+
+    # 200 users: differences 0.5, 0, 0, 0.5, ...: mean 0.25, sample variance
+    # 0.0625 * 200 / 199, so se = sqrt(0.0625 / 199) = 0.017722
+    a = np.tile([1.0, 0.5, 0.0, 0.5], 50)
+    b = np.tile([0.5, 0.5, 0.0, 0.0], 50)
+    found = paired_gap(a, b)
+    assert found["difference"] == pytest.approx(0.25)
+    assert found["se_of_difference"] == pytest.approx(0.01772, abs=1e-5)
+    low, high = found["ratio_95ci"]
+    assert 1.0 <= low <= 2.0 <= high  # mean(a) / mean(b) = 2

@@ -187,6 +187,23 @@ def test_config_rejects_bad_recency(changes: dict[str, float], message: str) -> 
         CFG.replace(**changes)
 
 
+def test_the_round_schedule_decays_the_rate_per_round() -> None:
+    cfg = CFG.replace(learning_rate=0.05, round_decay=0.9)
+    # round r trains at 0.05 * 0.9 ** (r - 1), by hand; a round before the first is round 1
+    assert cfg.round_learning_rate(1) == pytest.approx(0.05)
+    assert cfg.round_learning_rate(2) == pytest.approx(0.045)
+    assert cfg.round_learning_rate(4) == pytest.approx(0.03645)
+    assert cfg.round_learning_rate(0) == pytest.approx(0.05)
+    # the default is a constant rate
+    assert CFG.round_learning_rate(50) == CFG.learning_rate
+
+
+@pytest.mark.parametrize("decay", [0.0, -0.5, 1.5, float("nan")])
+def test_config_rejects_a_round_decay_outside_0_1(decay: float) -> None:
+    with pytest.raises(ValueError, match="round_decay"):
+        CFG.replace(round_decay=decay)
+
+
 def _recent_and_old(num_users: int = 40) -> Interactions:
     """Every user: 6 old interactions with items 0-9, then one recent with items 10-19."""
     rng = np.random.default_rng(0)

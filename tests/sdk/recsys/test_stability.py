@@ -109,3 +109,13 @@ def test_no_backoff_allowed_fails_on_the_first_divergence(data: Interactions) ->
         train_with_backoff(
             trainer, init_item_tensors(60, 8), data, learning_rate=0.3, max_backoffs=0
         )
+
+
+def test_a_round_trains_at_its_scheduled_rate(data: Interactions) -> None:
+    # round 3 of a 0.5-per-round schedule: 0.05 * 0.5 ** 2, as a direct run at that rate
+    cfg = CFG.replace(round_decay=0.5)
+    base = init_item_tensors(60, 8)
+    update, learning_rate = train_with_backoff(_trainer(data, cfg), base, data, round_number=3)
+    assert learning_rate == pytest.approx(0.0125)
+    direct = _trainer(data, cfg).train_round(base, data, learning_rate=0.0125)
+    assert np.array_equal(update.item_factors, direct.item_factors)
