@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from participant_sdk import wire
-from participant_sdk.wire import WireError, verify_manifest
+from participant_sdk.wire import MANIFEST_HEADER, SIGNATURE_HEADER, WireError, verify_manifest
 
-from .fake_coordinator import MANIFEST_HEADER, PUBLIC_KEY, SIGNATURE_HEADER, signed_weights_headers
+from .fake_coordinator import PUBLIC_KEY, signed_weights_headers
 
 
 def _signed(version: int = 3) -> tuple[str, str]:
