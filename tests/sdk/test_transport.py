@@ -117,6 +117,17 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's transport is ours only without a proxy in the environment."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the timeout test's client hangs up before the slow answer: expected
@@ -241,9 +252,6 @@ def test_https_goes_to_httpx_s_transport() -> None:
 def test_a_proxy_in_the_environment_keeps_httpx_s_transports(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
     assert isinstance(default_transport(), KeepAliveTransport)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
     assert default_transport() is None
