@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -577,6 +578,28 @@ def encode_manifest(fields: Mapping[str, Any]) -> bytes:
     ).encode()
 
 
+# Every participant of a process checks the same manifest each round: the signature is a
+# pure function of these three strings, so a verified triple is remembered (a refused one
+# raises and is not). Bounded: a version's manifest is needed for a round or two.
+@functools.lru_cache(maxsize=64)
+def _verified_manifest(manifest_b64: str, signature_b64: str, public_key_b64: str) -> bytes:
+    """The manifest's bytes once its signature verifies under the key; else WireError."""
+    # imported here: only a client that downloads a model pays for it
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    manifest = _b64(manifest_b64, "the manifest")
+    signature = _b64(signature_b64, "the signature")
+    raw_key = _b64(public_key_b64, "the public key")
+    if len(raw_key) != 32:
+        raise WireError("the public key is not a raw 32-byte Ed25519 key")
+    try:
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, manifest)
+    except InvalidSignature as exc:
+        raise WireError("the manifest's signature does not verify under the pinned key") from exc
+    return manifest
+
+
 def _b64(value: str, what: str) -> bytes:
     try:
         return base64.b64decode(value.encode("ascii"), validate=True)
@@ -591,19 +614,7 @@ def verify_manifest(manifest_b64: str, signature_b64: str, public_key_b64: str) 
     or if the manifest is not one of ours. The caller then checks the fields against
     what it downloaded (sha256, federation, version).
     """
-    # imported here: only a client that downloads a model pays for it
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    manifest = _b64(manifest_b64, "the manifest")
-    signature = _b64(signature_b64, "the signature")
-    raw_key = _b64(public_key_b64, "the public key")
-    if len(raw_key) != 32:
-        raise WireError("the public key is not a raw 32-byte Ed25519 key")
-    try:
-        Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, manifest)
-    except InvalidSignature as exc:
-        raise WireError("the manifest's signature does not verify under the pinned key") from exc
+    manifest = _verified_manifest(manifest_b64, signature_b64, public_key_b64)
     try:
         fields = json.loads(manifest)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
