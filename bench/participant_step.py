@@ -37,7 +37,13 @@ from fedrec.datasets import find_movielens_100k
 from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
-from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
+from participant_sdk import (
+    Client,
+    FederatedRecommender,
+    NoUpdatesError,
+    RoundNotOpenError,
+    keep_alive_transport,
+)
 from participant_sdk.recsys.data import load_movielens_100k
 from participant_sdk.resources.rounds import Rounds
 
@@ -112,7 +118,11 @@ def run(data_path: Path, count: int, source: Path | None) -> dict[str, float]:
         ).id
         participants = []
         for index, users in enumerate(groups):
-            client = Client(server.url, admin.participants.enrol(fid, f"u{index}").token)
+            client = Client(
+                server.url,
+                admin.participants.enrol(fid, f"u{index}").token,
+                transport=keep_alive_transport(),
+            )
             clients.append(client)
             participants.append(
                 FederatedRecommender(client, fid, local_view(data, users), config=config)

@@ -42,7 +42,13 @@ from fedrec.datasets import find_movielens_100k
 from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
-from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
+from participant_sdk import (
+    Client,
+    FederatedRecommender,
+    NoUpdatesError,
+    RoundNotOpenError,
+    keep_alive_transport,
+)
 from participant_sdk.recsys import BPRConfig
 from participant_sdk.recsys.data import load_movielens_100k
 
@@ -119,7 +125,7 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
         participants = []
         for index, users in enumerate(groups):
             token = admin.participants.enrol(fid, f"user-{index}").token
-            client = Client(server.url, token, timeout=600)
+            client = Client(server.url, token, timeout=600, transport=keep_alive_transport())
             clients.append(client)
             participants.append(
                 FederatedRecommender(client, fid, local_view(data, users), config=config)

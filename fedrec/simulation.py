@@ -48,7 +48,13 @@ from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
 from fedrec.selection import select_recipe
 from fedrec.synthetic import make_synthetic
-from participant_sdk import Client, FederatedRecommender, NoUpdatesError, RoundNotOpenError
+from participant_sdk import (
+    Client,
+    FederatedRecommender,
+    NoUpdatesError,
+    RoundNotOpenError,
+    keep_alive_transport,
+)
 from participant_sdk.recsys import (
     BPRConfig,
     DataFileError,
@@ -478,7 +484,8 @@ def _federate(
     try:
         for index, users in enumerate(groups):
             token = admin.participants.enrol(fid, f"participant-{index}").token
-            client = Client(url, token)
+            # loopback to the embedded coordinator: the cheap keep-alive transport
+            client = Client(url, token, transport=keep_alive_transport())
             clients.append(client)
             participants.append(
                 FederatedRecommender(client, fid, local_view(keyed, users), config=config)

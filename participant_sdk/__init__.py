@@ -57,6 +57,7 @@ from ._exceptions import (
     UpdateConflictError,
     WaitTimeoutError,
 )
+from ._transport import KeepAliveTransport, keep_alive_transport
 from .types import (
     Deployment,
     DeploymentEvent,
@@ -85,6 +86,8 @@ __all__ = [
     # clients and their configuration
     "AsyncClient",
     "Client",
+    "KeepAliveTransport",
+    "keep_alive_transport",
     # the participant loop
     "FederatedRecommender",
     "Recommendations",

@@ -27,7 +27,6 @@ import httpx
 from ._base_client import BaseClient, RequestOptions, TimeoutTypes, path_segment
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
 from ._exceptions import _make_status_error
-from ._transport import default_transport
 from .resources.deployment import AsyncDeployments, Deployments
 from .resources.evaluations import AsyncEvaluations, Evaluations
 from .resources.federations import AsyncFederations, Federations
@@ -68,10 +67,10 @@ class Client(BaseClient):
         tests). The SDK does not close a client it was given.
     transport : httpx.BaseTransport, optional
         A transport for the SDK's own httpx client, e.g. ``httpx.MockTransport``.
-        Mutually exclusive with ``http_client``. By default plain ``http://`` is sent
-        with the standard library's ``http.client`` (a fraction of httpcore's CPU per
-        request, :mod:`participant_sdk._transport`) and ``https://`` (or anything, when
-        the environment names a proxy) with httpx's own.
+        Mutually exclusive with ``http_client``. httpx's own by default;
+        :func:`participant_sdk.keep_alive_transport` sends plain ``http://`` with the
+        standard library's ``http.client`` at a fraction of the CPU per request (what
+        ``fedrec simulate`` gives its simulated participants on loopback).
     signing_key : str, optional
         The coordinator's Ed25519 public key (base64). Every model the client downloads
         must carry a manifest signed by it (:class:`ModelSignatureError` otherwise).
@@ -112,10 +111,7 @@ class Client(BaseClient):
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise TypeError(f"http_client must be an httpx.Client, got {type(http_client)!r}")
         self._owns_http = http_client is None
-        self._http: httpx.Client = http_client or httpx.Client(
-            transport=transport if transport is not None else default_transport(),
-            timeout=timeout,
-        )
+        self._http: httpx.Client = http_client or httpx.Client(transport=transport, timeout=timeout)
         #: How the client waits between retries; tests replace it to skip the wait.
         self._sleep: Callable[[float], None] = time.sleep
 

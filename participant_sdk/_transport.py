@@ -1,4 +1,4 @@
-"""The blocking client's default transport: HTTP/1.1 on the standard library's ``http.client``.
+"""An opt-in transport for the blocking client: HTTP/1.1 on the standard library's ``http.client``.
 
 httpx's default transport (httpcore over the pure-Python h11 state machine) costs ~0.5 ms
 of CPU per request; ``http.client`` parses a response in a fraction of that. A
@@ -14,8 +14,12 @@ Only plain ``http://`` goes through ``http.client``; ``https://`` (certificates,
 trust store) and a streamed request body are handed to httpx's own transport. Idle
 connections are kept per host and re-used; one the server closed meanwhile (uvicorn
 drops idle keep-alive connections after 5 s) is noticed before re-use and replaced.
-With a proxy in the environment (``HTTP_PROXY``, ``ALL_PROXY``...) the client keeps
-httpx's transports, which honour it.
+With a proxy in the environment (``HTTP_PROXY``, ``ALL_PROXY``...)
+:func:`keep_alive_transport` gives ``None``: httpx's transports, which honour it.
+
+It is opt-in, not the client's default: httpx's own transport is the well-kept path for
+real deployments (which use https anyway); this one pays off where one process holds
+hundreds of simulated participants on loopback (``fedrec simulate``, the benches).
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ from collections.abc import Mapping
 
 import httpx
 
-__all__ = ["KeepAliveTransport", "default_transport"]
+__all__ = ["KeepAliveTransport", "keep_alive_transport"]
 
 # idle connections kept per (host, port): a client is normally used by one thread
 MAX_IDLE_PER_HOST = 8
 
 
-def default_transport() -> httpx.BaseTransport | None:
-    """The blocking client's transport: ours, or ``None`` (httpx's own, which routes
-    through the environment's proxies) when a proxy is configured there."""
+def keep_alive_transport() -> httpx.BaseTransport | None:
+    """This transport, or ``None`` (httpx's own, which routes through the environment's
+    proxies) when a proxy is configured there: ``Client(url, token,
+    transport=keep_alive_transport())``."""
     if urllib.request.getproxies():
         return None
     return KeepAliveTransport()

@@ -1,4 +1,4 @@
-"""The blocking client's default transport (``participant_sdk._transport``) on real sockets.
+"""The opt-in keep-alive transport (``participant_sdk._transport``) on real sockets.
 
 A small HTTP/1.1 server on 127.0.0.1 records what arrives. The transport must put the
 same request on the wire as httpx's own (method, path, headers, body bytes), re-use one
@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pytest
 
 from participant_sdk import APIConnectionError, APITimeoutError, Client
-from participant_sdk._transport import KeepAliveTransport, default_transport
+from participant_sdk._transport import KeepAliveTransport, keep_alive_transport
 
 TOKEN = "fpt_test-token"  # nosec B105 # a fake token of a loopback test server
 
@@ -164,7 +164,7 @@ def test_puts_the_same_request_on_the_wire_as_httpx(server: tuple[str, Recorder]
     with Client(url, TOKEN, transport=httpx.HTTPTransport(), max_retries=0) as theirs:
         _upload(theirs)
         theirs.rounds.current("fed/1")
-    with Client(url, TOKEN, max_retries=0) as ours:
+    with Client(url, TOKEN, max_retries=0, transport=keep_alive_transport()) as ours:
         assert isinstance(ours._http._transport, KeepAliveTransport)
         _upload(ours)
         ours.rounds.current("fed/1")
@@ -183,7 +183,7 @@ def test_puts_the_same_request_on_the_wire_as_httpx(server: tuple[str, Recorder]
 
 def test_reuses_one_connection(server: tuple[str, Recorder]) -> None:
     url, recorder = server
-    with Client(url, TOKEN, max_retries=0) as client:
+    with Client(url, TOKEN, max_retries=0, transport=KeepAliveTransport()) as client:
         for _ in range(5):
             client.rounds.current("f")
     assert len(recorder.requests) == 5
@@ -193,7 +193,7 @@ def test_reuses_one_connection(server: tuple[str, Recorder]) -> None:
 def test_replaces_a_connection_the_server_closed(server: tuple[str, Recorder]) -> None:
     url, recorder = server
     recorder.mode = "close"
-    with Client(url, TOKEN, max_retries=0) as client:
+    with Client(url, TOKEN, max_retries=0, transport=KeepAliveTransport()) as client:
         client.rounds.current("f")
         time.sleep(0.2)  # the server's FIN arrives while the connection is idle
         client.rounds.current("f")
@@ -219,7 +219,13 @@ def test_a_read_timeout_is_httpx_s(server: tuple[str, Recorder]) -> None:
     with httpx.Client(transport=KeepAliveTransport()) as http:
         with pytest.raises(httpx.ReadTimeout):
             http.get(f"{url}/slow", timeout=httpx.Timeout(5.0, read=0.2))
-    with Client(url, TOKEN, max_retries=0, timeout=httpx.Timeout(5.0, read=0.2)) as client:
+    with Client(
+        url,
+        TOKEN,
+        max_retries=0,
+        timeout=httpx.Timeout(5.0, read=0.2),
+        transport=KeepAliveTransport(),
+    ) as client:
         with pytest.raises(APITimeoutError):
             client.rounds.current("f")
 
@@ -231,7 +237,9 @@ def test_a_refused_connection_is_a_connection_error() -> None:
     with httpx.Client(transport=KeepAliveTransport()) as http:
         with pytest.raises(httpx.ConnectError):
             http.get(f"http://127.0.0.1:{port}/")
-    with Client(f"http://127.0.0.1:{port}", TOKEN, max_retries=0) as client:
+    with Client(
+        f"http://127.0.0.1:{port}", TOKEN, max_retries=0, transport=KeepAliveTransport()
+    ) as client:
         with pytest.raises(APIConnectionError):
             client.rounds.current("f")
 
@@ -252,8 +260,11 @@ def test_https_goes_to_httpx_s_transport() -> None:
 def test_a_proxy_in_the_environment_keeps_httpx_s_transports(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert isinstance(default_transport(), KeepAliveTransport)
+    assert isinstance(keep_alive_transport(), KeepAliveTransport)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
-    assert default_transport() is None
+    assert keep_alive_transport() is None
+
+
+def test_the_client_keeps_httpx_s_transport_unless_asked() -> None:
     with Client("http://127.0.0.1:1", TOKEN) as client:
         assert not isinstance(client._http._transport, KeepAliveTransport)
