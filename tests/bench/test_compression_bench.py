@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import compression
+from fedrec.options import SimulationOptions
 from tests.datasets import ML100K_DIR
 
 
@@ -16,6 +17,34 @@ def test_large_model_bytes_halve_and_quarter() -> None:
     assert rows["float16"][0] / float32 == pytest.approx(0.5, abs=0.01)
     assert rows["int8"][0] / float32 == pytest.approx(0.25 + 4 / 65 / 4, abs=0.01)
     assert all(model == pytest.approx(update, rel=0.05) for model, update in rows.values())
+
+
+def test_fit_encodings_keep_the_float32_reference_first_and_refuse_unknown_ones() -> None:
+    assert compression.fit_encodings("float16") == ["float32", "float16"]
+    assert compression.fit_encodings("int8, float32") == ["float32", "int8"]
+    with pytest.raises(ValueError, match="bfloat16"):
+        compression.fit_encodings("float16,bfloat16")
+
+
+def test_paired_change_is_the_mean_per_seed_ratio_over_shared_seeds() -> None:
+    reference = {0: 0.10, 1: 0.20, 2: 0.05}
+    other = {0: 0.09, 1: 0.22, 3: 0.50}  # seed 2 has no pair and seed 3 no reference
+    mean, sem = compression.paired_change(reference, other)
+    # changes -10 % and +10 %: mean 0, sample std 0.1414, s.e. 0.1414 / sqrt(2) = 0.1
+    assert mean == pytest.approx(0.0, abs=1e-12)
+    assert sem == pytest.approx(0.1, rel=1e-9)
+    assert compression.paired_change(reference, {0: 0.11}) == pytest.approx((0.1, 0.0))
+
+
+def test_the_default_path_recipe_is_what_simulate_runs_by_default() -> None:
+    config, server, lr_decay = compression._recipe(compression.DEFAULT_PATH, 3)
+    assert config == SimulationOptions(seed=3).bpr_config()
+    assert (config.dim, config.learning_rate, config.seed) == (64, 0.05, 3)
+    assert (server.server_lr, server.normalization, lr_decay) == (2.0, "touched", 1.0)
+    assert compression._rounds(compression.DEFAULT_PATH) == 20
+    # the quality bench's selection is unchanged: dim 128, server_lr 8, lr decay 0.96
+    config, server, lr_decay = compression._recipe("iid-5", 0)
+    assert (config.dim, server.server_lr, lr_decay) == (128, 8.0, 0.96)
 
 
 @pytest.mark.slow
