@@ -10,9 +10,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,17 @@ class _Repository:
         self.session.flush()
 
 
+def _table(model: type[Any]) -> Table:
+    """The Core table of a mapped class (for statements that skip the unit of work)."""
+    return cast(Table, model.__table__)
+
+
+def _upsert(session: Session, table: Table) -> Any:
+    """The dialect's ``INSERT`` that takes ``ON CONFLICT`` (SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 class AuthGenerationRepository(_Repository):
     """The counter that tells token caches a participant's credentials changed."""
 
@@ -88,6 +100,30 @@ class AuditRepository(_Repository):
             head = AuditHead(id=1, seq=0, hash="00" * 32)
             self.session.add(head)
         return head
+
+    def head_for_append(self) -> tuple[int, str]:
+        """(seq, hash) of the head, its row locked until the transaction ends (Core: no
+        ORM object to flush)."""
+        table = _table(AuditHead)
+        connection = self.session.connection()
+        row = connection.execute(
+            select(table.c.seq, table.c.hash).where(table.c.id == 1).with_for_update()
+        ).first()
+        if row is None:  # only a database created without the migrations
+            connection.execute(insert(table).values(id=1, seq=0, hash="00" * 32))
+            return 0, "00" * 32
+        return int(row.seq), str(row.hash)
+
+    def append(self, event: AuditEvent) -> None:
+        """Insert ``event`` and make it the head (after :meth:`head_for_append`)."""
+        events, head = _table(AuditEvent), _table(AuditHead)
+        connection = self.session.connection()
+        connection.execute(
+            insert(events), {column.name: getattr(event, column.name) for column in events.c}
+        )
+        connection.execute(
+            update(head).where(head.c.id == 1).values(seq=event.seq, hash=event.hash)
+        )
 
     def page(self, *, after: int, limit: int) -> Sequence[AuditEvent]:
         return self.session.scalars(
@@ -206,12 +242,36 @@ class RoundRepository(_Repository):
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
 
+    def upload_target(self, federation_id: str, number: int) -> Any:
+        """One row for an upload's checks: the federation's ``state`` and
+        ``current_round``, and the round's ``round_id``, ``round_state``,
+        ``base_version`` and ``sampled`` (None where there is no such round); None when
+        there is no such federation. One Core statement: no ORM objects."""
+        return (
+            self.session.connection()
+            .execute(_UPLOAD_TARGET, {"federation_id": federation_id, "number": number})
+            .first()
+        )
+
+    def count_update(self, round_id: str, *, if_state: str) -> bool:
+        """Add one to the round's ``update_count`` if it is in state ``if_state``; whether it
+        was (the caller's transaction holds the round's row lock from then on)."""
+        rounds = _table(Round)
+        result = self.session.connection().execute(
+            update(rounds)
+            .where(rounds.c.id == round_id, rounds.c.state == if_state)
+            .values(update_count=rounds.c.update_count + 1)
+        )
+        return bool(result.rowcount)
+
     def lock_in_order(self, keys: Iterable[tuple[str, int]]) -> None:
         """Lock these (federation, number) rounds for a group commit of uploads, in the
         global order: the federations first (``FOR KEY SHARE``, the lock the rows'
         foreign keys to the federation take anyway, here taken before the round's as the
         aggregation's claim takes them), then the rounds, all sorted; the audit head last.
         Batches and claims in different processes then cannot deadlock."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            return  # BEGIN IMMEDIATE took the one writer lock: there is nothing to order
         ordered = sorted(set(keys))
         for federation_id in sorted({federation_id for federation_id, _ in ordered}):
             self.session.execute(
@@ -412,6 +472,24 @@ class UpdateRepository(_Repository):
     def count_all(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
 
+    def repeated_by(
+        self, participant_id: str, round_id: str | None, key: str | None
+    ) -> Sequence[Update]:
+        """The participant's updates that an upload to ``round_id`` with ``key`` may
+        repeat: the round's, and the one first uploaded with the key (one query)."""
+        return self.session.scalars(
+            _REPEATED_BY, {"participant_id": participant_id, "round_id": round_id, "key": key}
+        ).all()
+
+    def insert(self, row: Update) -> None:
+        """Insert ``row`` with one Core statement (its ``id`` and ``received_at`` set):
+        the row stays a plain object, outside the session. Raises ``IntegrityError`` if
+        the participant already has an update in the round."""
+        table = _table(Update)
+        self.session.connection().execute(
+            insert(table), {column.name: getattr(row, column.name) for column in table.c}
+        )
+
     def by_idempotency_key(self, participant_id: str, key: str) -> Update | None:
         """The participant's update first uploaded with this ``Idempotency-Key``."""
         return self.session.scalars(
@@ -460,6 +538,24 @@ class ModelVersionRepository(_Repository):
 
 
 class EvaluationRepository(_Repository):
+    def put(self, row: Evaluation) -> None:
+        """Insert ``row`` or replace the figures of the one with its key (federation,
+        version, split, participant): one statement, no ORM object."""
+        table = _table(Evaluation)
+        values = {column.name: getattr(row, column.name) for column in table.c}
+        stmt = _upsert(self.session, table)
+        self.session.connection().execute(
+            stmt.on_conflict_do_update(
+                index_elements=["federation_id", "version", "split", "participant_id"],
+                set_={
+                    "metrics": stmt.excluded.metrics,
+                    "num_users": stmt.excluded.num_users,
+                    "created_at": stmt.excluded.created_at,
+                },
+            ),
+            values,
+        )
+
     def get(
         self, federation_id: str, version: int, split: str, participant_id: str
     ) -> Evaluation | None:
@@ -648,3 +744,27 @@ class SecAggRepository(_Repository):
         self.session.execute(
             delete(SecAggShareCiphertext).where(SecAggShareCiphertext.round_id == round_id)
         )
+
+
+# statements built once: building a statement's expression was a good part of its cost
+_UPLOAD_TARGET = (
+    select(
+        _table(Federation).c.state,
+        _table(Federation).c.current_round,
+        _table(Round).c.id.label("round_id"),
+        _table(Round).c.state.label("round_state"),
+        _table(Round).c.base_version,
+        _table(Round).c.sampled,
+    )
+    .select_from(_table(Federation))
+    .outerjoin(
+        _table(Round),
+        (_table(Round).c.federation_id == _table(Federation).c.id)
+        & (_table(Round).c.number == bindparam("number")),
+    )
+    .where(_table(Federation).c.id == bindparam("federation_id"))
+)
+_REPEATED_BY = select(Update).where(
+    Update.participant_id == bindparam("participant_id"),
+    or_(Update.round_id == bindparam("round_id"), Update.idempotency_key == bindparam("key")),
+)
