@@ -16,8 +16,9 @@ write-ahead log on disk, before the transaction that references them begins.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,12 +129,15 @@ def store_in(session: Session, data: bytes, digest: str, *, chunk_bytes: int = C
             return
     if len(data) <= chunk_bytes:  # one chunk (none for an empty blob): no copy of it
         if data:
-            session.execute(insert(BlobChunk).values(digest=digest, seq=0, data=data))
+            session.connection().execute(_CHUNK_INSERT, {"digest": digest, "seq": 0, "data": data})
         return
     view = memoryview(data)
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
         chunk = bytes(view[start : start + chunk_bytes])
         session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
+
+
+_CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 
 
 def _durable_commit(session: Session) -> None:

@@ -104,26 +104,21 @@ class AuditRepository(_Repository):
     def head_for_append(self) -> tuple[int, str]:
         """(seq, hash) of the head, its row locked until the transaction ends (Core: no
         ORM object to flush)."""
-        table = _table(AuditHead)
         connection = self.session.connection()
-        row = connection.execute(
-            select(table.c.seq, table.c.hash).where(table.c.id == 1).with_for_update()
-        ).first()
+        row = connection.execute(_AUDIT_HEAD_FOR_UPDATE).first()
         if row is None:  # only a database created without the migrations
-            connection.execute(insert(table).values(id=1, seq=0, hash="00" * 32))
+            connection.execute(insert(_table(AuditHead)).values(id=1, seq=0, hash="00" * 32))
             return 0, "00" * 32
         return int(row.seq), str(row.hash)
 
     def append(self, event: AuditEvent) -> None:
         """Insert ``event`` and make it the head (after :meth:`head_for_append`)."""
-        events, head = _table(AuditEvent), _table(AuditHead)
+        events = _table(AuditEvent)
         connection = self.session.connection()
         connection.execute(
-            insert(events), {column.name: getattr(event, column.name) for column in events.c}
+            _AUDIT_INSERT, {column.name: getattr(event, column.name) for column in events.c}
         )
-        connection.execute(
-            update(head).where(head.c.id == 1).values(seq=event.seq, hash=event.hash)
-        )
+        connection.execute(_AUDIT_MOVE_HEAD, {"b_seq": event.seq, "b_hash": event.hash})
 
     def page(self, *, after: int, limit: int) -> Sequence[AuditEvent]:
         return self.session.scalars(
@@ -256,11 +251,8 @@ class RoundRepository(_Repository):
     def count_update(self, round_id: str, *, if_state: str) -> bool:
         """Add one to the round's ``update_count`` if it is in state ``if_state``; whether it
         was (the caller's transaction holds the round's row lock from then on)."""
-        rounds = _table(Round)
         result = self.session.connection().execute(
-            update(rounds)
-            .where(rounds.c.id == round_id, rounds.c.state == if_state)
-            .values(update_count=rounds.c.update_count + 1)
+            _COUNT_UPDATE, {"b_round_id": round_id, "b_state": if_state}
         )
         return bool(result.rowcount)
 
@@ -485,9 +477,8 @@ class UpdateRepository(_Repository):
         """Insert ``row`` with one Core statement (its ``id`` and ``received_at`` set):
         the row stays a plain object, outside the session. Raises ``IntegrityError`` if
         the participant already has an update in the round."""
-        table = _table(Update)
         self.session.connection().execute(
-            insert(table), {column.name: getattr(row, column.name) for column in table.c}
+            _UPDATE_INSERT, {column.name: getattr(row, column.name) for column in _UPDATE_COLUMNS}
         )
 
     def by_idempotency_key(self, participant_id: str, key: str) -> Update | None:
@@ -542,18 +533,20 @@ class EvaluationRepository(_Repository):
         """Insert ``row`` or replace the figures of the one with its key (federation,
         version, split, participant): one statement, no ORM object."""
         table = _table(Evaluation)
-        values = {column.name: getattr(row, column.name) for column in table.c}
-        stmt = _upsert(self.session, table)
-        self.session.connection().execute(
-            stmt.on_conflict_do_update(
+        dialect = self.session.get_bind().dialect.name
+        stmt = _EVALUATION_PUT.get(dialect)
+        if stmt is None:
+            upsert = _upsert(self.session, table)
+            stmt = _EVALUATION_PUT[dialect] = upsert.on_conflict_do_update(
                 index_elements=["federation_id", "version", "split", "participant_id"],
                 set_={
-                    "metrics": stmt.excluded.metrics,
-                    "num_users": stmt.excluded.num_users,
-                    "created_at": stmt.excluded.created_at,
+                    "metrics": upsert.excluded.metrics,
+                    "num_users": upsert.excluded.num_users,
+                    "created_at": upsert.excluded.created_at,
                 },
-            ),
-            values,
+            )
+        self.session.connection().execute(
+            stmt, {column.name: getattr(row, column.name) for column in table.c}
         )
 
     def get(
@@ -768,3 +761,26 @@ _REPEATED_BY = select(Update).where(
     Update.participant_id == bindparam("participant_id"),
     or_(Update.round_id == bindparam("round_id"), Update.idempotency_key == bindparam("key")),
 )
+_COUNT_UPDATE = (
+    update(_table(Round))
+    .where(
+        _table(Round).c.id == bindparam("b_round_id"),
+        _table(Round).c.state == bindparam("b_state"),
+    )
+    .values(update_count=_table(Round).c.update_count + 1)
+)
+_UPDATE_COLUMNS = tuple(_table(Update).c)
+_UPDATE_INSERT = insert(_table(Update))
+_AUDIT_HEAD_FOR_UPDATE = (
+    select(_table(AuditHead).c.seq, _table(AuditHead).c.hash)
+    .where(_table(AuditHead).c.id == 1)
+    .with_for_update()
+)
+_AUDIT_INSERT = insert(_table(AuditEvent))
+_AUDIT_MOVE_HEAD = (
+    update(_table(AuditHead))
+    .where(_table(AuditHead).c.id == 1)
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
+# by dialect name, built on first use
+_EVALUATION_PUT: dict[str, Any] = {}
