@@ -39,11 +39,14 @@ def register(session: Session, digest: str, size: int) -> bool:
     stmt = _REGISTER.get(dialect)
     if stmt is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = _REGISTER[dialect] = insert(_BLOBS).on_conflict_do_nothing()
+        # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing
+        stmt = _REGISTER[dialect] = (
+            insert(_BLOBS).on_conflict_do_nothing().returning(_BLOBS.c.digest)
+        )
     result = session.connection().execute(
         stmt, {"digest": digest, "size": size, "stored_at": utc_now()}
     )
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 # built once: the store of every small upload runs them (a statement's construction was a
