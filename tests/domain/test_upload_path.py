@@ -160,7 +160,9 @@ def test_the_upload_runs_few_statements_and_records_report_and_audit(
         # the blob's row and chunk, the update, the report, the audit head, event and
         # head again; PostgreSQL first locks the federation and the round
         data = [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-        assert len(data) <= (10 if settings.database_url.startswith("sqlite") else 12), statements
+        assert len(data) <= (10 if str(settings.database_url).startswith("sqlite") else 12), (
+            statements
+        )
         assert "SAVEPOINT" not in statements  # alone in its batch
         with ctx.read_sessions() as session:
             report = session.scalars(
