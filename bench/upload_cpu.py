@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
+import coordinator.domain.rounds as rounds
+import coordinator.worker as worker
 from bench.request_cpu import ADMIN_TOKEN, DIM, NUM_ITEMS, REPORT, ROWS, SECRET_KEY
-from coordinator import worker
 from coordinator.app import create_app
 from coordinator.config import Settings
-from coordinator.domain import rounds
 from coordinator.migrate import upgrade
 from participant_sdk.wire import encode_update
 
