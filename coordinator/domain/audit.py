@@ -93,10 +93,12 @@ def record(
     key = session.info.get(AUDIT_KEY_INFO)
     if not isinstance(key, bytes):
         raise RuntimeError("this session factory carries no audit key (see build_context)")
+    # Core statements, not ORM objects: every upload appends one event, and the unit of
+    # work's flush was most of the append's cost
     repo = AuditRepository(session)
-    head = repo.head(for_update=True)
+    seq, prev = repo.head_for_append()
     event = AuditEvent(
-        seq=head.seq + 1,
+        seq=seq + 1,
         created_at=now or utc_now(),
         actor=actor[:80],
         action=action,
@@ -104,11 +106,10 @@ def record(
         subject=None if subject is None else subject[:100],
         outcome=outcome,
         detail=dict(detail or {}),
-        prev_hash=head.hash,
+        prev_hash=prev,
     )
-    event.hash = _event_hash(key, head.hash, event)
-    head.seq, head.hash = event.seq, event.hash
-    repo.add(event)
+    event.hash = _event_hash(key, prev, event)
+    repo.append(event)
     return event
 
 

@@ -16,7 +16,7 @@ from coordinator.domain.errors import EvaluationExists, NotFound, ValidationFail
 from coordinator.domain.federations import federation_settings
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.domain.specs import LimitsPolicy
-from coordinator.store.models import Evaluation, utc_now
+from coordinator.store.models import Evaluation, new_id, utc_now
 from coordinator.store.repository import EvaluationRepository, ModelVersionRepository
 
 __all__ = [
@@ -108,22 +108,18 @@ def record_validation(
 ) -> None:
     """Record (or replace) validation figures inside the caller's transaction; the caller
     checked them (:func:`check_limits`) and that the version exists."""
-    repo = EvaluationRepository(session)
-    row = repo.get(federation_id, version, "validation", participant_id)
-    if row is None:
-        repo.add(
-            Evaluation(
-                federation_id=federation_id,
-                version=version,
-                split="validation",
-                participant_id=participant_id,
-                metrics=dict(report.metrics),
-                num_users=report.num_users,
-                created_at=utc_now(),
-            )
+    EvaluationRepository(session).put(
+        Evaluation(
+            id=new_id(),
+            federation_id=federation_id,
+            version=version,
+            split="validation",
+            participant_id=participant_id,
+            metrics=dict(report.metrics),
+            num_users=report.num_users,
+            created_at=utc_now(),
         )
-    else:
-        _replace(row, report.metrics, report.num_users)
+    )
 
 
 def _replace(row: Evaluation, metrics: Mapping[str, float], num_users: int) -> None:

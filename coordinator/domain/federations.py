@@ -15,6 +15,7 @@ from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.deployment import deployed_version
 from coordinator.domain.ease_strategy import check_ease_federation
+from coordinator.domain.errors import NotFound
 from coordinator.domain.model_versions import MODEL_METADATA, record_version
 from coordinator.domain.privacy import Accounting, PrivacySpent, check_dp_policy
 from coordinator.domain.sampling import check_sampling
@@ -44,6 +45,7 @@ __all__ = [
     "FederationView",
     "create_federation",
     "federation_settings",
+    "federation_settings_by_id",
     "get_catalog",
     "get_federation",
     "list_federations",
@@ -88,6 +90,20 @@ def federation_settings(ctx: Context, federation: Federation) -> FederationSetti
         ctx.settings_cache.clear()
     ctx.settings_cache[federation.id] = settings
     return settings
+
+
+def federation_settings_by_id(
+    ctx: Context, session: Session, federation_id: str
+) -> FederationSettings:
+    """:func:`federation_settings` of a federation the caller knows exists, read from
+    ``session`` only the first time in this process (ids are never reused)."""
+    cached = ctx.settings_cache.get(federation_id)
+    if isinstance(cached, FederationSettings):
+        return cached
+    federation = FederationRepository(session).get(federation_id)
+    if federation is None:
+        raise NotFound(f"federation {federation_id} does not exist", slug="federation-not-found")
+    return federation_settings(ctx, federation)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -33,12 +33,12 @@ from coordinator.domain.errors import (
     UpdateConflict,
 )
 from coordinator.domain.evaluation import BaseEvaluation, check_limits, record_validation
-from coordinator.domain.federations import federation_settings
+from coordinator.domain.federations import federation_settings_by_id
 from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
-from coordinator.store.models import Federation, Round, Update, utc_now
+from coordinator.store.models import Federation, Round, Update, new_id, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
     RoundCohortRepository,
@@ -253,46 +253,57 @@ def _replay_by_key(prior: Update, digest: str, number: int, key: str) -> Receipt
     )
 
 
-def _check_round_open(federation: Federation, round_row: Round | None, number: int) -> Round:
-    if round_row is None:
-        if federation.state != lifecycle.FederationState.ACTIVE:
+def _refuse_closed(target: Any, federation_id: str, number: int) -> NoReturn:
+    """Why round ``number`` takes no upload (``target``: RoundRepository.upload_target)."""
+    if target.round_id is None:
+        if target.state != lifecycle.FederationState.ACTIVE:
             raise FederationCompleted(
-                f"federation {federation.id} is {federation.state}; no round is open",
-                current_round=federation.current_round,
+                f"federation {federation_id} is {target.state}; no round is open",
+                current_round=target.current_round,
             )
-        if federation.current_round is not None and number > federation.current_round:
+        if target.current_round is not None and number > target.current_round:
             raise FutureRound(
-                f"round {number} is not open yet; the current round is {federation.current_round}",
+                f"round {number} is not open yet; the current round is {target.current_round}",
                 round=number,
-                current_round=federation.current_round,
+                current_round=target.current_round,
             )
         raise NotFound(f"round {number} does not exist", slug="round-not-found")
-    if not lifecycle.PLAINTEXT_PHASES.accepts_updates(round_row):
-        raise RoundClosed(
-            f"round {number} is {round_row.state}; the current round is {federation.current_round}",
-            round=number,
-            current_round=federation.current_round,
-        )
-    return round_row
+    raise RoundClosed(
+        f"round {number} is {target.round_state}; the current round is {target.current_round}",
+        round=number,
+        current_round=target.current_round,
+    )
+
+
+def _upload_target(session: Session, principal: Principal, federation_id: str, number: int) -> Any:
+    """The federation's and the round's columns an upload checks (one statement), or
+    404/403 as :func:`load_federation` answers."""
+    target = RoundRepository(session).upload_target(federation_id, number)
+    if target is None:
+        raise NotFound(f"federation {federation_id} does not exist", slug="federation-not-found")
+    principal.check_federation(federation_id)
+    return target
 
 
 def _earlier_receipt(
     session: Session,
     participant_id: str,
-    round_row: Round | None,
+    round_id: str | None,
     digest: str,
     number: int,
     idempotency_key: str | None,
 ) -> Receipt | None:
-    """The receipt of an upload this one repeats (a retry whose response was lost)."""
-    updates = UpdateRepository(session)
+    """The receipt of an upload this one repeats (a retry whose response was lost): the
+    one first sent with the same ``Idempotency-Key``, else the participant's update of
+    the round; None if it repeats none."""
+    candidates = UpdateRepository(session).repeated_by(participant_id, round_id, idempotency_key)
     if idempotency_key is not None:
-        prior = updates.by_idempotency_key(participant_id, idempotency_key)
-        if prior is not None:
+        keyed = [u for u in candidates if u.idempotency_key == idempotency_key]
+        if keyed:
+            prior = min(keyed, key=lambda u: u.received_at)
             return _replay_by_key(prior, digest, number, idempotency_key)
-    if round_row is not None:
-        existing = updates.get(round_row.id, participant_id)
-        if existing is not None:
+    for existing in candidates:
+        if existing.round_id == round_id:
             return _check_existing(existing, digest)
     return None
 
@@ -318,30 +329,36 @@ def submit_update(
     bytes again return the original receipt (also after the round closed: the first
     response may have been lost); different bytes get a 409, or a 422 when they reuse
     the ``Idempotency-Key`` of another upload.
+
+    Every upload pays for this path, so it reads and writes with few Core statements
+    (two reads, then in the shared write transaction: the round's count, the blob, the
+    row, the report, the audit event); the receipt of a concurrent repeat is looked up
+    only when the insert meets the unique (round, participant) constraint.
     """
     participant_id = principal.require_participant()
     digest = sha256_hex(body)
     # read-only (no lock): answer retries and closed rounds before decoding anything
     with ctx.read_sessions() as session:
-        federation = load_federation(session, principal, federation_id)
-        round_row = RoundRepository(session).get(federation_id, number)
+        target = _upload_target(session, principal, federation_id, number)
         earlier = _earlier_receipt(
-            session, participant_id, round_row, digest, number, idempotency_key
+            session, participant_id, target.round_id, digest, number, idempotency_key
         )
         if earlier is not None:
             return earlier
-        round_row = _check_round_open(federation, round_row, number)
-        if not sampling.in_cohort(session, round_row, participant_id):
+        if target.round_id is None or target.round_state != lifecycle.RoundState.OPEN:
+            _refuse_closed(target, federation_id, number)
+        round_id: str = target.round_id
+        if target.sampled and not RoundCohortRepository(session).contains(round_id, participant_id):
             # the cohort is written once, when the round opens: no need to re-check below
             raise NotSampled(
                 f"this participant was not drawn into round {number}'s sample "
                 "(rounds.sampling): nothing to upload; wait for the next round "
                 "(GET .../rounds/current?after={number}&wait=60)",
                 round=number,
-                current_round=federation.current_round,
+                current_round=target.current_round,
             )
-        settings = federation_settings(ctx, federation)
-        base_version = round_row.base_version
+        settings = federation_settings_by_id(ctx, session, federation_id)
+        base_version = target.base_version
     if evaluation is not None:
         check_limits(settings.limits, evaluation.metrics, evaluation.num_users)
     if settings.privacy.secure_aggregation is not None:
@@ -384,39 +401,38 @@ def submit_update(
     inline = len(body) <= ctx.inline_blob_max_bytes
     if not inline:
         ctx.blobs.put(body, digest)
+    row = Update(
+        id=new_id(),
+        round_id=round_id,
+        participant_id=participant_id,
+        round_number=number,
+        sha256=digest,
+        size=len(body),
+        num_examples=update.num_examples,
+        kind=update.kind,
+        idempotency_key=idempotency_key,
+        received_at=utc_now(),
+    )
 
     def store_row(session: Session) -> Receipt:
-        # the row lock (the batch took it first: RoundRepository.lock_in_order) orders this insert
-        # before or after the round's claim
-        round_row = RoundRepository(session).get(federation_id, number, for_update=True)
-        earlier = _earlier_receipt(
-            session, participant_id, round_row, digest, number, idempotency_key
-        )
-        if earlier is not None:
-            return earlier
-        if round_row is None or not lifecycle.PLAINTEXT_PHASES.accepts_updates(round_row):
-            federation = load_federation(session, principal, federation_id)
-            _check_round_open(federation, round_row, number)
-        assert round_row is not None
+        # counting the update re-checks that the round is open and takes its row lock
+        # (the batch took it first on PostgreSQL: RoundRepository.lock_in_order), which
+        # orders this insert before or after the round's claim
+        if not RoundRepository(session).count_update(round_id, if_state=lifecycle.RoundState.OPEN):
+            earlier = _earlier_receipt(
+                session, participant_id, round_id, digest, number, idempotency_key
+            )
+            if earlier is not None:
+                return earlier  # a repeat that committed while the round was open
+            _refuse_closed(
+                _upload_target(session, principal, federation_id, number), federation_id, number
+            )
         if inline:
             store_in(session, body, digest)
-        row = Update(
-            round_id=round_row.id,
-            participant_id=participant_id,
-            round_number=number,
-            sha256=digest,
-            size=len(body),
-            num_examples=update.num_examples,
-            kind=update.kind,
-            idempotency_key=idempotency_key,
-            received_at=utc_now(),
-        )
-        UpdateRepository(session).add(row)
-        round_row.update_count += 1
+        # a repeat of this upload that committed meanwhile: IntegrityError, answered below
+        UpdateRepository(session).insert(row)
         if evaluation is not None:
-            record_validation(
-                session, federation_id, round_row.base_version, participant_id, evaluation
-            )
+            record_validation(session, federation_id, base_version, participant_id, evaluation)
         audit.record(
             session,
             actor=audit.actor_of(principal),
@@ -436,9 +452,8 @@ def submit_update(
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
         with ctx.read_sessions() as session:
-            round_row = RoundRepository(session).get(federation_id, number)
             earlier = _earlier_receipt(
-                session, participant_id, round_row, digest, number, idempotency_key
+                session, participant_id, round_id, digest, number, idempotency_key
             )
         if earlier is None:
             raise

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,20 +29,35 @@ SCAN_BATCH = 1000
 
 def refresh(session: Session, digest: str) -> bool:
     """Mark a known blob stored now; whether it was known."""
-    result = session.execute(
-        update(Blob).where(Blob.digest == digest).values(stored_at=utc_now()),
-        execution_options={"synchronize_session": False},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    result = session.connection().execute(_REFRESH, {"b_digest": digest, "b_stored_at": utc_now()})
+    return bool(result.rowcount)
 
 
 def register(session: Session, digest: str, size: int) -> bool:
     """Add the row of a new blob; False if a concurrent store committed it first."""
-    values = {"digest": digest, "size": size, "stored_at": utc_now()}
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(insert(Blob).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    stmt = _REGISTER.get(dialect)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing
+        stmt = _REGISTER[dialect] = (
+            insert(_BLOBS).on_conflict_do_nothing().returning(_BLOBS.c.digest)
+        )
+    result = session.connection().execute(
+        stmt, {"digest": digest, "size": size, "stored_at": utc_now()}
+    )
+    return result.first() is not None
+
+
+# built once: the store of every small upload runs them (a statement's construction was a
+# good part of its cost)
+_BLOBS = cast(Table, Blob.__table__)
+_REFRESH = (
+    update(_BLOBS)
+    .where(_BLOBS.c.digest == bindparam("b_digest"))
+    .values(stored_at=bindparam("b_stored_at"))
+)
+_REGISTER: dict[str, Any] = {}  # by dialect name, built on first use
 
 
 def lock_if_stale(session: Session, digest: str, older_than: float) -> bool:

@@ -16,8 +16,9 @@ write-ahead log on disk, before the transaction that references them begins.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,16 +118,26 @@ def store_in(session: Session, data: bytes, digest: str, *, chunk_bytes: int = C
     """Add the blob's rows to ``session``'s transaction: stored when, and only if, it
     commits (so a row that refers to the blob may commit in the same transaction)."""
     check_digest(digest)
-    if blob_index.refresh(session, digest):
-        return  # stored before: its chunks committed with its row
+    # the new blob (the usual case) first: one statement fewer than refresh-then-register
     if not blob_index.register(session, digest, len(data)):
-        # a concurrent store of the same bytes committed between our two statements
-        blob_index.refresh(session, digest)
+        if blob_index.refresh(session, digest):
+            return  # stored before: its chunks committed with its row
+        # the collector removed it between our two statements (refresh waited for its
+        # lock, then found no row): store it anew
+        if not blob_index.register(session, digest, len(data)):
+            blob_index.refresh(session, digest)  # a concurrent store committed it
+            return
+    if len(data) <= chunk_bytes:  # one chunk (none for an empty blob): no copy of it
+        if data:
+            session.connection().execute(_CHUNK_INSERT, {"digest": digest, "seq": 0, "data": data})
         return
     view = memoryview(data)
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
         chunk = bytes(view[start : start + chunk_bytes])
         session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
+
+
+_CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 
 
 def _durable_commit(session: Session) -> None:

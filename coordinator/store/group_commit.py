@@ -6,8 +6,10 @@ together were ten transactions and ten fsyncs one after the other. Here the firs
 unit to arrive leads: it runs alone and commits; the units that arrive meanwhile wait,
 and the next leader runs all of them in one transaction with one commit.
 
-Each unit runs in a SAVEPOINT of its own, so a unit that raises (a refusal, a unique
-violation) is rolled back alone, and its caller gets its exception; the others commit.
+Each unit of a batch of several runs in a SAVEPOINT of its own, so a unit that raises (a
+refusal, a unique violation) is rolled back alone, and its caller gets its exception; the
+others commit. A unit alone in its batch needs no SAVEPOINT: its error rolls back the
+transaction, which holds nothing else.
 A caller returns only after the transaction that holds its unit committed (or raises
 the commit's error: nothing of its unit was acknowledged), so an acknowledged unit is
 as durable as with a transaction of its own.
@@ -103,12 +105,17 @@ class GroupCommit(Generic[K]):
             with self._sessions.begin() as session:
                 if self._lock_first is not None:
                     self._lock_first(session, [u.key for u in batch])
-                for unit in batch:
-                    try:
-                        with session.begin_nested():
-                            unit.result = unit.work(session)
-                    except Exception as exc:  # this unit's refusal: rolled back alone
-                        unit.error = exc
+                if len(batch) == 1:
+                    # alone in its transaction (no concurrent unit arrived): its refusal
+                    # rolls the whole transaction back, so it needs no SAVEPOINT of its own
+                    batch[0].result = batch[0].work(session)
+                else:
+                    for unit in batch:
+                        try:
+                            with session.begin_nested():
+                                unit.result = unit.work(session)
+                        except Exception as exc:  # this unit's refusal: rolled back alone
+                            unit.error = exc
                 if self._before_commit is not None:
                     self._before_commit()
         except BaseException as exc:

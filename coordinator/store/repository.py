@@ -10,9 +10,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,17 @@ class _Repository:
         self.session.flush()
 
 
+def _table(model: type[Any]) -> Table:
+    """The Core table of a mapped class (for statements that skip the unit of work)."""
+    return cast(Table, model.__table__)
+
+
+def _upsert(session: Session, table: Table) -> Any:
+    """The dialect's ``INSERT`` that takes ``ON CONFLICT`` (SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 class AuthGenerationRepository(_Repository):
     """The counter that tells token caches a participant's credentials changed."""
 
@@ -88,6 +100,25 @@ class AuditRepository(_Repository):
             head = AuditHead(id=1, seq=0, hash="00" * 32)
             self.session.add(head)
         return head
+
+    def head_for_append(self) -> tuple[int, str]:
+        """(seq, hash) of the head, its row locked until the transaction ends (Core: no
+        ORM object to flush)."""
+        connection = self.session.connection()
+        row = connection.execute(_AUDIT_HEAD_FOR_UPDATE).first()
+        if row is None:  # only a database created without the migrations
+            connection.execute(insert(_table(AuditHead)).values(id=1, seq=0, hash="00" * 32))
+            return 0, "00" * 32
+        return int(row.seq), str(row.hash)
+
+    def append(self, event: AuditEvent) -> None:
+        """Insert ``event`` and make it the head (after :meth:`head_for_append`)."""
+        events = _table(AuditEvent)
+        connection = self.session.connection()
+        connection.execute(
+            _AUDIT_INSERT, {column.name: getattr(event, column.name) for column in events.c}
+        )
+        connection.execute(_AUDIT_MOVE_HEAD, {"b_seq": event.seq, "b_hash": event.hash})
 
     def page(self, *, after: int, limit: int) -> Sequence[AuditEvent]:
         return self.session.scalars(
@@ -206,12 +237,33 @@ class RoundRepository(_Repository):
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
 
+    def upload_target(self, federation_id: str, number: int) -> Any:
+        """One row for an upload's checks: the federation's ``state`` and
+        ``current_round``, and the round's ``round_id``, ``round_state``,
+        ``base_version`` and ``sampled`` (None where there is no such round); None when
+        there is no such federation. One Core statement: no ORM objects."""
+        return (
+            self.session.connection()
+            .execute(_UPLOAD_TARGET, {"federation_id": federation_id, "number": number})
+            .first()
+        )
+
+    def count_update(self, round_id: str, *, if_state: str) -> bool:
+        """Add one to the round's ``update_count`` if it is in state ``if_state``; whether it
+        was (the caller's transaction holds the round's row lock from then on)."""
+        result = self.session.connection().execute(
+            _COUNT_UPDATE, {"b_round_id": round_id, "b_state": if_state}
+        )
+        return bool(result.rowcount)
+
     def lock_in_order(self, keys: Iterable[tuple[str, int]]) -> None:
         """Lock these (federation, number) rounds for a group commit of uploads, in the
         global order: the federations first (``FOR KEY SHARE``, the lock the rows'
         foreign keys to the federation take anyway, here taken before the round's as the
         aggregation's claim takes them), then the rounds, all sorted; the audit head last.
         Batches and claims in different processes then cannot deadlock."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            return  # BEGIN IMMEDIATE took the one writer lock: there is nothing to order
         ordered = sorted(set(keys))
         for federation_id in sorted({federation_id for federation_id, _ in ordered}):
             self.session.execute(
@@ -412,6 +464,23 @@ class UpdateRepository(_Repository):
     def count_all(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
 
+    def repeated_by(
+        self, participant_id: str, round_id: str | None, key: str | None
+    ) -> Sequence[Update]:
+        """The participant's updates that an upload to ``round_id`` with ``key`` may
+        repeat: the round's, and the one first uploaded with the key (one query)."""
+        return self.session.scalars(
+            _REPEATED_BY, {"participant_id": participant_id, "round_id": round_id, "key": key}
+        ).all()
+
+    def insert(self, row: Update) -> None:
+        """Insert ``row`` with one Core statement (its ``id`` and ``received_at`` set):
+        the row stays a plain object, outside the session. Raises ``IntegrityError`` if
+        the participant already has an update in the round."""
+        self.session.connection().execute(
+            _UPDATE_INSERT, {column.name: getattr(row, column.name) for column in _UPDATE_COLUMNS}
+        )
+
     def by_idempotency_key(self, participant_id: str, key: str) -> Update | None:
         """The participant's update first uploaded with this ``Idempotency-Key``."""
         return self.session.scalars(
@@ -460,6 +529,26 @@ class ModelVersionRepository(_Repository):
 
 
 class EvaluationRepository(_Repository):
+    def put(self, row: Evaluation) -> None:
+        """Insert ``row`` or replace the figures of the one with its key (federation,
+        version, split, participant): one statement, no ORM object."""
+        table = _table(Evaluation)
+        dialect = self.session.get_bind().dialect.name
+        stmt = _EVALUATION_PUT.get(dialect)
+        if stmt is None:
+            upsert = _upsert(self.session, table)
+            stmt = _EVALUATION_PUT[dialect] = upsert.on_conflict_do_update(
+                index_elements=["federation_id", "version", "split", "participant_id"],
+                set_={
+                    "metrics": upsert.excluded.metrics,
+                    "num_users": upsert.excluded.num_users,
+                    "created_at": upsert.excluded.created_at,
+                },
+            )
+        self.session.connection().execute(
+            stmt, {column.name: getattr(row, column.name) for column in table.c}
+        )
+
     def get(
         self, federation_id: str, version: int, split: str, participant_id: str
     ) -> Evaluation | None:
@@ -648,3 +737,50 @@ class SecAggRepository(_Repository):
         self.session.execute(
             delete(SecAggShareCiphertext).where(SecAggShareCiphertext.round_id == round_id)
         )
+
+
+# statements built once: building a statement's expression was a good part of its cost
+_UPLOAD_TARGET = (
+    select(
+        _table(Federation).c.state,
+        _table(Federation).c.current_round,
+        _table(Round).c.id.label("round_id"),
+        _table(Round).c.state.label("round_state"),
+        _table(Round).c.base_version,
+        _table(Round).c.sampled,
+    )
+    .select_from(_table(Federation))
+    .outerjoin(
+        _table(Round),
+        (_table(Round).c.federation_id == _table(Federation).c.id)
+        & (_table(Round).c.number == bindparam("number")),
+    )
+    .where(_table(Federation).c.id == bindparam("federation_id"))
+)
+_REPEATED_BY = select(Update).where(
+    Update.participant_id == bindparam("participant_id"),
+    or_(Update.round_id == bindparam("round_id"), Update.idempotency_key == bindparam("key")),
+)
+_COUNT_UPDATE = (
+    update(_table(Round))
+    .where(
+        _table(Round).c.id == bindparam("b_round_id"),
+        _table(Round).c.state == bindparam("b_state"),
+    )
+    .values(update_count=_table(Round).c.update_count + 1)
+)
+_UPDATE_COLUMNS = tuple(_table(Update).c)
+_UPDATE_INSERT = insert(_table(Update))
+_AUDIT_HEAD_FOR_UPDATE = (
+    select(_table(AuditHead).c.seq, _table(AuditHead).c.hash)
+    .where(_table(AuditHead).c.id == 1)
+    .with_for_update()
+)
+_AUDIT_INSERT = insert(_table(AuditEvent))
+_AUDIT_MOVE_HEAD = (
+    update(_table(AuditHead))
+    .where(_table(AuditHead).c.id == 1)
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
+# by dialect name, built on first use
+_EVALUATION_PUT: dict[str, Any] = {}

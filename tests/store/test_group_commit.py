@@ -110,6 +110,29 @@ def test_a_refused_unit_is_rolled_back_alone(engine: Engine) -> None:
     assert _ids(engine) == [0, 1, 4]  # nothing of the refused units, nothing twice
 
 
+def test_a_unit_alone_in_its_batch_is_refused_without_a_savepoint(engine: Engine) -> None:
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine))
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    def refused(session: Session) -> None:
+        session.execute(text("INSERT INTO gc_rows (id) VALUES (500)"))
+        raise ValueError("refused after writing")
+
+    with pytest.raises(ValueError, match="refused after writing"):
+        commits.run(1, refused)
+    assert commits.run(2, _insert(2)) == 2
+    with pytest.raises(IntegrityError):
+        commits.run(3, _insert(2))  # a unique violation, alone in its transaction
+    assert commits.run(4, _insert(4)) == 4
+    assert _ids(engine) == [2, 4]  # nothing of the refused units
+    assert (commits.batches, commits.units) == (4, 4)
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+
+
 def test_a_failed_commit_acknowledges_no_unit_of_its_batch(engine: Engine) -> None:
     sessions = create_session_factory(engine)
     commits: GroupCommit[int] = GroupCommit(sessions)
