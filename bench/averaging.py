@@ -29,12 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.cross_device import _override
+from bench.per_user_metrics import per_user_ndcg
 from bench.smoothing import (
     State,
     _scorer,
     central_test,
     federated_test,
-    per_user_ndcg,
     stop_and_deploy,
 )
 from fedrec.options import SimulationOptions

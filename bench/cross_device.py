@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.per_user_metrics import per_user_ndcg
 from fedrec import simulation
 from fedrec.early_stopping import EarlyStopping
 from fedrec.options import SimulationOptions
@@ -55,7 +56,6 @@ PER_USER: dict[str, npt.NDArray[np.float64]] = {}
 
 
 def _record(name: str, score: Any, split: LeaveOneOutSplit) -> None:
-    from bench.smoothing import per_user_ndcg  # bench.smoothing imports this module
 
     PER_USER[name] = per_user_ndcg(score, concat(split.train, split.valid), split.test)
 

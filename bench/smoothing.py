@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.cross_device import _override, _test
+from bench.per_user_metrics import Score, per_user_ndcg
 from fedrec.early_stopping import best_version, plateaus, smoothed, stale_versions
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
@@ -45,7 +45,6 @@ from participant_sdk.recsys import (
     init_item_tensors,
     leave_one_out,
     load_movielens_100k,
-    seen_matrix,
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit, concat
 from participant_sdk.recsys.trainers import fold_in, make_trainer, prepare_to_score
@@ -53,29 +52,8 @@ from participant_sdk.recsys.trainers import fold_in, make_trainer, prepare_to_sc
 F32 = npt.NDArray[np.float32]
 # a bounded run on a loaded machine: creating this file lowers the cap to the rounds done
 STOP_FILE: Path | None = None
-Score = Callable[[npt.NDArray[np.int64]], F32]
 # a round's model: item tensors and every user's factors
 State = tuple[dict[str, F32], F32]
-
-
-def per_user_ndcg(score: Score, train: Interactions, targets: Interactions) -> npt.NDArray:
-    """NDCG@10 of each target user (EVALUATION.md's full ranking and tie rule), in the
-    order of ``targets``: the mean is :func:`participant_sdk.recsys.evaluate_loo`'s."""
-    users, items = targets.users, targets.items
-    found = np.zeros(users.size)
-    for start in range(0, users.size, 512):
-        block = slice(start, min(start + 512, users.size))
-        scores = np.asarray(score(users[block]))
-        candidates = ~seen_matrix(train, users[block])
-        rows = np.arange(scores.shape[0])
-        target = scores[rows, items[block]][:, None]
-        columns = np.arange(scores.shape[1])[None, :]
-        ahead = (scores > target) | ((scores == target) & (columns < items[block][:, None]))
-        ahead &= candidates
-        ahead[rows, items[block]] = False
-        ranks = ahead.sum(axis=1)
-        found[block] = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return found
 
 
 def _scorer(state: State) -> Score:
