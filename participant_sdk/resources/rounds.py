@@ -37,6 +37,11 @@ def _check_wait_args(after: int, timeout: float) -> float:
     return time.monotonic() + timeout
 
 
+def _held(wait: int, started: float) -> bool:
+    """Whether the server held the long-poll for (about) the ``wait`` it was asked."""
+    return wait >= 1 and time.monotonic() - started >= wait - 1
+
+
 def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float:
     """Seconds to pause before polling again (0 if the server held the poll as asked).
 
@@ -44,7 +49,7 @@ def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float
     deadline) would otherwise be polled in a tight loop.
     """
     now = time.monotonic()
-    if wait >= 1 and now - started >= wait - 1:
+    if _held(wait, started):
         return 0.0
     return max(0.0, min(LONG_POLL_MIN_INTERVAL, deadline - now))
 
@@ -73,7 +78,8 @@ class Rounds(SyncAPIResource):
         fid : str
             The federation id.
         wait : float, optional
-            Seconds (at most 60, whole seconds) the coordinator may hold the request until
+            Seconds (whole; at most the coordinator's advertised ``max_wait_seconds``, 60
+            until a ``current`` answer showed it) the coordinator may hold the request until
             the current round's number exceeds ``after`` or the federation stops being
             active. The read timeout is extended beyond ``wait`` automatically.
         after : int, optional
@@ -87,17 +93,21 @@ class Rounds(SyncAPIResource):
             The current round (on a long-poll, possibly still ``number <= after``).
         """
         wait_s = None if wait is None else self._client._wait_param(wait)
-        return self._client._get(
+        current = self._client._get(
             _path(fid, "/current"),
             Round,
             params=_current_params(wait_s, after),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
+        self._client._learn_max_wait(current.max_wait_seconds)
+        return current
 
     def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
 
-        Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to 60 s).
+        Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to the
+        coordinator's advertised ``max_wait_seconds``, and at most the client's
+        ``max_long_poll_wait``).
 
         Parameters
         ----------
@@ -127,7 +137,9 @@ class Rounds(SyncAPIResource):
             current = self.current(fid, wait=wait, after=after)
             if current.number > after:
                 return current
-            if self._client.federations.get(fid).state != "active":
+            # a poll held its whole wait saw nothing: the coordinator answers at once when
+            # training stops, so only an early answer needs the federation read
+            if not _held(wait, started) and self._client.federations.get(fid).state != "active":
                 return current
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)
@@ -185,12 +197,14 @@ class AsyncRounds(AsyncAPIResource):
     ) -> Round:
         """The current round, optionally long-polling; see :meth:`Rounds.current`."""
         wait_s = None if wait is None else self._client._wait_param(wait)
-        return await self._client._get(
+        current = await self._client._get(
             _path(fid, "/current"),
             Round,
             params=_current_params(wait_s, after),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
+        self._client._learn_max_wait(current.max_wait_seconds)
+        return current
 
     async def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
@@ -204,7 +218,9 @@ class AsyncRounds(AsyncAPIResource):
             current = await self.current(fid, wait=wait, after=after)
             if current.number > after:
                 return current
-            if (await self._client.federations.get(fid)).state != "active":
+            if not _held(wait, started) and (await self._client.federations.get(fid)).state != (
+                "active"
+            ):
                 return current
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)
