@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from coordinator.config import Settings
 from coordinator.domain import rounds
+from coordinator.domain.round_snapshots import RoundSnapshots
 from tests.factories import assert_problem, create_federation, enrol, put_update, update_bytes
 
 
@@ -121,7 +122,7 @@ def test_cohort_membership_comes_from_the_cohort_cache(
 
 
 def test_a_renewal_beside_a_waiting_poll_reads_nothing(
-    client: TestClient, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, app: FastAPI, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While polls wait, the notifier knows the round mark: a renewal under the same mark
     starts from the process's last read of the round, and a participant of another
@@ -138,6 +139,7 @@ def test_a_renewal_beside_a_waiting_poll_reads_nothing(
         return real(*args)
 
     monkeypatch.setattr(rounds, "current_round", counted)
+    app.state.context.round_snapshots.max_age_seconds = 60  # a slow CI machine: not the point
     waiting = threading.Thread(
         target=_current, args=(client, fid, admin_headers), kwargs={"wait": 3, "after": 1}
     )
@@ -156,3 +158,17 @@ def test_a_renewal_beside_a_waiting_poll_reads_nothing(
     # a plain read (no `after`) always reads
     assert _current(client, fid, participant).status_code == 200
     assert reads == [fid, fid]
+
+
+def test_a_snapshot_is_used_only_under_the_notifiers_mark_and_while_young() -> None:
+    class Row:
+        id = "f1"
+
+    snapshots = RoundSnapshots(max_age_seconds=0.2)
+    snapshots.put(Row(), Row(), (1, "active", 0))  # type: ignore[arg-type]
+    assert snapshots.unmoved("f1", (1, "active", 0)) is not None
+    assert snapshots.unmoved("f1", (2, "active", 1)) is None  # the round moved
+    assert snapshots.unmoved("f1", None) is None  # nobody waits: nothing known
+    assert snapshots.unmoved("f2", (1, "active", 0)) is None
+    time.sleep(0.3)
+    assert snapshots.unmoved("f1", (1, "active", 0)) is None  # too old
