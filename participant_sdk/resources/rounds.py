@@ -19,12 +19,16 @@ def _path(fid: str, suffix: str = "") -> str:
     return f"/v1/federations/{path_segment(fid)}/rounds{suffix}"
 
 
-def _current_params(wait: float | None, after: int | None) -> dict[str, str | int | float]:
+def _current_params(
+    wait: float | None, after: int | None, in_cohort: bool = False
+) -> dict[str, str | int | float]:
     params: dict[str, str | int | float] = {}
     if wait is not None:
         params["wait"] = wait
     if after is not None:
         params["after"] = after
+    if in_cohort:
+        params["in_cohort"] = "true"
     return params
 
 
@@ -69,6 +73,7 @@ class Rounds(SyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
+        in_cohort: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The federation's current round, optionally long-polling for a newer one.
@@ -84,6 +89,10 @@ class Rounds(SyncAPIResource):
             active. The read timeout is extended beyond ``wait`` automatically.
         after : int, optional
             The round number the caller already knows.
+        in_cohort : bool, optional
+            With ``after``, under client sampling: also wait through the rounds this
+            participant was not drawn into (the coordinator answers for a round it takes
+            part in, when training stops, or when ``wait`` passes).
         timeout : float, httpx.Timeout or None, optional
             Overrides the client's timeout for this call.
 
@@ -96,13 +105,15 @@ class Rounds(SyncAPIResource):
         current = self._client._get(
             _path(fid, "/current"),
             Round,
-            params=_current_params(wait_s, after),
+            params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
         self._client._learn_max_wait(current.max_wait_seconds)
         return current
 
-    def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+    def wait_for_next(
+        self, fid: str, after: int, timeout: float, *, in_cohort: bool = False
+    ) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
 
         Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to the
@@ -117,6 +128,9 @@ class Rounds(SyncAPIResource):
             The last round number the caller has seen (0 before the first round).
         timeout : float
             Give up after this many seconds (``math.inf`` waits as long as it takes).
+        in_cohort : bool, optional
+            Under client sampling, wait for a round this participant was drawn into: the
+            rounds it sits out cost it (and the coordinator) no request.
 
         Returns
         -------
@@ -134,7 +148,7 @@ class Rounds(SyncAPIResource):
         while True:
             wait = self._client._wait_param(deadline - time.monotonic())
             started = time.monotonic()
-            current = self.current(fid, wait=wait, after=after)
+            current = self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
             if current.number > after:
                 return current
             # a poll held its whole wait saw nothing: the coordinator answers at once when
@@ -193,6 +207,7 @@ class AsyncRounds(AsyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
+        in_cohort: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The current round, optionally long-polling; see :meth:`Rounds.current`."""
@@ -200,13 +215,15 @@ class AsyncRounds(AsyncAPIResource):
         current = await self._client._get(
             _path(fid, "/current"),
             Round,
-            params=_current_params(wait_s, after),
+            params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
         self._client._learn_max_wait(current.max_wait_seconds)
         return current
 
-    async def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+    async def wait_for_next(
+        self, fid: str, after: int, timeout: float, *, in_cohort: bool = False
+    ) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
 
         See :meth:`Rounds.wait_for_next`.
@@ -215,7 +232,7 @@ class AsyncRounds(AsyncAPIResource):
         while True:
             wait = self._client._wait_param(deadline - time.monotonic())
             started = time.monotonic()
-            current = await self.current(fid, wait=wait, after=after)
+            current = await self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
             if current.number > after:
                 return current
             if not _held(wait, started) and (await self._client.federations.get(fid)).state != (

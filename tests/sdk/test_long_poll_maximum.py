@@ -90,3 +90,15 @@ def test_an_early_answer_still_reads_the_federation(client: Client, fake: FakeCo
     fake.add("GET", FED, respond(200, federation_json("completed", None)))
     assert client.rounds.wait_for_next(FID, after=5, timeout=600).number == 5
     assert len(fake.requests_to("GET", FED)) == 1
+
+
+def test_wait_for_next_may_sit_out_the_rounds_it_is_not_drawn_into(
+    client: Client, fake: FakeCoordinator
+) -> None:
+    fake.add("GET", f"{FED}/rounds/current", _advertising(4, 300))
+    assert client.rounds.wait_for_next(FID, after=3, timeout=600, in_cohort=True).number == 4
+    assert client.rounds.wait_for_next(FID, after=3, timeout=600).number == 4
+    first, second = fake.requests_to("GET", f"{FED}/rounds/current")
+    assert first.url.params["in_cohort"] == "true"
+    assert first.url.params["after"] == "3"
+    assert "in_cohort" not in second.url.params  # the default: every round wakes it
