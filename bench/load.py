@@ -31,7 +31,8 @@ participant holds a connection, and the coordinator (a child) inherits the limit
 
 ``--first-polls-per-second`` spreads the participants' first polls (participant ``i``
 starts ``i / rate`` seconds in) as devices coming online would, instead of all at once;
-it also spreads their long-poll renewals, which a waiting participant sends once a minute.
+it also spreads their long-poll renewals, which a waiting participant sends once per the
+coordinator's advertised long-poll maximum (``max_wait_seconds``; 60 s where none is).
 ``--bench-processes`` splits the participants over several processes: on a loaded machine
 one asyncio process cannot drive 10,000 of them, and it, not the coordinator, was the
 bottleneck. Enrolments run 32 at a time before the load phase (and its time limit) starts.
@@ -65,7 +66,9 @@ from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from participant_sdk.wire import encode_update
 
 KINDS = ("poll", "download", "upload", "long-poll")
-LONG_POLL_SECONDS = 60  # the most the coordinator allows: an idle participant asks once a minute
+# what every coordinator allows; one that advertises a longer maximum (Round.max_wait_seconds)
+# is asked for that, as the SDK does: a waiting participant renews its poll that often
+LONG_POLL_SECONDS = 60
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
 SERVER_START_SECONDS = 300
@@ -220,6 +223,7 @@ async def _participant(
     rng = np.random.default_rng(index)
     cohort = {"in_cohort": "true"} if sampled else {}
     after: int | None = None
+    wait = LONG_POLL_SECONDS
     await asyncio.sleep(start_delay)
     try:
         while True:
@@ -235,10 +239,12 @@ async def _participant(
                     "GET",
                     f"{base}/rounds/current",
                     # sampled: sit out the rounds this participant is not drawn into
-                    params={"wait": LONG_POLL_SECONDS, "after": after, **cohort},
+                    params={"wait": wait, "after": after, **cohort},
                     headers=headers,
+                    timeout=wait + 60,
                 )
             round_ = current.json()
+            wait = int(round_.get("max_wait_seconds") or LONG_POLL_SECONDS)
             number = int(round_["number"])
             if after is not None and number <= after:
                 continue  # the wait ran out before the round closed: wait again

@@ -58,7 +58,16 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = chunked = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = value
+        if chunked is None and (declared is None or declared == b"0"):
+            # no body (a poll, a download): nothing to count, no wrappers to pay for
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
@@ -138,6 +147,7 @@ def build_context(settings: Settings) -> Context:
         context.inline_blob_max_bytes = settings.inline_blob_max_bytes
     context.notifier.interval_seconds = settings.long_poll_interval_seconds
     context.notifier.max_per_holder = settings.max_long_polls_per_token
+    context.notifier.max_wait_seconds = settings.max_long_poll_seconds
     return context
 
 

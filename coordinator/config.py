@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from coordinator.domain.round_notifier import MAX_LONG_POLL_SECONDS_LIMIT
+
 __all__ = ["BlobBackend", "Environment", "Settings"]
 
 
@@ -162,6 +164,16 @@ class Settings(BaseSettings):
         default=4,
         gt=0,
         description="Long-polls (rounds/current?wait=) one token may hold at once; more: 429.",
+    )
+    max_long_poll_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=MAX_LONG_POLL_SECONDS_LIMIT,
+        description="The longest `wait` a long-poll (rounds/current?wait=) may ask for, "
+        "advertised as `Round.max_wait_seconds` (the SDK waits that long per request). A "
+        "waiting participant renews its poll this often, so longer is cheaper; behind a "
+        "proxy that cuts idle requests (nginx's proxy_read_timeout: 60 s) set it below "
+        "that proxy's timeout.",
     )
     long_poll_interval_seconds: float = Field(
         default=0.2,

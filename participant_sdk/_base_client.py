@@ -185,6 +185,12 @@ class BaseClient:
         #: The pinned public key (base64) every downloaded model's signature must verify
         #: under; set by the constructor or on the first download, then never replaced.
         self.signing_key: str | None = signing_key
+        #: The longest long-poll ``wait`` to ask for whatever the coordinator advertises:
+        #: set it below the read timeout of a proxy between you and the coordinator
+        #: (nginx: 60 s) so that it never cuts a held poll. ``None``: the coordinator's.
+        self.max_long_poll_wait: int | None = None
+        # what the coordinator advertised (Round.max_wait_seconds); 60 s until it did
+        self._advertised_max_wait: int = MAX_LONG_POLL_WAIT
 
     def __repr__(self) -> str:
         # Never the token: reprs end up in logs.
@@ -235,10 +241,18 @@ class BaseClient:
             read = max(read, float(wait) + LONG_POLL_READ_MARGIN)
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
-    @staticmethod
-    def _wait_param(wait: float) -> int:
-        """The ``?wait=`` value: whole seconds in ``[0, MAX_LONG_POLL_WAIT]``."""
-        return int(max(0.0, min(float(MAX_LONG_POLL_WAIT), wait)))
+    def _wait_param(self, wait: float) -> int:
+        """The ``?wait=`` value: whole seconds in ``[0, the longest wait]``: the
+        coordinator's advertised maximum (60 s until one was seen), at most
+        ``max_long_poll_wait``."""
+        longest = self._advertised_max_wait
+        if self.max_long_poll_wait is not None:
+            longest = min(longest, self.max_long_poll_wait)
+        return int(max(0.0, min(float(longest), wait)))
+
+    def _learn_max_wait(self, advertised: int | None) -> None:
+        """Remember the coordinator's advertised long-poll maximum (``None``: 60 s)."""
+        self._advertised_max_wait = max(1, advertised or MAX_LONG_POLL_WAIT)
 
     # --- retries ----------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ MAX_RETRY_DELAY: Final = 8.0
 #: Upper bound in seconds on a server's ``Retry-After``: a larger value is clamped to this.
 MAX_RETRY_AFTER: Final = 60.0
 
-#: The coordinator caps ``?wait=`` of the long-poll at this many seconds.
+#: The long-poll ``?wait=`` every coordinator accepts; one that advertises a longer maximum
+#: (``Round.max_wait_seconds``) is asked for that much once a ``rounds.current`` showed it.
 MAX_LONG_POLL_WAIT: Final = 60
 #: A long-poll request's read timeout exceeds its ``wait`` by at least this many seconds.
 LONG_POLL_READ_MARGIN: Final = 10.0

@@ -407,6 +407,8 @@ class FederatedRecommender:
                         after=self.waiting_after,
                         # wake up in time to refresh the token before it expires
                         timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
+                        # sampled out: sit out the rounds it is not drawn into, no request each
+                        in_cohort=True,
                     )
                 except WaitTimeoutError:
                     continue

@@ -541,6 +541,10 @@ class Round(BaseAPIModel):
         The round's upload may carry the participant's validation figures of
         ``base_version`` (``Updates.submit(..., validation=...)``): one request instead of
         an upload and an evaluation report. ``False`` from coordinators without it.
+    max_wait_seconds : int or None
+        On ``rounds.current`` answers: the longest ``wait`` the coordinator holds a
+        long-poll; ``wait_for_next`` asks for that much. ``None`` from coordinators that
+        do not advertise it (they accept 60 s).
     """
 
     number: int
@@ -554,6 +558,7 @@ class Round(BaseAPIModel):
     cohort_size: int | None = None
     in_cohort: bool | None = None
     upload_takes_evaluation: bool = False
+    max_wait_seconds: int | None = None
 
     @property
     def awaiting_draw(self) -> bool:

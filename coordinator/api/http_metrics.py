@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,7 @@ __all__ = ["HttpMetrics", "UPLOAD_ROUTE"]
 
 UPLOAD_ROUTE = "/v1/federations/{federation_id}/rounds/{number}/update"
 UNMATCHED = "unmatched"
+MAX_REMEMBERED_PATHS = 50_000
 _PROBLEM_PREFIX = "urn:fedrec:problem:"
 
 
@@ -42,14 +44,38 @@ class HttpMetrics:
         self.app = app
         self._templates = templates
         self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+        # path -> template: a participant polls the same path every time, so the pattern
+        # scan runs once per path (bounded: ids in paths must not grow it without end)
+        self._routes: dict[str, str] = {}
+        # the labelled series, looked up once per label set instead of per request
+        self._series: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
 
     def route_of(self, path: str) -> str:
+        route = self._routes.get(path)
+        if route is not None:
+            return route
         if self._patterns is None:  # the routes are complete once the app serves
             self._patterns = compile_templates(self._templates())
-        for pattern, template in self._patterns:
-            if pattern.fullmatch(path):
-                return template
-        return UNMATCHED
+        route = next(
+            (template for pattern, template in self._patterns if pattern.fullmatch(path)),
+            UNMATCHED,
+        )
+        if len(self._routes) >= MAX_REMEMBERED_PATHS:
+            self._routes.clear()
+        self._routes[path] = route
+        return route
+
+    def _series_of(self, method: str, route: str, status: int) -> tuple[Any, Any, Any, Any]:
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                telemetry.HTTP_REQUESTS.labels(method, route, str(status)),
+                telemetry.HTTP_REQUEST_SECONDS.labels(method, route),
+                telemetry.HTTP_REQUEST_BYTES.labels(route),
+                telemetry.HTTP_RESPONSE_BYTES.labels(route),
+            )
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,13 +108,14 @@ class HttpMetrics:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            method = scope["method"]
-            telemetry.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            telemetry.HTTP_REQUEST_SECONDS.labels(method, route).observe(
-                time.perf_counter() - started
+            requests, seconds, request_bytes, response_bytes = self._series_of(
+                scope["method"], route, status
             )
-            telemetry.HTTP_REQUEST_BYTES.labels(route).inc(received)
-            telemetry.HTTP_RESPONSE_BYTES.labels(route).inc(sent)
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)
+            if received:
+                request_bytes.inc(received)
+            response_bytes.inc(sent)
             if is_upload:
                 _count_upload(status, bytes(problem))
 

@@ -42,6 +42,9 @@ class IdempotencyMiddleware:
         self.ctx = context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _METHODS:
+            await self.app(scope, receive, send)  # a GET: nothing to look up or record
+            return
         headers = dict(scope.get("headers") or [])
         key = headers.get(b"idempotency-key")
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()

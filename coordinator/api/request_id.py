@@ -7,12 +7,12 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HEADER", "RequestIdMiddleware", "current"]
 
 HEADER = "X-Request-ID"
+_HEADER_KEY = HEADER.lower().encode()
 # what a proxy or client may pass through: ids, UUIDs, trace ids; nothing that could
 # forge a log line (no spaces, quotes or line breaks) and nothing unbounded
 _SANE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -32,13 +32,20 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(HEADER.lower().encode(), b"").decode("latin-1")
+        incoming = ""
+        for name, value in scope["headers"]:
+            if name == _HEADER_KEY:
+                incoming = value.decode("latin-1")
+                break
         request_id = incoming if _SANE.fullmatch(incoming) else uuid.uuid4().hex
         token = _request_id.set(request_id)
+        raw_id = request_id.encode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[HEADER] = request_id
+                # a new list (a cached response's own must not grow), the id appended raw:
+                # no route sets this header, so there is nothing to replace
+                message["headers"] = [*message.get("headers", ()), (_HEADER_KEY, raw_id)]
             await send(message)
 
         try:

@@ -242,10 +242,18 @@ class Round(Schema):
         'header (JSON `{"split": "validation", "metrics": {…}, "num_users": n}`), '
         "recorded with the update in one transaction: no separate evaluation report.",
     )
+    max_wait_seconds: int | None = Field(
+        default=None,
+        description="On `rounds/current` answers: the longest `wait` this coordinator holds "
+        "a long-poll (FEDREC_MAX_LONG_POLL_SECONDS). A waiting participant asks for that "
+        "much (or less, behind a proxy with a shorter timeout); null elsewhere.",
+    )
 
 
-def round_out(row: Any, in_cohort: bool | None) -> Round:
-    return Round.model_validate(row).model_copy(update={"in_cohort": in_cohort})
+def round_out(row: Any, in_cohort: bool | None, max_wait_seconds: int | None = None) -> Round:
+    return Round.model_validate(row).model_copy(
+        update={"in_cohort": in_cohort, "max_wait_seconds": max_wait_seconds}
+    )
 
 
 class RoundList(Schema):

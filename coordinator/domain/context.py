@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
+from coordinator.domain.round_snapshots import RoundSnapshots
 from coordinator.domain.served_versions import ServedVersions
 from coordinator.domain.signing import LineageSigner
 from coordinator.domain.token_cache import TokenCache
@@ -72,6 +73,8 @@ class Context:
     record_commits: GroupCommit[str] | None = None
     # drawn cohorts of recent rounds, read once for every long-poll of the process
     cohort_cache: CohortCache = field(default_factory=CohortCache)
+    # each federation's last round read: a long-poll renewal under an unmoved mark reuses it
+    round_snapshots: RoundSnapshots = field(default_factory=RoundSnapshots)
     # authenticated tokens (digest -> principal) for a few seconds; revocations reach it
     # through the database's auth_generation counter (domain/token_cache.py)
     principals: TokenCache[Any] = field(default_factory=TokenCache)

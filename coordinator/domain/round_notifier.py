@@ -25,9 +25,12 @@ from coordinator.domain.errors import TooManyRequests
 from coordinator.store.models import Federation
 from coordinator.store.repository import FederationRepository
 
-__all__ = ["RoundNotifier", "database_marks", "mark_of"]
+__all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
 
 log = logging.getLogger("fedrec.notifier")
+
+# FEDREC_MAX_LONG_POLL_SECONDS' own bound: an hour keeps a lost client's poll bounded
+MAX_LONG_POLL_SECONDS_LIMIT = 3600
 
 MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 
@@ -54,11 +57,14 @@ class RoundNotifier:
         *,
         interval_seconds: float = 0.2,
         max_per_holder: int = 4,
+        max_wait_seconds: int = 300,
     ) -> None:
         # set by the Context that owns the notifier when not given here
         self.read_marks = read_marks
         self.interval_seconds = interval_seconds
         self.max_per_holder = max_per_holder
+        # the longest wait one long-poll may ask for (advertised as Round.max_wait_seconds)
+        self.max_wait_seconds = max_wait_seconds
         self._events: dict[str, anyio.Event] = {}
         self._waiters: Counter[str] = Counter()
         self._holders: Counter[Hashable] = Counter()
@@ -94,12 +100,16 @@ class RoundNotifier:
             if not self._holders[holder]:
                 del self._holders[holder]
 
-    async def wait(self, federation_id: str, seen: tuple[Any, ...], timeout: float) -> None:
+    async def wait(
+        self, federation_id: str, seen: tuple[Any, ...], timeout: float
+    ) -> tuple[Any, ...]:
         """Wait until ``federation_id``'s round mark differs from ``seen`` (what the caller
-        read) or ``timeout`` seconds pass. A change the notifier already read returns at once."""
+        read) or ``timeout`` seconds pass. A change the notifier already read returns at once.
+        Returns the mark last read when the wait ended (``seen`` if none was read since):
+        a caller whose wait ran out with it unchanged knows its round did not move."""
         known = self._marks.setdefault(federation_id, seen)
         if known != seen:
-            return
+            return known
         event = self._events.get(federation_id)
         if event is None:
             event = self._events[federation_id] = anyio.Event()
@@ -108,6 +118,7 @@ class RoundNotifier:
         try:
             with anyio.move_on_after(timeout):
                 await event.wait()
+            return self._marks.get(federation_id, seen)
         finally:
             self._waiters[federation_id] -= 1
             if not self._waiters[federation_id]:

@@ -133,9 +133,7 @@ async def wait_for_round(
     skip_unsampled = until_in_cohort and holder is not None and after is not None
     with ctx.notifier.hold(holder) if wait_seconds and holder else nullcontext():
         while True:
-            federation, row = await anyio.to_thread.run_sync(
-                current_round, ctx, principal, federation_id
-            )
+            federation, row = await _current_or_unmoved(ctx, principal, federation_id, after)
             changed = (
                 after is None
                 or row.number > after
@@ -154,11 +152,15 @@ async def wait_for_round(
             remaining = deadline - time.monotonic()
             if changed or remaining <= 0:
                 return federation, row
-            seen = mark_of(federation)
+            seen = read = mark_of(federation)
             while True:
-                await ctx.notifier.wait(federation.id, seen, remaining)
-                latest = ctx.notifier.mark(federation.id)
+                latest = await ctx.notifier.wait(federation.id, seen, remaining)
                 remaining = deadline - time.monotonic()
+                if remaining <= 0 and latest == read:
+                    # ran out with the round as it was read (as of the notifier's last
+                    # read): that read is the answer, with no second one (a renewal
+                    # costs one read, not two)
+                    return federation, row
                 if (
                     not skip_unsampled
                     or latest is None
@@ -168,6 +170,21 @@ async def wait_for_round(
                 ):
                     break  # read the round again: it may be this poll's answer
                 seen = latest
+
+
+async def _current_or_unmoved(
+    ctx: Context, principal: Principal, federation_id: str, after: int | None
+) -> tuple[Federation, Round]:
+    """The current round: for a long-poll, this process's last read of it while the
+    notifier's mark says nothing moved since (a renewal reads nothing); else a read."""
+    if after is not None:
+        snapshot = ctx.round_snapshots.unmoved(federation_id, ctx.notifier.mark(federation_id))
+        if snapshot is not None:
+            principal.check_federation(federation_id)  # what load_federation checks
+            return snapshot.federation, snapshot.round
+    federation, row = await anyio.to_thread.run_sync(current_round, ctx, principal, federation_id)
+    ctx.round_snapshots.put(federation, row, mark_of(federation))
+    return federation, row
 
 
 async def _passes_by(
@@ -206,6 +223,17 @@ def _read_cohort(
         if not row.sampled:
             return True, None
         return True, frozenset(RoundCohortRepository(session).members(row.id))
+
+
+async def cohort_membership(ctx: Context, principal: Principal, row: Round) -> bool | None:
+    """:func:`cohort_memberships` of one round, from the process's cohort cache (a drawn
+    cohort never changes: one read per round for every poll, instead of one per poll)."""
+    participant_id = principal.participant_id
+    if participant_id is None:
+        return None
+    if not row.sampled:
+        return True
+    return await _drawn_into(ctx, participant_id, row.federation_id, row.number)
 
 
 def cohort_memberships(

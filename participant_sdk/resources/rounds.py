@@ -19,12 +19,16 @@ def _path(fid: str, suffix: str = "") -> str:
     return f"/v1/federations/{path_segment(fid)}/rounds{suffix}"
 
 
-def _current_params(wait: float | None, after: int | None) -> dict[str, str | int | float]:
+def _current_params(
+    wait: float | None, after: int | None, in_cohort: bool = False
+) -> dict[str, str | int | float]:
     params: dict[str, str | int | float] = {}
     if wait is not None:
         params["wait"] = wait
     if after is not None:
         params["after"] = after
+    if in_cohort:
+        params["in_cohort"] = "true"
     return params
 
 
@@ -37,6 +41,11 @@ def _check_wait_args(after: int, timeout: float) -> float:
     return time.monotonic() + timeout
 
 
+def _held(wait: int, started: float) -> bool:
+    """Whether the server held the long-poll for (about) the ``wait`` it was asked."""
+    return wait >= 1 and time.monotonic() - started >= wait - 1
+
+
 def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float:
     """Seconds to pause before polling again (0 if the server held the poll as asked).
 
@@ -44,7 +53,7 @@ def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float
     deadline) would otherwise be polled in a tight loop.
     """
     now = time.monotonic()
-    if wait >= 1 and now - started >= wait - 1:
+    if _held(wait, started):
         return 0.0
     return max(0.0, min(LONG_POLL_MIN_INTERVAL, deadline - now))
 
@@ -64,6 +73,7 @@ class Rounds(SyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
+        in_cohort: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The federation's current round, optionally long-polling for a newer one.
@@ -73,11 +83,16 @@ class Rounds(SyncAPIResource):
         fid : str
             The federation id.
         wait : float, optional
-            Seconds (at most 60, whole seconds) the coordinator may hold the request until
+            Seconds (whole; at most the coordinator's advertised ``max_wait_seconds``, 60
+            until a ``current`` answer showed it) the coordinator may hold the request until
             the current round's number exceeds ``after`` or the federation stops being
             active. The read timeout is extended beyond ``wait`` automatically.
         after : int, optional
             The round number the caller already knows.
+        in_cohort : bool, optional
+            With ``after``, under client sampling: also wait through the rounds this
+            participant was not drawn into (the coordinator answers for a round it takes
+            part in, when training stops, or when ``wait`` passes).
         timeout : float, httpx.Timeout or None, optional
             Overrides the client's timeout for this call.
 
@@ -87,17 +102,23 @@ class Rounds(SyncAPIResource):
             The current round (on a long-poll, possibly still ``number <= after``).
         """
         wait_s = None if wait is None else self._client._wait_param(wait)
-        return self._client._get(
+        current = self._client._get(
             _path(fid, "/current"),
             Round,
-            params=_current_params(wait_s, after),
+            params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
+        self._client._learn_max_wait(current.max_wait_seconds)
+        return current
 
-    def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+    def wait_for_next(
+        self, fid: str, after: int, timeout: float, *, in_cohort: bool = False
+    ) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
 
-        Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to 60 s).
+        Polls ``GET .../rounds/current?wait=S&after=N`` repeatedly (``S`` up to the
+        coordinator's advertised ``max_wait_seconds``, and at most the client's
+        ``max_long_poll_wait``).
 
         Parameters
         ----------
@@ -107,6 +128,9 @@ class Rounds(SyncAPIResource):
             The last round number the caller has seen (0 before the first round).
         timeout : float
             Give up after this many seconds (``math.inf`` waits as long as it takes).
+        in_cohort : bool, optional
+            Under client sampling, wait for a round this participant was drawn into: the
+            rounds it sits out cost it (and the coordinator) no request.
 
         Returns
         -------
@@ -124,10 +148,12 @@ class Rounds(SyncAPIResource):
         while True:
             wait = self._client._wait_param(deadline - time.monotonic())
             started = time.monotonic()
-            current = self.current(fid, wait=wait, after=after)
+            current = self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
             if current.number > after:
                 return current
-            if self._client.federations.get(fid).state != "active":
+            # a poll held its whole wait saw nothing: the coordinator answers at once when
+            # training stops, so only an early answer needs the federation read
+            if not _held(wait, started) and self._client.federations.get(fid).state != "active":
                 return current
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)
@@ -181,18 +207,23 @@ class AsyncRounds(AsyncAPIResource):
         wait: float | None = None,
         after: int | None = None,
         *,
+        in_cohort: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The current round, optionally long-polling; see :meth:`Rounds.current`."""
         wait_s = None if wait is None else self._client._wait_param(wait)
-        return await self._client._get(
+        current = await self._client._get(
             _path(fid, "/current"),
             Round,
-            params=_current_params(wait_s, after),
+            params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
+        self._client._learn_max_wait(current.max_wait_seconds)
+        return current
 
-    async def wait_for_next(self, fid: str, after: int, timeout: float) -> Round:
+    async def wait_for_next(
+        self, fid: str, after: int, timeout: float, *, in_cohort: bool = False
+    ) -> Round:
         """Long-poll until a round numbered above ``after`` is current.
 
         See :meth:`Rounds.wait_for_next`.
@@ -201,10 +232,12 @@ class AsyncRounds(AsyncAPIResource):
         while True:
             wait = self._client._wait_param(deadline - time.monotonic())
             started = time.monotonic()
-            current = await self.current(fid, wait=wait, after=after)
+            current = await self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
             if current.number > after:
                 return current
-            if (await self._client.federations.get(fid)).state != "active":
+            if not _held(wait, started) and (await self._client.federations.get(fid)).state != (
+                "active"
+            ):
                 return current
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -249,3 +250,26 @@ def test_sampled_out_participants_do_not_train_and_wait_for_the_next_round(
     assert closed.update_count == 2
     assert closed.cohort_size == 2
     assert admin.rounds.get(fid, 2).cohort_size == 2
+
+
+def test_run_waits_only_for_rounds_it_is_drawn_into(
+    coordinator: TestClient, data: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run() long-polls with in_cohort=true: a sampled-out participant sends no request per
+    round it sits out; an unsampled federation is unaffected (every round includes it)."""
+    admin, fid, tokens = _federation(
+        coordinator, data, 1, rounds={"max_rounds": 2, "final_evaluation_seconds": 0}
+    )
+    sdk = _sdk(coordinator, tokens[0])
+    waits: list[dict[str, Any]] = []
+    real = sdk.rounds.wait_for_next
+
+    def recorded(fid: str, after: int, timeout: float, **kwargs: Any) -> Any:
+        waits.append(kwargs)
+        return real(fid, after, timeout, **kwargs)
+
+    monkeypatch.setattr(sdk.rounds, "wait_for_next", recorded)
+    FederatedRecommender(sdk, fid, data, config=CONFIG).run(round_timeout=10, outage_timeout=10)
+    assert admin.federations.get(fid).state == "completed"
+    assert waits
+    assert all(w == {"in_cohort": True} for w in waits)

@@ -29,6 +29,7 @@ from coordinator.api.schemas import (
 from coordinator.domain import audit, rounds
 from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType, ValidationFailed
 from coordinator.domain.evaluation import BaseEvaluation
+from coordinator.domain.round_notifier import MAX_LONG_POLL_SECONDS_LIMIT
 from coordinator.domain.specs import DB_INT_MAX
 from participant_sdk.wire import BASE_EVALUATION_HEADER
 
@@ -37,7 +38,6 @@ router = APIRouter(
     route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/rounds", tags=["rounds"]
 )
 
-MAX_WAIT_SECONDS = 60.0
 # bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
 RoundNumber = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The round number.")]
 _SEEN = problems(403) | problem(404, "No such federation")
@@ -59,8 +59,10 @@ _NUMBER = problem(
     | _SEEN
     | problem(
         422,
-        f"`wait` is outside [0, {MAX_WAIT_SECONDS:g}] or `after` is negative",
-        detail="wait: Input should be less than or equal to 60",
+        "`wait` is outside [0, `max_wait_seconds`] (FEDREC_MAX_LONG_POLL_SECONDS, advertised "
+        "on every answer of this route) or `after` is negative",
+        detail="wait: this coordinator holds a long-poll at most 300 s "
+        "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
     )
     | problem(
         429,
@@ -75,7 +77,13 @@ async def get_current_round(
     ctx: ContextDep,
     principal: PrincipalDep,
     wait: Annotated[
-        float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Long-poll up to this many seconds.")
+        float,
+        Query(
+            ge=0,
+            le=MAX_LONG_POLL_SECONDS_LIMIT,
+            description="Long-poll up to this many seconds, at most the coordinator's "
+            "`max_wait_seconds` (60 s is accepted by every fedrec coordinator).",
+        ),
     ] = 0,
     after: Annotated[
         int | None,
@@ -94,6 +102,13 @@ async def get_current_round(
     ] = False,
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
+    max_wait = ctx.notifier.max_wait_seconds
+    if wait > max_wait:
+        raise ValidationFailed(
+            f"wait: this coordinator holds a long-poll at most {max_wait} s "
+            "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
+            max_wait_seconds=max_wait,
+        )
     wait_seconds = wait if after is not None else 0
     with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
         _federation, row = await rounds.wait_for_round(
@@ -104,13 +119,8 @@ async def get_current_round(
             wait_seconds=wait_seconds,
             until_in_cohort=in_cohort,
         )
-    if principal.participant_id is not None and row.sampled:
-        [member] = await run_in_threadpool(rounds.cohort_memberships, ctx, principal, [row])
-    else:
-        # what cohort_memberships answers without a read: the admin is in no cohort, a
-        # participant in every unsampled round
-        member = None if principal.participant_id is None else True
-    return round_out(row, member)
+    member = await rounds.cohort_membership(ctx, principal, row)
+    return round_out(row, member, max_wait)
 
 
 @router.get(
