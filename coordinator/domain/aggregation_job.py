@@ -442,14 +442,12 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> _Committed | None:
             strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
-        for digest in claimed.update_digests:
+        for data in ctx.blobs.get_each(claimed.update_digests):
             update = load_stored_update(
-                ctx.blobs.get(digest),
-                settings.update_tensors,
-                encoding=settings.transport.encoding,
+                data, settings.update_tensors, encoding=settings.transport.encoding
             )
             strategy.add(update)
-            del update
+            del update, data
         if adaptive is not None and claimed.clip_norm is not None:
             # DP runs the mean aggregator, which counted the updates it did not clip
             # from the norms it clipped with

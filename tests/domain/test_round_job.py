@@ -5,7 +5,7 @@ aggregation, read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -154,13 +154,18 @@ def test_the_new_version_is_served_and_aggregated_on_without_a_read(ctx: Context
     stored = ctx.blobs.get(outcome.version.sha256)
 
     reads: list[str] = []
-    get = ctx.blobs.get
+    get, get_each = ctx.blobs.get, ctx.blobs.get_each
 
     def recording_get(digest: str) -> bytes:
         reads.append(digest)
         return get(digest)
 
+    def recording_get_each(digests: Sequence[str]) -> Iterator[bytes]:
+        reads.extend(digests)
+        return get_each(digests)
+
     ctx.blobs.get = recording_get  # type: ignore[method-assign]
+    ctx.blobs.get_each = recording_get_each  # type: ignore[method-assign]
     with statements(ctx) as seen:
         served = model_versions.served_version(ctx, parts[0], fid, 1)
         weights = model_versions.served_bytes(ctx, served.blob("float32")[0])
