@@ -28,6 +28,7 @@ __all__ = [
     "create_unsynced_session_factory",
     "ping",
     "uses_wal",
+    "wal_written_at",
 ]
 
 # Every engine has hide_parameters: a database error's message (logged, and shown in
@@ -256,6 +257,18 @@ def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 def uses_wal(engine: Engine) -> bool:
     """Whether the engine's database is a SQLite file (in WAL mode: create_db_engine)."""
     return engine.dialect.name == "sqlite" and not isinstance(engine.pool, StaticPool)
+
+
+def wal_written_at(engine: Engine) -> int | None:
+    """When the write-ahead log was last written to (ns), None without one: a checkpoint
+    has nothing to copy unless this changed since the last one."""
+    database = engine.url.database
+    if not uses_wal(engine) or not database:
+        return None
+    try:
+        return os.stat(f"{database}-wal").st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def checkpoint_wal(engine: Engine) -> tuple[int, int] | None:

@@ -17,7 +17,12 @@ from coordinator.domain.context import Context
 from coordinator.migrate import upgrade
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
-from coordinator.store.db import WAL_AUTOCHECKPOINT_PAGES, checkpoint_wal, create_db_engine
+from coordinator.store.db import (
+    WAL_AUTOCHECKPOINT_PAGES,
+    checkpoint_wal,
+    create_db_engine,
+    wal_written_at,
+)
 from coordinator.worker import RoundWorker
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, _scratch_postgres_database
 
@@ -75,6 +80,18 @@ def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_ctx: Context)
     assert _database_file(sqlite_ctx).stat().st_size >= before + 6 * MB
 
 
+def test_the_worker_skips_a_log_nobody_wrote(sqlite_ctx: Context) -> None:
+    engine = sqlite_ctx.sessions.kw["bind"]
+    _write(sqlite_ctx, 1)
+    first = wal_written_at(engine)
+    assert first is not None
+    checkpoint_wal(engine)  # copies, but does not write the log
+    assert wal_written_at(engine) == first
+    time.sleep(0.05)  # past the filesystem's timestamp granularity
+    _write(sqlite_ctx, 1)
+    assert wal_written_at(engine) != first
+
+
 def test_the_worker_checkpoints_in_the_background(sqlite_ctx: Context) -> None:
     engine = sqlite_ctx.sessions.kw["bind"]
     checkpoint_wal(engine)
@@ -97,5 +114,6 @@ def test_postgresql_checkpoints_by_itself() -> None:
         engine: Engine = create_db_engine(url)
         try:
             assert checkpoint_wal(engine) is None
+            assert wal_written_at(engine) is None
         finally:
             engine.dispose()
