@@ -55,6 +55,9 @@ FLOWER = "flwr==1.42.*"
 PEERS_VENV = Path(__file__).resolve().parents[2] / ".peers-venv"  # beside .venv, not under bench/
 FLOWER_SCRIPT = Path(__file__).resolve().parent / "flower_round.py"
 MB = 1024 * 1024
+# a coordinator's start (imports, migrations) under `nice` on a machine at load 20-30 took
+# longer than fedrec.local_server's default 30 s
+START_TIMEOUT_SECONDS = 180.0
 
 
 @dataclass
@@ -157,7 +160,7 @@ def fedrec_rounds(
             **(source_env(source) if source else {}),
         },
     )
-    server.start()
+    server.start(timeout=START_TIMEOUT_SECONDS)
     assert server.process is not None
     coordinator = psutil.Process(server.process.pid)
 

@@ -45,7 +45,13 @@ from coordinator.domain.errors import (
     RoundNotOpen,
 )
 from coordinator.domain.federations import FederationSettings, federation_settings
-from coordinator.domain.model_versions import MODEL_METADATA, record_version
+from coordinator.domain.model_versions import (
+    MODEL_METADATA,
+    VersionLink,
+    record_version,
+    serve_new_version,
+    served_bytes,
+)
 from coordinator.domain.privacy import (
     Accounting,
     DPAggregation,
@@ -67,7 +73,6 @@ from coordinator.store.models import Federation, ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
     ModelVersionRepository,
-    ParticipantRepository,
     RoundRepository,
     UpdateRepository,
 )
@@ -96,11 +101,13 @@ class Claim:
 
     federation_id: str
     number: int
+    round_id: str
     owner: str
     settings: FederationSettings
     update_digests: tuple[str, ...]  # in aggregation order (participant id)
     base_version: int
     base_sha256: str
+    base_chain_hash: str
     base_state_sha256: str | None
     base_step_scale: float
     # a collapsed base: the best validated version whose weights the new version restores
@@ -117,6 +124,14 @@ class Claim:
     completed_rounds: int = 0
     # adaptive clipping: the C this round clips to, handed on by its base version
     clip_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A recorded version, and whether the transaction opened the next round."""
+
+    version: ModelVersion
+    next_round_opened: bool
 
 
 @dataclass(frozen=True)
@@ -171,19 +186,21 @@ def _run(
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
     started = time.perf_counter()
     try:
-        version = complete_claim(ctx, claimed)
+        committed = _complete_claim(ctx, claimed)
     except NonFiniteAggregate:
         ctx.observer.round_failed()
         _observe_next_round(ctx, federation_id, number)
         if trigger is lifecycle.Trigger.ADMIN:
             raise
         return Outcome(lifecycle.Step.FAIL)
-    if version is None and trigger is lifecycle.Trigger.ADMIN:
-        raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
-    if version is not None:
-        ctx.observer.round_closed(time.perf_counter() - started)
-        _observe_next_round(ctx, federation_id, number)  # unless training stopped
-    return Outcome(step, version)
+    if committed is None:
+        if trigger is lifecycle.Trigger.ADMIN:
+            raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
+        return Outcome(step)
+    ctx.observer.round_closed(time.perf_counter() - started)
+    if committed.next_round_opened:  # unless training stopped
+        ctx.observer.round_opened()
+    return Outcome(step, committed.version)
 
 
 def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
@@ -198,13 +215,23 @@ def _still_waiting(ctx: Context, federation_id: str, number: int) -> bool:
     Every accepted upload kicks the job; all but the last find the round incomplete,
     and taking the write lock just to learn that queued them behind (and in front of)
     the uploads. Safe: the upload that completes a round committed before its own
-    kick reads, so that kick sees the round complete and goes on to claim it.
+    kick reads, so that kick sees the round complete and goes on to claim it. A
+    plaintext round is judged from one row (:func:`lifecycle.certainly_waits`); a
+    secure-aggregation round by its protocol's phase (:func:`lifecycle.next_step`).
     """
+    settings = ctx.settings_cache.get(federation_id)
+    plaintext = isinstance(settings, FederationSettings) and (
+        settings.privacy.secure_aggregation is None
+    )
     with ctx.read_sessions() as session:
+        if plaintext:
+            facts = RoundRepository(session).completeness(federation_id, number)
+            return facts is None or lifecycle.certainly_waits(facts, utc_now())
         federation = FederationRepository(session).get(federation_id)
         round_row = RoundRepository(session).get(federation_id, number)
         if federation is None or round_row is None:
             return True
+        federation_settings(ctx, federation)  # parsed once: the next kick takes the row
         step = lifecycle.next_step(
             session, federation, round_row, trigger=lifecycle.Trigger.UPLOAD, now=utc_now()
         )
@@ -282,12 +309,7 @@ def claim_round(
             if admin:
                 raise RoundNotOpen(f"round {number} is already being aggregated", round=number)
             return lifecycle.Step.WAIT, None
-        active = ParticipantRepository(session).active_ids(federation_id)
-        digests = tuple(
-            u.sha256
-            for u in UpdateRepository(session).for_round(round_row.id)
-            if u.participant_id in active
-        )
+        digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
         versions = ModelVersionRepository(session)
         base = versions.get(federation_id, round_row.base_version)
         assert base is not None
@@ -295,7 +317,11 @@ def claim_round(
         step_scale = base.step_scale
         settings = federation_settings(ctx, federation)
         dp_policy = settings.privacy.dp
-        summed = secure_rounds.secure_sum(session, round_row, settings.update_tensors)
+        summed = (
+            secure_rounds.secure_sum(session, round_row, settings.update_tensors)
+            if settings.privacy.secure_aggregation is not None
+            else None
+        )
         # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
         if settings.model.kind != "ease":
             deploy = DeployPolicy.model_validate(federation.deploy_policy)
@@ -313,11 +339,13 @@ def claim_round(
         return step, Claim(
             federation_id=federation_id,
             number=number,
+            round_id=round_row.id,
             owner=ctx.instance_id,
             settings=settings,
             update_digests=digests,
             base_version=base.version,
             base_sha256=base.sha256,
+            base_chain_hash=base.chain_hash,
             base_state_sha256=base.server_state_sha256,
             base_step_scale=step_scale,
             restore_version=restore.version if restore else None,
@@ -335,21 +363,24 @@ def claim_round(
 
 def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
     """Aggregate a claimed round and commit it (transaction 2); None if the lease was lost."""
+    committed = _complete_claim(ctx, claimed)
+    return committed.version if committed is not None else None
+
+
+def _complete_claim(ctx: Context, claimed: Claim) -> _Committed | None:
     try:
         return _aggregate_and_commit(ctx, claimed)
     except BaseException:
         # give the round back at once rather than waiting for the lease to expire
         try:
             with ctx.sessions.begin() as session:
-                round_row = RoundRepository(session).get(claimed.federation_id, claimed.number)
-                if round_row is not None:
-                    lifecycle.release(session, round_row, owner=claimed.owner)
+                lifecycle.release(session, claimed.round_id, owner=claimed.owner)
         except Exception:  # pragma: no cover - the lease covers us
             log.exception("could not release round %d of %s", claimed.number, claimed.federation_id)
         raise
 
 
-def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
+def _aggregate_and_commit(ctx: Context, claimed: Claim) -> _Committed | None:
     settings = claimed.settings
     dp_policy = settings.privacy.dp
     adaptive = dp_policy.adaptive_clipping if dp_policy is not None else None
@@ -411,14 +442,12 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
-        for digest in claimed.update_digests:
+        for data in ctx.blobs.get_each(claimed.update_digests):
             update = load_stored_update(
-                ctx.blobs.get(digest),
-                settings.update_tensors,
-                encoding=settings.transport.encoding,
+                data, settings.update_tensors, encoding=settings.transport.encoding
             )
             strategy.add(update)
-            del update
+            del update, data
         if adaptive is not None and claimed.clip_norm is not None:
             # DP runs the mean aggregator, which counted the updates it did not clip
             # from the norms it clipped with
@@ -438,7 +467,8 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
                 handed_on,
                 fraction,
             )
-        base_tensors = decode_weights(ctx.blobs.get(claimed.base_sha256))
+        # the base is the version the last round handed to the cache of served versions
+        base_tensors = decode_weights(served_bytes(ctx, claimed.base_sha256))
         state = (
             decode_weights(ctx.blobs.get(claimed.base_state_sha256))
             if claimed.base_state_sha256
@@ -491,30 +521,30 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
 
     with ctx.sessions.begin() as session:
         federation = FederationRepository(session).get(claimed.federation_id, for_update=True)
-        round_row = RoundRepository(session).get(claimed.federation_id, claimed.number)
         assert federation is not None
-        assert round_row is not None
-        if not lifecycle.close(
-            session,
-            federation,
-            round_row,
-            owner=claimed.owner,
-            result_version=federation.latest_version + 1,
-            now=now,
-        ):
-            session.rollback()
-            if dp_policy is not None and settings.model.kind != "ease" and not inline[0]:
-                _discard_losing_draw(ctx, claimed, digest)
-            return None
-        for data, blob_digest, in_rows in zip(blobs, digests, inline, strict=True):
-            if in_rows:
-                store_in(session, data, blob_digest)
+        # no autoflush: the round's close and the blob's rows are statements that do not
+        # read the federation, whose changes are written once, with the version
+        with session.no_autoflush:
+            if not lifecycle.close(
+                session,
+                federation,
+                claimed.round_id,
+                owner=claimed.owner,
+                result_version=federation.latest_version + 1,
+                now=now,
+            ):
+                session.rollback()
+                if dp_policy is not None and settings.model.kind != "ease" and not inline[0]:
+                    _discard_losing_draw(ctx, claimed, digest)
+                return None
+            for data, blob_digest, in_rows in zip(blobs, digests, inline, strict=True):
+                if in_rows:
+                    store_in(session, data, blob_digest)
         del blobs
-        base = ModelVersionRepository(session).get(claimed.federation_id, round_row.base_version)
         version = record_version(
             session,
             federation,
-            parent=base,
+            parent=VersionLink(claimed.base_version, claimed.base_chain_hash),
             round_number=claimed.number,
             sha256=digest,
             size=len(weights),
@@ -541,8 +571,12 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
             },
             now=now,
         )
-        secure_rounds.forget_sum(session, round_row)
+        if settings.privacy.secure_aggregation is not None:
+            secure_rounds.forget_sum(session, claimed.round_id)
         lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
+        next_round_opened = federation.current_round == claimed.number + 1
+    # downloads of the new version (and the next round's aggregation) read it from here
+    serve_new_version(ctx, version, weights)
     log.info(
         "federation %s round %d aggregated %d updates into version %d",
         claimed.federation_id,
@@ -550,7 +584,7 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> ModelVersion | None:
         len(contributors),
         version.version,
     )
-    return version
+    return _Committed(version, next_round_opened)
 
 
 def _result(

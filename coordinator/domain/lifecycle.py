@@ -54,6 +54,7 @@ from coordinator.store.repository import (
     EvaluationRepository,
     ModelVersionRepository,
     ParticipantRepository,
+    RoundCompleteness,
     RoundRepository,
     UpdateRepository,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "Step",
     "Trigger",
     "advance",
+    "certainly_waits",
     "claim",
     "close",
     "complete_federation",
@@ -259,6 +261,29 @@ def next_step(
     return Step.FAIL
 
 
+def certainly_waits(round_facts: RoundCompleteness, now: datetime) -> bool:
+    """Whether :func:`next_step` would answer WAIT to an upload's kick of a plaintext
+    round, decided from one row (:meth:`RoundRepository.completeness`); False: ask
+    :func:`next_step`.
+
+    Conservative where it differs: it compares every accepted update (``update_count``)
+    with the cohort, where ``next_step`` counts only the active participants' updates;
+    those are never more, so fewer updates than the cohort means the round is incomplete.
+    """
+    if round_facts.state == RoundState.AGGREGATING:
+        expires = round_facts.lease_expires_at
+        return expires is None or expires >= now  # an expired lease may be taken over
+    if round_facts.state != RoundState.OPEN:
+        return True
+    if round_facts.sampled and round_facts.population is None:
+        return True  # the cohort is not drawn yet
+    if round_facts.cohort_size == 0:
+        return False  # an empty draw releases (DP) or fails the round
+    if round_facts.deadline_at is not None and round_facts.deadline_at <= now:
+        return False
+    return round_facts.update_count < round_facts.cohort_active
+
+
 def claim(session: Session, round_row: Round, *, owner: str, now: datetime, lease: float) -> bool:
     """``open -> aggregating`` (or take over an expired lease) as a compare-and-set."""
     return RoundRepository(session).claim_for_aggregation(
@@ -266,15 +291,15 @@ def claim(session: Session, round_row: Round, *, owner: str, now: datetime, leas
     )
 
 
-def release(session: Session, round_row: Round, *, owner: str) -> None:
+def release(session: Session, round_id: str, *, owner: str) -> None:
     """``aggregating -> open``: give a claimed round back after a failed attempt."""
-    RoundRepository(session).release(round_row.id, owner=owner)
+    RoundRepository(session).release(round_id, owner=owner)
 
 
 def close(
     session: Session,
     federation: Federation,
-    round_row: Round,
+    round_id: str,
     *,
     owner: str,
     result_version: int,
@@ -282,7 +307,7 @@ def close(
 ) -> bool:
     """``aggregating -> closed`` if ``owner`` still holds the lease; counts the round."""
     if not RoundRepository(session).close_if_owned(
-        round_row.id, owner=owner, result_version=result_version, closed_at=now
+        round_id, owner=owner, result_version=result_version, closed_at=now
     ):
         return False
     federation.completed_rounds += 1

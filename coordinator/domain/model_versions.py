@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
     "list_model_versions",
     "read_version_bytes",
     "record_version",
+    "serve_new_version",
+    "VersionLink",
 ]
 
 # Model bytes carry no version number: the same weights are the same content-addressed blob,
@@ -34,11 +37,19 @@ __all__ = [
 MODEL_METADATA = {"kind": "model"}
 
 
+@dataclass(frozen=True)
+class VersionLink:
+    """What a new version chains to: its parent's number and chain hash."""
+
+    version: int
+    chain_hash: str
+
+
 def record_version(
     session: Session,
     federation: Federation,
     *,
-    parent: ModelVersion | None,
+    parent: ModelVersion | VersionLink | None,
     round_number: int | None,
     sha256: str,
     size: int,
@@ -144,15 +155,27 @@ def served_version(
     if cached is not None:
         return cached
     row = get_model_version(ctx, principal, federation_id, version)
-    served = ServedVersion(
+    served = _served(row)
+    ctx.served_versions.remember(federation_id, served)
+    return served
+
+
+def _served(row: ModelVersion) -> ServedVersion:
+    return ServedVersion(
         version=row.version,
         blobs={name: version_blob(row, name) for name in offered_encodings(row)},
         default_encoding=default_encoding(row),
         manifest=row.manifest,
         signature=row.signature,
     )
-    ctx.served_versions.remember(federation_id, served)
-    return served
+
+
+def serve_new_version(ctx: Context, row: ModelVersion, weights: bytes) -> None:
+    """Hand a version that just committed, and its float32 weights, to this process's
+    cache of served versions: the round's participants download it at once, and the
+    aggregation of the next round reads it as its base, without a database read."""
+    ctx.served_versions.remember(row.federation_id, _served(row))
+    ctx.served_versions.keep(row.sha256, weights)
 
 
 def cached_bytes(ctx: Context, sha256: str) -> bytes | None:

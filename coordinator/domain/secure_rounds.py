@@ -638,10 +638,10 @@ def contributor_digest(context: RoundContext, participant: str) -> str:
     return hashlib.sha256(context.bind("contributor", participant)).hexdigest()
 
 
-def forget_sum(session: Session, round_row: Round) -> None:
+def forget_sum(session: Session, round_id: str) -> None:
     """Delete the unmasked sum once its version is recorded: only the published model
     (noised, under DP) remains."""
-    row = SecAggRepository(session).get(round_row.id)
+    row = SecAggRepository(session).get(round_id)
     if row is None:
         return
     state = json.loads(row.state)

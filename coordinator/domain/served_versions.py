@@ -80,20 +80,25 @@ class ServedVersions:
             return data
 
     def weights(self, sha256: str, read: Callable[[str], bytes]) -> bytes:
-        """The blob's bytes, from the cache or ``read`` (then kept if they fit: at most a
-        quarter of the budget each, least recently used out first)."""
+        """The blob's bytes, from the cache or ``read`` (then kept if they fit)."""
         with self._lock:
             data = self._bytes.get(sha256)
             if data is not None:
                 self._bytes.move_to_end(sha256)
                 return data
         data = read(sha256)  # outside the lock: a blob store read
-        if len(data) <= self.max_bytes // 4:
-            with self._lock:
-                if sha256 not in self._bytes:
-                    self._bytes[sha256] = data
-                    self._held += len(data)
-                while self._held > self.max_bytes:
-                    _, dropped = self._bytes.popitem(last=False)
-                    self._held -= len(dropped)
+        self.keep(sha256, data)
         return data
+
+    def keep(self, sha256: str, data: bytes) -> None:
+        """Hold ``data`` (the blob ``sha256``'s bytes) if it fits: at most a quarter of
+        the budget each, least recently used out first."""
+        if len(data) > self.max_bytes // 4:
+            return
+        with self._lock:
+            if sha256 not in self._bytes:
+                self._bytes[sha256] = data
+                self._held += len(data)
+            while self._held > self.max_bytes:
+                _, dropped = self._bytes.popitem(last=False)
+                self._held -= len(dropped)

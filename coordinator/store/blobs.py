@@ -23,7 +23,7 @@ Every backend keeps the same promises, which the upload and aggregation transact
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +72,11 @@ class BlobStore(Protocol):
 
     def get(self, digest: str) -> bytes:
         """The blob's bytes; :class:`BlobNotFound` if there is none."""
+        ...
+
+    def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
+        """Each blob's bytes in turn, one in memory at a time (as ``get``, with what a read
+        sets up, such as a database session, set up once for all of them)."""
         ...
 
     def exists(self, digest: str) -> bool: ...

@@ -15,10 +15,11 @@ write-ahead log on disk, before the transaction that references them begins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select, text
+from sqlalchemy import Table, bindparam, delete, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +30,15 @@ from coordinator.store.models import Blob, BlobChunk
 __all__ = ["CHUNK_BYTES", "DatabaseBlobStore", "store_in"]
 
 CHUNK_BYTES = 8 * 1024 * 1024
+
+# one statement (size and chunks), built once: small blobs are read per download and per
+# aggregated update, where a second query, and building this one, were most of the cost
+_READ = (
+    select(Blob.size, BlobChunk.data)
+    .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
+    .where(Blob.digest == bindparam("digest"))
+    .order_by(BlobChunk.seq)
+)
 
 
 class DatabaseBlobStore:
@@ -66,28 +76,19 @@ class DatabaseBlobStore:
         return digest
 
     def get(self, digest: str) -> bytes:
-        check_digest(digest)
-        # one statement (size and chunks): small blobs are read per download and per
-        # aggregated update, where a second query was most of the cost
-        query = (
-            select(Blob.size, BlobChunk.data)
-            .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
-            .where(Blob.digest == digest)
-            .order_by(BlobChunk.seq)
-        )
+        with self.reader() as read:
+            return read(digest)
+
+    def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
+        with self.reader() as read:
+            for digest in digests:
+                yield read(digest)
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[str], bytes]]:
+        """A function that reads blobs, all of them in one read-only session."""
         with self._read_sessions() as session:
-            # PostgreSQL streams large blobs a few chunks at a time (server-side cursor)
-            stream = session.get_bind().dialect.name == "postgresql"
-            rows = session.execute(query, execution_options={"yield_per": 4} if stream else {})
-            first = next(rows, None)
-            if first is None:
-                raise BlobNotFound(digest)
-            size = first.size
-            # an empty blob has no chunk: its one row carries data None
-            data = b"".join([first.data or b"", *(row.data for row in rows)])
-        if len(data) != size:  # cannot happen with the transactional writes; say so if it does
-            raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
-        return data
+            yield lambda digest: _read(session, digest)
 
     def exists(self, digest: str) -> bool:
         check_digest(digest)
@@ -138,6 +139,24 @@ def store_in(session: Session, data: bytes, digest: str, *, chunk_bytes: int = C
 
 
 _CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
+
+
+def _read(session: Session, digest: str) -> bytes:
+    check_digest(digest)
+    # PostgreSQL streams large blobs a few chunks at a time (server-side cursor)
+    stream = session.get_bind().dialect.name == "postgresql"
+    rows = session.execute(
+        _READ, {"digest": digest}, execution_options={"yield_per": 4} if stream else {}
+    )
+    first = next(rows, None)
+    if first is None:
+        raise BlobNotFound(digest)
+    size = first.size
+    # an empty blob has no chunk: its one row carries data None
+    data = b"".join([first.data or b"", *(row.data for row in rows)])
+    if len(data) != size:  # cannot happen with the transactional writes; say so if it does
+        raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
+    return data
 
 
 def _durable_commit(session: Session) -> None:

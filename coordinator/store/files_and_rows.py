@@ -11,7 +11,8 @@ Reads look at the files first, then at the rows; the collector scans and removes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 
 from coordinator.store.blobs import BlobEntry, BlobNotFound
@@ -39,6 +40,18 @@ class FilesAndRows:
             return self.files.get(digest)
         except BlobNotFound:
             return self.rows.get(digest)
+
+    def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
+        with ExitStack() as stack:
+            read_row: Callable[[str], bytes] | None = None  # a session, once a row is read
+            for digest in digests:
+                try:
+                    data = self.files.get(digest)
+                except BlobNotFound:
+                    if read_row is None:
+                        read_row = stack.enter_context(self.rows.reader())
+                    data = read_row(digest)
+                yield data
 
     def exists(self, digest: str) -> bool:
         return self.files.exists(digest) or self.rows.exists(digest)

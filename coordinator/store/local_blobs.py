@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from coordinator.store.blobs import BlobEntry, BlobNotFound, check_digest, is_digest, sha256_hex
@@ -84,6 +84,10 @@ class LocalBlobStore:
             return self.path(digest).read_bytes()
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
+
+    def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
+        for digest in digests:
+            yield self.get(digest)
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()

@@ -19,7 +19,7 @@ a profile, an instance role), never from fedrec's settings.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,6 +110,10 @@ class S3BlobStore:
             return bytes(body.read())
         finally:
             body.close()
+
+    def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
+        for digest in digests:
+            yield self.get(digest)
 
     def exists(self, digest: str) -> bool:
         return self._stored_size(digest) is not None

@@ -179,6 +179,17 @@ def test_putting_twice_stores_once(case: Case) -> None:
     assert [item.digest for item in case.store.scan()] == [first]
 
 
+def test_get_each_reads_blobs_in_the_order_asked(case: Case) -> None:
+    blobs = [os.urandom(n) for n in (10, 2_500, 0, 10)]  # 2,500: several postgres chunks
+    digests = [case.store.put(data) for data in blobs]
+    assert list(case.store.get_each(digests)) == blobs
+    assert list(case.store.get_each([])) == []
+    reading = case.store.get_each([digests[1], "0" * 64])
+    assert next(reading) == blobs[1]
+    with pytest.raises(BlobNotFound):
+        next(reading)
+
+
 def test_missing_blob(case: Case) -> None:
     with pytest.raises(BlobNotFound):
         case.store.get("0" * 64)

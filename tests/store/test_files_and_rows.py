@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text, update
@@ -102,6 +103,28 @@ def test_reads_scan_and_collect_files_and_rows(store: FilesAndRows) -> None:
     assert store.exists(in_file)
     store.remove(in_file)
     assert list(store.scan()) == []
+
+
+def test_get_each_reads_files_and_rows_in_one_session(store: FilesAndRows) -> None:
+    model = b"a large model, written as a file"
+    in_file = store.put(model)
+    small = [b"update one", b"update two"]
+    with _sessions(store).begin() as session:
+        for data in small:
+            store_in(session, data, sha256_hex(data))
+    opened: list[object] = []
+    reader = store.rows.reader
+
+    def counting_reader() -> Any:
+        opened.append(None)
+        return reader()
+
+    store.rows.reader = counting_reader  # type: ignore[method-assign]
+    digests = [sha256_hex(small[0]), in_file, sha256_hex(small[1])]
+    assert list(store.get_each(digests)) == [small[0], model, small[1]]
+    assert len(opened) == 1
+    assert list(store.get_each([in_file])) == [model]
+    assert len(opened) == 1  # files only: no session
 
 
 def _synchronous(session: Session) -> str:
