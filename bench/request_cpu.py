@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +46,22 @@ NUM_ITEMS, DIM, ROWS = 1682, 64, 60
 REPORT = {"split": "validation", "metrics": {"ndcg@10": 0.1, "hr@10": 0.2}, "num_users": 1}
 
 
-def run(participants: int, combined: bool) -> float:
-    """Process CPU seconds per participant for one round of requests."""
-    folder = Path(tempfile.mkdtemp(prefix="fedrec-request-cpu-"))
+@dataclass(frozen=True)
+class OpenRound:
+    """Round 1 of a fresh federation that never closes, its participants and their updates."""
+
+    client: TestClient
+    federation_id: str
+    tokens: list[str]
+    bodies: list[bytes]
+
+
+@contextmanager
+def open_round(participants: int, name: str) -> Iterator[OpenRound]:
+    """A migrated SQLite coordinator in this process with one federation whose round 1
+    waits for one participant more than ``participants`` (so no aggregation runs), each
+    participant's token, and a row-sparse update of ``ROWS`` rows for each."""
+    folder = Path(tempfile.mkdtemp(prefix=f"fedrec-{name}-"))
     url = f"sqlite:///{folder}/fedrec.sqlite"
     upgrade(url)
     settings = Settings(
@@ -60,7 +76,7 @@ def run(participants: int, combined: bool) -> float:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with TestClient(create_app(settings, run_timer=False)) as client:
         federation = {
-            "name": "request-cpu",
+            "name": name,
             "model": {"kind": "mf", "num_items": NUM_ITEMS, "dim": DIM, "seed": 0},
             "strategy": {"name": "fedavg"},
             "rounds": {"min_participants": participants + 1, "max_rounds": 3},
@@ -87,6 +103,14 @@ def run(participants: int, combined: bool) -> float:
             )
             for _ in range(participants)
         ]
+        yield OpenRound(client, fid, tokens, bodies)
+
+
+def run(participants: int, combined: bool) -> float:
+    """Process CPU seconds per participant for one round of requests."""
+    with open_round(participants, "request-cpu") as opened:
+        client, fid = opened.client, opened.federation_id
+        tokens, bodies = opened.tokens, opened.bodies
         started = time.process_time()
         for token, body in zip(tokens, bodies, strict=True):
             auth = {"Authorization": f"Bearer {token}"}

@@ -24,23 +24,14 @@ import argparse
 import functools
 import json
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-from fastapi.testclient import TestClient
 
 import coordinator.domain.rounds as rounds
 import coordinator.worker as worker
-from bench.request_cpu import ADMIN_TOKEN, DIM, NUM_ITEMS, REPORT, ROWS, SECRET_KEY
-from coordinator.app import create_app
-from coordinator.config import Settings
-from coordinator.migrate import upgrade
-from participant_sdk.wire import encode_update
+from bench.request_cpu import REPORT, open_round
 
 
 def _thread_cpu(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,48 +55,9 @@ def run(participants: int) -> dict[str, float]:
     worker.RoundWorker._after_upload = _thread_cpu(  # type: ignore[method-assign]
         spent, "kick", worker.RoundWorker._after_upload
     )
-    folder = Path(tempfile.mkdtemp(prefix="fedrec-upload-cpu-"))
-    url = f"sqlite:///{folder}/fedrec.sqlite"
-    upgrade(url)
-    settings = Settings(
-        environment="test",
-        data_dir=folder / "data",
-        database_url=url,
-        admin_token=ADMIN_TOKEN,
-        secret_key=SECRET_KEY,
-        max_upload_bytes=64 * 1024 * 1024,
-        _env_file=None,
-    )
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with TestClient(create_app(settings, run_timer=False)) as client:
-        federation = {
-            "name": "upload-cpu",
-            "model": {"kind": "mf", "num_items": NUM_ITEMS, "dim": DIM, "seed": 0},
-            "strategy": {"name": "fedavg"},
-            "rounds": {"min_participants": participants + 1, "max_rounds": 3},
-        }
-        fid = client.post("/v1/federations", json=federation, headers=admin).json()["id"]
-        tokens = [
-            client.post(
-                f"/v1/federations/{fid}/participants", json={"name": f"p{i}"}, headers=admin
-            ).json()["token"]
-            for i in range(participants)
-        ]
-        rng = np.random.default_rng(0)
-        rows = np.sort(rng.choice(NUM_ITEMS, ROWS, replace=False))
-        bodies = [
-            encode_update(
-                {
-                    "item_factors": (rng.standard_normal((ROWS, DIM)) * 0.01).astype(np.float32),
-                    "item_bias": (rng.standard_normal(ROWS) * 0.01).astype(np.float32),
-                },
-                round=1,
-                base_version=0,
-                num_examples=20,
-                rows=rows,
-            )
-            for _ in range(participants)
-        ]
+    with open_round(participants, "upload-cpu") as opened:
+        client, fid = opened.client, opened.federation_id
+        tokens, bodies = opened.tokens, opened.bodies
         spent.update(dict.fromkeys(spent, 0.0))
         for token, body in zip(tokens, bodies, strict=True):
             auth = {"Authorization": f"Bearer {token}"}
