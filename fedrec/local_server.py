@@ -87,8 +87,11 @@ class CoordinatorProcess:
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "fedrec.cli", *args]
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the process and wait until ``/healthz`` answers 200."""
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the process and wait until ``/healthz`` answers 200.
+
+        A process that exits fails at once; ``timeout`` only bounds a slow start, which on
+        a loaded 2-core machine took over 30 s (the e2e and fault tests then failed to start)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             # argv: this interpreter and fedrec's own command, no shell (bandit B603)

@@ -53,7 +53,7 @@ class TwoWorkerServer(ServerProcess):
 @pytest.mark.slow
 def test_metrics_sum_every_worker_process(tmp_path: Path) -> None:
     server = TwoWorkerServer(tmp_path / "data")
-    server.start(timeout=60)
+    server.start()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     route = 'fedrec_http_requests_total{method="GET",route="/healthz",status="200"}'
     try:

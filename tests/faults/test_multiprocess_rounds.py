@@ -393,7 +393,7 @@ def test_serve_workers_2_keeps_rounds_exactly_once(backend: str, tmp_path: Path)
     with _database(backend) as url:
         server = ServerProcess(tmp_path / "data", url, **FAST_TIMER)
         server.workers = 2  # fedrec serve --workers 2
-        server.start(timeout=60)
+        server.start()
         try:
             assert server.process is not None
             workers = psutil.Process(server.process.pid).children(recursive=True)
