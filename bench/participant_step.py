@@ -33,22 +33,17 @@ from typing import Any
 import participant_sdk.participant as participant_module
 import participant_sdk.resources.models as models_module
 import participant_sdk.resources.updates as updates_module
+from bench.per_user_round import coordinator_process, per_user_federation
 from fedrec.datasets import find_movielens_100k
-from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 from fedrec.options import SimulationOptions
-from fedrec.partition import local_view, partition_users
+from fedrec.partition import partition_users
 from participant_sdk import (
     Client,
-    FederatedRecommender,
     NoUpdatesError,
     RoundNotOpenError,
-    keep_alive_transport,
 )
 from participant_sdk.recsys.data import load_movielens_100k
 from participant_sdk.resources.rounds import Rounds
-
-# a throwaway token of the bench's own loopback coordinator
-ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"  # nosec B105
 
 # (owner, attribute, label): the SDK functions a step's CPU is split by
 PHASES: list[tuple[Any, str, str]] = [
@@ -91,42 +86,15 @@ def run(data_path: Path, count: int, source: Path | None) -> dict[str, float]:
     options = SimulationOptions(
         dataset="ml-100k", partition="per-user", recipe="fixed", rounds=3, patience=None
     )
-    config = options.trainer_config()
     data, _ = load_movielens_100k(find_movielens_100k(data_path) / "u.data")
     groups = partition_users(data, "per-user", seed=0)[:count]
-    server = CoordinatorProcess(
-        Path(tempfile.mkdtemp(prefix="fedrec-step-")) / "data",
-        admin_token=ADMIN_TOKEN,
-        secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
-        log_level="warning",
-        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **SAFE_PATH}
-        if source
-        else {},
-    )
+    server = coordinator_process(Path(tempfile.mkdtemp(prefix="fedrec-step-")) / "data", source)
     server.start(timeout=120)
     clients: list[Client] = []
     try:
-        admin = Client(server.url, ADMIN_TOKEN, timeout=600)
-        clients.append(admin)
-        fid = admin.federations.create(
-            "participant-step",
-            {"kind": "mf", "num_items": data.num_items, "dim": config.dim, "seed": 0},
-            strategy=options.strategy(),
-            rounds={**options.round_policy(), "final_evaluation_seconds": 0},
-            catalog=data.item_ids,
-            deploy={"policy": "none"},
-        ).id
-        participants = []
-        for index, users in enumerate(groups):
-            client = Client(
-                server.url,
-                admin.participants.enrol(fid, f"u{index}").token,
-                transport=keep_alive_transport(),
-            )
-            clients.append(client)
-            participants.append(
-                FederatedRecommender(client, fid, local_view(data, users), config=config)
-            )
+        admin, fid, participants = per_user_federation(
+            server, "participant-step", data, groups, options, clients
+        )
         for participant in participants:  # round 1: connections, key pins
             participant.step()
         with contextlib.suppress(RoundNotOpenError, NoUpdatesError):

@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psutil
 
 import participant_sdk.participant as participant_module
@@ -50,7 +52,7 @@ from participant_sdk import (
     keep_alive_transport,
 )
 from participant_sdk.recsys import BPRConfig
-from participant_sdk.recsys.data import load_movielens_100k
+from participant_sdk.recsys.data import Interactions, load_movielens_100k
 
 # a throwaway token of the bench's own loopback coordinator
 ADMIN_TOKEN = "fra_bench-admin-token-0123456789abcdef0123456789abcdef"  # nosec B105
@@ -87,6 +89,53 @@ class TrainingClock:
             setattr(participant_module, _TRAIN, original)
 
 
+def coordinator_process(folder: Path, source: Path | None) -> CoordinatorProcess:
+    """``fedrec serve`` on loopback with throwaway secrets; ``source``, when given, is the
+    tree it runs (PYTHONSAFEPATH: not the bench's own checkout)."""
+    return CoordinatorProcess(
+        folder,
+        admin_token=ADMIN_TOKEN,
+        secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
+        log_level="warning",
+        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **SAFE_PATH}
+        if source
+        else {},
+    )
+
+
+def per_user_federation(
+    server: CoordinatorProcess,
+    name: str,
+    data: Interactions,
+    groups: list[npt.NDArray[np.int64]],
+    options: SimulationOptions,
+    clients: list[Client],
+) -> tuple[Client, str, list[FederatedRecommender]]:
+    """The admin client, a federation of ``options``'s recipe, and one participant per
+    group (each its own client on the keep-alive transport); every client is appended to
+    ``clients`` for the caller to close."""
+    config = options.trainer_config()
+    admin = Client(server.url, ADMIN_TOKEN, timeout=600)
+    clients.append(admin)
+    fid = admin.federations.create(
+        name,
+        {"kind": "mf", "num_items": data.num_items, "dim": config.dim, "seed": 0},
+        strategy=options.strategy(),
+        rounds={**options.round_policy(), "final_evaluation_seconds": 0},
+        catalog=data.item_ids,
+        deploy={"policy": "none"},
+    ).id
+    participants = []
+    for index, users in enumerate(groups):
+        token = admin.participants.enrol(fid, f"user-{index}").token
+        client = Client(server.url, token, timeout=600, transport=keep_alive_transport())
+        clients.append(client)
+        participants.append(
+            FederatedRecommender(client, fid, local_view(data, users), config=config)
+        )
+    return admin, fid, participants
+
+
 def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list[dict[str, float]]:
     options = SimulationOptions(
         dataset="ml-100k", partition="per-user", recipe="fixed", rounds=rounds + 1, patience=None
@@ -96,15 +145,7 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
     data, _ = load_movielens_100k(find_movielens_100k(data_path) / "u.data")
     groups = partition_users(data, "per-user", seed=0)
     work = Path(tempfile.mkdtemp(prefix="fedrec-xdev-"))
-    server = CoordinatorProcess(
-        work / "data",
-        admin_token=ADMIN_TOKEN,
-        secret_key="bench-secret",  # nosec B106 # the bench's loopback coordinator
-        log_level="warning",
-        env={"PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1", **SAFE_PATH}
-        if source
-        else {},
-    )
+    server = coordinator_process(work / "data", source)
     server.start(timeout=120)
     assert server.process is not None
     coordinator = psutil.Process(server.process.pid)
@@ -112,24 +153,9 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
     clients: list[Client] = []
     results: list[dict[str, float]] = []
     try:
-        admin = Client(server.url, ADMIN_TOKEN, timeout=600)
-        clients.append(admin)
-        fid = admin.federations.create(
-            "cross-device",
-            {"kind": "mf", "num_items": data.num_items, "dim": config.dim, "seed": 0},
-            strategy=options.strategy(),
-            rounds={**options.round_policy(), "final_evaluation_seconds": 0},
-            catalog=data.item_ids,
-            deploy={"policy": "none"},
-        ).id
-        participants = []
-        for index, users in enumerate(groups):
-            token = admin.participants.enrol(fid, f"user-{index}").token
-            client = Client(server.url, token, timeout=600, transport=keep_alive_transport())
-            clients.append(client)
-            participants.append(
-                FederatedRecommender(client, fid, local_view(data, users), config=config)
-            )
+        admin, fid, participants = per_user_federation(
+            server, "cross-device", data, groups, options, clients
+        )
         print(
             f"# {len(participants)} participants, {workers} stepping threads, "
             f"{config.epochs} local epochs, dim {config.dim}",
