@@ -232,6 +232,9 @@ SECAGG_STATUS = {
     "clip_norm": 1.0,
     "max_participants": 1000,
     "vector_length": 6,
+    "graph": "complete",
+    "degree": None,
+    "neighbour_threshold": None,
     "in_cohort": True,
     "answered": False,
     "roster": {
