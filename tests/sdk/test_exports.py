@@ -11,6 +11,8 @@ EXPECTED = {
     # clients and their configuration
     "AsyncClient",
     "Client",
+    "KeepAliveTransport",
+    "keep_alive_transport",
     # the participant loop
     "FederatedRecommender",
     "Recommendations",
