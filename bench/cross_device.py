@@ -102,8 +102,11 @@ def federate(
     data: Interactions,
     split: LeaveOneOutSplit,
     groups: list[npt.NDArray[np.int64]],
+    *,
+    test: bool = True,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train the chosen recipe with the stop policy; test its best validated version."""
+    """Train the chosen recipe with the stop policy; test its best validated version
+    (``test=False``: only train, and return no test figures)."""
     federation = ShortFederation(
         split.train,
         groups,
@@ -128,6 +131,14 @@ def federate(
         if stopper.should_stop:
             break
     assert stopper.best_step is not None
+    chosen = {
+        "chosen_round": stopper.best_step,
+        "validation_ndcg@10": stopper.best_value,
+        "rounds_trained": len(curve),
+        "validation_curve": curve,
+    }
+    if not test:
+        return {}, chosen
     tensors, factors = kept[stopper.best_step]
     history = concat(split.train, split.valid)
     dim = tensors["item_factors"].shape[1]
@@ -145,12 +156,6 @@ def federate(
         return np.asarray(users_factors[users] @ q.T + b[None, :], dtype=np.float32)
 
     _record("federated", score, split)
-    chosen = {
-        "chosen_round": stopper.best_step,
-        "validation_ndcg@10": stopper.best_value,
-        "rounds_trained": len(curve),
-        "validation_curve": curve,
-    }
     return _test(score, split, data), chosen
 
 
@@ -226,6 +231,11 @@ def main() -> None:
         type=int,
         help="with --shape: keep this many of its users (seed 0), all their interactions",
     )
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="train the federation and print its validation curve; no centralized run, no test",
+    )
     args = parser.parse_args()
     if args.max_users is not None and (args.shape is None or args.max_users < 3):
         parser.error("--max-users needs --shape and at least 3 users")
@@ -274,8 +284,13 @@ def main() -> None:
         )
     searched = clock.lap()
     print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
-    federated, fed_chosen = federate(options, data, split, groups)
+    federated, fed_chosen = federate(options, data, split, groups, test=not args.validation_only)
     trained = clock.lap()
+    if args.validation_only:
+        print(f"validation only: {json.dumps({**fed_chosen, **trained})}")
+        if args.json:
+            args.json.write_text(json.dumps({"selection": report, **fed_chosen}, default=str))
+        return
     config = options.trainer_config()
     if isinstance(config, BPRConfig):
         config = config.replace(epochs=options.local_epochs)

@@ -40,6 +40,10 @@ def test_the_per_user_federation_deploys_its_best_validated_round() -> None:
     assert curve[found["chosen_round"] - 1] == max(curve)
     assert 0.0 <= test["ndcg@10"] <= 1.0
     assert {"hr@10", "sampled_ndcg@10"} <= set(test)
+    # --validation-only: the same deterministic federation, no test figures
+    untested, again = federate(chosen, data, split, groups, test=False)
+    assert untested == {}
+    assert again == found
 
 
 def test_set_overrides_an_option_field_and_refuses_unknown_ones() -> None:
