@@ -164,7 +164,7 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
         with clock.installed(), ThreadPoolExecutor(max_workers=workers) as pool:
             for number in range(1, rounds + 1):
                 wall, training = time.perf_counter(), clock.seconds
-                own, theirs = time.process_time(), _cpu(coordinator)
+                own, theirs = time.process_time(), coordinator.cpu_times()
                 outcomes = list(pool.map(lambda p: p.step(), participants))
                 with contextlib.suppress(RoundNotOpenError, NoUpdatesError):
                     if admin.rounds.get(fid, number).state == "open":  # somebody skipped
@@ -175,21 +175,27 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
                     "wall_s": time.perf_counter() - wall,
                     "training_cpu_s": clock.seconds - training,
                     "participants_cpu_s": time.process_time() - own,
-                    "coordinator_cpu_s": _cpu(coordinator) - theirs,
                     "uploaded": float(outcomes.count("uploaded")),
                 }
+                spent = coordinator.cpu_times()
+                row["coordinator_user_s"] = spent.user - theirs.user
+                row["coordinator_system_s"] = spent.system - theirs.system
+                row["coordinator_cpu_s"] = row["coordinator_user_s"] + row["coordinator_system_s"]
                 results.append(row)
                 print(_line(row), flush=True)
+                print(
+                    f"# round {number}: coordinator CPU "
+                    f"{1000 * row['coordinator_cpu_s'] / len(participants):.1f} ms per "
+                    f"participant (user {row['coordinator_user_s']:.1f} s, system "
+                    f"{row['coordinator_system_s']:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         for client in clients:
             client.close()
         server.stop()
     return results
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def _line(row: dict[str, float]) -> str:
