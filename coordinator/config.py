@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "response can be retried with it).",
     )
     token_cache_seconds: float = Field(
-        default=60.0,
+        default=300.0,
         ge=0,
         le=3600,
         description="A process answers a token it authenticated this long ago from memory "
