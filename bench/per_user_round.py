@@ -10,7 +10,8 @@ trainer, row-sparse uploads) run in this process, stepped by a pool of threads a
   participants' threads: the floor a round cannot go below on one machine),
 * the whole participant process's CPU time (training, evaluation of the base on
   validation, HTTP clients, safetensors),
-* the coordinator process's CPU time,
+* the coordinator process's CPU time (and on stderr: per participant, user and system
+  time apart),
 
 and the ratio wall / training CPU (the goal is <= 2). Nothing is asserted. The recipe
 is ``fedrec simulate``'s defaults with the recipe fixed (no search).
