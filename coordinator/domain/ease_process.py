@@ -55,6 +55,7 @@ from coordinator.domain.ease_solve import (
 
 __all__ = [
     "CHILD_NICENESS",
+    "TEST_CHILD_PAUSE_ENV",
     "SolveCancelled",
     "SolveTarget",
     "solve_in_subprocess",
@@ -70,6 +71,9 @@ CHILD_NICENESS = 5
 # how often the parent looks at the child, the cancel event and the deadline
 POLL_SECONDS = 0.5
 GRAM_FILE = "gram.npy"
+# Test-only (documented in docs/architecture.md): the child waits this long (at most a
+# minute) before it solves, so a test can stop a solve that is running
+TEST_CHILD_PAUSE_ENV = "FEDREC_TEST_EASE_CHILD_PAUSE_SECONDS"
 
 
 class SolveCancelled(Exception):
@@ -154,6 +158,7 @@ def solve_in_subprocess(
                 child.kill()
                 child.wait(timeout=30)
             relay.join(timeout=10)
+            child.stderr.close()
         if code != 0:
             said = " | ".join(line for line in tail if not line.startswith("stage ")) or "-"
             raise ValueError(f"the EASE solve's child process exited with {code}: {said}")
@@ -251,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     def stage(name: str) -> None:
         sys.stderr.write(f"stage {name}\n")
         sys.stderr.flush()
+
+    pause = min(float(os.environ.get(TEST_CHILD_PAUSE_ENV) or 0), 60.0)
+    if pause > 0:
+        stage(f"paused for {pause:g}s by {TEST_CHILD_PAUSE_ENV} (a test hook)")
+        time.sleep(pause)
 
     stage("loading")
     gram = np.load(args.work / GRAM_FILE, mmap_mode="r", allow_pickle=False)
