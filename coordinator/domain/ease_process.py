@@ -21,17 +21,21 @@ when the solve ends, whatever the outcome.
 (``stage factorising`` …); the parent logs them with the federation, round and elapsed
 time. The parent polls the child, bounded by ``Context.ease_solve_timeout_seconds``, and
 kills it when told to stop (the coordinator shutting down, or the round's lease lost to
-another process): the round is then released or taken over, and its solve runs again
-from the stored updates — the same bytes, as the solve is deterministic. The child runs
-at a lower CPU priority (:data:`CHILD_NICENESS`) than the process answering requests.
+another process), and the kernel kills it if the coordinator dies (``PR_SET_PDEATHSIG``):
+the round is then released or taken over, and its solve runs again from the stored
+updates — the same bytes, as the solve is deterministic. The child runs at a lower CPU
+priority (:data:`CHILD_NICENESS`) than the process answering requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
+import signal
 import subprocess  # nosec B404 # runs this module itself: no shell, fixed arguments
 import sys
 import tempfile
@@ -71,6 +75,7 @@ CHILD_NICENESS = 5
 # how often the parent looks at the child, the cancel event and the deadline
 POLL_SECONDS = 0.5
 GRAM_FILE = "gram.npy"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Test-only (documented in docs/architecture.md): the child waits this long (at most a
 # minute) before it solves, so a test can stop a solve that is running
 TEST_CHILD_PAUSE_ENV = "FEDREC_TEST_EASE_CHILD_PAUSE_SECONDS"
@@ -130,7 +135,7 @@ def solve_in_subprocess(
     started = time.monotonic()
     try:
         np.save(work / GRAM_FILE, np.asarray(gram, dtype=np.float32), allow_pickle=False)
-        args = [sys.executable, "-m", __name__, str(work), repr(float(lam))]
+        args = [sys.executable, "-m", __name__, str(work), repr(float(lam)), str(os.getpid())]
         if top_k is not None:
             args.append(str(int(top_k)))
         log.info("%s: solving %d items in a child process", label, n)
@@ -244,16 +249,35 @@ def _since(started: float) -> float:
     return time.monotonic() - started
 
 
+def _die_with(parent: int) -> bool:
+    """Have the kernel kill this process when its parent dies (Linux: ``PR_SET_PDEATHSIG``):
+    a SIGKILLed coordinator leaves no solve holding gigabytes behind while its restart
+    solves the round again. False if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):  # elsewhere: each stage checks (main)
+            pass
+    return os.getppid() == parent
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The child: solve ``WORK/gram.npy`` for ``LAMBDA`` and write the model's tensors."""
+    """The child: solve ``WORK/gram.npy`` for ``LAMBDA`` and write the model's tensors;
+    it dies with ``PARENT``."""
     parser = argparse.ArgumentParser(prog="python -m coordinator.domain.ease_process")
     parser.add_argument("work", type=Path)
     parser.add_argument("lam", type=float)
+    parser.add_argument("parent", type=int)
     parser.add_argument("top_k", type=int, nargs="?")
     args = parser.parse_args(argv)
+    if not _die_with(args.parent):
+        return 4
     os.nice(CHILD_NICENESS)
 
     def stage(name: str) -> None:
+        if os.getppid() != args.parent:  # orphaned (where PR_SET_PDEATHSIG is not)
+            sys.exit(4)
         sys.stderr.write(f"stage {name}\n")
         sys.stderr.flush()
 
