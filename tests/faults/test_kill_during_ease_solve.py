@@ -146,8 +146,9 @@ def test_sigkill_mid_solve_kills_the_child_and_the_restart_solves_once(
             weights = http.get(f"/v1/federations/{fid}/models/1/weights").content
         listed = versions["items"] if isinstance(versions, dict) else versions
         assert [(v["version"], v["round"]) for v in listed] == [(0, None), (1, 1)]
-        b = decode_weights(weights)["ease_b"]
-        np.testing.assert_allclose(b, ease_weights(pooled, LAMBDAS[0]), atol=1e-6)
+        b = np.asarray(decode_weights(weights)["ease_b"], dtype=np.float64)
+        expected = np.asarray(ease_weights(pooled, LAMBDAS[0]), dtype=np.float64)
+        np.testing.assert_allclose(b, expected, atol=1e-6)
         with db_session(server) as session:
             assert (
                 session.scalar(
