@@ -20,13 +20,14 @@ a CSPRNG per aggregation: there the first committed result is the round's only o
 
 **Heavy rounds** (model kind ``ease``: a dense solve, minutes at 20 000 items) run steps
 2–3 elsewhere when the caller passes an :class:`Offload` (the worker's heavy threads):
-a free slot is reserved before the claim (none free: the round stays open, unclaimed,
-for the timer or another process), the claim is taken here, and the outcome carries
-the pending rest. While it runs, a :class:`_LeaseKeeper` renews the lease every third
-of its length, so no process takes over a solve that is alive, and one that died
-(its renewals stop) is taken over once its lease expires. A large solve itself runs in
-a child process (:mod:`coordinator.domain.ease_process`), stopped when the lease is
-lost or the process stops.
+a free slot is reserved before the claim (none free: the round is still failed or
+extended when due, but not claimed: it stays open for the timer or another process),
+the claim is taken here, and the outcome carries the pending rest. While it runs, a
+:class:`_LeaseKeeper` renews the lease every third of its length, so no process takes
+over a solve that is alive, and one that died (its renewals stop) is taken over once
+its lease expires. A large solve itself runs in a child process
+(:mod:`coordinator.domain.ease_process`), stopped when the lease is lost or the
+process stops.
 """
 
 from __future__ import annotations
@@ -231,26 +232,25 @@ def _run(
     if trigger is lifecycle.Trigger.UPLOAD and _still_waiting(ctx, federation_id, number):
         return Outcome(lifecycle.Step.WAIT)
     heavy = offload if offload is not None and _is_heavy(ctx, federation_id) else None
-    if heavy is not None and not heavy.reserve():
-        # left open and unclaimed: the timer (of this or another process) tries again
-        if trigger is lifecycle.Trigger.ADMIN:
-            raise RoundNotOpen(
-                f"round {number} waits for a free heavy aggregation slot: this process is "
-                "solving other ease models (FEDREC_HEAVY_WORKERS); the timer aggregates "
-                "it when one frees, or retry",
-                round=number,
-            )
-        return Outcome(lifecycle.Step.WAIT)
+    # a heavy round is claimed for aggregation only with a free slot; without one it is
+    # still failed or extended, and otherwise left open, unclaimed, for the timer (of
+    # this or another process)
+    reserved = heavy is not None and heavy.reserve()
     try:
         step, claimed = claim_round(
-            ctx, federation_id, number, trigger=trigger, principal=principal
+            ctx,
+            federation_id,
+            number,
+            trigger=trigger,
+            principal=principal,
+            may_claim=heavy is None or reserved,
         )
     except BaseException:
-        if heavy is not None:
+        if heavy is not None and reserved:
             heavy.release()
         raise
     if claimed is None:
-        if heavy is not None:
+        if heavy is not None and reserved:
             heavy.release()
         if step is lifecycle.Step.FAIL:  # the next round opened on the same base, unless
             ctx.observer.round_failed()  # that was the federation's max_failed_rounds-th
@@ -258,6 +258,7 @@ def _run(
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
     if heavy is None:
         return _finish(ctx, claimed, step, trigger)
+    assert reserved
     keeper = _LeaseKeeper(ctx, claimed, stopping=heavy.stopping)
 
     def finish() -> Outcome:
@@ -453,8 +454,10 @@ def claim_round(
     *,
     trigger: lifecycle.Trigger,
     principal: Principal | None = None,
+    may_claim: bool = True,
 ) -> tuple[lifecycle.Step, Claim | None]:
-    """Transaction 1: decide, then fail/extend the round or claim it for aggregation."""
+    """Transaction 1: decide, then fail/extend the round or claim it for aggregation
+    (unless not ``may_claim``: no heavy slot is free, the round waits)."""
     admin = trigger is lifecycle.Trigger.ADMIN
     now = utc_now()
     # commits without waiting for its fsync (one fewer on the round's critical path): a
@@ -494,6 +497,15 @@ def claim_round(
             return step, None
         if step is lifecycle.Step.WAIT:
             return step, None
+        if not may_claim:
+            if admin:
+                raise RoundNotOpen(
+                    f"round {number} waits for a free heavy aggregation slot: this process "
+                    "is solving other ease models (FEDREC_HEAVY_WORKERS); the timer "
+                    "aggregates it when one frees, or retry",
+                    round=number,
+                )
+            return lifecycle.Step.WAIT, None
         if not lifecycle.claim(
             session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
         ):

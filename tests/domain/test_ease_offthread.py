@@ -23,6 +23,7 @@ from coordinator.domain import ease_process, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.ease_solve import ease_model
+from coordinator.domain.errors import RoundNotOpen
 from coordinator.domain.federations import create_federation
 from coordinator.domain.participants import enrol_participant
 from coordinator.domain.specs import (
@@ -220,6 +221,10 @@ def test_a_round_finding_the_heavy_threads_busy_stays_open_for_the_timer(
         assert waiting is not None
         waiting.result(timeout=WAIT)
         # not claimed: another process (or this one's timer, later) may take it
+        assert _round(ctx, second_id, 1).state == "open"
+        # the admin is told why (409), and nothing is claimed either
+        with pytest.raises(RoundNotOpen, match="FEDREC_HEAVY_WORKERS"):
+            worker.aggregate_now(ADMIN, second_id, 1).result(timeout=WAIT)
         assert _round(ctx, second_id, 1).state == "open"
         slow.release.set()
         solving.result(timeout=WAIT)
