@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.ease_solve import LAMBDA, TOP_K, _gram
-from coordinator.domain import ease_process
+from coordinator.domain.ease_process import SolveTarget, solve_in_subprocess
 from coordinator.domain.ease_solve import ease_model
 
 TICK_SECONDS = 0.001
@@ -43,7 +43,7 @@ def _cpu() -> float:
 
 
 def _run(mode: str, gram: np.ndarray, top_k: int | None, scratch: Path) -> dict[str, object]:
-    target = ease_process.SolveTarget(
+    target = SolveTarget(
         federation_id="bench",
         round_number=1,
         scratch_dir=scratch,
@@ -56,7 +56,7 @@ def _run(mode: str, gram: np.ndarray, top_k: int | None, scratch: Path) -> dict[
         if mode == "thread":
             result["model"] = ease_model(gram, LAMBDA, top_k=top_k)
         else:
-            result["model"] = ease_process.solve_in_subprocess(gram, LAMBDA, top_k, target=target)
+            result["model"] = solve_in_subprocess(gram, LAMBDA, top_k, target=target)
 
     cpu, wall = _cpu(), time.perf_counter()
     solver = threading.Thread(target=solve)
