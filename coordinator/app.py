@@ -141,6 +141,10 @@ def build_context(settings: Settings) -> Context:
         observer=telemetry.PrometheusObserver(),
         token_ttl_seconds=settings.participant_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,
+        ease_subprocess_min_items=settings.ease_subprocess_min_items,
+        ease_solve_timeout_seconds=settings.ease_solve_timeout_seconds,
+        ease_memory_budget_bytes=settings.ease_memory_budget_bytes,
+        scratch_dir=settings.data_dir / "scratch",
     )
     # the s3 store's rows are its index: small blobs cannot live there
     if settings.blob_store is not BlobBackend.s3:
@@ -175,7 +179,11 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     """Build the coordinator app. The database must already be migrated (``fedrec migrate``)."""
     settings = settings or Settings()
     context = build_context(settings)
-    worker = RoundWorker(context, interval_seconds=settings.timer_interval_seconds)
+    worker = RoundWorker(
+        context,
+        interval_seconds=settings.timer_interval_seconds,
+        heavy_workers=settings.heavy_workers,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -85,7 +85,11 @@ def check_production(settings: Settings, loaded: Secrets) -> None:
         )
     elif hmac.compare_digest(audit, key):
         problems.append("the audit key equals the secret key: they must be different secrets")
-    for hook in ("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS", "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS"):
+    for hook in (
+        "FEDREC_TEST_AGGREGATION_PAUSE_SECONDS",
+        "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS",
+        "FEDREC_TEST_EASE_CHILD_PAUSE_SECONDS",
+    ):
         if os.environ.get(hook):
             problems.append(f"{hook} is a test hook: unset it")
     if problems:

@@ -97,7 +97,43 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
-    aggregation_lease_seconds: float = Field(default=300.0, gt=0)
+    aggregation_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A round being aggregated is the claiming process's for this long; a "
+        "long EASE solve renews it every third of it while it runs. Past it (a crashed "
+        "process), any process's timer takes the round over and aggregates it again.",
+    )
+    heavy_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Aggregations of `ease` federations (a dense solve: minutes and GBs at "
+        "20,000 items) that one process runs at once, on threads of their own: the other "
+        "federations' rounds keep aggregating meanwhile. A round that finds them busy waits "
+        "for the timer, unclaimed, so another process may take it.",
+    )
+    ease_subprocess_min_items: int = Field(
+        default=1_000,
+        ge=0,
+        description="`ease` solves of this many items or more run in a child process "
+        "(scipy's LAPACK holds the GIL: in-process, a solve stalls every request); smaller "
+        "ones, a few hundred ms at most, in the aggregating thread.",
+    )
+    ease_solve_timeout_seconds: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="An `ease` solve's child process is stopped after this long and the "
+        "round released (the timer tries again).",
+    )
+    ease_memory_budget_bytes: int = Field(
+        default=8 * 2**30,
+        gt=0,
+        description="Peak memory one `ease` solve may need (summed Gram, LAPACK's work "
+        "array, the model; domain/ease_solve.solve_cost): a federation over it is refused "
+        "at creation (422 naming the largest num_items that fits). Each process runs up "
+        "to heavy_workers solves at once.",
+    )
     timer_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )

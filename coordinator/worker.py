@@ -3,7 +3,11 @@ SQLite's checkpoints.
 
 Every trigger of the aggregation job (an accepted upload, the timer, the admin's
 aggregate call) runs it on one worker thread, off the event loop, so health checks and
-uploads keep answering while a large round aggregates. The timer enforces deadlines
+uploads keep answering while a large round aggregates. Heavy rounds (``ease``: a dense
+solve, minutes at 20 000 items) are claimed there and aggregated on threads of their own
+(``heavy_workers``, one by default), so the other federations' rounds do not queue
+behind a solve; a round finding every heavy thread busy stays open, unclaimed, for the
+timer (see :mod:`coordinator.domain.aggregation_job`). The timer enforces deadlines
 and takes over expired aggregation leases even when no request arrives; every replica
 runs one, and the database compare-and-set keeps the work exactly once. On SQLite a
 third thread copies the write-ahead log into the database file every fraction of a
@@ -15,13 +19,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from coordinator.api import telemetry
-from coordinator.domain import aggregation_job, idempotency
+from coordinator.domain import aggregation_job, ease_process, idempotency
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
-from coordinator.domain.errors import DatabaseError
+from coordinator.domain.errors import CoordinatorError, DatabaseError
 from coordinator.domain.lifecycle import Trigger
 from coordinator.store.db import checkpoint_wal, uses_wal, wal_written_at
 
@@ -35,6 +41,55 @@ SWEEP_INTERVAL_SECONDS = 60.0
 # stat): a K = 10 round of small updates adds ~1,000 pages in ~0.15 s
 CHECKPOINT_INTERVAL_SECONDS = 0.1
 WAL_MTIME_MARGIN_NS = 50_000_000
+# a solve's scratch files older than its timeout plus this are a crashed process's
+SCRATCH_MARGIN_SECONDS = 3600.0
+
+
+class HeavyThreads:
+    """The :class:`~coordinator.domain.aggregation_job.Offload` of one process: ``size``
+    threads, and as many slots, reserved before a heavy round is claimed."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fedrec-heavy")
+        self._slots = threading.BoundedSemaphore(size)
+        self._stop = stop
+
+    def reserve(self) -> bool:
+        return not self._stop.is_set() and self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def submit(self, job: Callable[[], aggregation_job.Outcome]) -> Future[aggregation_job.Outcome]:
+        try:
+            return self._executor.submit(self._run, job)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def shutdown(self) -> None:
+        """Wait for the running jobs: a child solve sees :meth:`stopping` and is killed,
+        its round released for the next process."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Callable[[], aggregation_job.Outcome]) -> aggregation_job.Outcome:
+        try:
+            return job()
+        except ease_process.SolveCancelled as exc:
+            log.warning("%s; the round was released", exc)
+            raise
+        except CoordinatorError:  # the admin's answer (409 ...), raised for the caller
+            raise
+        except Exception as exc:
+            # the timer retries; the lease makes a half-done attempt recoverable
+            log.exception("a heavy aggregation failed")
+            _count_failure(exc)
+            raise
+        finally:
+            self._slots.release()
 
 
 class RoundWorker:
@@ -44,12 +99,14 @@ class RoundWorker:
         *,
         interval_seconds: float = 1.0,
         checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
+        heavy_workers: int = 1,
     ) -> None:
         self._ctx = ctx
         self._interval = interval_seconds
         self._checkpoint_interval = checkpoint_interval_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedrec-aggregate")
         self._stop = threading.Event()
+        self._heavy = HeavyThreads(heavy_workers, self._stop)
         self._timer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._last_sweep = float("-inf")
@@ -72,6 +129,7 @@ class RoundWorker:
             if thread is not None:
                 thread.join(timeout=10)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._heavy.shutdown()
 
     def kick(self, federation_id: str, number: int) -> Future[None] | None:
         """After an accepted upload: aggregate the round if it is now complete.
@@ -79,7 +137,8 @@ class RoundWorker:
         Kicks of one round coalesce: while a kick is queued and has not started, later
         kicks of the round add nothing (it reads the round after all of their uploads
         committed); a kick that arrives once it started is queued anew. Returns None
-        when coalesced or stopped.
+        when coalesced or stopped; else a future done when the run is (a heavy round's
+        solve included).
         """
         if self._stop.is_set():
             return None
@@ -88,38 +147,66 @@ class RoundWorker:
             if key in self._kicked:
                 return None
             self._kicked.add(key)
-        return self._executor.submit(self._after_upload, federation_id, number)
+        done: Future[None] = Future()
+        _cancel_with(done, self._executor.submit(self._after_upload, federation_id, number, done))
+        return done
 
     def aggregate_now(
         self, principal: Principal, federation_id: str, number: int
     ) -> Future[aggregation_job.Outcome]:
         """The admin's call: aggregate the round now; the future raises why it cannot."""
-        return self._executor.submit(
-            aggregation_job.run,
-            self._ctx,
-            federation_id,
-            number,
-            trigger=Trigger.ADMIN,
-            principal=principal,
-        )
+        done: Future[aggregation_job.Outcome] = Future()
 
-    def _after_upload(self, federation_id: str, number: int) -> None:
+        def claim() -> None:
+            try:
+                outcome = aggregation_job.run(
+                    self._ctx,
+                    federation_id,
+                    number,
+                    trigger=Trigger.ADMIN,
+                    principal=principal,
+                    offload=self._heavy,
+                )
+            except BaseException as exc:
+                done.set_exception(exc)
+                return
+            _settle(done, outcome)
+
+        _cancel_with(done, self._executor.submit(claim))
+        return done
+
+    def _after_upload(self, federation_id: str, number: int, done: Future[None]) -> None:
         with self._kicked_lock:  # from here on, a new upload's kick queues another run
             self._kicked.discard((federation_id, number))
         try:
-            aggregation_job.run(self._ctx, federation_id, number, trigger=Trigger.UPLOAD)
+            outcome = aggregation_job.run(
+                self._ctx, federation_id, number, trigger=Trigger.UPLOAD, offload=self._heavy
+            )
         except Exception as exc:
             # the timer retries; the lease makes a half-done attempt recoverable
             log.exception("aggregation of round %d of %s failed", number, federation_id)
             _count_failure(exc)
+            outcome = None
+        if outcome is None or outcome.pending is None:
+            done.set_result(None)
+        else:  # the heavy thread logged a failure: the kick's caller only waits
+            outcome.pending.add_done_callback(
+                lambda finished: done.cancel() if finished.cancelled() else done.set_result(None)
+            )
 
     def tick(self) -> int:
-        done = aggregation_job.run_due_work(self._ctx)
+        done = aggregation_job.run_due_work(self._ctx, offload=self._heavy)
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_SECONDS:
             self._last_sweep = time.monotonic()
             swept = idempotency.sweep_expired(self._ctx)
             if swept:
                 log.info("deleted %d expired Idempotency-Key records", swept)
+            stale = ease_process.sweep_scratch(
+                self._ctx.scratch_dir,
+                older_than_seconds=self._ctx.ease_solve_timeout_seconds + SCRATCH_MARGIN_SECONDS,
+            )
+            if stale:
+                log.info("deleted %d EASE solve directories left by a crashed process", stale)
         return done
 
     def _run_timer(self) -> None:
@@ -151,6 +238,31 @@ class RoundWorker:
                 if time.monotonic() - warned >= SWEEP_INTERVAL_SECONDS:  # not 10 a second
                     warned = time.monotonic()
                     log.warning("background WAL checkpoint failed: %s", exc)
+
+
+def _settle(done: Future[aggregation_job.Outcome], outcome: aggregation_job.Outcome) -> None:
+    """Complete ``done`` with ``outcome``, or with its pending rest once that ends."""
+    pending = outcome.pending
+    if pending is None:
+        done.set_result(outcome)
+        return
+
+    def copy(finished: Future[aggregation_job.Outcome]) -> None:
+        if finished.cancelled():  # the process stopped before it ran
+            done.cancel()
+            return
+        error = finished.exception()
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(finished.result())
+
+    pending.add_done_callback(copy)
+
+
+def _cancel_with(done: Future[Any], first: Future[None]) -> None:
+    """``done`` is cancelled if ``first`` (the claim's step) never runs (shutdown)."""
+    first.add_done_callback(lambda ran: done.cancel() if ran.cancelled() else None)
 
 
 def _count_failure(exc: Exception) -> None:

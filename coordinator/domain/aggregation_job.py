@@ -17,22 +17,43 @@ A crash between 1 and 3 leaves the round ``aggregating`` with a lease that expir
 the timer of any process then runs the job again and gets identical bytes (same
 updates in the same order, float64 sums) — except under DP, whose noise is drawn from
 a CSPRNG per aggregation: there the first committed result is the round's only one.
+
+**Heavy rounds** (model kind ``ease``: a dense solve, minutes at 20 000 items) run steps
+2–3 elsewhere when the caller passes an :class:`Offload` (the worker's heavy threads):
+a free slot is reserved before the claim (none free: the round is still failed or
+extended when due, but not claimed: it stays open for the timer or another process),
+the claim is taken here, and the outcome carries the pending rest. While it runs, a
+:class:`_LeaseKeeper` renews the lease every third of its length, so no process takes
+over a solve that is alive, and one that died (its renewals stop) is taken over once
+its lease expires. A large solve itself runs in a child process
+(:mod:`coordinator.domain.ease_process`), stopped when the lease is lost or the
+process stops.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from coordinator.domain import audit, backoff, deployment, lifecycle, sampling, secure_rounds
+from coordinator.domain import (
+    audit,
+    backoff,
+    deployment,
+    ease_process,
+    lifecycle,
+    sampling,
+    secure_rounds,
+)
 from coordinator.domain.access import load_federation
 from coordinator.domain.aggregation import WeightedMean
 from coordinator.domain.auth import Principal
@@ -80,6 +101,7 @@ from participant_sdk.wire import decode_weights, encode_weights, representable
 
 __all__ = [
     "Claim",
+    "Offload",
     "Outcome",
     "claim_round",
     "complete_claim",
@@ -136,17 +158,42 @@ class _Committed:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run did: the step taken, and the new version if it aggregated."""
+    """What one run did: the step taken, and the new version if it aggregated; or, for a
+    heavy round handed to an :class:`Offload`, the rest of the run still ``pending``."""
 
     step: lifecycle.Step
     version: ModelVersion | None = None
+    pending: Future[Outcome] | None = None
 
     @property
     def changed(self) -> bool:
         """The round changed state (aggregated, failed or extended)."""
-        return self.step is not lifecycle.Step.WAIT and (
-            self.step is not lifecycle.Step.AGGREGATE or self.version is not None
+        return (
+            self.pending is None
+            and self.step is not lifecycle.Step.WAIT
+            and (self.step is not lifecycle.Step.AGGREGATE or self.version is not None)
         )
+
+
+class Offload(Protocol):
+    """Where heavy rounds are aggregated: a bounded set of threads of their own."""
+
+    def reserve(self) -> bool:
+        """Take a free slot without waiting; False if every slot is busy."""
+        ...
+
+    def release(self) -> None:
+        """Give back a slot reserved and not submitted to."""
+        ...
+
+    def submit(self, job: Callable[[], Outcome]) -> Future[Outcome]:
+        """Run ``job`` on a reserved slot, which is freed when it ends (also if this
+        raises)."""
+        ...
+
+    def stopping(self) -> bool:
+        """The process is stopping: a running solve should stop too."""
+        ...
 
 
 def run(
@@ -156,12 +203,17 @@ def run(
     *,
     trigger: lifecycle.Trigger,
     principal: Principal | None = None,
+    offload: Offload | None = None,
 ) -> Outcome:
     """Take the round's next step. For the admin trigger the reasons it cannot
-    aggregate are raised (404, 409) and a returned outcome always has a version."""
+    aggregate are raised (404, 409) and a returned outcome always has a version (or is
+    ``pending``: its future has the version or raises). With ``offload``, a heavy round
+    (``ease``) is aggregated there: see the module doc."""
     outcome: Outcome | None = None
     try:
-        outcome = _run(ctx, federation_id, number, trigger=trigger, principal=principal)
+        outcome = _run(
+            ctx, federation_id, number, trigger=trigger, principal=principal, offload=offload
+        )
         return outcome
     finally:
         if outcome is None or outcome.changed:  # a change (or an error after one)
@@ -175,18 +227,158 @@ def _run(
     *,
     trigger: lifecycle.Trigger,
     principal: Principal | None = None,
+    offload: Offload | None = None,
 ) -> Outcome:
     if trigger is lifecycle.Trigger.UPLOAD and _still_waiting(ctx, federation_id, number):
         return Outcome(lifecycle.Step.WAIT)
-    step, claimed = claim_round(ctx, federation_id, number, trigger=trigger, principal=principal)
+    heavy = offload if offload is not None and _is_heavy(ctx, federation_id) else None
+    # a heavy round is claimed for aggregation only with a free slot; without one it is
+    # still failed or extended, and otherwise left open, unclaimed, for the timer (of
+    # this or another process)
+    reserved = heavy is not None and heavy.reserve()
+    try:
+        step, claimed = claim_round(
+            ctx,
+            federation_id,
+            number,
+            trigger=trigger,
+            principal=principal,
+            may_claim=heavy is None or reserved,
+        )
+    except BaseException:
+        if heavy is not None and reserved:
+            heavy.release()
+        raise
     if claimed is None:
+        if heavy is not None and reserved:
+            heavy.release()
         if step is lifecycle.Step.FAIL:  # the next round opened on the same base, unless
             ctx.observer.round_failed()  # that was the federation's max_failed_rounds-th
             _observe_next_round(ctx, federation_id, number)
         return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
+    if heavy is None:
+        return _finish(ctx, claimed, step, trigger)
+    assert reserved
+    keeper = _LeaseKeeper(ctx, claimed, stopping=heavy.stopping)
+
+    def finish() -> Outcome:
+        outcome: Outcome | None = None
+        try:
+            outcome = _finish(ctx, claimed, step, trigger, keeper=keeper)
+            return outcome
+        finally:
+            keeper.stop()
+            if outcome is None or outcome.changed:
+                ctx.notifier.poke()
+
+    def never_ran(pending: Future[Outcome]) -> None:
+        if pending.cancelled():  # the process stopped before the job started
+            keeper.stop()
+            _release(ctx, claimed)
+
+    keeper.start()  # from the claim: a queued job's lease must not run out either
+    try:
+        pending = heavy.submit(finish)
+    except BaseException:
+        keeper.stop()
+        _release(ctx, claimed)
+        raise
+    pending.add_done_callback(never_ran)
+    return Outcome(step, pending=pending)
+
+
+def _is_heavy(ctx: Context, federation_id: str) -> bool:
+    """The federation's rounds are solved (``ease``), not averaged."""
+    settings = ctx.settings_cache.get(federation_id)
+    if not isinstance(settings, FederationSettings):
+        with ctx.read_sessions() as session:
+            federation = FederationRepository(session).get(federation_id)
+            if federation is None:
+                return False
+            settings = federation_settings(ctx, federation)
+    return settings.model.kind == "ease"
+
+
+class _LeaseKeeper:
+    """Renews a claimed round's lease every third of its length until stopped; tells
+    the solve to stop (:meth:`should_stop`) once the lease is lost or the process stops."""
+
+    def __init__(self, ctx: Context, claimed: Claim, *, stopping: Callable[[], bool]) -> None:
+        self._ctx = ctx
+        self._claimed = claimed
+        self._stopping = stopping
+        self._done = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"fedrec-lease-{claimed.number}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def should_stop(self) -> bool:
+        return self.lost.is_set() or self._stopping()
+
+    def _run(self) -> None:
+        ctx, claimed = self._ctx, self._claimed
+        interval = ctx.lease_seconds / 3
+        # bounded: past twice the solve's timeout the job is overdue; the lease then runs out
+        for _ in range(int(2 * ctx.ease_solve_timeout_seconds / interval) + 10):
+            if self._done.wait(interval):
+                return
+            try:
+                assert ctx.unsynced_sessions is not None
+                # a renewal lost in a power cut is harmless: the process died with it
+                with ctx.unsynced_sessions.begin() as session:
+                    kept = lifecycle.renew_lease(
+                        session,
+                        claimed.round_id,
+                        owner=claimed.owner,
+                        now=utc_now(),
+                        lease=ctx.lease_seconds,
+                    )
+            except Exception:  # the next renewal tries again; the lease has 2/3 left
+                log.exception("could not renew the lease of round %d", claimed.number)
+                continue
+            if not kept:
+                log.warning(
+                    "federation %s round %d: lost the aggregation lease (taken over); "
+                    "stopping this process's attempt",
+                    claimed.federation_id,
+                    claimed.number,
+                )
+                self.lost.set()
+                return
+
+
+def _release(ctx: Context, claimed: Claim) -> None:
+    try:
+        with ctx.sessions.begin() as session:
+            lifecycle.release(session, claimed.round_id, owner=claimed.owner)
+    except Exception:  # pragma: no cover - the lease covers us
+        log.exception("could not release round %d of %s", claimed.number, claimed.federation_id)
+
+
+def _finish(
+    ctx: Context,
+    claimed: Claim,
+    step: lifecycle.Step,
+    trigger: lifecycle.Trigger,
+    *,
+    keeper: _LeaseKeeper | None = None,
+) -> Outcome:
+    """Steps 2 and 3 of a claimed round, with the outcome's bookkeeping."""
+    number, federation_id = claimed.number, claimed.federation_id
     started = time.perf_counter()
     try:
-        committed = _complete_claim(ctx, claimed)
+        committed = _complete_claim(
+            ctx, claimed, should_stop=keeper.should_stop if keeper is not None else _never
+        )
     except NonFiniteAggregate:
         ctx.observer.round_failed()
         _observe_next_round(ctx, federation_id, number)
@@ -262,8 +454,10 @@ def claim_round(
     *,
     trigger: lifecycle.Trigger,
     principal: Principal | None = None,
+    may_claim: bool = True,
 ) -> tuple[lifecycle.Step, Claim | None]:
-    """Transaction 1: decide, then fail/extend the round or claim it for aggregation."""
+    """Transaction 1: decide, then fail/extend the round or claim it for aggregation
+    (unless not ``may_claim``: no heavy slot is free, the round waits)."""
     admin = trigger is lifecycle.Trigger.ADMIN
     now = utc_now()
     # commits without waiting for its fsync (one fewer on the round's critical path): a
@@ -303,6 +497,15 @@ def claim_round(
             return step, None
         if step is lifecycle.Step.WAIT:
             return step, None
+        if not may_claim:
+            if admin:
+                raise RoundNotOpen(
+                    f"round {number} waits for a free heavy aggregation slot: this process "
+                    "is solving other ease models (FEDREC_HEAVY_WORKERS); the timer "
+                    "aggregates it when one frees, or retry",
+                    round=number,
+                )
+            return lifecycle.Step.WAIT, None
         if not lifecycle.claim(
             session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
         ):
@@ -367,20 +570,24 @@ def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
     return committed.version if committed is not None else None
 
 
-def _complete_claim(ctx: Context, claimed: Claim) -> _Committed | None:
+def _never() -> bool:
+    return False
+
+
+def _complete_claim(
+    ctx: Context, claimed: Claim, *, should_stop: Callable[[], bool] = _never
+) -> _Committed | None:
     try:
-        return _aggregate_and_commit(ctx, claimed)
+        return _aggregate_and_commit(ctx, claimed, should_stop=should_stop)
     except BaseException:
         # give the round back at once rather than waiting for the lease to expire
-        try:
-            with ctx.sessions.begin() as session:
-                lifecycle.release(session, claimed.round_id, owner=claimed.owner)
-        except Exception:  # pragma: no cover - the lease covers us
-            log.exception("could not release round %d of %s", claimed.number, claimed.federation_id)
+        _release(ctx, claimed)
         raise
 
 
-def _aggregate_and_commit(ctx: Context, claimed: Claim) -> _Committed | None:
+def _aggregate_and_commit(
+    ctx: Context, claimed: Claim, *, should_stop: Callable[[], bool] = _never
+) -> _Committed | None:
     settings = claimed.settings
     dp_policy = settings.privacy.dp
     adaptive = dp_policy.adaptive_clipping if dp_policy is not None else None
@@ -391,10 +598,22 @@ def _aggregate_and_commit(ctx: Context, claimed: Claim) -> _Committed | None:
     strategy: Strategy | EaseStrategy
     if settings.model.kind == "ease":
         # an exact Gram sum and a closed-form solve instead of a gradient step
+        target = ease_process.SolveTarget(
+            federation_id=claimed.federation_id,
+            round_number=claimed.number,
+            scratch_dir=ctx.scratch_dir,
+            timeout_seconds=ctx.ease_solve_timeout_seconds,
+            should_stop=should_stop,
+        )
         strategy = EaseStrategy(
             settings.model.ease_lambdas,
             settings.model.num_items,
             top_k=settings.model.ease_top_k,
+            solver=ease_process.solver(
+                target,
+                num_items=settings.model.num_items,
+                subprocess_min_items=ctx.ease_subprocess_min_items,
+            ),
         )
     else:
         strategy = build_strategy(
@@ -667,13 +886,14 @@ def settle_final_evaluations(ctx: Context) -> int:
     return done
 
 
-def run_due_work(ctx: Context) -> int:
+def run_due_work(ctx: Context, *, offload: Offload | None = None) -> int:
     """One timer tick: run the job for every open round and every expired lease, and
     complete the federations whose final evaluation is settled.
 
     Safe in every process at once: the claim is a compare-and-set, and completing a
     federation happens under its row lock. Returns how many rounds and federations
-    changed state (aggregated, failed, extended or completed).
+    changed state (aggregated, failed, extended or completed; a heavy round handed to
+    ``offload`` counts when it ends, not here).
     """
     now = utc_now()
     with ctx.read_sessions() as session:
@@ -683,7 +903,10 @@ def run_due_work(ctx: Context) -> int:
     done = 0
     for federation_id, number in dict.fromkeys(candidates):
         try:
-            done += run(ctx, federation_id, number, trigger=lifecycle.Trigger.TIMER).changed
+            outcome = run(
+                ctx, federation_id, number, trigger=lifecycle.Trigger.TIMER, offload=offload
+            )
+            done += outcome.changed
         except Exception:
             log.exception("timer work on round %d of %s failed", number, federation_id)
     return done + settle_final_evaluations(ctx)

@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,6 +88,14 @@ class Context:
     # (store.database_blobs.store_in), durable with its one COMMIT; 0: always ``blobs.put``.
     # Only where ``blobs`` reads those rows (local: FilesAndRows; postgres)
     inline_blob_max_bytes: int = 0
+    # ease: the solve of a catalog this large or larger runs in a child process (the GIL
+    # stays free: domain/ease_process.py), its arrays as files under scratch_dir (None:
+    # the system's temporary directory), stopped past the timeout; a federation whose
+    # solve would need more memory than the budget is refused at creation (None: no check)
+    ease_subprocess_min_items: int = 1_000
+    ease_solve_timeout_seconds: float = 4 * 3600.0
+    ease_memory_budget_bytes: int | None = None
+    scratch_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.upload_commits is None:

@@ -33,6 +33,7 @@ CPU seconds ≈ ``n³`` / the rate measured on this project's 2-core machine
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,10 +42,12 @@ from scipy.linalg import lapack
 
 __all__ = [
     "FLOAT64_MAX_ITEMS",
+    "Progress",
     "INDEX_TENSOR",
     "MODEL_TENSOR",
     "VALUE_TENSOR",
     "SolveCost",
+    "Solver",
     "ease_model",
     "ease_precision",
     "prune_columns",
@@ -71,11 +74,23 @@ def solve_dtype(num_items: int) -> np.dtype[np.floating]:
     return np.dtype(np.float64 if num_items <= FLOAT64_MAX_ITEMS else np.float32)
 
 
-def ease_precision(gram: npt.NDArray[np.generic], lam: float) -> npt.NDArray[np.floating]:
+Progress = Callable[[str], None]
+# (Gram n × n, lambda, top_k) -> the model's tensors: ease_model, here or in a child process
+Solver = Callable[[npt.NDArray[np.float32], float, int | None], dict[str, npt.NDArray[np.float32]]]
+
+
+def _no_progress(_stage: str) -> None:
+    pass
+
+
+def ease_precision(
+    gram: npt.NDArray[np.generic], lam: float, *, progress: Progress = _no_progress
+) -> npt.NDArray[np.floating]:
     """``P = (G + λI)⁻¹``, symmetric, in :func:`solve_dtype` precision (one ``n²`` array).
 
-    ``gram`` is left unchanged. Raises ``ValueError`` for a non-square or non-finite Gram,
-    a non-positive λ, or a matrix LAPACK finds not positive definite.
+    ``progress`` is told each stage as it starts (``factorising``, ``inverting``,
+    ``symmetrising``). ``gram`` is left unchanged. Raises ``ValueError`` for a non-square
+    or non-finite Gram, a non-positive λ, or a matrix LAPACK finds not positive definite.
     """
     gram = np.asarray(gram)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
@@ -89,14 +104,17 @@ def ease_precision(gram: npt.NDArray[np.generic], lam: float) -> npt.NDArray[np.
         raise ValueError("the Gram matrix contains NaN or Inf")
     work[np.diag_indices(n)] += lam
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (work,))
+    progress("factorising")
     factor, info = potrf(work, lower=True, overwrite_a=True, clean=False)
     if info != 0:
         raise ValueError(f"G + lambda I is not positive definite (potrf info {info})")
+    progress("inverting")
     inverse, info = potri(factor, lower=True, overwrite_c=True)
     if info != 0:
         raise ValueError(f"the Cholesky inverse failed (potri info {info})")
     # potri filled the lower triangle (Fortran order), i.e. the upper one of the C view
     view = inverse.T
+    progress("symmetrising")
     for first in range(0, n, SYMMETRISE_BLOCK):
         last = min(n, first + SYMMETRISE_BLOCK)
         view[first:last, :first] = view[:first, first:last].T
@@ -107,14 +125,22 @@ def ease_precision(gram: npt.NDArray[np.generic], lam: float) -> npt.NDArray[np.
 
 
 def ease_model(
-    gram: npt.NDArray[np.generic], lam: float, *, top_k: int | None = None
+    gram: npt.NDArray[np.generic],
+    lam: float,
+    *,
+    top_k: int | None = None,
+    progress: Progress = _no_progress,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """EASE's model tensors for ``λ``: ``{"ease_b": B}`` (dense float32), or with ``top_k``
-    the pruned ``{"ease_b_index", "ease_b_value"}`` (``n × k`` float32 each)."""
-    precision = ease_precision(gram, lam)
+    the pruned ``{"ease_b_index", "ease_b_value"}`` (``n × k`` float32 each).
+    ``progress`` is told each stage as it starts (see :func:`ease_precision`; then
+    ``pruning`` or ``scaling``)."""
+    precision = ease_precision(gram, lam, progress=progress)
     n = precision.shape[0]
     if top_k is not None:
+        progress("pruning")
         return prune_columns(precision, top_k)
+    progress("scaling")
     # B_ij = -P_ij / P_jj off the diagonal, in place (P is C-ordered and symmetric)
     precision /= -np.diag(precision).copy()[None, :]
     precision[np.diag_indices(n)] = 0.0

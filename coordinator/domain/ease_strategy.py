@@ -34,12 +34,18 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.domain.ease_solve import ease_model
+from coordinator.domain.ease_solve import Solver, ease_model, solve_cost
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import ModelSpec, PrivacyPolicy
 from participant_sdk.wire import Update
 
-__all__ = ["EaseStrategy", "ExactSum", "check_ease_federation", "check_gram"]
+__all__ = [
+    "EaseStrategy",
+    "ExactSum",
+    "check_ease_federation",
+    "check_gram",
+    "max_items_within",
+]
 
 F32 = npt.NDArray[np.float32]
 # the summed Gram as server state: its non-zero entries (flat indices, counts)
@@ -78,10 +84,30 @@ def check_gram(update: Update, num_items: int) -> None:
             )
 
 
-def check_ease_federation(model: ModelSpec, privacy: PrivacyPolicy) -> None:
-    """Refuse what an ``ease`` federation cannot honour."""
+def check_ease_federation(
+    model: ModelSpec, privacy: PrivacyPolicy, *, memory_budget_bytes: int | None = None
+) -> None:
+    """Refuse what an ``ease`` federation cannot honour: DP, or a solve whose peak memory
+    (:func:`~coordinator.domain.ease_solve.solve_cost`) exceeds the coordinator's budget
+    (``FEDREC_EASE_MEMORY_BUDGET_BYTES``)."""
     if model.kind != "ease":
         return
+    if memory_budget_bytes is not None:
+        cost = solve_cost(model.num_items, model.ease_top_k)
+        if cost.peak_bytes > memory_budget_bytes:
+            fits = max_items_within(memory_budget_bytes, model.ease_top_k)
+            raise ValidationFailed(
+                f"an ease solve of {model.num_items} items needs ~{cost.peak_bytes / 2**30:.2f} "
+                f"GiB ({cost.dtype}, "
+                + (f"pruned to ease_top_k {model.ease_top_k}" if model.ease_top_k else "dense B")
+                + f"), over this coordinator's budget of {memory_budget_bytes / 2**30:.2f} GiB "
+                f"(FEDREC_EASE_MEMORY_BUDGET_BYTES): use at most {fits} items, or raise the "
+                "budget",
+                field="model.num_items",
+                needed_bytes=cost.peak_bytes,
+                budget_bytes=memory_budget_bytes,
+                max_items=fits,
+            )
     if privacy.dp is not None:
         raise ValidationFailed(
             "privacy.dp is not supported for model kind 'ease': the exact Gram sum has "
@@ -112,14 +138,41 @@ class ExactSum:
             self.gram[update.rows] += values
 
 
+def max_items_within(budget_bytes: int, top_k: int | None) -> int:
+    """The largest catalog whose solve fits ``budget_bytes`` (0 if none does)."""
+    low, high = 0, 1 << 20
+    while low < high:  # the peak grows with the item count: bisect, ~20 steps
+        middle = (low + high + 1) // 2
+        k = top_k if top_k is not None and top_k < middle else None
+        if solve_cost(middle, k).peak_bytes <= budget_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _solve_here(gram: npt.NDArray[np.float32], lam: float, top_k: int | None) -> dict[str, F32]:
+    return ease_model(gram, lam, top_k=top_k)
+
+
 class EaseStrategy:
-    """The aggregation of an ``ease`` federation (same ``add``/``result`` as ``Strategy``)."""
+    """The aggregation of an ``ease`` federation (same ``add``/``result`` as ``Strategy``).
+
+    ``solver`` runs the solve (:mod:`coordinator.domain.ease_process`: a child process
+    for large catalogs); by default :func:`ease_model` in this thread.
+    """
 
     def __init__(
-        self, lambdas: tuple[float, ...], num_items: int, *, top_k: int | None = None
+        self,
+        lambdas: tuple[float, ...],
+        num_items: int,
+        *,
+        top_k: int | None = None,
+        solver: Solver = _solve_here,
     ) -> None:
         self.lambdas = lambdas
         self.top_k = top_k
+        self.solver = solver
         self.aggregator = ExactSum(num_items)
 
     def add(self, update: Update) -> None:
@@ -152,7 +205,7 @@ class EaseStrategy:
             GRAM_COUNTS_STATE: gram[keys],
             INDEX_STATE: np.array([index], dtype=np.float32),
         }
-        model = ease_model(gram.reshape(n, n), lam, top_k=self.top_k)
+        model = self.solver(gram.reshape(n, n), lam, self.top_k)
         return model, new_state
 
 

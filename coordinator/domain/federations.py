@@ -162,7 +162,7 @@ def create_federation(
     transport = transport or TransportPolicy()
     check_dp_policy(strategy, privacy, rounds.sampling)
     check_sampling(model, rounds)
-    check_ease_federation(model, privacy)
+    check_ease_federation(model, privacy, memory_budget_bytes=ctx.ease_memory_budget_bytes)
     check_aggregator(model, strategy, privacy)
     check_secure_aggregation(model, strategy, privacy)
     # secure aggregation refuses compression: its masked updates have their own

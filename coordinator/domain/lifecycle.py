@@ -80,6 +80,7 @@ __all__ = [
     "next_step",
     "open_round",
     "release",
+    "renew_lease",
     "settle_final_evaluation",
     "stop",
 ]
@@ -288,6 +289,16 @@ def claim(session: Session, round_row: Round, *, owner: str, now: datetime, leas
     """``open -> aggregating`` (or take over an expired lease) as a compare-and-set."""
     return RoundRepository(session).claim_for_aggregation(
         round_row.id, owner=owner, now=now, lease_until=now + timedelta(seconds=lease)
+    )
+
+
+def renew_lease(
+    session: Session, round_id: str, *, owner: str, now: datetime, lease: float
+) -> bool:
+    """Extend ``owner``'s lease of an ``aggregating`` round (a long solve keeps it while
+    it runs); false if the lease was lost."""
+    return RoundRepository(session).renew_lease(
+        round_id, owner=owner, lease_until=now + timedelta(seconds=lease)
     )
 
 

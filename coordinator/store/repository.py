@@ -379,6 +379,17 @@ class RoundRepository(_Repository):
         )
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
+    def renew_lease(self, round_id: str, *, owner: str, lease_until: datetime) -> bool:
+        """Compare-and-set: extend ``owner``'s lease of an ``aggregating`` round; false if
+        the lease was lost (taken over, or the round is no longer aggregating)."""
+        result = self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, Round.state == "aggregating", Round.lease_owner == owner)
+            .values(lease_expires_at=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
     def close_if_owned(
         self, round_id: str, *, owner: str, result_version: int, closed_at: datetime
     ) -> bool:

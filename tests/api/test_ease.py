@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator.domain.ease_solve import ease_model
+from coordinator.app import create_app
+from coordinator.config import Settings
+from coordinator.domain.ease_solve import ease_model, solve_cost
 from participant_sdk.recsys import Interactions
 from participant_sdk.recsys.ease import ease_weights, item_gram
 from participant_sdk.recsys.ease_trainer import local_gram_entries
@@ -204,3 +206,36 @@ def test_ease_specs_are_validated(
         body["strategy"] = {"weighting": "uniform", "normalization": "total"}
     response = client.post("/v1/federations", json=body, headers=admin_headers)
     assert_problem(response, 422, "validation-error")
+
+
+def test_an_ease_federation_over_the_memory_budget_is_refused(
+    settings: Settings, admin_headers: dict
+) -> None:
+    """FEDREC_EASE_MEMORY_BUDGET_BYTES: a solve that would need more is a 422 naming the
+    estimate, the budget and the largest catalog that fits (which is accepted)."""
+    budget = 64 * 2**20  # 64 MiB: ~2,000 items dense in float64
+    small = settings.model_copy(update={"ease_memory_budget_bytes": budget})
+    with TestClient(create_app(small, run_timer=False)) as client:
+        body = {"name": "big", "model": {"kind": "ease", "num_items": 5_000}}
+        problem = assert_problem(
+            client.post("/v1/federations", json=body, headers=admin_headers),
+            422,
+            "validation-error",
+        )
+        assert problem["field"] == "model.num_items"
+        assert problem["budget_bytes"] == budget
+        assert problem["needed_bytes"] == solve_cost(5_000).peak_bytes > budget
+        fits = problem["max_items"]
+        assert 0 < fits < 5_000
+        assert solve_cost(fits).peak_bytes <= budget < solve_cost(fits + 1).peak_bytes
+        assert "FEDREC_EASE_MEMORY_BUDGET_BYTES" in problem["detail"]
+        # pruning shrinks the model, not the solve's work array: still over at 5,000
+        body["model"] = {"kind": "ease", "num_items": 5_000, "ease_top_k": 64}
+        assert_problem(
+            client.post("/v1/federations", json=body, headers=admin_headers),
+            422,
+            "validation-error",
+        )
+        body["model"] = {"kind": "ease", "num_items": fits}
+        created = client.post("/v1/federations", json=body, headers=admin_headers)
+        assert created.status_code == 201, created.text

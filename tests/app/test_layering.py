@@ -23,6 +23,8 @@ BENCH_MAY_IMPORT = {
     "coordinator.migrate",
     "coordinator.domain.aggregation",
     "coordinator.domain.ease_solve",
+    # bench.ease_offthread: the solve in a thread against its child process
+    "coordinator.domain.ease_process",
     # bench.upload_cpu times the upload's domain call and the worker's kick apart
     "coordinator.domain.rounds",
     "coordinator.worker",

@@ -60,9 +60,17 @@ def test_a_weak_token_in_the_token_file_is_refused_too(tmp_path: Path) -> None:
         build_context(_settings(tmp_path, admin_token=None))
 
 
-def test_test_hooks_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FEDREC_TEST_AGGREGATION_PAUSE_SECONDS", "5")
-    with pytest.raises(InsecureSettingsError, match="test hook"):
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "FEDREC_TEST_AGGREGATION_PAUSE_SECONDS",
+        "FEDREC_TEST_GROUP_COMMIT_PAUSE_SECONDS",
+        "FEDREC_TEST_EASE_CHILD_PAUSE_SECONDS",
+    ],
+)
+def test_test_hooks_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: str) -> None:
+    monkeypatch.setenv(hook, "5")
+    with pytest.raises(InsecureSettingsError, match=hook):
         build_context(_settings(tmp_path))
 
 
