@@ -71,7 +71,7 @@ class RecentUpdates:
         stored = blobs.get_each(missing)
         try:
             for digest in digests:
-                data = kept.pop(digest, None)
+                data = kept.get(digest)  # not pop: two participants may send the same bytes
                 yield data if data is not None else next(stored)
         finally:
             close = getattr(stored, "close", None)  # a generator's session, if it began one

@@ -120,5 +120,9 @@ def test_recent_updates_keep_order_and_bounds() -> None:
     order = ["d4", "d0", "d3", "d1", "d2"]
     assert list(recent.read_each(store, order)) == [blobs[d] for d in order]  # type: ignore[arg-type]
     assert store.asked == [["d4", "d0"]]  # only what memory did not hold
+    # the same bytes from two participants (one digest twice), kept and not kept
+    twice = ["d3", "d4", "d3", "d4"]
+    assert list(recent.read_each(store, twice)) == [blobs[d] for d in twice]  # type: ignore[arg-type]
+    assert store.asked[-1] == ["d4", "d4"]
     recent.forget(["d1", "d2", "nothing"])
     assert recent.held_bytes() == 10
