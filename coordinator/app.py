@@ -19,7 +19,7 @@ from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.rate_limits import TokenBuckets
 from coordinator.api.request_id import RequestIdMiddleware
-from coordinator.api.router import api_router
+from coordinator.api.router import include_v1
 from coordinator.api.routes import health, metrics
 from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import BlobBackend, Settings
@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     openapi.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.include_router(api_router)
+    include_v1(app)
     install_offline_docs(app)
     install_dashboard(app)
     # added last = outermost: the size limit applies before anything buffers a body

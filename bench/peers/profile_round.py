@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=1682)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (~ the process's Python CPU time; "
+        "without it, every non-idle thread, waits on locks included)",
+    )
     args = parser.parse_args(argv)
     case = Case(args.participants, args.items)
     work = Path(tempfile.mkdtemp(prefix="fedrec-profile-"))
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     collapsed = work / "profile.txt"
     spy = subprocess.Popen(  # nosec B603 # fixed argv: the bench's own side venv, no outside input
         [str(spy_binary), "record", "--pid", str(server.process.pid), "--rate", "250",
-         "--format", "raw", "--output", str(collapsed), "--nonblocking"],
+         "--format", "raw", "--output", str(collapsed), "--nonblocking",
+         *(["--gil"] if args.gil else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -28,7 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.problems import problem_response
 from coordinator.api.rate_limits import TokenBuckets, client_address
-from coordinator.domain.auth import Principal, authenticate, cached_principal, hash_token
+from coordinator.domain.auth import (
+    Principal,
+    authenticate,
+    cached_principal_for_hash,
+    hash_token,
+)
 from coordinator.domain.context import Context
 from coordinator.domain.errors import (
     CoordinatorError,
@@ -91,9 +96,10 @@ class AdmissionControl:
                 await self._too_many(scope, receive, send, wait, detail)
                 return
             # a token this process authenticated moments ago: no thread, no database
-            principal, guessed = cached_principal(self.ctx, token), False
+            digest = hash_token(self.ctx.secret_key, token)
+            principal, guessed = cached_principal_for_hash(self.ctx, digest), False
             if principal is not None:
-                self._remember(token)
+                self._remember_hash(digest)
             else:
                 principal, guessed = await run_in_threadpool(self._authenticate, token)
             if guessed:
@@ -191,7 +197,9 @@ class AdmissionControl:
 
     def _remember(self, token: str) -> None:
         """A valid token: its address's failed guesses do not lock it out."""
-        digest = hash_token(self.ctx.secret_key, token)
+        self._remember_hash(hash_token(self.ctx.secret_key, token))
+
+    def _remember_hash(self, digest: str) -> None:
         self._valid_hashes[digest] = None
         self._valid_hashes.move_to_end(digest)
         if len(self._valid_hashes) > MAX_REMEMBERED_TOKENS:

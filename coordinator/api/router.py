@@ -1,6 +1,6 @@
 """All v1 routers in one place."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from coordinator.api.openapi import problems
 from coordinator.api.routes import (
@@ -20,16 +20,26 @@ from coordinator.api.routes import (
 # document lists only errors that can happen
 COMMON_PROBLEMS = problems(401, 429, 503)
 
-api_router = APIRouter(prefix="/v1", responses=COMMON_PROBLEMS)
-for module in (
-    federations,
-    participants,
-    rounds,
-    secagg,
-    models,
-    evaluations,
-    deployment,
-    signing,
-    audit,
-):
-    api_router.include_router(module.router)
+V1_PREFIX = "/v1"
+V1_ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router
+    for module in (
+        federations,
+        participants,
+        rounds,
+        secagg,
+        models,
+        evaluations,
+        deployment,
+        signing,
+        audit,
+    )
+)
+
+
+def include_v1(app: FastAPI) -> None:
+    """Each v1 router straight into the app (same paths, order and document as one
+    ``/v1`` router holding them): FastAPI matches a request once per level of included
+    routers, so a level fewer is one pass fewer over the routes per request."""
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix=V1_PREFIX, responses=COMMON_PROBLEMS)

@@ -65,7 +65,11 @@ from coordinator.domain.errors import (
     PrivacyBudgetExhausted,
     RoundNotOpen,
 )
-from coordinator.domain.federations import FederationSettings, federation_settings
+from coordinator.domain.federations import (
+    FederationSettings,
+    federation_settings,
+    federation_settings_by_id,
+)
 from coordinator.domain.model_versions import (
     MODEL_METADATA,
     VersionLink,
@@ -229,7 +233,9 @@ def _run(
     principal: Principal | None = None,
     offload: Offload | None = None,
 ) -> Outcome:
-    if trigger is lifecycle.Trigger.UPLOAD and _still_waiting(ctx, federation_id, number):
+    if trigger is not lifecycle.Trigger.ADMIN and _still_waiting(
+        ctx, federation_id, number, trigger=trigger
+    ):
         return Outcome(lifecycle.Step.WAIT)
     heavy = offload if offload is not None and _is_heavy(ctx, federation_id) else None
     # a heavy round is claimed for aggregation only with a free slot; without one it is
@@ -380,6 +386,7 @@ def _finish(
             ctx, claimed, should_stop=keeper.should_stop if keeper is not None else _never
         )
     except NonFiniteAggregate:
+        ctx.recent_updates.forget(claimed.update_digests)  # the round failed
         ctx.observer.round_failed()
         _observe_next_round(ctx, federation_id, number)
         if trigger is lifecycle.Trigger.ADMIN:
@@ -389,6 +396,7 @@ def _finish(
         if trigger is lifecycle.Trigger.ADMIN:
             raise RoundNotOpen(f"round {number} was taken over by another aggregator", round=number)
         return Outcome(step)
+    ctx.recent_updates.forget(claimed.update_digests)  # aggregated: not read again
     ctx.observer.round_closed(time.perf_counter() - started)
     if committed.next_round_opened:  # unless training stopped
         ctx.observer.round_opened()
@@ -401,7 +409,13 @@ def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
             ctx.observer.round_opened()
 
 
-def _still_waiting(ctx: Context, federation_id: str, number: int) -> bool:
+def _still_waiting(
+    ctx: Context,
+    federation_id: str,
+    number: int,
+    *,
+    trigger: lifecycle.Trigger = lifecycle.Trigger.UPLOAD,
+) -> bool:
     """Whether the round certainly waits, decided without the write lock.
 
     Every accepted upload kicks the job; all but the last find the round incomplete,
@@ -410,15 +424,32 @@ def _still_waiting(ctx: Context, federation_id: str, number: int) -> bool:
     kick reads, so that kick sees the round complete and goes on to claim it. A
     plaintext round is judged from one row (:func:`lifecycle.certainly_waits`); a
     secure-aggregation round by its protocol's phase (:func:`lifecycle.next_step`).
+
+    The timer asks too (every open round, every tick): for it a plaintext round whose
+    sample is not drawn yet does not certainly wait (the claim draws it once enough
+    participants are active), and a secure-aggregation round never does (the claim
+    closes a phase past its deadline), so those go on to the claim as before.
     """
     settings = ctx.settings_cache.get(federation_id)
-    plaintext = isinstance(settings, FederationSettings) and (
-        settings.privacy.secure_aggregation is None
-    )
+    timer = trigger is lifecycle.Trigger.TIMER
     with ctx.read_sessions() as session:
+        if timer and not isinstance(settings, FederationSettings):
+            try:  # parsed once per process (the upload's kick finds them cached)
+                settings = federation_settings_by_id(ctx, session, federation_id)
+            except NotFound:
+                return True
+        plaintext = isinstance(settings, FederationSettings) and (
+            settings.privacy.secure_aggregation is None
+        )
+        if timer and not plaintext:
+            return False
         if plaintext:
             facts = RoundRepository(session).completeness(federation_id, number)
-            return facts is None or lifecycle.certainly_waits(facts, utc_now())
+            if facts is None:
+                return True
+            if timer and facts.sampled and facts.population is None:
+                return False  # the timer's claim draws the cohort when it is due
+            return lifecycle.certainly_waits(facts, utc_now())
         federation = FederationRepository(session).get(federation_id)
         round_row = RoundRepository(session).get(federation_id, number)
         if federation is None or round_row is None:
@@ -661,7 +692,8 @@ def _aggregate_and_commit(
             strategy.aggregator.add_sum(claimed.secure_sum, len(claimed.survivors))
         # stream: one update in memory at a time, float64 sums, fixed order; the bytes
         # were validated at upload, so they are read as views, not decoded again
-        for data in ctx.blobs.get_each(claimed.update_digests):
+        # (from memory when this process accepted them: domain/recent_updates.py)
+        for data in ctx.recent_updates.read_each(ctx.blobs, claimed.update_digests):
             update = load_stored_update(
                 data, settings.update_tensors, encoding=settings.transport.encoding
             )

@@ -20,6 +20,7 @@ __all__ = [
     "Principal",
     "authenticate",
     "cached_principal",
+    "cached_principal_for_hash",
     "credentials_changed",
     "hash_token",
     "new_token",
@@ -82,7 +83,12 @@ def authenticate(ctx: Context, token: str | None, *, audit_failure: bool = True)
 def cached_principal(ctx: Context, token: str) -> Principal | None:
     """The token's principal if this process authenticated it moments ago (no database
     read: safe on the event loop); None: call :func:`authenticate`."""
-    digest = hash_token(ctx.secret_key, token)
+    return cached_principal_for_hash(ctx, hash_token(ctx.secret_key, token))
+
+
+def cached_principal_for_hash(ctx: Context, digest: str) -> Principal | None:
+    """:func:`cached_principal` of a token's keyed hash (a caller that needs the hash too
+    computes it once)."""
     if hmac.compare_digest(digest, ctx.admin_token_hash):
         return Principal(is_admin=True)
     return _fresh(ctx.principals.get(digest), utc_now())

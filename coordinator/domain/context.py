@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.cohort_cache import CohortCache
 from coordinator.domain.observer import NoObserver, Observer
+from coordinator.domain.recent_updates import RecentUpdates
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.round_snapshots import RoundSnapshots
 from coordinator.domain.served_versions import ServedVersions
@@ -81,6 +82,9 @@ class Context:
     principals: TokenCache[Any] = field(default_factory=TokenCache)
     # what weights downloads serve: version records and bytes (immutable once recorded)
     served_versions: ServedVersions = field(default_factory=ServedVersions)
+    # the bytes of updates this process accepted, until their round aggregates: the job
+    # reads them from memory instead of the blob store (content-addressed, bounded)
+    recent_updates: RecentUpdates = field(default_factory=RecentUpdates)
     # write sessions whose COMMIT does not wait for its fsync: only the aggregation claim,
     # whose loss the lease repairs (built from ``sessions`` when not given)
     unsynced_sessions: sessionmaker[Session] | None = None

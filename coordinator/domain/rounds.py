@@ -485,7 +485,7 @@ def submit_update(
         # returns once the transaction holding this row committed
         commits = ctx.upload_commits
         assert commits is not None  # built by Context
-        return commits.run((federation_id, number), store_row)
+        receipt = commits.run((federation_id, number), store_row)
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
         with ctx.read_sessions() as session:
@@ -495,3 +495,6 @@ def submit_update(
         if earlier is None:
             raise
         return earlier
+    if receipt.created:  # committed: the aggregation job reads these bytes from memory
+        ctx.recent_updates.put(digest, body)
+    return receipt
