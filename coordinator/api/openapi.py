@@ -73,7 +73,8 @@ PROBLEMS: dict[int, ProblemDoc] = {
         "Idempotency-Key must be 1 to 200 characters",
     ),
     401: ProblemDoc(
-        "No token, an unknown token, or a revoked participant's token",
+        "No token, an unknown token, or an expired or revoked one (`token-expired`, "
+        "`token-revoked`, `participant-revoked`: `detail` says how to get a new one)",
         "unauthorized",
         "Unauthorized",
         "send 'Authorization: Bearer <token>' with the admin or a participant token",

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from coordinator.api.openapi import problems
 from coordinator.api.routes import (
+    admin_tokens,
     audit,
     deployment,
     evaluations,
@@ -31,5 +32,6 @@ for module in (
     deployment,
     signing,
     audit,
+    admin_tokens,
 ):
     api_router.include_router(module.router)
