@@ -74,7 +74,7 @@ REVOKED_PARTICIPANT = {**PARTICIPANT, "state": "revoked"}
 EXAMPLE_TOKEN = "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"  # nosec B105 # doc example
 ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": EXAMPLE_TOKEN}
 
-ADMIN_TOKEN_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+ISSUED_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
 ADMIN_TOKEN_CREATE = {"name": "ci-deploy", "expires_in_seconds": 7 * 24 * 3600}
 BOOTSTRAP_ADMIN_TOKEN = {
     "id": "0f1e2d3c-4b5a-4968-8776-655443322110",
@@ -87,7 +87,7 @@ BOOTSTRAP_ADMIN_TOKEN = {
     "created_by": "coordinator",
 }
 ADMIN_TOKEN = {
-    "id": ADMIN_TOKEN_ID,
+    "id": ISSUED_ID,
     "name": "ci-deploy",
     "kind": "issued",
     "state": "active",

@@ -18,7 +18,7 @@ _NO_TOKEN = problem(
     404,
     "No admin token has this id",
     slug="admin-token-not-found",
-    detail=f"admin token {examples.ADMIN_TOKEN_ID} does not exist",
+    detail=f"admin token {examples.ISSUED_ID} does not exist",
 )
 # overrides keyed_write's 409: a created token is never stored for an Idempotency-Key replay
 _CREATE_CONFLICT = problem(
@@ -104,7 +104,7 @@ def list_admin_tokens(ctx: ContextDep, admin: AdminDep) -> AdminTokenList:
         "Idempotency-Key is still running",
         slug="last-admin-token",
         title="The last active admin token",
-        detail=f"admin token {examples.ADMIN_TOKEN_ID} is the last active one: create "
+        detail=f"admin token {examples.ISSUED_ID} is the last active one: create "
         "another (POST /v1/admin/tokens) before revoking it",
     )
     | problem(400)
