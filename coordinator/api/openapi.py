@@ -186,6 +186,21 @@ def keyed_write(*, validates: bool = True) -> Responses:
     )
 
 
+def secret_not_replayable(done: str, remedy: str) -> Responses:
+    """The 409 of a route whose answer carries a secret (``Cache-Control: no-store``): a
+    replay of its Idempotency-Key never returns it (coordinator/api/idempotency.py).
+    ``done``: what the first request did; ``remedy``: how to get a fresh secret."""
+    return problem(
+        409,
+        "The same Idempotency-Key is still running (retry after `Retry-After`), or it already "
+        f"{done}: the secret is never stored, so a replay says how to get a fresh one",
+        slug="secret-not-replayable",
+        title="Response not replayable",
+        detail="the response to this Idempotency-Key carried a secret and is never stored; "
+        + remedy,
+    )
+
+
 def success(
     status: int, description: str, example: Any, model: type[BaseModel] | None = None
 ) -> Responses:

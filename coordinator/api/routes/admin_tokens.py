@@ -7,7 +7,14 @@ from fastapi import APIRouter, Body, Response, status
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
-from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
+from coordinator.api.openapi import (
+    body_examples,
+    keyed_write,
+    problem,
+    problems,
+    secret_not_replayable,
+    success,
+)
 from coordinator.api.schemas import AdminToken, AdminTokenCreate, AdminTokenList, IssuedAdminToken
 from coordinator.domain import admin_tokens
 
@@ -20,16 +27,19 @@ _NO_TOKEN = problem(
     slug="admin-token-not-found",
     detail=f"admin token {examples.ISSUED_ID} does not exist",
 )
-# overrides keyed_write's 409: a created token is never stored for an Idempotency-Key replay
-_CREATE_CONFLICT = problem(
+_LAST_TOKEN = problem(
     409,
-    "The same Idempotency-Key is still running (retry after `Retry-After`), or it already "
-    "created a token: the token is never stored, so a replay answers this instead",
-    slug="secret-not-replayable",
-    title="Response not replayable",
-    detail="the response to this Idempotency-Key carried a secret and is never stored; "
-    "list the admin tokens (GET /v1/admin/tokens), revoke the one it created and create "
-    "another",
+    "It is the last active admin token (create another first), or the same "
+    "Idempotency-Key is still running",
+    slug="last-admin-token",
+    title="The last active admin token",
+    detail=f"admin token {examples.ISSUED_ID} is the last active one: create "
+    "another (POST /v1/admin/tokens) before revoking it",
+)
+# overrides keyed_write's 409: a created token is never stored for an Idempotency-Key replay
+_CREATE_CONFLICT = secret_not_replayable(
+    "created a token",
+    "list the admin tokens (GET /v1/admin/tokens), revoke the one it created and create another",
 )
 
 
@@ -98,23 +108,8 @@ def list_admin_tokens(ctx: ContextDep, admin: AdminDep) -> AdminTokenList:
     responses=success(200, "The admin token, now revoked", examples.REVOKED_ADMIN_TOKEN)
     | _ADMIN
     | _NO_TOKEN
-    | problem(
-        409,
-        "It is the last active admin token (create another first), or the same "
-        "Idempotency-Key is still running",
-        slug="last-admin-token",
-        title="The last active admin token",
-        detail=f"admin token {examples.ISSUED_ID} is the last active one: create "
-        "another (POST /v1/admin/tokens) before revoking it",
-    )
-    | problem(400)
-    | problem(
-        422,
-        "Idempotency-Key reused: the Idempotency-Key was first sent with another request",
-        slug="idempotency-key-reused",
-        title="Idempotency-Key reused",
-        detail="this Idempotency-Key was used for a different request; use a fresh key",
-    ),
+    | keyed_write(validates=False)
+    | _LAST_TOKEN,
 )
 def revoke_admin_token(token_id: str, ctx: ContextDep, admin: AdminDep) -> AdminToken:
     """Revoke an admin token: it stops working at once (in every coordinator process
