@@ -101,9 +101,9 @@ def cached_principal(ctx: Context, token: str) -> Principal | None:
 
 def credentials_changed(session: Session) -> None:
     """In a transaction that revokes, re-enrols or re-tokens a participant, or revokes an
-    admin token: every process's
-    token cache drops its entries at its next generation check. The process that commits
-    it also calls ``ctx.principals.invalidate()`` after the commit (at once, here)."""
+    admin token: every process's token cache drops its entries at its next generation
+    check. The process that commits it also calls ``ctx.principals.invalidate()`` after
+    the commit (at once, here)."""
     AuthGenerationRepository(session).bump()
 
 
