@@ -2,7 +2,9 @@
 
 ``nice python -m bench.cross_device --data ../shared/datasets/ml-100k --partition per-user``
 does what ``fedrec simulate --dataset ml-100k --partition per-user --seed 0`` does with
-its defaults, on the same arithmetic but without the coordinator's HTTP, database and
+its defaults (``--shape NAME``: on one of :data:`bench.generalisation.SHAPES`, as
+``fedrec simulate --dataset csv --data NAME.csv`` with its columns would; ``--max-users N``
+keeps N of its users), on the same arithmetic but without the coordinator's HTTP, database and
 per-round waits (:class:`fedrec.short_federation.ShortFederation`: the participants'
 trainers, the wire codec, the coordinator's strategy): the recipe search on validation
 (:func:`fedrec.selection.select_recipe`), the chosen federation trained until its
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.generalisation import SHAPES, csv_columns, load_shape
 from bench.per_user_metrics import per_user_ndcg
 from fedrec import simulation
 from fedrec.early_stopping import EarlyStopping
@@ -98,8 +102,11 @@ def federate(
     data: Interactions,
     split: LeaveOneOutSplit,
     groups: list[npt.NDArray[np.int64]],
+    *,
+    test: bool = True,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train the chosen recipe with the stop policy; test its best validated version."""
+    """Train the chosen recipe with the stop policy; test its best validated version
+    (``test=False``: only train, and return no test figures)."""
     federation = ShortFederation(
         split.train,
         groups,
@@ -124,6 +131,14 @@ def federate(
         if stopper.should_stop:
             break
     assert stopper.best_step is not None
+    chosen = {
+        "chosen_round": stopper.best_step,
+        "validation_ndcg@10": stopper.best_value,
+        "rounds_trained": len(curve),
+        "validation_curve": curve,
+    }
+    if not test:
+        return {}, chosen
     tensors, factors = kept[stopper.best_step]
     history = concat(split.train, split.valid)
     dim = tensors["item_factors"].shape[1]
@@ -141,12 +156,6 @@ def federate(
         return np.asarray(users_factors[users] @ q.T + b[None, :], dtype=np.float32)
 
     _record("federated", score, split)
-    chosen = {
-        "chosen_round": stopper.best_step,
-        "validation_ndcg@10": stopper.best_value,
-        "rounds_trained": len(curve),
-        "validation_curve": curve,
-    }
     return _test(score, split, data), chosen
 
 
@@ -156,6 +165,33 @@ def _override(item: str) -> tuple[str, Any]:
     if name not in {f.name for f in dataclasses.fields(SimulationOptions)}:
         raise SystemExit(f"--set {item}: {name!r} is no SimulationOptions field")
     return name, json.loads(value)
+
+
+def load_data(args: argparse.Namespace, workdir: Path) -> tuple[Interactions, SimulationOptions]:
+    """The data set (``--shape``, else ML-100K from ``--data``) and the default options
+    `fedrec simulate` would start from for it (the CSV of a shape is written to
+    ``workdir`` and read back with the same columns as the simulate command)."""
+    options = SimulationOptions(
+        dataset="ml-100k", partition=args.partition, participants=args.participants, seed=args.seed
+    )
+    if args.shape is None:
+        data, _ = load_movielens_100k(args.data / "u.data")
+        return data, options
+    shape = SHAPES[args.shape]
+    found = load_shape(shape, workdir, max_users=args.max_users)
+    if found is None:
+        raise SystemExit(f"--shape {args.shape}: its data is not available here")
+    data, csv_path = found
+    columns = csv_columns(shape)
+    return data, dataclasses.replace(
+        options,
+        dataset="csv",
+        data=csv_path,
+        user_col=columns["user_col"],
+        item_col=columns["item_col"],
+        rating_col=columns["rating_col"],
+        time_col=columns["time_col"],
+    )
 
 
 def main() -> None:
@@ -184,14 +220,35 @@ def main() -> None:
         help="after the choice, override one SimulationOptions field (e.g. patience=10, "
         'server_optimizer="fedavgm"), to compare variants on validation; repeatable',
     )
+    parser.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        help="a synthetic (or derived) data set of bench.generalisation instead of --data's "
+        "ML-100K, loaded from its CSV as `fedrec simulate --dataset csv` loads it",
+    )
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        help="with --shape: keep this many of its users (seed 0), all their interactions",
+    )
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="train the federation and print its validation curve; no centralized run, no test",
+    )
     args = parser.parse_args()
+    if args.max_users is not None and (args.shape is None or args.max_users < 3):
+        parser.error("--max-users needs --shape and at least 3 users")
     clock = _Clock()
-    data, _ = load_movielens_100k(args.data / "u.data")
+    with tempfile.TemporaryDirectory(prefix="fedrec-cross-device-") as workdir:
+        data, options = load_data(args, Path(workdir))
+    print(
+        f"{args.shape or 'ml-100k'}: {data.num_users} users, {data.num_items} items, "
+        f"{len(data)} interactions",
+        flush=True,
+    )
     split = leave_one_out(data)
     groups = partition_users(data, args.partition, args.participants, seed=args.seed)
-    options = SimulationOptions(
-        dataset="ml-100k", partition=args.partition, participants=args.participants, seed=args.seed
-    )
     report: dict[str, Any]
     if args.chosen:
         sizes = [users.size for users in groups]
@@ -220,10 +277,20 @@ def main() -> None:
     if overrides:
         options = dataclasses.replace(options, **overrides)
         report["overrides"] = overrides
+    if options.model == "ease":  # per user its B download guard leaves EASE out
+        raise SystemExit(
+            f"the search chose EASE ({report['why']}): federated EASE equals centralized EASE by "
+            "construction, and this script trains iterative models only"
+        )
     searched = clock.lap()
     print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
-    federated, fed_chosen = federate(options, data, split, groups)
+    federated, fed_chosen = federate(options, data, split, groups, test=not args.validation_only)
     trained = clock.lap()
+    if args.validation_only:
+        print(f"validation only: {json.dumps({**fed_chosen, **trained})}")
+        if args.json:
+            args.json.write_text(json.dumps({"selection": report, **fed_chosen}, default=str))
+        return
     config = options.trainer_config()
     if isinstance(config, BPRConfig):
         config = config.replace(epochs=options.local_epochs)
@@ -248,6 +315,8 @@ def main() -> None:
     centralized = clock.lap()
     popularity = _test(PopularityModel(split.train).score, split, data)
     found = {
+        "data": args.shape or "ml-100k",
+        "size": {"users": data.num_users, "items": data.num_items, "interactions": len(data)},
         "partition": args.partition,
         "participants": len(groups),
         "selection": report,

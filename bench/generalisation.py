@@ -198,6 +198,42 @@ def write_csv(data: Interactions, path: Path, *, strengths: bool, timestamps: bo
             writer.writerow(row)
 
 
+def csv_columns(shape: Shape) -> dict[str, str | None]:
+    """The column names a shape's CSV gets, as ``load_csv``'s keyword arguments."""
+    return {
+        "user_col": "user",
+        "item_col": "item",
+        "rating_col": "plays" if shape.strengths else None,
+        "time_col": "ts" if shape.timestamps else None,
+    }
+
+
+def load_shape(
+    shape: Shape, workdir: Path, *, quick: bool = False, max_users: int | None = None
+) -> tuple[Interactions, Path] | None:
+    """The shape's data as ``fedrec simulate --dataset csv`` reads it: written to
+    ``workdir/NAME.csv`` and loaded back (the same ids and order, hence the same split).
+    ``max_users`` keeps that many of its users, drawn with seed 0, with all their
+    interactions (a smaller federation of the same shape). None: not available here."""
+    data = shape.build(quick)
+    if data is None:
+        return None
+    if max_users is not None and max_users < data.num_users:
+        keep = np.random.default_rng(0).choice(data.num_users, size=max_users, replace=False)
+        data = data.subset(np.isin(data.users, keep))
+    csv_path = workdir / f"{shape.name}.csv"
+    write_csv(data, csv_path, strengths=shape.strengths, timestamps=shape.timestamps)
+    columns = csv_columns(shape)
+    loaded, _ = load_csv(
+        csv_path,
+        user_col=columns["user_col"],
+        item_col=columns["item_col"],
+        rating_col=columns["rating_col"],
+        time_col=columns["time_col"],
+    )
+    return loaded, csv_path
+
+
 def simulate_command(csv_path: Path, report: Path, shape: Shape) -> list[str]:
     """The exact default command of the bar: data path and column names, nothing else."""
     script = Path(sys.executable).parent / "fedrec"
@@ -302,20 +338,12 @@ def run_shape(
 ) -> Outcome | None:
     """The default simulate command and the anchors on one data set (only the anchors
     with ``anchors_only``: a shape's simulate figures do not depend on the anchors' grid)."""
-    data = shape.build(quick)
-    if data is None:
+    found = load_shape(shape, workdir, quick=quick)
+    if found is None:
         print(f"{shape.name}: data not available here, skipped", flush=True)
         return None
-    csv_path = workdir / f"{shape.name}.csv"
-    write_csv(data, csv_path, strengths=shape.strengths, timestamps=shape.timestamps)
     # the anchors read the file back as the simulation does: the same ids, the same split
-    loaded, _ = load_csv(
-        csv_path,
-        user_col="user",
-        item_col="item",
-        rating_col="plays" if shape.strengths else None,
-        time_col="ts" if shape.timestamps else None,
-    )
+    loaded, csv_path = found
     size = f"{loaded.num_users} u, {loaded.num_items} i, {len(loaded)} x"
     print(f"\n== {shape.name} ({shape.about}): {size}", flush=True)
     outcome = Outcome(shape.name, size)

@@ -10,7 +10,8 @@ trainer, row-sparse uploads) run in this process, stepped by a pool of threads a
   participants' threads: the floor a round cannot go below on one machine),
 * the whole participant process's CPU time (training, evaluation of the base on
   validation, HTTP clients, safetensors),
-* the coordinator process's CPU time,
+* the coordinator process's CPU time (and on stderr: per participant, user and system
+  time apart),
 
 and the ratio wall / training CPU (the goal is <= 2). Nothing is asserted. The recipe
 is ``fedrec simulate``'s defaults with the recipe fixed (no search).
@@ -164,7 +165,7 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
         with clock.installed(), ThreadPoolExecutor(max_workers=workers) as pool:
             for number in range(1, rounds + 1):
                 wall, training = time.perf_counter(), clock.seconds
-                own, theirs = time.process_time(), _cpu(coordinator)
+                own, theirs = time.process_time(), coordinator.cpu_times()
                 outcomes = list(pool.map(lambda p: p.step(), participants))
                 with contextlib.suppress(RoundNotOpenError, NoUpdatesError):
                     if admin.rounds.get(fid, number).state == "open":  # somebody skipped
@@ -175,21 +176,27 @@ def run(data_path: Path, rounds: int, workers: int, source: Path | None) -> list
                     "wall_s": time.perf_counter() - wall,
                     "training_cpu_s": clock.seconds - training,
                     "participants_cpu_s": time.process_time() - own,
-                    "coordinator_cpu_s": _cpu(coordinator) - theirs,
                     "uploaded": float(outcomes.count("uploaded")),
                 }
+                spent = coordinator.cpu_times()
+                row["coordinator_user_s"] = spent.user - theirs.user
+                row["coordinator_system_s"] = spent.system - theirs.system
+                row["coordinator_cpu_s"] = row["coordinator_user_s"] + row["coordinator_system_s"]
                 results.append(row)
                 print(_line(row), flush=True)
+                print(
+                    f"# round {number}: coordinator CPU "
+                    f"{1000 * row['coordinator_cpu_s'] / len(participants):.1f} ms per "
+                    f"participant (user {row['coordinator_user_s']:.1f} s, system "
+                    f"{row['coordinator_system_s']:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         for client in clients:
             client.close()
         server.stop()
     return results
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def _line(row: dict[str, float]) -> str:

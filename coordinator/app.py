@@ -148,6 +148,10 @@ def build_context(settings: Settings) -> Context:
     # the s3 store's rows are its index: small blobs cannot live there
     if settings.blob_store is not BlobBackend.s3:
         context.inline_blob_max_bytes = settings.inline_blob_max_bytes
+    # per-user participants come back once a round (tens of seconds), a long-poll once per
+    # its wait: an entry outliving that saves each one's lookup (revocation does not wait
+    # for its age: the auth generation)
+    context.principals.ttl_seconds = settings.token_cache_seconds
     context.notifier.interval_seconds = settings.long_poll_interval_seconds
     context.notifier.max_per_holder = settings.max_long_polls_per_token
     context.notifier.max_wait_seconds = settings.max_long_poll_seconds

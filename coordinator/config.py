@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         description="After a refresh, the replaced token still works this long (a lost "
         "response can be retried with it).",
     )
+    token_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="A process answers a token it authenticated this long ago from memory "
+        "(never past the token's expiry; revocations reach every process within 0.5 s "
+        "through the auth_generation counter whatever this is); 0: look every token up.",
+    )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000

@@ -64,6 +64,9 @@ log = logging.getLogger("fedrec.rounds")
 class Receipt:
     update: Update
     created: bool
+    # a new update's transaction judged its round: False when the round certainly waits
+    # for more uploads (then nobody need kick the aggregation job for it)
+    may_complete: bool = True
 
 
 def _load_round(session: Session, federation: Federation, number: int) -> Round:
@@ -469,7 +472,13 @@ def submit_update(
             subject=f"round {number}",
             detail={"sha256": digest, "size": len(body)},
         )
-        return Receipt(row, created=True)
+        # judged under the round's row lock, with every update counted that committed
+        # before this one: the upload that completes the round sees it complete (a unit
+        # later in this batch sees this one's count too). A round that certainly waits
+        # needs no kick (an incomplete round's kick stopped at this same check)
+        facts = RoundRepository(session).completeness(federation_id, number)
+        waits = facts is not None and lifecycle.certainly_waits(facts, utc_now())
+        return Receipt(row, created=True, may_complete=not waits)
 
     try:
         # uploads arriving together share one transaction and one commit (fsync); this

@@ -75,8 +75,9 @@ class BlobStore(Protocol):
         ...
 
     def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
-        """Each blob's bytes in turn, one in memory at a time (as ``get``, with what a read
-        sets up, such as a database session, set up once for all of them)."""
+        """Each blob's bytes in turn (as ``get``, with what a read sets up, such as a
+        database session, set up once for all of them); a large blob is in memory alone (the
+        row stores read small ones a few MB at a time)."""
         ...
 
     def exists(self, digest: str) -> bool: ...

@@ -11,12 +11,11 @@ Reads look at the files first, then at the rows; the collector scans and removes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from coordinator.store.blobs import BlobEntry, BlobNotFound
-from coordinator.store.database_blobs import DatabaseBlobStore
+from coordinator.store.database_blobs import DatabaseBlobStore, read_each
 from coordinator.store.local_blobs import LocalBlobStore
 
 __all__ = ["FilesAndRows"]
@@ -42,16 +41,10 @@ class FilesAndRows:
             return self.rows.get(digest)
 
     def get_each(self, digests: Sequence[str]) -> Iterator[bytes]:
-        with ExitStack() as stack:
-            read_row: Callable[[str], bytes] | None = None  # a session, once a row is read
-            for digest in digests:
-                try:
-                    data = self.files.get(digest)
-                except BlobNotFound:
-                    if read_row is None:
-                        read_row = stack.enter_context(self.rows.reader())
-                    data = read_row(digest)
-                yield data
+        # the rows first, in batches (small blobs: a round of per-user updates lives
+        # there), then the files for the rest; a blob in both has the same bytes
+        with self.rows.read_session() as session:
+            yield from read_each(session, digests, elsewhere=self.files.get)
 
     def exists(self, digest: str) -> bool:
         return self.files.exists(digest) or self.rows.exists(digest)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from coordinator.app import create_app
 from coordinator.config import Settings
+from coordinator.domain.auth import hash_token
 from tests.factories import assert_problem, create_federation, enrol
 
 
@@ -85,3 +86,22 @@ def test_the_process_that_revokes_honours_it_at_once(
         f"/v1/federations/{fid}/participants/{pid}", headers=admin_headers
     ).is_success
     assert _current(first, fid, token) == 401
+
+
+@pytest.mark.parametrize("seconds", [0.0, 90.0])
+def test_the_cache_keeps_entries_as_long_as_configured(
+    settings: Settings, admin_headers: dict[str, str], seconds: float
+) -> None:
+    """FEDREC_TOKEN_CACHE_SECONDS: how long an authenticated token is answered from
+    memory (0: every request looks it up)."""
+    app = create_app(settings.model_copy(update={"token_cache_seconds": seconds}), run_timer=False)
+    with TestClient(app) as client:
+        ctx = app.state.context
+        assert ctx.principals.ttl_seconds == seconds
+        fid = create_federation(client, admin_headers)["id"]
+        _pid, token = enrol(client, admin_headers, fid)
+        ctx.principals.check_seconds = 0.0  # the lookup re-reads the generation
+        assert _current(client, fid, token) == 200
+        ctx.principals.check_seconds = 3600.0  # ... which stays fresh for this check
+        digest = hash_token(ctx.secret_key, token["Authorization"].removeprefix("Bearer "))
+        assert (ctx.principals.get(digest) is not None) == (seconds > 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,10 @@ def test_the_per_user_federation_deploys_its_best_validated_round() -> None:
     assert curve[found["chosen_round"] - 1] == max(curve)
     assert 0.0 <= test["ndcg@10"] <= 1.0
     assert {"hr@10", "sampled_ndcg@10"} <= set(test)
+    # --validation-only: the same deterministic federation, no test figures
+    untested, again = federate(chosen, data, split, groups, test=False)
+    assert untested == {}
+    assert again == found
 
 
 def test_set_overrides_an_option_field_and_refuses_unknown_ones() -> None:
@@ -63,3 +68,31 @@ def test_the_paired_gap_is_the_mean_difference_with_its_standard_error() -> None
     assert found["se_of_difference"] == pytest.approx(0.01772, abs=1e-5)
     low, high = found["ratio_95ci"]
     assert 1.0 <= low <= 2.0 <= high  # mean(a) / mean(b) = 2
+
+
+def test_shape_gives_a_per_user_partition_of_the_shapes_csv(tmp_path: Path) -> None:
+    import argparse
+
+    import numpy as np
+
+    from bench.cross_device import load_data
+    from bench.generalisation import SHAPES
+
+    args = argparse.Namespace(
+        shape="movies-dated", max_users=25, partition="per-user", participants=5, seed=0
+    )
+    data, options = load_data(args, tmp_path)
+    assert data.num_users == 25 == len(np.unique(data.users))
+    # read back from the CSV with the shape's columns, as `fedrec simulate --dataset csv`
+    assert options.dataset == "csv"
+    assert options.data == tmp_path / "movies-dated.csv"
+    assert (options.rating_col, options.time_col) == ("plays", "ts")
+    assert bool(np.isfinite(data.timestamps).all())
+    groups = partition_users(data, options.partition, options.participants, seed=options.seed)
+    assert [g.tolist() for g in groups] == [[u] for u in range(25)]
+    # a shape without timestamps names no time column, and its timestamps stay unknown
+    undated = argparse.Namespace(**{**vars(args), "shape": "music-heavy"})
+    data, options = load_data(undated, tmp_path)
+    assert options.time_col is None
+    assert bool(np.isnan(data.timestamps).all())
+    assert not SHAPES["music-heavy"].timestamps

@@ -158,9 +158,10 @@ def test_the_upload_runs_few_statements_and_records_report_and_audit(
         assert response.status_code == 201, response.text
         # reads: the federation with its round, the repeats; writes: the round's count,
         # the blob's row and chunk, the update, the report, the audit head, event and
-        # head again; PostgreSQL first locks the federation and the round
+        # head again; then the round's completeness (which the worker's kick read on its
+        # own before); PostgreSQL first locks the federation and the round
         data = [s for s in statements if s in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-        assert len(data) <= (10 if str(settings.database_url).startswith("sqlite") else 12), (
+        assert len(data) <= (11 if str(settings.database_url).startswith("sqlite") else 13), (
             statements
         )
         assert "SAVEPOINT" not in statements  # alone in its batch
@@ -201,3 +202,39 @@ def test_settings_by_id_read_once_and_404_for_an_unknown_federation(
             assert federation_settings_by_id(ctx, session, fid) is first
             with pytest.raises(NotFound):
                 federation_settings_by_id(ctx, session, "0" * 36)
+
+
+def test_only_the_upload_that_may_complete_its_round_kicks_the_job(
+    settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    """The upload's transaction judges its round (lifecycle.certainly_waits): uploads the
+    round certainly waits past kick nothing, a replay kicks nothing, and the one that
+    completes the round kicks the job, which aggregates it."""
+    with TestClient(create_app(settings, run_timer=False)) as client:
+        worker = client.app.state.worker  # type: ignore[attr-defined]
+        fid = create_federation(client, admin_headers, rounds={"min_participants": 3})["id"]
+        parts = [enrol(client, admin_headers, fid, f"p{i}")[1] for i in range(3)]
+        kicks: list[Any] = []
+        kick = worker.kick
+
+        def recording(federation_id: str, number: int) -> Any:
+            future = kick(federation_id, number)
+            kicks.append((federation_id, number, future))
+            return future
+
+        worker.kick = recording
+        for seed, headers in enumerate(parts[:2]):
+            assert put_update(client, fid, 1, update_bytes(seed=seed), headers).status_code == 201
+        replay = put_update(client, fid, 1, update_bytes(seed=1), parts[1])
+        assert replay.status_code == 200
+        assert kicks == []
+        assert client.get(f"/v1/federations/{fid}/rounds/1", headers=admin_headers).json()[
+            "state"
+        ] == ("open")
+        assert put_update(client, fid, 1, update_bytes(seed=2), parts[2]).status_code == 201
+        assert [(f, n) for f, n, _ in kicks] == [(fid, 1)]
+        future = kicks[0][2]
+        if future is not None:
+            future.result(timeout=60)
+        round_one = client.get(f"/v1/federations/{fid}/rounds/1", headers=admin_headers).json()
+        assert round_one["state"] == "closed", round_one

@@ -3,6 +3,7 @@ of the aggregation claim (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, event, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.migrate import upgrade
+from coordinator.store import database_blobs
 from coordinator.store.blobs import BlobNotFound, sha256_hex
 from coordinator.store.database_blobs import DatabaseBlobStore, store_in
 from coordinator.store.db import (
@@ -105,26 +107,40 @@ def test_reads_scan_and_collect_files_and_rows(store: FilesAndRows) -> None:
     assert list(store.scan()) == []
 
 
-def test_get_each_reads_files_and_rows_in_one_session(store: FilesAndRows) -> None:
+def test_get_each_reads_rows_in_batches_then_files(
+    store: FilesAndRows, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows first, a window of digests at a time: one statement for their sizes, one for
+    the bytes of the small ones (at most READ_BATCH_BYTES), a larger one alone; what has
+    no row comes from the files; the order asked, repeats included."""
     model = b"a large model, written as a file"
     in_file = store.put(model)
-    small = [b"update one", b"update two"]
+    small = [f"update {i}".encode() for i in range(5)]
+    large = os.urandom(3_000)  # a row blob above the batch's bytes: read on its own
     with _sessions(store).begin() as session:
-        for data in small:
+        for data in [*small, large]:
             store_in(session, data, sha256_hex(data))
-    opened: list[object] = []
-    reader = store.rows.reader
+    monkeypatch.setattr(database_blobs, "READ_BATCH_BYTES", 2_000)
+    monkeypatch.setattr(database_blobs, "READ_BATCH_DIGESTS", 4)
+    wanted = [small[0], model, small[1], large, small[2], small[0], small[3], small[4]]
+    selects: list[str] = []
 
-    def counting_reader() -> Any:
-        opened.append(None)
-        return reader()
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
 
-    store.rows.reader = counting_reader  # type: ignore[method-assign]
-    digests = [sha256_hex(small[0]), in_file, sha256_hex(small[1])]
-    assert list(store.get_each(digests)) == [small[0], model, small[1]]
-    assert len(opened) == 1
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert list(store.get_each([sha256_hex(data) for data in wanted])) == wanted
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    # window 1: sizes, the two small rows, the large row; window 2: sizes, its four rows
+    assert len(selects) == 5, selects
     assert list(store.get_each([in_file])) == [model]
-    assert len(opened) == 1  # files only: no session
+    reading = store.get_each([sha256_hex(small[1]), "0" * 64])
+    assert next(reading) == small[1]
+    with pytest.raises(BlobNotFound):
+        next(reading)  # in neither rows nor files
 
 
 def _synchronous(session: Session) -> str:

@@ -258,10 +258,10 @@ async def upload_update(
                 )
             )
         raise
-    if receipt.created:
-        worker.kick(federation_id, number)
-    else:
+    if not receipt.created:
         response.status_code = status.HTTP_200_OK
+    elif receipt.may_complete:  # an upload the round certainly waits past kicks nothing
+        worker.kick(federation_id, number)
     return receipt_out(receipt.update)
 
 
