@@ -19,7 +19,6 @@ printed. The test split is read only for the rules named by ``--test``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,24 +27,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.cross_device import _override
 from bench.per_user_metrics import per_user_ndcg
 from bench.smoothing import (
     State,
     _scorer,
+    add_chosen_arguments,
     central_test,
+    chosen_setup,
     federated_test,
     stop_and_deploy,
 )
-from fedrec.options import SimulationOptions
-from fedrec.partition import partition_users
-from fedrec.selection import candidates_for, has_timestamps
 from fedrec.short_federation import ShortFederation
 from participant_sdk.recsys import (
     BPRConfig,
     init_item_tensors,
-    leave_one_out,
-    load_movielens_100k,
 )
 from participant_sdk.recsys.splits import LeaveOneOutSplit
 from participant_sdk.recsys.trainers import make_trainer, prepare_to_score
@@ -135,12 +130,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
-    parser.add_argument("--shape", help="a data shape of bench.generalisation instead")
-    parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
-    parser.add_argument("--participants", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chosen", default="bpr+fedavg-sum")
+    add_chosen_arguments(parser)
     parser.add_argument("--cap", type=int, default=70)
     parser.add_argument("--windows", default="3,5,10")
     parser.add_argument("--betas", default="0.5,0.8,0.9")
@@ -149,7 +139,6 @@ def main() -> None:
     )
     parser.add_argument("--no-central", action="store_true")
     parser.add_argument("--test", default="", help="rules whose deployed version is tested")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument(
         "--round-decay",
         type=float,
@@ -158,38 +147,18 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.shape:
-        from bench.generalisation import SHAPES
-
-        built = SHAPES[args.shape].build(False)
-        assert built is not None, f"{args.shape} is not available here"
-        data = built
-    else:
-        data, _ = load_movielens_100k(args.data / "u.data")
-    split = leave_one_out(data)
-    groups = partition_users(data, args.partition, args.participants, seed=args.seed)
-    options = SimulationOptions(
-        dataset="csv" if args.shape else "ml-100k",
-        partition=args.partition,
-        participants=args.participants,
-        seed=args.seed,
-    )
-    candidates = candidates_for(
-        options,
-        timestamps=has_timestamps(split.train),
-        users_per_participant=float(np.median([g.size for g in groups])),
-        participants=len(groups),
-    )
-    (candidate,) = [c for c in candidates if c.name == args.chosen]
-    options = candidate.apply(options)
-    overrides = dict(_override(item) for item in args.set)
-    options = dataclasses.replace(options, **overrides)
+    setup = chosen_setup(args)
+    data, split, groups, options = setup.data, setup.split, setup.groups, setup.options
     windows = [int(w) for w in args.windows.split(",") if w]
     betas = [float(b) for b in args.betas.split(",") if b]
     patience = options.patience or args.cap
     config = options.trainer_config()
     assert isinstance(config, BPRConfig)
-    found: dict[str, Any] = {"chosen": candidate.name, "overrides": overrides, "cap": args.cap}
+    found: dict[str, Any] = {
+        "chosen": setup.candidate.name,
+        "overrides": setup.overrides,
+        "cap": args.cap,
+    }
 
     federation = ShortFederation(split.train, groups, config, options.strategy())
 

@@ -37,7 +37,7 @@ from bench.per_user_metrics import Score, per_user_ndcg
 from fedrec.early_stopping import best_version, plateaus, smoothed, stale_versions
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
-from fedrec.selection import candidates_for, has_timestamps
+from fedrec.selection import Candidate, candidates_for, has_timestamps
 from fedrec.short_federation import ShortFederation
 from participant_sdk.recsys import (
     BPRConfig,
@@ -54,6 +54,69 @@ F32 = npt.NDArray[np.float32]
 STOP_FILE: Path | None = None
 # a round's model: item tensors and every user's factors
 State = tuple[dict[str, F32], F32]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChosenSetup:
+    """What a bench of the chosen recipe trains on: the data, its split and partition,
+    and the options of the ``--chosen`` candidate with the ``--set`` overrides applied."""
+
+    data: Interactions
+    split: LeaveOneOutSplit
+    groups: list[npt.NDArray[np.int64]]
+    options: SimulationOptions
+    candidate: Candidate
+    overrides: dict[str, Any]
+
+
+def add_chosen_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`chosen_setup` reads: data (or ``--shape``), partition, seed,
+    ``--chosen`` recipe and ``--set FIELD=JSON`` overrides."""
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
+    parser.add_argument(
+        "--shape", help="a data shape of bench.generalisation (in process) instead of ML-100K"
+    )
+    parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
+    parser.add_argument("--participants", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chosen", default="bpr+fedavg-sum")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
+
+
+def chosen_setup(args: argparse.Namespace) -> ChosenSetup:
+    """Load and split the data, partition its users, and apply the ``--chosen`` candidate
+    of the default path's recipes (as :mod:`bench.cross_device`) and the overrides."""
+    overrides = dict(_override(item) for item in args.set)  # a typo fails before loading
+    if args.shape:
+        from bench.generalisation import SHAPES
+
+        built = SHAPES[args.shape].build(False)
+        assert built is not None, f"{args.shape} is not available here"
+        data = built
+    else:
+        data, _ = load_movielens_100k(args.data / "u.data")
+    split = leave_one_out(data)
+    groups = partition_users(data, args.partition, args.participants, seed=args.seed)
+    options = SimulationOptions(
+        dataset="csv" if args.shape else "ml-100k",
+        partition=args.partition,
+        participants=args.participants,
+        seed=args.seed,
+    )
+    candidates = candidates_for(
+        options,
+        timestamps=has_timestamps(split.train),
+        users_per_participant=float(np.median([g.size for g in groups])),
+        participants=len(groups),
+    )
+    found = [c for c in candidates if c.name == args.chosen]
+    if not found:
+        raise SystemExit(
+            f"--chosen {args.chosen}: not a candidate here; one of "
+            f"{sorted(c.name for c in candidates)}"
+        )
+    options = dataclasses.replace(found[0].apply(options), **overrides)
+    return ChosenSetup(data, split, groups, options, found[0], overrides)
 
 
 def _scorer(state: State) -> Score:
@@ -196,14 +259,7 @@ def central_test(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
-    parser.add_argument(
-        "--shape", help="a data shape of bench.generalisation (in process) instead of ML-100K"
-    )
-    parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
-    parser.add_argument("--participants", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chosen", default="bpr+fedavg-sum")
+    add_chosen_arguments(parser)
     parser.add_argument("--cap", type=int, default=90, help="rounds trained (no stop)")
     parser.add_argument("--windows", default="1,3,5")
     parser.add_argument("--halves", type=int, default=400)
@@ -214,38 +270,13 @@ def main() -> None:
         "best on split halves; @FILE: read that from FILE once training is done",
     )
     parser.add_argument("--decay", help="FACTOR:PATIENCE[:WINDOW], e.g. 0.5:5:3")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--stop-file", type=Path, help="lower the cap when this file appears")
     args = parser.parse_args()
     global STOP_FILE
     STOP_FILE = args.stop_file
-    if args.shape:
-        from bench.generalisation import SHAPES
-
-        built = SHAPES[args.shape].build(False)
-        assert built is not None, f"{args.shape} is not available here"
-        data = built
-    else:
-        data, _ = load_movielens_100k(args.data / "u.data")
-    split = leave_one_out(data)
-    groups = partition_users(data, args.partition, args.participants, seed=args.seed)
-    options = SimulationOptions(
-        dataset="csv" if args.shape else "ml-100k",
-        partition=args.partition,
-        participants=args.participants,
-        seed=args.seed,
-    )
-    candidates = candidates_for(
-        options,
-        timestamps=has_timestamps(split.train),
-        users_per_participant=float(np.median([g.size for g in groups])),
-        participants=len(groups),
-    )
-    (candidate,) = [c for c in candidates if c.name == args.chosen]
-    options = candidate.apply(options)
-    overrides = dict(_override(item) for item in args.set)
-    options = dataclasses.replace(options, **overrides)
+    setup = chosen_setup(args)
+    data, split, groups, options = setup.data, setup.split, setup.groups, setup.options
     windows = [int(w) for w in args.windows.split(",")]
     decay = None
     if args.decay:
@@ -255,9 +286,9 @@ def main() -> None:
     config = options.trainer_config()
     assert isinstance(config, BPRConfig)
     found: dict[str, Any] = {
-        "chosen": candidate.name,
-        "settings": candidate.settings,
-        "overrides": overrides,
+        "chosen": setup.candidate.name,
+        "settings": setup.candidate.settings,
+        "overrides": setup.overrides,
         "patience": patience,
         "cap": args.cap,
         "decay": decay,

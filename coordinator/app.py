@@ -24,7 +24,7 @@ from coordinator.api.routes import health, metrics
 from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import BlobBackend, Settings
 from coordinator.domain.audit import AUDIT_KEY_INFO
-from coordinator.domain.auth import hash_token
+from coordinator.domain.auth import hash_token, register_bootstrap_token, renewal_hint
 from coordinator.domain.context import Context
 from coordinator.store.blobs import BlobStore
 from coordinator.store.database_blobs import DatabaseBlobStore
@@ -33,8 +33,10 @@ from coordinator.store.db import (
     create_read_session_factory,
     create_session_factory,
 )
+from coordinator.store.errors import DatabaseError
 from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
+from coordinator.store.models import utc_now
 from coordinator.store.s3_blobs import S3BlobStore, s3_client
 from coordinator.worker import RoundWorker
 
@@ -133,13 +135,14 @@ def build_context(settings: Settings) -> Context:
         read_sessions=read_sessions,
         blobs=open_blob_store(settings, sessions, read_sessions),
         secret_key=secrets.secret_key,
-        admin_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
+        bootstrap_token_hash=hash_token(secrets.secret_key, secrets.admin_token),
         signer=load_signer(settings),
         audit_key=secrets.audit_key,
         lease_seconds=settings.aggregation_lease_seconds,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         observer=telemetry.PrometheusObserver(),
         token_ttl_seconds=settings.participant_token_ttl_seconds,
+        admin_token_ttl_seconds=settings.admin_token_ttl_seconds,
         token_grace_seconds=settings.token_refresh_grace_seconds,
         ease_subprocess_min_items=settings.ease_subprocess_min_items,
         ease_solve_timeout_seconds=settings.ease_solve_timeout_seconds,
@@ -175,6 +178,23 @@ def open_blob_store(
     )
 
 
+def _register_bootstrap_token(context: Context) -> None:
+    """At start: the bootstrap admin token's lifetime counts from the first start with it.
+    A database that refuses (not migrated yet, unreachable) is logged, not fatal: the
+    token's first use registers it then (domain/auth.py)."""
+    try:
+        row = register_bootstrap_token(context)
+    except DatabaseError as exc:
+        log.warning("bootstrap admin token not registered yet: %s", type(exc).__name__)
+        return
+    if row.revoked_at is not None or row.expires_at <= utc_now():
+        log.warning(
+            "the bootstrap admin token is %s: %s",
+            "revoked" if row.revoked_at is not None else "expired",
+            renewal_hint("bootstrap"),
+        )
+
+
 def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> FastAPI:
     """Build the coordinator app. The database must already be migrated (``fedrec migrate``)."""
     settings = settings or Settings()
@@ -187,6 +207,7 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _register_bootstrap_token(context)
         if run_timer:
             worker.start()
         try:

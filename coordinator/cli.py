@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_server_commands", "non_negative_float", "positive_float"]
 
@@ -95,6 +96,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  admin token:    in {secrets.admin_token_file.resolve()} ({state}, mode 0600)")
     else:
         print("  admin token:    from FEDREC_ADMIN_TOKEN")
+    if app is not None:
+        from coordinator.domain.auth import register_bootstrap_token
+
+        row = register_bootstrap_token(app.state.context)  # the app's start finds it there
+        print(f"                  {_bootstrap_token_state(row)}")
     if workers > 1:
         print(f"  workers:        {workers} (metrics summed in {os.environ[_MULTIPROC]})")
     sys.stdout.flush()
@@ -121,6 +127,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(app, **served)
     return 0
+
+
+def _bootstrap_token_state(row: Any) -> str:
+    """One line: until when the bootstrap admin token works, or how to replace it."""
+    from coordinator.domain.admin_tokens import token_state
+    from coordinator.domain.auth import renewal_hint
+
+    state = token_state(row)
+    if state == "active":
+        return f"expires {row.expires_at:%Y-%m-%d %H:%M} UTC (fedrec admin-tokens list)"
+    return f"{state.upper()}: {renewal_hint('bootstrap')}"
 
 
 _MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"

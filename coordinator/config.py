@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Admin bearer token; generated into data_dir/admin_token if unset.",
+        description="Bootstrap admin bearer token; generated into data_dir/admin_token if "
+        "unset. Expires admin_token_ttl_seconds after the first start with it; a new one "
+        "revokes the one before (docs/security.md).",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -79,6 +81,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Participant tokens expire this long after they are issued; the SDK "
         "refreshes them (POST .../participants/me/token) before they do.",
+    )
+    admin_token_ttl_seconds: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Admin tokens expire this long after they are issued, unless created "
+        "with another lifetime (POST /v1/admin/tokens `expires_in_seconds`); the bootstrap "
+        "token (admin_token, or data_dir/admin_token) this long after the first start "
+        "with it.",
     )
     token_refresh_grace_seconds: float = Field(
         default=300.0,

@@ -76,6 +76,26 @@ def _dump(payload: object) -> None:
     _print(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
+def _dumped(args: argparse.Namespace, rows: Sequence[Any]) -> bool:
+    """With ``--json``: print the rows as a JSON list and say so (the command is done)."""
+    if args.json:
+        _dump([row.model_dump(mode="json") for row in rows])
+    return bool(args.json)
+
+
+def _hand_out(args: argparse.Namespace, what: str, secret: str, audience: str) -> None:
+    """A new token: into ``--token-file`` (mode 0600), or printed once."""
+    if args.token_file:
+        path = Path(args.token_file)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(secret + "\n", encoding="utf-8")
+        _print(f"{what}; token in {path}")
+    else:
+        _print(what)
+        _print(f"token (shown once{audience}): {secret}")
+
+
 # ---------------------------------------------------------------------- federations
 def _federation_body(args: argparse.Namespace) -> dict[str, Any]:
     """The create body from --spec or --recipe, with --name/--num-items/--catalog applied."""
@@ -126,8 +146,7 @@ def cmd_federations_create(args: argparse.Namespace) -> int:
 def cmd_federations_list(args: argparse.Namespace) -> int:
     with _client(args) as admin:
         federations = admin.federations.list()
-    if args.json:
-        _dump([f.model_dump(mode="json") for f in federations])
+    if _dumped(args, federations):
         return 0
     if not federations:
         _print("no federations")
@@ -156,26 +175,72 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_participants_enrol(args: argparse.Namespace) -> int:
     with _client(args) as admin:
         enrolled = admin.participants.enrol(args.federation_id, args.name)
-    if args.token_file:
-        path = Path(args.token_file)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        path.write_text(enrolled.token + "\n", encoding="utf-8")
-        _print(f"participant {enrolled.id} ({enrolled.name}) enrolled; token in {path}")
-    else:
-        _print(f"participant {enrolled.id} ({enrolled.name}) enrolled")
-        _print(f"token (shown once; give it to the participant): {enrolled.token}")
+    _hand_out(
+        args,
+        f"participant {enrolled.id} ({enrolled.name}) enrolled",
+        enrolled.token,
+        "; give it to the participant",
+    )
     return 0
 
 
 def cmd_participants_list(args: argparse.Namespace) -> int:
     with _client(args) as admin:
         participants = admin.participants.list(args.federation_id)
-    if args.json:
-        _dump([p.model_dump(mode="json") for p in participants])
+    if _dumped(args, participants):
         return 0
     for part in participants:
         _print(f"{part.id}  {part.state:<8}  {part.name}")
+    return 0
+
+
+# ---------------------------------------------------------------------- admin tokens
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``--expires-in``: seconds, or a number with s, m, h or d (``90d``, ``12h``)."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], None)
+    number = value[:-1] if unit else value
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of seconds or one with s, m, h or d (e.g. 30d), got {text!r}"
+        )
+    return int(number) * (unit or 1)
+
+
+def cmd_admin_tokens_create(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        issued = admin.admin_tokens.create(args.name, expires_in_seconds=args.expires_in)
+    expires = f"{issued.expires_at:%Y-%m-%d %H:%M} UTC"
+    _hand_out(args, f"admin token {issued.id} ({issued.name}) expires {expires}", issued.token, "")
+    return 0
+
+
+def cmd_admin_tokens_list(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        tokens = admin.admin_tokens.list()
+    if _dumped(args, tokens):
+        return 0
+    for token in tokens:
+        ends = token.revoked_at if token.revoked_at else token.expires_at
+        when = (
+            "revoked"
+            if token.revoked_at
+            else ("expired" if token.state == "expired" else "expires")
+        )
+        _print(
+            f"{token.id}  {token.state:<8} {token.kind:<9} {when} {ends:%Y-%m-%d %H:%M}  "
+            f"{token.name}"
+        )
+    return 0
+
+
+def cmd_admin_tokens_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        token = admin.admin_tokens.revoke(args.token_id)
+    _print(f"admin token {token.id} ({token.name}) revoked")
     return 0
 
 
@@ -359,6 +424,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_token_file(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"write {what} to FILE (mode 0600) instead of printing it",
+    )
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -376,7 +449,8 @@ def _command(
 
 
 def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add federations, participants, status, promote and rollback to ``fedrec``."""
+    """Add federations, participants, admin-tokens, status, promote and rollback to
+    ``fedrec``."""
     federations = sub.add_parser(
         "federations", help="create and list federations on a running coordinator"
     )
@@ -421,13 +495,40 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     enrol.add_argument("federation_id", help="the federation's id")
     enrol.add_argument("name", help="the participant's name (an organisation or device)")
-    enrol.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="write the participant's token to FILE (mode 0600) instead of printing it",
-    )
+    _add_token_file(enrol, "the participant's token")
     plist = _command(part_sub, "list", cmd_participants_list, "list a federation's participants")
     plist.add_argument("federation_id", help="the federation's id")
+
+    tokens = sub.add_parser(
+        "admin-tokens",
+        help="create, list and revoke admin tokens (each expires; rotate: create, switch, revoke)",
+    )
+    token_sub = tokens.add_subparsers(dest="admin_action", required=True)
+    tcreate = _command(
+        token_sub,
+        "create",
+        cmd_admin_tokens_create,
+        "create an admin token; it is shown once",
+        json_output=False,
+    )
+    tcreate.add_argument("name", help="what the token is for (e.g. ci-deploy)")
+    tcreate.add_argument(
+        "--expires-in",
+        type=duration_seconds,
+        metavar="DURATION",
+        help="lifetime: seconds, or with s/m/h/d (e.g. 7d; 60 s to 366 d); default: the "
+        "coordinator's FEDREC_ADMIN_TOKEN_TTL_SECONDS (30 days unless configured)",
+    )
+    _add_token_file(tcreate, "the admin token")
+    _command(token_sub, "list", cmd_admin_tokens_list, "list admin tokens (never their secrets)")
+    trevoke = _command(
+        token_sub,
+        "revoke",
+        cmd_admin_tokens_revoke,
+        "revoke an admin token (not the last active one)",
+        json_output=False,
+    )
+    trevoke.add_argument("token_id", help="the admin token's id (fedrec admin-tokens list)")
 
     status = _command(
         sub,

@@ -59,6 +59,7 @@ from ._exceptions import (
 )
 from ._transport import KeepAliveTransport, keep_alive_transport
 from .types import (
+    AdminToken,
     Deployment,
     DeploymentEvent,
     DeployPolicy,
@@ -66,6 +67,7 @@ from .types import (
     Evaluation,
     Federation,
     Health,
+    IssuedAdminToken,
     LimitsPolicy,
     MetricsRow,
     ModelSpec,
@@ -128,6 +130,7 @@ __all__ = [
     "UpdateConflictError",
     "WaitTimeoutError",
     # response models and federation specs
+    "AdminToken",
     "DeployPolicy",
     "Deployment",
     "DeploymentEvent",
@@ -135,6 +138,7 @@ __all__ = [
     "Evaluation",
     "Federation",
     "Health",
+    "IssuedAdminToken",
     "LimitsPolicy",
     "MetricsRow",
     "ModelSpec",

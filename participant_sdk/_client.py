@@ -27,6 +27,7 @@ import httpx
 from ._base_client import BaseClient, RequestOptions, TimeoutTypes, path_segment
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
 from ._exceptions import _make_status_error
+from .resources.admin_tokens import AdminTokens, AsyncAdminTokens
 from .resources.deployment import AsyncDeployments, Deployments
 from .resources.evaluations import AsyncEvaluations, Evaluations
 from .resources.federations import AsyncFederations, Federations
@@ -126,6 +127,11 @@ class Client(BaseClient):
     def participants(self) -> Participants:
         """Enrol, list, read and revoke participants."""
         return Participants(self)
+
+    @cached_property
+    def admin_tokens(self) -> AdminTokens:
+        """Create, list and revoke admin tokens (admin)."""
+        return AdminTokens(self)
 
     @cached_property
     def rounds(self) -> Rounds:
@@ -358,6 +364,11 @@ class AsyncClient(BaseClient):
     def participants(self) -> AsyncParticipants:
         """Enrol, list, read and revoke participants."""
         return AsyncParticipants(self)
+
+    @cached_property
+    def admin_tokens(self) -> AsyncAdminTokens:
+        """Create, list and revoke admin tokens (admin)."""
+        return AsyncAdminTokens(self)
 
     @cached_property
     def rounds(self) -> AsyncRounds:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AdaptiveClipping",
+    "AdminToken",
+    "AdminTokenState",
     "AuditEvent",
     "BaseAPIModel",
     "DeployPolicy",
@@ -28,6 +30,7 @@ __all__ = [
     "Federation",
     "FederationState",
     "Health",
+    "IssuedAdminToken",
     "LimitsPolicy",
     "MetricsRow",
     "ModelSpec",
@@ -52,6 +55,7 @@ __all__ = [
 
 FederationState = Literal["active", "evaluating", "completed", "failed"]
 ParticipantState = Literal["active", "revoked"]
+AdminTokenState = Literal["active", "expired", "revoked"]
 RoundState = Literal["open", "aggregating", "closed", "failed"]
 Split = Literal["validation", "test"]
 
@@ -475,6 +479,50 @@ class Federation(BaseAPIModel):
     limits: LimitsPolicy | None = None
     transport: TransportPolicy = Field(default_factory=TransportPolicy)
     privacy_spent: PrivacySpent | None = None
+
+
+class AdminToken(BaseAPIModel):
+    """An admin token (never the token itself).
+
+    Attributes
+    ----------
+    id : str
+        The admin token's id: revoke it by this id.
+    name : str
+        The name given at creation; ``bootstrap`` for the coordinator's own.
+    kind : {"bootstrap", "issued"}
+        ``bootstrap``: FEDREC_ADMIN_TOKEN or data_dir/admin_token; ``issued``: created
+        through :meth:`AdminTokens.create <participant_sdk.resources.AdminTokens.create>`.
+    state : {"active", "expired", "revoked"}
+        Whether it works now.
+    created_at, expires_at : datetime
+        When it was created, and when it stops working.
+    revoked_at : datetime or None
+        When it was revoked, if it was.
+    created_by : str
+        ``coordinator``, ``admin-token:<id>`` or ``admin``.
+    """
+
+    id: str
+    name: str
+    kind: str
+    state: AdminTokenState
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    created_by: str
+
+
+class IssuedAdminToken(AdminToken):
+    """An admin token just created, with the token (shown only this once).
+
+    Attributes
+    ----------
+    token : str
+        The admin bearer token; left out of ``repr()`` so it does not end up in logs.
+    """
+
+    token: str = Field(repr=False)
 
 
 class Participant(BaseAPIModel):

@@ -39,6 +39,7 @@ from coordinator.domain.errors import (
     CoordinatorError,
     ParticipantRevoked,
     TokenExpired,
+    TokenRevoked,
     Unauthorized,
 )
 
@@ -186,7 +187,7 @@ class AdmissionControl:
         try:
             # the app authenticates a refused token again and records the failure once
             principal = authenticate(self.ctx, token, audit_failure=False)
-        except (ParticipantRevoked, TokenExpired):
+        except (ParticipantRevoked, TokenExpired, TokenRevoked):
             return None, False
         except Unauthorized:
             return None, True

@@ -74,6 +74,33 @@ REVOKED_PARTICIPANT = {**PARTICIPANT, "state": "revoked"}
 EXAMPLE_TOKEN = "frp_3q2-7wEvdDLh0kB9yZc1UaXx8FmQe6sRnPjTgVoKiLw"  # nosec B105 # doc example
 ENROLLED_PARTICIPANT = {**PARTICIPANT, "token": EXAMPLE_TOKEN}
 
+ISSUED_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+ADMIN_TOKEN_CREATE = {"name": "ci-deploy", "expires_in_seconds": 7 * 24 * 3600}
+BOOTSTRAP_ADMIN_TOKEN = {
+    "id": "0f1e2d3c-4b5a-4968-8776-655443322110",
+    "name": "bootstrap",
+    "kind": "bootstrap",
+    "state": "active",
+    "created_at": "2026-02-20T09:00:00Z",
+    "expires_at": "2026-03-22T09:00:00Z",
+    "revoked_at": None,
+    "created_by": "coordinator",
+}
+ADMIN_TOKEN = {
+    "id": ISSUED_ID,
+    "name": "ci-deploy",
+    "kind": "issued",
+    "state": "active",
+    "created_at": WHEN,
+    "expires_at": "2026-03-08T12:00:00Z",
+    "revoked_at": None,
+    "created_by": f"admin-token:{BOOTSTRAP_ADMIN_TOKEN['id']}",
+}
+REVOKED_ADMIN_TOKEN = {**ADMIN_TOKEN, "state": "revoked", "revoked_at": "2026-03-02T08:30:00Z"}
+# made up for the documentation, like EXAMPLE_TOKEN
+EXAMPLE_ADMIN_TOKEN = "fra_Vb7Qm2XkPz9LrT4nWc1YhE8uJd6SgAf3oKiNe5RtCwM"  # nosec B105 # doc example
+ISSUED_ADMIN_TOKEN = {**ADMIN_TOKEN, "token": EXAMPLE_ADMIN_TOKEN}
+
 ROUND = {
     "number": 3,
     "state": "open",

@@ -73,7 +73,8 @@ PROBLEMS: dict[int, ProblemDoc] = {
         "Idempotency-Key must be 1 to 200 characters",
     ),
     401: ProblemDoc(
-        "No token, an unknown token, or a revoked participant's token",
+        "No token, an unknown token, or an expired or revoked one (`token-expired`, "
+        "`token-revoked`, `participant-revoked`: `detail` says how to get a new one)",
         "unauthorized",
         "Unauthorized",
         "send 'Authorization: Bearer <token>' with the admin or a participant token",
@@ -182,6 +183,21 @@ def keyed_write(*, validates: bool = True) -> Responses:
             title="Idempotency-Key reused",
             detail="this Idempotency-Key was used for a different request; use a fresh key",
         )
+    )
+
+
+def secret_not_replayable(done: str, remedy: str) -> Responses:
+    """The 409 of a route whose answer carries a secret (``Cache-Control: no-store``): a
+    replay of its Idempotency-Key never returns it (coordinator/api/idempotency.py).
+    ``done``: what the first request did; ``remedy``: how to get a fresh secret."""
+    return problem(
+        409,
+        "The same Idempotency-Key is still running (retry after `Retry-After`), or it already "
+        f"{done}: the secret is never stored, so a replay says how to get a fresh one",
+        slug="secret-not-replayable",
+        title="Response not replayable",
+        detail="the response to this Idempotency-Key carried a secret and is never stored; "
+        + remedy,
     )
 
 

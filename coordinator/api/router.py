@@ -4,6 +4,7 @@ from fastapi import APIRouter, FastAPI
 
 from coordinator.api.openapi import problems
 from coordinator.api.routes import (
+    admin_tokens,
     audit,
     deployment,
     evaluations,
@@ -33,6 +34,7 @@ V1_ROUTERS: tuple[APIRouter, ...] = tuple(
         deployment,
         signing,
         audit,
+        admin_tokens,
     )
 )
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from coordinator.domain.admin_tokens import MAX_EXPIRES_IN_SECONDS, MIN_EXPIRES_IN_SECONDS
 from coordinator.domain.specs import (
     DB_INT_MAX,
     DeployPolicy,
@@ -208,6 +209,52 @@ class ParticipantList(Schema):
     """The federation's participants, active and revoked."""
 
     items: list[Participant] = Field(description=_ITEMS)
+
+
+class AdminTokenCreate(RequestSchema):
+    """The admin's request for another admin token."""
+
+    name: str = Field(
+        min_length=1, max_length=200, description="What it is for, for people to read."
+    )
+    expires_in_seconds: int | None = Field(
+        default=None,
+        ge=MIN_EXPIRES_IN_SECONDS,
+        le=MAX_EXPIRES_IN_SECONDS,
+        description="Lifetime from now, 60 s to 366 days; default: the coordinator's "
+        "FEDREC_ADMIN_TOKEN_TTL_SECONDS (30 days unless configured).",
+    )
+
+
+class AdminToken(Schema):
+    """An admin token (never the token itself)."""
+
+    id: str = Field(description="The admin token's id (revoke it by this id).")
+    name: str = Field(description="The name given at creation; `bootstrap` for that one.")
+    kind: Literal["bootstrap", "issued"] = Field(
+        description="`bootstrap`: FEDREC_ADMIN_TOKEN or data_dir/admin_token, registered "
+        "when a coordinator first started with it; `issued`: created by POST "
+        "/v1/admin/tokens."
+    )
+    state: Literal["active", "expired", "revoked"] = Field(description="Whether it works now.")
+    created_at: datetime = Field(description=_CREATED)
+    expires_at: datetime = Field(description="When it stops working (UTC).")
+    revoked_at: datetime | None = Field(description="When it was revoked; null if it was not.")
+    created_by: str = Field(
+        description="`coordinator` (a bootstrap token), `admin-token:<id>`, or `admin`."
+    )
+
+
+class IssuedAdminToken(AdminToken):
+    """An admin token just created, with the token (shown only this once)."""
+
+    token: str = Field(description="The admin bearer token; shown only once.")
+
+
+class AdminTokenList(Schema):
+    """Every admin token: active, expired and revoked."""
+
+    items: list[AdminToken] = Field(description=_ITEMS)
 
 
 class Round(Schema):

@@ -53,13 +53,16 @@ class Context:
     read_sessions: sessionmaker[Session]
     blobs: BlobStore
     secret_key: bytes  # keys the token hashes only
-    admin_token_hash: str
+    # keyed hash of the bootstrap admin token (FEDREC_ADMIN_TOKEN or data_dir/admin_token):
+    # registered as an admin_tokens row at the first start with it (domain/auth.py)
+    bootstrap_token_hash: str
     signer: LineageSigner  # signs model-version manifests; a separate secret
     audit_key: bytes  # keys the audit log's chain (domain/audit.py); a separate secret
     lease_seconds: float = 300.0
     # how long an Idempotency-Key's record answers replays (FEDREC_IDEMPOTENCY_TTL_SECONDS)
     idempotency_ttl_seconds: float = 86_400.0
     token_ttl_seconds: float = 30 * 24 * 3600.0  # participant tokens expire
+    admin_token_ttl_seconds: float = 30 * 24 * 3600.0  # admin tokens too (default lifetime)
     token_grace_seconds: float = 300.0  # a replaced token still works this long
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # parsed federation settings by federation id (immutable once created)

@@ -19,6 +19,7 @@ __all__ = [
     "FutureRound",
     "IdempotencyKeyReused",
     "InvalidUpdate",
+    "LastAdminToken",
     "NoUpdates",
     "NonFiniteAggregate",
     "NotFound",
@@ -28,6 +29,8 @@ __all__ = [
     "RoundClosed",
     "RoundNotOpen",
     "ServiceUnavailable",
+    "TokenExpired",
+    "TokenRevoked",
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -58,6 +61,11 @@ class Unauthorized(CoordinatorError):
 class TokenExpired(Unauthorized):
     slug = "token-expired"
     title = "Token expired"
+
+
+class TokenRevoked(Unauthorized):
+    slug = "token-revoked"
+    title = "Token revoked"
 
 
 class ParticipantRevoked(Unauthorized):
@@ -126,6 +134,11 @@ class NotSampled(Conflict):
 class PrivacyBudgetExhausted(Conflict):
     slug = "privacy-budget-exhausted"
     title = "Privacy budget exhausted"
+
+
+class LastAdminToken(Conflict):
+    slug = "last-admin-token"
+    title = "The last active admin token"
 
 
 class FederationCompleted(Conflict):

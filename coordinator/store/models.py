@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AdminToken",
     "AuditEvent",
     "AuthGeneration",
     "AuditHead",
@@ -178,6 +179,26 @@ class AuthGeneration(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AdminToken(Base):
+    """An admin bearer token: its keyed hash, lifetime and revocation (never the token).
+
+    ``kind`` ``bootstrap``: the token of ``FEDREC_ADMIN_TOKEN`` or ``data_dir/admin_token``,
+    registered when a coordinator first starts with it; ``issued``: created through
+    ``POST /v1/admin/tokens``."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the audit actor that created it (``admin-token:<id>``, or ``coordinator``)
+    created_by: Mapped[str] = mapped_column(String(80))
 
 
 class RoundCohortMember(Base):

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import (
+    AdminToken,
     AuditEvent,
     AuditHead,
     AuthGeneration,
@@ -37,6 +38,7 @@ from coordinator.store.models import (
 )
 
 __all__ = [
+    "AdminTokenRepository",
     "AuditRepository",
     "AuthGenerationRepository",
     "DeploymentRepository",
@@ -140,6 +142,60 @@ class AuthGenerationRepository(_Repository):
             .where(AuthGeneration.id == 1)
             .values(generation=AuthGeneration.generation + 1)
         )
+
+
+class AdminTokenRepository(_Repository):
+    """Admin tokens by keyed hash: lookup, listing, and the bootstrap token's row."""
+
+    def get(self, token_id: str) -> AdminToken | None:
+        return self.session.get(AdminToken, token_id)
+
+    def get_by_token_hash(self, token_hash: str) -> AdminToken | None:
+        return self.session.scalars(
+            select(AdminToken).where(AdminToken.token_hash == token_hash)
+        ).one_or_none()
+
+    def list(self) -> Sequence[AdminToken]:
+        return self.session.scalars(
+            select(AdminToken).order_by(AdminToken.created_at, AdminToken.id)
+        ).all()
+
+    def active(self, now: datetime, *, for_update: bool = False) -> Sequence[AdminToken]:
+        """The tokens neither revoked nor expired at ``now`` (row-locked: a revocation
+        that must leave one standing)."""
+        stmt = select(AdminToken).where(
+            AdminToken.revoked_at.is_(None), AdminToken.expires_at > now
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).all()
+
+    def insert_if_absent(self, row: AdminToken) -> bool:
+        """Insert ``row`` unless its token hash has a row already (a replica or another
+        worker registered the same bootstrap token first); whether it was inserted."""
+        table = _table(AdminToken)
+        # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing
+        stmt = (
+            _upsert(self.session, table)
+            .on_conflict_do_nothing(index_elements=["token_hash"])
+            .returning(table.c.id)
+        )
+        values = {column.name: getattr(row, column.name) for column in table.c}
+        return self.session.connection().execute(stmt, values).first() is not None
+
+    def revoke_other_bootstraps(self, keep_hash: str, now: datetime) -> int:
+        """Revoke every unrevoked bootstrap token but ``keep_hash``'s: a new bootstrap
+        token replaces the one before it. How many were revoked."""
+        result = self.session.execute(
+            update(AdminToken)
+            .where(
+                AdminToken.kind == "bootstrap",
+                AdminToken.token_hash != keep_hash,
+                AdminToken.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 class AuditRepository(_Repository):

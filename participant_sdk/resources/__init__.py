@@ -3,6 +3,7 @@
 Each resource comes as a sync/async pair with identical methods.
 """
 
+from .admin_tokens import AdminTokens, AsyncAdminTokens
 from .deployment import AsyncDeployments, Deployments
 from .evaluations import AsyncEvaluations, Evaluations
 from .federations import AsyncFederations, Federations
@@ -13,6 +14,8 @@ from .secagg import AsyncSecAgg, SecAgg
 from .updates import AsyncUpdates, Updates
 
 __all__ = [
+    "AdminTokens",
+    "AsyncAdminTokens",
     "AsyncDeployments",
     "AsyncEvaluations",
     "AsyncFederations",

@@ -74,6 +74,7 @@ class TestRecorded:
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         actions = [(e["action"], e["outcome"]) for e in events]
         assert actions == [
+            ("admin-token-create", "ok"),  # the coordinator's start registers its bootstrap token
             ("enrol", "ok"),
             ("enrol", "ok"),
             ("upload", "refused"),
@@ -87,14 +88,16 @@ class TestRecorded:
             ("reenrol", "ok"),
             ("auth-failure", "refused"),
         ]
-        refused = events[2]
+        assert events[0]["actor"] == "coordinator"
+        assert events[0]["detail"]["kind"] == "bootstrap"
+        refused = events[3]
         assert refused["actor"] == f"participant:{story['pid_a']}"
         assert refused["detail"] == {"problem": "future-round"}
-        assert events[5]["detail"]["version"] == 1
-        assert events[5]["detail"]["updates"] == 2
-        assert events[9]["actor"] == f"participant:{story['pid_a']}"
-        assert events[9]["detail"] == {"reason": "revoked"}
-        assert events[11]["actor"] == "anonymous"
+        assert events[6]["detail"]["version"] == 1
+        assert events[6]["detail"]["updates"] == 2
+        assert events[10]["actor"] == f"participant:{story['pid_a']}"
+        assert events[10]["detail"] == {"reason": "revoked"}
+        assert events[12]["actor"] == "anonymous"
 
     def test_no_token_in_the_log(
         self, client: TestClient, admin_headers: dict[str, str], story: dict[str, Any]
@@ -108,7 +111,7 @@ class TestRecorded:
         self, client: TestClient, admin_headers: dict[str, str], story: dict[str, Any]
     ) -> None:
         everything = _events(client, admin_headers)
-        assert len(everything) == 12
+        assert len(everything) == 13
         assert story["fid"]
         first = _events(client, admin_headers, limit=5)
         rest = _events(client, admin_headers, after=first[-1]["seq"], limit=500)
@@ -144,7 +147,7 @@ class TestTamperEvident:
         assert story
         report = audit.verify_audit(app.state.context)
         assert report.ok, report.reason
-        assert report.checked == 12
+        assert report.checked == 13
 
     def test_edited_event(self, app: FastAPI, story: dict[str, Any]) -> None:
         assert story

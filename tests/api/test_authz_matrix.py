@@ -41,6 +41,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "admin",
     ("GET", "/v1/signing-key"): "any",
     ("GET", "/v1/audit"): "admin",
+    ("POST", "/v1/admin/tokens"): "admin",
+    ("GET", "/v1/admin/tokens"): "admin",
+    ("DELETE", "/v1/admin/tokens/{token_id}"): "admin",
     ("POST", "/v1/federations/{federation_id}/participants/me/token"): "self",
     # the dashboard: a session cookie in a browser; every page also takes the Bearer header
     # the matrix sends (a cookie session is the same principal, checked in tests/dashboard)
@@ -158,7 +161,11 @@ def test_every_route_is_classified(world: tuple[TestClient, dict]) -> None:
 def _request(route: tuple[str, str], known: dict) -> dict[str, Any]:
     method, template = route
     path = template.format(
-        federation_id=known["fid"], participant_id=known["victim"], number=1, version=0
+        federation_id=known["fid"],
+        participant_id=known["victim"],
+        number=1,
+        version=0,
+        token_id="no-such-admin-token",
     )
     kwargs: dict[str, Any] = {"method": method, "url": path}
     form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -183,7 +190,7 @@ def _request(route: tuple[str, str], known: dict) -> dict[str, Any]:
         kwargs["json"] = {"version": 0}
     elif method == "POST" and template == "/v1/federations":
         kwargs["json"] = federation_body()
-    elif method == "POST" and template.endswith("/participants"):
+    elif method == "POST" and (template.endswith("/participants") or template.endswith("/tokens")):
         kwargs["json"] = {"name": "new"}
     return kwargs
 

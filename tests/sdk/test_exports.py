@@ -53,6 +53,8 @@ EXPECTED = {
     "UpdateConflictError",
     "WaitTimeoutError",
     # response models and federation specs
+    "AdminToken",
+    "IssuedAdminToken",
     "DeployPolicy",
     "Deployment",
     "DeploymentEvent",
@@ -112,6 +114,7 @@ def test_submodule_exports_resolve() -> None:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
     assert {name for name in resources.__all__ if not name.startswith("Async")} == {
+        "AdminTokens",
         "Deployments",
         "Evaluations",
         "Federations",

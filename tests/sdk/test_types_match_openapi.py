@@ -61,6 +61,9 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
     # participants
     "Participant": sdk.Participant,
     "EnrolledParticipant": sdk.EnrolledParticipant,
+    "AdminToken": sdk.AdminToken,
+    "IssuedAdminToken": sdk.IssuedAdminToken,
+    "AdminTokenList": sdk.ItemList[sdk.AdminToken],
     "ParticipantList": sdk.ItemList[sdk.Participant],
     # rounds, updates, model versions
     "Round": sdk.Round,
@@ -85,6 +88,7 @@ SDK_MODELS: dict[str, type[BaseModel]] = {
 REQUEST_BODIES: dict[str, str] = {
     "FederationCreate": "body of client.federations.create(name, model, ...)",
     "ParticipantCreate": "body of client.participants.enrol(fid, name)",
+    "AdminTokenCreate": "body of client.admin_tokens.create(name, expires_in_seconds=...)",
     "EvaluationCreate": "body of client.evaluations.report(fid, version, ...)",
     "DeploymentCreate": "body of client.deployment.promote(fid, version)",
     "SecAggKeys": "body of client.secagg.send(fid, n, 'keys', message.to_dict())",

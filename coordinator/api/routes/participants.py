@@ -7,7 +7,14 @@ from fastapi import APIRouter, Body, Response, status
 from coordinator.api import examples
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep
 from coordinator.api.json_off_loop import JsonOffLoopRoute
-from coordinator.api.openapi import body_examples, keyed_write, problem, problems, success
+from coordinator.api.openapi import (
+    body_examples,
+    keyed_write,
+    problem,
+    problems,
+    secret_not_replayable,
+    success,
+)
 from coordinator.api.schemas import (
     EnrolledParticipant,
     Participant,
@@ -31,13 +38,8 @@ _NO_PARTICIPANT = problem(
     detail=f"participant {examples.PID} is not enrolled in this federation",
 )
 # overrides keyed_write's 409: an enrolment's Idempotency-Key never replays its token
-_NOT_REPLAYABLE = problem(
-    409,
-    "The same Idempotency-Key is still running (retry after `Retry-After`), or it already "
-    "enrolled: the token is never stored, so a replay names the participant to re-enrol",
-    slug="secret-not-replayable",
-    title="Response not replayable",
-    detail="the response to this Idempotency-Key carried a secret and is never stored; "
+_NOT_REPLAYABLE = secret_not_replayable(
+    "enrolled",
     f"re-enrol participant {examples.PID} (POST …/participants/{examples.PID}/reenrol) "
     "for a fresh token",
 )
