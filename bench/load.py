@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import resource
 import secrets
 import signal
@@ -71,6 +72,7 @@ KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 60
 MAX_BACKPRESSURE_RETRIES = 50
 MAX_STALE_RETRIES = 3
+RETRY_JITTER = 0.25  # a back-pressure wait is Retry-After plus up to this fraction more
 SERVER_START_SECONDS = 300
 CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
 ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
@@ -193,7 +195,7 @@ async def _call(
         retry_after = response.headers.get("retry-after")
         if response.status_code in (429, 503) and retry_after is not None:
             stats.backpressure[kind] += 1
-            await asyncio.sleep(float(retry_after))
+            await asyncio.sleep(_jittered(retry_after))
             continue
         if response.status_code >= 400:
             stats.errors.append(f"{kind}: {response.status_code} {response.text[:200]}")
@@ -202,6 +204,32 @@ async def _call(
         return response
     stats.errors.append(f"{kind}: still refused after {MAX_BACKPRESSURE_RETRIES} retries")
     raise _Failed
+
+
+def _jittered(retry_after: str) -> float:
+    """``Retry-After`` plus up to a quarter more, as the SDK waits (never less)."""
+    try:
+        seconds = max(0.0, float(retry_after))
+    except ValueError:
+        seconds = 1.0
+    return seconds * (1 + RETRY_JITTER * random.random())  # nosec B311 # jitter, not a secret
+
+
+async def _admin(
+    client: httpx.AsyncClient, backpressure: Counter[str], method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """An admin call (enrolment, progress reads) that waits out 429/503 back-pressure
+    (counted under ``admin``) at most ``MAX_BACKPRESSURE_RETRIES`` times; other failures raise."""
+    for _ in range(MAX_BACKPRESSURE_RETRIES):
+        response = await client.request(method, url, **kwargs)
+        retry_after = response.headers.get("retry-after")
+        if response.status_code in (429, 503) and retry_after is not None:
+            backpressure["admin"] += 1
+            await asyncio.sleep(_jittered(retry_after))
+            continue
+        response.raise_for_status()
+        return response
+    raise RuntimeError(f"{method} {url}: still refused after {MAX_BACKPRESSURE_RETRIES} retries")
 
 
 async def _participant(
@@ -519,9 +547,10 @@ async def _load(
         slices = [
             list(enumerate(tokens))[k :: args.bench_processes] for k in range(args.bench_processes)
         ]
+        admin_backpressure: Counter[str] = Counter()  # the watcher's own 429/503
         # the last round's aggregation belongs to the run: wait for the federation to finish
         finished = asyncio.create_task(
-            _wait_completed(client, admin, federation_id, args.rounds, sampler)
+            _wait_completed(client, admin, federation_id, args.rounds, sampler, admin_backpressure)
         )
         if args.bench_processes == 1:
             crowds = [asyncio.create_task(_run_crowd(crowd, slices[0], clients))]
@@ -550,6 +579,7 @@ async def _load(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         stats = Stats()
+        stats.backpressure.update(admin_backpressure)
         for part in crowds:
             if part in done and part.exception() is None:
                 stats.merge(part.result())
@@ -583,10 +613,12 @@ async def _wait_completed(
     federation_id: str,
     rounds: int,
     sampler: _Sampler,
+    backpressure: Counter[str],
 ) -> None:
     while True:
-        response = await client.get(f"/v1/federations/{federation_id}", headers=admin)
-        response.raise_for_status()
+        response = await _admin(
+            client, backpressure, "GET", f"/v1/federations/{federation_id}", headers=admin
+        )
         federation = response.json()
         if 1 <= federation["latest_version"] < rounds:  # not the last: everyone wakes then
             sampler.round_closed(federation["latest_version"])
@@ -696,18 +728,24 @@ def report(result: Result) -> str:
             f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
             f"{stats.backpressure[kind]} | {stats.stale[kind]} |"
         )
+    refused = sum(stats.backpressure.values())
+    lines += [
+        "",
+        f"back-pressure (429/503 with Retry-After, waited out and retried; not errors): "
+        f"{refused} in all, {stats.backpressure['admin']} of them the bench's own admin reads",
+    ]
     cores = usage.cpu_seconds / result.wall_seconds if result.wall_seconds else 0.0
     lines += [
         "",
         "| participants | workers | uploads | wall s | uploads/s | coordinator CPU s "
         "| CPU s per later round | coordinator cores | coordinator peak RSS MB | bench CPU s "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| back-pressure | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {result.participants}{sampled} | {result.workers} | {stats.uploads} "
         f"| {result.wall_seconds:.1f} | {result.uploads_per_second:.0f} "
         f"| {usage.cpu_seconds:.1f} | {_per_later_round(result)} | {cores:.2f} "
         f"| {usage.peak_rss_bytes / 1e6:.0f} "
-        f"| {result.bench_cpu_seconds:.1f} | {len(stats.errors)} |",
+        f"| {result.bench_cpu_seconds:.1f} | {refused} | {len(stats.errors)} |",
         "",
         "long-poll: the wait for the next round to open (it includes the round's other "
         "uploads and its aggregation), not a service time; CPU per later round: between "
