@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 
 import httpx
@@ -11,7 +12,6 @@ import pytest
 
 import participant_sdk as sdk
 from participant_sdk import AsyncClient, Client
-from participant_sdk import _base_client as base_client
 from participant_sdk._base_client import BaseClient
 from participant_sdk._constants import (
     INITIAL_RETRY_DELAY,
@@ -185,7 +185,7 @@ class TestDelay:
     ) -> None:
         """Participants refused in the same second (a shedding coordinator's 503) come back
         spread over a quarter of Retry-After more, never sooner than it asked."""
-        monkeypatch.setattr(base_client.random, "random", lambda: draw)
+        monkeypatch.setattr(random, "random", lambda: draw)
         response = httpx.Response(503, headers={"Retry-After": "8"})
         assert BaseClient._retry_delay(0, response) == pytest.approx(8 * factor)
         capped = httpx.Response(503, headers={"Retry-After": "3600"})
