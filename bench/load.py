@@ -70,7 +70,7 @@ KINDS = ("poll", "download", "upload", "long-poll")
 # what every coordinator allows; one that advertises a longer maximum (Round.max_wait_seconds)
 # is asked for that, as the SDK does: a waiting participant renews its poll that often
 LONG_POLL_SECONDS = 60
-MAX_BACKPRESSURE_RETRIES = 50
+MAX_BACKPRESSURE_RETRIES = 500  # bounded in time too: --time-limit
 MAX_STALE_RETRIES = 3
 RETRY_JITTER = 0.25  # a back-pressure wait is Retry-After plus up to this fraction more
 SERVER_START_SECONDS = 300

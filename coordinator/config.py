@@ -197,7 +197,12 @@ class Settings(BaseSettings):
         "with how many requests were refused lately against how many were answered, up to "
         "overload_retry_after_max_seconds, each refusal drawing at random in between.",
     )
-    overload_retry_after_max_seconds: int = Field(default=30, ge=1)
+    overload_retry_after_max_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="The longest `Retry-After` of a 503 `overloaded` (the SDK waits at most "
+        "60 s per Retry-After: longer is cut to that).",
+    )
     long_poll_interval_seconds: float = Field(
         default=0.2,
         gt=0,

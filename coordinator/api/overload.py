@@ -94,7 +94,7 @@ class OverloadShedding:
         max_in_flight: int,
         max_long_polls: int,
         retry_after_seconds: int = 1,
-        retry_after_max_seconds: int = 30,
+        retry_after_max_seconds: int = 60,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
