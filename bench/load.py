@@ -72,6 +72,8 @@ KINDS = ("poll", "download", "upload", "long-poll")
 LONG_POLL_SECONDS = 60
 MAX_BACKPRESSURE_RETRIES = 500  # bounded in time too: --time-limit
 MAX_STALE_RETRIES = 3
+MAX_CONNECT_RETRIES = 5  # a connection not accepted in time: retried after 2, 4, 8, 16, 30 s
+CONNECT_BACKOFF_SECONDS = 2.0
 RETRY_JITTER = 0.25  # a back-pressure wait is Retry-After plus up to this fraction more
 SERVER_START_SECONDS = 300
 CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
@@ -89,6 +91,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     backpressure: Counter[str] = field(default_factory=Counter)
     stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
+    unreachable: Counter[str] = field(default_factory=Counter)  # connects not accepted in time
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
     sat_out: int = 0  # rounds a participant learnt it was not sampled into
@@ -100,6 +103,7 @@ class Stats:
             self.latencies[kind].extend(other.latencies[kind])
         self.backpressure.update(other.backpressure)
         self.stale.update(other.stale)
+        self.unreachable.update(other.unreachable)
         self.errors.extend(other.errors)
         self.uploads += other.uploads
         self.sat_out += other.sat_out
@@ -174,9 +178,14 @@ async def _call(
     Every call here may be repeated (GETs, and uploads carry an Idempotency-Key), so a
     kept-alive connection that the server closed as the request went out (it answers
     nothing: "Server disconnected", or a reset) is retried on a fresh one, at most
-    ``MAX_STALE_RETRIES`` times, and counted apart; any other transport error is an error.
+    ``MAX_STALE_RETRIES`` times, and counted apart. A connection the coordinator did not
+    accept in time (its accept queue full: a connect timeout or refusal) is retried after a
+    jittered exponential back-off, at most ``MAX_CONNECT_RETRIES`` times, as the SDK does
+    (its retries, then ``run()``'s), and counted apart too; any other transport error, or
+    one of these past its bound, is an error.
     """
     stale = 0
+    unreachable = 0
     for _ in range(MAX_BACKPRESSURE_RETRIES):
         started = time.perf_counter()
         try:
@@ -185,6 +194,15 @@ async def _call(
             if stale < MAX_STALE_RETRIES:
                 stale += 1
                 stats.stale[kind] += 1
+                continue
+            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Failed from exc
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            if unreachable < MAX_CONNECT_RETRIES:
+                stats.unreachable[kind] += 1
+                backoff = min(CONNECT_BACKOFF_SECONDS * 2**unreachable, 30.0)
+                unreachable += 1
+                await asyncio.sleep(backoff * (0.5 + random.random()))  # nosec B311 # jitter
                 continue
             stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             raise _Failed from exc
@@ -719,14 +737,15 @@ def report(result: Result) -> str:
         f"{result.bench_processes} bench process(es); "
         f"enrolment {result.enrol_seconds:.1f} s",
         "",
-        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
-        "|---|---|---|---|---|---|",
+        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried "
+        "| connect not accepted, retried |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         values = stats.latencies[kind]
         lines.append(
             f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
-            f"{stats.backpressure[kind]} | {stats.stale[kind]} |"
+            f"{stats.backpressure[kind]} | {stats.stale[kind]} | {stats.unreachable[kind]} |"
         )
     refused = sum(stats.backpressure.values())
     lines += [
