@@ -771,6 +771,9 @@ def report(result: Result) -> str:
         "the first round's close and the next-to-last's (every participant has joined, and "
         "none has left yet)",
     ]
+    if stats.errors:
+        kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)
+        lines.append("errors by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     for error in stats.errors[:10]:
         lines.append(f"error: {error}")
     return "\n".join(lines)
