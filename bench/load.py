@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import resource
 import secrets
 import signal
@@ -69,8 +70,11 @@ KINDS = ("poll", "download", "upload", "long-poll")
 # what every coordinator allows; one that advertises a longer maximum (Round.max_wait_seconds)
 # is asked for that, as the SDK does: a waiting participant renews its poll that often
 LONG_POLL_SECONDS = 60
-MAX_BACKPRESSURE_RETRIES = 50
+MAX_BACKPRESSURE_RETRIES = 500  # bounded in time too: --time-limit
 MAX_STALE_RETRIES = 3
+MAX_CONNECT_RETRIES = 5  # a connection not accepted in time: retried after 2, 4, 8, 16, 30 s
+CONNECT_BACKOFF_SECONDS = 2.0
+RETRY_JITTER = 0.25  # a back-pressure wait is Retry-After plus up to this fraction more
 SERVER_START_SECONDS = 300
 CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
 ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
@@ -87,6 +91,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     backpressure: Counter[str] = field(default_factory=Counter)
     stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
+    unreachable: Counter[str] = field(default_factory=Counter)  # connects not accepted in time
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
     sat_out: int = 0  # rounds a participant learnt it was not sampled into
@@ -98,6 +103,7 @@ class Stats:
             self.latencies[kind].extend(other.latencies[kind])
         self.backpressure.update(other.backpressure)
         self.stale.update(other.stale)
+        self.unreachable.update(other.unreachable)
         self.errors.extend(other.errors)
         self.uploads += other.uploads
         self.sat_out += other.sat_out
@@ -172,9 +178,14 @@ async def _call(
     Every call here may be repeated (GETs, and uploads carry an Idempotency-Key), so a
     kept-alive connection that the server closed as the request went out (it answers
     nothing: "Server disconnected", or a reset) is retried on a fresh one, at most
-    ``MAX_STALE_RETRIES`` times, and counted apart; any other transport error is an error.
+    ``MAX_STALE_RETRIES`` times, and counted apart. A connection the coordinator did not
+    accept in time (its accept queue full: a connect timeout or refusal) is retried after a
+    jittered exponential back-off, at most ``MAX_CONNECT_RETRIES`` times, as the SDK does
+    (its retries, then ``run()``'s), and counted apart too; any other transport error, or
+    one of these past its bound, is an error.
     """
     stale = 0
+    unreachable = 0
     for _ in range(MAX_BACKPRESSURE_RETRIES):
         started = time.perf_counter()
         try:
@@ -186,6 +197,15 @@ async def _call(
                 continue
             stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             raise _Failed from exc
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            if unreachable < MAX_CONNECT_RETRIES:
+                stats.unreachable[kind] += 1
+                backoff = min(CONNECT_BACKOFF_SECONDS * 2**unreachable, 30.0)
+                unreachable += 1
+                await asyncio.sleep(backoff * (0.5 + random.random()))  # nosec B311 # jitter
+                continue
+            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Failed from exc
         except httpx.HTTPError as exc:
             stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             raise _Failed from exc
@@ -193,7 +213,7 @@ async def _call(
         retry_after = response.headers.get("retry-after")
         if response.status_code in (429, 503) and retry_after is not None:
             stats.backpressure[kind] += 1
-            await asyncio.sleep(float(retry_after))
+            await asyncio.sleep(_jittered(retry_after))
             continue
         if response.status_code >= 400:
             stats.errors.append(f"{kind}: {response.status_code} {response.text[:200]}")
@@ -202,6 +222,32 @@ async def _call(
         return response
     stats.errors.append(f"{kind}: still refused after {MAX_BACKPRESSURE_RETRIES} retries")
     raise _Failed
+
+
+def _jittered(retry_after: str) -> float:
+    """``Retry-After`` plus up to a quarter more, as the SDK waits (never less)."""
+    try:
+        seconds = max(0.0, float(retry_after))
+    except ValueError:
+        seconds = 1.0
+    return seconds * (1 + RETRY_JITTER * random.random())  # nosec B311 # jitter, not a secret
+
+
+async def _admin(
+    client: httpx.AsyncClient, backpressure: Counter[str], method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """An admin call (enrolment, progress reads) that waits out 429/503 back-pressure
+    (counted under ``admin``) at most ``MAX_BACKPRESSURE_RETRIES`` times; other failures raise."""
+    for _ in range(MAX_BACKPRESSURE_RETRIES):
+        response = await client.request(method, url, **kwargs)
+        retry_after = response.headers.get("retry-after")
+        if response.status_code in (429, 503) and retry_after is not None:
+            backpressure["admin"] += 1
+            await asyncio.sleep(_jittered(retry_after))
+            continue
+        response.raise_for_status()
+        return response
+    raise RuntimeError(f"{method} {url}: still refused after {MAX_BACKPRESSURE_RETRIES} retries")
 
 
 async def _participant(
@@ -519,9 +565,10 @@ async def _load(
         slices = [
             list(enumerate(tokens))[k :: args.bench_processes] for k in range(args.bench_processes)
         ]
+        admin_backpressure: Counter[str] = Counter()  # the watcher's own 429/503
         # the last round's aggregation belongs to the run: wait for the federation to finish
         finished = asyncio.create_task(
-            _wait_completed(client, admin, federation_id, args.rounds, sampler)
+            _wait_completed(client, admin, federation_id, args.rounds, sampler, admin_backpressure)
         )
         if args.bench_processes == 1:
             crowds = [asyncio.create_task(_run_crowd(crowd, slices[0], clients))]
@@ -550,6 +597,7 @@ async def _load(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         stats = Stats()
+        stats.backpressure.update(admin_backpressure)
         for part in crowds:
             if part in done and part.exception() is None:
                 stats.merge(part.result())
@@ -583,10 +631,12 @@ async def _wait_completed(
     federation_id: str,
     rounds: int,
     sampler: _Sampler,
+    backpressure: Counter[str],
 ) -> None:
     while True:
-        response = await client.get(f"/v1/federations/{federation_id}", headers=admin)
-        response.raise_for_status()
+        response = await _admin(
+            client, backpressure, "GET", f"/v1/federations/{federation_id}", headers=admin
+        )
         federation = response.json()
         if 1 <= federation["latest_version"] < rounds:  # not the last: everyone wakes then
             sampler.round_closed(federation["latest_version"])
@@ -687,33 +737,43 @@ def report(result: Result) -> str:
         f"{result.bench_processes} bench process(es); "
         f"enrolment {result.enrol_seconds:.1f} s",
         "",
-        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried |",
-        "|---|---|---|---|---|---|",
+        "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried "
+        "| connect not accepted, retried |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         values = stats.latencies[kind]
         lines.append(
             f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
-            f"{stats.backpressure[kind]} | {stats.stale[kind]} |"
+            f"{stats.backpressure[kind]} | {stats.stale[kind]} | {stats.unreachable[kind]} |"
         )
+    refused = sum(stats.backpressure.values())
+    lines += [
+        "",
+        f"back-pressure (429/503 with Retry-After, waited out and retried; not errors): "
+        f"{refused} in all, {stats.backpressure['admin']} of them the bench's own admin reads",
+    ]
     cores = usage.cpu_seconds / result.wall_seconds if result.wall_seconds else 0.0
     lines += [
         "",
         "| participants | workers | uploads | wall s | uploads/s | coordinator CPU s "
         "| CPU s per later round | coordinator cores | coordinator peak RSS MB | bench CPU s "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| back-pressure | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {result.participants}{sampled} | {result.workers} | {stats.uploads} "
         f"| {result.wall_seconds:.1f} | {result.uploads_per_second:.0f} "
         f"| {usage.cpu_seconds:.1f} | {_per_later_round(result)} | {cores:.2f} "
         f"| {usage.peak_rss_bytes / 1e6:.0f} "
-        f"| {result.bench_cpu_seconds:.1f} | {len(stats.errors)} |",
+        f"| {result.bench_cpu_seconds:.1f} | {refused} | {len(stats.errors)} |",
         "",
         "long-poll: the wait for the next round to open (it includes the round's other "
         "uploads and its aggregation), not a service time; CPU per later round: between "
         "the first round's close and the next-to-last's (every participant has joined, and "
         "none has left yet)",
     ]
+    if stats.errors:
+        kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)
+        lines.append("errors by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     for error in stats.errors[:10]:
         lines.append(f"error: {error}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from coordinator.api.dashboard import install_dashboard
 from coordinator.api.docs import install_offline_docs
 from coordinator.api.http_metrics import HttpMetrics
 from coordinator.api.idempotency import IdempotencyMiddleware
+from coordinator.api.overload import OverloadShedding
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.rate_limits import TokenBuckets
 from coordinator.api.request_id import RequestIdMiddleware
@@ -255,6 +256,14 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         ),
         trusted_proxies=settings.trusted_proxies,
         scrape_token=app.state.metrics_token,
+    )
+    # outside admission: an overloaded process refuses before it authenticates anyone
+    app.add_middleware(
+        OverloadShedding,
+        max_in_flight=settings.max_requests_in_flight,
+        max_long_polls=settings.max_long_polls,
+        retry_after_seconds=settings.overload_retry_after_seconds,
+        retry_after_max_seconds=settings.overload_retry_after_max_seconds,
     )
     app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
     # outermost: every answer, a 413 included, carries the id its log lines carry

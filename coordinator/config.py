@@ -229,6 +229,34 @@ class Settings(BaseSettings):
         "proxy that cuts idle requests (nginx's proxy_read_timeout: 60 s) set it below "
         "that proxy's timeout.",
     )
+    max_requests_in_flight: int = Field(
+        default=128,
+        ge=0,
+        description="Requests (other than long-polls) one coordinator process answers at "
+        "once; more are refused at once with 503 `overloaded` and a `Retry-After` instead "
+        "of queueing past the clients' timeouts. /healthz, /readyz and /metrics are never "
+        "refused. 0: no bound.",
+    )
+    max_long_polls: int = Field(
+        default=20_000,
+        ge=0,
+        description="Long-polls (rounds/current?after=&wait=) one coordinator process holds "
+        "at once; more: 503 `overloaded` with `Retry-After`. Each holds a connection (an open "
+        "file: raise `ulimit -n` above it). 0: no bound.",
+    )
+    overload_retry_after_seconds: int = Field(
+        default=1,
+        ge=1,
+        description="The shortest `Retry-After` of a 503 `overloaded`; the longest grows "
+        "with how many requests were refused lately against how many were answered, up to "
+        "overload_retry_after_max_seconds, each refusal drawing at random in between.",
+    )
+    overload_retry_after_max_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="The longest `Retry-After` of a 503 `overloaded` (the SDK waits at most "
+        "60 s per Retry-After: longer is cut to that).",
+    )
     long_poll_interval_seconds: float = Field(
         default=0.2,
         gt=0,

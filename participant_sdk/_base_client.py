@@ -34,6 +34,7 @@ from ._constants import (
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
     NOT_GIVEN,
+    RETRY_AFTER_JITTER,
     USER_AGENT,
     WEIGHTS_CACHE_SIZE,
     NotGiven,
@@ -46,7 +47,13 @@ from ._exceptions import (
     FedrecError,
 )
 
-__all__ = ["BaseClient", "RequestOptions", "TimeoutTypes", "path_segment"]
+__all__ = [
+    "BaseClient",
+    "RequestOptions",
+    "TimeoutTypes",
+    "path_segment",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger("participant_sdk")
 
@@ -142,6 +149,18 @@ def _parse_retry_after(headers: httpx.Headers) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """How long to wait before retrying after ``response``: its ``Retry-After`` (capped at
+    ``MAX_RETRY_AFTER``) plus up to ``RETRY_AFTER_JITTER`` of it more, or ``None`` when it
+    names no valid wait. Used for the client's own retries and by
+    :meth:`FederatedRecommender.run` once they are spent."""
+    retry_after = _parse_retry_after(response.headers)
+    if retry_after is None:
+        return None
+    jitter = 1.0 + RETRY_AFTER_JITTER * random.random()  # nosec B311 # retry jitter, not a secret
+    return min(retry_after, MAX_RETRY_AFTER) * jitter
 
 
 class BaseClient:
@@ -265,14 +284,15 @@ class BaseClient:
     def _retry_delay(retries_taken: int, response: httpx.Response | None) -> float:
         """Seconds to wait before retry number ``retries_taken + 1``.
 
-        A server's ``Retry-After`` wins (capped at ``MAX_RETRY_AFTER``); otherwise
-        exponential backoff from ``INITIAL_RETRY_DELAY`` up to ``MAX_RETRY_DELAY``, minus up
-        to 25 % jitter so that many participants do not retry in lockstep.
+        A server's ``Retry-After`` wins (capped at ``MAX_RETRY_AFTER``), plus up to
+        ``RETRY_AFTER_JITTER`` of it more (never less: the server asked for at least that);
+        otherwise exponential backoff from ``INITIAL_RETRY_DELAY`` up to ``MAX_RETRY_DELAY``,
+        minus up to 25 % jitter. Either way many participants do not retry in lockstep.
         """
         if response is not None:
-            retry_after = _parse_retry_after(response.headers)
+            retry_after = retry_after_seconds(response)
             if retry_after is not None:
-                return min(retry_after, MAX_RETRY_AFTER)
+                return retry_after
         delay = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
         return delay * (1.0 - 0.25 * random.random())  # nosec B311 # retry jitter, not a secret
 

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_LONG_POLL_WAIT",
     "MAX_RETRY_AFTER",
     "MAX_RETRY_DELAY",
+    "RETRY_AFTER_JITTER",
     "NOT_GIVEN",
     "NotGiven",
     "USER_AGENT",
@@ -38,6 +39,9 @@ INITIAL_RETRY_DELAY: Final = 0.5
 MAX_RETRY_DELAY: Final = 8.0
 #: Upper bound in seconds on a server's ``Retry-After``: a larger value is clamped to this.
 MAX_RETRY_AFTER: Final = 60.0
+#: A retry after ``Retry-After`` waits that long plus up to this fraction more (never less),
+#: so that participants refused in the same second do not all come back in the same second.
+RETRY_AFTER_JITTER: Final = 0.25
 
 #: The long-poll ``?wait=`` every coordinator accepts; one that advertises a longer maximum
 #: (``Round.max_wait_seconds``) is asked for that much once a ``rounds.current`` showed it.

@@ -48,6 +48,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from ._base_client import retry_after_seconds
 from ._client import Client
 from ._exceptions import (
     APIConnectionError,
@@ -124,6 +125,19 @@ class Recommendations(list[str]):
         super().__init__(items)
         self.fallback = fallback
         self.version = version
+
+
+def _outage_pause(exc: Exception, delay: float) -> float:
+    """Seconds ``run()`` waits after its client's own retries are spent: the back-off
+    ``delay`` with jitter, or the coordinator's last ``Retry-After`` (jittered) when
+    longer: a 503 ``overloaded`` or a 429 says when to come back."""
+    pause = delay * (0.5 + random.random())  # nosec B311 # back-off jitter, not a secret
+    response = getattr(exc, "response", None)
+    if isinstance(exc, InternalServerError | RateLimitError) and response is not None:
+        asked = retry_after_seconds(response)
+        if asked is not None:
+            pause = max(pause, asked)
+    return pause
 
 
 @dataclass
@@ -420,8 +434,9 @@ class FederatedRecommender:
                     outage_started = outage_started or now
                     if now - outage_started > outage_timeout:
                         raise
-                    log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, delay)
-                    time.sleep(delay * (0.5 + random.random()))  # nosec B311 # back-off jitter
+                    pause = _outage_pause(exc, delay)
+                    log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, pause)
+                    time.sleep(pause)
                     delay = min(delay * 2, 30.0)
         finally:
             progress.close()

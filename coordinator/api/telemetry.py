@@ -30,6 +30,7 @@ __all__ = [
     "HTTP_REQUEST_SECONDS",
     "HTTP_RESPONSE_BYTES",
     "LONG_POLLS",
+    "REQUESTS_SHED",
     "ROUNDS",
     "UPLOADS_ACCEPTED",
     "UPLOADS_REFUSED",
@@ -77,6 +78,12 @@ LONG_POLLS = Gauge(
     "fedrec_long_polls_held",
     "Long-polls of rounds/current waiting right now.",
     multiprocess_mode="livesum",
+)
+REQUESTS_SHED = Counter(
+    "fedrec_requests_shed",
+    "Requests refused with 503 overloaded (FEDREC_MAX_REQUESTS_IN_FLIGHT, "
+    "FEDREC_MAX_LONG_POLLS), by kind: request or long-poll.",
+    ["kind"],
 )
 DATABASE_ERRORS = Counter(
     "fedrec_database_errors",

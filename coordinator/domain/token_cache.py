@@ -15,7 +15,12 @@ sharing one database:
 * an entry is stored only under the generation read before its lookup began, so a lookup
   that raced a revocation is never cached past it;
 * only successes are cached: an unknown, revoked or expired token reaches the database
-  (and the audit log) every time.
+  (and the audit log) every time;
+* one thread re-reads the generation at a time: while its read is in flight the others go
+  on with the generation they have (their lookups read the database, since :meth:`get`
+  serves nothing while the check is due, and what they store under a generation the read
+  then finds moved is dropped). Under load, when a read took longer than
+  ``check_seconds``, every authentication re-read it: two queries instead of one.
 
 The security argument is in docs/security.md ("Token cache").
 """
@@ -57,15 +62,23 @@ class TokenCache(Generic[V]):
         self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
         self._generation: int | None = None
         self._checked_at = -float("inf")
+        self._reading = False  # a thread is re-reading the generation
 
     def generation(self, read: Callable[[], int | None]) -> int | None:
         """The database's generation, re-read when older than ``check_seconds`` (a change
         empties the cache). None: caching is off (no counter in the database)."""
         now = self._clock()
         with self._lock:
-            if now - self._checked_at < self.check_seconds:
+            if now - self._checked_at < self.check_seconds or self._reading:
+                # fresh, or another thread is re-reading it: one read in flight per process
+                # (not one per request: under load every authentication read it again)
                 return self._generation
-        current = read()  # outside the lock: a database read
+            self._reading = True
+        try:
+            current = read()  # outside the lock: a database read
+        finally:
+            with self._lock:
+                self._reading = False
         with self._lock:
             if current is not None and self._generation is not None:
                 # the counter only grows: a slower, older read never moves it back

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
+import httpx
 import pytest
 
 from bench import load
@@ -114,3 +118,71 @@ def test_stats_from_several_processes_add_up() -> None:
     assert first.backpressure["upload"] == 3
     assert first.errors == ["upload: 500"]
     assert (first.uploads, first.sat_out, first.cpu_seconds) == (7, 11, 3.5)
+
+
+def test_unreachable_connects_add_up_too() -> None:
+    first, second = load.Stats(), load.Stats()
+    first.unreachable["poll"] += 2
+    second.unreachable["poll"] += 3
+    first.merge(second)
+    assert first.unreachable["poll"] == 5
+
+
+async def test_back_pressure_is_waited_out_and_counted_apart_from_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 503 overloaded with Retry-After, then a refused connect, then the answer: one
+    latency, one back-pressure, one connect retried, no error; waits jittered upwards."""
+    answers: Iterator[httpx.Response | Exception] = iter(
+        [
+            httpx.Response(503, headers={"Retry-After": "4"}, json={"type": "overloaded"}),
+            httpx.ConnectTimeout("accept queue full"),
+            httpx.Response(200, json={"number": 1}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/x"
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    stats = load.Stats()
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), base_url="http://coordinator"
+    ) as client:
+        response = await load._call(client, stats, "poll", "GET", "/v1/x")
+    assert response.status_code == 200
+    assert stats.errors == []
+    assert stats.backpressure["poll"] == 1
+    assert stats.unreachable["poll"] == 1
+    assert len(stats.latencies["poll"]) == 1
+    assert 4.0 <= slept[0] <= 4.0 * (1 + load.RETRY_JITTER)
+    assert 0.5 * load.CONNECT_BACKOFF_SECONDS <= slept[1] <= 1.5 * load.CONNECT_BACKOFF_SECONDS
+
+
+def test_the_report_counts_back_pressure_beside_errors() -> None:
+    stats = load.Stats()
+    stats.backpressure.update({"poll": 3, "admin": 1})
+    result = load.Result(
+        participants=10,
+        rounds=1,
+        workers=1,
+        backend="SQLite",
+        wall_seconds=1.0,
+        stats=stats,
+        usage=load.Usage(),
+        bench_cpu_seconds=0.0,
+    )
+    table = load.report(result)
+    assert "4 in all, 1 of them the bench's own admin reads" in table
+    summary = next(line for line in table.splitlines() if line.startswith("| 10 "))
+    assert summary.split("|")[-3].strip() == "4"  # back-pressure, apart from...
+    assert summary.split("|")[-2].strip() == "0"  # ...the errors

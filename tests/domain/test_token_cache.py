@@ -3,6 +3,8 @@ auth generation moves, never storing a lookup that raced a credential change."""
 
 from __future__ import annotations
 
+import pytest
+
 from coordinator.domain.token_cache import TokenCache
 
 
@@ -84,3 +86,49 @@ def test_bounded_in_size_oldest_first() -> None:
     for digest in ("a", "b", "c"):
         cache.put(digest, digest, generation)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "b", "c")
+
+
+def test_one_generation_read_in_flight_at_a_time() -> None:
+    """Under load a read can outlast the check interval; then every authentication re-read
+    the generation (a second query each). While one thread reads, the others go on with
+    the generation they have, and the cache serves nothing until that read is done."""
+    clock = Clock()
+    cache = _cache(clock, ttl_seconds=60.0, check_seconds=0.5)
+    assert cache.generation(lambda: 3) == 3
+    cache.put("d", "principal", 3)
+    clock.now += 1.0  # due for a re-read
+    nested: list[int | None] = []
+    reads: list[str] = []
+
+    def inner_read() -> int:
+        reads.append("inner")
+        return 99
+
+    def slow_read() -> int:
+        reads.append("outer")
+        # another request arrives while this read is in flight: no second read
+        nested.append(cache.generation(inner_read))
+        assert cache.get("d") is None  # the check is due: nothing served meanwhile
+        return 4
+
+    assert cache.generation(slow_read) == 4
+    assert reads == ["outer"]
+    assert nested == [3]
+    # a lookup stored under the generation the nested caller had is dropped: it moved
+    cache.put("d", "stale", nested[0])
+    assert cache.get("d") is None
+    # and once the read is done, the next due check reads again
+    clock.now += 1.0
+    assert cache.generation(lambda: 5) == 5
+
+
+def test_a_failed_read_lets_the_next_caller_read() -> None:
+    clock = Clock()
+    cache = _cache(clock, check_seconds=0.5)
+
+    def broken() -> int:
+        raise RuntimeError("database unreachable")
+
+    with pytest.raises(RuntimeError):
+        cache.generation(broken)
+    assert cache.generation(lambda: 8) == 8

@@ -4,10 +4,13 @@ complete, deploy, report test figures, recommend; resume from saved state."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -273,3 +276,65 @@ def test_run_waits_only_for_rounds_it_is_drawn_into(
     assert admin.federations.get(fid).state == "completed"
     assert waits
     assert all(w == {"in_cohort": True} for w in waits)
+
+
+class _Overloaded(httpx.BaseTransport):
+    """The coordinator's transport, except that the first ``refusals`` reads of
+    rounds/current are shed: 503 ``overloaded`` with ``Retry-After``, as
+    coordinator/api/overload.py answers past its bound."""
+
+    def __init__(self, inner: httpx.BaseTransport, refusals: int, retry_after: int) -> None:
+        self.inner = inner
+        self.refusals = refusals
+        self.retry_after = retry_after
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/rounds/current") and self.refused < self.refusals:
+            self.refused += 1
+            return httpx.Response(
+                503,
+                json={
+                    "type": "urn:fedrec:problem:overloaded",
+                    "title": "Overloaded",
+                    "status": 503,
+                    "detail": "this coordinator process is answering 128 requests already",
+                },
+                headers={
+                    "Content-Type": "application/problem+json",
+                    "Retry-After": str(self.retry_after),
+                },
+            )
+        return self.inner.handle_request(request)
+
+
+def test_run_rides_out_a_shedding_coordinator(
+    coordinator: TestClient, data: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five 503 overloaded in a row: more than the client's own retries (2), so run() itself
+    waits too; every wait honours Retry-After plus jitter, and the run completes."""
+    import participant_sdk.participant as participant_module
+
+    admin, fid, tokens = _federation(
+        coordinator, data, 1, rounds={"max_rounds": 2, "final_evaluation_seconds": 0}
+    )
+    shedding = _Overloaded(coordinator._transport, refusals=5, retry_after=7)
+    sdk = Client(str(coordinator.base_url), tokens[0], transport=shedding)
+    client_sleeps: list[float] = []
+    run_sleeps: list[float] = []
+    sdk._sleep = client_sleeps.append
+    monkeypatch.setattr(
+        participant_module,
+        "time",
+        SimpleNamespace(monotonic=time.monotonic, sleep=run_sleeps.append),
+    )
+    FederatedRecommender(sdk, fid, data, config=CONFIG).run(round_timeout=10, outage_timeout=60)
+    assert admin.federations.get(fid).state == "completed"
+    assert shedding.refused == 5
+    # the client's own retries: 2 after the first refusal, 2 after the fourth
+    backoffs = [s for s in client_sleeps if s >= 7]
+    assert len(backoffs) == 4
+    assert all(7 <= s <= 7 * 1.25 for s in backoffs)
+    # run()'s pause once the client gave up: at least Retry-After, at most a quarter more
+    assert len(run_sleeps) == 1
+    assert 7 <= run_sleeps[0] <= 7 * 1.25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 
 import httpx
@@ -16,6 +17,7 @@ from participant_sdk._constants import (
     INITIAL_RETRY_DELAY,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
+    RETRY_AFTER_JITTER,
 )
 
 from .fake_coordinator import FID, FakeCoordinator, problem, receipt_json, respond, round_json
@@ -40,7 +42,8 @@ class TestWhatIsRetried:
             respond(201, receipt_json()),
         )
         assert _submit(client).round == 1
-        assert sleeps == [3.0]
+        assert len(sleeps) == 1
+        assert 3.0 <= sleeps[0] <= 3.0 * (1 + RETRY_AFTER_JITTER)
         first, second = fake.requests
         assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
         assert first.content == second.content
@@ -174,12 +177,30 @@ class TestDelay:
         self, header: str, expected: float
     ) -> None:
         response = httpx.Response(503, headers={"Retry-After": header})
-        assert BaseClient._retry_delay(0, response) == expected
+        assert expected <= BaseClient._retry_delay(0, response) <= expected * 1.25
+
+    @pytest.mark.parametrize(("draw", "factor"), [(0.0, 1.0), (0.5, 1.125), (0.999, 1.24975)])
+    def test_retry_after_gets_jitter_on_top_never_below(
+        self, draw: float, factor: float, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Participants refused in the same second (a shedding coordinator's 503) come back
+        spread over a quarter of Retry-After more, never sooner than it asked."""
+        monkeypatch.setattr(random, "random", lambda: draw)
+        response = httpx.Response(503, headers={"Retry-After": "8"})
+        assert BaseClient._retry_delay(0, response) == pytest.approx(8 * factor)
+        capped = httpx.Response(503, headers={"Retry-After": "3600"})
+        assert BaseClient._retry_delay(0, capped) == pytest.approx(MAX_RETRY_AFTER * factor)
+
+    def test_retry_after_jitter_spreads_the_retries(self) -> None:
+        response = httpx.Response(503, headers={"Retry-After": "4"})
+        delays = [BaseClient._retry_delay(0, response) for _ in range(100)]
+        assert all(4.0 <= d <= 4.0 * (1 + RETRY_AFTER_JITTER) for d in delays)
+        assert len(set(delays)) > 50  # not one instant every refused participant retries at
 
     def test_retry_after_http_date(self) -> None:
         when = email.utils.formatdate(time.time() + 30, usegmt=True)
         response = httpx.Response(429, headers={"Retry-After": when})
-        assert 25 <= BaseClient._retry_delay(0, response) <= 30
+        assert 25 <= BaseClient._retry_delay(0, response) <= 30 * 1.25
 
     def test_retry_after_date_in_the_past(self) -> None:
         response = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
@@ -203,7 +224,8 @@ class TestDelay:
         with Client("http://coordinator.test", "t", transport=fake.transport) as client:
             client._sleep = slept.append
             client.rounds.current(FID)
-        assert slept == [60.0]
+        assert len(slept) == 1
+        assert 60.0 <= slept[0] <= 60.0 * (1 + RETRY_AFTER_JITTER)
 
 
 class TestAsyncRetries:
@@ -219,7 +241,7 @@ class TestAsyncRetries:
         )
         receipt = await aclient.updates.submit(FID, 1, DELTAS, base_version=0, num_examples=3)
         assert receipt.round == 1
-        assert sleeps[0] == 1.0
+        assert 1.0 <= sleeps[0] <= 1.0 * (1 + RETRY_AFTER_JITTER)
         assert len(sleeps) == 2
         assert len({r.headers["Idempotency-Key"] for r in fake.requests}) == 1
 

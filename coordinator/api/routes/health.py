@@ -18,8 +18,9 @@ router = APIRouter(tags=["health"])
     summary="Liveness",
     responses=success(200, "The process answers", examples.HEALTH),
 )
-def healthz() -> Health:
+async def healthz() -> Health:
     """Liveness: the process answers (it checks nothing else; see `/readyz`)."""
+    # async: on the event loop, not behind requests queued for a worker thread
     return Health(status="ok")
 
 
