@@ -37,10 +37,12 @@ from coordinator.domain.auth import (
 from coordinator.domain.context import Context
 from coordinator.domain.errors import (
     CoordinatorError,
+    DatabaseError,
     ParticipantRevoked,
     TokenExpired,
     TokenRevoked,
     Unauthorized,
+    database_problem,
 )
 
 __all__ = ["AdmissionControl"]
@@ -193,6 +195,12 @@ class AdmissionControl:
             return None, True
         except CoordinatorError:
             return None, False  # e.g. a busy database: the app answers it
+        except DatabaseError as exc:
+            # a locked or unreachable database (registering the bootstrap token writes):
+            # the app authenticates again and its handler answers 503 with Retry-After
+            if database_problem(exc) is None:
+                raise
+            return None, False
         self._remember(token)
         return principal, False
 
