@@ -147,7 +147,9 @@ class TestRateLimits:
     def test_bad_token_guesses_throttled_hardest(
         self, settings: Settings, admin_headers: dict[str, str]
     ) -> None:
-        app = _throttled_app(settings)  # the defaults: 50 guesses, then 1 per 5 s
+        # the default burst (50 guesses); the refill slowed from 1 per 5 s to 1 per 1,000 s so
+        # that a slow machine sending the 80 guesses in over 5 s does not earn one back
+        app = _throttled_app(settings, auth_failure_rate_per_second=0.001)
         burst = settings.auth_failure_burst
         with TestClient(app) as client:
             fid = create_federation(client, admin_headers)["id"]  # the admin token is known
