@@ -14,6 +14,7 @@ from coordinator.domain.context import Context
 from coordinator.store.files_and_rows import FilesAndRows
 from coordinator.store.local_blobs import LocalBlobStore
 from coordinator.store.models import Blob, BlobChunk, Update
+from participant_sdk.recsys.ease import item_gram
 from participant_sdk.wire import decode_weights, encode_update
 
 NUM_ITEMS = 20
@@ -75,6 +76,23 @@ def update_bytes(
         base_version=base_version,
         num_examples=num_examples,
     )
+
+
+def gram_update(
+    users: np.ndarray, items: np.ndarray, num_items: int, *, round: int = 1, base_version: int = 0
+) -> tuple[np.ndarray, bytes]:
+    """An EASE participant's upload of its interactions: their item Gram matrix (returned,
+    for the test's pooled reference) and its non-zeros encoded row-sparse (flat i * N + j)."""
+    gram = item_gram(users, items, num_items)
+    keys = np.flatnonzero(gram)
+    body = encode_update(
+        {"ease_gram": gram.reshape(-1)[keys].astype(np.float32)},
+        round=round,
+        base_version=base_version,
+        num_examples=int(users.size),
+        rows=keys,
+    )
+    return gram, body
 
 
 def put_update(

@@ -35,9 +35,8 @@ from coordinator.domain.specs import (
 )
 from coordinator.store.models import AuditEvent, ModelVersion, Round, utc_now
 from coordinator.worker import RoundWorker
-from participant_sdk.recsys.ease import item_gram
-from participant_sdk.wire import decode_weights, encode_update
-from tests.factories import domain_federation, update_bytes
+from participant_sdk.wire import decode_weights
+from tests.factories import domain_federation, gram_update, update_bytes
 
 N = 12
 LAMBDAS = (1.0, 10.0)
@@ -72,16 +71,8 @@ def _ease_federation(ctx: Context) -> tuple[str, np.ndarray]:
     for seed in range(2):
         row, _ = enrol_participant(ctx, ADMIN, fid, name=f"silo{seed}")
         users, items = _silo(seed)
-        gram = item_gram(users, items, N)
+        gram, body = gram_update(users, items, N)
         pooled += gram
-        keys = np.flatnonzero(gram)
-        body = encode_update(
-            {"ease_gram": gram.reshape(-1)[keys].astype(np.float32)},
-            round=1,
-            base_version=0,
-            num_examples=users.size,
-            rows=keys,
-        )
         rounds.submit_update(ctx, Principal(False, row.id, fid, row.name), fid, 1, body)
     return fid, pooled
 

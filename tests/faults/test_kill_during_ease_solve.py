@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from coordinator.store.models import ModelVersion, Round
-from participant_sdk.recsys.ease import ease_weights, item_gram
-from participant_sdk.wire import decode_weights, encode_update
+from participant_sdk.recsys.ease import ease_weights
+from participant_sdk.wire import decode_weights
+from tests.factories import gram_update
 from tests.faults.conftest import ADMIN_TOKEN, BACKENDS, db_session, server_for, wait_until
 
 N = 12
@@ -82,16 +83,8 @@ def _start_ease_round(url: str) -> tuple[str, np.ndarray]:
             rng = np.random.default_rng(seed)
             pairs = [(u, i) for u in range(15) for i in rng.choice(N, size=4, replace=False)]
             users, items = np.array(pairs).T
-            gram = item_gram(users, items, N)
+            gram, body = gram_update(users, items, N)
             pooled += gram
-            keys = np.flatnonzero(gram)
-            body = encode_update(
-                {"ease_gram": gram.reshape(-1)[keys].astype(np.float32)},
-                round=1,
-                base_version=0,
-                num_examples=int(users.size),
-                rows=keys,
-            )
             sent = http.put(
                 f"/v1/federations/{fid}/rounds/1/update",
                 content=body,
