@@ -57,6 +57,7 @@ __all__ = [
     "select_recipe",
     "successive_halving",
     "with_ease",
+    "with_min_rounds",
 ]
 
 # Cumulative rounds at which the candidates are compared: every candidate trains 4
@@ -326,7 +327,8 @@ def select_recipe(
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[SimulationOptions, Selection]:
     """Choose the recipe on ``valid`` from short federations on ``train`` (and EASE's
-    closed form); return the options with the winner applied, and the selection."""
+    closed form); return the options with the winner applied (and its ``min_rounds``:
+    :func:`with_min_rounds`), and the selection."""
     per_participant = float(np.median([users.size for users in groups])) if groups else None
     candidates = candidates_for(
         options,
