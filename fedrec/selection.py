@@ -300,12 +300,13 @@ def with_min_rounds(
     options: SimulationOptions, selection: Selection
 ) -> tuple[SimulationOptions, Selection]:
     """The chosen options with ``min_rounds`` from the winner's search curve, unless the
-    user set one, patience is off, or the winner has no curve (EASE, a lone candidate)."""
+    user set one, patience is off, the winner has no curve (EASE, a lone candidate), or
+    it never improved after its first round (a floor of 1 holds nothing back)."""
     curve = selection.curves.get(selection.chosen.name)
     if options.min_rounds is not None or options.patience is None or not curve:
         return options, selection
     found = search_min_rounds(curve, window=options.validation_window, min_delta=options.min_delta)
-    if found is None:
+    if found is None or found <= 1:
         return options, selection
     why = (
         f"{selection.why}; trained at least {found} rounds because the search saw it "

@@ -109,6 +109,10 @@ def test_the_full_federation_trains_at_least_until_the_winner_last_improved() ->
     off, _ = with_min_rounds(dataclasses.replace(options, patience=None), selection)
     assert off.min_rounds is None
     assert "min_rounds" not in off.round_policy()
+    # a winner that never improved after round 1 gets no floor (1 would hold nothing back)
+    flat = dataclasses.replace(selection, curves={"slow": dict.fromkeys(range(1, 7), 0.2)})
+    unchanged, said = with_min_rounds(options, flat)
+    assert (unchanged.min_rounds, said.min_rounds, said.why) == (None, None, selection.why)
 
 
 def test_min_rounds_on_the_command_line_is_checked_against_the_cap() -> None:
