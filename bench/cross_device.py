@@ -206,7 +206,8 @@ def main() -> None:
     parser.add_argument(
         "--chosen",
         help="skip the search and train this candidate of fedrec.selection.candidates_for "
-        "(the search is deterministic: reuse the choice of a run already made)",
+        "(the search is deterministic: reuse the choice of a run already made, and its "
+        "min_rounds with --set min_rounds=N: without the search there is none)",
     )
     parser.add_argument(
         "--sum-step",
