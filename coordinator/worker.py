@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from coordinator.api import telemetry
-from coordinator.domain import aggregation_job, ease_process, idempotency
+from coordinator.domain import aggregation_job, ease_process, idempotency, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import CoordinatorError, DatabaseError
@@ -150,6 +150,33 @@ class RoundWorker:
         done: Future[None] = Future()
         _cancel_with(done, self._executor.submit(self._after_upload, federation_id, number, done))
         return done
+
+    def accept_upload(
+        self, submit: Callable[[], rounds.Receipt], federation_id: str, number: int
+    ) -> rounds.Receipt:
+        """Run an upload (``submit``: ``rounds.submit_update``), then, on the same thread,
+        :meth:`after_upload` if it created an update that may complete its round."""
+        receipt = submit()
+        if receipt.created and receipt.may_complete:
+            self.after_upload(federation_id, number)
+        return receipt
+
+    def after_upload(self, federation_id: str, number: int) -> None:
+        """On the thread of an upload that may complete its round, after its COMMIT: a
+        small plaintext round is aggregated right here (no hand-off to the worker's
+        thread, no wake-up, and the uploader's answer leaves with the next round open);
+        any other round is kicked (:meth:`kick`). An error is logged: the upload stays
+        acknowledged, and the timer aggregates the round."""
+        if self._stop.is_set():
+            return
+        try:
+            outcome = aggregation_job.run_if_small(self._ctx, federation_id, number)
+        except Exception as exc:
+            log.exception("aggregation of round %d of %s failed", number, federation_id)
+            _count_failure(exc)
+            return
+        if outcome is None:
+            self.kick(federation_id, number)
 
     def aggregate_now(
         self, principal: Principal, federation_id: str, number: int

@@ -122,6 +122,7 @@ __all__ = [
     "complete_claim",
     "run",
     "run_due_work",
+    "run_if_small",
     "settle_final_evaluations",
 ]
 
@@ -390,6 +391,24 @@ def _run_at_once(
     if committed.next_round_opened:
         ctx.observer.round_opened()
     return Outcome(step, committed.version)
+
+
+def run_if_small(ctx: Context, federation_id: str, number: int) -> Outcome | None:
+    """An upload's kick run on the upload's own thread, after its COMMIT: a round that
+    certainly waits is left (a read), a small plaintext one is aggregated here in one
+    transaction (:func:`_run_at_once`); None for any other round, which the caller hands to
+    the worker's thread (:func:`run`, whose first read this repeats)."""
+    outcome: Outcome | None = None
+    try:
+        waits, facts = _judge(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
+        if waits:
+            outcome = Outcome(lifecycle.Step.WAIT)
+        elif _at_once(ctx, federation_id, facts):
+            outcome = _run_at_once(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
+        return outcome
+    finally:
+        if outcome is not None and outcome.changed:
+            ctx.notifier.poke()  # this process's long-polls learn of it now
 
 
 def _is_heavy(ctx: Context, federation_id: str) -> bool:

@@ -1,24 +1,35 @@
 """A small plaintext round completed by an upload is claimed, aggregated and committed in
-one write transaction (``aggregation_job._run_at_once``): the same version as the two-step
-path, and, when the process dies after the upload committed (before or inside that
-transaction), the round stays open and complete and is aggregated exactly once by the
-timer of the next process."""
+one write transaction (``aggregation_job._run_at_once``), on the upload's own thread
+(``RoundWorker.accept_upload``): the same version as the two-step path, and, when the
+process dies after the upload committed (before or inside that transaction), the round
+stays open and complete and is aggregated exactly once by the timer of the next process."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
+from coordinator.app import create_app
+from coordinator.config import Settings
 from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.context import Context
 from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.recent_updates import RecentUpdates
 from coordinator.store.models import ModelVersion, Round
-from tests.factories import domain_federation, update_bytes
+from tests.factories import (
+    create_federation,
+    domain_federation,
+    enrol,
+    put_update,
+    update_bytes,
+    wait_round_closed,
+)
 
 
 class _Crash(Exception):
@@ -143,3 +154,73 @@ def test_a_crash_inside_the_one_transaction_leaves_the_round_open_for_the_timer(
     assert aggregation_job.run_due_work(ctx) == 1
     assert aggregation_job.run_due_work(ctx) == 0
     assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+# ---------------------------------------------------------------- on the upload's thread
+
+
+@contextmanager
+def _two_participants(
+    settings: Settings, admin: dict[str, str], kicks: list[tuple[str, int]]
+) -> Iterator[tuple[TestClient, str, list[dict[str, str]]]]:
+    """A running app (no timer) whose worker records its kicks, and a federation of two."""
+    with TestClient(create_app(settings, run_timer=False)) as client:
+        worker = client.app.state.worker  # type: ignore[attr-defined]
+        kick = worker.kick
+
+        def recording_kick(federation_id: str, number: int) -> Any:
+            kicks.append((federation_id, number))
+            return kick(federation_id, number)
+
+        worker.kick = recording_kick
+        fid = create_federation(client, admin)["id"]
+        tokens = [enrol(client, admin, fid, f"p{i}")[1] for i in range(2)]
+        yield client, fid, tokens
+
+
+def test_the_completing_upload_answers_with_its_round_aggregated(
+    settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        assert put_update(client, fid, 1, update_bytes(seed=1), tokens[0]).status_code == 201
+        assert put_update(client, fid, 1, update_bytes(seed=2), tokens[1]).status_code == 201
+        # no waiting: the second upload's own thread aggregated before it answered
+        state = client.get(f"/v1/federations/{fid}/rounds/1", headers=admin_headers).json()
+        assert (state["state"], state["result_version"]) == ("closed", 1)
+        assert (
+            client.get(f"/v1/federations/{fid}", headers=admin_headers).json()["current_round"] == 2
+        )
+    assert kicks == []  # nothing was handed to the worker's thread
+
+
+def test_a_round_too_large_for_one_transaction_is_kicked_to_the_worker(
+    settings: Settings, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aggregation_job, "ONE_TRANSACTION_MAX_VALUES", 0)
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        for seed, token in enumerate(tokens):
+            assert put_update(client, fid, 1, update_bytes(seed=seed), token).status_code == 201
+        wait_round_closed(client, fid, 1, admin_headers)
+    assert kicks == [(fid, 1)]  # only the completing upload kicks
+
+
+def test_an_aggregation_error_on_the_upload_thread_keeps_the_201_and_the_round(
+    settings: Settings, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(aggregation_job, "_aggregate", broken)
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        for seed, token in enumerate(tokens):
+            assert put_update(client, fid, 1, update_bytes(seed=seed), token).status_code == 201
+        url = f"/v1/federations/{fid}/rounds/1"
+        assert client.get(url, headers=admin_headers).json()["state"] == "open"
+        monkeypatch.undo()
+        ctx = client.app.state.context  # type: ignore[attr-defined]
+        assert aggregation_job.run_due_work(ctx) == 1  # the timer aggregates it, once
+        assert aggregation_job.run_due_work(ctx) == 0
+        assert client.get(url, headers=admin_headers).json()["state"] == "closed"
