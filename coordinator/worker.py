@@ -3,15 +3,18 @@ SQLite's checkpoints.
 
 Every trigger of the aggregation job (an accepted upload, the timer, the admin's
 aggregate call) runs it on one worker thread, off the event loop, so health checks and
-uploads keep answering while a large round aggregates. Heavy rounds (``ease``: a dense
-solve, minutes at 20 000 items) are claimed there and aggregated on threads of their own
-(``heavy_workers``, one by default), so the other federations' rounds do not queue
-behind a solve; a round finding every heavy thread busy stays open, unclaimed, for the
-timer (see :mod:`coordinator.domain.aggregation_job`). The timer enforces deadlines
-and takes over expired aggregation leases even when no request arrives; every replica
-runs one, and the database compare-and-set keeps the work exactly once. On SQLite a
-third thread copies the write-ahead log into the database file every fraction of a
-second, so no committing request pays for it (``store.db.WAL_AUTOCHECKPOINT_PAGES``).
+uploads keep answering while a large round aggregates; except a small round completed by
+an upload, which that upload's own thread (an anyio worker, after its COMMIT) aggregates
+in one transaction before it answers (:meth:`RoundWorker.accept_upload`): no hand-off.
+Heavy rounds (``ease``: a dense solve, minutes at 20 000 items) are claimed there and
+aggregated on threads of their own (``heavy_workers``, one by default), so the other
+federations' rounds do not queue behind a solve; a round finding every heavy thread busy
+stays open, unclaimed, for the timer (see :mod:`coordinator.domain.aggregation_job`).
+The timer enforces deadlines and takes over expired aggregation leases even when no
+request arrives; every replica runs one, and the database compare-and-set keeps the work
+exactly once. On SQLite a third thread copies the write-ahead log into the database file
+every fraction of a second, so no committing request pays for it
+(``store.db.WAL_AUTOCHECKPOINT_PAGES``).
 """
 
 from __future__ import annotations
