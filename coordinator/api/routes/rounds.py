@@ -234,15 +234,22 @@ async def upload_update(
         log.info("upload to round %d of %s cut off by the client", number, federation_id)
         return Response(status_code=499)
     try:
+        # the upload, then on the same thread the aggregation it may complete (a small
+        # round: aggregated there; any other: kicked to the worker's thread)
         receipt = await run_in_threadpool(
-            rounds.submit_update,
-            ctx,
-            principal,
+            worker.accept_upload,
+            partial(
+                rounds.submit_update,
+                ctx,
+                principal,
+                federation_id,
+                number,
+                body,
+                idempotency_key=idempotency_key,
+                evaluation=evaluation,
+            ),
             federation_id,
             number,
-            body,
-            idempotency_key=idempotency_key,
-            evaluation=evaluation,
         )
     except CoordinatorError as exc:
         if exc.status_code < 500:  # a refusal, not a busy database
@@ -260,8 +267,6 @@ async def upload_update(
         raise
     if not receipt.created:
         response.status_code = status.HTTP_200_OK
-    elif receipt.may_complete:  # an upload the round certainly waits past kicks nothing
-        worker.kick(federation_id, number)
     return receipt_out(receipt.update)
 
 
