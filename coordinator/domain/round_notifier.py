@@ -58,6 +58,7 @@ class RoundNotifier:
         interval_seconds: float = 0.2,
         max_per_holder: int = 4,
         max_wait_seconds: int = 300,
+        max_cohort_wait_seconds: int = 1800,
     ) -> None:
         # set by the Context that owns the notifier when not given here
         self.read_marks = read_marks
@@ -65,6 +66,9 @@ class RoundNotifier:
         self.max_per_holder = max_per_holder
         # the longest wait one long-poll may ask for (advertised as Round.max_wait_seconds)
         self.max_wait_seconds = max_wait_seconds
+        # the longest wait of a poll that sits out the rounds its participant is not drawn
+        # into (in_cohort): most of a sampled federation waits so, and renews this rarely
+        self.max_cohort_wait_seconds = max(max_cohort_wait_seconds, max_wait_seconds)
         self._events: dict[str, anyio.Event] = {}
         self._waiters: Counter[str] = Counter()
         self._holders: Counter[Hashable] = Counter()
