@@ -371,16 +371,20 @@ class FederatedRecommender:
         self,
         *,
         round_timeout: float = 3600.0,
-        outage_timeout: float = 600.0,
+        outage_timeout: float | None = None,
         progress_bar: bool = False,
     ) -> dict[str, float]:
         """Take part until the federation completes; return the test metrics reported.
 
         Waiting for the next round long-polls the coordinator (``round_timeout`` bounds
-        one wait, after which the participant simply checks again). A coordinator
-        restart or a network blip is ridden out: the client's own retries first, then
-        this loop retries with backoff for up to ``outage_timeout`` seconds and resumes
-        at whatever round is current (logging "reconnected"). Each uploaded round is
+        one wait, after which the participant simply checks again); a poll that times out
+        or loses its connection is asked again (:meth:`Rounds.wait_for_next`). A
+        coordinator restart, overload or a network blip is ridden out: the client's own
+        retries first, then this loop retries with backoff (and the coordinator's
+        ``Retry-After``) and resumes at whatever round is current (logging
+        "reconnected"). By default it never gives up: a participant that stopped would
+        leave a round it was drawn into waiting for its deadline. ``outage_timeout``
+        (seconds) makes it raise after an outage that long instead. Each uploaded round is
         logged at INFO with the ETA to the round cap; ``progress_bar`` draws a bar too
         (needs ``rich``). A revoked token raises
         :class:`~participant_sdk.ParticipantRevokedError` (and says so in the log).
@@ -432,7 +436,7 @@ class FederatedRecommender:
                 except (APIConnectionError, InternalServerError, RateLimitError) as exc:
                     now = time.monotonic()
                     outage_started = outage_started or now
-                    if now - outage_started > outage_timeout:
+                    if outage_timeout is not None and now - outage_started > outage_timeout:
                         raise
                     pause = _outage_pause(exc, delay)
                     log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, pause)
