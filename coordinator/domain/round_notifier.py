@@ -22,7 +22,7 @@ import anyio
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
-from coordinator.store.models import Federation
+from coordinator.store.models import Federation, Round
 from coordinator.store.repository import FederationRepository
 
 __all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
@@ -35,9 +35,17 @@ MAX_LONG_POLL_SECONDS_LIMIT = 3600
 MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 
 
-def mark_of(federation: Federation) -> tuple[Any, ...]:
-    """What a long-poll waits to see change (the columns ``round_marks`` reads)."""
-    return (federation.current_round, federation.state, federation.latest_version)
+def mark_of(federation: Federation, current: Round | None) -> tuple[Any, ...]:
+    """What a long-poll waits to see change (what ``round_marks`` reads), from the
+    federation and its current round as read: the draw of a sampled round's cohort is a
+    change too (a poll waiting for a round its participant is drawn into wakes at it)."""
+    pending = (
+        current is not None
+        and current.number == federation.current_round
+        and bool(current.sampled)
+        and current.population is None
+    )
+    return (federation.current_round, federation.state, federation.latest_version, pending)
 
 
 def database_marks(read_sessions: sessionmaker[Session]) -> MarkReader:

@@ -155,7 +155,7 @@ async def wait_for_round(
             remaining = deadline - time.monotonic()
             if changed or remaining <= 0:
                 return federation, row
-            seen = read = mark_of(federation)
+            seen = read = mark_of(federation, row)
             while True:
                 latest = await ctx.notifier.wait(federation.id, seen, remaining)
                 remaining = deadline - time.monotonic()
@@ -186,7 +186,7 @@ async def _current_or_unmoved(
             principal.check_federation(federation_id)  # what load_federation checks
             return snapshot.federation, snapshot.round
     federation, row = await anyio.to_thread.run_sync(current_round, ctx, principal, federation_id)
-    ctx.round_snapshots.put(federation, row, mark_of(federation))
+    ctx.round_snapshots.put(federation, row, mark_of(federation, row))
     return federation, row
 
 
@@ -195,7 +195,7 @@ async def _passes_by(
 ) -> bool:
     """Whether a round mark (current round, state, latest version) is one that a poll
     waiting for a round its participant is in can sit out without reading the database."""
-    number, state, _latest = mark
+    number, state, _latest, _pending = mark
     if participant_id is None or after is None or state != lifecycle.FederationState.ACTIVE:
         return False
     if number is None or number <= after:

@@ -9,6 +9,7 @@ its deadline (99 of 100 uploads).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,3 +145,48 @@ def test_a_drawn_participant_whose_wait_timed_out_still_makes_its_round(
     upload = update_bytes(round=2, base_version=drawn.base_version, seed=2)
     assert put_update(coordinator, fid, 2, upload, headers).status_code == 201
     wait_round_closed(coordinator, fid, 2, admin)
+
+
+def test_a_participant_awaiting_the_draw_waits_for_it_instead_of_polling(
+    coordinator: TestClient, app: FastAPI
+) -> None:
+    """Before round 1's sample is drawn, a participant's step finds nothing to do; on a
+    coordinator whose in_cohort wait wakes at the draw it waits for its round with one
+    held poll (no poll every few seconds), and that poll answers once it is drawn."""
+    import threading
+
+    from fedrec.synthetic import make_synthetic
+    from participant_sdk import FederatedRecommender
+    from participant_sdk.recsys import BPRConfig
+
+    data = make_synthetic(num_users=20, num_items=50, seed=1)
+    admin = Client(str(coordinator.base_url), ADMIN_TOKEN, http_client=coordinator)
+    rounds = {"min_participants": 2, "max_rounds": 1, "sampling": {"kind": "fixed", "size": 2}}
+    federation = admin.federations.create(
+        "draw",
+        {"kind": "mf", "num_items": data.num_items, "dim": 8, "seed": 0},
+        catalog=data.item_ids,
+        rounds=rounds,
+    )
+    tokens = [admin.participants.enrol(federation.id, f"p{i}").token for i in range(2)]
+    sdk = Client(str(coordinator.base_url), tokens[0], http_client=coordinator)
+    part = FederatedRecommender(sdk, federation.id, data, config=BPRConfig(dim=8, epochs=1))
+    assert part.step() == "waiting"
+    assert part._awaiting_draw
+    assert part._draw_wakes_waits
+    assert part.waiting_after == 0  # the wait is for round 1 itself
+    answer: list[object] = []
+    waiting = threading.Thread(
+        target=lambda: answer.append(
+            sdk.rounds.wait_for_next(federation.id, part.waiting_after, 60, in_cohort=True)
+        )
+    )
+    waiting.start()
+    limit = time.monotonic() + 10
+    while app.state.context.notifier.waiting < 1 and time.monotonic() < limit:
+        time.sleep(0.02)
+    app.state.worker.tick()  # both enrolled: the timer draws round 1 (both of them)
+    waiting.join(timeout=30)
+    assert not waiting.is_alive(), "the held poll did not wake at the draw"
+    [drawn] = answer
+    assert (drawn.number, drawn.in_cohort) == (1, True)  # type: ignore[attr-defined]
