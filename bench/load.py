@@ -123,10 +123,12 @@ class Usage:
     """The coordinator's process tree over the load phase."""
 
     cpu_seconds: float = 0.0
-    # between the first and the last round's close: rounds after every participant joined
-    # and before they all leave (the last close wakes every waiting poll at once)
+    # between the first round's close after every participant started (their first
+    # requests, once each, are not a round's cost) and the last but one round's close
+    # (the last close wakes every waiting poll at once, once each)
     later_rounds_cpu_seconds: float | None = None
     later_rounds: int = 0
+    later_rounds_wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
     processes: int = 0
 
@@ -395,14 +397,17 @@ async def _enrol(
 class _Sampler:
     """CPU time and peak RSS of a process and its children, sampled in the background."""
 
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
+    def __init__(self, pid: int, interval: float = 0.25, joined_after: float = 0.0) -> None:
         self._root = psutil.Process(pid)
+        # seconds after start() by which every participant has sent its first request
+        self._joined_after = joined_after
+        self._started = time.monotonic()
         self._interval = interval
         self._cpu: dict[int, float] = {}
         self._start: dict[int, float] = {}
         self.usage = Usage()
         self._task: asyncio.Task[None] | None = None
-        self._closes: dict[int, float] = {}
+        self._closes: dict[int, tuple[float, float]] = {}  # version: (CPU, seconds in)
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -431,6 +436,7 @@ class _Sampler:
     def start(self) -> None:
         self._sample()
         self._start = dict(self._cpu)
+        self._started = time.monotonic()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> Usage:
@@ -439,11 +445,15 @@ class _Sampler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.usage.cpu_seconds = self.cpu_so_far()
-        if len(self._closes) >= 2:
-            versions = sorted(self._closes)
-            first, last = versions[0], versions[-1]
-            self.usage.later_rounds_cpu_seconds = self._closes[last] - self._closes[first]
-            self.usage.later_rounds = last - first
+        versions = sorted(v for v, (_, at) in self._closes.items() if at >= self._joined_after)
+        if len(versions) >= 2:
+            (first_cpu, first_at), (last_cpu, last_at) = (
+                self._closes[versions[0]],
+                self._closes[versions[-1]],
+            )
+            self.usage.later_rounds_cpu_seconds = last_cpu - first_cpu
+            self.usage.later_rounds = versions[-1] - versions[0]
+            self.usage.later_rounds_wall_seconds = last_at - first_at
         self.usage.processes = len(self._cpu)
         return self.usage
 
@@ -453,7 +463,7 @@ class _Sampler:
     def round_closed(self, version: int) -> None:
         """CPU so far when ``version`` (made by round ``version``) was first seen."""
         self._sample()
-        self._closes.setdefault(version, self.cpu_so_far())
+        self._closes.setdefault(version, (self.cpu_so_far(), time.monotonic() - self._started))
 
 
 @dataclass(frozen=True)
@@ -595,7 +605,10 @@ async def _load(
         ).json()
 
         assert server.process is not None
-        sampler = _Sampler(server.process.pid)
+        rate = args.first_polls_per_second
+        sampler = _Sampler(
+            server.process.pid, joined_after=args.participants / rate if rate else 0.0
+        )
         sampler.start()
         started = time.perf_counter()
         crowd = Crowd(
@@ -820,9 +833,10 @@ def report(result: Result) -> str:
         "long-poll: the wait for the next round to open (it includes the round's other "
         "uploads and its aggregation; sampled: every participant's first request too, "
         "which waits for a round it is drawn into), not a service time; CPU per later "
-        "round: between "
-        "the first round's close and the next-to-last's (every participant has joined, and "
-        "none has left yet)",
+        "round: from the first round's close after every participant started (the "
+        "--first-polls-per-second schedule) to the next-to-last round's close, and "
+        f"those rounds took {result.usage.later_rounds_wall_seconds:.1f} s of wall time "
+        "(every participant has joined, and none has left yet)",
     ]
     if stats.errors:
         kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)

@@ -231,3 +231,16 @@ def test_the_report_counts_back_pressure_beside_errors() -> None:
     summary = next(line for line in table.splitlines() if line.startswith("| 10 "))
     assert summary.split("|")[-3].strip() == "4"  # back-pressure, apart from...
     assert summary.split("|")[-2].strip() == "0"  # ...the errors
+
+
+async def test_later_rounds_start_after_every_participant_started() -> None:
+    """A round that closed while participants were still joining (their first requests
+    are a once-per-participant cost) is not a later round."""
+    import os
+
+    sampler = load._Sampler(os.getpid(), joined_after=10.0)
+    sampler._closes = {1: (1.0, 5.0), 2: (2.0, 12.0), 3: (3.5, 20.0)}  # version: (CPU, s)
+    usage = await sampler.stop()
+    assert usage.later_rounds == 1
+    assert usage.later_rounds_cpu_seconds == 1.5
+    assert usage.later_rounds_wall_seconds == 8.0
