@@ -834,9 +834,9 @@ def report(result: Result) -> str:
         "uploads and its aggregation; sampled: every participant's first request too, "
         "which waits for a round it is drawn into), not a service time; CPU per later "
         "round: from the first round's close after every participant started (the "
-        "--first-polls-per-second schedule) to the next-to-last round's close, and "
-        f"those rounds took {result.usage.later_rounds_wall_seconds:.1f} s of wall time "
-        "(every participant has joined, and none has left yet)",
+        "--first-polls-per-second schedule) to the next-to-last round's close: "
+        f"{result.usage.later_rounds} round(s), {result.usage.later_rounds_wall_seconds:.1f} s "
+        "of wall time (every participant has joined, and none has left yet)",
     ]
     if stats.errors:
         kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)
