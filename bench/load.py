@@ -75,13 +75,17 @@ MAX_STALE_RETRIES = 3
 MAX_CONNECT_RETRIES = 5  # a connection not accepted in time: retried after 2, 4, 8, 16, 30 s
 CONNECT_BACKOFF_SECONDS = 2.0
 RETRY_JITTER = 0.25  # a back-pressure wait is Retry-After plus up to this fraction more
+WAIT_JITTER = 0.1  # an in_cohort long-poll asks for up to this fraction less, as the SDK
+LONG_POLL_READ_MARGIN = 60  # a long-poll's read timeout: its wait plus this
+REASK_BACKOFF_SECONDS = 1.0  # a long-poll without an answer is asked again after 1, 2, 4… s
 SERVER_START_SECONDS = 300
 CROWD_REPORT_GRACE_SECONDS = 300  # for a crowd process past the time limit to report
 ENROL_CONCURRENCY = 32  # enrolments in flight (each is one write transaction)
 PER_CLIENT = 25  # participants sharing one httpx connection pool
-# below uvicorn's 5 s keep-alive timeout, so that the client rarely reuses a connection
-# the server is closing at that moment (under heavy load it still happens: _call)
-KEEPALIVE_EXPIRY_SECONDS = 2.0
+# as the SDK: longer than a Retry-After wait (so a refused participant comes back on its
+# connection, not with a new one to accept) and below `fedrec serve`'s 90 s keep-alive, so
+# the client rarely reuses a connection the server is closing (it still happens: _call)
+KEEPALIVE_EXPIRY_SECONDS = 80.0
 
 
 @dataclass
@@ -92,6 +96,9 @@ class Stats:
     backpressure: Counter[str] = field(default_factory=Counter)
     stale: Counter[str] = field(default_factory=Counter)  # closed keep-alive connections
     unreachable: Counter[str] = field(default_factory=Counter)  # connects not accepted in time
+    # long-polls that got no answer (timed out: answered late; or the connection dropped)
+    # and were asked again, as the SDK's wait loop does: never a reason to stop
+    reasked: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     uploads: int = 0
     sat_out: int = 0  # rounds a participant learnt it was not sampled into
@@ -104,6 +111,7 @@ class Stats:
         self.backpressure.update(other.backpressure)
         self.stale.update(other.stale)
         self.unreachable.update(other.unreachable)
+        self.reasked.update(other.reasked)
         self.errors.extend(other.errors)
         self.uploads += other.uploads
         self.sat_out += other.sat_out
@@ -115,10 +123,12 @@ class Usage:
     """The coordinator's process tree over the load phase."""
 
     cpu_seconds: float = 0.0
-    # between the first and the last round's close: rounds after every participant joined
-    # and before they all leave (the last close wakes every waiting poll at once)
+    # between the first round's close after every participant started (their first
+    # requests, once each, are not a round's cost) and the last but one round's close
+    # (the last close wakes every waiting poll at once, once each)
     later_rounds_cpu_seconds: float | None = None
     later_rounds: int = 0
+    later_rounds_wall_seconds: float = 0.0
     peak_rss_bytes: int = 0
     processes: int = 0
 
@@ -182,28 +192,39 @@ async def _call(
     accept in time (its accept queue full: a connect timeout or refusal) is retried after a
     jittered exponential back-off, at most ``MAX_CONNECT_RETRIES`` times, as the SDK does
     (its retries, then ``run()``'s), and counted apart too; any other transport error, or
-    one of these past its bound, is an error.
+    one of these past its bound, is an error. A long-poll that gets no answer (it timed
+    out or its connection dropped) is asked again after a jittered back-off, as the SDK's
+    wait loop does, and counted apart: a waiting participant never stops on it.
     """
     stale = 0
     unreachable = 0
+    reasked = 0
     for _ in range(MAX_BACKPRESSURE_RETRIES):
         started = time.perf_counter()
         try:
             response = await client.request(method, url, **kwargs)
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            if stale < MAX_STALE_RETRIES:
-                stale += 1
-                stats.stale[kind] += 1
-                continue
-            stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
-            raise _Failed from exc
-        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
-            if unreachable < MAX_CONNECT_RETRIES:
-                stats.unreachable[kind] += 1
-                backoff = min(CONNECT_BACKOFF_SECONDS * 2**unreachable, 30.0)
-                unreachable += 1
+        except httpx.TransportError as exc:
+            if kind == "long-poll":
+                # a wait that got no answer (timed out: a loaded coordinator answers late;
+                # or the connection dropped): asked again, as the SDK's wait loop does,
+                # never a reason to stop; bounded by the time limit and the loop's count
+                stats.reasked[kind] += 1
+                backoff = min(REASK_BACKOFF_SECONDS * 2**reasked, 30.0)
+                reasked += 1
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # nosec B311 # jitter
                 continue
+            if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+                if stale < MAX_STALE_RETRIES:
+                    stale += 1
+                    stats.stale[kind] += 1
+                    continue
+            elif isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
+                if unreachable < MAX_CONNECT_RETRIES:
+                    stats.unreachable[kind] += 1
+                    backoff = min(CONNECT_BACKOFF_SECONDS * 2**unreachable, 30.0)
+                    unreachable += 1
+                    await asyncio.sleep(backoff * (0.5 + random.random()))  # nosec B311
+                    continue
             stats.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             raise _Failed from exc
         except httpx.HTTPError as exc:
@@ -263,13 +284,16 @@ async def _participant(
     rows: int,
     sampled: bool,
     start_delay: float = 0.0,
+    max_wait: int = LONG_POLL_SECONDS,
+    max_cohort_wait: int | None = None,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     base = f"/v1/federations/{federation_id}"
     rng = np.random.default_rng(index)
     cohort = {"in_cohort": "true"} if sampled else {}
-    after: int | None = None
-    wait = LONG_POLL_SECONDS
+    # sampled: the first request is already the wait (after=0, in_cohort): answered at
+    # once when drawn into the current round, else held until a round that draws it
+    after: int | None = 0 if sampled else None
     await asyncio.sleep(start_delay)
     try:
         while True:
@@ -278,6 +302,7 @@ async def _participant(
                     client, stats, "poll", "GET", f"{base}/rounds/current", headers=headers
                 )
             else:
+                wait = _wait_for(max_wait, max_cohort_wait if sampled else None)
                 current = await _call(
                     client,
                     stats,
@@ -287,10 +312,11 @@ async def _participant(
                     # sampled: sit out the rounds this participant is not drawn into
                     params={"wait": wait, "after": after, **cohort},
                     headers=headers,
-                    timeout=wait + 60,
+                    timeout=wait + LONG_POLL_READ_MARGIN,
                 )
             round_ = current.json()
-            wait = int(round_.get("max_wait_seconds") or LONG_POLL_SECONDS)
+            max_wait = int(round_.get("max_wait_seconds") or LONG_POLL_SECONDS)
+            max_cohort_wait = round_.get("max_cohort_wait_seconds")
             number = int(round_["number"])
             if after is not None and number <= after:
                 continue  # the wait ran out before the round closed: wait again
@@ -341,6 +367,15 @@ async def _participant(
         return  # counted; this participant stops
 
 
+def _wait_for(max_wait: int, max_cohort_wait: int | None) -> int:
+    """A long-poll's ``wait``: the coordinator's maximum; for an ``in_cohort`` poll its
+    maximum for those, less up to ``WAIT_JITTER`` at random, as the SDK asks."""
+    if max_cohort_wait is None:
+        return max_wait
+    jitter = 1.0 - WAIT_JITTER * random.random()  # nosec B311 # spread, not a secret
+    return max(1, int(max(max_wait, max_cohort_wait) * jitter))
+
+
 async def _enrol(
     client: httpx.AsyncClient, admin: dict[str, str], federation_id: str, count: int
 ) -> list[str]:
@@ -362,14 +397,17 @@ async def _enrol(
 class _Sampler:
     """CPU time and peak RSS of a process and its children, sampled in the background."""
 
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
+    def __init__(self, pid: int, interval: float = 0.25, joined_after: float = 0.0) -> None:
         self._root = psutil.Process(pid)
+        # seconds after start() by which every participant has sent its first request
+        self._joined_after = joined_after
+        self._started = time.monotonic()
         self._interval = interval
         self._cpu: dict[int, float] = {}
         self._start: dict[int, float] = {}
         self.usage = Usage()
         self._task: asyncio.Task[None] | None = None
-        self._closes: dict[int, float] = {}
+        self._closes: dict[int, tuple[float, float]] = {}  # version: (CPU, seconds in)
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -398,6 +436,7 @@ class _Sampler:
     def start(self) -> None:
         self._sample()
         self._start = dict(self._cpu)
+        self._started = time.monotonic()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> Usage:
@@ -406,11 +445,15 @@ class _Sampler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.usage.cpu_seconds = self.cpu_so_far()
-        if len(self._closes) >= 2:
-            versions = sorted(self._closes)
-            first, last = versions[0], versions[-1]
-            self.usage.later_rounds_cpu_seconds = self._closes[last] - self._closes[first]
-            self.usage.later_rounds = last - first
+        versions = sorted(v for v, (_, at) in self._closes.items() if at >= self._joined_after)
+        if len(versions) >= 2:
+            (first_cpu, first_at), (last_cpu, last_at) = (
+                self._closes[versions[0]],
+                self._closes[versions[-1]],
+            )
+            self.usage.later_rounds_cpu_seconds = last_cpu - first_cpu
+            self.usage.later_rounds = versions[-1] - versions[0]
+            self.usage.later_rounds_wall_seconds = last_at - first_at
         self.usage.processes = len(self._cpu)
         return self.usage
 
@@ -420,7 +463,7 @@ class _Sampler:
     def round_closed(self, version: int) -> None:
         """CPU so far when ``version`` (made by round ``version``) was first seen."""
         self._sample()
-        self._closes.setdefault(version, self.cpu_so_far())
+        self._closes.setdefault(version, (self.cpu_so_far(), time.monotonic() - self._started))
 
 
 @dataclass(frozen=True)
@@ -437,6 +480,10 @@ class Crowd:
     first_polls_per_second: float | None
     time_limit: float
     epoch: float  # time.time() at the load phase's start: the first polls' schedule
+    # the long-poll maxima the coordinator advertises (its first answer to the admin), so
+    # that a sampled participant's first request, already a wait, asks for the full one
+    max_wait: int = LONG_POLL_SECONDS
+    max_cohort_wait: int | None = None
 
 
 async def _run_crowd(
@@ -472,6 +519,8 @@ async def _run_crowd(
                     dim=crowd.dim,
                     rows=crowd.rows,
                     sampled=crowd.sampled,
+                    max_wait=crowd.max_wait,
+                    max_cohort_wait=crowd.max_cohort_wait,
                     start_delay=max(
                         0.0,
                         index / crowd.first_polls_per_second - late
@@ -545,9 +594,21 @@ async def _load(
         enrol_seconds = time.perf_counter() - enrol_started
         if args.sample:
             await _wait_drawn(client, admin, federation_id)
+        advertised = (
+            await _admin(
+                client,
+                Counter(),
+                "GET",
+                f"/v1/federations/{federation_id}/rounds/current",
+                headers=admin,
+            )
+        ).json()
 
         assert server.process is not None
-        sampler = _Sampler(server.process.pid)
+        rate = args.first_polls_per_second
+        sampler = _Sampler(
+            server.process.pid, joined_after=args.participants / rate if rate else 0.0
+        )
         sampler.start()
         started = time.perf_counter()
         crowd = Crowd(
@@ -558,6 +619,8 @@ async def _load(
             dim=args.dim,
             rows=args.rows,
             sampled=bool(args.sample),
+            max_wait=int(advertised.get("max_wait_seconds") or LONG_POLL_SECONDS),
+            max_cohort_wait=advertised.get("max_cohort_wait_seconds"),
             first_polls_per_second=args.first_polls_per_second,
             time_limit=args.time_limit,
             epoch=time.time(),
@@ -738,14 +801,15 @@ def report(result: Result) -> str:
         f"enrolment {result.enrol_seconds:.1f} s",
         "",
         "| call | count | p50 ms | p99 ms | back-pressure (429/503) | stale connection retried "
-        "| connect not accepted, retried |",
-        "|---|---|---|---|---|---|---|",
+        "| connect not accepted, retried | no answer (timed out, dropped), asked again |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         values = stats.latencies[kind]
         lines.append(
             f"| {kind} | {len(values)} | {_ms(values, 50)} | {_ms(values, 99)} | "
-            f"{stats.backpressure[kind]} | {stats.stale[kind]} | {stats.unreachable[kind]} |"
+            f"{stats.backpressure[kind]} | {stats.stale[kind]} | {stats.unreachable[kind]} "
+            f"| {stats.reasked[kind]} |"
         )
     refused = sum(stats.backpressure.values())
     lines += [
@@ -767,9 +831,12 @@ def report(result: Result) -> str:
         f"| {result.bench_cpu_seconds:.1f} | {refused} | {len(stats.errors)} |",
         "",
         "long-poll: the wait for the next round to open (it includes the round's other "
-        "uploads and its aggregation), not a service time; CPU per later round: between "
-        "the first round's close and the next-to-last's (every participant has joined, and "
-        "none has left yet)",
+        "uploads and its aggregation; sampled: every participant's first request too, "
+        "which waits for a round it is drawn into), not a service time; CPU per later "
+        "round: from the first round's close after every participant started (the "
+        "--first-polls-per-second schedule) to the next-to-last round's close: "
+        f"{result.usage.later_rounds} round(s), {result.usage.later_rounds_wall_seconds:.1f} s "
+        "of wall time (every participant has joined, and none has left yet)",
     ]
     if stats.errors:
         kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)

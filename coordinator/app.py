@@ -160,6 +160,9 @@ def build_context(settings: Settings) -> Context:
     context.notifier.interval_seconds = settings.long_poll_interval_seconds
     context.notifier.max_per_holder = settings.max_long_polls_per_token
     context.notifier.max_wait_seconds = settings.max_long_poll_seconds
+    context.notifier.max_cohort_wait_seconds = max(
+        settings.max_cohort_wait_seconds, settings.max_long_poll_seconds
+    )
     return context
 
 

@@ -114,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "ssl_keyfile": settings.ssl_keyfile,
         # the client address is FEDREC_TRUSTED_PROXIES' business (api/rate_limits.py)
         "proxy_headers": False,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
     if app is None:
         # each worker process builds its own app from the same FEDREC_* environment
@@ -141,6 +142,11 @@ def _bootstrap_token_state(row: Any) -> str:
 
 
 _MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+# idle connections are kept longer than a client waits after a 503/429 Retry-After (the
+# SDK: at most 60 s plus a quarter; it keeps them 80 s), so a refused participant comes
+# back on its connection instead of a new one: under overload every new connection is an
+# accept the starved process may not get to (uvicorn's default keeps them 5 s)
+KEEP_ALIVE_SECONDS = 90
 # uvicorn's supervisor kills a worker that misses its health ping; its default 5 s killed
 # busy but healthy workers on a loaded 2-core machine (bench/load.py), dropping their
 # connections. A worker silent for 30 s is really stuck.

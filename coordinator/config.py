@@ -229,6 +229,17 @@ class Settings(BaseSettings):
         "proxy that cuts idle requests (nginx's proxy_read_timeout: 60 s) set it below "
         "that proxy's timeout.",
     )
+    max_cohort_wait_seconds: int = Field(
+        default=1800,
+        ge=1,
+        le=MAX_LONG_POLL_SECONDS_LIMIT,
+        description="The longest `wait` of a long-poll with `in_cohort=true` (a participant "
+        "waiting through the rounds it is not drawn into), advertised as "
+        "`Round.max_cohort_wait_seconds`; at least max_long_poll_seconds. Under sampling most "
+        "participants wait most of the time: each renews its poll this often, so 10,000 of "
+        "them send ~6 renewals/s at 1,800 s instead of ~33/s at 300 s. The proxy caveat of "
+        "max_long_poll_seconds applies (a cut poll is asked again, at the cost of a request).",
+    )
     max_requests_in_flight: int = Field(
         default=128,
         ge=0,

@@ -210,6 +210,8 @@ class BaseClient:
         self.max_long_poll_wait: int | None = None
         # what the coordinator advertised (Round.max_wait_seconds); 60 s until it did
         self._advertised_max_wait: int = MAX_LONG_POLL_WAIT
+        # its maximum for polls with in_cohort=true (Round.max_cohort_wait_seconds)
+        self._advertised_max_cohort_wait: int = MAX_LONG_POLL_WAIT
 
     def __repr__(self) -> str:
         # Never the token: reprs end up in logs.
@@ -260,18 +262,20 @@ class BaseClient:
             read = max(read, float(wait) + LONG_POLL_READ_MARGIN)
         return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
-    def _wait_param(self, wait: float) -> int:
+    def _wait_param(self, wait: float, *, in_cohort: bool = False) -> int:
         """The ``?wait=`` value: whole seconds in ``[0, the longest wait]``: the
-        coordinator's advertised maximum (60 s until one was seen), at most
-        ``max_long_poll_wait``."""
-        longest = self._advertised_max_wait
+        coordinator's advertised maximum (60 s until one was seen; for a poll with
+        ``in_cohort``, its longer maximum for those), at most ``max_long_poll_wait``."""
+        longest = self._advertised_max_cohort_wait if in_cohort else self._advertised_max_wait
         if self.max_long_poll_wait is not None:
             longest = min(longest, self.max_long_poll_wait)
         return int(max(0.0, min(float(longest), wait)))
 
-    def _learn_max_wait(self, advertised: int | None) -> None:
-        """Remember the coordinator's advertised long-poll maximum (``None``: 60 s)."""
+    def _learn_max_wait(self, advertised: int | None, cohort: int | None = None) -> None:
+        """Remember the coordinator's advertised long-poll maxima (``None``: 60 s; for
+        ``in_cohort`` polls, the plain maximum where it advertises none of its own)."""
         self._advertised_max_wait = max(1, advertised or MAX_LONG_POLL_WAIT)
+        self._advertised_max_cohort_wait = max(self._advertised_max_wait, cohort or 0)
 
     # --- retries ----------------------------------------------------------------------------
 

@@ -25,7 +25,13 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from ._base_client import BaseClient, RequestOptions, TimeoutTypes, path_segment
-from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
+from ._constants import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    KEEPALIVE_EXPIRY,
+    NOT_GIVEN,
+    NotGiven,
+)
 from ._exceptions import _make_status_error
 from .resources.admin_tokens import AdminTokens, AsyncAdminTokens
 from .resources.deployment import AsyncDeployments, Deployments
@@ -41,6 +47,12 @@ from .types import Health, ItemList, MetricsRow
 __all__ = ["AsyncClient", "Client"]
 
 T = TypeVar("T")
+
+
+# httpx's defaults, but idle connections kept past the longest Retry-After wait
+_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
+)
 
 
 def _metrics_path(fid: str) -> str:
@@ -112,7 +124,9 @@ class Client(BaseClient):
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise TypeError(f"http_client must be an httpx.Client, got {type(http_client)!r}")
         self._owns_http = http_client is None
-        self._http: httpx.Client = http_client or httpx.Client(transport=transport, timeout=timeout)
+        self._http: httpx.Client = http_client or httpx.Client(
+            transport=transport, timeout=timeout, limits=_LIMITS
+        )
         #: How the client waits between retries; tests replace it to skip the wait.
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -348,7 +362,7 @@ class AsyncClient(BaseClient):
             raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)!r}")
         self._owns_http = http_client is None
         self._http: httpx.AsyncClient = http_client or httpx.AsyncClient(
-            transport=transport, timeout=timeout
+            transport=transport, timeout=timeout, limits=_LIMITS
         )
         #: How the client waits between retries; tests replace it to skip the wait.
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep

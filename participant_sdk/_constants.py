@@ -17,6 +17,7 @@ __all__ = [
     "ENV_TOKEN",
     "ENV_URL",
     "INITIAL_RETRY_DELAY",
+    "KEEPALIVE_EXPIRY",
     "LONG_POLL_MIN_INTERVAL",
     "LONG_POLL_READ_MARGIN",
     "MAX_LONG_POLL_WAIT",
@@ -26,6 +27,7 @@ __all__ = [
     "NOT_GIVEN",
     "NotGiven",
     "USER_AGENT",
+    "WAIT_JITTER",
     "WEIGHTS_CACHE_SIZE",
 ]
 
@@ -46,8 +48,19 @@ RETRY_AFTER_JITTER: Final = 0.25
 #: The long-poll ``?wait=`` every coordinator accepts; one that advertises a longer maximum
 #: (``Round.max_wait_seconds``) is asked for that much once a ``rounds.current`` showed it.
 MAX_LONG_POLL_WAIT: Final = 60
-#: A long-poll request's read timeout exceeds its ``wait`` by at least this many seconds.
-LONG_POLL_READ_MARGIN: Final = 10.0
+#: A long-poll request's read timeout exceeds its ``wait`` by at least this many seconds:
+#: a loaded coordinator answers a poll whose wait ran out late (10,000 waiting participants
+#: on a starved machine: over a minute), and a read timeout then costs a second request.
+#: A poll that times out anyway is asked again (``wait_for_next`` never gives up on it).
+LONG_POLL_READ_MARGIN: Final = 60.0
+#: How long an idle kept-alive connection is reused: longer than the longest wait after a
+#: ``Retry-After`` (``MAX_RETRY_AFTER`` plus its jitter), so a refused participant comes
+#: back on the connection it has instead of a new one (an accept the coordinator pays for).
+#: The coordinator keeps idle connections longer still (``fedrec serve``: 90 s).
+KEEPALIVE_EXPIRY: Final = 80.0
+#: A long-poll sitting out rounds (``in_cohort``) asks for up to this fraction less than
+#: the coordinator's maximum, at random: renewals of participants that joined together spread.
+WAIT_JITTER: Final = 0.1
 #: Seconds between long-polls when the server answers at once with nothing new.
 LONG_POLL_MIN_INTERVAL: Final = 1.0
 

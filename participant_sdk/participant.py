@@ -247,8 +247,11 @@ class FederatedRecommender:
         self._skipped_round = 0
         # evaluating, and nothing of ours to report: the long-poll would not wait for us
         self._idle_until_completed = False
-        # the current round is sampled but not drawn yet: poll instead of long-polling
+        # the current round is sampled but not drawn yet: poll instead of long-polling,
+        # unless the coordinator's in_cohort long-poll wakes at the draw (one that
+        # advertises max_cohort_wait_seconds does): then wait for it like for a round
         self._awaiting_draw = False
+        self._draw_wakes_waits = False
         self._deployed: dict[str, F32] | None = None
         self.deployment_ttl = deployment_ttl
         self._deployment_checked = -math.inf
@@ -371,16 +374,20 @@ class FederatedRecommender:
         self,
         *,
         round_timeout: float = 3600.0,
-        outage_timeout: float = 600.0,
+        outage_timeout: float | None = None,
         progress_bar: bool = False,
     ) -> dict[str, float]:
         """Take part until the federation completes; return the test metrics reported.
 
         Waiting for the next round long-polls the coordinator (``round_timeout`` bounds
-        one wait, after which the participant simply checks again). A coordinator
-        restart or a network blip is ridden out: the client's own retries first, then
-        this loop retries with backoff for up to ``outage_timeout`` seconds and resumes
-        at whatever round is current (logging "reconnected"). Each uploaded round is
+        one wait, after which the participant simply checks again); a poll that times out
+        or loses its connection is asked again (:meth:`Rounds.wait_for_next`). A
+        coordinator restart, overload or a network blip is ridden out: the client's own
+        retries first, then this loop retries with backoff (and the coordinator's
+        ``Retry-After``) and resumes at whatever round is current (logging
+        "reconnected"). By default it never gives up: a participant that stopped would
+        leave a round it was drawn into waiting for its deadline. ``outage_timeout``
+        (seconds) makes it raise after an outage that long instead. Each uploaded round is
         logged at INFO with the ETA to the round cap; ``progress_bar`` draws a bar too
         (needs ``rich``). A revoked token raises
         :class:`~participant_sdk.ParticipantRevokedError` (and says so in the log).
@@ -412,10 +419,12 @@ class FederatedRecommender:
                         return self.finish()
                     if self._idle_until_completed:
                         time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
-                    if self._awaiting_draw:
+                    if self._awaiting_draw and not self._draw_wakes_waits:
+                        # an older coordinator: its long-poll does not wake at the draw
                         self._awaiting_draw = False
                         time.sleep(min(DRAW_POLL_SECONDS, round_timeout))
                         continue
+                    self._awaiting_draw = False
                     self.client.rounds.wait_for_next(
                         self.federation_id,
                         after=self.waiting_after,
@@ -432,7 +441,7 @@ class FederatedRecommender:
                 except (APIConnectionError, InternalServerError, RateLimitError) as exc:
                     now = time.monotonic()
                     outage_started = outage_started or now
-                    if now - outage_started > outage_timeout:
+                    if outage_timeout is not None and now - outage_started > outage_timeout:
                         raise
                     pause = _outage_pause(exc, delay)
                     log.warning("coordinator unreachable (%s); retrying in %.0fs", exc, pause)
@@ -490,10 +499,12 @@ class FederatedRecommender:
             self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
         if current.awaiting_draw:
-            # a sampled round drawn once enough participants enrolled: check again soon
-            # (the long-poll waits for the next round, and this one may still draw us)
+            # a sampled round drawn once enough participants enrolled: an in_cohort wait
+            # after the previous round answers when it draws us (waiting_after stays
+            # there); an older coordinator's does not, so check again soon instead
             log.info("round %d draws its sample once enough participants enrolled", current.number)
             self._awaiting_draw = True
+            self._draw_wakes_waits = current.max_cohort_wait_seconds is not None
             return "waiting"
         if current.in_cohort is False:
             # not sampled this round: no download, no training; wait for the next round

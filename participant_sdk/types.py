@@ -597,6 +597,11 @@ class Round(BaseAPIModel):
         On ``rounds.current`` answers: the longest ``wait`` the coordinator holds a
         long-poll; ``wait_for_next`` asks for that much. ``None`` from coordinators that
         do not advertise it (they accept 60 s).
+    max_cohort_wait_seconds : int or None
+        On ``rounds.current`` answers: the longest ``wait`` of a poll with ``after`` and
+        ``in_cohort`` (it is answered at once for a round this participant is drawn into,
+        so waiting through the others is renewed only this often). ``None`` from
+        coordinators that do not advertise it (``max_wait_seconds`` applies).
     """
 
     number: int
@@ -611,6 +616,7 @@ class Round(BaseAPIModel):
     in_cohort: bool | None = None
     upload_takes_evaluation: bool = False
     max_wait_seconds: int | None = None
+    max_cohort_wait_seconds: int | None = None
 
     @property
     def awaiting_draw(self) -> bool:

@@ -295,11 +295,28 @@ class Round(Schema):
         "a long-poll (FEDREC_MAX_LONG_POLL_SECONDS). A waiting participant asks for that "
         "much (or less, behind a proxy with a shorter timeout); null elsewhere.",
     )
+    max_cohort_wait_seconds: int | None = Field(
+        default=None,
+        description="On `rounds/current` answers: the longest `wait` of a long-poll with "
+        "`after` and `in_cohort=true` (FEDREC_MAX_COHORT_WAIT_SECONDS, at least "
+        "`max_wait_seconds`). Such a poll is answered at once for a round its participant "
+        "is drawn into, so a participant sitting rounds out renews it only this often; "
+        "null elsewhere.",
+    )
 
 
-def round_out(row: Any, in_cohort: bool | None, max_wait_seconds: int | None = None) -> Round:
+def round_out(
+    row: Any,
+    in_cohort: bool | None,
+    max_wait_seconds: int | None = None,
+    max_cohort_wait_seconds: int | None = None,
+) -> Round:
     return Round.model_validate(row).model_copy(
-        update={"in_cohort": in_cohort, "max_wait_seconds": max_wait_seconds}
+        update={
+            "in_cohort": in_cohort,
+            "max_wait_seconds": max_wait_seconds,
+            "max_cohort_wait_seconds": max_cohort_wait_seconds,
+        }
     )
 
 

@@ -14,7 +14,13 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-__all__ = ["CohortCache", "Members"]
+import anyio
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.domain import sampling
+from coordinator.store.repository import RoundCohortRepository, RoundRepository
+
+__all__ = ["CohortCache", "Members", "drawn_reader", "read_drawn"]
 
 # a round's cohort: its members' ids, or None when every active participant takes part
 Members = frozenset[str] | None
@@ -64,3 +70,33 @@ class CohortCache:
 
 async def _call(read: Callable[[], Awaitable[tuple[bool, Members]]]) -> tuple[bool, Members]:
     return await read()
+
+
+def read_drawn(
+    read_sessions: sessionmaker[Session], federation_id: str, number: int
+) -> tuple[bool, Members]:
+    """(drawn, members) of a round from the database: members None when every
+    participant takes part; not drawn while its draw is pending (or it does not exist)."""
+    with read_sessions() as session:
+        row = RoundRepository(session).get(federation_id, number)
+        if row is None or sampling.draw_pending(row):
+            return False, None
+        if not row.sampled:
+            return True, None
+        return True, frozenset(RoundCohortRepository(session).members(row.id))
+
+
+def drawn_reader(
+    cache: CohortCache, read_sessions: sessionmaker[Session]
+) -> Callable[[str, int], Awaitable[tuple[bool, Members]]]:
+    """``(federation id, number) -> (drawn, members)`` through ``cache``, reading the
+    database on a worker thread when it is not cached."""
+
+    async def drawn(federation_id: str, number: int) -> tuple[bool, Members]:
+        return await cache.members(
+            federation_id,
+            number,
+            lambda: anyio.to_thread.run_sync(read_drawn, read_sessions, federation_id, number),
+        )
+
+    return drawn

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.domain.cohort_cache import CohortCache
+from coordinator.domain.cohort_cache import CohortCache, drawn_reader
 from coordinator.domain.observer import NoObserver, Observer
 from coordinator.domain.recent_updates import RecentUpdates
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
@@ -122,3 +122,5 @@ class Context:
             self.unsynced_sessions = create_unsynced_session_factory(self.sessions)
         if self.notifier.read_marks is None:
             self.notifier.read_marks = database_marks(self.read_sessions)
+        if self.notifier.cohort_of is None:
+            self.notifier.cohort_of = drawn_reader(self.cohort_cache, self.read_sessions)

@@ -7,6 +7,12 @@ sets the event of each federation whose mark changed. It reads the database, so 
 rounds opened by any process or replica. When this process itself moves a round (the
 aggregation job opened, closed or failed one), :meth:`RoundNotifier.poke` has it read at
 once instead of at the end of its interval. It also caps the long-polls one token holds.
+
+A poll that sits out the rounds its participant is not drawn into (``in_cohort``) waits
+under its participant's id: when a round opens, the notifier reads that round's drawn
+cohort once (``cohort_of``, the process's cohort cache) and wakes only the members'
+polls. Under sampling nearly every poll waits so, and waking all of them at each round
+(10,000 wake-ups to answer 100) was a cost per round proportional to the population.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +28,7 @@ import anyio
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
-from coordinator.store.models import Federation
+from coordinator.store.models import Federation, Round
 from coordinator.store.repository import FederationRepository
 
 __all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
@@ -33,11 +39,22 @@ log = logging.getLogger("fedrec.notifier")
 MAX_LONG_POLL_SECONDS_LIMIT = 3600
 
 MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
+# (federation id, round number) -> (drawn, members: None when every participant takes part)
+CohortReader = Callable[[str, int], Awaitable[tuple[bool, frozenset[str] | None]]]
+_ACTIVE = "active"  # lifecycle.FederationState.ACTIVE: a poll waiting in it sits rounds out
 
 
-def mark_of(federation: Federation) -> tuple[Any, ...]:
-    """What a long-poll waits to see change (the columns ``round_marks`` reads)."""
-    return (federation.current_round, federation.state, federation.latest_version)
+def mark_of(federation: Federation, current: Round | None) -> tuple[Any, ...]:
+    """What a long-poll waits to see change (what ``round_marks`` reads), from the
+    federation and its current round as read: the draw of a sampled round's cohort is a
+    change too (a poll waiting for a round its participant is drawn into wakes at it)."""
+    pending = (
+        current is not None
+        and current.number == federation.current_round
+        and bool(current.sampled)
+        and current.population is None
+    )
+    return (federation.current_round, federation.state, federation.latest_version, pending)
 
 
 def database_marks(read_sessions: sessionmaker[Session]) -> MarkReader:
@@ -58,6 +75,7 @@ class RoundNotifier:
         interval_seconds: float = 0.2,
         max_per_holder: int = 4,
         max_wait_seconds: int = 300,
+        max_cohort_wait_seconds: int = 1800,
     ) -> None:
         # set by the Context that owns the notifier when not given here
         self.read_marks = read_marks
@@ -65,7 +83,17 @@ class RoundNotifier:
         self.max_per_holder = max_per_holder
         # the longest wait one long-poll may ask for (advertised as Round.max_wait_seconds)
         self.max_wait_seconds = max_wait_seconds
+        # the longest wait of a poll that sits out the rounds its participant is not drawn
+        # into (in_cohort): most of a sampled federation waits so, and renews this rarely
+        self.max_cohort_wait_seconds = max(max_cohort_wait_seconds, max_wait_seconds)
         self._events: dict[str, anyio.Event] = {}
+        # reads a round's drawn cohort (set by the Context: its cohort cache); None: every
+        # poll that waits for its participant's round is woken at each change, as plain ones
+        self.cohort_of: CohortReader | None = None
+        # per federation, the polls waiting for a round their participant is drawn into,
+        # by (participant id, the round number they wait to pass)
+        self._cohort_events: dict[str, dict[tuple[str, int], anyio.Event]] = {}
+        self._cohort_waiters: Counter[tuple[str, str, int]] = Counter()
         self._waiters: Counter[str] = Counter()
         self._holders: Counter[Hashable] = Counter()
         self._marks: dict[str, tuple[Any, ...]] = {}
@@ -101,18 +129,38 @@ class RoundNotifier:
                 del self._holders[holder]
 
     async def wait(
-        self, federation_id: str, seen: tuple[Any, ...], timeout: float
+        self,
+        federation_id: str,
+        seen: tuple[Any, ...],
+        timeout: float,
+        *,
+        member: str | None = None,
+        after: int | None = None,
     ) -> tuple[Any, ...]:
         """Wait until ``federation_id``'s round mark differs from ``seen`` (what the caller
         read) or ``timeout`` seconds pass. A change the notifier already read returns at once.
         Returns the mark last read when the wait ended (``seen`` if none was read since):
-        a caller whose wait ran out with it unchanged knows its round did not move."""
+        a caller whose wait ran out with it unchanged knows its round did not move.
+
+        With ``member`` and ``after`` (a poll of that participant sitting out the rounds it
+        is not drawn into), a later change wakes it only when a round numbered above
+        ``after`` opens with it in the drawn cohort, or the federation stops being active;
+        so its mark may have moved when its wait runs out."""
         known = self._marks.setdefault(federation_id, seen)
         if known != seen:
             return known
-        event = self._events.get(federation_id)
-        if event is None:
-            event = self._events[federation_id] = anyio.Event()
+        key = (member, after) if member is not None and after is not None else None
+        if key is not None and self.cohort_of is not None:
+            events = self._cohort_events.setdefault(federation_id, {})
+            event = events.get(key)
+            if event is None:
+                event = events[key] = anyio.Event()
+            self._cohort_waiters[(federation_id, *key)] += 1
+        else:
+            key = None
+            event = self._events.get(federation_id)
+            if event is None:
+                event = self._events[federation_id] = anyio.Event()
         self._waiters[federation_id] += 1
         self._ensure_running()
         try:
@@ -120,11 +168,26 @@ class RoundNotifier:
                 await event.wait()
             return self._marks.get(federation_id, seen)
         finally:
+            if key is not None:
+                self._forget_cohort_waiter(federation_id, key, event)
             self._waiters[federation_id] -= 1
             if not self._waiters[federation_id]:
                 del self._waiters[federation_id]
                 self._events.pop(federation_id, None)
+                self._cohort_events.pop(federation_id, None)
                 self._marks.pop(federation_id, None)
+
+    def _forget_cohort_waiter(
+        self, federation_id: str, key: tuple[str, int], event: anyio.Event
+    ) -> None:
+        counted = (federation_id, *key)
+        self._cohort_waiters[counted] -= 1
+        if self._cohort_waiters[counted]:
+            return
+        del self._cohort_waiters[counted]
+        events = self._cohort_events.get(federation_id)
+        if events is not None and events.get(key) is event:
+            del events[key]
 
     def mark(self, federation_id: str) -> tuple[Any, ...] | None:
         """The round mark last read for ``federation_id`` while polls wait on it (None:
@@ -132,10 +195,53 @@ class RoundNotifier:
         return self._marks.get(federation_id)
 
     def notify(self, federation_id: str) -> None:
-        """Wake the waiters of ``federation_id`` now."""
+        """Wake the waiters of ``federation_id`` now (those sitting rounds out too)."""
         event = self._events.pop(federation_id, None)
         if event is not None:
             event.set()
+        for cohort_event in self._cohort_events.pop(federation_id, {}).values():
+            cohort_event.set()
+
+    async def _wake_drawn(self, federation_id: str, mark: tuple[Any, ...]) -> None:
+        """After a change to ``mark``: wake the polls sitting rounds out that it concerns
+        (the federation stopped being active, or a round they wait to pass opened with
+        their participant drawn), reading that round's cohort once for all of them."""
+        events = self._cohort_events.get(federation_id)
+        if not events:
+            return
+        number, state, _latest, pending = mark
+        if state != _ACTIVE:
+            self._set_cohort_events(federation_id, list(events))
+            return
+        if number is None or pending or not any(after < number for _, after in events):
+            return  # no new round, or its sample is not drawn yet: nobody to wake
+        assert self.cohort_of is not None  # cohort waiters exist only with a reader
+        try:
+            drawn, members = await self.cohort_of(federation_id, number)
+        except Exception:  # a busy database: let them all look for themselves
+            log.warning("long-poll notifier could not read round %d's cohort", number)
+            self._set_cohort_events(federation_id, list(events))
+            return
+        if not drawn:
+            return
+        events = self._cohort_events.get(federation_id) or {}
+        self._set_cohort_events(
+            federation_id,
+            [
+                (pid, after)
+                for pid, after in events
+                if after < number and (members is None or pid in members)
+            ],
+        )
+
+    def _set_cohort_events(self, federation_id: str, keys: list[tuple[str, int]]) -> None:
+        events = self._cohort_events.get(federation_id)
+        if events is None:
+            return
+        for key in keys:
+            event = events.pop(key, None)
+            if event is not None:
+                event.set()
 
     def poke(self) -> None:
         """Read the round marks now rather than at the end of the interval: this process
@@ -173,8 +279,14 @@ class RoundNotifier:
             for federation_id, mark in marks.items():
                 if federation_id not in self._waiters:
                     continue
-                if self._marks.get(federation_id, mark) != mark:
-                    self.notify(federation_id)
+                changed = self._marks.get(federation_id, mark) != mark
+                # known before any wake-up: a poll entering meanwhile with an older mark
+                # returns at once and looks for itself
                 self._marks[federation_id] = mark
+                if changed:
+                    event = self._events.pop(federation_id, None)
+                    if event is not None:
+                        event.set()
+                    await self._wake_drawn(federation_id, mark)
             with anyio.move_on_after(self.interval_seconds):
                 await poked.wait()

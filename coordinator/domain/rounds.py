@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from coordinator.domain import audit, lifecycle, sampling
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
+from coordinator.domain.cohort_cache import drawn_reader
 from coordinator.domain.context import Context
 from coordinator.domain.ease_strategy import check_gram
 from coordinator.domain.errors import (
@@ -155,9 +156,17 @@ async def wait_for_round(
             remaining = deadline - time.monotonic()
             if changed or remaining <= 0:
                 return federation, row
-            seen = read = mark_of(federation)
+            seen = read = mark_of(federation, row)
             while True:
-                latest = await ctx.notifier.wait(federation.id, seen, remaining)
+                # sitting rounds out: the notifier wakes it only for a round it is drawn
+                # into (or when training stops), not at every round change
+                latest = await ctx.notifier.wait(
+                    federation.id,
+                    seen,
+                    remaining,
+                    member=holder if skip_unsampled else None,
+                    after=after,
+                )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and latest == read:
                     # ran out with the round as it was read (as of the notifier's last
@@ -186,7 +195,7 @@ async def _current_or_unmoved(
             principal.check_federation(federation_id)  # what load_federation checks
             return snapshot.federation, snapshot.round
     federation, row = await anyio.to_thread.run_sync(current_round, ctx, principal, federation_id)
-    ctx.round_snapshots.put(federation, row, mark_of(federation))
+    ctx.round_snapshots.put(federation, row, mark_of(federation, row))
     return federation, row
 
 
@@ -195,7 +204,7 @@ async def _passes_by(
 ) -> bool:
     """Whether a round mark (current round, state, latest version) is one that a poll
     waiting for a round its participant is in can sit out without reading the database."""
-    number, state, _latest = mark
+    number, state, _latest, _pending = mark
     if participant_id is None or after is None or state != lifecycle.FederationState.ACTIVE:
         return False
     if number is None or number <= after:
@@ -207,25 +216,8 @@ async def _drawn_into(ctx: Context, participant_id: str, federation_id: str, num
     """Whether the participant takes part in round ``number``, from the process's cache
     of drawn cohorts (one read per round for every poll). A round whose draw is pending
     counts as not (yet) drawn into, as ``in_cohort`` says."""
-    drawn, members = await ctx.cohort_cache.members(
-        federation_id,
-        number,
-        lambda: anyio.to_thread.run_sync(_read_cohort, ctx, federation_id, number),
-    )
+    drawn, members = await drawn_reader(ctx.cohort_cache, ctx.read_sessions)(federation_id, number)
     return drawn and (members is None or participant_id in members)
-
-
-def _read_cohort(
-    ctx: Context, federation_id: str, number: int
-) -> tuple[bool, frozenset[str] | None]:
-    """(drawn, members) of a round: members None when every participant takes part."""
-    with ctx.read_sessions() as session:
-        row = RoundRepository(session).get(federation_id, number)
-        if row is None or sampling.draw_pending(row):
-            return False, None
-        if not row.sampled:
-            return True, None
-        return True, frozenset(RoundCohortRepository(session).members(row.id))
 
 
 async def cohort_membership(ctx: Context, principal: Principal, row: Round) -> bool | None:

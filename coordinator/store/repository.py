@@ -254,11 +254,28 @@ class FederationRepository(_Repository):
         return self.session.scalars(stmt).all()
 
     def round_marks(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """Per federation, what changes when a round opens or the state moves (one query)."""
-        stmt = select(
-            Federation.id, Federation.current_round, Federation.state, Federation.latest_version
-        ).where(Federation.id.in_(ids))
-        return {row[0]: tuple(row[1:]) for row in self.session.execute(stmt)}
+        """Per federation, what changes when a round opens, its sample is drawn, or the
+        state moves (one query): current round, state, latest version, and whether the
+        current round's draw is pending (a sampled round without its population yet)."""
+        current = (Round.federation_id == Federation.id) & (
+            Round.number == Federation.current_round
+        )
+        stmt = (
+            select(
+                Federation.id,
+                Federation.current_round,
+                Federation.state,
+                Federation.latest_version,
+                Round.sampled,
+                Round.population,
+            )
+            .outerjoin(Round, current)
+            .where(Federation.id.in_(ids))
+        )
+        return {
+            fid: (number, state, latest, bool(sampled) and population is None)
+            for fid, number, state, latest, sampled, population in self.session.execute(stmt)
+        }
 
     def active_ids(self) -> Sequence[str]:
         return self.session.scalars(select(Federation.id).where(Federation.state == "active")).all()

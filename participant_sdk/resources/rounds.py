@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import math
+import random
 import time
 
-from .._base_client import TimeoutTypes, path_segment
-from .._constants import LONG_POLL_MIN_INTERVAL, NOT_GIVEN, NotGiven
-from .._exceptions import WaitTimeoutError
+from .._base_client import BaseClient, TimeoutTypes, path_segment
+from .._constants import LONG_POLL_MIN_INTERVAL, NOT_GIVEN, WAIT_JITTER, NotGiven
+from .._exceptions import APIConnectionError, WaitTimeoutError
 from ..types import ItemList, ModelVersion, Round
 from ._resource import AsyncAPIResource, SyncAPIResource
 
 __all__ = ["AsyncRounds", "Rounds"]
+
+log = logging.getLogger("participant_sdk")
 
 
 def _path(fid: str, suffix: str = "") -> str:
@@ -58,6 +62,28 @@ def _pause_before_next_poll(wait: int, started: float, deadline: float) -> float
     return max(0.0, min(LONG_POLL_MIN_INTERVAL, deadline - now))
 
 
+def _next_wait(client: BaseClient, deadline: float, in_cohort: bool) -> int:
+    """The ``wait`` of the next long-poll: until the deadline, at most the coordinator's
+    maximum. A poll sitting out rounds (``in_cohort``) asks for up to ``WAIT_JITTER`` less,
+    at random, so participants that joined together do not renew together for ever."""
+    remaining = deadline - time.monotonic()
+    if in_cohort:
+        longest = client._wait_param(remaining, in_cohort=True)
+        jitter = 1.0 - WAIT_JITTER * random.random()  # nosec B311 # spread, not a secret
+        remaining = min(remaining, max(1.0, longest * jitter))
+    return client._wait_param(remaining, in_cohort=in_cohort)
+
+
+def _reask_delay(client: BaseClient, failures: int, deadline: float, error: Exception) -> float:
+    """Seconds before asking again after a long-poll got no answer: it timed out (a loaded
+    coordinator answers a poll late) or its connection dropped, after the client's own
+    retries. Nothing is lost by asking again (a GET), so a waiting participant never gives
+    up on it; the usual jittered back-off, at most until the deadline."""
+    delay = min(client._retry_delay(failures, None), max(0.0, deadline - time.monotonic()))
+    log.info("long-poll got no answer (%s); asking again in %.1fs", error, delay)
+    return delay
+
+
 def _timed_out(fid: str, after: int, timeout: float) -> WaitTimeoutError:
     return WaitTimeoutError(
         f"federation {fid}: no round after {after} within {timeout:g} s", after=after
@@ -101,14 +127,15 @@ class Rounds(SyncAPIResource):
         Round
             The current round (on a long-poll, possibly still ``number <= after``).
         """
-        wait_s = None if wait is None else self._client._wait_param(wait)
+        cohort = in_cohort and after is not None
+        wait_s = None if wait is None else self._client._wait_param(wait, in_cohort=cohort)
         current = self._client._get(
             _path(fid, "/current"),
             Round,
             params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
-        self._client._learn_max_wait(current.max_wait_seconds)
+        self._client._learn_max_wait(current.max_wait_seconds, current.max_cohort_wait_seconds)
         return current
 
     def wait_for_next(
@@ -143,12 +170,27 @@ class Rounds(SyncAPIResource):
         ------
         WaitTimeoutError
             If no newer round appeared within ``timeout`` seconds.
+
+        A poll that gets no answer (it timed out: a loaded coordinator answers late; or
+        its connection dropped) is asked again after a jittered back-off, until
+        ``timeout``: waiting never gives up on a transport error. With ``in_cohort`` each
+        poll asks for up to 10 % less than the coordinator's ``max_cohort_wait_seconds``,
+        at random, so participants that joined together renew apart.
         """
         deadline = _check_wait_args(after, timeout)
+        failures = 0
         while True:
-            wait = self._client._wait_param(deadline - time.monotonic())
+            wait = _next_wait(self._client, deadline, in_cohort)
             started = time.monotonic()
-            current = self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+            try:
+                current = self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+            except APIConnectionError as exc:  # timed out, or the connection dropped
+                if time.monotonic() >= deadline:
+                    raise _timed_out(fid, after, timeout) from exc
+                self._client._sleep(_reask_delay(self._client, failures, deadline, exc))
+                failures += 1
+                continue
+            failures = 0
             if current.number > after:
                 return current
             # a poll held its whole wait saw nothing: the coordinator answers at once when
@@ -211,14 +253,15 @@ class AsyncRounds(AsyncAPIResource):
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
     ) -> Round:
         """The current round, optionally long-polling; see :meth:`Rounds.current`."""
-        wait_s = None if wait is None else self._client._wait_param(wait)
+        cohort = in_cohort and after is not None
+        wait_s = None if wait is None else self._client._wait_param(wait, in_cohort=cohort)
         current = await self._client._get(
             _path(fid, "/current"),
             Round,
             params=_current_params(wait_s, after, in_cohort),
             timeout=self._client._long_poll_timeout(wait_s, timeout),
         )
-        self._client._learn_max_wait(current.max_wait_seconds)
+        self._client._learn_max_wait(current.max_wait_seconds, current.max_cohort_wait_seconds)
         return current
 
     async def wait_for_next(
@@ -229,10 +272,19 @@ class AsyncRounds(AsyncAPIResource):
         See :meth:`Rounds.wait_for_next`.
         """
         deadline = _check_wait_args(after, timeout)
+        failures = 0
         while True:
-            wait = self._client._wait_param(deadline - time.monotonic())
+            wait = _next_wait(self._client, deadline, in_cohort)
             started = time.monotonic()
-            current = await self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+            try:
+                current = await self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+            except APIConnectionError as exc:  # timed out, or the connection dropped
+                if time.monotonic() >= deadline:
+                    raise _timed_out(fid, after, timeout) from exc
+                await self._client._sleep(_reask_delay(self._client, failures, deadline, exc))
+                failures += 1
+                continue
+            failures = 0
             if current.number > after:
                 return current
             if not _held(wait, started) and (await self._client.federations.get(fid)).state != (

@@ -172,3 +172,51 @@ def test_a_snapshot_is_used_only_under_the_notifiers_mark_and_while_young() -> N
     assert snapshots.unmoved("f2", (1, "active", 0)) is None
     time.sleep(0.3)
     assert snapshots.unmoved("f1", (1, "active", 0)) is None  # too old
+
+
+def test_a_poll_sitting_out_rounds_may_wait_longer_and_is_told_how_long(
+    client: TestClient, app: FastAPI, admin_headers: dict
+) -> None:
+    """With after and in_cohort=true a poll may ask for FEDREC_MAX_COHORT_WAIT_SECONDS
+    (advertised on every answer as max_cohort_wait_seconds); a plain poll may not."""
+    assert Settings(_env_file=None).max_cohort_wait_seconds == 1800
+    fid = create_federation(client, admin_headers)["id"]
+    _, participant = enrol(client, admin_headers, fid)
+    notifier = app.state.context.notifier
+    notifier.max_wait_seconds, notifier.max_cohort_wait_seconds = 90, 600
+    body = _current(client, fid, participant).json()
+    assert (body["max_wait_seconds"], body["max_cohort_wait_seconds"]) == (90, 600)
+    # round 1 is open and this participant takes part: answered at once, whatever the wait
+    started = time.monotonic()
+    held = _current(client, fid, participant, wait=600, after=0, in_cohort="true")
+    assert held.status_code == 200, held.text
+    assert held.json()["number"] == 1
+    assert time.monotonic() - started < 30
+    refused = assert_problem(
+        _current(client, fid, participant, wait=601, after=0, in_cohort="true"),
+        422,
+        "validation-error",
+    )
+    assert refused["max_cohort_wait_seconds"] == 600
+    assert "FEDREC_MAX_COHORT_WAIT_SECONDS" in refused["detail"]
+    # without in_cohort (or without after) the plain maximum applies
+    for params in ({"wait": 91, "after": 0}, {"wait": 91, "in_cohort": "true"}):
+        plain = assert_problem(
+            _current(client, fid, participant, **params), 422, "validation-error"
+        )
+        assert plain["max_wait_seconds"] == 90
+        assert "FEDREC_MAX_LONG_POLL_SECONDS" in plain["detail"]
+
+
+def test_the_cohort_maximum_is_never_below_the_plain_one(settings: Settings) -> None:
+    from coordinator.app import build_context
+    from coordinator.domain.round_notifier import RoundNotifier
+
+    notifier = RoundNotifier(max_wait_seconds=900, max_cohort_wait_seconds=60)
+    assert notifier.max_cohort_wait_seconds == 900
+    both = {"max_long_poll_seconds": 900, "max_cohort_wait_seconds": 60}
+    context = build_context(settings.model_copy(update=both))
+    try:
+        assert context.notifier.max_cohort_wait_seconds == 900
+    finally:
+        context.sessions.kw["bind"].dispose()

@@ -115,3 +115,46 @@ def test_without_in_cohort_a_poll_returns_at_the_next_round_as_before(
             headers=headers,
         )
         assert response.json()["number"] == 2  # whether or not it was drawn into round 2
+
+
+def test_a_poll_waiting_for_a_pending_draw_wakes_when_it_is_drawn(
+    client: TestClient, app: FastAPI, admin_headers: dict
+) -> None:
+    """Round 1 draws its sample once enough participants enrolled (on the timer). A
+    participant's first request may already be its wait (after=0, in_cohort): the draw
+    moves the round mark, so the drawn participant is answered then, not when its wait
+    runs out; the one sitting out keeps waiting."""
+    rounds = {"min_participants": 2, "max_rounds": 2, "sampling": {"kind": "fixed", "size": 1}}
+    fid = create_federation(client, admin_headers, rounds=rounds)["id"]
+    parts = dict(enrol(client, admin_headers, fid, f"p{i}") for i in range(2))
+    assert _round(client, fid, 1, admin_headers)["cohort_size"] is None  # not drawn yet
+    answers: dict[str, dict[str, Any]] = {}
+
+    def wait(pid: str, seconds: int) -> None:
+        response = client.get(
+            f"/v1/federations/{fid}/rounds/current",
+            params={"after": 0, "wait": seconds, "in_cohort": "true"},
+            headers=parts[pid],
+        )
+        assert response.status_code == 200, response.text
+        answers[pid] = response.json()
+
+    # each waits 30 s: the drawn one must be answered by the draw, long before that
+    polls = {pid: threading.Thread(target=wait, args=(pid, 30)) for pid in parts}
+    for poll in polls.values():
+        poll.start()
+    limit = time.monotonic() + 10
+    while app.state.context.notifier.waiting < 2 and time.monotonic() < limit:
+        time.sleep(0.02)
+    assert app.state.context.notifier.waiting == 2  # both held, nobody answered yet
+    app.state.worker.tick()  # two participants now: the timer draws round 1's sample
+    member = next(pid for pid, h in parts.items() if _round(client, fid, 1, h)["in_cohort"])
+    outsider = next(pid for pid in parts if pid != member)
+    polls[member].join(timeout=15)
+    assert not polls[member].is_alive(), "the drawn participant's poll missed the draw"
+    assert polls[outsider].is_alive(), "the participant sitting out was answered"
+    assert answers[member]["number"] == 1
+    assert answers[member]["in_cohort"] is True
+    polls[outsider].join(timeout=45)
+    assert answers[outsider]["number"] == 1  # its wait ran out: still round 1, not drawn
+    assert answers[outsider]["in_cohort"] is False

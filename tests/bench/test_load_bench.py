@@ -68,6 +68,8 @@ def test_quick_sampled_load_sits_out_rounds_without_requests() -> None:
     # not once per round as a plain `after` poll does (participants x (rounds - 1))
     assert len(result.stats.latencies["long-poll"]) < participants * (rounds - 1)
     assert result.usage.later_rounds_cpu_seconds is not None
+    # each first request waited (in_cohort) instead of a look followed by a wait
+    assert result.stats.latencies["poll"] == []
 
 
 def test_refuses_a_non_positive_first_poll_rate() -> None:
@@ -94,7 +96,9 @@ def test_staggered_sampled_load_completes_every_round() -> None:
     result = load.run(args)
     assert result.stats.errors == []
     assert result.stats.uploads == sample * rounds
-    assert len(result.stats.latencies["poll"]) == participants  # each one's first look
+    # a sampled participant's first request is already its wait (after=0, in_cohort)
+    assert result.stats.latencies["poll"] == []
+    assert len(result.stats.latencies["long-poll"]) >= participants
     assert result.first_polls_per_second == 20.0
     assert result.enrol_seconds > 0
     assert result.bench_processes == 2
@@ -124,8 +128,49 @@ def test_unreachable_connects_add_up_too() -> None:
     first, second = load.Stats(), load.Stats()
     first.unreachable["poll"] += 2
     second.unreachable["poll"] += 3
+    first.reasked["long-poll"] += 1
+    second.reasked["long-poll"] += 4
     first.merge(second)
     assert first.unreachable["poll"] == 5
+    assert first.reasked["long-poll"] == 5
+
+
+async def test_a_long_poll_without_an_answer_is_asked_again_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long-poll answered after its read timeout, then one whose connection dropped,
+    then the answer: the participant keeps waiting (as the SDK does), nothing is an
+    error; any other call that times out still is."""
+    answers: Iterator[httpx.Response | Exception] = iter(
+        [
+            httpx.ReadTimeout("answered late"),
+            httpx.RemoteProtocolError("Server disconnected"),
+            httpx.Response(200, json={"number": 2}),
+        ]
+    )
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def no_sleep(_seconds: float) -> None:
+        pass
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    stats = load.Stats()
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), base_url="http://coordinator"
+    ) as client:
+        response = await load._call(client, stats, "long-poll", "GET", "/v1/x")
+        assert response.json() == {"number": 2}
+        assert stats.reasked["long-poll"] == 2
+        assert stats.errors == []
+        answers = iter([httpx.ReadTimeout("slow download")])
+        with pytest.raises(load._Failed):
+            await load._call(client, stats, "download", "GET", "/v1/x")
+    assert stats.errors == ["download: ReadTimeout: slow download"]
 
 
 async def test_back_pressure_is_waited_out_and_counted_apart_from_errors(
@@ -186,3 +231,16 @@ def test_the_report_counts_back_pressure_beside_errors() -> None:
     summary = next(line for line in table.splitlines() if line.startswith("| 10 "))
     assert summary.split("|")[-3].strip() == "4"  # back-pressure, apart from...
     assert summary.split("|")[-2].strip() == "0"  # ...the errors
+
+
+async def test_later_rounds_start_after_every_participant_started() -> None:
+    """A round that closed while participants were still joining (their first requests
+    are a once-per-participant cost) is not a later round."""
+    import os
+
+    sampler = load._Sampler(os.getpid(), joined_after=10.0)
+    sampler._closes = {1: (1.0, 5.0), 2: (2.0, 12.0), 3: (3.5, 20.0)}  # version: (CPU, s)
+    usage = await sampler.stop()
+    assert usage.later_rounds == 1
+    assert usage.later_rounds_cpu_seconds == 1.5
+    assert usage.later_rounds_wall_seconds == 8.0

@@ -101,3 +101,55 @@ def test_cap_per_holder() -> None:
         with notifier.hold("q"):  # another token's own cap
             assert notifier.holding("q") == 1
     assert notifier.holding("p") == 0
+
+
+def test_a_new_round_wakes_only_the_polls_of_its_drawn_members() -> None:
+    """Polls sitting rounds out (member, after) sleep through a round that did not draw
+    their participant; one cohort read per round decides for all of them; plain polls
+    and a federation that stops wake everyone."""
+    source = FakeMarks()
+    source.marks["f"] = (1, "active", 0, False)
+    notifier = RoundNotifier(source, interval_seconds=0.01)
+    cohort_reads: list[int] = []
+
+    async def cohort_of(_federation_id: str, number: int) -> tuple[bool, frozenset[str] | None]:
+        cohort_reads.append(number)
+        return True, frozenset({"p3", "p7"})
+
+    notifier.cohort_of = cohort_of
+    woken: list[str] = []
+
+    async def main() -> None:
+        async def waiter(name: str, member: str | None) -> None:
+            await notifier.wait("f", (1, "active", 0, False), 30, member=member, after=1)
+            woken.append(name)
+
+        async with anyio.create_task_group() as group:
+            for n in range(10):
+                group.start_soon(waiter, f"p{n}", f"p{n}")
+            group.start_soon(waiter, "plain", None)
+
+            async def until(condition: Any) -> None:
+                for _ in range(2000):  # bounded
+                    if condition():
+                        return
+                    await anyio.sleep(0.005)
+
+            await until(lambda: notifier.waiting == 11)
+            assert notifier.waiting == 11
+            source.marks["f"] = (1, "active", 0, True)  # round 1 again: no cohort poll due
+            await until(lambda: woken)
+            await anyio.sleep(0.05)
+            assert woken == ["plain"]  # a plain poll wakes at any change
+            assert cohort_reads == []
+            source.marks["f"] = (2, "active", 1, False)  # round 2 drew p3 and p7
+            await until(lambda: len(woken) == 3)
+            assert sorted(woken) == ["p3", "p7", "plain"]
+            assert cohort_reads == [2]  # one read for the ten polls
+            await anyio.sleep(0.05)
+            assert notifier.waiting == 8  # the others sleep on (the plain one returned)
+            source.marks["f"] = (2, "completed", 1, False)  # training stopped: all wake
+        assert len(woken) == 11
+
+    anyio.run(main)
+    assert notifier.waiting == 0

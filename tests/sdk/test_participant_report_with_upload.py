@@ -76,8 +76,8 @@ def test_a_coordinator_without_it_gets_the_report_on_its_own(
     coordinator: TestClient, data: Interactions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # an older coordinator: its rounds do not advertise the field (SDK default False)
-    def old_round_out(row: object, in_cohort: bool | None, max_wait: int | None = None) -> object:
-        out = schemas.round_out(row, in_cohort, max_wait)
+    def old_round_out(row: object, in_cohort: bool | None, *maxima: int | None) -> object:
+        out = schemas.round_out(row, in_cohort, *maxima)
         return out.model_copy(update={"upload_takes_evaluation": False})
 
     monkeypatch.setattr(rounds_routes, "round_out", old_round_out)

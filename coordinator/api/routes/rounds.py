@@ -60,7 +60,8 @@ _NUMBER = problem(
     | problem(
         422,
         "`wait` is outside [0, `max_wait_seconds`] (FEDREC_MAX_LONG_POLL_SECONDS, advertised "
-        "on every answer of this route) or `after` is negative",
+        "on every answer of this route; with `after` and `in_cohort=true`, "
+        "`max_cohort_wait_seconds`) or `after` is negative",
         detail="wait: this coordinator holds a long-poll at most 300 s "
         "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
     )
@@ -82,7 +83,8 @@ async def get_current_round(
             ge=0,
             le=MAX_LONG_POLL_SECONDS_LIMIT,
             description="Long-poll up to this many seconds, at most the coordinator's "
-            "`max_wait_seconds` (60 s is accepted by every fedrec coordinator).",
+            "`max_wait_seconds` (with `after` and `in_cohort=true`: `max_cohort_wait_seconds`; "
+            "60 s is accepted by every fedrec coordinator).",
         ),
     ] = 0,
     after: Annotated[
@@ -103,11 +105,24 @@ async def get_current_round(
 ) -> Round:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
     max_wait = ctx.notifier.max_wait_seconds
-    if wait > max_wait:
+    max_cohort_wait = ctx.notifier.max_cohort_wait_seconds
+    # a poll that sits out the rounds its participant is not drawn into may wait longer:
+    # it is answered at once for a round it takes part in, so only its renewals are cut
+    if in_cohort and after is not None:
+        if wait > max_cohort_wait:
+            raise ValidationFailed(
+                f"wait: this coordinator holds a long-poll with in_cohort=true at most "
+                f"{max_cohort_wait} s (FEDREC_MAX_COHORT_WAIT_SECONDS); ask for at most that",
+                max_wait_seconds=max_wait,
+                max_cohort_wait_seconds=max_cohort_wait,
+            )
+    elif wait > max_wait:
         raise ValidationFailed(
             f"wait: this coordinator holds a long-poll at most {max_wait} s "
-            "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
+            "(FEDREC_MAX_LONG_POLL_SECONDS; with after and in_cohort=true, "
+            f"{max_cohort_wait} s); ask for at most that",
             max_wait_seconds=max_wait,
+            max_cohort_wait_seconds=max_cohort_wait,
         )
     wait_seconds = wait if after is not None else 0
     with telemetry.LONG_POLLS.track_inprogress() if wait_seconds else nullcontext():
@@ -120,7 +135,7 @@ async def get_current_round(
             until_in_cohort=in_cohort,
         )
     member = await rounds.cohort_membership(ctx, principal, row)
-    return round_out(row, member, max_wait)
+    return round_out(row, member, max_wait, max_cohort_wait)
 
 
 @router.get(
