@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
 from coordinator.store.models import Federation
-from coordinator.store.repository import FederationRepository
+from coordinator.store.repository import FederationMark, FederationRepository
 
 __all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
 
@@ -35,7 +35,7 @@ MAX_LONG_POLL_SECONDS_LIMIT = 3600
 MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 
 
-def mark_of(federation: Federation) -> tuple[Any, ...]:
+def mark_of(federation: Federation | FederationMark) -> tuple[Any, ...]:
     """What a long-poll waits to see change (the columns ``round_marks`` reads)."""
     return (federation.current_round, federation.state, federation.latest_version)
 

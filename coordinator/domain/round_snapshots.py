@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.store.models import Federation, Round
+from coordinator.store.repository import FederationMark, RoundView
 
 __all__ = ["RoundSnapshots", "Snapshot"]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    federation: Federation
-    round: Round
+    federation: FederationMark
+    round: RoundView
     mark: tuple[Any, ...]
     taken_at: float
 
@@ -36,7 +36,7 @@ class RoundSnapshots:
         self.max_federations = max_federations
         self._snapshots: dict[str, Snapshot] = {}
 
-    def put(self, federation: Federation, row: Round, mark: tuple[Any, ...]) -> None:
+    def put(self, federation: FederationMark, row: RoundView, mark: tuple[Any, ...]) -> None:
         if len(self._snapshots) >= self.max_federations and federation.id not in self._snapshots:
             self._snapshots.clear()
         self._snapshots[federation.id] = Snapshot(federation, row, mark, time.monotonic())

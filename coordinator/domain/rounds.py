@@ -41,8 +41,10 @@ from coordinator.store.database_blobs import store_in
 from coordinator.store.models import Federation, Round, Update, new_id, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
+    FederationMark,
     RoundCohortRepository,
     RoundRepository,
+    RoundView,
     UpdateRepository,
 )
 from participant_sdk.wire import WireError, decode_update
@@ -94,18 +96,23 @@ def list_rounds(ctx: Context, principal: Principal, federation_id: str) -> list[
 
 def current_round(
     ctx: Context, principal: Principal, federation_id: str
-) -> tuple[Federation, Round]:
-    """The federation's current round (the last one once the federation completed)."""
+) -> tuple[FederationMark, RoundView]:
+    """The federation's current round (the last one once the federation completed): one
+    Core statement, no ORM objects (every poll reads this)."""
     with ctx.read_sessions() as session:
-        federation = load_federation(session, principal, federation_id)
         rounds = RoundRepository(session)
-        number = federation.current_round
-        row = rounds.get(federation.id, number) if number is not None else None
+        found = rounds.current_view(federation_id)
+        if found is None:
+            raise NotFound(
+                f"federation {federation_id} does not exist", slug="federation-not-found"
+            )
+        principal.check_federation(federation_id)  # after the 404, as load_federation
+        federation, row = found
         if row is None:
             history = rounds.list(federation.id)
             if not history:
                 raise NotFound("federation has no rounds", slug="round-not-found")
-            row = history[-1]
+            row = RoundView.of(history[-1])
         return federation, row
 
 
@@ -117,7 +124,7 @@ async def wait_for_round(
     after: int | None,
     wait_seconds: float,
     until_in_cohort: bool = False,
-) -> tuple[Federation, Round]:
+) -> tuple[FederationMark, RoundView]:
     """Long-poll: return once the current round number exceeds ``after``, the federation
     completed, it is evaluating and the caller has not reported the final version on
     validation yet (a participant that has waits for the completion), or
@@ -177,7 +184,7 @@ async def wait_for_round(
 
 async def _current_or_unmoved(
     ctx: Context, principal: Principal, federation_id: str, after: int | None
-) -> tuple[Federation, Round]:
+) -> tuple[FederationMark, RoundView]:
     """The current round: for a long-poll, this process's last read of it while the
     notifier's mark says nothing moved since (a renewal reads nothing); else a read."""
     if after is not None:
@@ -228,7 +235,9 @@ def _read_cohort(
         return True, frozenset(RoundCohortRepository(session).members(row.id))
 
 
-async def cohort_membership(ctx: Context, principal: Principal, row: Round) -> bool | None:
+async def cohort_membership(
+    ctx: Context, principal: Principal, row: Round | RoundView
+) -> bool | None:
     """:func:`cohort_memberships` of one round, from the process's cohort cache (a drawn
     cohort never changes: one read per round for every poll, instead of one per poll)."""
     participant_id = principal.participant_id
@@ -250,7 +259,7 @@ def cohort_memberships(
         return list(sampling.memberships(session, principal.participant_id, rows))
 
 
-def _reported_final(ctx: Context, principal: Principal, federation: Federation) -> bool:
+def _reported_final(ctx: Context, principal: Principal, federation: FederationMark) -> bool:
     """Whether this participant reported the final version on validation (never the admin)."""
     if principal.participant_id is None:
         return False
