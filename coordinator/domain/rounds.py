@@ -6,6 +6,7 @@ The state machine itself is :mod:`coordinator.domain.lifecycle`; aggregation is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -186,12 +187,32 @@ async def _current_or_unmoved(
     ctx: Context, principal: Principal, federation_id: str, after: int | None
 ) -> tuple[FederationMark, RoundView]:
     """The current round: for a long-poll, this process's last read of it while the
-    notifier's mark says nothing moved since (a renewal reads nothing); else a read."""
-    if after is not None:
-        snapshot = ctx.round_snapshots.unmoved(federation_id, ctx.notifier.mark(federation_id))
+    notifier's mark says nothing moved since (a renewal reads nothing), or the read another
+    long-poll started under that same mark (the polls a new round wakes share one read);
+    else a read."""
+    snapshots = ctx.round_snapshots
+    mark = ctx.notifier.mark(federation_id) if after is not None else None
+    if mark is not None:
+        snapshot = snapshots.unmoved(federation_id, mark)
+        if snapshot is None:
+            future, lead = snapshots.flight(federation_id, mark)
+            if not lead:
+                # shielded: this poll's own cancellation must not cancel the leader's read
+                snapshot = await asyncio.shield(future)
+            else:
+                try:
+                    return await _read_current(ctx, principal, federation_id)
+                finally:
+                    snapshots.land(federation_id, future, snapshots.unmoved(federation_id, mark))
         if snapshot is not None:
             principal.check_federation(federation_id)  # what load_federation checks
             return snapshot.federation, snapshot.round
+    return await _read_current(ctx, principal, federation_id)
+
+
+async def _read_current(
+    ctx: Context, principal: Principal, federation_id: str
+) -> tuple[FederationMark, RoundView]:
     federation, row = await anyio.to_thread.run_sync(current_round, ctx, principal, federation_id)
     ctx.round_snapshots.put(federation, row, mark_of(federation))
     return federation, row
