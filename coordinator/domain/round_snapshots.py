@@ -67,10 +67,16 @@ class RoundSnapshots:
     ) -> tuple[asyncio.Future[Snapshot | None], bool]:
         """The read of ``federation_id``'s round in flight under ``mark``, and whether the
         caller must do it (it is the first: it then calls :meth:`land`). Event loop only."""
+        loop = asyncio.get_running_loop()
         flight = self._flights.get(federation_id)
-        if flight is not None and flight[0] == mark and not flight[1].done():
+        if (
+            flight is not None
+            and flight[0] == mark
+            and not flight[1].done()
+            and flight[1].get_loop() is loop  # (tests drive one app from several loops)
+        ):
             return flight[1], False
-        future: asyncio.Future[Snapshot | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Snapshot | None] = loop.create_future()
         self._flights[federation_id] = (mark, future)
         return future, True
 
