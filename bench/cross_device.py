@@ -115,7 +115,9 @@ def federate(
         window=options.validation_window,
         min_delta=options.min_delta,
     )
-    stopper = EarlyStopping(options.patience, options.min_delta, options.validation_window)
+    stopper = EarlyStopping(
+        options.patience, options.min_delta, options.validation_window, options.min_rounds
+    )
     # the versions the deploy policy may still choose (the best, and the newest window // 2)
     kept: dict[int, tuple[dict[str, Any], list[Any]]] = {}
     curve: list[float] = []
@@ -204,7 +206,8 @@ def main() -> None:
     parser.add_argument(
         "--chosen",
         help="skip the search and train this candidate of fedrec.selection.candidates_for "
-        "(the search is deterministic: reuse the choice of a run already made)",
+        "(the search is deterministic: reuse the choice of a run already made, and its "
+        "min_rounds with --set min_rounds=N: without the search there is none)",
     )
     parser.add_argument(
         "--sum-step",
@@ -309,6 +312,7 @@ def main() -> None:
         patience=options.patience,
         min_delta=options.min_delta,
         window=options.validation_window,
+        min_rounds=options.min_rounds,
         plateau_decay=options.plateau_decay,
         plateau_patience=options.plateau_patience,
     )

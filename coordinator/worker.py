@@ -3,15 +3,18 @@ SQLite's checkpoints.
 
 Every trigger of the aggregation job (an accepted upload, the timer, the admin's
 aggregate call) runs it on one worker thread, off the event loop, so health checks and
-uploads keep answering while a large round aggregates. Heavy rounds (``ease``: a dense
-solve, minutes at 20 000 items) are claimed there and aggregated on threads of their own
-(``heavy_workers``, one by default), so the other federations' rounds do not queue
-behind a solve; a round finding every heavy thread busy stays open, unclaimed, for the
-timer (see :mod:`coordinator.domain.aggregation_job`). The timer enforces deadlines
-and takes over expired aggregation leases even when no request arrives; every replica
-runs one, and the database compare-and-set keeps the work exactly once. On SQLite a
-third thread copies the write-ahead log into the database file every fraction of a
-second, so no committing request pays for it (``store.db.WAL_AUTOCHECKPOINT_PAGES``).
+uploads keep answering while a large round aggregates; except a small round completed by
+an upload, which that upload's own thread (an anyio worker, after its COMMIT) aggregates
+in one transaction before it answers (:meth:`RoundWorker.accept_upload`): no hand-off.
+Heavy rounds (``ease``: a dense solve, minutes at 20 000 items) are claimed there and
+aggregated on threads of their own (``heavy_workers``, one by default), so the other
+federations' rounds do not queue behind a solve; a round finding every heavy thread busy
+stays open, unclaimed, for the timer (see :mod:`coordinator.domain.aggregation_job`).
+The timer enforces deadlines and takes over expired aggregation leases even when no
+request arrives; every replica runs one, and the database compare-and-set keeps the work
+exactly once. On SQLite a third thread copies the write-ahead log into the database file
+every fraction of a second, so no committing request pays for it
+(``store.db.WAL_AUTOCHECKPOINT_PAGES``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from coordinator.api import telemetry
-from coordinator.domain import aggregation_job, ease_process, idempotency
+from coordinator.domain import aggregation_job, ease_process, idempotency, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import CoordinatorError, DatabaseError
@@ -150,6 +153,33 @@ class RoundWorker:
         done: Future[None] = Future()
         _cancel_with(done, self._executor.submit(self._after_upload, federation_id, number, done))
         return done
+
+    def accept_upload(
+        self, submit: Callable[[], rounds.Receipt], federation_id: str, number: int
+    ) -> rounds.Receipt:
+        """Run an upload (``submit``: ``rounds.submit_update``), then, on the same thread,
+        :meth:`after_upload` if it created an update that may complete its round."""
+        receipt = submit()
+        if receipt.created and receipt.may_complete:
+            self.after_upload(federation_id, number)
+        return receipt
+
+    def after_upload(self, federation_id: str, number: int) -> None:
+        """On the thread of an upload that may complete its round, after its COMMIT: a
+        small plaintext round is aggregated right here (no hand-off to the worker's
+        thread, no wake-up, and the uploader's answer leaves with the next round open);
+        any other round is kicked (:meth:`kick`). An error is logged: the upload stays
+        acknowledged, and the timer aggregates the round."""
+        if self._stop.is_set():
+            return
+        try:
+            outcome = aggregation_job.run_if_small(self._ctx, federation_id, number)
+        except Exception as exc:
+            log.exception("aggregation of round %d of %s failed", number, federation_id)
+            _count_failure(exc)
+            return
+        if outcome is None:
+            self.kick(federation_id, number)
 
     def aggregate_now(
         self, principal: Principal, federation_id: str, number: int

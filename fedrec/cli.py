@@ -54,6 +54,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         rounds=args.rounds,
         patience=args.patience or None,
         min_delta=args.min_delta,
+        min_rounds=args.min_rounds,
         validation_window=_given(args, "validation_window"),
         seed=args.seed,
         recipe=args.recipe,
@@ -145,6 +146,16 @@ def odd_positive_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     from coordinator.cli import non_negative_float, positive_float
 
@@ -194,6 +205,13 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         type=non_negative_float,
         default=default_of("min_delta"),
         help="the smallest validation NDCG@10 gain that counts as an improvement",
+    )
+    parser.add_argument(
+        "--min-rounds",
+        type=positive_int,
+        default=None,
+        help="never stop on patience before this many rounds (at most --rounds; default: "
+        "the last round at which the recipe search saw the chosen recipe improve)",
     )
     parser.add_argument(
         "--validation-window",

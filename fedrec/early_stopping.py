@@ -3,10 +3,10 @@
 The same functions decide (:mod:`coordinator.domain.validation_curve`): the curve is
 smoothed over ``window`` steps centred on each; a step improves only when its smoothed
 value beats the best so far by more than ``min_delta``; training stops once ``patience``
-steps in a row did not. The best step (the highest smoothed value, later steps winning
-ties, as the deploy policy picks versions) is the one kept. With a window above 1 the
-best can be a step already past: :meth:`EarlyStopping.keep` names the steps whose
-models the caller must still hold.
+steps in a row did not, and not before step ``min_rounds``. The best step (the highest
+smoothed value, later steps winning ties, as the deploy policy picks versions) is the one
+kept. With a window above 1 the best can be a step already past:
+:meth:`EarlyStopping.keep` names the steps whose models the caller must still hold.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class EarlyStopping:
     patience: int | None
     min_delta: float = 0.0
     window: int = 1
+    # patience is not consulted before this step (the round policy's min_rounds)
+    min_rounds: int | None = None
     values: dict[int, float] = field(default_factory=dict)
 
     def update(self, step: int, value: float) -> bool:
@@ -55,6 +57,6 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        if self.patience is None:
+        if self.patience is None or max(self.values, default=0) < (self.min_rounds or 0):
             return False
         return stale_versions(smoothed(self.values, self.window), self.min_delta) >= self.patience

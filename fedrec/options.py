@@ -57,6 +57,10 @@ class SimulationOptions:
     rounds: int = 100
     patience: int | None = 5
     min_delta: float = 0.0
+    # patience is not consulted before this round (the round policy's min_rounds). None:
+    # the recipe search sets it to the last round at which its winner's validation curve
+    # still improved (fedrec.selection): a slow start it saw end is no plateau
+    min_rounds: int | None = None
     # the deploy policy's smoothing: versions ranked (and patience counted) by the mean
     # validation of the `validation_window` versions centred on each (odd; 1 = raw). 5:
     # choosing on half the validation users and scoring on the other half, it picked
@@ -229,10 +233,24 @@ class SimulationOptions:
         return policy
 
     def round_policy(self) -> dict[str, Any]:
-        """The federation's round policy: the cap, and early stopping on validation."""
+        """The federation's round policy: the cap, and early stopping on validation,
+        checked by the coordinator's own rules first."""
+        from pydantic import ValidationError
+
+        from coordinator.domain.specs import RoundPolicy
+
         policy: dict[str, Any] = {"min_participants": 1, "max_rounds": self.rounds}
         if self.patience is not None:
             policy.update(patience=self.patience, min_delta=self.min_delta)
+            if self.min_rounds is not None:
+                policy["min_rounds"] = self.min_rounds
+        try:
+            RoundPolicy.model_validate(policy)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise SystemExit(
+                f"invalid stop policy (--rounds, --patience, --min-rounds): {problems}"
+            ) from None
         return policy
 
     def deploy_policy(self) -> dict[str, Any]:

@@ -14,6 +14,12 @@ training interactions and the validation targets: the test split cannot be touch
 Choices the user pinned (``--model``, ``--server-optimizer``, ``--server-lr``,
 ``--local-epochs``, ``--recency-window``) are kept in every candidate; the search covers
 the rest.
+
+The search also tells the full federation how long not to give up: it trains the same
+deterministic federation as the winner's arm, so a slow start the search saw end is no
+plateau. The winner's ``min_rounds`` (the round policy's floor under patience) is the last
+round at which its arm's validation curve improved, by the stop policy's own rule
+(:func:`search_min_rounds`), unless the user set ``--min-rounds``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.domain.validation_curve import last_improvement, smoothed
 from fedrec.ease_search import (
     EaseValidation,
     available_memory_bytes,
@@ -46,9 +53,11 @@ __all__ = [
     "candidates_for",
     "has_timestamps",
     "ials_skip_reason",
+    "search_min_rounds",
     "select_recipe",
     "successive_halving",
     "with_ease",
+    "with_min_rounds",
 ]
 
 # Cumulative rounds at which the candidates are compared: every candidate trains 4
@@ -190,9 +199,13 @@ class Selection:
     ease: dict[str, Any] | None = None
     # candidates left out for this data or partition, and why
     left_out: dict[str, str] = dataclasses.field(default_factory=dict)
+    # each candidate's validation NDCG@10 round by round (its arm's curve)
+    curves: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
+    # the full federation's floor under patience, from the winner's curve (None: none set)
+    min_rounds: int | None = None
 
     def report(self) -> dict[str, Any]:
-        found = {
+        found: dict[str, Any] = {
             "candidates": {c.name: c.settings for c in self.candidates},
             "budgets": list(self.budgets),
             "validation_ndcg@10": {
@@ -206,6 +219,8 @@ class Selection:
             found["ease"] = self.ease
         if self.left_out:
             found["left_out"] = dict(self.left_out)
+        if self.min_rounds is not None:
+            found["min_rounds"] = self.min_rounds
         return found
 
 
@@ -237,14 +252,17 @@ def successive_halving(
     trained = 0
 
     stale = {c.name: 0 for c in candidates}
+    curves: dict[str, dict[int, float]] = {c.name: {} for c in candidates}
 
     def run(candidate: Candidate, rounds: int) -> None:
         advance, validate = arms[candidate.name]
+        curve = curves[candidate.name]
         for _ in range(rounds):
             if patience is not None and stale[candidate.name] >= patience:
                 return  # converged: more rounds would not change its score
             advance()
             value = validate()
+            curve[len(curve) + 1] = value
             stale[candidate.name] = 0 if value > best[candidate.name] else stale[candidate.name] + 1
             best[candidate.name] = max(best[candidate.name], value)
 
@@ -268,7 +286,36 @@ def successive_halving(
         if len(candidates) > 1
         else "the only candidate left by the pinned choices"
     )
-    return Selection(list(candidates), tuple(budgets), scores, winner, why)
+    return Selection(list(candidates), tuple(budgets), scores, winner, why, curves=curves)
+
+
+def search_min_rounds(curve: dict[int, float], *, window: int, min_delta: float) -> int | None:
+    """The last round at which ``curve`` (an arm's validation by round) improved, read as
+    the stop policy reads a federation's: smoothed over ``window``, a gain only above
+    ``min_delta``. None for an empty curve."""
+    return last_improvement(smoothed(curve, window), min_delta)
+
+
+def with_min_rounds(
+    options: SimulationOptions, selection: Selection
+) -> tuple[SimulationOptions, Selection]:
+    """The chosen options with ``min_rounds`` from the winner's search curve, unless the
+    user set one, patience is off, the winner has no curve (EASE, a lone candidate), or
+    it never improved after its first round (a floor of 1 holds nothing back)."""
+    curve = selection.curves.get(selection.chosen.name)
+    if options.min_rounds is not None or options.patience is None or not curve:
+        return options, selection
+    found = search_min_rounds(curve, window=options.validation_window, min_delta=options.min_delta)
+    if found is None or found <= 1:
+        return options, selection
+    why = (
+        f"{selection.why}; trained at least {found} rounds because the search saw it "
+        f"improve until round {found}"
+    )
+    return (
+        dataclasses.replace(options, min_rounds=found),
+        dataclasses.replace(selection, why=why, min_rounds=found),
+    )
 
 
 def select_recipe(
@@ -281,7 +328,8 @@ def select_recipe(
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[SimulationOptions, Selection]:
     """Choose the recipe on ``valid`` from short federations on ``train`` (and EASE's
-    closed form); return the options with the winner applied, and the selection."""
+    closed form); return the options with the winner applied (and its ``min_rounds``:
+    :func:`with_min_rounds`), and the selection."""
     per_participant = float(np.median([users.size for users in groups])) if groups else None
     candidates = candidates_for(
         options,
@@ -331,7 +379,7 @@ def select_recipe(
     if ease is not None:
         selection = with_ease(selection, ease)
     selection.left_out = left_out
-    return _resolved(selection.chosen.apply(options)), selection
+    return with_min_rounds(_resolved(selection.chosen.apply(options)), selection)
 
 
 def _ease_candidate(
@@ -381,9 +429,19 @@ def with_ease(selection: Selection, ease: EaseValidation) -> Selection:
             f"{rival}'s ({rival_score:.4f}), the best of {len(selection.candidates)} iterative "
             f"candidates after {final} rounds of successive halving"
         )
-        return Selection(candidates, selection.budgets, scores, candidate, why, report)
+        return Selection(
+            candidates, selection.budgets, scores, candidate, why, report, curves=selection.curves
+        )
     why = f"{selection.why}; EASE reached {ease.best:.4f} (lambda {ease.best_lambda:g})"
-    return Selection(candidates, selection.budgets, scores, selection.chosen, why, report)
+    return Selection(
+        candidates,
+        selection.budgets,
+        scores,
+        selection.chosen,
+        why,
+        report,
+        curves=selection.curves,
+    )
 
 
 def _resolved(options: SimulationOptions) -> SimulationOptions:

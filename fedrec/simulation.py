@@ -144,6 +144,7 @@ def centralized_baseline(
     patience: int | None = None,
     min_delta: float = 0.0,
     window: int = 1,
+    min_rounds: int | None = None,
     plateau_decay: float | None = None,
     plateau_patience: int = 5,
 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -151,15 +152,16 @@ def centralized_baseline(
 
     Each round trains the federation's local epochs (or ALS sweeps) and is evaluated on
     validation; training stops after ``patience`` rounds without a gain above
-    ``min_delta`` (or at ``rounds``), and the best validated model is tested, both on
-    the validation curve smoothed over ``window`` rounds (the deploy policy's). With
+    ``min_delta`` (or at ``rounds``), but not before ``min_rounds``, and the best
+    validated model is tested, both on the validation curve smoothed over ``window``
+    rounds (the deploy policy's). With
     ``plateau_decay``, BPR's learning rate decays on the plateaus of that curve as the
     federation's server step does (:func:`coordinator.domain.backoff.plateau_scale`). Returns
     the test metrics and which round was chosen and why training stopped.
     """
     trainer = make_trainer(config, num_users=data.num_users, num_items=data.num_items)
     tensors = init_item_tensors(data.num_items, config.dim, seed=config.seed, scale=0.01)
-    stopper = EarlyStopping(patience, min_delta, window)
+    stopper = EarlyStopping(patience, min_delta, window, min_rounds)
     # the models the stop policy may still deploy (the best, and the newest window // 2)
     kept: dict[int, tuple[dict[str, Any], np.ndarray]] = {}
     trained = 0
@@ -260,6 +262,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
     console = console or Console()
     options = _ease_rounds(options)
     options.strategy()  # refuse settings the coordinator would refuse, before any work
+    options.round_policy()
     privacy = options.privacy()
     name, data = load_dataset(options, console)
     split = leave_one_out(data)
@@ -377,6 +380,10 @@ def _centralized(
             patience=options.patience,
             min_delta=options.min_delta,
             window=options.validation_window,
+            # the federation's floor under patience, search-derived or the user's: one
+            # stop rule for both (it can only lengthen the baseline's run, whose best
+            # validated round is still the one tested)
+            min_rounds=options.min_rounds,
             plateau_decay=options.plateau_decay,
             plateau_patience=options.plateau_patience,
         )

@@ -171,6 +171,9 @@ class RoundPolicy(BaseAPIModel):
         validation value of the deploy metric by more than ``min_delta``.
     min_delta : float or None
         The smallest gain that counts as an improvement (the coordinator's default: 0).
+    min_rounds : int or None
+        Patience is not consulted before this many rounds have completed (at most
+        ``max_rounds``); the round budget, privacy budget and target still stop earlier.
     final_evaluation_seconds : float or None
         Once stopped, the federation is ``evaluating`` until every active participant
         reported the final version on validation, or for at most this long (0 = not at
@@ -187,6 +190,7 @@ class RoundPolicy(BaseAPIModel):
     below_quorum: str | None = None
     patience: int | None = None
     min_delta: float | None = None
+    min_rounds: int | None = None
     final_evaluation_seconds: float | None = None
     max_failed_rounds: int | None = None
     sampling: SamplingPolicy | None = None

@@ -47,6 +47,7 @@ FEDERATION: dict[str, Any] = {
         "max_failed_rounds": 100,
         "patience": None,
         "min_delta": 0.0,
+        "min_rounds": None,
         "final_evaluation_seconds": 300,
     },
     "target": {"metric": "ndcg@10", "value": 0.05},

@@ -13,6 +13,13 @@ two transactions around work done outside any transaction:
 3. **commit** — close the round if this process still holds the lease, record the new
    version, and open the next round or complete the federation, in one transaction.
 
+**A small plaintext round** (at most ``ONE_TRANSACTION_MAX_VALUES`` values to fold),
+kicked by the upload that completed it, runs 1-3 in **one** write transaction: the same
+decision, claim, fold and record, with one BEGIN/COMMIT and one load of the federation
+instead of two; the fold (a few ms) holds the write lock. Nothing is visible before its
+COMMIT: a crash inside it leaves the round ``open`` and complete, which the timer (of
+any process) claims and aggregates as above.
+
 A crash between 1 and 3 leaves the round ``aggregating`` with a lease that expires;
 the timer of any process then runs the job again and gets identical bytes (same
 updates in the same order, float64 sums) — except under DP, whose noise is drawn from
@@ -33,12 +40,14 @@ process stops.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NoReturn, Protocol
 
 import numpy as np
@@ -98,6 +107,7 @@ from coordinator.store.models import Federation, ModelVersion, utc_now
 from coordinator.store.repository import (
     FederationRepository,
     ModelVersionRepository,
+    RoundCompleteness,
     RoundRepository,
     UpdateRepository,
 )
@@ -107,10 +117,12 @@ __all__ = [
     "Claim",
     "Offload",
     "Outcome",
+    "claim_in",
     "claim_round",
     "complete_claim",
     "run",
     "run_due_work",
+    "run_if_small",
     "settle_final_evaluations",
 ]
 
@@ -119,6 +131,12 @@ log = logging.getLogger("fedrec.rounds")
 # Test-only (documented in docs/architecture.md): the fault tests pause a real
 # coordinator between aggregating and committing, to kill it exactly there.
 TEST_PAUSE_ENV = "FEDREC_TEST_AGGREGATION_PAUSE_SECONDS"
+
+# An upload's kick claims, aggregates and commits a round whose updates hold at most this
+# many values in all (K x the update's parameters) in one write transaction
+# (_run_at_once): folding 4 M values takes ~10 ms here, the longest the database's write
+# lock is held for it. Larger rounds claim, fold outside any transaction, then commit.
+ONE_TRANSACTION_MAX_VALUES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -233,10 +251,13 @@ def _run(
     principal: Principal | None = None,
     offload: Offload | None = None,
 ) -> Outcome:
-    if trigger is not lifecycle.Trigger.ADMIN and _still_waiting(
-        ctx, federation_id, number, trigger=trigger
-    ):
-        return Outcome(lifecycle.Step.WAIT)
+    facts: RoundCompleteness | None = None
+    if trigger is not lifecycle.Trigger.ADMIN:
+        waits, facts = _judge(ctx, federation_id, number, trigger=trigger)
+        if waits:
+            return Outcome(lifecycle.Step.WAIT)
+    if trigger is lifecycle.Trigger.UPLOAD and _at_once(ctx, federation_id, facts):
+        return _run_at_once(ctx, federation_id, number, trigger=trigger)
     heavy = offload if offload is not None and _is_heavy(ctx, federation_id) else None
     # a heavy round is claimed for aggregation only with a free slot; without one it is
     # still failed or extended, and otherwise left open, unclaimed, for the timer (of
@@ -291,6 +312,103 @@ def _run(
         raise
     pending.add_done_callback(never_ran)
     return Outcome(step, pending=pending)
+
+
+def _at_once(ctx: Context, federation_id: str, facts: RoundCompleteness | None) -> bool:
+    """Whether an upload's kick aggregates the round inside the transaction that claims
+    it (:func:`_run_at_once`): a plaintext round, averaged (not solved), open, whose
+    updates fold in a few milliseconds. Larger rounds keep the claim and the commit
+    apart, so the database lock is not held while they fold."""
+    settings = ctx.settings_cache.get(federation_id)
+    if (
+        facts is None
+        or facts.state != lifecycle.RoundState.OPEN
+        or not isinstance(settings, FederationSettings)
+        or settings.model.kind == "ease"
+        or settings.privacy.secure_aggregation is not None
+        or os.environ.get(TEST_PAUSE_ENV)  # the hook pauses between a claim and its commit
+    ):
+        return False
+    values = sum(math.prod(spec.shape) for spec in settings.update_tensors.values())
+    return facts.update_count * values <= ONE_TRANSACTION_MAX_VALUES
+
+
+def _run_at_once(
+    ctx: Context, federation_id: str, number: int, *, trigger: lifecycle.Trigger
+) -> Outcome:
+    """Claim, aggregate and commit a small round in one write transaction (synced once).
+
+    The claim's decision and compare-and-set, the fold and the version's record are the
+    two-step path's own (:func:`claim_in`, :func:`_aggregate`, :func:`_record`); what
+    goes is the claim's separate transaction and the commit's second load of the
+    federation. Exactly once and durable as before: nothing of the claim is visible
+    until the one COMMIT, and a crash (or an error) before it leaves the round open and
+    complete, for the timer of any process to aggregate.
+    """
+    started = time.perf_counter()
+    refused: _NotFinite | None = None
+    committed: _Committed | None = None
+    weights = b""
+    with ctx.sessions.begin() as session:
+        step, claimed, federation = claim_in(
+            ctx, session, federation_id, number, trigger=trigger, now=utc_now()
+        )
+        if claimed is not None:
+            assert federation is not None
+            try:
+                result = _aggregate(ctx, claimed)
+            except _NotFinite as exc:
+                refused = exc
+                round_row = RoundRepository(session).get(federation_id, number)
+                assert round_row is not None
+                lifecycle.fail_aggregation(
+                    session,
+                    federation,
+                    round_row,
+                    owner=claimed.owner,
+                    reason=f"aggregation refused: {exc.reason}",
+                    now=utc_now(),
+                )
+            else:
+                weights = result.weights
+                committed = _record(ctx, session, federation, claimed, result)
+                if committed is None:  # not with the claim in this very transaction
+                    session.rollback()
+    if claimed is None:
+        if step is lifecycle.Step.FAIL:
+            ctx.observer.round_failed()
+            _observe_next_round(ctx, federation_id, number)
+        return Outcome(step if step is not lifecycle.Step.AGGREGATE else lifecycle.Step.WAIT)
+    ctx.recent_updates.forget(claimed.update_digests)  # aggregated or failed: not read again
+    if refused is not None:
+        ctx.observer.round_failed()  # fail_aggregation logged why
+        _observe_next_round(ctx, federation_id, number)
+        return Outcome(lifecycle.Step.FAIL)
+    if committed is None:
+        return Outcome(lifecycle.Step.WAIT)
+    _served_after_commit(ctx, claimed, committed, weights)
+    ctx.observer.round_closed(time.perf_counter() - started)
+    if committed.next_round_opened:
+        ctx.observer.round_opened()
+    return Outcome(step, committed.version)
+
+
+def run_if_small(ctx: Context, federation_id: str, number: int) -> Outcome | None:
+    """An upload's kick run on the upload's own thread, after its COMMIT: a round that
+    certainly waits is left (a read), a small plaintext one is aggregated here in one
+    transaction (:func:`_run_at_once`); None for any other round, which the caller hands to
+    the worker's thread (:func:`run`, whose first read this repeats)."""
+    outcome: Outcome | None = None
+    try:
+        waits, facts = _judge(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
+        if waits:
+            outcome = Outcome(lifecycle.Step.WAIT)
+        elif _at_once(ctx, federation_id, facts):
+            outcome = _run_at_once(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
+        return outcome
+    finally:
+        if outcome is not None and outcome.changed:
+            ctx.notifier.poke()  # this process's long-polls learn of it now
 
 
 def _is_heavy(ctx: Context, federation_id: str) -> bool:
@@ -409,14 +527,15 @@ def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
             ctx.observer.round_opened()
 
 
-def _still_waiting(
+def _judge(
     ctx: Context,
     federation_id: str,
     number: int,
     *,
     trigger: lifecycle.Trigger = lifecycle.Trigger.UPLOAD,
-) -> bool:
-    """Whether the round certainly waits, decided without the write lock.
+) -> tuple[bool, RoundCompleteness | None]:
+    """Whether the round certainly waits, decided without the write lock; and the
+    plaintext round's facts it was judged from (None: not read).
 
     Every accepted upload kicks the job; all but the last find the round incomplete,
     and taking the write lock just to learn that queued them behind (and in front of)
@@ -437,28 +556,28 @@ def _still_waiting(
             try:  # parsed once per process (the upload's kick finds them cached)
                 settings = federation_settings_by_id(ctx, session, federation_id)
             except NotFound:
-                return True
+                return True, None
         plaintext = isinstance(settings, FederationSettings) and (
             settings.privacy.secure_aggregation is None
         )
         if timer and not plaintext:
-            return False
+            return False, None
         if plaintext:
             facts = RoundRepository(session).completeness(federation_id, number)
             if facts is None:
-                return True
+                return True, None
             if timer and facts.sampled and facts.population is None:
-                return False  # the timer's claim draws the cohort when it is due
-            return lifecycle.certainly_waits(facts, utc_now())
+                return False, facts  # the timer's claim draws the cohort when it is due
+            return lifecycle.certainly_waits(facts, utc_now()), facts
         federation = FederationRepository(session).get(federation_id)
         round_row = RoundRepository(session).get(federation_id, number)
         if federation is None or round_row is None:
-            return True
+            return True, None
         federation_settings(ctx, federation)  # parsed once: the next kick takes the row
         step = lifecycle.next_step(
             session, federation, round_row, trigger=lifecycle.Trigger.UPLOAD, now=utc_now()
         )
-        return step is lifecycle.Step.WAIT
+        return step is lifecycle.Step.WAIT, None
 
 
 def _refuse_past_budget(session: Session, federation: Federation, number: int) -> None:
@@ -489,88 +608,116 @@ def claim_round(
 ) -> tuple[lifecycle.Step, Claim | None]:
     """Transaction 1: decide, then fail/extend the round or claim it for aggregation
     (unless not ``may_claim``: no heavy slot is free, the round waits)."""
-    admin = trigger is lifecycle.Trigger.ADMIN
-    now = utc_now()
     # commits without waiting for its fsync (one fewer on the round's critical path): a
     # claim lost in a power cut is harmless, the round is open again and the timer claims
     # it anew; and the round's commit, synced, flushes the log up to and past the claim
     assert ctx.unsynced_sessions is not None  # built by Context
     with ctx.unsynced_sessions.begin() as session:
-        if principal is not None:
-            load_federation(session, principal, federation_id)  # 404/403 before any lock
-        # lock order everywhere: federation, then round
-        federation = FederationRepository(session).get(federation_id, for_update=True)
-        rounds = RoundRepository(session)
-        round_row = rounds.get(federation_id, number, for_update=True) if federation else None
-        if federation is None or round_row is None:
-            if admin and federation is not None:
-                _refuse_past_budget(session, federation, number)
-            if admin:
-                current = federation.current_round if federation else None
-                raise NotFound(
-                    f"round {number} does not exist; the current round is {current}",
-                    slug="round-not-found",
-                    current_round=current,
-                )
-            return lifecycle.Step.WAIT, None
-        if sampling.draw_pending(round_row):
-            policy = RoundPolicy.model_validate(federation.round_policy)
-            sampling.draw_if_due(session, round_row, policy, now)
-        # a secure-aggregation phase past its deadline closes first (with who answered)
-        secure_rounds.close_due_phase(session, federation, round_row, now)
-        step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
-        if step is lifecycle.Step.EXTEND:
-            lifecycle.extend_deadline(federation, round_row, now)
-            return step, None
-        if step is lifecycle.Step.FAIL:
-            reason = secure_rounds.failure_reason(session, round_row)
-            lifecycle.fail(session, federation, round_row, now, reason=reason)
-            return step, None
-        if step is lifecycle.Step.WAIT:
-            return step, None
-        if not may_claim:
-            if admin:
-                raise RoundNotOpen(
-                    f"round {number} waits for a free heavy aggregation slot: this process "
-                    "is solving other ease models (FEDREC_HEAVY_WORKERS); the timer "
-                    "aggregates it when one frees, or retry",
-                    round=number,
-                )
-            return lifecycle.Step.WAIT, None
-        if not lifecycle.claim(
-            session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
-        ):
-            if admin:
-                raise RoundNotOpen(f"round {number} is already being aggregated", round=number)
-            return lifecycle.Step.WAIT, None
-        digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
-        versions = ModelVersionRepository(session)
-        base = versions.get(federation_id, round_row.base_version)
-        assert base is not None
-        restore = None
-        step_scale = base.step_scale
-        settings = federation_settings(ctx, federation)
-        dp_policy = settings.privacy.dp
-        summed = (
-            secure_rounds.secure_sum(session, round_row, settings.update_tensors)
-            if settings.privacy.secure_aggregation is not None
-            else None
+        step, claimed, _ = claim_in(
+            ctx,
+            session,
+            federation_id,
+            number,
+            trigger=trigger,
+            principal=principal,
+            may_claim=may_claim,
+            now=utc_now(),
         )
-        # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
-        if settings.model.kind != "ease":
-            deploy = DeployPolicy.model_validate(federation.deploy_policy)
-            scores = deployment.validation_scores(session, federation_id, deploy.metric)
-            target = backoff.restore_target(scores, base.version)
-            restore = versions.get(federation_id, target) if target is not None else None
-            if settings.strategy.plateau_decay is not None:
-                step_scale = backoff.plateau_scale(
-                    base.step_scale,
-                    smoothed(scores, deploy.window),
-                    factor=settings.strategy.plateau_decay,
-                    patience=settings.strategy.plateau_patience,
-                    min_delta=settings.rounds.min_delta,
-                )
-        return step, Claim(
+        return step, claimed
+
+
+def claim_in(
+    ctx: Context,
+    session: Session,
+    federation_id: str,
+    number: int,
+    *,
+    trigger: lifecycle.Trigger,
+    now: datetime,
+    principal: Principal | None = None,
+    may_claim: bool = True,
+) -> tuple[lifecycle.Step, Claim | None, Federation | None]:
+    """The claim's work inside the caller's write transaction: lock, decide, apply a
+    fail/extend or claim the round and read what aggregation needs; also the locked
+    federation (None when it does not exist)."""
+    admin = trigger is lifecycle.Trigger.ADMIN
+    if principal is not None:
+        load_federation(session, principal, federation_id)  # 404/403 before any lock
+    # lock order everywhere: federation, then round
+    federation = FederationRepository(session).get(federation_id, for_update=True)
+    rounds = RoundRepository(session)
+    round_row = rounds.get(federation_id, number, for_update=True) if federation else None
+    if federation is None or round_row is None:
+        if admin and federation is not None:
+            _refuse_past_budget(session, federation, number)
+        if admin:
+            current = federation.current_round if federation else None
+            raise NotFound(
+                f"round {number} does not exist; the current round is {current}",
+                slug="round-not-found",
+                current_round=current,
+            )
+        return lifecycle.Step.WAIT, None, federation
+    if sampling.draw_pending(round_row):
+        policy = RoundPolicy.model_validate(federation.round_policy)
+        sampling.draw_if_due(session, round_row, policy, now)
+    # a secure-aggregation phase past its deadline closes first (with who answered)
+    secure_rounds.close_due_phase(session, federation, round_row, now)
+    step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
+    if step is lifecycle.Step.EXTEND:
+        lifecycle.extend_deadline(federation, round_row, now)
+        return step, None, federation
+    if step is lifecycle.Step.FAIL:
+        reason = secure_rounds.failure_reason(session, round_row)
+        lifecycle.fail(session, federation, round_row, now, reason=reason)
+        return step, None, federation
+    if step is lifecycle.Step.WAIT:
+        return step, None, federation
+    if not may_claim:
+        if admin:
+            raise RoundNotOpen(
+                f"round {number} waits for a free heavy aggregation slot: this process "
+                "is solving other ease models (FEDREC_HEAVY_WORKERS); the timer "
+                "aggregates it when one frees, or retry",
+                round=number,
+            )
+        return lifecycle.Step.WAIT, None, federation
+    if not lifecycle.claim(
+        session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
+    ):
+        if admin:
+            raise RoundNotOpen(f"round {number} is already being aggregated", round=number)
+        return lifecycle.Step.WAIT, None, federation
+    digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
+    versions = ModelVersionRepository(session)
+    base = versions.get(federation_id, round_row.base_version)
+    assert base is not None
+    restore = None
+    step_scale = base.step_scale
+    settings = federation_settings(ctx, federation)
+    dp_policy = settings.privacy.dp
+    summed = (
+        secure_rounds.secure_sum(session, round_row, settings.update_tensors)
+        if settings.privacy.secure_aggregation is not None
+        else None
+    )
+    # ease: a weak lambda is a candidate the deploy policy skips, not a collapse
+    if settings.model.kind != "ease":
+        deploy = DeployPolicy.model_validate(federation.deploy_policy)
+        scores = deployment.validation_scores(session, federation_id, deploy.metric)
+        target = backoff.restore_target(scores, base.version)
+        restore = versions.get(federation_id, target) if target is not None else None
+        if settings.strategy.plateau_decay is not None:
+            step_scale = backoff.plateau_scale(
+                base.step_scale,
+                smoothed(scores, deploy.window),
+                factor=settings.strategy.plateau_decay,
+                patience=settings.strategy.plateau_patience,
+                min_delta=settings.rounds.min_delta,
+            )
+    return (
+        step,
+        Claim(
             federation_id=federation_id,
             number=number,
             round_id=round_row.id,
@@ -592,7 +739,9 @@ def claim_round(
             clip_norm=clip_norm_of(dp_policy, base.privacy_spent)
             if dp_policy is not None and dp_policy.adaptive_clipping is not None
             else None,
-        )
+        ),
+        federation,
+    )
 
 
 def complete_claim(ctx: Context, claimed: Claim) -> ModelVersion | None:
@@ -619,6 +768,57 @@ def _complete_claim(
 def _aggregate_and_commit(
     ctx: Context, claimed: Claim, *, should_stop: Callable[[], bool] = _never
 ) -> _Committed | None:
+    """Steps 2 and 3 of the two-step path: fold outside any transaction, then commit."""
+    try:
+        result = _aggregate(ctx, claimed, should_stop=should_stop)
+    except _NotFinite as exc:
+        _refuse(ctx, claimed, exc.reason)
+    _test_pause()
+    with ctx.sessions.begin() as session:
+        federation = FederationRepository(session).get(claimed.federation_id, for_update=True)
+        assert federation is not None
+        committed = _record(ctx, session, federation, claimed, result)
+        if committed is None:
+            session.rollback()
+            settings = claimed.settings
+            if (
+                settings.privacy.dp is not None
+                and settings.model.kind != "ease"
+                and not result.inline[0]
+            ):
+                _discard_losing_draw(ctx, claimed, result.digests[0])
+            return None
+    _served_after_commit(ctx, claimed, committed, result.weights)
+    return committed
+
+
+@dataclass
+class _Aggregate:
+    """A folded round, encoded: what its commit records."""
+
+    weights: bytes
+    blobs: list[bytes]  # the weights, and the server state if any
+    digests: list[str]
+    inline: list[bool]  # stored as rows of the commit's transaction (else files, stored)
+    encodings: Mapping[str, object] | None
+    contributors: tuple[str, ...]
+    scale: float
+    clip_norms: tuple[float, float] | None
+
+
+class _NotFinite(Exception):  # noqa: N818 - a signal to the callers, never raised out
+    """The aggregate is not finite (or not representable): the round must fail."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _aggregate(
+    ctx: Context, claimed: Claim, *, should_stop: Callable[[], bool] = _never
+) -> _Aggregate:
+    """Fold the claimed round's updates, encode the new version and store its large
+    blobs (files: written and fsynced); no transaction. Raises :class:`_NotFinite`."""
     settings = claimed.settings
     dp_policy = settings.privacy.dp
     adaptive = dp_policy.adaptive_clipping if dp_policy is not None else None
@@ -733,7 +933,7 @@ def _aggregate_and_commit(
             and representable(new_tensors, settings.transport.encoding)
         ):
             if scale / 2 < backoff.MIN_STEP_SCALE:
-                _refuse(ctx, claimed, "the aggregate is not finite even at the smallest step")
+                raise _NotFinite("the aggregate is not finite even at the smallest step")
             scale /= 2
             log.warning(
                 "federation %s round %d: the server step overflowed; halving it to %g",
@@ -745,13 +945,12 @@ def _aggregate_and_commit(
         del base_tensors, state
         if not backoff.all_finite(new_state):
             # e.g. a second moment that overflowed float32: it would poison every later round
-            _refuse(ctx, claimed, "the server optimizer's state is not finite")
+            raise _NotFinite("the server optimizer's state is not finite")
     if claimed.accounting is not None:
         # a PLD can take seconds: compute (and cache) the epsilon this version records and
         # the next round's budget check here, not under the federation's row lock
         claimed.accounting.epsilon(claimed.completed_rounds + 1)
         claimed.accounting.epsilon(claimed.completed_rounds + 2)
-    _test_pause()
     # encode before the transaction, and store large blobs (files: write and fsync) there
     # too: the database lock is held only briefly. Small ones become rows of the
     # transaction, durable with its one COMMIT.
@@ -766,76 +965,92 @@ def _aggregate_and_commit(
     for data, blob_digest, in_rows in zip(blobs, digests, inline, strict=True):
         if not in_rows:
             ctx.blobs.put(data, blob_digest)
-    digest = digests[0]
-    state_digest = digests[1] if new_state else None
-    now = utc_now()
+    return _Aggregate(
+        weights=weights,
+        blobs=blobs,
+        digests=digests,
+        inline=inline,
+        encodings=encodings,
+        contributors=contributors,
+        scale=scale,
+        clip_norms=clip_norms,
+    )
 
-    with ctx.sessions.begin() as session:
-        federation = FederationRepository(session).get(claimed.federation_id, for_update=True)
-        assert federation is not None
-        # no autoflush: the round's close and the blob's rows are statements that do not
-        # read the federation, whose changes are written once, with the version
-        with session.no_autoflush:
-            if not lifecycle.close(
-                session,
-                federation,
-                claimed.round_id,
-                owner=claimed.owner,
-                result_version=federation.latest_version + 1,
-                now=now,
-            ):
-                session.rollback()
-                if dp_policy is not None and settings.model.kind != "ease" and not inline[0]:
-                    _discard_losing_draw(ctx, claimed, digest)
-                return None
-            for data, blob_digest, in_rows in zip(blobs, digests, inline, strict=True):
-                if in_rows:
-                    store_in(session, data, blob_digest)
-        del blobs
-        version = record_version(
+
+def _record(
+    ctx: Context, session: Session, federation: Federation, claimed: Claim, result: _Aggregate
+) -> _Committed | None:
+    """Step 3 in the caller's transaction (which holds the federation's row lock): close
+    the round if this process still holds its lease, record the version, open the next
+    round or stop. None (the caller rolls back) if the lease was lost."""
+    settings = claimed.settings
+    now = utc_now()
+    digest = result.digests[0]
+    # no autoflush: the round's close and the blob's rows are statements that do not
+    # read the federation, whose changes are written once, with the version
+    with session.no_autoflush:
+        if not lifecycle.close(
             session,
             federation,
-            parent=VersionLink(claimed.base_version, claimed.base_chain_hash),
-            round_number=claimed.number,
-            sha256=digest,
-            size=len(weights),
-            contributors=contributors,
-            server_state_sha256=state_digest,
-            step_scale=scale,
-            restored_from=claimed.restore_version,
-            encodings=encodings,
-            clip_norms=clip_norms,
+            claimed.round_id,
+            owner=claimed.owner,
+            result_version=federation.latest_version + 1,
             now=now,
-            signer=ctx.signer,
-        )
-        audit.record(
-            session,
-            actor="coordinator",
-            action="aggregate",
-            federation_id=claimed.federation_id,
-            subject=f"round {claimed.number}",
-            detail={
-                "version": version.version,
-                "sha256": digest,
-                "updates": len(contributors),
-                "step_scale": scale,
-            },
-            now=now,
-        )
-        if settings.privacy.secure_aggregation is not None:
-            secure_rounds.forget_sum(session, claimed.round_id)
-        lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
-        next_round_opened = federation.current_round == claimed.number + 1
+        ):
+            return None
+        for data, blob_digest, in_rows in zip(
+            result.blobs, result.digests, result.inline, strict=True
+        ):
+            if in_rows:
+                store_in(session, data, blob_digest)
+    version = record_version(
+        session,
+        federation,
+        parent=VersionLink(claimed.base_version, claimed.base_chain_hash),
+        round_number=claimed.number,
+        sha256=digest,
+        size=len(result.weights),
+        contributors=result.contributors,
+        server_state_sha256=result.digests[1] if len(result.digests) > 1 else None,
+        step_scale=result.scale,
+        restored_from=claimed.restore_version,
+        encodings=result.encodings,
+        clip_norms=result.clip_norms,
+        now=now,
+        signer=ctx.signer,
+    )
+    audit.record(
+        session,
+        actor="coordinator",
+        action="aggregate",
+        federation_id=claimed.federation_id,
+        subject=f"round {claimed.number}",
+        detail={
+            "version": version.version,
+            "sha256": digest,
+            "updates": len(result.contributors),
+            "step_scale": result.scale,
+        },
+        now=now,
+    )
+    if settings.privacy.secure_aggregation is not None:
+        secure_rounds.forget_sum(session, claimed.round_id)
+    lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
+    return _Committed(version, federation.current_round == claimed.number + 1)
+
+
+def _served_after_commit(
+    ctx: Context, claimed: Claim, committed: _Committed, weights: bytes
+) -> None:
     # downloads of the new version (and the next round's aggregation) read it from here
-    serve_new_version(ctx, version, weights)
+    serve_new_version(ctx, committed.version, weights)
     log.info(
         "federation %s round %d aggregated %d updates into version %d",
         claimed.federation_id,
         claimed.number,
-        len(contributors),
-        version.version,
+        len(committed.version.contributors),
+        committed.version.version,
     )
-    return _Committed(version, next_round_opened)
 
 
 def _result(

@@ -377,6 +377,18 @@ class RoundPolicy(_Spec):
         allow_inf_nan=False,
         description="The smallest validation gain that counts as an improvement (see patience).",
     )
+    min_rounds: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "A floor under early stopping: `patience` is not consulted before this many "
+            "rounds have completed, so a curve that starts flat (a slow start) is not "
+            "stopped before it climbs. `max_rounds`, the privacy budget and the target "
+            "still stop the federation as before. At most `max_rounds`; none = patience "
+            "applies from the first round."
+        ),
+    )
     sampling: SamplingPolicy | None = Field(
         default=None,
         description=(
@@ -398,6 +410,15 @@ class RoundPolicy(_Spec):
             "this many seconds; 0 = complete at once (the final version goes unevaluated)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _min_rounds_within_cap(self) -> RoundPolicy:
+        if self.min_rounds is not None and self.min_rounds > self.max_rounds:
+            raise ValueError(
+                f"min_rounds ({self.min_rounds}) exceeds max_rounds ({self.max_rounds}): "
+                "lower min_rounds or raise max_rounds"
+            )
+        return self
 
 
 class TargetSpec(_Spec):

@@ -2,10 +2,11 @@
 
 Patience is early stopping on the aggregated validation metric of the deploy policy
 (default ``ndcg@10``): training stops once ``patience`` evaluated versions in a row
-failed to beat the best so far by more than ``min_delta``. The deploy policy then picks
-the best validated version, so the versions trained past the best cost time, not quality.
-Both read the curve smoothed over the deploy policy's ``window``
-(:mod:`coordinator.domain.validation_curve`), so they agree on which version is best.
+failed to beat the best so far by more than ``min_delta``, and not before ``min_rounds``
+rounds have completed. The deploy policy then picks the best validated version, so the
+versions trained past the best cost time, not quality. Both read the curve smoothed
+over the deploy policy's ``window`` (:mod:`coordinator.domain.validation_curve`), so they
+agree on which version is best.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def stop_reason(session: Session, federation: Federation) -> StopReason | None:
         return StopReason.PRIVACY_BUDGET
     if deployment.target_reached(session, federation):
         return StopReason.TARGET
-    if policy.patience is not None:
+    # min_rounds: a slow start the caller knows will end (fedrec's recipe search saw
+    # the same federation improve until then) is not taken for a plateau
+    if policy.patience is not None and federation.completed_rounds >= (policy.min_rounds or 0):
         deploy = DeployPolicy.model_validate(federation.deploy_policy)
         scores = deployment.validation_scores(session, federation.id, deploy.metric)
         if stale_versions(smoothed(scores, deploy.window), policy.min_delta) >= policy.patience:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["best_version", "plateaus", "smoothed", "stale_versions"]
+__all__ = ["best_version", "last_improvement", "plateaus", "smoothed", "stale_versions"]
 
 
 def smoothed(scores: Mapping[int, float], window: int) -> dict[int, float]:
@@ -43,17 +43,24 @@ def best_version(scores: Mapping[int, float]) -> tuple[int, float] | None:
     return max(scores.items(), key=lambda item: (item[1], item[0]))
 
 
+def last_improvement(scores: Mapping[int, float], min_delta: float) -> int | None:
+    """The last version that beat the best before it by more than ``min_delta`` (the
+    first evaluated version counts as one), or None for an empty curve."""
+    best_at: int | None = None
+    best = float("-inf")
+    for version in sorted(scores):
+        if best_at is None or scores[version] > best + min_delta:
+            best_at, best = version, scores[version]
+    return best_at
+
+
 def stale_versions(scores: Mapping[int, float], min_delta: float) -> int:
     """How many versions the newest evaluated one is past the best (by > ``min_delta``).
 
     Versions are counted by number, so a version nobody evaluated still counts as a
     round without improvement.
     """
-    best_at: int | None = None
-    best = float("-inf")
-    for version in sorted(scores):
-        if best_at is None or scores[version] > best + min_delta:
-            best_at, best = version, scores[version]
+    best_at = last_improvement(scores, min_delta)
     if best_at is None:
         return 0
     return max(scores) - best_at

@@ -273,10 +273,8 @@ class AuditRepository(_Repository):
 
 class FederationRepository(_Repository):
     def get(self, federation_id: str, *, for_update: bool = False) -> Federation | None:
-        stmt = select(Federation).where(Federation.id == federation_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).one_or_none()
+        stmt = _FEDERATION_FOR_UPDATE if for_update else _FEDERATION
+        return self.session.scalars(stmt, {"federation_id": federation_id}).one_or_none()
 
     def lock_in_order(self, ids: Iterable[str]) -> None:
         """Lock these federations in id order (a group commit of evaluations takes its
@@ -335,14 +333,7 @@ class ParticipantRepository(_Repository):
         )
 
     def count_active(self, federation_id: str) -> int:
-        return int(
-            self.session.scalar(
-                select(func.count())
-                .select_from(Participant)
-                .where(Participant.federation_id == federation_id, Participant.state == "active")
-            )
-            or 0
-        )
+        return int(self.session.scalar(_COUNT_ACTIVE, {"federation_id": federation_id}) or 0)
 
     def count(self, federation_id: str) -> int:
         return int(
@@ -377,10 +368,10 @@ class ParticipantRepository(_Repository):
 
 class RoundRepository(_Repository):
     def get(self, federation_id: str, number: int, *, for_update: bool = False) -> Round | None:
-        stmt = select(Round).where(Round.federation_id == federation_id, Round.number == number)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).one_or_none()
+        stmt = _ROUND_FOR_UPDATE if for_update else _ROUND
+        return self.session.scalars(
+            stmt, {"federation_id": federation_id, "number": number}
+        ).one_or_none()
 
     def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
         """The federation's round mark and its current round, in one Core statement (a poll
@@ -469,18 +460,15 @@ class RoundRepository(_Repository):
     def claim_for_aggregation(
         self, round_id: str, *, owner: str, now: datetime, lease_until: datetime
     ) -> bool:
-        """Compare-and-set ``open -> aggregating`` (or take over an expired lease)."""
-        result = self.session.execute(
-            update(Round)
-            .where(
-                Round.id == round_id,
-                (Round.state == "open")
-                | ((Round.state == "aggregating") & (Round.lease_expires_at < now)),
-            )
-            .values(state="aggregating", lease_owner=owner, lease_expires_at=lease_until)
-            .execution_options(synchronize_session=False)
+        """Compare-and-set ``open -> aggregating`` (or take over an expired lease).
+
+        A Core statement on the caller's connection: no autoflush, and the session's
+        loaded ``Round`` is not updated (the callers read the round no further)."""
+        result = self.session.connection().execute(
+            _CLAIM,
+            {"b_round_id": round_id, "b_now": now, "b_owner": owner, "b_until": lease_until},
         )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return result.rowcount == 1
 
     def renew_lease(self, round_id: str, *, owner: str, lease_until: datetime) -> bool:
         """Compare-and-set: extend ``owner``'s lease of an ``aggregating`` round; false if
@@ -496,19 +484,18 @@ class RoundRepository(_Repository):
     def close_if_owned(
         self, round_id: str, *, owner: str, result_version: int, closed_at: datetime
     ) -> bool:
-        """Compare-and-set ``aggregating -> closed``; false if the lease was lost."""
-        result = self.session.execute(
-            update(Round)
-            .where(Round.id == round_id, Round.state == "aggregating", Round.lease_owner == owner)
-            .values(
-                state="closed",
-                result_version=result_version,
-                closed_at=closed_at,
-                lease_expires_at=None,
-            )
-            .execution_options(synchronize_session=False)
+        """Compare-and-set ``aggregating -> closed``; false if the lease was lost. A Core
+        statement, as :meth:`claim_for_aggregation`."""
+        result = self.session.connection().execute(
+            _CLOSE,
+            {
+                "b_round_id": round_id,
+                "b_owner": owner,
+                "b_version": result_version,
+                "b_closed_at": closed_at,
+            },
         )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return result.rowcount == 1
 
     def fail_if_owned(self, round_id: str, *, owner: str, reason: str, closed_at: datetime) -> bool:
         """Compare-and-set ``aggregating -> failed``; false if the lease was lost."""
@@ -633,15 +620,7 @@ class UpdateRepository(_Repository):
 
     def count_from_active(self, round_id: str) -> int:
         """Updates of a round whose participant is still active (they will be aggregated)."""
-        return int(
-            self.session.scalar(
-                select(func.count())
-                .select_from(Update)
-                .join(Participant, Participant.id == Update.participant_id)
-                .where(Update.round_id == round_id, Participant.state == "active")
-            )
-            or 0
-        )
+        return int(self.session.scalar(_COUNT_FROM_ACTIVE, {"round_id": round_id}) or 0)
 
     def count_all(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Update)) or 0)
@@ -676,9 +655,7 @@ class UpdateRepository(_Repository):
 class ModelVersionRepository(_Repository):
     def get(self, federation_id: str, version: int) -> ModelVersion | None:
         return self.session.scalars(
-            select(ModelVersion).where(
-                ModelVersion.federation_id == federation_id, ModelVersion.version == version
-            )
+            _MODEL_VERSION, {"federation_id": federation_id, "version": version}
         ).one_or_none()
 
     def list(self, federation_id: str) -> Sequence[ModelVersion]:
@@ -982,3 +959,57 @@ _AUDIT_MOVE_HEAD = (
 )
 # by dialect name, built on first use
 _EVALUATION_PUT: dict[str, Any] = {}
+# built once: the aggregation job runs these every round (building a statement costs more
+# CPU than SQLite takes to run it)
+_FEDERATION = select(Federation).where(Federation.id == bindparam("federation_id"))
+_FEDERATION_FOR_UPDATE = _FEDERATION.with_for_update()
+_ROUND = select(Round).where(
+    Round.federation_id == bindparam("federation_id"), Round.number == bindparam("number")
+)
+_ROUND_FOR_UPDATE = _ROUND.with_for_update()
+_MODEL_VERSION = select(ModelVersion).where(
+    ModelVersion.federation_id == bindparam("federation_id"),
+    ModelVersion.version == bindparam("version"),
+)
+_COUNT_FROM_ACTIVE = (
+    select(func.count())
+    .select_from(Update)
+    .join(Participant, Participant.id == Update.participant_id)
+    .where(Update.round_id == bindparam("round_id"), Participant.state == "active")
+)
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(Participant)
+    .where(Participant.federation_id == bindparam("federation_id"), Participant.state == "active")
+)
+_AT = _table(Round).c.lease_expires_at.type  # the UTC timestamp type of every *_at column
+_CLAIM = (
+    update(_table(Round))
+    .where(
+        _table(Round).c.id == bindparam("b_round_id"),
+        (_table(Round).c.state == "open")
+        | (
+            (_table(Round).c.state == "aggregating")
+            & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
+        ),
+    )
+    .values(
+        state="aggregating",
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_until", type_=_AT),
+    )
+)
+_CLOSE = (
+    update(_table(Round))
+    .where(
+        _table(Round).c.id == bindparam("b_round_id"),
+        _table(Round).c.state == "aggregating",
+        _table(Round).c.lease_owner == bindparam("b_owner"),
+    )
+    .values(
+        state="closed",
+        result_version=bindparam("b_version"),
+        closed_at=bindparam("b_closed_at", type_=_AT),
+        lease_expires_at=None,
+    )
+)

@@ -49,6 +49,43 @@ def test_policy_is_served_and_validated(client: TestClient, admin_headers: dict)
         assert_problem(response, 422, "validation-error")
 
 
+def test_min_rounds_above_max_rounds_is_a_problem_that_says_what_to_fix(
+    client: TestClient, admin_headers: dict
+) -> None:
+    response = client.post(
+        "/v1/federations",
+        json={
+            "name": "bad",
+            "model": {"kind": "mf", "num_items": 5, "dim": 2},
+            "rounds": {"max_rounds": 5, "patience": 2, "min_rounds": 8},
+        },
+        headers=admin_headers,
+    )
+    body = assert_problem(response, 422, "validation-error")
+    assert "min_rounds (8) exceeds max_rounds (5)" in response.text, body
+    assert "lower min_rounds or raise max_rounds" in response.text
+    served = create_federation(client, admin_headers, rounds={**STOP, "min_rounds": 4})
+    assert served["rounds"]["min_rounds"] == 4
+    assert create_federation(client, admin_headers)["rounds"]["min_rounds"] is None
+
+
+def test_a_federation_with_min_rounds_does_not_complete_early(
+    client: TestClient, admin_headers: dict
+) -> None:
+    # without min_rounds this curve stops once round 3 closed (as the test below shows)
+    fid = create_federation(client, admin_headers, rounds={**STOP, "min_rounds": 5})["id"]
+    _, p = enrol(client, admin_headers, fid)
+    for number, score in enumerate([0.10, 0.20, 0.22, 0.21, 0.20], start=1):
+        fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+        assert fed["state"] == "active", number
+        _round(client, fid, number, score, p, admin_headers)
+    fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+    assert (fed["state"], fed["current_round"], fed["latest_version"]) == ("evaluating", None, 5)
+    assert evaluate(client, fid, 5, p, metrics={"ndcg@10": 0.1}).status_code == 201
+    fed = client.get(f"/v1/federations/{fid}", headers=admin_headers).json()
+    assert (fed["state"], fed["deployed_version"]) == ("completed", 2)
+
+
 def test_patience_stops_evaluates_the_final_version_and_deploys_the_best(
     client: TestClient, admin_headers: dict
 ) -> None:

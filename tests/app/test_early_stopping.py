@@ -36,6 +36,21 @@ def test_a_gain_resets_patience_and_none_never_stops() -> None:
     assert not endless.should_stop
 
 
+def test_min_rounds_holds_patience_back_until_its_step() -> None:
+    stopper = EarlyStopping(patience=1, min_rounds=4)
+    for step, value in enumerate([0.3, 0.2, 0.1], start=1):
+        stopper.update(step, value)
+        assert not stopper.should_stop, step  # patience alone would stop at step 2
+    stopper.update(4, 0.1)
+    assert stopper.should_stop
+    assert stopper.best_step == 1  # the guard changes when it stops, not what it keeps
+    # a guard below the step patience stops at changes nothing
+    early = EarlyStopping(patience=1, min_rounds=1)
+    early.update(1, 0.3)
+    early.update(2, 0.2)
+    assert early.should_stop
+
+
 @pytest.fixture(scope="module")
 def small() -> tuple[object, object]:
     data = make_synthetic(num_users=80, num_items=300, seed=3)
@@ -53,6 +68,15 @@ def test_centralized_stops_after_patience_and_keeps_the_best(small: tuple) -> No
     assert chosen["stopped_by"].startswith("patience")
     assert chosen["chosen_round"] in (1, 2, 3)
     assert 0.0 <= metrics["ndcg@10"] <= 1.0
+
+
+def test_centralized_trains_at_least_min_rounds(small: tuple) -> None:
+    data, split = small
+    _, chosen = centralized_baseline(
+        data, split, CONFIG, 20, patience=2, min_delta=1.0, min_rounds=5
+    )
+    assert chosen["rounds_trained"] == 5  # patience alone stops at 3 (the test above)
+    assert chosen["stopped_by"].startswith("patience")
 
 
 def test_centralized_without_patience_runs_to_the_cap(small: tuple) -> None:

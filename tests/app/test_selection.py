@@ -17,8 +17,10 @@ from fedrec.selection import (
     candidates_for,
     has_timestamps,
     ials_skip_reason,
+    search_min_rounds,
     select_recipe,
     successive_halving,
+    with_min_rounds,
 )
 from fedrec.synthetic import make_synthetic
 from participant_sdk.recsys import Interactions, evaluate_loo, leave_one_out
@@ -63,6 +65,62 @@ def test_a_converged_candidate_stops_training_at_its_patience() -> None:
     selection = successive_halving(candidates, _fake_arms(curves, trained), (10,), patience=2)
     assert trained == {"flat": 3, "rising": 10}
     assert selection.chosen.name == "rising"
+
+
+def test_search_min_rounds_is_the_last_gain_on_the_stop_policys_curve() -> None:
+    # flat at popularity level for 4 rounds, a climb to round 9, then noise below the best
+    curve = dict(
+        enumerate([0.107, 0.107, 0.107, 0.106, 0.108, 0.110, 0.112, 0.113, 0.114, 0.113], 1)
+    )
+    assert search_min_rounds(curve, window=1, min_delta=0.0) == 9
+    # a gain must exceed min_delta: from 0.110 (round 6), 0.112 is too small, 0.113 not;
+    # from there 0.114 is too small
+    assert search_min_rounds(curve, window=1, min_delta=0.0025) == 8
+    # window 3: round 9's mean (0.1133) beats round 8's (0.113), round 10's (0.1135, two
+    # values at the end of the curve) beats it
+    assert search_min_rounds(curve, window=3, min_delta=0.0) == 10
+    assert search_min_rounds({}, window=5, min_delta=0.0) is None
+
+
+def test_the_full_federation_trains_at_least_until_the_winner_last_improved() -> None:
+    curves = {
+        # the winner starts flat, then climbs until round 5 and holds
+        "slow": [0.10, 0.10, 0.10, 0.12, 0.15, 0.15],
+        "flat": [0.11, 0.11, 0.11, 0.11, 0.11, 0.11],
+        "bad": [0.01] * 6,
+    }
+    trained = dict.fromkeys(curves, 0)
+    candidates = [Candidate(name, {}) for name in curves]
+    selection = successive_halving(candidates, _fake_arms(curves, trained), (2, 6), patience=5)
+    assert selection.chosen.name == "slow"
+    assert selection.curves["slow"] == dict(enumerate(curves["slow"], 1))
+    options = SimulationOptions(patience=5, validation_window=1, min_delta=0.0)
+    chosen, told = with_min_rounds(options, selection)
+    assert (chosen.min_rounds, told.min_rounds) == (5, 5)
+    assert told.report()["min_rounds"] == 5
+    assert (
+        "trained at least 5 rounds because the search saw it improve until round 5"
+        in (told.report()["why"])
+    )
+    assert chosen.round_policy()["min_rounds"] == 5
+    # the user's own floor wins; without patience there is nothing to hold back
+    pinned, kept = with_min_rounds(dataclasses.replace(options, min_rounds=2), selection)
+    assert (pinned.min_rounds, kept.min_rounds) == (2, None)
+    off, _ = with_min_rounds(dataclasses.replace(options, patience=None), selection)
+    assert off.min_rounds is None
+    assert "min_rounds" not in off.round_policy()
+    # a winner that never improved after round 1 gets no floor (1 would hold nothing back)
+    flat = dataclasses.replace(selection, curves={"slow": dict.fromkeys(range(1, 7), 0.2)})
+    unchanged, said = with_min_rounds(options, flat)
+    assert (unchanged.min_rounds, said.min_rounds, said.why) == (None, None, selection.why)
+
+
+def test_min_rounds_on_the_command_line_is_checked_against_the_cap() -> None:
+    args = build_parser().parse_args(["simulate", "--min-rounds", "30", "--rounds", "40"])
+    assert _simulation_options(args, demo=False).round_policy()["min_rounds"] == 30
+    args = build_parser().parse_args(["simulate", "--min-rounds", "50", "--rounds", "40"])
+    with pytest.raises(SystemExit, match=r"min_rounds \(50\) exceeds max_rounds \(40\)"):
+        _simulation_options(args, demo=False).round_policy()
 
 
 def test_candidates_respect_pinned_choices_and_the_data() -> None:

@@ -73,6 +73,28 @@ def test_simulate_writes_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_min_rounds_holds_both_the_federation_and_the_baseline(tmp_path: Path) -> None:
+    # no gain can exceed min_delta 1: patience 1 alone stops both after round 2
+    options = SimulationOptions(
+        dataset="synthetic",
+        recipe="fixed",
+        participants=2,
+        rounds=4,
+        patience=1,
+        min_delta=1.0,
+        min_rounds=4,
+        dim=8,
+        local_epochs=1,
+        data_dir=tmp_path / "coordinator",
+    )
+    with open(tmp_path / "out.txt", "w") as out:
+        report = run_simulation(options, Console(file=out, width=120))
+    for model in ("federated", "centralized"):
+        assert report["final"][model]["rounds_trained"] == 4, model
+    assert [entry["round"] for entry in report["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
 def test_demo_falls_back_to_synthetic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

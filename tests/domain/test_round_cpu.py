@@ -26,13 +26,13 @@ ADMIN = Principal(is_admin=True)
 
 def _recording_claims(monkeypatch: pytest.MonkeyPatch) -> list[Trigger]:
     claims: list[Trigger] = []
-    claim_round = aggregation_job.claim_round
+    claim_in = aggregation_job.claim_in  # both paths' claim (two-step, one transaction)
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         claims.append(kwargs["trigger"])
-        return claim_round(*args, **kwargs)
+        return claim_in(*args, **kwargs)
 
-    monkeypatch.setattr(aggregation_job, "claim_round", recording)
+    monkeypatch.setattr(aggregation_job, "claim_in", recording)
     return claims
 
 

@@ -80,6 +80,31 @@ def test_patience_stops_then_the_final_report_completes_and_deploys_the_best(
         assert deployed_version(session, fid) == 2
 
 
+@pytest.mark.parametrize(("min_rounds", "stopped_after"), [(None, 2), (4, 4), (6, 6)])
+def test_min_rounds_holds_patience_back(
+    ctx: Context, min_rounds: int | None, stopped_after: int
+) -> None:
+    # patience 1 on a falling curve stops once round 2 closed (v1 is 1 version past v0)
+    fid, parts = domain_federation(
+        ctx, participants=1, max_rounds=8, patience=1, min_rounds=min_rounds
+    )
+    scores = [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    _train(ctx, fid, parts, scores[:stopped_after])
+    federation = _federation(ctx, fid)
+    assert federation.state == FederationState.EVALUATING
+    assert (federation.completed_rounds, federation.latest_version) == (
+        stopped_after,
+        stopped_after,
+    )
+
+
+def test_max_rounds_still_caps_a_federation_under_min_rounds(ctx: Context) -> None:
+    fid, parts = domain_federation(ctx, participants=1, max_rounds=3, min_rounds=3, patience=1)
+    _train(ctx, fid, parts, [0.1, 0.2, 0.3])  # improving: only the cap stops it
+    assert _federation(ctx, fid).state == FederationState.EVALUATING
+    assert _federation(ctx, fid).latest_version == 3
+
+
 def test_the_final_version_is_evaluated_and_deployed_when_best(ctx: Context) -> None:
     fid, parts = domain_federation(ctx, participants=1, max_rounds=2)
     _train(ctx, fid, parts, [0.1, 0.2])

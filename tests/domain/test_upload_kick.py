@@ -19,13 +19,13 @@ def test_only_the_completing_upload_claims_the_round(
     settings: Settings, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims: list[Trigger] = []
-    claim_round = aggregation_job.claim_round
+    claim_in = aggregation_job.claim_in  # both paths' claim (two-step, one transaction)
 
     def recording_claim(*args: Any, **kwargs: Any) -> Any:
         claims.append(kwargs["trigger"])
-        return claim_round(*args, **kwargs)
+        return claim_in(*args, **kwargs)
 
-    monkeypatch.setattr(aggregation_job, "claim_round", recording_claim)
+    monkeypatch.setattr(aggregation_job, "claim_in", recording_claim)
     with TestClient(create_app(settings, run_timer=False)) as client:
         ctx = client.app.state.context  # type: ignore[attr-defined]
         fid = create_federation(client, admin_headers)["id"]

@@ -7,7 +7,13 @@ from pydantic import ValidationError
 
 from coordinator.domain.backoff import MIN_STEP_SCALE, plateau_scale
 from coordinator.domain.specs import DeployPolicy
-from coordinator.domain.validation_curve import best_version, plateaus, smoothed, stale_versions
+from coordinator.domain.validation_curve import (
+    best_version,
+    last_improvement,
+    plateaus,
+    smoothed,
+    stale_versions,
+)
 
 
 def test_window_one_is_the_curve_itself() -> None:
@@ -92,3 +98,11 @@ def test_the_window_must_be_odd_and_positive() -> None:
         smoothed({1: 0.1}, 0)
     with pytest.raises(ValueError, match="at least 1"):
         plateaus({1: 0.1}, 0, 0.0)
+
+
+def test_last_improvement_is_where_stale_versions_counts_from() -> None:
+    scores = {1: 0.1, 2: 0.2, 3: 0.205, 4: 0.3, 5: 0.29, 7: 0.1}
+    assert last_improvement(scores, 0.0) == 4
+    assert stale_versions(scores, 0.0) == 7 - 4
+    assert last_improvement({1: 0.1, 2: 0.2, 3: 0.205}, 0.01) == 2  # +0.005: no gain
+    assert last_improvement({}, 0.0) is None

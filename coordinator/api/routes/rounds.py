@@ -209,7 +209,7 @@ async def _upload_answer(
     request: Request,
     ctx: Context,
     principal: Principal,
-    kick: Callable[[str, int], object],
+    accept_upload: Callable[[Callable[[], rounds.Receipt], str, int], rounds.Receipt],
     federation_id: str,
     number: int,
     idempotency_key: str | None,
@@ -230,15 +230,22 @@ async def _upload_answer(
         log.info("upload to round %d of %s cut off by the client", number, federation_id)
         return Response(status_code=499)
     try:
+        # the upload, then on the same thread the aggregation it may complete (a small
+        # round: aggregated there; any other: kicked to the worker's thread)
         receipt = await run_in_threadpool(
-            rounds.submit_update,
-            ctx,
-            principal,
+            accept_upload,
+            partial(
+                rounds.submit_update,
+                ctx,
+                principal,
+                federation_id,
+                number,
+                body,
+                idempotency_key=idempotency_key,
+                evaluation=evaluation,
+            ),
             federation_id,
             number,
-            body,
-            idempotency_key=idempotency_key,
-            evaluation=evaluation,
         )
     except CoordinatorError as exc:
         if exc.status_code < 500:  # a refusal, not a busy database
@@ -254,11 +261,8 @@ async def _upload_answer(
                 )
             )
         raise
-    if not receipt.created:
-        return json_answer(receipt_out(receipt.update), status.HTTP_200_OK)
-    if receipt.may_complete:  # an upload the round certainly waits past kicks nothing
-        kick(federation_id, number)
-    return json_answer(receipt_out(receipt.update), status.HTTP_201_CREATED)
+    created = status.HTTP_201_CREATED if receipt.created else status.HTTP_200_OK
+    return json_answer(receipt_out(receipt.update), created)
 
 
 _UPLOAD_HEADERS_REPORT = BASE_EVALUATION_HEADER.lower().encode()
@@ -288,7 +292,7 @@ async def _fast_upload(request: Request) -> Response | None:
         request,
         ctx,
         principal,
-        request.app.state.worker.kick,
+        request.app.state.worker.accept_upload,
         federation_id,
         int(number_text),
         key,
@@ -368,7 +372,7 @@ async def upload_update(
         request,
         ctx,
         principal,
-        worker.kick,
+        worker.accept_upload,
         federation_id,
         number,
         idempotency_key,

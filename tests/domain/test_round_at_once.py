@@ -1,0 +1,226 @@
+"""A small plaintext round completed by an upload is claimed, aggregated and committed in
+one write transaction (``aggregation_job._run_at_once``), on the upload's own thread
+(``RoundWorker.accept_upload``): the same version as the two-step path, and, when the
+process dies after the upload committed (before or inside that transaction), the round
+stays open and complete and is aggregated exactly once by the timer of the next process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+
+from coordinator.app import create_app
+from coordinator.config import Settings
+from coordinator.domain import aggregation_job, rounds
+from coordinator.domain.context import Context
+from coordinator.domain.lifecycle import Step, Trigger
+from coordinator.domain.recent_updates import RecentUpdates
+from coordinator.store.models import ModelVersion, Round
+from tests.factories import (
+    create_federation,
+    domain_federation,
+    enrol,
+    put_update,
+    update_bytes,
+    wait_round_closed,
+)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _complete_round(ctx: Context, participants: int = 3) -> str:
+    """A federation whose round 1 holds every participant's update (committed)."""
+    fid, parts = domain_federation(ctx, participants=participants)
+    for seed, who in enumerate(parts):
+        receipt = rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    assert receipt.may_complete
+    return fid
+
+
+@pytest.fixture
+def commits(ctx: Context) -> Iterator[list[str]]:
+    """The write transactions committed on the context's database."""
+    seen: list[str] = []
+    engine = ctx.sessions.kw["bind"]
+
+    def on_commit(_conn: Any) -> None:
+        seen.append("commit")
+
+    event.listen(engine, "commit", on_commit)
+    yield seen
+    event.remove(engine, "commit", on_commit)
+
+
+def _recording(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    calls: list[str] = []
+    original = getattr(aggregation_job, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(aggregation_job, name, recording)
+    return calls
+
+
+def _round_one(ctx: Context, fid: str) -> tuple[str, int | None, int]:
+    with ctx.read_sessions() as session:
+        row = session.scalars(select(Round).where(Round.federation_id == fid, Round.number == 1))
+        round_one = row.one()
+        versions = session.scalar(
+            select(func.count())
+            .select_from(ModelVersion)
+            .where(ModelVersion.federation_id == fid, ModelVersion.round_number == 1)
+        )
+        return round_one.state, round_one.result_version, int(versions or 0)
+
+
+def test_a_small_round_commits_once_and_matches_the_two_step_path(
+    ctx: Context, commits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_step = _recording(monkeypatch, "claim_round")
+    fid = _complete_round(ctx)
+    commits.clear()
+    outcome = aggregation_job.run(ctx, fid, 1, trigger=Trigger.UPLOAD)
+    assert outcome.step is Step.AGGREGATE
+    assert outcome.version is not None
+    assert commits == ["commit"]  # claim, fold and record: one write transaction
+    assert two_step == []
+    assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+    # the same updates through the two-step path (a round above the bound)
+    monkeypatch.setattr(aggregation_job, "ONE_TRANSACTION_MAX_VALUES", 0)
+    other = _complete_round(ctx)
+    commits.clear()
+    again = aggregation_job.run(ctx, other, 1, trigger=Trigger.UPLOAD)
+    assert again.version is not None
+    assert two_step == ["claim_round"]
+    assert len(commits) == 2  # the claim, then the version
+    assert again.version.sha256 == outcome.version.sha256
+
+
+def test_the_timer_and_the_admin_keep_the_two_step_path(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_step = _recording(monkeypatch, "claim_round")
+    fid = _complete_round(ctx)
+    assert aggregation_job.run_due_work(ctx) == 1
+    assert two_step == ["claim_round"]
+    assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+def test_a_crash_after_the_completing_upload_committed_aggregates_once(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fid = _complete_round(ctx)
+    # the process died before its kick ran: nothing but the uploads was written
+    assert _round_one(ctx, fid) == ("open", None, 0)
+    restarted = replace(ctx, instance_id="restarted", recent_updates=RecentUpdates())
+    at_once = _recording(monkeypatch, "_run_at_once")
+    assert aggregation_job.run_due_work(restarted) == 1  # the timer finds it complete
+    assert aggregation_job.run_due_work(restarted) == 0
+    # a late kick (another process's upload thread) finds it closed
+    assert aggregation_job.run(restarted, fid, 1, trigger=Trigger.UPLOAD).step is Step.WAIT
+    assert at_once == []
+    assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+def test_a_crash_inside_the_one_transaction_leaves_the_round_open_for_the_timer(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fid = _complete_round(ctx)
+    record = aggregation_job._record
+
+    def dies_before_commit(*args: Any, **kwargs: Any) -> Any:
+        record(*args, **kwargs)  # closed, recorded and the next round opened: not committed
+        raise _Crash
+
+    monkeypatch.setattr(aggregation_job, "_record", dies_before_commit)
+    with pytest.raises(_Crash):
+        aggregation_job.run(ctx, fid, 1, trigger=Trigger.UPLOAD)
+    # rolled back: not claimed (no lease to wait out), no version, no round 2
+    assert _round_one(ctx, fid) == ("open", None, 0)
+    with ctx.read_sessions() as session:
+        assert session.scalar(select(func.count()).where(Round.federation_id == fid)) == 1
+    monkeypatch.undo()
+    assert aggregation_job.run_due_work(ctx) == 1
+    assert aggregation_job.run_due_work(ctx) == 0
+    assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+# ---------------------------------------------------------------- on the upload's thread
+
+
+@contextmanager
+def _two_participants(
+    settings: Settings, admin: dict[str, str], kicks: list[tuple[str, int]]
+) -> Iterator[tuple[TestClient, str, list[dict[str, str]]]]:
+    """A running app (no timer) whose worker records its kicks, and a federation of two."""
+    with TestClient(create_app(settings, run_timer=False)) as client:
+        worker = client.app.state.worker  # type: ignore[attr-defined]
+        kick = worker.kick
+
+        def recording_kick(federation_id: str, number: int) -> Any:
+            kicks.append((federation_id, number))
+            return kick(federation_id, number)
+
+        worker.kick = recording_kick
+        fid = create_federation(client, admin)["id"]
+        tokens = [enrol(client, admin, fid, f"p{i}")[1] for i in range(2)]
+        yield client, fid, tokens
+
+
+def test_the_completing_upload_answers_with_its_round_aggregated(
+    settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        assert put_update(client, fid, 1, update_bytes(seed=1), tokens[0]).status_code == 201
+        assert put_update(client, fid, 1, update_bytes(seed=2), tokens[1]).status_code == 201
+        # no waiting: the second upload's own thread aggregated before it answered
+        state = client.get(f"/v1/federations/{fid}/rounds/1", headers=admin_headers).json()
+        assert (state["state"], state["result_version"]) == ("closed", 1)
+        assert (
+            client.get(f"/v1/federations/{fid}", headers=admin_headers).json()["current_round"] == 2
+        )
+    assert kicks == []  # nothing was handed to the worker's thread
+
+
+def test_a_round_too_large_for_one_transaction_is_kicked_to_the_worker(
+    settings: Settings, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aggregation_job, "ONE_TRANSACTION_MAX_VALUES", 0)
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        for seed, token in enumerate(tokens):
+            assert put_update(client, fid, 1, update_bytes(seed=seed), token).status_code == 201
+        wait_round_closed(client, fid, 1, admin_headers)
+    assert kicks == [(fid, 1)]  # only the completing upload kicks
+
+
+def test_an_aggregation_error_on_the_upload_thread_keeps_the_201_and_the_round(
+    settings: Settings, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(aggregation_job, "_aggregate", broken)
+    kicks: list[tuple[str, int]] = []
+    with _two_participants(settings, admin_headers, kicks) as (client, fid, tokens):
+        for seed, token in enumerate(tokens):
+            assert put_update(client, fid, 1, update_bytes(seed=seed), token).status_code == 201
+        url = f"/v1/federations/{fid}/rounds/1"
+        assert client.get(url, headers=admin_headers).json()["state"] == "open"
+        monkeypatch.undo()
+        ctx = client.app.state.context  # type: ignore[attr-defined]
+        assert aggregation_job.run_due_work(ctx) == 1  # the timer aggregates it, once
+        assert aggregation_job.run_due_work(ctx) == 0
+        assert client.get(url, headers=admin_headers).json()["state"] == "closed"
