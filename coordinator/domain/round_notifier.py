@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
 from coordinator.store.models import Federation, Round
-from coordinator.store.repository import FederationRepository
+from coordinator.store.repository import FederationMark, FederationRepository, RoundView
 
 __all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
 
@@ -44,7 +44,9 @@ CohortReader = Callable[[str, int], Awaitable[tuple[bool, frozenset[str] | None]
 _ACTIVE = "active"  # lifecycle.FederationState.ACTIVE: a poll waiting in it sits rounds out
 
 
-def mark_of(federation: Federation, current: Round | None) -> tuple[Any, ...]:
+def mark_of(
+    federation: Federation | FederationMark, current: Round | RoundView | None
+) -> tuple[Any, ...]:
     """What a long-poll waits to see change (what ``round_marks`` reads), from the
     federation and its current round as read: the draw of a sampled round's cohort is a
     change too (a poll waiting for a round its participant is drawn into wakes at it)."""

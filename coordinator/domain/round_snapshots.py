@@ -7,23 +7,29 @@ per interval for all of them); a snapshot taken under that same mark, and recent
 fresh read would answer, so a renewal starts waiting without one. Plain reads (no ``after``)
 always read the database: a snapshot's ``update_count`` or round ``state`` may lag by up to
 ``max_age_seconds`` within one mark.
+
+When a round mark moves, every long-poll of the federation wakes at once and finds no
+snapshot under the new mark; without more, each would read the round (943 reads at each
+round of a per-user federation). The first one's read is shared: the others await it
+(:meth:`RoundSnapshots.flight`), since it started after they learnt of the same mark.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.store.models import Federation, Round
+from coordinator.store.repository import FederationMark, RoundView
 
 __all__ = ["RoundSnapshots", "Snapshot"]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    federation: Federation
-    round: Round
+    federation: FederationMark
+    round: RoundView
     mark: tuple[Any, ...]
     taken_at: float
 
@@ -35,8 +41,10 @@ class RoundSnapshots:
         self.max_age_seconds = max_age_seconds
         self.max_federations = max_federations
         self._snapshots: dict[str, Snapshot] = {}
+        # federation id -> (mark, the read in flight under it); None result: it failed
+        self._flights: dict[str, tuple[tuple[Any, ...], asyncio.Future[Snapshot | None]]] = {}
 
-    def put(self, federation: Federation, row: Round, mark: tuple[Any, ...]) -> None:
+    def put(self, federation: FederationMark, row: RoundView, mark: tuple[Any, ...]) -> None:
         if len(self._snapshots) >= self.max_federations and federation.id not in self._snapshots:
             self._snapshots.clear()
         self._snapshots[federation.id] = Snapshot(federation, row, mark, time.monotonic())
@@ -53,3 +61,31 @@ class RoundSnapshots:
         ):
             return None
         return snapshot
+
+    def flight(
+        self, federation_id: str, mark: tuple[Any, ...]
+    ) -> tuple[asyncio.Future[Snapshot | None], bool]:
+        """The read of ``federation_id``'s round in flight under ``mark``, and whether the
+        caller must do it (it is the first: it then calls :meth:`land`). Event loop only."""
+        loop = asyncio.get_running_loop()
+        flight = self._flights.get(federation_id)
+        if (
+            flight is not None
+            and flight[0] == mark
+            and not flight[1].done()
+            and flight[1].get_loop() is loop  # (tests drive one app from several loops)
+        ):
+            return flight[1], False
+        future: asyncio.Future[Snapshot | None] = loop.create_future()
+        self._flights[federation_id] = (mark, future)
+        return future, True
+
+    def land(
+        self, federation_id: str, future: asyncio.Future[Snapshot | None], read: Snapshot | None
+    ) -> None:
+        """The leader's read is done (None: it failed; the others read for themselves)."""
+        if not future.done():
+            future.set_result(read)
+        flight = self._flights.get(federation_id)
+        if flight is not None and flight[1] is future:
+            del self._flights[federation_id]

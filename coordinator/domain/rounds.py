@@ -6,6 +6,7 @@ The state machine itself is :mod:`coordinator.domain.lifecycle`; aggregation is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -42,8 +43,10 @@ from coordinator.store.database_blobs import store_in
 from coordinator.store.models import Federation, Round, Update, new_id, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
+    FederationMark,
     RoundCohortRepository,
     RoundRepository,
+    RoundView,
     UpdateRepository,
 )
 from participant_sdk.wire import WireError, decode_update
@@ -95,18 +98,23 @@ def list_rounds(ctx: Context, principal: Principal, federation_id: str) -> list[
 
 def current_round(
     ctx: Context, principal: Principal, federation_id: str
-) -> tuple[Federation, Round]:
-    """The federation's current round (the last one once the federation completed)."""
+) -> tuple[FederationMark, RoundView]:
+    """The federation's current round (the last one once the federation completed): one
+    Core statement, no ORM objects (every poll reads this)."""
     with ctx.read_sessions() as session:
-        federation = load_federation(session, principal, federation_id)
         rounds = RoundRepository(session)
-        number = federation.current_round
-        row = rounds.get(federation.id, number) if number is not None else None
+        found = rounds.current_view(federation_id)
+        if found is None:
+            raise NotFound(
+                f"federation {federation_id} does not exist", slug="federation-not-found"
+            )
+        principal.check_federation(federation_id)  # after the 404, as load_federation
+        federation, row = found
         if row is None:
             history = rounds.list(federation.id)
             if not history:
                 raise NotFound("federation has no rounds", slug="round-not-found")
-            row = history[-1]
+            row = RoundView.of(history[-1])
         return federation, row
 
 
@@ -118,7 +126,7 @@ async def wait_for_round(
     after: int | None,
     wait_seconds: float,
     until_in_cohort: bool = False,
-) -> tuple[Federation, Round]:
+) -> tuple[FederationMark, RoundView]:
     """Long-poll: return once the current round number exceeds ``after``, the federation
     completed, it is evaluating and the caller has not reported the final version on
     validation yet (a participant that has waits for the completion), or
@@ -186,14 +194,34 @@ async def wait_for_round(
 
 async def _current_or_unmoved(
     ctx: Context, principal: Principal, federation_id: str, after: int | None
-) -> tuple[Federation, Round]:
+) -> tuple[FederationMark, RoundView]:
     """The current round: for a long-poll, this process's last read of it while the
-    notifier's mark says nothing moved since (a renewal reads nothing); else a read."""
-    if after is not None:
-        snapshot = ctx.round_snapshots.unmoved(federation_id, ctx.notifier.mark(federation_id))
+    notifier's mark says nothing moved since (a renewal reads nothing), or the read another
+    long-poll started under that same mark (the polls a new round wakes share one read);
+    else a read."""
+    snapshots = ctx.round_snapshots
+    mark = ctx.notifier.mark(federation_id) if after is not None else None
+    if mark is not None:
+        snapshot = snapshots.unmoved(federation_id, mark)
+        if snapshot is None:
+            future, lead = snapshots.flight(federation_id, mark)
+            if not lead:
+                # shielded: this poll's own cancellation must not cancel the leader's read
+                snapshot = await asyncio.shield(future)
+            else:
+                try:
+                    return await _read_current(ctx, principal, federation_id)
+                finally:
+                    snapshots.land(federation_id, future, snapshots.unmoved(federation_id, mark))
         if snapshot is not None:
             principal.check_federation(federation_id)  # what load_federation checks
             return snapshot.federation, snapshot.round
+    return await _read_current(ctx, principal, federation_id)
+
+
+async def _read_current(
+    ctx: Context, principal: Principal, federation_id: str
+) -> tuple[FederationMark, RoundView]:
     federation, row = await anyio.to_thread.run_sync(current_round, ctx, principal, federation_id)
     ctx.round_snapshots.put(federation, row, mark_of(federation, row))
     return federation, row
@@ -220,7 +248,9 @@ async def _drawn_into(ctx: Context, participant_id: str, federation_id: str, num
     return drawn and (members is None or participant_id in members)
 
 
-async def cohort_membership(ctx: Context, principal: Principal, row: Round) -> bool | None:
+async def cohort_membership(
+    ctx: Context, principal: Principal, row: Round | RoundView
+) -> bool | None:
     """:func:`cohort_memberships` of one round, from the process's cohort cache (a drawn
     cohort never changes: one read per round for every poll, instead of one per poll)."""
     participant_id = principal.participant_id
@@ -242,7 +272,7 @@ def cohort_memberships(
         return list(sampling.memberships(session, principal.participant_id, rows))
 
 
-def _reported_final(ctx: Context, principal: Principal, federation: Federation) -> bool:
+def _reported_final(ctx: Context, principal: Principal, federation: FederationMark) -> bool:
     """Whether this participant reported the final version on validation (never the admin)."""
     if principal.participant_id is None:
         return False

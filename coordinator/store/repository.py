@@ -43,6 +43,7 @@ __all__ = [
     "AuthGenerationRepository",
     "DeploymentRepository",
     "EvaluationRepository",
+    "FederationMark",
     "FederationRepository",
     "IdempotencyRepository",
     "ModelVersionRepository",
@@ -50,6 +51,7 @@ __all__ = [
     "RoundCohortRepository",
     "RoundCompleteness",
     "RoundRepository",
+    "RoundView",
     "SecAggRepository",
     "UpdateRepository",
     "referenced_blobs",
@@ -106,6 +108,39 @@ _DIGESTS_FROM_ACTIVE = (
     .where(Update.round_id == bindparam("round_id"), Participant.state == "active")
     .order_by(Update.participant_id)
 )
+
+
+@dataclass(frozen=True)
+class FederationMark:
+    """What a poll needs of its federation: the columns of its round mark."""
+
+    id: str
+    current_round: int | None
+    state: str
+    latest_version: int
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """A round's columns as a poll answers them (read-only, no ORM identity)."""
+
+    id: str
+    federation_id: str
+    number: int
+    state: str
+    base_version: int
+    result_version: int | None
+    update_count: int
+    opened_at: datetime
+    deadline_at: datetime | None
+    closed_at: datetime | None
+    sampled: bool
+    cohort_size: int | None
+    population: int | None
+
+    @classmethod
+    def of(cls, row: Round) -> RoundView:
+        return cls(*(getattr(row, name) for name in cls.__dataclass_fields__))
 
 
 class _Repository:
@@ -354,6 +389,18 @@ class RoundRepository(_Repository):
         return self.session.scalars(
             stmt, {"federation_id": federation_id, "number": number}
         ).one_or_none()
+
+    def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
+        """The federation's round mark and its current round, in one Core statement (a poll
+        reads this; loading the wide federation row and the round through the ORM cost
+        ~0.5 ms): None when there is no such federation, a None round when it has no round
+        numbered ``current_round``."""
+        row = self.session.connection().execute(_CURRENT_VIEW, {"federation_id": federation_id})
+        found = row.first()
+        if found is None:
+            return None
+        mark = FederationMark(*found[:4])
+        return mark, (None if found[4] is None else RoundView(*found[4:]))
 
     def upload_target(self, federation_id: str, number: int) -> Any:
         """One row for an upload's checks: the federation's ``state`` and
@@ -883,6 +930,22 @@ _UPLOAD_TARGET = (
         _table(Round),
         (_table(Round).c.federation_id == _table(Federation).c.id)
         & (_table(Round).c.number == bindparam("number")),
+    )
+    .where(_table(Federation).c.id == bindparam("federation_id"))
+)
+_CURRENT_VIEW = (
+    select(
+        _table(Federation).c.id,
+        _table(Federation).c.current_round,
+        _table(Federation).c.state,
+        _table(Federation).c.latest_version,
+        *(_table(Round).c[name] for name in RoundView.__dataclass_fields__),
+    )
+    .select_from(_table(Federation))
+    .outerjoin(
+        _table(Round),
+        (_table(Round).c.federation_id == _table(Federation).c.id)
+        & (_table(Round).c.number == _table(Federation).c.current_round),
     )
     .where(_table(Federation).c.id == bindparam("federation_id"))
 )

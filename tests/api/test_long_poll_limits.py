@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -220,3 +221,62 @@ def test_the_cohort_maximum_is_never_below_the_plain_one(settings: Settings) -> 
         assert context.notifier.max_cohort_wait_seconds == 900
     finally:
         context.sessions.kw["bind"].dispose()
+
+
+def test_the_long_polls_a_new_round_wakes_share_one_read(
+    client: TestClient, app: FastAPI, admin_headers: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every long-poll of a federation wakes when its round moves; the first one's read of
+    the new round is shared by the others instead of one read each."""
+    fid = create_federation(client, admin_headers)["id"]
+    _, participant = enrol(client, admin_headers, fid)
+    reads: list[str] = []
+    real = rounds.current_round
+
+    def counted(*args: Any) -> Any:
+        reads.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(rounds, "current_round", counted)
+    app.state.context.round_snapshots.max_age_seconds = 60  # a slow CI machine: not the point
+    answers: list[int] = []
+    polls = 12
+
+    def poll() -> None:
+        answers.append(_current(client, fid, admin_headers, wait=60, after=1).json()["number"])
+
+    waiting = [threading.Thread(target=poll, daemon=True) for _ in range(polls)]
+    for thread in waiting:
+        thread.start()
+    notifier = app.state.context.notifier
+    limit = time.monotonic() + 30
+    while notifier.waiting < polls and time.monotonic() < limit:
+        time.sleep(0.02)
+    assert notifier.waiting == polls
+    reads.clear()
+    assert put_update(client, fid, 1, update_bytes(), participant).status_code == 201
+    for thread in waiting:
+        thread.join(timeout=30)
+    assert answers == [2] * polls
+    # one read per mark the notifier saw move (the version, then the round: at most a few),
+    # not one per poll
+    assert 1 <= len(reads) <= 3, reads
+
+
+def test_a_read_in_flight_is_shared_under_its_mark_only() -> None:
+    async def scenario() -> None:
+        snapshots = RoundSnapshots()
+        first, lead = snapshots.flight("f1", (2, "active", 1))
+        assert lead
+        same, follows = snapshots.flight("f1", (2, "active", 1))
+        assert (same, follows) == (first, False)
+        moved, lead_again = snapshots.flight("f1", (3, "active", 2))
+        assert lead_again
+        assert moved is not first
+        snapshots.land("f1", first, None)  # a failed read: its followers read themselves
+        assert first.result() is None
+        assert snapshots.flight("f1", (3, "active", 2)) == (moved, False)  # still in flight
+        snapshots.land("f1", moved, None)
+        assert snapshots.flight("f1", (3, "active", 2))[1]  # landed: a new read leads
+
+    asyncio.run(scenario())

@@ -1,23 +1,38 @@
 """Model versions: list, read, download weights."""
 
 import base64
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
-from coordinator.api.json_off_loop import JsonOffLoopRoute
+from coordinator.api.fast_path import (
+    FastPathRoute,
+    fast_path,
+    header_values,
+    known_principal,
+    query_params,
+)
 from coordinator.api.openapi import Responses, problem, problems, success
 from coordinator.api.schemas import ModelVersion, ModelVersionList, model_version_out
 from coordinator.domain import model_versions
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
 from coordinator.domain.errors import ValidationFailed
 from coordinator.domain.specs import DB_INT_MAX
-from participant_sdk.wire import ENCODING_HEADER, MANIFEST_HEADER, SIGNATURE_HEADER, Encoding
+from participant_sdk.wire import (
+    ENCODING_HEADER,
+    ENCODINGS,
+    MANIFEST_HEADER,
+    SIGNATURE_HEADER,
+    Encoding,
+)
 
 router = APIRouter(
-    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/models", tags=["models"]
+    route_class=FastPathRoute, prefix="/federations/{federation_id}/models", tags=["models"]
 )
 
 VersionPath = Annotated[
@@ -111,31 +126,15 @@ def get_model(
     )
 
 
-@router.get(
-    "/{version}/weights",
-    response_class=Response,
-    summary="Download a version's weights",
-    responses=_WEIGHTS | _WEIGHTS_SEEN,
-)
-async def download_weights(
+async def _weights_answer(
+    ctx: Context,
+    principal: Principal,
     federation_id: str,
-    version: VersionPath,
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    encoding: Annotated[
-        Encoding | None,
-        Query(
-            description="`float32` (the canonical weights) or the federation's "
-            "`transport.encoding`; default: the federation's encoding.",
-            examples=["float16"],
-        ),
-    ] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    version: str,
+    encoding: Encoding | None,
+    if_none_match: str | None,
 ) -> Response:
-    """The version's safetensors bytes in the asked (or the federation's) encoding, byte
-    for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
-    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
-    the bytes of every encoding served."""
+    """The answer of ``GET …/models/{version}/weights``."""
     # the version's record and bytes never change: cached per process after the first read,
     # then served from the event loop without a worker thread
     number = _version(version)
@@ -165,3 +164,57 @@ async def download_weights(
     if data is None:
         data = await run_in_threadpool(model_versions.served_bytes, ctx, sha256)
     return Response(content=data, media_type="application/octet-stream", headers=headers)
+
+
+_VERSION_TEXT = re.compile(r"latest|[0-9]{1,10}")
+_ENCODINGS: dict[str, Encoding] = {name: name for name in ENCODINGS}
+_WEIGHTS_QUERY = frozenset({"encoding"})
+_WEIGHTS_HEADERS = frozenset({b"if-none-match"})
+
+
+async def _fast_weights(request: Request) -> Response | None:
+    principal = known_principal(request)
+    params = query_params(request, _WEIGHTS_QUERY)
+    found = header_values(request, _WEIGHTS_HEADERS)
+    version = request.path_params["version"]
+    if principal is None or params is None or found is None or not _VERSION_TEXT.fullmatch(version):
+        return None
+    encoding: Encoding | None = None
+    if "encoding" in params:
+        encoding = _ENCODINGS.get(params["encoding"])
+        if encoding is None:
+            return None
+    ctx: Context = request.app.state.context
+    federation_id = request.path_params["federation_id"]
+    return await _weights_answer(
+        ctx, principal, federation_id, version, encoding, found.get(b"if-none-match")
+    )
+
+
+@router.get(
+    "/{version}/weights",
+    response_class=Response,
+    summary="Download a version's weights",
+    responses=_WEIGHTS | _WEIGHTS_SEEN,
+)
+@fast_path(_fast_weights)
+async def download_weights(
+    federation_id: str,
+    version: VersionPath,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    encoding: Annotated[
+        Encoding | None,
+        Query(
+            description="`float32` (the canonical weights) or the federation's "
+            "`transport.encoding`; default: the federation's encoding.",
+            examples=["float16"],
+        ),
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The version's safetensors bytes in the asked (or the federation's) encoding, byte
+    for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
+    `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
+    the bytes of every encoding served."""
+    return await _weights_answer(ctx, principal, federation_id, version, encoding, if_none_match)

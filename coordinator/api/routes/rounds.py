@@ -3,6 +3,8 @@
 import asyncio
 import json
 import logging
+import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from typing import Annotated
@@ -14,7 +16,14 @@ from starlette.requests import ClientDisconnect
 
 from coordinator.api import examples, telemetry
 from coordinator.api.deps import AdminDep, ContextDep, PrincipalDep, WorkerDep
-from coordinator.api.json_off_loop import JsonOffLoopRoute
+from coordinator.api.fast_path import (
+    FastPathRoute,
+    fast_path,
+    header_values,
+    json_answer,
+    known_principal,
+    query_params,
+)
 from coordinator.api.openapi import keyed_write, problem, problems, success
 from coordinator.api.schemas import (
     EvaluationCreate,
@@ -27,6 +36,8 @@ from coordinator.api.schemas import (
     round_out,
 )
 from coordinator.domain import audit, rounds
+from coordinator.domain.auth import Principal
+from coordinator.domain.context import Context
 from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType, ValidationFailed
 from coordinator.domain.evaluation import BaseEvaluation
 from coordinator.domain.round_notifier import MAX_LONG_POLL_SECONDS_LIMIT
@@ -35,7 +46,7 @@ from participant_sdk.wire import BASE_EVALUATION_HEADER
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(
-    route_class=JsonOffLoopRoute, prefix="/federations/{federation_id}/rounds", tags=["rounds"]
+    route_class=FastPathRoute, prefix="/federations/{federation_id}/rounds", tags=["rounds"]
 )
 
 # bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
@@ -51,59 +62,15 @@ _NUMBER = problem(
 )
 
 
-@router.get(
-    "/current",
-    response_model=Round,
-    summary="Read (or wait for) the current round",
-    responses=success(200, "The current round (the last one once training stopped)", examples.ROUND)
-    | _SEEN
-    | problem(
-        422,
-        "`wait` is outside [0, `max_wait_seconds`] (FEDREC_MAX_LONG_POLL_SECONDS, advertised "
-        "on every answer of this route; with `after` and `in_cohort=true`, "
-        "`max_cohort_wait_seconds`) or `after` is negative",
-        detail="wait: this coordinator holds a long-poll at most 300 s "
-        "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
-    )
-    | problem(
-        429,
-        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
-        "(retry after `Retry-After`)",
-        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
-        "wait for one to return",
-    ),
-)
-async def get_current_round(
+async def _current_round_answer(
+    ctx: Context,
+    principal: Principal,
     federation_id: str,
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    wait: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=MAX_LONG_POLL_SECONDS_LIMIT,
-            description="Long-poll up to this many seconds, at most the coordinator's "
-            "`max_wait_seconds` (with `after` and `in_cohort=true`: `max_cohort_wait_seconds`; "
-            "60 s is accepted by every fedrec coordinator).",
-        ),
-    ] = 0,
-    after: Annotated[
-        int | None,
-        Query(
-            ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
-        ),
-    ] = None,
-    in_cohort: Annotated[
-        bool,
-        Query(
-            description="With `after` and a participant token, under `rounds.sampling`: "
-            "also wait through the rounds this participant was not drawn into (return once "
-            "a round it takes part in opens, training stops, or `wait` passes). Sitting "
-            "out a round costs the coordinator no request."
-        ),
-    ] = False,
-) -> Round:
-    """The current round; with `wait` and `after`, long-poll until the next round opens."""
+    wait: float,
+    after: int | None,
+    in_cohort: bool,
+) -> Response:
+    """The answer of ``GET …/rounds/current``, serialised once (no response-model pass)."""
     max_wait = ctx.notifier.max_wait_seconds
     max_cohort_wait = ctx.notifier.max_cohort_wait_seconds
     # a poll that sits out the rounds its participant is not drawn into may wait longer:
@@ -135,7 +102,93 @@ async def get_current_round(
             until_in_cohort=in_cohort,
         )
     member = await rounds.cohort_membership(ctx, principal, row)
-    return round_out(row, member, max_wait, max_cohort_wait)
+    return json_answer(round_out(row, member, max_wait, max_cohort_wait))
+
+
+_POLL_PARAMS = frozenset({"wait", "after", "in_cohort"})
+# what the route's Query declarations accept, written out: anything else is FastAPI's
+_WAIT = re.compile(r"[0-9]{1,4}(\.[0-9]{1,6})?")
+_AFTER = re.compile(r"[0-9]{1,10}")
+_BOOLEAN = {"true": True, "false": False}
+
+
+async def _fast_current_round(request: Request) -> Response | None:
+    principal = known_principal(request)
+    params = query_params(request, _POLL_PARAMS)
+    if principal is None or params is None:
+        return None
+    wait_text, after_text = params.get("wait", "0"), params.get("after")
+    in_cohort = _BOOLEAN.get(params.get("in_cohort", "false"))
+    if in_cohort is None or not _WAIT.fullmatch(wait_text):
+        return None
+    wait = float(wait_text)
+    if wait > MAX_LONG_POLL_SECONDS_LIMIT:
+        return None
+    after = None
+    if after_text is not None:
+        if not _AFTER.fullmatch(after_text) or int(after_text) > DB_INT_MAX:
+            return None
+        after = int(after_text)
+    ctx: Context = request.app.state.context
+    federation_id = request.path_params["federation_id"]
+    return await _current_round_answer(ctx, principal, federation_id, wait, after, in_cohort)
+
+
+@router.get(
+    "/current",
+    response_model=Round,
+    summary="Read (or wait for) the current round",
+    responses=success(200, "The current round (the last one once training stopped)", examples.ROUND)
+    | _SEEN
+    | problem(
+        422,
+        "`wait` is outside [0, `max_wait_seconds`] (FEDREC_MAX_LONG_POLL_SECONDS, advertised "
+        "on every answer of this route; with `after` and `in_cohort=true`, "
+        "`max_cohort_wait_seconds`) or `after` is negative",
+        detail="wait: this coordinator holds a long-poll at most 300 s "
+        "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
+    )
+    | problem(
+        429,
+        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
+        "(retry after `Retry-After`)",
+        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
+        "wait for one to return",
+    ),
+)
+@fast_path(_fast_current_round)
+async def get_current_round(
+    federation_id: str,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_LONG_POLL_SECONDS_LIMIT,
+            description="Long-poll up to this many seconds, at most the coordinator's "
+            "`max_wait_seconds` (with `after` and `in_cohort=true`: `max_cohort_wait_seconds`; "
+            "60 s is accepted by every fedrec coordinator).",
+        ),
+    ] = 0,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
+        ),
+    ] = None,
+    in_cohort: Annotated[
+        bool,
+        Query(
+            description="With `after` and a participant token, under `rounds.sampling`: "
+            "also wait through the rounds this participant was not drawn into (return once "
+            "a round it takes part in opens, training stops, or `wait` passes). Sitting "
+            "out a round costs the coordinator no request."
+        ),
+    ] = False,
+) -> Response:
+    """The current round; with `wait` and `after`, long-poll until the next round opens."""
+    return await _current_round_answer(ctx, principal, federation_id, wait, after, in_cohort)
 
 
 @router.get(
@@ -165,6 +218,101 @@ def get_round(
     row = rounds.get_round(ctx, principal, federation_id, number)
     [member] = rounds.cohort_memberships(ctx, principal, [row])
     return round_out(row, member)
+
+
+async def _upload_answer(
+    request: Request,
+    ctx: Context,
+    principal: Principal,
+    accept_upload: Callable[[Callable[[], rounds.Receipt], str, int], rounds.Receipt],
+    federation_id: str,
+    number: int,
+    idempotency_key: str | None,
+    x_base_evaluation: str | None,
+) -> Response:
+    """The answer of ``PUT …/rounds/{number}/update``, serialised once."""
+    evaluation = None if x_base_evaluation is None else _base_evaluation(x_base_evaluation)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/octet-stream":
+        raise UnsupportedMediaType(
+            f"send the update as 'application/octet-stream' (safetensors), not {content_type!r}"
+        )
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        # the participant went away mid-body: nothing was stored, nobody reads a reply;
+        # an expected event on real networks, not an internal error (no 500, no traceback)
+        log.info("upload to round %d of %s cut off by the client", number, federation_id)
+        return Response(status_code=499)
+    try:
+        # the upload, then on the same thread the aggregation it may complete (a small
+        # round: aggregated there; any other: kicked to the worker's thread)
+        receipt = await run_in_threadpool(
+            accept_upload,
+            partial(
+                rounds.submit_update,
+                ctx,
+                principal,
+                federation_id,
+                number,
+                body,
+                idempotency_key=idempotency_key,
+                evaluation=evaluation,
+            ),
+            federation_id,
+            number,
+        )
+    except CoordinatorError as exc:
+        if exc.status_code < 500:  # a refusal, not a busy database
+            await run_in_threadpool(
+                partial(
+                    audit.record_refusal,
+                    ctx,
+                    principal,
+                    action="upload",
+                    federation_id=federation_id,
+                    subject=f"round {number}",
+                    slug=exc.slug,
+                )
+            )
+        raise
+    created = status.HTTP_201_CREATED if receipt.created else status.HTTP_200_OK
+    return json_answer(receipt_out(receipt.update), created)
+
+
+_UPLOAD_HEADERS_REPORT = BASE_EVALUATION_HEADER.lower().encode()
+_UPLOAD_HEADERS = frozenset({b"idempotency-key", _UPLOAD_HEADERS_REPORT})
+_NUMBER_TEXT = re.compile(r"[0-9]{1,10}")
+
+
+async def _fast_upload(request: Request) -> Response | None:
+    principal = known_principal(request)
+    found = header_values(request, _UPLOAD_HEADERS)
+    number_text = request.path_params["number"]
+    if (
+        principal is None
+        or found is None
+        or not _NUMBER_TEXT.fullmatch(number_text)
+        or int(number_text) > DB_INT_MAX
+    ):
+        return None
+    key = found.get(b"idempotency-key")
+    report = found.get(_UPLOAD_HEADERS_REPORT)
+    # the Header declarations' max_length, in characters as pydantic counts them
+    if (key is not None and len(key) > 200) or (report is not None and len(report) > 4096):
+        return None
+    ctx: Context = request.app.state.context
+    federation_id = request.path_params["federation_id"]
+    return await _upload_answer(
+        request,
+        ctx,
+        principal,
+        request.app.state.worker.accept_upload,
+        federation_id,
+        int(number_text),
+        key,
+        report,
+    )
 
 
 @router.put(
@@ -215,11 +363,11 @@ def get_round(
         }
     },
 )
+@fast_path(_fast_upload)
 async def upload_update(
     federation_id: str,
     number: RoundNumber,
     request: Request,
-    response: Response,
     ctx: ContextDep,
     principal: PrincipalDep,
     worker: WorkerDep,
@@ -233,56 +381,18 @@ async def upload_update(
             "(as `POST …/models/{base}/evaluations` takes them), recorded with the update.",
         ),
     ] = None,
-) -> Receipt | Response:
+) -> Response:
     """Upload this participant's update (safetensors deltas) for round `number`."""
-    evaluation = None if x_base_evaluation is None else _base_evaluation(x_base_evaluation)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/octet-stream":
-        raise UnsupportedMediaType(
-            f"send the update as 'application/octet-stream' (safetensors), not {content_type!r}"
-        )
-    try:
-        body = await request.body()
-    except ClientDisconnect:
-        # the participant went away mid-body: nothing was stored, nobody reads a reply;
-        # an expected event on real networks, not an internal error (no 500, no traceback)
-        log.info("upload to round %d of %s cut off by the client", number, federation_id)
-        return Response(status_code=499)
-    try:
-        # the upload, then on the same thread the aggregation it may complete (a small
-        # round: aggregated there; any other: kicked to the worker's thread)
-        receipt = await run_in_threadpool(
-            worker.accept_upload,
-            partial(
-                rounds.submit_update,
-                ctx,
-                principal,
-                federation_id,
-                number,
-                body,
-                idempotency_key=idempotency_key,
-                evaluation=evaluation,
-            ),
-            federation_id,
-            number,
-        )
-    except CoordinatorError as exc:
-        if exc.status_code < 500:  # a refusal, not a busy database
-            await run_in_threadpool(
-                partial(
-                    audit.record_refusal,
-                    ctx,
-                    principal,
-                    action="upload",
-                    federation_id=federation_id,
-                    subject=f"round {number}",
-                    slug=exc.slug,
-                )
-            )
-        raise
-    if not receipt.created:
-        response.status_code = status.HTTP_200_OK
-    return receipt_out(receipt.update)
+    return await _upload_answer(
+        request,
+        ctx,
+        principal,
+        worker.accept_upload,
+        federation_id,
+        number,
+        idempotency_key,
+        x_base_evaluation,
+    )
 
 
 def _base_evaluation(header: str) -> BaseEvaluation:
