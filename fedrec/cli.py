@@ -29,6 +29,7 @@ PINNABLE = (
     "server_optimizer",
     "server_lr",
     "local_epochs",
+    "user_epochs",
     "recency_window",
     "validation_window",
 )
@@ -64,6 +65,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         local_epochs=_given(args, "local_epochs"),
         learning_rate=args.lr,
         round_decay=args.round_decay,
+        user_epochs=_given(args, "user_epochs"),
         reg=args.reg,
         negatives=args.negatives,
         recency_window=_given(args, "recency_window"),
@@ -250,6 +252,12 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
     )
     parser.add_argument(
+        "--user-epochs",
+        type=int,
+        help="bpr: user-only epochs against the round's model before the local epochs "
+        "(default: as many as the local epochs with one user per participant, else 0)",
+    )
+    parser.add_argument(
         "--round-decay",
         type=float,
         default=default_of("round_decay"),
@@ -312,8 +320,9 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     # no argparse default: with --dp-clip these default to what DP accepts
     parser.add_argument(
         "--normalization",
-        choices=["touched", "total"],
-        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md; "
+        choices=["touched", "total", "sqrt_touched"],
+        help="FedAvg row weights: participants that touched the row, all of them, or the "
+        "square root of those that touched it (see docs/api.md; "
         f"default {default_of('normalization')}, total with --dp-clip)",
     )
     parser.add_argument(

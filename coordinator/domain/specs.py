@@ -201,7 +201,7 @@ class StrategySpec(_Spec):
         "Default 1 for `fedavg` and `fedavgm`, 0.01 for `fedadam` and `fedyogi` (whose "
         "step is about eta per coordinate whatever the delta's scale).",
     )
-    normalization: Literal["touched", "total"] = Field(
+    normalization: Literal["touched", "total", "sqrt_touched"] = Field(
         default="touched",
         description=(
             "Denominator of each item row's weighted delta sum: `touched` = the weight of "
