@@ -32,6 +32,7 @@ DEPLOY_BEST = {"policy": "best", "metric": "ndcg@10"}
 BPR_FIELDS = (
     "learning_rate",
     "round_decay",
+    "user_epochs",
     "reg",
     "negatives",
     "epochs",
@@ -86,9 +87,14 @@ def derive_recipes() -> dict[str, dict[str, Any]]:
                 "weighs the same (weighting uniform) and each item row is averaged over "
                 "all participants (normalization total), so a device with many "
                 "interactions does not dominate. This is also the setting differential "
-                "privacy requires, should you add a privacy policy."
+                "privacy requires, should you add a privacy policy. Each device refits its "
+                "user's factors to the round's model before training (user_epochs)."
             ),
-            **_bpr_recipe(weighting="uniform", normalization="total"),
+            **_bpr_recipe(
+                weighting="uniform",
+                normalization="total",
+                user_epochs=SimulationOptions().local_epochs,
+            ),
         },
         "ials": {
             "description": (

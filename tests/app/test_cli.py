@@ -116,7 +116,14 @@ def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
         checked.add(name)
     # DP picks its own defaults; the server step's default depends on --model and the
     # optimizer; the pinnable options default to None so that setting one pins it
-    pinnable = {"model", "server_optimizer", "local_epochs", "recency_window", "validation_window"}
+    pinnable = {
+        "model",
+        "server_optimizer",
+        "local_epochs",
+        "user_epochs",
+        "recency_window",
+        "validation_window",
+    }
     assert derived == {"normalization", "weighting", "server_lr"} | pinnable
     assert {"participants", "rounds", "dim", "learning_rate", "recipe"} <= checked
 
