@@ -147,6 +147,17 @@ def odd_positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A count that may be 0 (e.g. user epochs: 0 turns the refresh off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     from coordinator.cli import non_negative_float, positive_float
 
@@ -253,7 +264,7 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     )
     parser.add_argument(
         "--user-epochs",
-        type=int,
+        type=non_negative_int,
         help="bpr: user-only epochs against the round's model before the local epochs "
         "(default: as many as the local epochs with one user per participant, else 0)",
     )

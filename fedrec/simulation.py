@@ -441,9 +441,15 @@ def _model_line(config: BPRConfig | IALSConfig | EASEConfig, options: Simulation
         if config.recency_weighted
         else ""
     )
+    refresh = (
+        f", each device's user refitted for {config.user_epochs} epoch(s) first"
+        if config.user_epochs
+        else ""
+    )
     return (
         f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
         f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"
+        f"{refresh}"
     )
 
 
