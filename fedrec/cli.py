@@ -266,7 +266,8 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         "--user-epochs",
         type=non_negative_int,
         help="bpr: user-only epochs against the round's model before the local epochs "
-        "(default: as many as the local epochs with one user per participant, else 0)",
+        "(default: as many as the local epochs for the touched-mean candidates with one user "
+        "per participant, else 0)",
     )
     parser.add_argument(
         "--round-decay",

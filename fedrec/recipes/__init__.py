@@ -87,14 +87,9 @@ def derive_recipes() -> dict[str, dict[str, Any]]:
                 "weighs the same (weighting uniform) and each item row is averaged over "
                 "all participants (normalization total), so a device with many "
                 "interactions does not dominate. This is also the setting differential "
-                "privacy requires, should you add a privacy policy. Each device refits its "
-                "user's factors to the round's model before training (user_epochs)."
+                "privacy requires, should you add a privacy policy."
             ),
-            **_bpr_recipe(
-                weighting="uniform",
-                normalization="total",
-                user_epochs=SimulationOptions().local_epochs,
-            ),
+            **_bpr_recipe(weighting="uniform", normalization="total"),
         },
         "ials": {
             "description": (

@@ -224,13 +224,19 @@ def test_a_short_federation_trains_each_round_at_the_scheduled_rate(
 def test_cross_device_bpr_candidates_refresh_their_users() -> None:
     options = SimulationOptions(dim=16)
     devices = candidates_for(options, timestamps=True, users_per_participant=1, participants=50)
-    bpr = [c for c in devices if c.settings.get("model") == "bpr"]
-    assert {c.name for c in bpr} == {"bpr+fedavg", "bpr+fedadam", "bpr+fedavg-sum"}
-    # as many user-only epochs as local epochs (fewer, plain ones without timestamps)
-    assert all(c.apply(options).bpr_config().user_epochs == options.local_epochs for c in bpr)
+    refreshed = {c.name: c.apply(options).bpr_config().user_epochs for c in devices}
+    # the touched-mean candidates: as many user-only epochs as local epochs; the summed
+    # step none (it alternated with the refresh)
+    assert refreshed == {
+        "bpr+fedavg": options.local_epochs,
+        "bpr+fedadam": options.local_epochs,
+        "bpr+fedavg-sum": 0,
+    }
     plain = candidates_for(options, timestamps=False, users_per_participant=1, participants=50)
-    assert {c.settings["user_epochs"] for c in plain if c.settings.get("model") == "bpr"} == {
-        PLAIN_BPR_EPOCHS
+    assert {c.name: c.settings.get("user_epochs") for c in plain} == {
+        "bpr+fedavg": PLAIN_BPR_EPOCHS,
+        "bpr+fedadam": PLAIN_BPR_EPOCHS,
+        "bpr+fedavg-sum": None,
     }
     # silos train as before
     silos = candidates_for(options, timestamps=True, users_per_participant=16, participants=5)
@@ -241,4 +247,5 @@ def test_cross_device_bpr_candidates_refresh_their_users() -> None:
         assert c.apply(off).user_epochs == 0
     three = dataclasses.replace(options, local_epochs=3, pinned=("local_epochs",))
     for c in candidates_for(three, timestamps=False, users_per_participant=1, participants=50):
-        assert c.apply(three).bpr_config().user_epochs == 3
+        if c.name != "bpr+fedavg-sum":
+            assert c.apply(three).bpr_config().user_epochs == 3
