@@ -196,6 +196,34 @@ def load_data(args: argparse.Namespace, workdir: Path) -> tuple[Interactions, Si
     )
 
 
+def _central_validation(
+    options: SimulationOptions, data: Interactions, split: LeaveOneOutSplit, clock: _Clock
+) -> None:
+    """The centralized baseline's validation figure only: its test step is replaced by a
+    no-op, so the test split is not read."""
+    config = options.trainer_config()
+    if isinstance(config, BPRConfig):
+        config = config.replace(epochs=options.local_epochs)
+    tested = simulation._test_metrics
+    simulation._test_metrics = lambda *_args: {}
+    try:
+        _, chosen = centralized_baseline(
+            data,
+            split,
+            config,
+            options.rounds,
+            patience=options.patience,
+            min_delta=options.min_delta,
+            window=options.validation_window,
+            min_rounds=options.min_rounds,
+            plateau_decay=options.plateau_decay,
+            plateau_patience=options.plateau_patience,
+        )
+    finally:
+        simulation._test_metrics = tested
+    print(f"centralized, validation only: {json.dumps({**chosen, **clock.lap()})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/ml-100k"))
@@ -238,6 +266,13 @@ def main() -> None:
         "--validation-only",
         action="store_true",
         help="train the federation and print its validation curve; no centralized run, no test",
+    )
+    parser.add_argument(
+        "--central-only",
+        action="store_true",
+        help="with --validation-only: train only the centralized baseline (same recipe and "
+        "stop rule) and print its best smoothed validation NDCG@10, the reference of the "
+        "federated curves; no test",
     )
     args = parser.parse_args()
     if args.max_users is not None and (args.shape is None or args.max_users < 3):
@@ -287,6 +322,9 @@ def main() -> None:
         )
     searched = clock.lap()
     print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
+    if args.validation_only and args.central_only:
+        _central_validation(options, data, split, clock)
+        return
     federated, fed_chosen = federate(options, data, split, groups, test=not args.validation_only)
     trained = clock.lap()
     if args.validation_only:

@@ -29,6 +29,7 @@ PINNABLE = (
     "server_optimizer",
     "server_lr",
     "local_epochs",
+    "user_epochs",
     "recency_window",
     "validation_window",
 )
@@ -65,6 +66,7 @@ def _simulation_options(args: argparse.Namespace, *, demo: bool) -> SimulationOp
         local_epochs=_given(args, "local_epochs"),
         learning_rate=args.lr,
         round_decay=args.round_decay,
+        user_epochs=_given(args, "user_epochs"),
         reg=args.reg,
         negatives=args.negatives,
         recency_window=_given(args, "recency_window"),
@@ -153,6 +155,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count that may be 0 (e.g. user epochs: 0 turns the refresh off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -268,6 +281,13 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
         "--lr", type=float, default=default_of("learning_rate"), help="local learning rate"
     )
     parser.add_argument(
+        "--user-epochs",
+        type=non_negative_int,
+        help="bpr: user-only epochs against the round's model before the local epochs "
+        "(default: as many as the local epochs for the touched-mean candidates with one user "
+        "per participant, else 0)",
+    )
+    parser.add_argument(
         "--round-decay",
         type=float,
         default=default_of("round_decay"),
@@ -330,8 +350,9 @@ def _add_simulation_arguments(parser: argparse.ArgumentParser, *, demo: bool) ->
     # no argparse default: with --dp-clip these default to what DP accepts
     parser.add_argument(
         "--normalization",
-        choices=["touched", "total"],
-        help="FedAvg row weights: participants that touched the row, or all (see docs/api.md; "
+        choices=["touched", "total", "sqrt_touched"],
+        help="FedAvg row weights: participants that touched the row, all of them, or the "
+        "square root of those that touched it (see docs/api.md; "
         f"default {default_of('normalization')}, total with --dp-clip)",
     )
     parser.add_argument(

@@ -88,12 +88,14 @@ class SimulationOptions:
     # BPR's local rate of round r is learning_rate * round_decay ** (r - 1), sent to the
     # participants in their config (1 = constant; fedrec.selection sets it per recipe)
     round_decay: float = 1.0
+    # BPR: user-only epochs against the round's base before the local epochs (0 = none)
+    user_epochs: int = 0
     reg: float = 0.01
     negatives: int = 3
     recency_window: int = 10
     recency_weight: float = 40.0
     server_lr: float | None = 2.0  # None: the coordinator's default for server_optimizer
-    normalization: Literal["touched", "total"] = "touched"
+    normalization: Literal["touched", "total", "sqrt_touched"] = "touched"
     weighting: Literal["examples", "uniform"] = "examples"
     # the server optimizer and its hyperparameters (None: the coordinator's default)
     server_optimizer: Literal["fedavg", "fedavgm", "fedadam", "fedyogi"] = "fedavg"
@@ -269,6 +271,7 @@ class SimulationOptions:
             dim=self.dim,
             learning_rate=self.learning_rate,
             round_decay=self.round_decay,
+            user_epochs=self.user_epochs,
             reg=self.reg,
             negatives=self.negatives,
             recency_window=self.recency_window,

@@ -201,13 +201,15 @@ class StrategySpec(_Spec):
         "Default 1 for `fedavg` and `fedavgm`, 0.01 for `fedadam` and `fedyogi` (whose "
         "step is about eta per coordinate whatever the delta's scale).",
     )
-    normalization: Literal["touched", "total"] = Field(
+    normalization: Literal["touched", "total", "sqrt_touched"] = Field(
         default="touched",
         description=(
             "Denominator of each item row's weighted delta sum: `touched` = the weight of "
             "the updates that sent that row (per-row mean); `total` = the weight of every "
             "update in the round, so rows move in proportion to the weight that touched "
-            "them (suits many small participants). Weights: see `weighting`."
+            "them (suits many small participants); `sqrt_touched` = the square root of the "
+            "weight that sent that row (between the two: a row's sum over its c senders / "
+            "sqrt(c) with uniform weights). Weights: see `weighting`."
         ),
     )
     weighting: Literal["examples", "uniform"] = Field(

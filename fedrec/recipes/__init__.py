@@ -32,6 +32,7 @@ DEPLOY_BEST = {"policy": "best", "metric": "ndcg@10"}
 BPR_FIELDS = (
     "learning_rate",
     "round_decay",
+    "user_epochs",
     "reg",
     "negatives",
     "epochs",

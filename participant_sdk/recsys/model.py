@@ -88,6 +88,13 @@ class BPRConfig:
         hands it, so every device of a round trains at the same rate whatever rounds it
         missed. It applies to federated training rounds only: a fold-in (training the
         user factors against a deployed model) runs at ``learning_rate``.
+    user_epochs:
+        User-only epochs (item tensors frozen at the round's base) run before the
+        ``epochs`` of a training call, so the item deltas are computed with user factors
+        fitted to the current items. With one user per device the user vector is trained
+        only on the device, a few steps per round, while the server step moves its items
+        by the sum over all their users: without a refresh it lags the items it is paired
+        with (bench/RESULTS.md, "peruser-step"). 0 = none.
     hard_negatives:
         Candidates drawn per negative; the one the current model scores highest is
         used (dynamic negative sampling). 1 = plain uniform sampling.
@@ -116,6 +123,7 @@ class BPRConfig:
     lr_decay: float = 1.0
     round_decay: float = 1.0
     hard_negatives: int = 1
+    user_epochs: int = 0
     recency_window: int = 0
     recency_weight: float = 1.0
 
@@ -126,6 +134,8 @@ class BPRConfig:
             raise ValueError(f"recency_weight must be > 0, got {self.recency_weight}")
         if not 0.0 < self.round_decay <= 1.0:
             raise ValueError(f"round_decay must be in (0, 1], got {self.round_decay}")
+        if self.user_epochs < 0:
+            raise ValueError(f"user_epochs must be >= 0, got {self.user_epochs}")
 
     def round_learning_rate(self, round_number: int) -> float:
         """The learning rate of federated round ``round_number`` (1-based; 0 or less,
@@ -379,25 +389,28 @@ class BPRTrainer(PrivateUserFactors):
             if cfg.recency_weighted:
                 weights = recency_weights(train, cfg.recency_window, cfg.recency_weight)
                 visits = weights / weights.max()
-            for _ in range(n_epochs):
+            # the user refresh: fit the user factors to the base items first (its losses
+            # are not reported; its steps move no item, so no row is touched)
+            refresh = cfg.user_epochs if update_items else 0
+            for epoch in range(refresh + n_epochs):
                 # an overflowing step is gated in _epoch, not warned about per batch
                 with np.errstate(over="ignore", invalid="ignore"):
-                    losses.append(
-                        self._epoch(
-                            train,
-                            seen,
-                            visits,
-                            q,
-                            b,
-                            base_q,
-                            base_b,
-                            lr,
-                            rng,
-                            touched,
-                            update_items,
-                        )
+                    loss = self._epoch(
+                        train,
+                        seen,
+                        visits,
+                        q,
+                        b,
+                        base_q,
+                        base_b,
+                        lr,
+                        rng,
+                        touched,
+                        update_items and epoch >= refresh,
                     )
-                lr *= cfg.lr_decay
+                if epoch >= refresh:
+                    losses.append(loss)
+                    lr *= cfg.lr_decay
         if not update_items:
             q, b = base_q.copy(), base_b.copy()
             touched[:] = False

@@ -116,7 +116,14 @@ def test_simulation_defaults_live_in_simulation_options(command: str) -> None:
         checked.add(name)
     # DP picks its own defaults; the server step's default depends on --model and the
     # optimizer; the pinnable options default to None so that setting one pins it
-    pinnable = {"model", "server_optimizer", "local_epochs", "recency_window", "validation_window"}
+    pinnable = {
+        "model",
+        "server_optimizer",
+        "local_epochs",
+        "user_epochs",
+        "recency_window",
+        "validation_window",
+    }
     assert derived == {"normalization", "weighting", "server_lr"} | pinnable
     assert {"participants", "rounds", "dim", "learning_rate", "recipe"} <= checked
 
@@ -231,3 +238,19 @@ def test_simulate_refuses_an_unknown_encoding(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "--encoding", "int4"])
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_user_epochs_is_pinned_when_given_and_refuses_a_negative_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["simulate", "--user-epochs", "0"])
+    options = _simulation_options(args, demo=False)
+    assert options.user_epochs == 0
+    assert "user_epochs" in options.pinned
+    assert (
+        "user_epochs"
+        not in _simulation_options(build_parser().parse_args(["simulate"]), demo=False).pinned
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--user-epochs", "-1"])
+    assert "must be >= 0" in capsys.readouterr().err

@@ -154,3 +154,14 @@ def test_the_centralized_learning_rate_follows_the_round_schedule(
     lr = CONFIG.learning_rate
     # the devices' schedule round for round; the fold-in (last call) at the base rate
     assert rates == [pytest.approx(lr), pytest.approx(lr / 2), pytest.approx(lr / 4), None]
+
+
+def test_the_centralized_baseline_trains_without_the_user_refresh(small: tuple) -> None:
+    """The device's user refresh is no part of central SGD (its users train with the
+    items): the baseline with ``user_epochs`` is the one without, bit for bit."""
+    data, split = small
+    with_refresh = centralized_baseline(
+        data, split, CONFIG.replace(user_epochs=3), 2, patience=None
+    )
+    without = centralized_baseline(data, split, CONFIG, 2, patience=None)
+    assert with_refresh == without

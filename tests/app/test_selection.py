@@ -11,6 +11,7 @@ from fedrec.cli import _simulation_options, build_parser
 from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import (
+    PLAIN_BPR_EPOCHS,
     SUM_PATIENCE,
     SUM_STEP,
     Candidate,
@@ -276,3 +277,33 @@ def test_a_short_federation_trains_each_round_at_the_scheduled_rate(
     federation.advance()
     # two devices a round: 0.08 in round 1, 0.04 in round 2, as the SDK's devices train
     assert rates == pytest.approx([0.08, 0.08, 0.04, 0.04])
+
+
+def test_cross_device_bpr_candidates_refresh_their_users() -> None:
+    options = SimulationOptions(dim=16)
+    devices = candidates_for(options, timestamps=True, users_per_participant=1, participants=50)
+    refreshed = {c.name: c.apply(options).bpr_config().user_epochs for c in devices}
+    # the touched-mean candidates: as many user-only epochs as local epochs; the summed
+    # step none (it alternated with the refresh)
+    assert refreshed == {
+        "bpr+fedavg": options.local_epochs,
+        "bpr+fedadam": options.local_epochs,
+        "bpr+fedavg-sum": 0,
+    }
+    plain = candidates_for(options, timestamps=False, users_per_participant=1, participants=50)
+    assert {c.name: c.settings.get("user_epochs") for c in plain} == {
+        "bpr+fedavg": PLAIN_BPR_EPOCHS,
+        "bpr+fedadam": PLAIN_BPR_EPOCHS,
+        "bpr+fedavg-sum": None,
+    }
+    # silos train as before
+    silos = candidates_for(options, timestamps=True, users_per_participant=16, participants=5)
+    assert all(c.apply(options).user_epochs == 0 for c in silos)
+    # a pinned --user-epochs (0 turns the refresh off) or --local-epochs is the user's
+    off = dataclasses.replace(options, user_epochs=0, pinned=("user_epochs",))
+    for c in candidates_for(off, timestamps=True, users_per_participant=1, participants=50):
+        assert c.apply(off).user_epochs == 0
+    three = dataclasses.replace(options, local_epochs=3, pinned=("local_epochs",))
+    for c in candidates_for(three, timestamps=False, users_per_participant=1, participants=50):
+        if c.name != "bpr+fedavg-sum":
+            assert c.apply(three).bpr_config().user_epochs == 3

@@ -1,5 +1,6 @@
 """FedAvg accumulation: numpy equivalence, dense vs row-sparse, determinism, row
-normalization (``touched`` / ``total``) in the accumulator and through the API."""
+normalization (``touched`` / ``total`` / ``sqrt_touched``) in the accumulator and through
+the API."""
 
 from __future__ import annotations
 
@@ -177,6 +178,68 @@ def test_total_normalization_of_an_empty_round_keeps_the_base() -> None:
         np.testing.assert_array_equal(out[name], _base()[name])
 
 
+def test_sqrt_touched_divides_each_row_by_the_root_of_its_senders_weight() -> None:
+    first, second = _two_sparse()
+    acc = FedAvgAccumulator(
+        SPEC, server_lr=3.0, row_normalization="sqrt_touched", weighting="uniform"
+    )
+    for update in (first, second):
+        acc.add(update)
+    out = acc.result(_base())
+    # row 0: two senders, (2 + 6) / sqrt(2); row 4: one sender, 6 / 1; rows 1-3, 5: unsent
+    np.testing.assert_allclose(out["item_factors"][0], 1 + 3.0 * 8 / np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 3.0 * 6, rtol=1e-6)
+    np.testing.assert_array_equal(out["item_factors"][[1, 2, 3, 5]], 1)
+    np.testing.assert_allclose(
+        out["item_bias"][[0, 4]], [3.0 * (1 + 3) / np.sqrt(2), 3.0 * 3], rtol=1e-6
+    )
+    np.testing.assert_array_equal(out["item_bias"][[1, 2, 3, 5]], 0)
+
+
+def test_sqrt_touched_with_example_weights() -> None:
+    first, second = _two_sparse()  # 1 and 3 examples
+    acc = FedAvgAccumulator(SPEC, row_normalization="sqrt_touched")
+    for update in (first, second):
+        acc.add(update)
+    out = acc.result(_base())
+    # row 0: (1 * 2 + 3 * 6) / sqrt(1 + 3); row 4: 3 * 6 / sqrt(3)
+    np.testing.assert_allclose(out["item_factors"][0], 1 + 20 / 2, rtol=1e-6)
+    np.testing.assert_allclose(out["item_factors"][4], 1 + 18 / np.sqrt(3), rtol=1e-6)
+
+
+def test_sqrt_touched_lies_between_touched_and_the_sum() -> None:
+    """n agreeing senders of a row: the touched mean moves it by one delta, sqrt_touched
+    by sqrt(n) deltas, the plain sum by n."""
+    n = 9
+    updates = [
+        Update(
+            round=1,
+            base_version=0,
+            num_examples=1,
+            tensors={
+                "item_factors": np.full((1, 2), 0.5, np.float32),
+                "item_bias": np.full(1, 0.5, np.float32),
+            },
+            rows=np.array([2], np.int64),
+        )
+        for _ in range(n)
+    ]
+    steps = {}
+    for normalization in ("touched", "sqrt_touched"):
+        acc = FedAvgAccumulator(SPEC, row_normalization=normalization, weighting="uniform")
+        for update in updates:
+            acc.add(update)
+        steps[normalization] = float(acc.result(_base())["item_bias"][2])
+    assert steps["touched"] == pytest.approx(0.5)
+    assert steps["sqrt_touched"] == pytest.approx(0.5 * np.sqrt(n))
+
+
+def test_sqrt_touched_of_an_empty_round_keeps_the_base() -> None:
+    out = FedAvgAccumulator(SPEC, row_normalization="sqrt_touched").result(_base())
+    for name in SPEC:
+        np.testing.assert_array_equal(out[name], _base()[name])
+
+
 def test_unknown_normalization_is_refused() -> None:
     with pytest.raises(ValueError, match="row_normalization"):
         FedAvgAccumulator(SPEC, row_normalization="rows")  # type: ignore[arg-type]
@@ -256,9 +319,12 @@ def test_api_stores_normalization_and_defaults_to_touched(
         assert field in bad.text
 
 
-@pytest.mark.parametrize("weighting", ["examples", "uniform"])
+@pytest.mark.parametrize(
+    ("normalization", "weighting"),
+    [("total", "examples"), ("total", "uniform"), ("sqrt_touched", "uniform")],
+)
 def test_api_round_aggregates_with_total_normalization(
-    client: TestClient, admin_headers: dict[str, str], weighting: str
+    client: TestClient, admin_headers: dict[str, str], normalization: str, weighting: str
 ) -> None:
     fed = create_federation(
         client,
@@ -266,7 +332,7 @@ def test_api_round_aggregates_with_total_normalization(
         strategy={
             "name": "fedavg",
             "server_lr": 2.0,
-            "normalization": "total",
+            "normalization": normalization,
             "weighting": weighting,
         },
         rounds={"min_participants": 2, "max_rounds": 2},
@@ -299,7 +365,12 @@ def test_api_round_aggregates_with_total_normalization(
     step = np.zeros(20)
     step[[0, 3]] += w_a * 0.5
     step[[3, 7, 19]] += w_b * -0.25
-    step *= 2.0 / (w_a + w_b)
+    if normalization == "total":
+        step *= 2.0 / (w_a + w_b)
+    else:  # each row over the root of its senders' weight: row 3 had two senders
+        senders = np.ones(20)
+        senders[3] = 2
+        step *= 2.0 / np.sqrt(senders)
     np.testing.assert_allclose(new["item_bias"], base["item_bias"] + step, atol=1e-6)
     np.testing.assert_allclose(
         new["item_factors"][:, 0], base["item_factors"][:, 0] + step, atol=1e-6

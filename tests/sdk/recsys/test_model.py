@@ -274,3 +274,44 @@ def test_recency_weighted_epoch_visits_are_set_per_interaction() -> None:
         assert recent == pytest.approx(2 * n_recent, abs=4)
         # ...and every older one negatives / recency_weight times in expectation
         assert old == pytest.approx(2 * n_old / 6, rel=0.15)
+
+
+def test_the_user_refresh_fits_the_user_before_the_items_move(
+    synthetic: tuple[Interactions, LeaveOneOutSplit],
+) -> None:
+    """``user_epochs`` user-only epochs run against the base items first: the item epochs
+    then start from a fitted user, so their mean loss is lower; the refresh's own losses
+    are not reported, and it moves no item row by itself."""
+    data, split = synthetic
+    base = init_item_tensors(data.num_items, CFG.dim, seed=1)
+    # items trained elsewhere; these trainers' users start from their random init
+    fitted = _trainer(data, CFG.replace(seed=9)).train_round(base, split.train, epochs=20)
+    trained = {"item_factors": fitted.item_factors, "item_bias": fitted.item_bias}
+    plain = _trainer(data).train_round(trained, split.train)
+    refreshed = _trainer(data, CFG.replace(user_epochs=5)).train_round(trained, split.train)
+    assert refreshed.loss < plain.loss
+    assert not np.array_equal(refreshed.delta["item_factors"], plain.delta["item_factors"])
+    # no item epoch: nothing trains, the refresh included (items and users unchanged)
+    idle = _trainer(data, CFG.replace(user_epochs=5))
+    before = idle.user_factors.copy()
+    update = idle.train_round(trained, split.train, epochs=0)
+    assert update.rows.size == 0
+    np.testing.assert_array_equal(idle.user_factors, before)
+
+
+def test_a_fold_in_ignores_the_user_refresh(
+    synthetic: tuple[Interactions, LeaveOneOutSplit],
+) -> None:
+    """``update_items=False`` (a fold-in, a personalisation step) trains the users for its
+    own epochs only: the same user factors with or without ``user_epochs``."""
+    data, split = synthetic
+    base = init_item_tensors(data.num_items, CFG.dim, seed=1)
+    a, b = _trainer(data), _trainer(data, CFG.replace(user_epochs=4))
+    a.train_round(base, split.train, epochs=3, update_items=False)
+    b.train_round(base, split.train, epochs=3, update_items=False)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+
+
+def test_config_rejects_negative_user_epochs() -> None:
+    with pytest.raises(ValueError, match="user_epochs"):
+        CFG.replace(user_epochs=-1)
