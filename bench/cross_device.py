@@ -40,9 +40,8 @@ from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
 from fedrec.selection import candidates_for, has_timestamps, select_recipe
 from fedrec.short_federation import ShortFederation
-from fedrec.simulation import centralized_baseline
+from fedrec.simulation import iterative_baseline
 from participant_sdk.recsys import (
-    BPRConfig,
     Interactions,
     PopularityModel,
     draw_sampled_negatives,
@@ -202,23 +201,10 @@ def _central_validation(
     """The centralized baseline's validation figure only: its test step is replaced by a
     no-op, so the test split is not read."""
     config = options.trainer_config()
-    if isinstance(config, BPRConfig):
-        config = config.replace(epochs=options.local_epochs)
     tested = simulation._test_metrics
     simulation._test_metrics = lambda *_args: {}
     try:
-        _, chosen = centralized_baseline(
-            data,
-            split,
-            config,
-            options.rounds,
-            patience=options.patience,
-            min_delta=options.min_delta,
-            window=options.validation_window,
-            min_rounds=options.min_rounds,
-            plateau_decay=options.plateau_decay,
-            plateau_patience=options.plateau_patience,
-        )
+        _, chosen = iterative_baseline(options, config, data, split)
     finally:
         simulation._test_metrics = tested
     print(f"centralized, validation only: {json.dumps({**chosen, **clock.lap()})}")
@@ -333,8 +319,6 @@ def main() -> None:
             args.json.write_text(json.dumps({"selection": report, **fed_chosen}, default=str))
         return
     config = options.trainer_config()
-    if isinstance(config, BPRConfig):
-        config = config.replace(epochs=options.local_epochs)
     tested = simulation._test_metrics
 
     def recorded(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
@@ -342,18 +326,7 @@ def main() -> None:
         return tested(score_fn, split, full)
 
     simulation._test_metrics = recorded  # the baseline's per-user figures, read once
-    central, central_chosen = centralized_baseline(
-        data,
-        split,
-        config,
-        options.rounds,
-        patience=options.patience,
-        min_delta=options.min_delta,
-        window=options.validation_window,
-        min_rounds=options.min_rounds,
-        plateau_decay=options.plateau_decay,
-        plateau_patience=options.plateau_patience,
-    )
+    central, central_chosen = iterative_baseline(options, config, data, split)
     centralized = clock.lap()
     popularity = _test(PopularityModel(split.train).score, split, data)
     found = {

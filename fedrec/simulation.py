@@ -375,24 +375,32 @@ def _centralized(
     if isinstance(config, EASEConfig):
         centralized, chosen = central_ease(data, split, _lambdas(options), ease_top_k)
     else:
-        centralized, chosen = centralized_baseline(
-            data,
-            split,
-            config.replace(epochs=options.local_epochs)
-            if isinstance(config, BPRConfig)
-            else config,
-            options.rounds,
-            patience=options.patience,
-            min_delta=options.min_delta,
-            window=options.validation_window,
-            # the federation's floor under patience, search-derived or the user's: one
-            # stop rule for both (it can only lengthen the baseline's run, whose best
-            # validated round is still the one tested)
-            min_rounds=options.min_rounds,
-            plateau_decay=options.plateau_decay,
-            plateau_patience=options.plateau_patience,
-        )
+        centralized, chosen = iterative_baseline(options, config, data, split)
     return centralized, chosen, time.perf_counter() - started
+
+
+def iterative_baseline(
+    options: SimulationOptions,
+    config: BPRConfig | IALSConfig,
+    data: Interactions,
+    split: LeaveOneOutSplit,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`centralized_baseline` of an iterative model, stopped by the federation's rule."""
+    return centralized_baseline(
+        data,
+        split,
+        config.replace(epochs=options.local_epochs) if isinstance(config, BPRConfig) else config,
+        options.rounds,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        window=options.validation_window,
+        # the federation's floor under patience, search-derived or the user's: one stop rule
+        # for both (it can only lengthen the baseline's run, whose best validated round is
+        # still the one tested)
+        min_rounds=options.min_rounds,
+        plateau_decay=options.plateau_decay,
+        plateau_patience=options.plateau_patience,
+    )
 
 
 def _lambdas(options: SimulationOptions) -> tuple[float, ...]:
