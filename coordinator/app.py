@@ -125,7 +125,9 @@ def build_context(settings: Settings) -> Context:
     secrets = load_secrets(settings)
     check_production(settings, secrets)  # before anything listens or writes
     engine = create_db_engine(
-        settings.resolved_database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        settings.resolved_database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.database_pool_size,
     )
     sessions = create_session_factory(engine)
     # transitions that hold only a session append audit events with this key

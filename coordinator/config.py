@@ -148,6 +148,15 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often the deadline/lease timer scans open rounds."
     )
     sqlite_busy_timeout_ms: int = 15_000
+    database_pool_size: int = Field(
+        default=40,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each process keeps (one per request worker "
+        "thread; 5 more may open under load): with `--workers N` the server needs up to "
+        "N × (this + 5) connections, within PostgreSQL's max_connections (default 100). "
+        "Fewer than 40 makes the rest open and close a connection per transaction.",
+    )
     idempotency_ttl_seconds: float = Field(
         default=86_400.0,
         gt=0,

@@ -101,8 +101,11 @@ class ReadOnlySessionError(RuntimeError):
     """A read-only session tried to write: use a write session (``sessions.begin()``)."""
 
 
-def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engine:
-    """Create an engine; SQLite connections get the pragmas a concurrent server needs."""
+def create_db_engine(
+    url: str, *, sqlite_busy_timeout_ms: int = 15_000, pool_size: int | None = None
+) -> Engine:
+    """Create an engine; SQLite connections get the pragmas a concurrent server needs.
+    ``pool_size`` (default :data:`POOL_SIZE`): PostgreSQL connections kept per process."""
     if url.startswith("sqlite"):
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
         if not in_memory:
@@ -161,7 +164,7 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=POOL_SIZE,
+        pool_size=POOL_SIZE if pool_size is None else pool_size,
         max_overflow=POOL_OVERFLOW,
         hide_parameters=True,
     )
@@ -172,7 +175,7 @@ def create_db_engine(url: str, *, sqlite_busy_timeout_ms: int = 15_000) -> Engin
 # load (2,118 PostgreSQL sessions for 34,923 commits in bench.load at 10,000 participants).
 # One kept connection per worker thread, a few more for the aggregation job and the round
 # notifier: 45 per process, so `fedrec serve --workers 2` stays below PostgreSQL's default
-# max_connections of 100.
+# max_connections of 100 (FEDREC_DATABASE_POOL_SIZE lowers it for more workers).
 POOL_SIZE = 40
 POOL_OVERFLOW = 5
 
