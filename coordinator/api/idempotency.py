@@ -5,7 +5,8 @@ them for non-GET JSON requests that carry a key, and only once the caller is
 authenticated: a request without a valid token passes straight through to the app
 (which answers 401/403) and leaves no record. Upload bodies
 (``application/octet-stream``) pass through too: the upload use case replays by key
-itself.
+itself, and so does the evaluation report (``POST …/models/{v}/evaluations``: its record
+and its row share one transaction); the middleware only checks the key's length for it.
 
 A response marked ``Cache-Control: no-store`` (an enrolment: it carries a token) is
 never stored: the record keeps, for its replay, a 409 ``secret-not-replayable`` naming
@@ -34,6 +35,8 @@ _METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 TOKEN_REFRESH_SUFFIX = "/participants/me/token"  # nosec B105 # a route path, not a secret
+# the evaluation report records its key in its own transaction (routes/evaluations.py)
+EVALUATION_REPORT_SUFFIX = "/evaluations"
 
 
 class IdempotencyMiddleware:
@@ -66,6 +69,9 @@ class IdempotencyMiddleware:
                 title="Bad request",
                 detail=f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} characters",
             )(scope, receive, send)
+            return
+        if scope["method"] == "POST" and scope["path"].endswith(EVALUATION_REPORT_SUFFIX):
+            await self.app(scope, receive, send)  # replays by key itself
             return
         # admission control (coordinator/api/admission.py) already authenticated the token
         principal = (scope.get("state") or {}).get("principal")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from coordinator.domain import lifecycle
+from coordinator.domain import idempotency, lifecycle
 from coordinator.domain.access import load_federation
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.errors import EvaluationExists, NotFound, ValidationFailed
 from coordinator.domain.federations import federation_settings
+from coordinator.domain.idempotency import StoredResponse
 from coordinator.domain.metrics import AggregatedMetrics, aggregate_in
 from coordinator.domain.specs import LimitsPolicy
 from coordinator.store.models import Evaluation, new_id, utc_now
@@ -26,6 +27,7 @@ __all__ = [
     "check_limits",
     "record_validation",
     "submit_evaluation",
+    "submit_keyed_evaluation",
 ]
 
 Split = Literal["validation", "test"]
@@ -62,45 +64,111 @@ def submit_evaluation(
     participant_id = principal.require_participant()
 
     def store(session: Session) -> Evaluation:
-        # the batch locked the federation first: concurrent final reports see each other
-        # (one completes it)
-        federation = load_federation(session, principal, federation_id)
-        check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
-        if ModelVersionRepository(session).get(federation_id, version) is None:
-            raise NotFound(
-                f"model version {version} does not exist", slug="model-version-not-found"
-            )
-        repo = EvaluationRepository(session)
-        row = repo.get(federation_id, version, split, participant_id)
-        if row is None:
-            row = Evaluation(
-                federation_id=federation_id,
-                version=version,
-                split=split,
-                participant_id=participant_id,
-                metrics=dict(metrics),
-                num_users=num_users,
-                created_at=utc_now(),
-            )
-            repo.add(row)
-        elif split == "validation":
-            _replace(row, metrics, num_users)
-        elif split == "test" and (row.metrics, row.num_users) != (dict(metrics), num_users):
-            raise EvaluationExists(
-                f"this participant already reported test figures for version {version} "
-                f"({row.num_users} users, {_brief(row.metrics)}); test figures are written "
-                "once, so a re-run cannot replace them",
-                reported=row.metrics,
-                reported_num_users=row.num_users,
-            )
-        session.flush()
-        lifecycle.settle_final_evaluation(session, federation, utc_now())
-        return row
+        return _store_report(
+            ctx,
+            session,
+            principal,
+            participant_id,
+            federation_id,
+            version,
+            split,
+            metrics,
+            num_users,
+        )
 
     # reports arriving together share one transaction and one commit (store/group_commit)
     commits = ctx.evaluation_commits
     assert commits is not None  # built by Context
     return commits.run(federation_id, store)
+
+
+def submit_keyed_evaluation(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    version: int,
+    *,
+    split: Split,
+    metrics: Mapping[str, float],
+    num_users: int,
+    request: idempotency.KeyedRequest,
+    render: Callable[[Evaluation], StoredResponse],
+) -> tuple[StoredResponse, bool]:
+    """:func:`submit_evaluation` with an Idempotency-Key, in one write transaction: the
+    key's record is read, the report stored and its response (``render``) recorded under
+    the key, all under one COMMIT (fsynced before the caller answers). Returns the response
+    and whether it is a replay of the key's first attempt. A refusal stores nothing, its
+    record neither: a retry is checked again (as an upload's is).
+    """
+    participant_id = principal.require_participant()
+
+    def store(session: Session) -> tuple[StoredResponse, bool]:
+        replay = idempotency.replay_in(session, ctx, principal, request)
+        if replay is not None:
+            return replay, True
+        row = _store_report(
+            ctx,
+            session,
+            principal,
+            participant_id,
+            federation_id,
+            version,
+            split,
+            metrics,
+            num_users,
+        )
+        response = render(row)
+        idempotency.record_in(session, principal, request, response)
+        return response, False
+
+    commits = ctx.evaluation_commits
+    assert commits is not None  # built by Context
+    return commits.run(federation_id, store)
+
+
+def _store_report(
+    ctx: Context,
+    session: Session,
+    principal: Principal,
+    participant_id: str,
+    federation_id: str,
+    version: int,
+    split: Split,
+    metrics: Mapping[str, float],
+    num_users: int,
+) -> Evaluation:
+    # the batch locked the federation first: concurrent final reports see each other
+    # (one completes it)
+    federation = load_federation(session, principal, federation_id)
+    check_limits(federation_settings(ctx, federation).limits, metrics, num_users)
+    if ModelVersionRepository(session).get(federation_id, version) is None:
+        raise NotFound(f"model version {version} does not exist", slug="model-version-not-found")
+    repo = EvaluationRepository(session)
+    row = repo.get(federation_id, version, split, participant_id)
+    if row is None:
+        row = Evaluation(
+            federation_id=federation_id,
+            version=version,
+            split=split,
+            participant_id=participant_id,
+            metrics=dict(metrics),
+            num_users=num_users,
+            created_at=utc_now(),
+        )
+        repo.add(row)
+    elif split == "validation":
+        _replace(row, metrics, num_users)
+    elif split == "test" and (row.metrics, row.num_users) != (dict(metrics), num_users):
+        raise EvaluationExists(
+            f"this participant already reported test figures for version {version} "
+            f"({row.num_users} users, {_brief(row.metrics)}); test figures are written "
+            "once, so a re-run cannot replace them",
+            reported=row.metrics,
+            reported_num_users=row.num_users,
+        )
+    session.flush()
+    lifecycle.settle_final_evaluation(session, federation, utc_now())
+    return row
 
 
 def record_validation(

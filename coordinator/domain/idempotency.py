@@ -15,7 +15,10 @@ token). Records expire after ``Context.idempotency_ttl_seconds``: an expired key
 claimed again as new, and :func:`sweep_expired` deletes them (the worker's timer).
 
 Uploads replay by key in :func:`coordinator.domain.rounds.submit_update` instead: their
-bodies are large and the update row itself is the record.
+bodies are large and the update row itself is the record. Evaluation reports replay by
+key in their own write transaction (:func:`replay_in`, :func:`record_in`, called by
+:func:`coordinator.domain.evaluation.submit_keyed_evaluation`): one COMMIT holds the
+report and its record, instead of three (pending record, report, response).
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ from coordinator.domain.errors import IdempotencyKeyReused, RequestInProgress
 from coordinator.store.models import IdempotencyRecord, utc_now
 from coordinator.store.repository import IdempotencyRepository
 
-__all__ = ["MAX_KEY_LENGTH", "StoredResponse", "begin", "finish", "sweep_expired"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "KeyedRequest",
+    "StoredResponse",
+    "begin",
+    "finish",
+    "record_in",
+    "replay_in",
+    "sweep_expired",
+]
 
 MAX_KEY_LENGTH = 200
 
@@ -41,6 +53,16 @@ class StoredResponse:
     status_code: int
     content_type: str | None
     body: str
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A request whose use case records its Idempotency-Key itself, in its own transaction."""
+
+    key: str
+    method: str
+    path: str
+    fingerprint: str
 
 
 def _scope(principal: Principal) -> str:
@@ -125,6 +147,59 @@ def finish(
     commits = ctx.record_commits
     assert commits is not None  # built by Context
     commits.run(record_id, store)
+
+
+def replay_in(
+    session: Session, ctx: Context, principal: Principal, request: KeyedRequest
+) -> StoredResponse | None:
+    """Inside the caller's write transaction: the response to replay for this key, or None
+    (a new key: the caller runs the request and :func:`record_in` its response).
+
+    Raises as :func:`begin` does for a key used with another request or still running
+    (a pending record of a request recorded the middleware's way).
+    """
+    repo = IdempotencyRepository(session)
+    existing = repo.get(_scope(principal), request.key)
+    if existing is not None and existing.created_at < _expiry(ctx):
+        repo.delete(existing.id)  # expired: the key is new again
+        existing = None
+    if existing is None:
+        return None
+    if existing.request_sha256 != request.fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request; use a new key"
+        )
+    if existing.status_code is None:
+        raise RequestInProgress(
+            "the first request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
+        )
+    return StoredResponse(existing.status_code, existing.content_type, existing.response_body or "")
+
+
+def record_in(
+    session: Session, principal: Principal, request: KeyedRequest, response: StoredResponse
+) -> None:
+    """Inside the caller's write transaction: record the response the key replays; it
+    commits with what the request wrote, or not at all. Raises
+    :class:`RequestInProgress` if another request claimed the key meanwhile (the caller's
+    transaction must then roll back, which raising does)."""
+    record = IdempotencyRecord(
+        principal=_scope(principal),
+        key=request.key,
+        method=request.method,
+        path=request.path[:500],
+        request_sha256=request.fingerprint,
+        status_code=response.status_code,
+        content_type=response.content_type,
+        response_body=response.body,
+        created_at=utc_now(),
+    )
+    if not IdempotencyRepository(session).insert(record):
+        raise RequestInProgress(
+            "the first request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
+        )
 
 
 def _expiry(ctx: Context) -> datetime:

@@ -279,6 +279,8 @@ class FederationRepository(_Repository):
     def lock_in_order(self, ids: Iterable[str]) -> None:
         """Lock these federations in id order (a group commit of evaluations takes its
         federation locks first, in one global order)."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            return  # BEGIN IMMEDIATE took the one writer lock: there is nothing to order
         for federation_id in sorted(set(ids)):
             self.get(federation_id, for_update=True)
 
@@ -788,6 +790,16 @@ class IdempotencyRepository(_Repository):
             with self.session.begin_nested():
                 self.session.add(record)
                 self.session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    def insert(self, record: IdempotencyRecord) -> bool:
+        """Insert a record without a SAVEPOINT of its own; False if the (principal, key)
+        pair already exists, and then the session must roll back (its flush failed)."""
+        self.session.add(record)
+        try:
+            self.session.flush()
         except IntegrityError:
             return False
         return True

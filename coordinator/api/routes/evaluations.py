@@ -1,8 +1,11 @@
 """Federated evaluation: participants report metrics; the aggregate per version."""
 
+import hashlib
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, status
+from fastapi import APIRouter, Body, Path, Request, status
+from fastapi.responses import Response
 
 from coordinator.api import examples
 from coordinator.api.deps import ContextDep, PrincipalDep
@@ -14,7 +17,7 @@ from coordinator.api.schemas import (
     MetricsHistory,
     MetricsRow,
 )
-from coordinator.domain import evaluation
+from coordinator.domain import evaluation, idempotency
 from coordinator.domain.specs import DB_INT_MAX
 
 router = APIRouter(
@@ -55,8 +58,35 @@ def submit_evaluation(
     ],
     ctx: ContextDep,
     principal: PrincipalDep,
-) -> Evaluation:
+    request: Request,
+) -> Evaluation | Response:
     """Report this participant's metrics for a version on its validation or test split."""
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        # the key's record is written in the report's own transaction (one COMMIT, not
+        # three); the middleware checked its length and left the rest to this route
+        answer, replayed = evaluation.submit_keyed_evaluation(
+            ctx,
+            principal,
+            federation_id,
+            version,
+            split=body.split,
+            metrics=body.metrics,
+            num_users=body.num_users,
+            request=idempotency.KeyedRequest(
+                key=key,
+                method="POST",
+                path=request.url.path,
+                fingerprint=_fingerprint(request.url.path, body),
+            ),
+            render=_rendered,
+        )
+        return Response(
+            content=answer.body,
+            status_code=answer.status_code,
+            media_type=answer.content_type,
+            headers={"Idempotent-Replayed": "true"} if replayed else None,
+        )
     row = evaluation.submit_evaluation(
         ctx,
         principal,
@@ -67,6 +97,23 @@ def submit_evaluation(
         num_users=body.num_users,
     )
     return Evaluation.model_validate(row)
+
+
+def _fingerprint(path: str, body: EvaluationCreate) -> str:
+    """The request as parsed: the same report hashes alike whatever its JSON spacing."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"POST {path}\n{canonical}".encode()).hexdigest()
+
+
+def _rendered(row: object) -> idempotency.StoredResponse:
+    """The 201 answer, as FastAPI would serialise the response model (compact JSON)."""
+    content = json.dumps(
+        Evaluation.model_validate(row).model_dump(mode="json"),
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    )
+    return idempotency.StoredResponse(201, "application/json", content)
 
 
 @router.get(
