@@ -174,3 +174,18 @@ def test_the_last_keyed_final_report_completes_the_federation_once(
     assert (retry.status_code, retry.json()) == (201, first.json())
     assert retry.headers["idempotent-replayed"] == "true"
     assert _counts(client) == (1, 1)
+
+
+def test_a_keyed_answer_is_the_unkeyed_answer(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    fid = create_federation(client, admin_headers)["id"]
+    _, headers = enrol(client, admin_headers, fid, "p0")
+    url = f"/v1/federations/{fid}/models/0/evaluations"
+    plain = client.post(url, json=REPORT, headers=headers)
+    keyed = client.post(url, json=REPORT, headers={**headers, "Idempotency-Key": "k-1"})
+    assert (plain.status_code, keyed.status_code) == (201, 201)
+    assert plain.headers["content-type"] == keyed.headers["content-type"]
+    # the same fields in the same order; only the report's time moved
+    assert list(plain.json()) == list(keyed.json())
+    assert {**plain.json(), "created_at": None} == {**keyed.json(), "created_at": None}
