@@ -1,6 +1,7 @@
 """Evaluation reports and Idempotency-Key records that arrive together share one commit
 too (Context.evaluation_commits, Context.record_commits); each report is stored once, a
-refused one (an undeclared metric) rolls back alone."""
+refused one (an undeclared metric) rolls back alone; a keyed report repeated within its batch
+is answered from the first one's record."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from coordinator.domain import idempotency
 from coordinator.domain.context import Context
 from coordinator.domain.errors import ValidationFailed
-from coordinator.domain.evaluation import submit_evaluation
+from coordinator.domain.evaluation import submit_evaluation, submit_keyed_evaluation
 from coordinator.store.group_commit import GroupCommit
 from coordinator.store.models import Evaluation, IdempotencyRecord
 from tests.factories import domain_federation
@@ -111,3 +112,45 @@ def test_idempotency_records_arriving_together_share_a_commit(ctx: Context) -> N
     assert sum(type(o).__name__ == "RequestInProgress" for o in outcomes.values()) == 1
     with ctx.read_sessions() as session:
         assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == K
+
+
+def test_keyed_reports_in_one_batch_store_once_and_the_repeat_replays(ctx: Context) -> None:
+    fid, principals = domain_federation(ctx, 2)
+    commits = ctx.evaluation_commits
+    assert commits is not None
+    request = idempotency.KeyedRequest("key-1", "POST", "/x", "f")
+
+    def report(principal: Any, num_users: int) -> Any:
+        return submit_keyed_evaluation(
+            ctx,
+            principal,
+            fid,
+            0,
+            split="validation",
+            metrics={"ndcg@10": 0.1},
+            num_users=num_users,
+            request=request,
+            render=lambda row: idempotency.StoredResponse(201, "application/json", row.id),
+        )
+
+    # the same participant's key twice in one batch (a retry racing its first attempt),
+    # and another participant's same key: two reports, the repeat answered from the first
+    calls: list[Callable[[], Any]] = [
+        partial(report, principals[0], 1),
+        partial(report, principals[0], 1),
+        partial(report, principals[1], 2),
+    ]
+    before = commits.batches
+    outcomes = _hold_then_run(commits, fid, calls)
+    assert commits.batches == before + 2
+    (first, replayed_first), (repeat, replayed), (other, replayed_other) = (
+        outcomes[0],
+        outcomes[1],
+        outcomes[2],
+    )
+    assert (replayed_first, replayed, replayed_other) == (False, True, False)
+    assert repeat == first
+    assert other != first
+    with ctx.read_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Evaluation)) == 2
+        assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 2
