@@ -61,21 +61,7 @@ def submit_evaluation(
     that completes an ``evaluating`` federation's final evaluation also completes the
     federation, in the same transaction.
     """
-    participant_id = principal.require_participant()
-
-    def store(session: Session) -> Evaluation:
-        return _store_report(
-            ctx,
-            session,
-            principal,
-            participant_id,
-            federation_id,
-            version,
-            split,
-            metrics,
-            num_users,
-        )
-
+    store = _report(ctx, principal, federation_id, version, split, metrics, num_users)
     # reports arriving together share one transaction and one commit (store/group_commit)
     commits = ctx.evaluation_commits
     assert commits is not None  # built by Context
@@ -100,30 +86,35 @@ def submit_keyed_evaluation(
     and whether it is a replay of the key's first attempt. A refusal stores nothing, its
     record neither: a retry is checked again (as an upload's is).
     """
-    participant_id = principal.require_participant()
+    report = _report(ctx, principal, federation_id, version, split, metrics, num_users)
 
     def store(session: Session) -> tuple[StoredResponse, bool]:
         replay = idempotency.replay_in(session, ctx, principal, request)
         if replay is not None:
             return replay, True
-        row = _store_report(
-            ctx,
-            session,
-            principal,
-            participant_id,
-            federation_id,
-            version,
-            split,
-            metrics,
-            num_users,
-        )
-        response = render(row)
+        response = render(report(session))
         idempotency.record_in(session, principal, request, response)
         return response, False
 
     commits = ctx.evaluation_commits
     assert commits is not None  # built by Context
     return commits.run(federation_id, store)
+
+
+def _report(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    version: int,
+    split: Split,
+    metrics: Mapping[str, float],
+    num_users: int,
+) -> Callable[[Session], Evaluation]:
+    """The report's work inside a write transaction (the participant checked now)."""
+    participant_id = principal.require_participant()
+    return lambda session: _store_report(
+        ctx, session, principal, participant_id, federation_id, version, split, metrics, num_users
+    )
 
 
 def _store_report(
