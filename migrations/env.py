@@ -31,9 +31,11 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
     engine = create_db_engine(url)
-    with engine.connect() as connection:
-        _run(connection)
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+    finally:
+        engine.dispose()  # a refused migration too: its pooled connection is closed, not leaked
 
 
 def _run(connection: object) -> None:

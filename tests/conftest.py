@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import Pool
 
 from coordinator.app import build_context, create_app
 from coordinator.config import Settings
@@ -46,6 +49,25 @@ def _admin_engine(url: str) -> Engine:
 
 
 _template: dict[str, str] = {}
+
+# Every PostgreSQL connection any pool opens, so that a scratch database's teardown can close
+# the ones still open on it. A pool a test dropped without disposing (or one a request thread
+# checked a connection back into after the app's shutdown disposed it) would otherwise be
+# garbage-collected at some later point, in another test, whose run the driver's
+# ResourceWarning then fails (filterwarnings = error): a failure that names the wrong test.
+_pooled: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@event.listens_for(Pool, "connect")
+def _track_postgres_connection(dbapi_connection: Any, _record: Any) -> None:
+    if hasattr(dbapi_connection, "info") and hasattr(dbapi_connection.info, "dbname"):
+        _pooled.add(dbapi_connection)
+
+
+def _close_connections_to(name: str) -> None:
+    for connection in list(_pooled):
+        if not connection.closed and connection.info.dbname == name:
+            connection.close()
 
 
 def _postgres_template(base_url: str) -> str:
@@ -102,6 +124,7 @@ def _scratch_postgres_database(template: str | None = None) -> Iterator[str]:
     try:
         yield _database_url(base, name)
     finally:
+        _close_connections_to(name)
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
