@@ -239,7 +239,9 @@ def read_metadata(data: bytes) -> dict[str, str]:
     if header_len > _MAX_HEADER_BYTES or 8 + header_len > len(data):
         raise WireError("safetensors header length is out of bounds")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        # decoded here: json.loads of bytes first guesses their encoding (UTF-8, -16 or
+        # -32), which cost more than the parse; a safetensors header is UTF-8
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"safetensors header is not valid JSON: {exc}") from exc
     except RecursionError as exc:
@@ -258,6 +260,11 @@ def read_metadata(data: bytes) -> dict[str, str]:
 def decode_weights(data: bytes) -> dict[str, npt.NDArray[np.generic]]:
     """Parse safetensors bytes into numpy arrays (no validation against a spec)."""
     read_metadata(data)
+    return _arrays(data)
+
+
+def _arrays(data: bytes) -> dict[str, npt.NDArray[np.generic]]:
+    """:func:`decode_weights` of bytes whose header :func:`read_metadata` already read."""
     try:
         return dict(_st_load(data))
     except (SafetensorError, ValueError, TypeError) as exc:
@@ -405,7 +412,7 @@ def decode_model(data: bytes, encoding: str) -> dict[str, npt.NDArray[np.float32
         raise WireError(
             f"the weights are {sent!r}-encoded, expected {encoding!r}", field="encoding"
         )
-    arrays = decode_weights(data)
+    arrays = _arrays(data)  # the header was read above
     names = [n for n in arrays if not (encoding == "int8" and n.endswith(SCALE_SUFFIX))]
     if encoding == "int8":
         orphans = sorted(set(arrays) - set(names) - {n + SCALE_SUFFIX for n in names})
@@ -508,7 +515,7 @@ def decode_update(
             f"metadata 'update_kind' must be 'dense' or 'row_sparse', got {kind!r}",
             field="update_kind",
         )
-    arrays = decode_weights(data)
+    arrays = _arrays(data)  # the header was read above: not twice per upload
 
     rows: npt.NDArray[np.int64] | None = None
     expected_names = set(spec)

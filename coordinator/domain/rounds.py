@@ -392,12 +392,22 @@ def submit_update(
     digest = sha256_hex(body)
     # read-only (no lock): answer retries and closed rounds before decoding anything
     with ctx.read_sessions() as session:
-        target = _upload_target(session, principal, federation_id, number)
-        earlier = _earlier_receipt(
-            session, participant_id, target.round_id, digest, number, idempotency_key
+        target = RoundRepository(session).upload_check(
+            federation_id, number, participant_id, idempotency_key
         )
-        if earlier is not None:
-            return earlier
+        if target is None:
+            raise NotFound(
+                f"federation {federation_id} does not exist", slug="federation-not-found"
+            )
+        principal.check_federation(federation_id)
+        # the same statement said whether a repeat is possible: a first upload (every
+        # upload but a retry) skips the lookup of the receipt it would repeat
+        if target.repeats:
+            earlier = _earlier_receipt(
+                session, participant_id, target.round_id, digest, number, idempotency_key
+            )
+            if earlier is not None:
+                return earlier
         if target.round_id is None or target.round_state != lifecycle.RoundState.OPEN:
             _refuse_closed(target, federation_id, number)
         round_id: str = target.round_id
@@ -470,8 +480,12 @@ def submit_update(
     def store_row(session: Session) -> Receipt:
         # counting the update re-checks that the round is open and takes its row lock
         # (the batch took it first on PostgreSQL: RoundRepository.lock_in_order), which
-        # orders this insert before or after the round's claim
-        if not RoundRepository(session).count_update(round_id, if_state=lifecycle.RoundState.OPEN):
+        # orders this insert before or after the round's claim; the same statement returns
+        # the round's completeness as counted with this update (judged below)
+        facts = RoundRepository(session).count_update_judged(
+            round_id, if_state=lifecycle.RoundState.OPEN
+        )
+        if facts is None:
             earlier = _earlier_receipt(
                 session, participant_id, round_id, digest, number, idempotency_key
             )
@@ -497,9 +511,10 @@ def submit_update(
         # judged under the round's row lock, with every update counted that committed
         # before this one: the upload that completes the round sees it complete (a unit
         # later in this batch sees this one's count too). A round that certainly waits
-        # needs no kick (an incomplete round's kick stopped at this same check)
-        facts = RoundRepository(session).completeness(federation_id, number)
-        waits = facts is not None and lifecycle.certainly_waits(facts, utc_now())
+        # needs no kick (an incomplete round's kick stopped at this same check). The
+        # facts were read by the count above, in this transaction: the writes since (the
+        # blob, the row, the report, the audit event) change none of them
+        waits = lifecycle.certainly_waits(facts, utc_now())
         return Receipt(row, created=True, may_complete=not waits)
 
     try:

@@ -42,7 +42,7 @@ def _views(data: bytes, spec: Mapping[str, TensorSpec]) -> Update | None:
     """Views over the plain layout, or None when the bytes are laid out otherwise."""
     try:
         (header_len,) = struct.unpack_from("<Q", data)
-        header: dict[str, Any] = json.loads(data[8 : 8 + header_len])
+        header: dict[str, Any] = json.loads(data[8 : 8 + header_len].decode("utf-8"))
         metadata = header.pop("__metadata__", {})
         sparse = metadata.get("update_kind", "dense") == "row_sparse"
         update = Update(

@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    Table,
+    bindparam,
+    case,
+    column,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -72,7 +86,9 @@ class RoundCompleteness:
     cohort_active: int  # the cohort's active participants: the updates that complete it
 
 
-def _completeness_statement() -> Select[Any]:
+def _completeness_columns() -> tuple[Any, ...]:
+    """The columns of :class:`RoundCompleteness`, of the ``rounds`` row in the statement
+    (its cohort's active members counted by correlated subqueries)."""
     active = Participant.state == "active"
     participants = (
         select(func.count())
@@ -87,7 +103,7 @@ def _completeness_statement() -> Select[Any]:
         .where(RoundCohortMember.round_id == Round.id, active)
         .scalar_subquery()
     )
-    return select(
+    return (
         Round.state,
         Round.update_count,
         Round.deadline_at,
@@ -96,7 +112,13 @@ def _completeness_statement() -> Select[Any]:
         Round.population,
         Round.cohort_size,
         case((Round.sampled, members), else_=participants),
-    ).where(Round.federation_id == bindparam("federation_id"), Round.number == bindparam("number"))
+    )
+
+
+def _completeness_statement() -> Select[Any]:
+    return select(*_completeness_columns()).where(
+        Round.federation_id == bindparam("federation_id"), Round.number == bindparam("number")
+    )
 
 
 # Built once: every upload's kick runs it, and building this select took ~4 x as much
@@ -415,13 +437,38 @@ class RoundRepository(_Repository):
             .first()
         )
 
-    def count_update(self, round_id: str, *, if_state: str) -> bool:
-        """Add one to the round's ``update_count`` if it is in state ``if_state``; whether it
-        was (the caller's transaction holds the round's row lock from then on)."""
-        result = self.session.connection().execute(
-            _COUNT_UPDATE, {"b_round_id": round_id, "b_state": if_state}
+    def upload_check(
+        self, federation_id: str, number: int, participant_id: str, key: str | None
+    ) -> Any:
+        """:meth:`upload_target`'s row with one more column, ``repeats``: whether the
+        participant has an update that this upload may repeat (one in the round, or one
+        sent with ``key``), i.e. whether :meth:`UpdateRepository.repeated_by` can find
+        anything. One Core statement: a first upload reads nothing else."""
+        return (
+            self.session.connection()
+            .execute(
+                _UPLOAD_CHECK,
+                {
+                    "federation_id": federation_id,
+                    "number": number,
+                    "participant_id": participant_id,
+                    "key": key,
+                },
+            )
+            .first()
         )
-        return bool(result.rowcount)
+
+    def count_update_judged(self, round_id: str, *, if_state: str) -> RoundCompleteness | None:
+        """Add one to the round's ``update_count`` if it is in state ``if_state`` (the
+        caller's transaction holds the round's row lock from then on), and return its
+        :meth:`completeness` as counted, in one statement (UPDATE … RETURNING); None if
+        the round was not in that state (nothing counted)."""
+        row = (
+            self.session.connection()
+            .execute(_COUNT_UPDATE_JUDGED, {"b_round_id": round_id, "b_state": if_state})
+            .first()
+        )
+        return None if row is None else RoundCompleteness(*row)
 
     def completeness(self, federation_id: str, number: int) -> RoundCompleteness | None:
         """What an upload's kick needs to tell an incomplete round, in one statement: the
@@ -945,6 +992,19 @@ _UPLOAD_TARGET = (
     )
     .where(_table(Federation).c.id == bindparam("federation_id"))
 )
+_UPDATES = _table(Update)
+_UPLOAD_CHECK = _UPLOAD_TARGET.add_columns(
+    select(_UPDATES.c.id)
+    .where(
+        _UPDATES.c.participant_id == bindparam("participant_id"),
+        or_(
+            _UPDATES.c.round_id == _table(Round).c.id,
+            _UPDATES.c.idempotency_key == bindparam("key"),
+        ),
+    )
+    .exists()
+    .label("repeats")
+)
 _CURRENT_VIEW = (
     select(
         _table(Federation).c.id,
@@ -965,13 +1025,35 @@ _REPEATED_BY = select(Update).where(
     Update.participant_id == bindparam("participant_id"),
     or_(Update.round_id == bindparam("round_id"), Update.idempotency_key == bindparam("key")),
 )
-_COUNT_UPDATE = (
-    update(_table(Round))
-    .where(
-        _table(Round).c.id == bindparam("b_round_id"),
-        _table(Round).c.state == bindparam("b_state"),
-    )
-    .values(update_count=_table(Round).c.update_count + 1)
+# the guarded count returning what certainly_waits reads. Written out: SQLAlchemy renders a
+# RETURNING clause's columns unqualified on SQLite, subqueries included, which would make the
+# correlated counts' "id" and "state" mean their own tables' columns
+_ROUNDS = _table(Round)
+_COUNT_UPDATE_JUDGED = text(
+    "UPDATE rounds SET update_count = rounds.update_count + 1"
+    " WHERE rounds.id = :b_round_id AND rounds.state = :b_state"
+    " RETURNING rounds.state, rounds.update_count, rounds.deadline_at,"
+    " rounds.lease_expires_at, rounds.sampled, rounds.population, rounds.cohort_size,"
+    " CASE WHEN rounds.sampled THEN"
+    " (SELECT count(*) FROM round_cohorts AS c JOIN participants AS p"
+    " ON p.id = c.participant_id WHERE c.round_id = rounds.id AND p.state = 'active')"
+    " ELSE (SELECT count(*) FROM participants AS p"
+    " WHERE p.federation_id = rounds.federation_id AND p.state = 'active') END"
+    " AS cohort_active"
+).columns(
+    *(
+        _ROUNDS.c[name]
+        for name in (
+            "state",
+            "update_count",
+            "deadline_at",
+            "lease_expires_at",
+            "sampled",
+            "population",
+            "cohort_size",
+        )
+    ),
+    column("cohort_active", Integer),
 )
 _UPDATE_COLUMNS = tuple(_table(Update).c)
 _UPDATE_INSERT = insert(_table(Update))

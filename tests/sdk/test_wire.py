@@ -80,3 +80,34 @@ def test_norm_bound() -> None:
     with pytest.raises(WireError) as err:
         decode_update(data, spec, max_norm=3.0)
     assert err.value.field == "norm"
+
+
+def test_an_update_header_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    rows = np.array([0, 3], dtype=np.int64)
+    deltas = {"item_factors": np.ones((2, 3), np.float32), "item_bias": np.ones(2, np.float32)}
+    data = encode_update(deltas, round=1, base_version=0, num_examples=4, rows=rows)
+    parsed: list[object] = []
+    loads = json.loads
+
+    def counting(text: str | bytes) -> object:
+        parsed.append(text)
+        return loads(text)
+
+    monkeypatch.setattr(json, "loads", counting)  # the module wire parses headers with
+    update = decode_update(data, mf_spec(num_items=5, dim=3))
+    assert len(parsed) == 1  # the coordinator decodes every upload: not twice
+    np.testing.assert_array_equal(update.tensors["item_factors"], deltas["item_factors"])
+    np.testing.assert_array_equal(update.rows, rows)
+
+
+def test_a_header_that_is_not_utf8_is_refused() -> None:
+    data = encode_weights(_tensors(), {"round": "1"})
+    header_len = int.from_bytes(data[:8], "little")
+    # the same length, one byte that is no UTF-8 inside a JSON string
+    broken = data[:8] + data[8 : 8 + header_len].replace(b'"1"', b'"\xff"') + data[8 + header_len :]
+    with pytest.raises(WireError, match="not valid JSON"):
+        read_metadata(broken)
+    with pytest.raises(WireError):
+        decode_update(broken, mf_spec(num_items=5, dim=3))
