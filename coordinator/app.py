@@ -16,6 +16,7 @@ from coordinator.api.dashboard import install_dashboard
 from coordinator.api.docs import install_offline_docs
 from coordinator.api.http_metrics import HttpMetrics
 from coordinator.api.idempotency import IdempotencyMiddleware
+from coordinator.api.long_poll_starts import LongPollStarts
 from coordinator.api.overload import OverloadShedding
 from coordinator.api.problems import add_exception_handlers, problem_response
 from coordinator.api.rate_limits import TokenBuckets
@@ -261,6 +262,11 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
         ),
         trusted_proxies=settings.trusted_proxies,
         scrape_token=app.state.metrics_token,
+        long_poll_starts=LongPollStarts(
+            settings.max_long_poll_starts,
+            retry_after_seconds=settings.overload_retry_after_seconds,
+            retry_after_max_seconds=settings.overload_retry_after_max_seconds,
+        ),
     )
     # outside admission: an overloaded process refuses before it authenticates anyone
     app.add_middleware(
