@@ -49,6 +49,7 @@ import resource
 import secrets
 import signal
 import statistics
+import subprocess  # nosec B404 # py-spy, the bench's optional profiler of the coordinator
 import sys
 import tempfile
 import time
@@ -397,8 +398,17 @@ async def _enrol(
 class _Sampler:
     """CPU time and peak RSS of a process and its children, sampled in the background."""
 
-    def __init__(self, pid: int, interval: float = 0.25, joined_after: float = 0.0) -> None:
+    def __init__(
+        self,
+        pid: int,
+        interval: float = 0.25,
+        joined_after: float = 0.0,
+        profile: tuple[Path, int] | None = None,
+    ) -> None:
         self._root = psutil.Process(pid)
+        # (where py-spy writes, the last version of the window): the later rounds only
+        self._profile = profile
+        self._spy: subprocess.Popen[bytes] | None = None
         # seconds after start() by which every participant has sent its first request
         self._joined_after = joined_after
         self._started = time.monotonic()
@@ -441,6 +451,7 @@ class _Sampler:
 
     async def stop(self) -> Usage:
         self._sample()
+        self._stop_profile()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -464,6 +475,27 @@ class _Sampler:
         """CPU so far when ``version`` (made by round ``version``) was first seen."""
         self._sample()
         self._closes.setdefault(version, (self.cpu_so_far(), time.monotonic() - self._started))
+        if self._profile is not None:
+            path, last = self._profile
+            joined = self._closes[version][1] >= self._joined_after
+            if self._spy is None and joined and version < last:
+                self._start_profile(path)
+            elif version >= last:
+                self._stop_profile()
+
+    def _start_profile(self, path: Path) -> None:
+        """py-spy (the bench's interpreter's; ``pip install py-spy``) over the coordinator's
+        process tree, from the first later round's close to the next-to-last one's."""
+        spy = Path(sys.executable).parent / "py-spy"
+        command = [str(spy), "record", "--pid", str(self._root.pid), "--subprocesses"]
+        command += ["--nonblocking", "--gil", "-r", "100", "--format", "raw", "-o", str(path)]
+        self._spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # nosec B603
+
+    def _stop_profile(self) -> None:
+        if self._spy is not None and self._spy.poll() is None:
+            self._spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self._spy.wait(timeout=60)
+        self._profile = None
 
 
 @dataclass(frozen=True)
@@ -607,7 +639,9 @@ async def _load(
         assert server.process is not None
         rate = args.first_polls_per_second
         sampler = _Sampler(
-            server.process.pid, joined_after=args.participants / rate if rate else 0.0
+            server.process.pid,
+            joined_after=args.participants / rate if rate else 0.0,
+            profile=(args.profile, args.rounds - 1) if args.profile else None,
         )
         sampler.start()
         started = time.perf_counter()
@@ -888,6 +922,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the participants in this many processes (a loaded machine: one asyncio "
         "process cannot drive 10,000)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record py-spy (collapsed stacks) over the coordinator during the later rounds "
+        "into this file (the sampled run; its baseline writes <name>.baseline)",
+    )
     args = parser.parse_args(argv)
     if args.bench_processes < 1:
         parser.error("--bench-processes must be >= 1")
@@ -908,7 +949,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(results[0]), flush=True)
     if args.sample:
         # the same rounds with only the sampled number of participants, none sampled out
-        baseline = argparse.Namespace(**{**vars(args), "participants": args.sample, "sample": None})
+        profile = args.profile.with_suffix(".baseline") if args.profile else None
+        baseline = argparse.Namespace(
+            **{**vars(args), "participants": args.sample, "sample": None, "profile": profile}
+        )
         results.append(run(baseline))
         print()
         print(report(results[1]))

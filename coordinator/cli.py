@@ -119,13 +119,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if app is None:
         # each worker process builds its own app from the same FEDREC_* environment
         uvicorn.run(
-            "coordinator.app:create_app",
+            "coordinator.app:create_served_app",
             factory=True,
             workers=workers,
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             **served,
         )
     else:
+        from coordinator.app import freeze_startup_heap
+
+        freeze_startup_heap()  # what is alive now stays: no full collection walks it again
         uvicorn.run(app, **served)
     return 0
 

@@ -264,6 +264,17 @@ class Settings(BaseSettings):
         "at once; more: 503 `overloaded` with `Retry-After`. Each holds a connection (an open "
         "file: raise `ulimit -n` above it). 0: no bound.",
     )
+    max_long_poll_starts: int = Field(
+        default=128,
+        ge=0,
+        description="Long-polls one coordinator process starts at once: authenticating a "
+        "token it has not seen in the last seconds, on a worker thread (the rest of a "
+        "poll's reads are shared). More are refused at once with 503 `overloaded` and a "
+        "`Retry-After` instead of queueing for the threads past the clients' timeouts (a "
+        "crowd of first requests; 32 refused ~1 in 20 polls of a 100-participant round on a "
+        "loaded 2-core machine, where a cached token's generation check also takes a "
+        "thread). 0: no bound.",
+    )
     overload_retry_after_seconds: int = Field(
         default=1,
         ge=1,

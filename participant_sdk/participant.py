@@ -379,9 +379,12 @@ class FederatedRecommender:
     ) -> dict[str, float]:
         """Take part until the federation completes; return the test metrics reported.
 
-        Waiting for the next round long-polls the coordinator (``round_timeout`` bounds
-        one wait, after which the participant simply checks again); a poll that times out
-        or loses its connection is asked again (:meth:`Rounds.wait_for_next`). A
+        Each round, the first contact included, takes one request to learn of: a
+        long-poll (:meth:`Rounds.wait_for_next` with ``in_cohort``) that the coordinator
+        answers at once when there is work for this participant (a round it takes part
+        in, or training stopped) and holds otherwise (``round_timeout`` bounds one wait,
+        after which the participant simply asks again); a poll that times out or loses its
+        connection is asked again. A
         coordinator restart, overload or a network blip is ridden out: the client's own
         retries first, then this loop retries with backoff (and the coordinator's
         ``Retry-After``) and resumes at whatever round is current (logging
@@ -400,7 +403,18 @@ class FederatedRecommender:
             while True:
                 try:
                     self._keep_token_fresh()
-                    outcome = self.step()
+                    # one request per round, the first contact included: a long-poll that
+                    # answers at once when there is work for this participant (a round it
+                    # takes part in, training stopped) and holds otherwise (the rounds it
+                    # sits out cost no request); its answer is the round step works on
+                    current = self.client.rounds.wait_for_next(
+                        self.federation_id,
+                        after=self.waiting_after,
+                        # wake up in time to refresh the token before it expires
+                        timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
+                        in_cohort=True,
+                    )
+                    outcome = self._step(current)
                     if outage_started is not None:
                         progress.reconnected(time.monotonic() - outage_started)
                         outage_started, delay = None, 1.0
@@ -420,19 +434,10 @@ class FederatedRecommender:
                     if self._idle_until_completed:
                         time.sleep(min(IDLE_POLL_SECONDS, round_timeout))
                     if self._awaiting_draw and not self._draw_wakes_waits:
-                        # an older coordinator: its long-poll does not wake at the draw
-                        self._awaiting_draw = False
+                        # an older coordinator: its long-poll does not wake at the draw (it
+                        # answers at once for the undrawn round): ask again in a moment
                         time.sleep(min(DRAW_POLL_SECONDS, round_timeout))
-                        continue
                     self._awaiting_draw = False
-                    self.client.rounds.wait_for_next(
-                        self.federation_id,
-                        after=self.waiting_after,
-                        # wake up in time to refresh the token before it expires
-                        timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
-                        # sampled out: sit out the rounds it is not drawn into, no request each
-                        in_cohort=True,
-                    )
                 except WaitTimeoutError:
                     continue
                 except ParticipantRevokedError:
@@ -486,7 +491,11 @@ class FederatedRecommender:
         training gave NaN/Inf or an exploded update even after halving the learning rate,
         so nothing was uploaded this round (:attr:`last_divergence` and the log say why).
         """
-        current = self.client.rounds.current(self.federation_id)
+        return self._step(self.client.rounds.current(self.federation_id))
+
+    def _step(self, current: Round) -> StepOutcome:
+        """:meth:`step` on ``current``, the round as the coordinator just answered (a
+        look, or the long-poll :meth:`run` waits with)."""
         if current.state != "open" or current.number <= self.progress.last_round:
             # only now can the federation have stopped (its last round is then closed)
             federation = self.client.federations.get(self.federation_id)

@@ -464,6 +464,10 @@ class Federation(BaseAPIModel):
         The configuration the federation was created with.
     privacy_spent : PrivacySpent or None
         Differential privacy spent so far; ``None`` without ``privacy.dp``.
+    max_wait_seconds, max_cohort_wait_seconds : int or None
+        The coordinator's long-poll maxima, as on :class:`Round` (``None`` from
+        coordinators that do not advertise them here): the client learns them, so its
+        first long-poll already asks for the full wait.
     """
 
     id: str
@@ -483,6 +487,8 @@ class Federation(BaseAPIModel):
     limits: LimitsPolicy | None = None
     transport: TransportPolicy = Field(default_factory=TransportPolicy)
     privacy_spent: PrivacySpent | None = None
+    max_wait_seconds: int | None = None
+    max_cohort_wait_seconds: int | None = None
 
 
 class AdminToken(BaseAPIModel):

@@ -23,9 +23,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.api.long_poll_starts import LongPollStarts
 from coordinator.api.problems import problem_response
 from coordinator.api.rate_limits import TokenBuckets, client_address
 from coordinator.domain.auth import (
@@ -67,8 +67,11 @@ class AdmissionControl:
         auth_failures: TokenBuckets,
         trusted_proxies: Sequence[str] = (),
         scrape_token: str | None = None,
+        long_poll_starts: LongPollStarts | None = None,
     ) -> None:
         self.app = app
+        # the authentication of long-polls, bounded (FEDREC_MAX_LONG_POLL_STARTS)
+        self.long_poll_starts = long_poll_starts or LongPollStarts(0)
         self.ctx = context
         self.anonymous_max_body_bytes = anonymous_max_body_bytes
         self.per_token = per_token
@@ -104,7 +107,12 @@ class AdmissionControl:
             if principal is not None:
                 self._remember_hash(digest)
             else:
-                principal, guessed = await run_in_threadpool(self._authenticate, token)
+                answer = await self.long_poll_starts.run(
+                    scope, receive, send, self._authenticate, token
+                )
+                if answer is None:
+                    return  # a long-poll past FEDREC_MAX_LONG_POLL_STARTS: answered 503
+                principal, guessed = answer
             if guessed:
                 self.auth_failures.take(address)
                 if wait:  # a known token no longer valid, from a throttled address

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator.domain.admin_tokens import MAX_EXPIRES_IN_SECONDS, MIN_EXPIRES_IN_SECONDS
+from coordinator.domain.round_notifier import RoundNotifier
 from coordinator.domain.specs import (
     DB_INT_MAX,
     DeployPolicy,
@@ -160,6 +161,17 @@ class Federation(Schema):
     deployed_version: int | None = Field(description="The live version; null = none yet.")
     participant_count: int = Field(description="Participants enrolled (active or revoked).")
     created_at: datetime = Field(description=_CREATED)
+    max_wait_seconds: int | None = Field(
+        default=None,
+        description="The longest `wait` this coordinator holds a long-poll of "
+        "`rounds/current` (as on its answers): a participant's first request can already "
+        "be a full wait.",
+    )
+    max_cohort_wait_seconds: int | None = Field(
+        default=None,
+        description="The longest `wait` of a long-poll with `after` and `in_cohort=true` "
+        "(as on `rounds/current` answers).",
+    )
 
 
 class FederationList(Schema):
@@ -557,7 +569,9 @@ class Problem(BaseModel):
     instance: str | None = Field(default=None, description="The request path.")
 
 
-def federation_out(view: Any) -> Federation:
+def federation_out(view: Any, long_polls: RoundNotifier | None = None) -> Federation:
+    """``long_polls``: the process's round notifier, whose long-poll maxima the answer
+    advertises (so a participant's first request can be a full wait)."""
     row = view.row
     return Federation(
         id=row.id,
@@ -577,6 +591,8 @@ def federation_out(view: Any) -> Federation:
         deployed_version=view.deployed_version,
         participant_count=view.participant_count,
         created_at=row.created_at,
+        max_wait_seconds=long_polls.max_wait_seconds if long_polls else None,
+        max_cohort_wait_seconds=long_polls.max_cohort_wait_seconds if long_polls else None,
     )
 
 

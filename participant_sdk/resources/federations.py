@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._base_client import TimeoutTypes, path_segment
+from .._base_client import BaseClient, TimeoutTypes, path_segment
 from .._constants import NOT_GIVEN, NotGiven
 from ..types import (
     DeployPolicy,
@@ -27,6 +27,14 @@ from ._resource import AsyncAPIResource, SyncAPIResource
 __all__ = ["AsyncFederations", "Federations"]
 
 _Spec = BaseModel | Mapping[str, Any]
+
+
+def _learned(client: BaseClient, federation: Federation) -> Federation:
+    """Remember the long-poll maxima a federation's answer advertises: the first wait of a
+    participant (usually its first request about rounds) can then ask for the whole one."""
+    if federation.max_wait_seconds is not None:
+        client._learn_max_wait(federation.max_wait_seconds, federation.max_cohort_wait_seconds)
+    return federation
 
 
 def _dump(spec: _Spec) -> dict[str, Any]:
@@ -169,7 +177,7 @@ class Federations(SyncAPIResource):
         NotFoundError
             If there is no such federation.
         """
-        return self._client._get(_path(fid), Federation, timeout=timeout)
+        return _learned(self._client, self._client._get(_path(fid), Federation, timeout=timeout))
 
     def catalog(
         self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN
@@ -225,7 +233,9 @@ class AsyncFederations(AsyncAPIResource):
 
     async def get(self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Federation:
         """One federation by id."""
-        return await self._client._get(_path(fid), Federation, timeout=timeout)
+        return _learned(
+            self._client, await self._client._get(_path(fid), Federation, timeout=timeout)
+        )
 
     async def catalog(
         self, fid: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN

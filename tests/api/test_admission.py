@@ -286,8 +286,9 @@ class TestLongPollCap:
 
 @pytest.fixture
 def counted_app(settings: Settings) -> Iterator[tuple[FastAPI, list[str]]]:
-    """An app with a high long-poll cap whose every SQL statement is recorded."""
-    app = _throttled_app(settings, max_long_polls_per_token=1000)
+    """An app with a high long-poll cap whose every SQL statement is recorded (200 first
+    polls of one new token all authenticate it: no bound on long-poll starts either)."""
+    app = _throttled_app(settings, max_long_polls_per_token=1000, max_long_poll_starts=0)
     statements: list[str] = []
     engine = app.state.context.sessions.kw["bind"]
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 import participant_sdk.participant as participant_module
 from fedrec.partition import local_view, partition_users
 from fedrec.synthetic import make_synthetic
-from participant_sdk import APIConnectionError, Client, FederatedRecommender
+from participant_sdk import APIConnectionError, Client, FederatedRecommender, Round
 from participant_sdk.recsys import BPRConfig, DataFileError
 from participant_sdk.recsys.data import Interactions
 from tests.conftest import ADMIN_TOKEN
@@ -216,16 +216,16 @@ def test_run_logs_each_round_with_an_eta_and_reconnects(
         coordinator, data.num_items, catalog=data.item_ids, rounds={"max_rounds": 3}
     )
     part = FederatedRecommender(_sdk(coordinator, tokens[0]), fid, data, config=CONFIG)
-    real_step = part.step
+    real_step = part._step  # run() steps on the round its long-poll answered
     calls = {"n": 0}
 
-    def flaky_step() -> participant_module.StepOutcome:
+    def flaky_step(current: Round) -> participant_module.StepOutcome:
         calls["n"] += 1
         if calls["n"] == 2:  # the coordinator is gone for one step after round 1
             raise APIConnectionError(httpx.Request("GET", "http://127.0.0.1/"))
-        return real_step()
+        return real_step(current)
 
-    monkeypatch.setattr(part, "step", flaky_step)
+    monkeypatch.setattr(part, "_step", flaky_step)
     monkeypatch.setattr("participant_sdk.participant.time.sleep", lambda _seconds: None)
     with caplog.at_level(logging.INFO, logger="fedrec.participant"):
         metrics = part.run(round_timeout=30, outage_timeout=60)

@@ -63,7 +63,7 @@ def create_federation(
         limits=body.limits,
         transport=body.transport,
     )
-    return federation_out(view)
+    return federation_out(view, ctx.notifier)
 
 
 @router.get(
@@ -75,7 +75,9 @@ def create_federation(
 def list_federations(ctx: ContextDep, principal: PrincipalDep) -> FederationList:
     """List federations (a participant sees only its own)."""
     return FederationList(
-        items=[federation_out(v) for v in federations.list_federations(ctx, principal)]
+        items=[
+            federation_out(v, ctx.notifier) for v in federations.list_federations(ctx, principal)
+        ]
     )
 
 
@@ -87,7 +89,7 @@ def list_federations(ctx: ContextDep, principal: PrincipalDep) -> FederationList
 )
 def get_federation(federation_id: str, ctx: ContextDep, principal: PrincipalDep) -> Federation:
     """Read one federation, with its state and current round."""
-    return federation_out(federations.get_federation(ctx, principal, federation_id))
+    return federation_out(federations.get_federation(ctx, principal, federation_id), ctx.notifier)
 
 
 @router.get(
