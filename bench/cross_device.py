@@ -34,13 +34,12 @@ import numpy.typing as npt
 
 from bench.generalisation import SHAPES, csv_columns, load_shape
 from bench.per_user_metrics import per_user_ndcg
-from fedrec import simulation
 from fedrec.early_stopping import EarlyStopping
 from fedrec.options import SimulationOptions
 from fedrec.partition import local_view, partition_users
 from fedrec.selection import candidates_for, has_timestamps, select_recipe
 from fedrec.short_federation import ShortFederation
-from fedrec.simulation import iterative_baseline
+from fedrec.simulation import iterative_baseline, read_test_split
 from participant_sdk.recsys import (
     Interactions,
     PopularityModel,
@@ -200,13 +199,7 @@ def _central_validation(
 ) -> None:
     """The centralized baseline's validation figure only: its test step is replaced by a
     no-op, so the test split is not read."""
-    config = options.trainer_config()
-    tested = simulation._test_metrics
-    simulation._test_metrics = lambda *_args: {}
-    try:
-        _, chosen = iterative_baseline(options, config, data, split)
-    finally:
-        simulation._test_metrics = tested
+    _, chosen = iterative_baseline(options, options.trainer_config(), data, split, test=None)
     print(f"centralized, validation only: {json.dumps({**chosen, **clock.lap()})}")
 
 
@@ -318,15 +311,13 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"selection": report, **fed_chosen}, default=str))
         return
-    config = options.trainer_config()
-    tested = simulation._test_metrics
 
     def recorded(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
-        _record("centralized", score_fn, split)
-        return tested(score_fn, split, full)
+        _record("centralized", score_fn, split)  # the baseline's per-user figures, read once
+        return read_test_split(score_fn, split, full)
 
-    simulation._test_metrics = recorded  # the baseline's per-user figures, read once
-    central, central_chosen = iterative_baseline(options, config, data, split)
+    config = options.trainer_config()
+    central, central_chosen = iterative_baseline(options, config, data, split, test=recorded)
     centralized = clock.lap()
     popularity = _test(PopularityModel(split.train).score, split, data)
     found = {

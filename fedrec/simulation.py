@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,12 @@ def load_dataset(options: SimulationOptions, console: Console) -> tuple[str, Int
 
 
 # ---------------------------------------------------------------------------- evaluation
-def _test_metrics(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
+# scores a model's users (score_fn) on the test split of split; full is the whole data set
+TestStep = Callable[[Any, LeaveOneOutSplit, Interactions], dict[str, float]]
+
+
+def read_test_split(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
+    """The one read of the test split: full ranking and 99 sampled negatives."""
     metrics = evaluate_loo(score_fn, concat(split.train, split.valid), split.test)
     negatives = draw_sampled_negatives(full, split.test.users)
     metrics.update(evaluate_sampled(score_fn, split.test, negatives))
@@ -147,6 +153,7 @@ def centralized_baseline(
     min_rounds: int | None = None,
     plateau_decay: float | None = None,
     plateau_patience: int = 5,
+    test: TestStep | None = read_test_split,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """The same model on the pooled training data, stopped as the federation is.
 
@@ -157,7 +164,8 @@ def centralized_baseline(
     rounds (the deploy policy's). With
     ``plateau_decay``, BPR's learning rate decays on the plateaus of that curve as the
     federation's server step does (:func:`coordinator.domain.backoff.plateau_scale`). Returns
-    the test metrics and which round was chosen and why training stopped.
+    the test metrics (``test``'s; empty with ``test=None``, which never reads the test split)
+    and which round was chosen and why training stopped.
     """
     if isinstance(config, BPRConfig) and config.user_epochs:
         # the user refresh is a device's remedy for user factors that lag the server's item
@@ -208,7 +216,9 @@ def centralized_baseline(
         "rounds_trained": trained,
         "stopped_by": _stop_cause(stopper.should_stop, patience, min_delta, rounds),
     }
-    return _test_metrics(_scorer(trainer, tensors), split, data), chosen
+    if test is None:
+        return {}, chosen
+    return test(_scorer(trainer, tensors), split, data), chosen
 
 
 def central_ease(
@@ -242,7 +252,7 @@ def central_ease(
         "ease_lambda": lambdas[best[1] - 1],
         "ease_top_k": top_k,
     }
-    return _test_metrics(lambda users: scorer.score(users, ease_b), split, data), chosen
+    return read_test_split(lambda users: scorer.score(users, ease_b), split, data), chosen
 
 
 def _ease_validation(
@@ -321,7 +331,7 @@ def run_simulation(options: SimulationOptions, console: Console | None = None) -
         )
         centralized, central_chosen, central_seconds = central.get()
     popular = PopularityModel(split.train)
-    popularity = _test_metrics(popular.score, split, data)
+    popularity = read_test_split(popular.score, split, data)
     final = {
         "federated": {"test": federated, **federated_chosen},
         "centralized": {
@@ -384,6 +394,8 @@ def iterative_baseline(
     config: BPRConfig | IALSConfig,
     data: Interactions,
     split: LeaveOneOutSplit,
+    *,
+    test: TestStep | None = read_test_split,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`centralized_baseline` of an iterative model, stopped by the federation's rule."""
     return centralized_baseline(
@@ -400,6 +412,7 @@ def iterative_baseline(
         min_rounds=options.min_rounds,
         plateau_decay=options.plateau_decay,
         plateau_patience=options.plateau_patience,
+        test=test,
     )
 
 

@@ -165,3 +165,21 @@ def test_the_centralized_baseline_trains_without_the_user_refresh(small: tuple) 
     )
     without = centralized_baseline(data, split, CONFIG, 2, patience=None)
     assert with_refresh == without
+
+
+def test_the_centralized_baseline_takes_its_test_step_as_a_parameter(small: tuple) -> None:
+    """A validation-only run (test=None) never reads the test split; a given step is the
+    one read, with the deployed model's scorer."""
+    data, split = small
+    none, chosen = centralized_baseline(data, split, CONFIG, 2, patience=None, test=None)
+    assert none == {}
+    assert chosen["rounds_trained"] == 2
+    calls: list[Any] = []
+
+    def step(score_fn: Any, tested_split: Any, full: Any) -> dict[str, float]:
+        calls.append((tested_split, full))
+        return {"ndcg@10": float(score_fn(tested_split.test.users[:1]).shape[0])}
+
+    metrics, _ = centralized_baseline(data, split, CONFIG, 2, patience=None, test=step)
+    assert calls == [(split, data)]
+    assert metrics == {"ndcg@10": 1.0}
