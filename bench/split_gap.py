@@ -15,7 +15,9 @@ with the same recipe, round for round, and at the rounds of ``--at`` prints for 
 
 ``--shifted`` moves the whole split one step back in time (train on ``Tr_u`` without its
 latest item, validate on that item, test on ``v_u``): the same diagnosis without the test
-split, so a remedy can be judged on it.
+split, so a remedy can be judged on it. ``--set FIELD=JSON`` overrides a
+:class:`fedrec.options.SimulationOptions` field on both sides (as ``bench.cross_device``'s);
+``--seed S`` re-seeds both sides' training (the data and the split stay the same).
 
 Each side folds in as it does in the product: the federation's users on their own
 devices (:func:`participant_sdk.recsys.trainers.fold_in` per participant), the centralized
