@@ -13,7 +13,10 @@ layer, a body-less request the size limit). What each does lives in its own modu
 - ``api/admission.py``: who is calling (the principal the routes reuse), per-token and
   per-address rate limits, the anonymous body limit;
 - ``api/body_limit.py``: ``FEDREC_MAX_UPLOAD_BYTES``;
-- ``api/idempotency.py``: replay or record a keyed non-GET JSON request.
+- ``api/idempotency.py``: replay or record a keyed non-GET JSON request;
+
+and hands the request to ``api/hot_routes.py`` (participants' hot routes straight to their
+fast handlers) in front of FastAPI's routing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from coordinator.api import request_id
 from coordinator.api.admission import AdmissionControl, Verdict
 from coordinator.api.body_limit import BodyLimit
+from coordinator.api.hot_routes import HotRoutes
 from coordinator.api.http_metrics import MAX_PROBLEM_BYTES, HttpMetrics, is_upload
 from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.overload import Shedding
@@ -52,7 +56,9 @@ class FrontDoor:
         self.shedding = shedding
         self.admission = admission
         self.body_limit = body_limit
-        self.idempotent = IdempotencyMiddleware(app, context)
+        # then the hot routes straight to their fast handlers, the rest to FastAPI's routing
+        self.routed = HotRoutes(app)
+        self.idempotent = IdempotencyMiddleware(self.routed, context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan
@@ -117,5 +123,5 @@ class FrontDoor:
             request_id.unbind(bound)
 
     async def _within_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        inner = self.idempotent if scope["method"] in _KEYED_METHODS else self.app
+        inner = self.idempotent if scope["method"] in _KEYED_METHODS else self.routed
         await self.body_limit.pass_on(inner, scope, receive, send)
