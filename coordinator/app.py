@@ -9,19 +9,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api import openapi, telemetry
 from coordinator.api.admission import AdmissionControl
+from coordinator.api.body_limit import BodyLimit
 from coordinator.api.dashboard import install_dashboard
 from coordinator.api.docs import install_offline_docs
+from coordinator.api.front_door import FrontDoor
 from coordinator.api.http_metrics import HttpMetrics
-from coordinator.api.idempotency import IdempotencyMiddleware
 from coordinator.api.long_poll_starts import LongPollStarts
-from coordinator.api.overload import OverloadShedding
-from coordinator.api.problems import add_exception_handlers, problem_response
+from coordinator.api.overload import Shedding
+from coordinator.api.problems import add_exception_handlers
 from coordinator.api.rate_limits import TokenBuckets
-from coordinator.api.request_id import RequestIdMiddleware
 from coordinator.api.router import include_v1
 from coordinator.api.routes import health, metrics
 from coordinator.bootstrap import check_production, load_secrets, load_signer
@@ -46,72 +45,6 @@ from coordinator.worker import RoundWorker
 __all__ = ["create_app"]
 
 log = logging.getLogger("fedrec")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodySizeLimit:
-    """Reject request bodies over ``max_bytes`` with 413, declared or chunked."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = chunked = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-            elif name == b"transfer-encoding":
-                chunked = value
-        if chunked is None and (declared is None or declared == b"0"):
-            # no body (a poll, a download): nothing to count, no wrappers to pay for
-            await self.app(scope, receive, send)
-            return
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await self._reject(scope, receive, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            None,
-            status=413,
-            slug="payload-too-large",
-            title="Payload too large",
-            detail=f"request bodies are limited to {self.max_bytes} bytes "
-            "(FEDREC_MAX_UPLOAD_BYTES)",
-            instance=scope.get("path"),
-        )
-        await response(scope, receive, send)
 
 
 def _route_templates(app: FastAPI) -> list[str]:
@@ -246,40 +179,42 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     include_v1(app)
     install_offline_docs(app)
     install_dashboard(app)
-    # added last = outermost: the size limit applies before anything buffers a body
-    app.add_middleware(IdempotencyMiddleware, context=context)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    # outside both: the caller is known (or throttled) before any body is read
+    # one middleware, in which, in order: the request id, HTTP metrics, overload shedding
+    # (before anyone is authenticated), admission control (the caller is known or
+    # throttled before any body is read), the body's size limit, the idempotency layer
     app.add_middleware(
-        AdmissionControl,
+        FrontDoor,
         context=context,
-        anonymous_max_body_bytes=settings.anonymous_max_body_bytes,
-        per_token=TokenBuckets(
-            settings.participant_rate_per_second, settings.participant_rate_burst
-        ),
-        per_address=TokenBuckets(settings.anonymous_rate_per_second, settings.anonymous_rate_burst),
-        auth_failures=TokenBuckets(
-            settings.auth_failure_rate_per_second, settings.auth_failure_burst
-        ),
-        trusted_proxies=settings.trusted_proxies,
-        scrape_token=app.state.metrics_token,
-        long_poll_starts=LongPollStarts(
-            settings.max_long_poll_starts,
+        metrics=HttpMetrics(lambda: _route_templates(app)),
+        shedding=Shedding(
+            max_in_flight=settings.max_requests_in_flight,
+            max_long_polls=settings.max_long_polls,
             retry_after_seconds=settings.overload_retry_after_seconds,
             retry_after_max_seconds=settings.overload_retry_after_max_seconds,
         ),
+        admission=AdmissionControl(
+            context=context,
+            anonymous_max_body_bytes=settings.anonymous_max_body_bytes,
+            per_token=TokenBuckets(
+                settings.participant_rate_per_second, settings.participant_rate_burst
+            ),
+            per_address=TokenBuckets(
+                settings.anonymous_rate_per_second, settings.anonymous_rate_burst
+            ),
+            auth_failures=TokenBuckets(
+                settings.auth_failure_rate_per_second, settings.auth_failure_burst
+            ),
+            trusted_proxies=settings.trusted_proxies,
+            scrape_token=app.state.metrics_token,
+            # the authentication of long-polls, bounded (FEDREC_MAX_LONG_POLL_STARTS)
+            long_poll_starts=LongPollStarts(
+                settings.max_long_poll_starts,
+                retry_after_seconds=settings.overload_retry_after_seconds,
+                retry_after_max_seconds=settings.overload_retry_after_max_seconds,
+            ),
+        ),
+        body_limit=BodyLimit(settings.max_upload_bytes),
     )
-    # outside admission: an overloaded process refuses before it authenticates anyone
-    app.add_middleware(
-        OverloadShedding,
-        max_in_flight=settings.max_requests_in_flight,
-        max_long_polls=settings.max_long_polls,
-        retry_after_seconds=settings.overload_retry_after_seconds,
-        retry_after_max_seconds=settings.overload_retry_after_max_seconds,
-    )
-    app.add_middleware(HttpMetrics, templates=lambda: _route_templates(app))
-    # outermost: every answer, a 413 included, carries the id its log lines carry
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

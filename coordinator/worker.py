@@ -33,6 +33,7 @@ from coordinator.domain.context import Context
 from coordinator.domain.errors import CoordinatorError, DatabaseError
 from coordinator.domain.lifecycle import Trigger
 from coordinator.store.db import checkpoint_wal, uses_wal, wal_written_at
+from coordinator.store.repository import RoundCompleteness
 
 __all__ = ["RoundWorker"]
 
@@ -161,10 +162,12 @@ class RoundWorker:
         :meth:`after_upload` if it created an update that may complete its round."""
         receipt = submit()
         if receipt.created and receipt.may_complete:
-            self.after_upload(federation_id, number)
+            self.after_upload(federation_id, number, receipt.facts)
         return receipt
 
-    def after_upload(self, federation_id: str, number: int) -> None:
+    def after_upload(
+        self, federation_id: str, number: int, facts: RoundCompleteness | None = None
+    ) -> None:
         """On the thread of an upload that may complete its round, after its COMMIT: a
         small plaintext round is aggregated right here (no hand-off to the worker's
         thread, no wake-up, and the uploader's answer leaves with the next round open);
@@ -173,7 +176,7 @@ class RoundWorker:
         if self._stop.is_set():
             return
         try:
-            outcome = aggregation_job.run_if_small(self._ctx, federation_id, number)
+            outcome = aggregation_job.run_if_small(self._ctx, federation_id, number, facts)
         except Exception as exc:
             log.exception("aggregation of round %d of %s failed", number, federation_id)
             _count_failure(exc)

@@ -8,7 +8,8 @@ plus one bias per item), R rounds of:
   threads of this process, each downloading the round's base model over HTTP and
   uploading its delta as safetensors. The round's time runs from the K downloads
   starting to the next round being open (the last upload closes the round; the
-  coordinator aggregates and opens the next one), seen by polling every 2 ms.
+  coordinator aggregates and opens the next one), seen by one long-poll of the admin
+  (``rounds/current?after=N&wait=60``; it polled every 2 ms until 2026-12-07).
 * **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
   installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
   first run: the server in one process, the K clients in threads of another. Its round
@@ -34,7 +35,6 @@ import statistics
 import subprocess  # nosec B404 # runs the bench's side venv and Flower
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -224,11 +224,11 @@ def _fedrec_rounds(
         ).raise_for_status()
 
     seconds: list[float] = []
-    stop = threading.Event()
+    current_path = f"/v1/federations/{fid}/rounds/current"
     try:
         with ThreadPoolExecutor(max_workers=case.participants) as pool:
+            current = admin.get(current_path).json()
             for number in range(1, rounds + 1):
-                current = admin.get(f"/v1/federations/{fid}/rounds/current").json()
                 assert current["number"] == number, current
                 started = time.perf_counter()
                 cpu_before = cpu() if cpu else 0.0
@@ -238,11 +238,7 @@ def _fedrec_rounds(
                 ]
                 for future in futures:
                     future.result()
-                deadline = time.monotonic() + 600
-                while admin.get(f"/v1/federations/{fid}/rounds/current").json()["number"] == number:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"round {number} did not close in 600 s")
-                    stop.wait(0.002)
+                current = _next_round(admin, current_path, number)
                 seconds.append(time.perf_counter() - started)
                 if cpu is not None and cpu_seconds is not None:
                     cpu_seconds.append(cpu() - cpu_before)
@@ -251,6 +247,22 @@ def _fedrec_rounds(
             client.close()
         admin.close()
     return seconds
+
+
+def _next_round(admin: httpx.Client, path: str, number: int) -> dict[str, object]:
+    """The round after ``number``, by long-poll: one request per round in the common case
+    (the last upload answers once its round aggregated, so the next one is open). Polling
+    every 2 ms instead put up to dozens of the bench's own requests into each round's
+    coordinator CPU."""
+    deadline = time.monotonic() + 600
+    while True:
+        answer = admin.get(path, params={"after": number, "wait": 60}, timeout=120)
+        answer.raise_for_status()
+        current: dict[str, object] = answer.json()
+        if current["number"] != number:
+            return current
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {number} did not close in 600 s")
 
 
 def _once_more(call: Callable[[], httpx.Response]) -> httpx.Response:

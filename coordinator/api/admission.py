@@ -1,6 +1,6 @@
 """Admission: who is calling is settled before any body is read.
 
-For every HTTP request, before the app sees it:
+For every HTTP request, before the app sees it (the front door, api/front_door.py, asks):
 
 - a bearer token is authenticated (on a worker thread; the route reuses the principal);
 - a participant token spends from its own bucket (the admin token is not limited);
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 from collections import OrderedDict
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +46,7 @@ from coordinator.domain.errors import (
     database_problem,
 )
 
-__all__ = ["AdmissionControl"]
+__all__ = ["AdmissionControl", "Verdict"]
 
 UNTHROTTLED_PATHS = frozenset({"/healthz", "/readyz"})
 MAX_REMEMBERED_TOKENS = 100_000
@@ -55,10 +56,21 @@ class _AnonymousBodyTooLarge(Exception):
     pass
 
 
+class Verdict(Enum):
+    """What admission control decided for a request."""
+
+    REFUSED = "refused"  # it answered (429, or 413 before a byte of the body was read)
+    AUTHENTICATED = "authenticated"  # scope["state"]["principal"] holds the caller
+    ANONYMOUS = "anonymous"  # no valid token: its body is limited (call_anonymous)
+    UNTHROTTLED = "unthrottled"  # a probe path: neither authenticated nor limited
+
+
 class AdmissionControl:
+    """Run by the front door (api/front_door.py) for every HTTP request, after overload
+    shedding and before the body is read."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         context: Context,
         anonymous_max_body_bytes: int,
@@ -69,7 +81,6 @@ class AdmissionControl:
         scrape_token: str | None = None,
         long_poll_starts: LongPollStarts | None = None,
     ) -> None:
-        self.app = app
         # the authentication of long-polls, bounded (FEDREC_MAX_LONG_POLL_STARTS)
         self.long_poll_starts = long_poll_starts or LongPollStarts(0)
         self.ctx = context
@@ -83,10 +94,10 @@ class AdmissionControl:
         # guesser shares) still lets their holders in
         self._valid_hashes: OrderedDict[str, None] = OrderedDict()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTHROTTLED_PATHS:
-            await self.app(scope, receive, send)
-            return
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> Verdict:
+        """Settle who is calling; answer (and say REFUSED) if the caller is throttled."""
+        if scope["path"] in UNTHROTTLED_PATHS:
+            return Verdict.UNTHROTTLED
         address = client_address(scope, self.trusted_proxies)
         token = _bearer_token(scope)
         principal: Principal | None = None
@@ -100,7 +111,7 @@ class AdmissionControl:
                     f"retry in {wait} s with a valid token"
                 )
                 await self._too_many(scope, receive, send, wait, detail)
-                return
+                return Verdict.REFUSED
             # a token this process authenticated moments ago: no thread, no database
             digest = hash_token(self.ctx.secret_key, token)
             principal, guessed = cached_principal_for_hash(self.ctx, digest), False
@@ -111,14 +122,14 @@ class AdmissionControl:
                     scope, receive, send, self._authenticate, token
                 )
                 if answer is None:
-                    return  # a long-poll past FEDREC_MAX_LONG_POLL_STARTS: answered 503
+                    return Verdict.REFUSED  # past FEDREC_MAX_LONG_POLL_STARTS: answered 503
                 principal, guessed = answer
             if guessed:
                 self.auth_failures.take(address)
                 if wait:  # a known token no longer valid, from a throttled address
                     detail = f"too many failed authentications from {address}; retry in {wait} s"
                     await self._too_many(scope, receive, send, wait, detail)
-                    return
+                    return Verdict.REFUSED
         if principal is not None:
             # the route's dependency and the idempotency layer reuse it
             scope.setdefault("state", {})["principal"] = principal
@@ -131,9 +142,8 @@ class AdmissionControl:
                         f"retry in {wait} s"
                     )
                     await self._too_many(scope, receive, send, wait, detail)
-                    return
-            await self.app(scope, receive, send)
-            return
+                    return Verdict.REFUSED
+            return Verdict.AUTHENTICATED
         wait = self.per_address.take(address)
         if wait:
             detail = (
@@ -141,11 +151,14 @@ class AdmissionControl:
                 f"valid token; retry in {wait} s, or authenticate"
             )
             await self._too_many(scope, receive, send, wait, detail)
-            return
-        await self._call_anonymous(scope, receive, send)
+            return Verdict.REFUSED
+        return Verdict.ANONYMOUS
 
-    async def _call_anonymous(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass an unauthenticated request on with its body limited to a few kilobytes."""
+    async def call_anonymous(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Pass an unauthenticated request on to ``app`` with its body limited to a few
+        kilobytes."""
         limit = self.anonymous_max_body_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -177,7 +190,7 @@ class AdmissionControl:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await app(scope, limited_receive, guarded_send)
         except _AnonymousBodyTooLarge:
             pass
         if too_large and not answered:

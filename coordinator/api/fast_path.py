@@ -27,6 +27,7 @@ from coordinator.domain.auth import Principal
 
 __all__ = [
     "FastPathRoute",
+    "fast_handler_of",
     "fast_path",
     "known_principal",
     "header_values",
@@ -47,6 +48,12 @@ def fast_path(handler: FastHandler) -> Callable[[_Endpoint], _Endpoint]:
         return endpoint
 
     return mark
+
+
+def fast_handler_of(route: Any) -> FastHandler | None:
+    """The fast handler of a route (or of FastAPI's effective context of one), if marked."""
+    handler = getattr(getattr(route, "endpoint", None), _ATTRIBUTE, None)
+    return handler if callable(handler) else None
 
 
 class FastPathRoute(JsonOffLoopRoute):

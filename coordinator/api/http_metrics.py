@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from coordinator.api import telemetry
 
-__all__ = ["HttpMetrics", "UPLOAD_ROUTE"]
+__all__ = ["HttpMetrics", "MAX_PROBLEM_BYTES", "UPLOAD_ROUTE", "is_upload"]
 
 UPLOAD_ROUTE = "/v1/federations/{federation_id}/rounds/{number}/update"
 UNMATCHED = "unmatched"
 MAX_REMEMBERED_PATHS = 50_000
 _PROBLEM_PREFIX = "urn:fedrec:problem:"
+# of a refused upload's answer, enough to read its problem type
+MAX_PROBLEM_BYTES = 4096
 
 
 def compile_templates(templates: list[str]) -> list[tuple[re.Pattern[str], str]]:
@@ -40,8 +39,10 @@ def compile_templates(templates: list[str]) -> list[tuple[re.Pattern[str], str]]
 
 
 class HttpMetrics:
-    def __init__(self, app: ASGIApp, templates: Callable[[], list[str]]) -> None:
-        self.app = app
+    """The series of one app: the front door (api/front_door.py) asks for a request's
+    route template when it arrives and records what happened once it is answered."""
+
+    def __init__(self, templates: Callable[[], list[str]]) -> None:
         self._templates = templates
         self._patterns: list[tuple[re.Pattern[str], str]] | None = None
         # path -> template: a participant polls the same path every time, so the pattern
@@ -77,47 +78,30 @@ class HttpMetrics:
             )
         return series
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = self.route_of(scope["path"])
-        is_upload = route == UPLOAD_ROUTE and scope["method"] == "PUT"
-        started = time.perf_counter()
-        status = 500  # unless a response starts
-        received = sent = 0
-        problem = bytearray()
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        received: int,
+        sent: int,
+        upload_problem: bytes | None,
+    ) -> None:
+        """One answered request (``upload_problem``: None unless it was an upload, else
+        the start of its problem body, if it was refused)."""
+        requests, duration, request_bytes, response_bytes = self._series_of(method, route, status)
+        requests.inc()
+        duration.observe(seconds)
+        if received:
+            request_bytes.inc(received)
+        response_bytes.inc(sent)
+        if upload_problem is not None:
+            _count_upload(status, upload_problem)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            return message
 
-        async def counting_send(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                body = message.get("body", b"")
-                sent += len(body)
-                if is_upload and status >= 400 and len(problem) < 4096:
-                    problem.extend(body)
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        finally:
-            requests, seconds, request_bytes, response_bytes = self._series_of(
-                scope["method"], route, status
-            )
-            requests.inc()
-            seconds.observe(time.perf_counter() - started)
-            if received:
-                request_bytes.inc(received)
-            response_bytes.inc(sent)
-            if is_upload:
-                _count_upload(status, bytes(problem))
+def is_upload(method: str, route: str) -> bool:
+    return route == UPLOAD_ROUTE and method == "PUT"
 
 
 def _count_upload(status: int, problem: bytes) -> None:

@@ -32,6 +32,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -39,9 +40,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from coordinator.api import telemetry
 from coordinator.api.problems import problem_response
 
-__all__ = ["NEVER_SHED_PATHS", "OverloadShedding", "is_long_poll"]
+__all__ = [
+    "LONG_POLL",
+    "NEVER_SHED_PATHS",
+    "REQUEST",
+    "OverloadShedding",
+    "Shedding",
+    "is_long_poll",
+]
 
 NEVER_SHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# the two bounds' kinds (also the label of fedrec_requests_shed_total)
+LONG_POLL = "long-poll"
+REQUEST = "request"
 _LONG_POLL_SUFFIX = "/rounds/current"
 
 
@@ -86,10 +97,13 @@ class _Pace:
         return self._previous + self._current
 
 
-class OverloadShedding:
+class Shedding:
+    """The bounds and counters of one process. The front door (api/front_door.py) asks
+    :meth:`enter` before anything else is done for a request, and :meth:`leave` after it;
+    :class:`OverloadShedding` is the same as a middleware of its own."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         max_in_flight: int,
         max_long_polls: int,
@@ -98,7 +112,6 @@ class OverloadShedding:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self.app = app
         self.max_in_flight = max_in_flight
         self.max_long_polls = max_long_polls
         self.retry_after_seconds = retry_after_seconds
@@ -109,28 +122,26 @@ class OverloadShedding:
         self._served = _Pace(clock)
         self._shed = _Pace(clock)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in NEVER_SHED_PATHS:
-            await self.app(scope, receive, send)
-            return
+    def enter(self, scope: Scope) -> tuple[str | None, bool]:
+        """The place an HTTP request takes (LONG_POLL, REQUEST, or None: a path never
+        shed), and whether it got it; one it got is given back by :meth:`leave`."""
+        if scope["path"] in NEVER_SHED_PATHS:
+            return None, True
         # one event loop per process: these counters need no lock
         if is_long_poll(scope):
             if self.max_long_polls and self.long_polls >= self.max_long_polls:
-                await self._refuse(scope, receive, send, "long-poll")
-                return
+                return LONG_POLL, False
             self.long_polls += 1
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self.long_polls -= 1
-            return
+            return LONG_POLL, True
         if self.max_in_flight and self.in_flight >= self.max_in_flight:
-            await self._refuse(scope, receive, send, "request")
-            return
+            return REQUEST, False
         self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
+        return REQUEST, True
+
+    def leave(self, kind: str | None) -> None:
+        if kind == LONG_POLL:
+            self.long_polls -= 1
+        elif kind == REQUEST:
             self.in_flight -= 1
             self._served.add()
 
@@ -143,11 +154,12 @@ class OverloadShedding:
         longest = min(self.retry_after_max_seconds, self.retry_after_seconds + spread)
         return self._rng.randint(self.retry_after_seconds, longest)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        """Answer 503 ``overloaded`` to a request :meth:`enter` did not let in."""
         self._shed.add()
         telemetry.REQUESTS_SHED.labels(kind).inc()
         wait = self.retry_after()
-        if kind == "long-poll":
+        if kind == LONG_POLL:
             detail = (
                 f"this coordinator process already holds {self.max_long_polls} long-polls "
                 f"(FEDREC_MAX_LONG_POLLS); retry in {wait} s"
@@ -167,3 +179,25 @@ class OverloadShedding:
             headers={"Retry-After": str(wait)},
         )
         await response(scope, receive, send)
+
+
+class OverloadShedding(Shedding):
+    """:class:`Shedding` as an ASGI middleware of its own, in front of ``app``."""
+
+    def __init__(self, app: ASGIApp, **bounds: Any) -> None:
+        super().__init__(**bounds)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind, admitted = self.enter(scope)
+        if not admitted:
+            assert kind is not None
+            await self.refuse(scope, receive, send, kind)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.leave(kind)

@@ -393,14 +393,24 @@ def _run_at_once(
     return Outcome(step, committed.version)
 
 
-def run_if_small(ctx: Context, federation_id: str, number: int) -> Outcome | None:
+def run_if_small(
+    ctx: Context, federation_id: str, number: int, facts: RoundCompleteness | None = None
+) -> Outcome | None:
     """An upload's kick run on the upload's own thread, after its COMMIT: a round that
     certainly waits is left (a read), a small plaintext one is aggregated here in one
     transaction (:func:`_run_at_once`); None for any other round, which the caller hands to
-    the worker's thread (:func:`run`, whose first read this repeats)."""
+    the worker's thread (:func:`run`, whose first read this repeats).
+
+    ``facts``: the round's completeness as the upload's own transaction read it, under the
+    round's lock, after its update: for a plaintext round they replace the read (the claim
+    decides again under the write lock, so facts a later upload or another process moved
+    on change nothing but that decision)."""
     outcome: Outcome | None = None
     try:
-        waits, facts = _judge(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
+        if facts is not None and _plaintext(ctx, federation_id):
+            waits = lifecycle.certainly_waits(facts, utc_now())
+        else:
+            waits, facts = _judge(ctx, federation_id, number, trigger=lifecycle.Trigger.UPLOAD)
         if waits:
             outcome = Outcome(lifecycle.Step.WAIT)
         elif _at_once(ctx, federation_id, facts):
@@ -409,6 +419,12 @@ def run_if_small(ctx: Context, federation_id: str, number: int) -> Outcome | Non
     finally:
         if outcome is not None and outcome.changed:
             ctx.notifier.poke()  # this process's long-polls learn of it now
+
+
+def _plaintext(ctx: Context, federation_id: str) -> bool:
+    """The federation's settings are parsed (cached) and it is not secure aggregation."""
+    settings = ctx.settings_cache.get(federation_id)
+    return isinstance(settings, FederationSettings) and settings.privacy.secure_aggregation is None
 
 
 def _is_heavy(ctx: Context, federation_id: str) -> bool:

@@ -97,7 +97,7 @@ def record_version(
     manifest = version_manifest(federation.id, row, privacy=row.privacy_spent)
     row.manifest = manifest.decode()
     row.signature = signer.sign(manifest)
-    session.add(row)
+    ModelVersionRepository(session).insert(row)
     federation.latest_version = number
     return row
 

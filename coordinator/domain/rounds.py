@@ -45,6 +45,7 @@ from coordinator.store.repository import (
     EvaluationRepository,
     FederationMark,
     RoundCohortRepository,
+    RoundCompleteness,
     RoundRepository,
     RoundView,
     UpdateRepository,
@@ -71,6 +72,9 @@ class Receipt:
     # a new update's transaction judged its round: False when the round certainly waits
     # for more uploads (then nobody need kick the aggregation job for it)
     may_complete: bool = True
+    # what it was judged from, read under the round's lock before the COMMIT (the kick of
+    # a small round starts from these instead of reading them again)
+    facts: RoundCompleteness | None = None
 
 
 def _load_round(session: Session, federation: Federation, number: int) -> Round:
@@ -513,9 +517,10 @@ def submit_update(
         # later in this batch sees this one's count too). A round that certainly waits
         # needs no kick (an incomplete round's kick stopped at this same check). The
         # facts were read by the count above, in this transaction: the writes since (the
-        # blob, the row, the report, the audit event) change none of them
+        # blob, the row, the report, the audit event) change none of them (the kick
+        # of a small round starts from them)
         waits = lifecycle.certainly_waits(facts, utc_now())
-        return Receipt(row, created=True, may_complete=not waits)
+        return Receipt(row, created=True, may_complete=not waits, facts=facts)
 
     try:
         # uploads arriving together share one transaction and one commit (fsync); this

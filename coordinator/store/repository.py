@@ -49,6 +49,7 @@ from coordinator.store.models import (
     SecAggShareCiphertext,
     SecAggState,
     Update,
+    new_id,
 )
 
 __all__ = [
@@ -715,6 +716,17 @@ class UpdateRepository(_Repository):
 
 
 class ModelVersionRepository(_Repository):
+    def insert(self, row: ModelVersion) -> None:
+        """Insert ``row`` now, a Core statement (the unit of work's flush of a new version
+        was most of a small round's commit): ``row`` stays out of the session, its id
+        drawn here."""
+        if row.id is None:
+            row.id = new_id()
+        columns = _table(ModelVersion).c
+        self.session.connection().execute(
+            _MODEL_VERSION_INSERT, {column.name: getattr(row, column.name) for column in columns}
+        )
+
     def get(self, federation_id: str, version: int) -> ModelVersion | None:
         return self.session.scalars(
             _MODEL_VERSION, {"federation_id": federation_id, "version": version}
@@ -1059,6 +1071,7 @@ _AUDIT_HEAD_FOR_UPDATE = (
     .with_for_update()
 )
 _AUDIT_INSERT = insert(_table(AuditEvent))
+_MODEL_VERSION_INSERT = insert(_table(ModelVersion))
 _AUDIT_MOVE_HEAD = (
     update(_table(AuditHead))
     .where(_table(AuditHead).c.id == 1)

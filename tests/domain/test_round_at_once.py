@@ -224,3 +224,37 @@ def test_an_aggregation_error_on_the_upload_thread_keeps_the_201_and_the_round(
         assert aggregation_job.run_due_work(ctx) == 1  # the timer aggregates it, once
         assert aggregation_job.run_due_work(ctx) == 0
         assert client.get(url, headers=admin_headers).json()["state"] == "closed"
+
+
+def test_the_completing_uploads_kick_starts_from_its_transactions_facts(
+    ctx: Context, commits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read of the round between the upload's COMMIT and the claim: the receipt carries
+    the completeness its transaction judged, and the kick starts from it."""
+    fid, parts = domain_federation(ctx, participants=2)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    receipt = rounds.submit_update(ctx, parts[1], fid, 1, update_bytes(seed=1))
+    assert receipt.facts is not None
+    assert receipt.facts.update_count == 2
+    judged = _recording(monkeypatch, "_judge")
+    commits.clear()
+    outcome = aggregation_job.run_if_small(ctx, fid, 1, receipt.facts)
+    assert outcome is not None
+    assert outcome.version is not None
+    assert judged == []
+    assert commits == ["commit"]
+    assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+def test_facts_outdated_by_an_aggregation_change_nothing(ctx: Context) -> None:
+    """Facts read before another thread (or process) aggregated the round: the claim,
+    under the write lock, finds the round closed; nothing is aggregated twice."""
+    fid, parts = domain_federation(ctx, participants=2)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    receipt = rounds.submit_update(ctx, parts[1], fid, 1, update_bytes(seed=1))
+    assert receipt.facts is not None
+    assert aggregation_job.run_due_work(ctx) == 1  # the timer got there first
+    outcome = aggregation_job.run_if_small(ctx, fid, 1, receipt.facts)
+    assert outcome is not None
+    assert outcome.version is None
+    assert _round_one(ctx, fid) == ("closed", 1, 1)

@@ -240,9 +240,9 @@ def test_only_the_upload_that_may_complete_its_round_kicks_the_job(
         kicks: list[Any] = []
         after_upload, kick = worker.after_upload, worker.kick
 
-        def recording_run(federation_id: str, number: int) -> None:
+        def recording_run(federation_id: str, number: int, facts: Any = None) -> None:
             runs.append((federation_id, number))
-            after_upload(federation_id, number)
+            after_upload(federation_id, number, facts)
 
         def recording_kick(federation_id: str, number: int) -> Any:
             kicks.append((federation_id, number))
