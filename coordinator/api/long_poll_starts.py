@@ -30,13 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from coordinator.api import telemetry
-from coordinator.api.overload import is_long_poll
+from coordinator.api.overload import Pace, is_long_poll
 from coordinator.api.problems import problem_response
 
 __all__ = ["LongPollStarts"]
 
 T = TypeVar("T")
-_WINDOW_SECONDS = 2
 
 
 class LongPollStarts:
@@ -54,12 +53,10 @@ class LongPollStarts:
         self.limit = limit
         self.retry_after_seconds = retry_after_seconds
         self.retry_after_max_seconds = max(retry_after_max_seconds, retry_after_seconds)
-        self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.starting = 0  # one event loop per process: no lock
         self.refused = 0  # since the process started (tests, the log)
-        # refusals per whole second of the clock, the last two seconds only
-        self._refusals: dict[int, int] = {}
+        self._refusals = Pace(clock)  # over the last one to two seconds
 
     async def run(
         self, scope: Scope, receive: Receive, send: Send, work: Callable[[str], T], token: str
@@ -80,16 +77,12 @@ class LongPollStarts:
     def retry_after(self) -> int:
         """Whole seconds a refused poll waits: at least ``retry_after_seconds``, spread
         wider the more polls were refused lately per slot of the bound."""
-        second = math.floor(self._clock())
-        recent = sum(n for s, n in self._refusals.items() if second - s < _WINDOW_SECONDS)
-        spread = math.ceil(recent / max(self.limit, 1))
+        spread = math.ceil(self._refusals.recent() / max(self.limit, 1))
         longest = min(self.retry_after_max_seconds, self.retry_after_seconds + spread)
         return self._rng.randint(self.retry_after_seconds, longest)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        second = math.floor(self._clock())
-        self._refusals = {s: n for s, n in self._refusals.items() if second - s < _WINDOW_SECONDS}
-        self._refusals[second] = self._refusals.get(second, 0) + 1
+        self._refusals.add()
         self.refused += 1
         telemetry.REQUESTS_SHED.labels("long-poll-start").inc()
         wait = self.retry_after()

@@ -71,7 +71,7 @@ def is_long_poll(scope: Scope) -> bool:
         return False
 
 
-class _Pace:
+class Pace:
     """Events per second over the last one to two seconds (two one-second buckets)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -119,8 +119,8 @@ class Shedding:
         self._rng = rng or random.SystemRandom()
         self.in_flight = 0
         self.long_polls = 0
-        self._served = _Pace(clock)
-        self._shed = _Pace(clock)
+        self._served = Pace(clock)
+        self._shed = Pace(clock)
 
     def enter(self, scope: Scope) -> tuple[str | None, bool]:
         """The place an HTTP request takes (LONG_POLL, REQUEST, or None: a path never
