@@ -32,10 +32,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from coordinator.api import telemetry
 from coordinator.api.problems import problem_response
@@ -44,7 +43,6 @@ __all__ = [
     "LONG_POLL",
     "NEVER_SHED_PATHS",
     "REQUEST",
-    "OverloadShedding",
     "Shedding",
     "is_long_poll",
 ]
@@ -99,8 +97,7 @@ class Pace:
 
 class Shedding:
     """The bounds and counters of one process. The front door (api/front_door.py) asks
-    :meth:`enter` before anything else is done for a request, and :meth:`leave` after it;
-    :class:`OverloadShedding` is the same as a middleware of its own."""
+    :meth:`enter` before anything else is done for a request, and :meth:`leave` after it."""
 
     def __init__(
         self,
@@ -179,25 +176,3 @@ class Shedding:
             headers={"Retry-After": str(wait)},
         )
         await response(scope, receive, send)
-
-
-class OverloadShedding(Shedding):
-    """:class:`Shedding` as an ASGI middleware of its own, in front of ``app``."""
-
-    def __init__(self, app: ASGIApp, **bounds: Any) -> None:
-        super().__init__(**bounds)
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        kind, admitted = self.enter(scope)
-        if not admitted:
-            assert kind is not None
-            await self.refuse(scope, receive, send, kind)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.leave(kind)
