@@ -32,6 +32,7 @@ from typing import Any
 
 import participant_sdk.participant as participant_module
 import participant_sdk.resources.models as models_module
+import participant_sdk.resources.rounds as rounds_module
 import participant_sdk.resources.updates as updates_module
 from bench.per_user_round import coordinator_process, per_user_federation
 from fedrec.datasets import find_movielens_100k
@@ -48,9 +49,12 @@ from participant_sdk.resources.rounds import Rounds
 # (owner, attribute, label): the SDK functions a step's CPU is split by
 PHASES: list[tuple[Any, str, str]] = [
     (participant_module, "train_with_backoff", "training"),
-    (Rounds, "current", "round poll"),
-    (participant_module.FederatedRecommender, "_weights", "download"),
-    (models_module, "_weights_from_response", "  of which verify + decode"),
+    (Rounds, "current_with_weights", "round with its weights (one request)"),
+    (rounds_module, "weights_from_response", "  of which verify + decode"),
+    # an older coordinator's two requests (the SDK falls back to them on a 404)
+    (Rounds, "current", "round poll (older coordinator)"),
+    (participant_module.FederatedRecommender, "_weights", "download (older coordinator)"),
+    (models_module, "weights_from_response", "  of which verify + decode "),
     (participant_module.FederatedRecommender, "_validation_report", "validation report"),
     (updates_module.Updates, "submit", "upload"),
     (updates_module, "_submit_request", "  of which encode"),

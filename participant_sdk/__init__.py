@@ -58,6 +58,7 @@ from ._exceptions import (
     WaitTimeoutError,
 )
 from ._transport import KeepAliveTransport, keep_alive_transport
+from .resources.rounds import RoundWork
 from .types import (
     AdminToken,
     Deployment,
@@ -147,6 +148,7 @@ __all__ = [
     "PrivacyPolicy",
     "Receipt",
     "Round",
+    "RoundWork",
     "RoundPolicy",
     "SamplingPolicy",
     "SigningKey",

@@ -121,6 +121,11 @@ class WeightsCache:
             while len(self._entries) > self._maxsize:
                 self._entries.popitem(last=False)
 
+    def etags(self, fid: str) -> list[str]:
+        """The ETags of the cached bytes of federation ``fid`` (any version, encoding)."""
+        with self._lock:
+            return [entry.etag for key, entry in self._entries.items() if key[0] == fid]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -87,7 +87,7 @@ from .recsys.splits import LeaveOneOutSplit, concat, leave_one_out
 from .recsys.stability import TrainingDivergedError, train_with_backoff
 from .recsys.trainers import config_for, fold_in, make_trainer, prepare_to_score, uploads_dense
 from .types import Round
-from .wire import mf_spec
+from .wire import Encoding, mf_spec
 
 __all__ = ["FederatedRecommender", "Recommendations", "StepOutcome"]
 
@@ -252,6 +252,9 @@ class FederatedRecommender:
         # advertises max_cohort_wait_seconds does): then wait for it like for a round
         self._awaiting_draw = False
         self._draw_wakes_waits = False
+        # the coordinator answers GET …/rounds/current/weights (the round with its base
+        # weights, one request); False once an older one answered 404 to it
+        self._round_weights = True
         self._deployed: dict[str, F32] | None = None
         self.deployment_ttl = deployment_ttl
         self._deployment_checked = -math.inf
@@ -407,14 +410,11 @@ class FederatedRecommender:
                     # answers at once when there is work for this participant (a round it
                     # takes part in, training stopped) and holds otherwise (the rounds it
                     # sits out cost no request); its answer is the round step works on
-                    current = self.client.rounds.wait_for_next(
-                        self.federation_id,
-                        after=self.waiting_after,
-                        # wake up in time to refresh the token before it expires
-                        timeout=min(round_timeout, max(1.0, self._seconds_until_refresh())),
-                        in_cohort=True,
+                    # wake up in time to refresh the token before it expires
+                    current, weights = self._wait_for_work(
+                        min(round_timeout, max(1.0, self._seconds_until_refresh()))
                     )
-                    outcome = self._step(current)
+                    outcome = self._step(current, weights)
                     if outage_started is not None:
                         progress.reconnected(time.monotonic() - outage_started)
                         outage_started, delay = None, 1.0
@@ -477,6 +477,60 @@ class FederatedRecommender:
         if self.on_token_refresh is not None:
             self.on_token_refresh(refreshed.token)
 
+    def _wait_for_work(self, timeout: float) -> tuple[Round, dict[str, F32] | None]:
+        """run()'s long-poll for the next round this participant takes part in, with the
+        round's base weights when it has work (one request); an older coordinator's
+        long-poll, then the download in :meth:`_step`."""
+        if self._round_weights:
+            try:
+                work = self.client.rounds.wait_for_work(
+                    self.federation_id,
+                    after=self.waiting_after,
+                    timeout=timeout,
+                    in_cohort=True,
+                    encoding=self._download_encoding,
+                )
+            except NotFoundError as exc:
+                self._round_after_404(exc)  # an older coordinator: its long-poll below
+            else:
+                return work.round, _float32(work.weights)
+        current = self.client.rounds.wait_for_next(
+            self.federation_id, after=self.waiting_after, timeout=timeout, in_cohort=True
+        )
+        return current, None
+
+    def _look(self) -> tuple[Round, dict[str, F32] | None]:
+        """The current round and, when it has work for this participant, its base
+        weights: one request (two on an older coordinator: the download in :meth:`_step`)."""
+        if self._round_weights:
+            try:
+                work = self.client.rounds.current_with_weights(
+                    self.federation_id, encoding=self._download_encoding
+                )
+            except NotFoundError as exc:
+                return self._round_after_404(exc), None
+            else:
+                return work.round, _float32(work.weights)
+        return self.client.rounds.current(self.federation_id), None
+
+    def _round_after_404(self, exc: NotFoundError) -> Round:
+        """The current round, read alone after ``…/rounds/current/weights`` answered
+        ``exc``: if the round is there, the route was unknown (a coordinator before it),
+        so the round and its weights are asked apart from now on; if not, the federation
+        is gone and ``exc`` is raised."""
+        try:
+            current = self.client.rounds.current(self.federation_id)
+        except NotFoundError:
+            raise exc from None
+        log.info("the coordinator has no rounds/current/weights (%s): two requests a round", exc)
+        self._round_weights = False
+        return current
+
+    @property
+    def _download_encoding(self) -> Encoding | None:
+        # a float32 federation's download is asked for as before (no query)
+        return None if self.encoding == "float32" else self.encoding
+
     @property
     def waiting_after(self) -> int:
         """The round number after which there is new work: wait for a round beyond it."""
@@ -491,11 +545,12 @@ class FederatedRecommender:
         training gave NaN/Inf or an exploded update even after halving the learning rate,
         so nothing was uploaded this round (:attr:`last_divergence` and the log say why).
         """
-        return self._step(self.client.rounds.current(self.federation_id))
+        return self._step(*self._look())
 
-    def _step(self, current: Round) -> StepOutcome:
+    def _step(self, current: Round, weights: dict[str, F32] | None = None) -> StepOutcome:
         """:meth:`step` on ``current``, the round as the coordinator just answered (a
-        look, or the long-poll :meth:`run` waits with)."""
+        look, or the long-poll :meth:`run` waits with), and its base ``weights`` when that
+        answer carried them (else they are downloaded if there is work)."""
         if current.state != "open" or current.number <= self.progress.last_round:
             # only now can the federation have stopped (its last round is then closed)
             federation = self.client.federations.get(self.federation_id)
@@ -520,7 +575,8 @@ class FederatedRecommender:
             log.info("not sampled for round %d; waiting for the next round", current.number)
             self._skipped_round = max(self._skipped_round, current.number)
             return "waiting"
-        weights = self._weights(current.base_version)
+        if weights is None:
+            weights = self._weights(current.base_version)
         # validation figures of the base the upload carries (one request, not two)
         pending: tuple[dict[str, float], int] | None = None
         if self.progress.last_evaluated_version < current.base_version:
@@ -845,10 +901,10 @@ class FederatedRecommender:
 
     # ------------------------------------------------------------------ state
     def _weights(self, version: int) -> dict[str, F32]:
-        # a float32 federation's download is asked for as before (no query)
-        encoding = None if self.encoding == "float32" else self.encoding
-        tensors = self.client.models.weights(self.federation_id, version, encoding=encoding)
-        return {name: np.asarray(array, dtype=np.float32) for name, array in tensors.items()}
+        tensors = self.client.models.weights(
+            self.federation_id, version, encoding=self._download_encoding
+        )
+        return _float32(tensors)
 
     def _load_state(self) -> None:
         if self.state_dir is None:
@@ -873,3 +929,14 @@ class FederatedRecommender:
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(self.progress), handle)
         os.replace(tmp, self.state_dir / "progress.json")
+
+
+@overload
+def _float32(tensors: dict[str, npt.NDArray[np.generic]]) -> dict[str, F32]: ...
+@overload
+def _float32(tensors: None) -> None: ...
+def _float32(tensors: dict[str, npt.NDArray[np.generic]] | None) -> dict[str, F32] | None:
+    """Downloaded tensors as the trainers take them (float32 arrays)."""
+    if tensors is None:
+        return None
+    return {name: np.asarray(array, dtype=np.float32) for name, array in tensors.items()}

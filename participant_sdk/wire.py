@@ -67,6 +67,7 @@ __all__ = [
     "Encoding",
     "MANIFEST_FORMAT",
     "MANIFEST_HEADER",
+    "ROUND_HEADER",
     "ROWS_TENSOR",
     "SIGNATURE_HEADER",
     "Update",
@@ -102,6 +103,9 @@ ENCODING_HEADER = "X-Model-Encoding"
 # (JSON {"split": "validation", "metrics": {...}, "num_users": n}) when the round
 # advertises it (Round.upload_takes_evaluation): one request instead of two
 BASE_EVALUATION_HEADER = "X-Base-Evaluation"
+# ``GET …/rounds/current/weights`` answers the round (the JSON of ``GET …/rounds/current``)
+# in this header, beside the round's base weights when it has work for the caller
+ROUND_HEADER = "X-Round"
 # an int8 tensor's per-row scales travel as the tensor "<name>.scale"
 SCALE_SUFFIX = ".scale"
 _INT8_MAX = 127

@@ -12,8 +12,9 @@ Two bounds per process, checked before a request is authenticated or its body re
 
 - ``max_in_flight``: requests in progress that are not long-polls (the ones that use
   worker threads and the database);
-- ``max_long_polls``: long-polls (``GET .../rounds/current`` with ``after`` and a
-  positive ``wait``) in progress; each holds a connection and a little memory.
+- ``max_long_polls``: long-polls (``GET .../rounds/current`` or ``…/current/weights``
+  with ``after`` and a positive ``wait``) in progress; each holds a connection and a
+  little memory.
 
 Past a bound a request gets 503 ``overloaded`` (problem+json) with ``Retry-After``: a
 random whole number of seconds from ``retry_after_seconds`` up to the time this process
@@ -51,13 +52,15 @@ NEVER_SHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # the two bounds' kinds (also the label of fedrec_requests_shed_total)
 LONG_POLL = "long-poll"
 REQUEST = "request"
-_LONG_POLL_SUFFIX = "/rounds/current"
+# the round alone, or with its base weights (``…/rounds/current/weights``): same long-poll
+_LONG_POLL_SUFFIXES = ("/rounds/current", "/rounds/current/weights")
 
 
 def is_long_poll(scope: Scope) -> bool:
-    """A ``GET .../rounds/current?after=n&wait=s`` with ``s > 0``: it waits, cheaply,
-    for the next round (the route validates the values; here only their presence)."""
-    if scope.get("method") != "GET" or not scope["path"].endswith(_LONG_POLL_SUFFIX):
+    """A ``GET .../rounds/current?after=n&wait=s`` (or ``…/current/weights?…``) with
+    ``s > 0``: it waits, cheaply, for the next round (the route validates the values; here
+    only their presence)."""
+    if scope.get("method") != "GET" or not scope["path"].endswith(_LONG_POLL_SUFFIXES):
         return False
     query = scope.get("query_string") or b""
     if b"wait=" not in query or b"after=" not in query:

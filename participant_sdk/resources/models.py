@@ -34,7 +34,7 @@ from ..wire import (
 )
 from ._resource import AsyncAPIResource, SyncAPIResource
 
-__all__ = ["AsyncModels", "Models", "VersionRef"]
+__all__ = ["AsyncModels", "Models", "VersionRef", "weights_from_response", "weights_key"]
 
 #: A model version number, or ``"latest"``.
 VersionRef = int | Literal["latest"]
@@ -46,6 +46,12 @@ def _path(fid: str, suffix: str = "") -> str:
     return f"/v1/federations/{path_segment(fid)}/models{suffix}"
 
 
+def weights_key(fid: str, version: VersionRef, encoding: Encoding | None) -> tuple[str, str]:
+    """The weights cache's key of a version's bytes in ``encoding``."""
+    # each encoding has its own bytes and ETag: cached apart
+    return (str(fid), str(version) if encoding is None else f"{version}?encoding={encoding}")
+
+
 def _weights_request(
     cache: WeightsCache,
     fid: str,
@@ -53,8 +59,7 @@ def _weights_request(
     encoding: Encoding | None,
     timeout: TimeoutTypes | NotGiven,
 ) -> tuple[tuple[str, str], CachedWeights | None, RequestOptions]:
-    # each encoding has its own bytes and ETag: cached apart
-    key = (str(fid), str(version) if encoding is None else f"{version}?encoding={encoding}")
+    key = weights_key(fid, version, encoding)
     cached = cache.get(key)
     headers = {"Accept": "application/octet-stream"}
     if cached is not None:
@@ -127,7 +132,7 @@ def _verify_signed(
         raise refuse(f"the signed manifest is of version {fields.get('version')}")
 
 
-def _weights_from_response(
+def weights_from_response(
     cache: WeightsCache,
     key: tuple[str, str],
     cached: CachedWeights | None,
@@ -235,7 +240,7 @@ class Models(SyncAPIResource):
         cache = self._client._weights_cache
         key, cached, options = _weights_request(cache, fid, version, encoding, timeout)
         response = self._client._request(options)
-        return _weights_from_response(
+        return weights_from_response(
             cache, key, cached, response, public_key, fid=fid, version=version, asked=encoding
         )
 
@@ -282,7 +287,7 @@ class AsyncModels(AsyncAPIResource):
         cache = self._client._weights_cache
         key, cached, options = _weights_request(cache, fid, version, encoding, timeout)
         response = await self._client._request(options)
-        return _weights_from_response(
+        return weights_from_response(
             cache, key, cached, response, public_key, fid=fid, version=version, asked=encoding
         )
 

@@ -1,4 +1,5 @@
-"""``client.rounds``: read rounds, long-poll for the next one, force aggregation."""
+"""``client.rounds``: read rounds, long-poll for the next one (alone or with its base
+weights), force aggregation."""
 
 from __future__ import annotations
 
@@ -7,14 +8,38 @@ import logging
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
-from .._base_client import BaseClient, TimeoutTypes, path_segment
+import httpx
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from .._base_client import BaseClient, RequestOptions, TimeoutTypes, path_segment
 from .._constants import LONG_POLL_MIN_INTERVAL, NOT_GIVEN, WAIT_JITTER, NotGiven
-from .._exceptions import APIConnectionError, WaitTimeoutError
+from .._exceptions import APIConnectionError, APIResponseValidationError, WaitTimeoutError
 from ..types import ItemList, ModelVersion, Round
+from ..wire import ROUND_HEADER, Encoding
 from ._resource import AsyncAPIResource, SyncAPIResource
+from .models import weights_from_response, weights_key
 
-__all__ = ["AsyncRounds", "Rounds"]
+__all__ = ["AsyncRounds", "RoundWork", "Rounds"]
+
+
+@dataclass(frozen=True)
+class RoundWork:
+    """A round (as :meth:`Rounds.current` answers it) and, when it has work for the caller,
+    the tensors of its base version (verified as :meth:`Models.weights` verifies them)."""
+
+    round: Round
+    #: the base version's tensors; None: no work for the caller in ``round`` (not open,
+    #: not drawn into it, or not numbered above the ``after`` asked with)
+    weights: dict[str, npt.NDArray[np.generic]] | None
+
+
+_Answer = TypeVar("_Answer", Round, RoundWork)
 
 log = logging.getLogger("participant_sdk")
 
@@ -88,6 +113,84 @@ def _timed_out(fid: str, after: int, timeout: float) -> WaitTimeoutError:
     return WaitTimeoutError(
         f"federation {fid}: no round after {after} within {timeout:g} s", after=after
     )
+
+
+def _round_of(answer: Round | RoundWork) -> Round:
+    return answer.round if isinstance(answer, RoundWork) else answer
+
+
+def _round_weights_request(
+    client: BaseClient,
+    fid: str,
+    wait: int | None,
+    after: int | None,
+    in_cohort: bool,
+    encoding: Encoding | None,
+    timeout: TimeoutTypes | NotGiven,
+) -> RequestOptions:
+    """``GET …/rounds/current/weights``, naming the bytes the client already holds for the
+    federation (``If-None-Match``): a base among them comes back as a 304, not again."""
+    params = _current_params(wait, after, in_cohort)
+    if encoding is not None:
+        params["encoding"] = encoding
+    headers = {"Accept": "application/octet-stream"}
+    held = client._weights_cache.etags(str(fid))
+    if held:
+        headers["If-None-Match"] = ", ".join(held)
+    return RequestOptions(
+        "GET",
+        _path(fid, "/current/weights"),
+        params=params,
+        headers=headers,
+        timeout=client._long_poll_timeout(wait, timeout),
+    )
+
+
+def _round_work(
+    client: BaseClient,
+    response: httpx.Response,
+    fid: str,
+    encoding: Encoding | None,
+    public_key: str,
+) -> tuple[Round, dict[str, npt.NDArray[np.generic]] | None, bool]:
+    """The round of a ``…/rounds/current/weights`` answer, its base's tensors (None on a
+    204), and whether they must still be downloaded on their own: a 304 for bytes the
+    client holds under another version (the same bytes, another signed manifest)."""
+    raw = response.headers.get(ROUND_HEADER)
+    try:
+        current = Round.model_validate_json(raw or "")
+    except ValidationError as err:
+        raise APIResponseValidationError(
+            f"{response.status_code} answer of {response.request.url} has no valid "
+            f"{ROUND_HEADER} header: {err.errors()[0]['msg']}",
+            response=response,
+        ) from None
+    client._learn_max_wait(current.max_wait_seconds, current.max_cohort_wait_seconds)
+    if response.status_code == 204:
+        return current, None, False
+    if response.status_code not in (200, 304):
+        raise APIResponseValidationError(
+            f"unexpected {response.status_code} answer of {response.request.url}",
+            response=response,
+        )
+    cache = client._weights_cache
+    key = weights_key(fid, current.base_version, encoding)
+    cached = None
+    if response.status_code == 304:
+        cached = cache.get(key)
+        if cached is None or cached.etag != response.headers.get("etag"):
+            return current, None, True
+    weights = weights_from_response(
+        cache,
+        key,
+        cached,
+        response,
+        public_key,
+        fid=fid,
+        version=current.base_version,
+        asked=encoding,
+    )
+    return current, weights, False
 
 
 class Rounds(SyncAPIResource):
@@ -177,13 +280,113 @@ class Rounds(SyncAPIResource):
         poll asks for up to 10 % less than the coordinator's ``max_cohort_wait_seconds``,
         at random, so participants that joined together renew apart.
         """
+        return self._wait(
+            fid,
+            after,
+            timeout,
+            in_cohort,
+            lambda wait: self.current(fid, wait=wait, after=after, in_cohort=in_cohort),
+        )
+
+    def current_with_weights(
+        self,
+        fid: str,
+        wait: float | None = None,
+        after: int | None = None,
+        *,
+        in_cohort: bool = False,
+        encoding: Encoding | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> RoundWork:
+        """The current round and, when it has work for the caller, its base weights: one
+        request (``GET …/rounds/current/weights``) instead of :meth:`current` and then
+        :meth:`Models.weights`.
+
+        ``wait``, ``after`` and ``in_cohort`` are :meth:`current`'s; ``encoding`` is
+        :meth:`Models.weights`'s. Work means the round is open, the caller takes part in it
+        (``in_cohort`` is not false) and, with ``after``, its number exceeds ``after``.
+        The weights are verified as :meth:`Models.weights` verifies them (sha256 ``ETag``,
+        manifest signed by the pinned key naming this federation and ``base_version``) and
+        cached: the request names the bytes the client holds for the federation
+        (``If-None-Match``), so a base it already has is not sent again.
+
+        Returns
+        -------
+        RoundWork
+            ``round``, and ``weights`` (None when there is no work for the caller).
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such federation, or the coordinator predates this route
+            (``GET …/rounds/current`` and ``…/models/{version}/weights`` then do the same in
+            two requests).
+        """
+        public_key = self._client.signing_key or self._client.models._pin(timeout)
+        cohort = in_cohort and after is not None
+        wait_s = None if wait is None else self._client._wait_param(wait, in_cohort=cohort)
+        options = _round_weights_request(
+            self._client, fid, wait_s, after, in_cohort, encoding, timeout
+        )
+        response = self._client._request(options)
+        current, weights, download = _round_work(self._client, response, fid, encoding, public_key)
+        if download:
+            weights = self._client.models.weights(
+                fid, current.base_version, encoding=encoding, timeout=timeout
+            )
+        return RoundWork(current, weights)
+
+    def wait_for_work(
+        self,
+        fid: str,
+        after: int,
+        timeout: float,
+        *,
+        in_cohort: bool = False,
+        encoding: Encoding | None = None,
+    ) -> RoundWork:
+        """:meth:`wait_for_next` whose answer carries the new round's base weights when it
+        has work for the caller (:meth:`current_with_weights` long-polled): one request
+        per round to learn of it and get what to train from.
+
+        Returns
+        -------
+        RoundWork
+            As :meth:`wait_for_next` returns its round (``round.number > after``, or the
+            federation's last round once it is no longer active), with ``weights``.
+
+        Raises
+        ------
+        WaitTimeoutError
+            If no newer round appeared within ``timeout`` seconds.
+        """
+        return self._wait(
+            fid,
+            after,
+            timeout,
+            in_cohort,
+            lambda wait: self.current_with_weights(
+                fid, wait=wait, after=after, in_cohort=in_cohort, encoding=encoding
+            ),
+        )
+
+    def _wait(
+        self,
+        fid: str,
+        after: int,
+        timeout: float,
+        in_cohort: bool,
+        poll: Callable[[int], _Answer],
+    ) -> _Answer:
+        """Long-poll with ``poll(wait)`` until its round is numbered above ``after`` (or the
+        federation stopped); the loop of :meth:`wait_for_next`."""
         deadline = _check_wait_args(after, timeout)
         failures = 0
         while True:
             wait = _next_wait(self._client, deadline, in_cohort)
             started = time.monotonic()
             try:
-                current = self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+                answer = poll(wait)
             except APIConnectionError as exc:  # timed out, or the connection dropped
                 if time.monotonic() >= deadline:
                     raise _timed_out(fid, after, timeout) from exc
@@ -191,12 +394,12 @@ class Rounds(SyncAPIResource):
                 failures += 1
                 continue
             failures = 0
-            if current.number > after:
-                return current
+            if _round_of(answer).number > after:
+                return answer
             # a poll held its whole wait saw nothing: the coordinator answers at once when
             # training stops, so only an early answer needs the federation read
             if not _held(wait, started) and self._client.federations.get(fid).state != "active":
-                return current
+                return answer
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)
             pause = _pause_before_next_poll(wait, started, deadline)
@@ -271,13 +474,77 @@ class AsyncRounds(AsyncAPIResource):
 
         See :meth:`Rounds.wait_for_next`.
         """
+        return await self._wait(
+            fid,
+            after,
+            timeout,
+            in_cohort,
+            lambda wait: self.current(fid, wait=wait, after=after, in_cohort=in_cohort),
+        )
+
+    async def current_with_weights(
+        self,
+        fid: str,
+        wait: float | None = None,
+        after: int | None = None,
+        *,
+        in_cohort: bool = False,
+        encoding: Encoding | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> RoundWork:
+        """The current round and its base weights in one request; see
+        :meth:`Rounds.current_with_weights`."""
+        public_key = self._client.signing_key or await self._client.models._pin(timeout)
+        cohort = in_cohort and after is not None
+        wait_s = None if wait is None else self._client._wait_param(wait, in_cohort=cohort)
+        options = _round_weights_request(
+            self._client, fid, wait_s, after, in_cohort, encoding, timeout
+        )
+        response = await self._client._request(options)
+        current, weights, download = _round_work(self._client, response, fid, encoding, public_key)
+        if download:
+            weights = await self._client.models.weights(
+                fid, current.base_version, encoding=encoding, timeout=timeout
+            )
+        return RoundWork(current, weights)
+
+    async def wait_for_work(
+        self,
+        fid: str,
+        after: int,
+        timeout: float,
+        *,
+        in_cohort: bool = False,
+        encoding: Encoding | None = None,
+    ) -> RoundWork:
+        """Long-poll for the next round with its base weights; see
+        :meth:`Rounds.wait_for_work`."""
+        return await self._wait(
+            fid,
+            after,
+            timeout,
+            in_cohort,
+            lambda wait: self.current_with_weights(
+                fid, wait=wait, after=after, in_cohort=in_cohort, encoding=encoding
+            ),
+        )
+
+    async def _wait(
+        self,
+        fid: str,
+        after: int,
+        timeout: float,
+        in_cohort: bool,
+        poll: Callable[[int], Awaitable[_Answer]],
+    ) -> _Answer:
+        """The loop of :meth:`Rounds._wait`, awaiting."""
         deadline = _check_wait_args(after, timeout)
         failures = 0
         while True:
             wait = _next_wait(self._client, deadline, in_cohort)
             started = time.monotonic()
             try:
-                current = await self.current(fid, wait=wait, after=after, in_cohort=in_cohort)
+                answer = await poll(wait)
             except APIConnectionError as exc:  # timed out, or the connection dropped
                 if time.monotonic() >= deadline:
                     raise _timed_out(fid, after, timeout) from exc
@@ -285,12 +552,12 @@ class AsyncRounds(AsyncAPIResource):
                 failures += 1
                 continue
             failures = 0
-            if current.number > after:
-                return current
+            if _round_of(answer).number > after:
+                return answer
             if not _held(wait, started) and (await self._client.federations.get(fid)).state != (
                 "active"
             ):
-                return current
+                return answer
             if time.monotonic() >= deadline:
                 raise _timed_out(fid, after, timeout)
             pause = _pause_before_next_poll(wait, started, deadline)

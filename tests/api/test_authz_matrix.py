@@ -64,6 +64,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/federations/{federation_id}/participants/{participant_id}"): "admin",
     ("POST", "/v1/federations/{federation_id}/participants/{participant_id}/reenrol"): "admin",
     ("GET", "/v1/federations/{federation_id}/rounds/current"): "member",
+    ("GET", "/v1/federations/{federation_id}/rounds/current/weights"): "member",
     ("GET", "/v1/federations/{federation_id}/rounds"): "member",
     ("GET", "/v1/federations/{federation_id}/rounds/{number}"): "member",
     ("PUT", "/v1/federations/{federation_id}/rounds/{number}/update"): "self",

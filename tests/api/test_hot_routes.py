@@ -57,7 +57,7 @@ def test_participants_hot_requests_skip_fastapis_routing(
     assert matched
 
 
-def test_the_app_has_three_hot_routes_and_none_is_shadowed(
+def test_the_app_has_four_hot_routes_and_none_is_shadowed(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
     fid = create_federation(client, admin_headers)["id"]
@@ -71,6 +71,7 @@ def test_the_app_has_three_hot_routes_and_none_is_shadowed(
     assert sorted(hot.matcher.template or "" for hot in table) == [
         "/v1/federations/{federation_id}/models/{version}/weights",
         "/v1/federations/{federation_id}/rounds/current",
+        "/v1/federations/{federation_id}/rounds/current/weights",
         "/v1/federations/{federation_id}/rounds/{number}/update",
     ]
     for hot in table:

@@ -96,7 +96,13 @@ def test_a_join_is_one_long_poll_answered_at_once_when_drawn_held_when_not(
         time.sleep(0.02)
     assert app.state.context.notifier.waiting == 1, "the sitting-out participant holds no poll"
     # participants/me is run()'s token-expiry read (the refresh schedule), once per run()
-    assert _paths(waiting_wire.sent, fid) == ["GET /participants/me", "GET /rounds/current"]
+    # (and, once per client, the coordinator's signing key: the poll's answer may carry
+    # the round's base weights, which the client verifies)
+    assert _paths(waiting_wire.sent, fid) == [
+        "GET /participants/me",
+        "GET /v1/signing-key",
+        "GET /rounds/current/weights",
+    ]
     join = waiting_wire.sent[-1].url.params
     assert (join["after"], join["in_cohort"]) == ("0", "true")
     # the first poll already asks for the cohort maximum the federation's answer advertised
@@ -106,11 +112,13 @@ def test_a_join_is_one_long_poll_answered_at_once_when_drawn_held_when_not(
     working, working_wire = participant(drawn)
     working.run(round_timeout=60)
     sent = _paths(working_wire.sent, fid)
-    assert sent[:2] == ["GET /participants/me", "GET /rounds/current"]
-    download = sent.index("GET /models/0/weights")
-    # before its download: the join and, once per client, the coordinator's signing key
-    assert sent[2:download] == ["GET /v1/signing-key"]
-    assert "PUT /rounds/1/update" in sent
+    # the join's answer carries round 1's base weights: no download of its own
+    assert sent[:4] == [
+        "GET /participants/me",
+        "GET /v1/signing-key",
+        "GET /rounds/current/weights",
+        "PUT /rounds/1/update",
+    ]
     assert working.progress.last_round == 1
     assert [h["round"] for h in working.progress.history] == [1]
 

@@ -265,23 +265,23 @@ def test_run_waits_only_for_rounds_it_is_drawn_into(
     )
     sdk = _sdk(coordinator, tokens[0])
     waits: list[dict[str, Any]] = []
-    real = sdk.rounds.wait_for_next
+    real = sdk.rounds.wait_for_work  # the long-poll whose answer carries the base weights
 
     def recorded(fid: str, after: int, timeout: float, **kwargs: Any) -> Any:
         waits.append(kwargs)
         return real(fid, after, timeout, **kwargs)
 
-    monkeypatch.setattr(sdk.rounds, "wait_for_next", recorded)
+    monkeypatch.setattr(sdk.rounds, "wait_for_work", recorded)
     FederatedRecommender(sdk, fid, data, config=CONFIG).run(round_timeout=10, outage_timeout=10)
     assert admin.federations.get(fid).state == "completed"
     assert waits
-    assert all(w == {"in_cohort": True} for w in waits)
+    assert all(w == {"in_cohort": True, "encoding": None} for w in waits)
 
 
 class _Overloaded(httpx.BaseTransport):
     """The coordinator's transport, except that the first ``refusals`` reads of
-    rounds/current are shed: 503 ``overloaded`` with ``Retry-After``, as
-    coordinator/api/overload.py answers past its bound."""
+    rounds/current (alone or with its weights) are shed: 503 ``overloaded`` with
+    ``Retry-After``, as coordinator/api/overload.py answers past its bound."""
 
     def __init__(self, inner: httpx.BaseTransport, refusals: int, retry_after: int) -> None:
         self.inner = inner
@@ -290,7 +290,8 @@ class _Overloaded(httpx.BaseTransport):
         self.refused = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/rounds/current") and self.refused < self.refusals:
+        polls = ("/rounds/current", "/rounds/current/weights")
+        if request.url.path.endswith(polls) and self.refused < self.refusals:
             self.refused += 1
             return httpx.Response(
                 503,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -219,11 +220,11 @@ def test_run_logs_each_round_with_an_eta_and_reconnects(
     real_step = part._step  # run() steps on the round its long-poll answered
     calls = {"n": 0}
 
-    def flaky_step(current: Round) -> participant_module.StepOutcome:
+    def flaky_step(current: Round, weights: Any = None) -> participant_module.StepOutcome:
         calls["n"] += 1
         if calls["n"] == 2:  # the coordinator is gone for one step after round 1
             raise APIConnectionError(httpx.Request("GET", "http://127.0.0.1/"))
-        return real_step(current)
+        return real_step(current, weights)
 
     monkeypatch.setattr(part, "_step", flaky_step)
     monkeypatch.setattr("participant_sdk.participant.time.sleep", lambda _seconds: None)

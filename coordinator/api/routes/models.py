@@ -61,7 +61,7 @@ _VERSION_SEEN = (
 )
 
 
-_WEIGHTS: Responses = {
+WEIGHTS: Responses = {
     200: {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         "description": "The safetensors bytes in the encoding `X-Model-Encoding` names; "
@@ -126,7 +126,7 @@ def get_model(
     )
 
 
-async def _weights_answer(
+async def weights_answer(
     ctx: Context,
     principal: Principal,
     federation_id: str,
@@ -134,7 +134,8 @@ async def _weights_answer(
     encoding: Encoding | None,
     if_none_match: str | None,
 ) -> Response:
-    """The answer of ``GET …/models/{version}/weights``."""
+    """The answer of ``GET …/models/{version}/weights`` (also the body of a
+    ``GET …/rounds/current/weights`` that has work for its caller)."""
     # the version's record and bytes never change: cached per process after the first read,
     # then served from the event loop without a worker thread
     number = _version(version)
@@ -167,7 +168,7 @@ async def _weights_answer(
 
 
 _VERSION_TEXT = re.compile(r"latest|[0-9]{1,10}")
-_ENCODINGS: dict[str, Encoding] = {name: name for name in ENCODINGS}
+ENCODINGS_BY_NAME: dict[str, Encoding] = {name: name for name in ENCODINGS}
 _WEIGHTS_QUERY = frozenset({"encoding"})
 _WEIGHTS_HEADERS = frozenset({b"if-none-match"})
 
@@ -181,12 +182,12 @@ async def _fast_weights(request: Request) -> Response | None:
         return None
     encoding: Encoding | None = None
     if "encoding" in params:
-        encoding = _ENCODINGS.get(params["encoding"])
+        encoding = ENCODINGS_BY_NAME.get(params["encoding"])
         if encoding is None:
             return None
     ctx: Context = request.app.state.context
     federation_id = request.path_params["federation_id"]
-    return await _weights_answer(
+    return await weights_answer(
         ctx, principal, federation_id, version, encoding, found.get(b"if-none-match")
     )
 
@@ -195,7 +196,7 @@ async def _fast_weights(request: Request) -> Response | None:
     "/{version}/weights",
     response_class=Response,
     summary="Download a version's weights",
-    responses=_WEIGHTS | _WEIGHTS_SEEN,
+    responses=WEIGHTS | _WEIGHTS_SEEN,
 )
 @fast_path(_fast_weights)
 async def download_weights(
@@ -217,4 +218,4 @@ async def download_weights(
     for byte; `ETag` is their sha256, `X-Model-Encoding` the encoding, and
     `X-Model-Manifest`/`X-Model-Signature` carry the signed manifest (base64), which names
     the bytes of every encoding served."""
-    return await _weights_answer(ctx, principal, federation_id, version, encoding, if_none_match)
+    return await weights_answer(ctx, principal, federation_id, version, encoding, if_none_match)

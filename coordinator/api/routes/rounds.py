@@ -1,4 +1,5 @@
-"""Rounds: current (with long-poll), history, upload, aggregate."""
+"""Rounds: current (with long-poll, alone or with its base weights), history, upload,
+aggregate."""
 
 import asyncio
 import json
@@ -24,7 +25,8 @@ from coordinator.api.fast_path import (
     known_principal,
     query_params,
 )
-from coordinator.api.openapi import keyed_write, problem, problems, success
+from coordinator.api.openapi import Responses, keyed_write, problem, problems, success
+from coordinator.api.routes.models import ENCODINGS_BY_NAME, WEIGHTS, weights_answer
 from coordinator.api.schemas import (
     EvaluationCreate,
     ModelVersion,
@@ -42,7 +44,7 @@ from coordinator.domain.errors import CoordinatorError, UnsupportedMediaType, Va
 from coordinator.domain.evaluation import BaseEvaluation
 from coordinator.domain.round_notifier import MAX_LONG_POLL_SECONDS_LIMIT
 from coordinator.domain.specs import DB_INT_MAX
-from participant_sdk.wire import BASE_EVALUATION_HEADER
+from participant_sdk.wire import BASE_EVALUATION_HEADER, ROUND_HEADER, Encoding
 
 log = logging.getLogger("fedrec.api")
 router = APIRouter(
@@ -62,15 +64,40 @@ _NUMBER = problem(
 )
 
 
-async def _current_round_answer(
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_LONG_POLL_SECONDS_LIMIT,
+        description="Long-poll up to this many seconds, at most the coordinator's "
+        "`max_wait_seconds` (with `after` and `in_cohort=true`: `max_cohort_wait_seconds`; "
+        "60 s is accepted by every fedrec coordinator).",
+    ),
+]
+AfterQuery = Annotated[
+    int | None,
+    Query(ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."),
+]
+InCohortQuery = Annotated[
+    bool,
+    Query(
+        description="With `after` and a participant token, under `rounds.sampling`: "
+        "also wait through the rounds this participant was not drawn into (return once "
+        "a round it takes part in opens, training stops, or `wait` passes). Sitting "
+        "out a round costs the coordinator no request."
+    ),
+]
+
+
+async def _current_round(
     ctx: Context,
     principal: Principal,
     federation_id: str,
     wait: float,
     after: int | None,
     in_cohort: bool,
-) -> Response:
-    """The answer of ``GET …/rounds/current``, serialised once (no response-model pass)."""
+) -> Round:
+    """The round ``GET …/rounds/current`` answers (after its long-poll, if any)."""
     max_wait = ctx.notifier.max_wait_seconds
     max_cohort_wait = ctx.notifier.max_cohort_wait_seconds
     # a poll that sits out the rounds its participant is not drawn into may wait longer:
@@ -102,7 +129,54 @@ async def _current_round_answer(
             until_in_cohort=in_cohort,
         )
     member = await rounds.cohort_membership(ctx, principal, row)
-    return json_answer(round_out(row, member, max_wait, max_cohort_wait))
+    return round_out(row, member, max_wait, max_cohort_wait)
+
+
+async def _current_round_answer(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    wait: float,
+    after: int | None,
+    in_cohort: bool,
+) -> Response:
+    """The answer of ``GET …/rounds/current``, serialised once (no response-model pass)."""
+    return json_answer(await _current_round(ctx, principal, federation_id, wait, after, in_cohort))
+
+
+def _has_work(current: Round, after: int | None) -> bool:
+    """Whether the caller trains on ``current``: open, it takes part (drawn, or no
+    sampling), and past the rounds it says it is done with (``after``)."""
+    return (
+        current.state == "open"
+        and current.in_cohort is not False
+        and (after is None or current.number > after)
+    )
+
+
+async def _round_weights_answer(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    wait: float,
+    after: int | None,
+    in_cohort: bool,
+    encoding: Encoding | None,
+    if_none_match: str | None,
+) -> Response:
+    """The answer of ``GET …/rounds/current/weights``: the round of ``GET …/rounds/current``
+    in the ``X-Round`` header, and its base version's weights download (the same bytes,
+    ETag and signed manifest) when the caller has work in it; 204 when it has none."""
+    current = await _current_round(ctx, principal, federation_id, wait, after, in_cohort)
+    # the round's JSON is ASCII (numbers, timestamps, literals): a valid header value
+    header = current.__pydantic_serializer__.to_json(current, by_alias=True).decode("ascii")
+    if not _has_work(current, after):
+        return Response(status_code=status.HTTP_204_NO_CONTENT, headers={ROUND_HEADER: header})
+    response = await weights_answer(
+        ctx, principal, federation_id, str(current.base_version), encoding, if_none_match
+    )
+    response.headers[ROUND_HEADER] = header
+    return response
 
 
 _POLL_PARAMS = frozenset({"wait", "after", "in_cohort"})
@@ -112,11 +186,9 @@ _AFTER = re.compile(r"[0-9]{1,10}")
 _BOOLEAN = {"true": True, "false": False}
 
 
-async def _fast_current_round(request: Request) -> Response | None:
-    principal = known_principal(request)
-    params = query_params(request, _POLL_PARAMS)
-    if principal is None or params is None:
-        return None
+def _poll_params(params: dict[str, str]) -> tuple[float, int | None, bool] | None:
+    """``wait``, ``after`` and ``in_cohort`` as the route declares them, or None for
+    anything FastAPI should read (and perhaps refuse) itself."""
     wait_text, after_text = params.get("wait", "0"), params.get("after")
     in_cohort = _BOOLEAN.get(params.get("in_cohort", "false"))
     if in_cohort is None or not _WAIT.fullmatch(wait_text):
@@ -129,9 +201,45 @@ async def _fast_current_round(request: Request) -> Response | None:
         if not _AFTER.fullmatch(after_text) or int(after_text) > DB_INT_MAX:
             return None
         after = int(after_text)
+    return wait, after, in_cohort
+
+
+async def _fast_current_round(request: Request) -> Response | None:
+    principal = known_principal(request)
+    params = query_params(request, _POLL_PARAMS)
+    if principal is None or params is None:
+        return None
+    poll = _poll_params(params)
+    if poll is None:
+        return None
     ctx: Context = request.app.state.context
     federation_id = request.path_params["federation_id"]
-    return await _current_round_answer(ctx, principal, federation_id, wait, after, in_cohort)
+    return await _current_round_answer(ctx, principal, federation_id, *poll)
+
+
+_ROUND_WEIGHTS_PARAMS = _POLL_PARAMS | {"encoding"}
+_ROUND_WEIGHTS_HEADERS = frozenset({b"if-none-match"})
+
+
+async def _fast_round_weights(request: Request) -> Response | None:
+    principal = known_principal(request)
+    params = query_params(request, _ROUND_WEIGHTS_PARAMS)
+    found = header_values(request, _ROUND_WEIGHTS_HEADERS)
+    if principal is None or params is None or found is None:
+        return None
+    poll = _poll_params(params)
+    encoding: Encoding | None = None
+    if "encoding" in params:
+        encoding = ENCODINGS_BY_NAME.get(params["encoding"])
+        if encoding is None:
+            return None
+    if poll is None:
+        return None
+    ctx: Context = request.app.state.context
+    federation_id = request.path_params["federation_id"]
+    return await _round_weights_answer(
+        ctx, principal, federation_id, *poll, encoding, found.get(b"if-none-match")
+    )
 
 
 @router.get(
@@ -161,34 +269,92 @@ async def get_current_round(
     federation_id: str,
     ctx: ContextDep,
     principal: PrincipalDep,
-    wait: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=MAX_LONG_POLL_SECONDS_LIMIT,
-            description="Long-poll up to this many seconds, at most the coordinator's "
-            "`max_wait_seconds` (with `after` and `in_cohort=true`: `max_cohort_wait_seconds`; "
-            "60 s is accepted by every fedrec coordinator).",
-        ),
-    ] = 0,
-    after: Annotated[
-        int | None,
-        Query(
-            ge=0, le=DB_INT_MAX, description="Return once the current round number exceeds this."
-        ),
-    ] = None,
-    in_cohort: Annotated[
-        bool,
-        Query(
-            description="With `after` and a participant token, under `rounds.sampling`: "
-            "also wait through the rounds this participant was not drawn into (return once "
-            "a round it takes part in opens, training stops, or `wait` passes). Sitting "
-            "out a round costs the coordinator no request."
-        ),
-    ] = False,
+    wait: WaitQuery = 0,
+    after: AfterQuery = None,
+    in_cohort: InCohortQuery = False,
 ) -> Response:
     """The current round; with `wait` and `after`, long-poll until the next round opens."""
     return await _current_round_answer(ctx, principal, federation_id, wait, after, in_cohort)
+
+
+_ROUND_HEADER_DOC = {
+    ROUND_HEADER: {
+        "description": "The round, as `GET …/rounds/current` answers it (JSON)",
+        "schema": {"type": "string"},
+    }
+}
+_ROUND_WEIGHTS: Responses = {
+    200: {
+        **WEIGHTS[200],
+        "description": "The round has work for the caller: its base version's weights "
+        "download (`X-Model-Version` is the round's `base_version`; `ETag`, "
+        "`X-Model-Encoding`, `X-Model-Manifest`, `X-Model-Signature` as on "
+        "`GET …/models/{version}/weights`), the round in `X-Round`",
+        "headers": _ROUND_HEADER_DOC,
+    },
+    204: {
+        "description": "No work for the caller in the round `X-Round` carries: not open "
+        "(closed, aggregating, failed, or training stopped), not drawn into it "
+        "(`in_cohort` false, or its sample not drawn yet), or not numbered above `after`",
+        "headers": _ROUND_HEADER_DOC,
+    },
+    304: {
+        "description": "Work, and `If-None-Match` named the base version's ETag: the "
+        "round in `X-Round`, no body",
+        "headers": _ROUND_HEADER_DOC,
+    },
+}
+
+
+@router.get(
+    "/current/weights",
+    response_class=Response,
+    summary="Read (or wait for) the current round, with its base weights",
+    responses=_ROUND_WEIGHTS
+    | _SEEN
+    | problem(
+        422,
+        "`wait` or `after` as on `GET …/rounds/current`, or the `encoding` is not served "
+        "(float32 and the federation's transport encoding are)",
+        detail="wait: this coordinator holds a long-poll at most 300 s "
+        "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
+    )
+    | problem(
+        429,
+        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
+        "(retry after `Retry-After`)",
+        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
+        "wait for one to return",
+    ),
+)
+@fast_path(_fast_round_weights)
+async def get_current_round_weights(
+    federation_id: str,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    wait: WaitQuery = 0,
+    after: AfterQuery = None,
+    in_cohort: InCohortQuery = False,
+    encoding: Annotated[
+        Encoding | None,
+        Query(
+            description="As on `GET …/models/{version}/weights`: `float32` or the "
+            "federation's `transport.encoding`; default: the federation's.",
+            examples=["float16"],
+        ),
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """`GET …/rounds/current` (same `wait`, `after`, `in_cohort`) and, when that round has
+    work for the caller, `GET …/models/{base_version}/weights` in one request: a
+    participant learns that a round is open and gets the weights it trains from at once.
+    The round travels in the `X-Round` header (the JSON `GET …/rounds/current` answers);
+    the body, `ETag` and signed manifest are the version's weights download, verified the
+    same way. Work means: the round is open, the caller takes part in it (`in_cohort` not
+    false), and its number exceeds `after` when given. Otherwise 204 with `X-Round` only."""
+    return await _round_weights_answer(
+        ctx, principal, federation_id, wait, after, in_cohort, encoding, if_none_match
+    )
 
 
 @router.get(
