@@ -71,6 +71,7 @@ EXPECTED = {
     "Receipt",
     "Round",
     "RoundPolicy",
+    "RoundWork",
     "SamplingPolicy",
     "SigningKey",
     "StrategySpec",
