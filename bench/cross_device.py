@@ -196,11 +196,73 @@ def load_data(args: argparse.Namespace, workdir: Path) -> tuple[Interactions, Si
 
 def _central_validation(
     options: SimulationOptions, data: Interactions, split: LeaveOneOutSplit, clock: _Clock
-) -> None:
+) -> dict[str, Any]:
     """The centralized baseline's validation figure only: its test step is replaced by a
     no-op, so the test split is not read."""
     _, chosen = iterative_baseline(options, options.trainer_config(), data, split, test=None)
     print(f"centralized, validation only: {json.dumps({**chosen, **clock.lap()})}")
+    return chosen
+
+
+def summarise_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over training seeds of each run's figures (``runs[i]``: ``{"seed",
+    "federated": {"validation_ndcg@10", "test": {"ndcg@10"}}, "centralized": {...}}``; a
+    side or its test may be missing, as in ``--validation-only``), for ``validation`` and
+    ``test``: each side's mean, and, when both sides are there, the mean of the per-seed
+    ratios and of the per-seed differences with their standard errors over seeds
+    (``sd / sqrt(n)``: the training seed as the randomness; ``None`` for one seed)."""
+
+    def figure(run: dict[str, Any], side: str, read: str) -> float | None:
+        found = run.get(side, {})
+        value = found.get("validation_ndcg@10") if read == "validation" else None
+        if read == "test":
+            value = found.get("test", {}).get("ndcg@10")
+        return None if value is None else float(value)
+
+    def mean_se(values: list[float]) -> dict[str, float | None]:
+        array = np.asarray(values, dtype=np.float64)
+        se = float(array.std(ddof=1) / np.sqrt(array.size)) if array.size > 1 else None
+        return {"mean": round(float(array.mean()), 5), "se": None if se is None else round(se, 5)}
+
+    summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
+    for read in ("validation", "test"):
+        sides = {
+            side: [figure(run, side, read) for run in runs] for side in ("federated", "centralized")
+        }
+        found: dict[str, Any] = {}
+        for side, values in sides.items():
+            if all(v is not None for v in values):
+                found[side] = mean_se([v for v in values if v is not None])
+        if {"federated", "centralized"} <= set(found):
+            pairs = list(zip(sides["federated"], sides["centralized"], strict=True))
+            found["ratio"] = mean_se([f / c for f, c in pairs if f is not None and c])
+            found["difference"] = mean_se(
+                [f - c for f, c in pairs if f is not None and c is not None]
+            )
+        if found:
+            summary[read] = found
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    seeds = summary["seeds"]
+    for read in ("validation", "test"):
+        found = summary.get(read)
+        if not found:
+            continue
+        parts = [
+            f"{side} {found[side]['mean']:.4f} (s.e. {found[side]['se']})"
+            for side in ("federated", "centralized")
+            if side in found
+        ]
+        if "ratio" in found:
+            parts.append(f"{found['ratio']['mean']:.3f} x central (s.e. {found['ratio']['se']})")
+            parts.append(
+                f"difference {found['difference']['mean']:+.4f} (s.e. {found['difference']['se']})"
+            )
+        print(f"mean over seeds {seeds}, {read} NDCG@10: " + ", ".join(parts), flush=True)
+    if "paired" in summary:
+        print(f"paired over users, seed-averaged test NDCG@10: {summary['paired']}", flush=True)
 
 
 def main() -> None:
@@ -209,6 +271,13 @@ def main() -> None:
     parser.add_argument("--partition", default="per-user", choices=["iid", "skewed", "per-user"])
     parser.add_argument("--participants", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        help="run the whole path (search, federation, baseline, test) under N training seeds, "
+        "--seed, --seed + 1, ... (the data and its split do not change), print each and the "
+        "means over seeds with their standard errors, validation and test",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
         "--chosen",
@@ -256,6 +325,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_users is not None and (args.shape is None or args.max_users < 3):
         parser.error("--max-users needs --shape and at least 3 users")
+    if args.seeds is not None and args.seeds < 2:
+        parser.error("--seeds needs at least 2 seeds (one seed is --seed)")
     clock = _Clock()
     with tempfile.TemporaryDirectory(prefix="fedrec-cross-device-") as workdir:
         data, options = load_data(args, Path(workdir))
@@ -265,7 +336,43 @@ def main() -> None:
         flush=True,
     )
     split = leave_one_out(data)
-    groups = partition_users(data, args.partition, args.participants, seed=args.seed)
+    if args.seeds is None:
+        found = run_seed(args, options, data, split, clock)
+        if args.json:
+            indent = None if args.validation_only else 2
+            args.json.write_text(json.dumps(found, indent=indent, default=str))
+        return
+    runs: list[dict[str, Any]] = []
+    per_user: list[dict[str, npt.NDArray[np.float64]]] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        print(f"seed {seed}:", flush=True)
+        found = run_seed(args, dataclasses.replace(options, seed=seed), data, split, clock)
+        runs.append({"seed": seed, **found})
+        per_user.append(dict(PER_USER))
+        PER_USER.clear()
+    summary = summarise_seeds(runs)
+    if all({"federated", "centralized"} <= set(users) for users in per_user):
+        summary["paired"] = paired_gap(
+            np.mean([users["federated"] for users in per_user], axis=0),
+            np.mean([users["centralized"] for users in per_user], axis=0),
+        )
+    _print_summary(summary)
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2, default=str))
+
+
+def run_seed(
+    args: argparse.Namespace,
+    options: SimulationOptions,
+    data: Interactions,
+    split: LeaveOneOutSplit,
+    clock: _Clock,
+) -> dict[str, Any]:
+    """One run of the path under ``options.seed``: the search (or ``--chosen``), the
+    federation, and unless ``--validation-only`` the baseline and the test; prints its
+    figures and returns them (``federated`` / ``centralized``: their chosen round,
+    validation figure and, when read, ``test``)."""
+    groups = partition_users(data, args.partition, args.participants, seed=options.seed)
     report: dict[str, Any]
     if args.chosen:
         sizes = [users.size for users in groups]
@@ -302,15 +409,13 @@ def main() -> None:
     searched = clock.lap()
     print(f"chose {report['chosen']}: {report['why']} ({searched})", flush=True)
     if args.validation_only and args.central_only:
-        _central_validation(options, data, split, clock)
-        return
+        central_chosen = _central_validation(options, data, split, clock)
+        return {"selection": report, "centralized": central_chosen}
     federated, fed_chosen = federate(options, data, split, groups, test=not args.validation_only)
     trained = clock.lap()
     if args.validation_only:
         print(f"validation only: {json.dumps({**fed_chosen, **trained})}")
-        if args.json:
-            args.json.write_text(json.dumps({"selection": report, **fed_chosen}, default=str))
-        return
+        return {"selection": report, **fed_chosen, "federated": {**fed_chosen, **trained}}
 
     def recorded(score_fn: Any, split: LeaveOneOutSplit, full: Interactions) -> dict[str, float]:
         _record("centralized", score_fn, split)  # the baseline's per-user figures, read once
@@ -342,8 +447,7 @@ def main() -> None:
         f"{popularity['ndcg@10']:.4f}; search {searched}, federation {trained}, "
         f"centralized {centralized}; paired {found['paired']}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(found, indent=2, default=str))
+    return found
 
 
 if __name__ == "__main__":

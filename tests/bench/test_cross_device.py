@@ -96,3 +96,81 @@ def test_shape_gives_a_per_user_partition_of_the_shapes_csv(tmp_path: Path) -> N
     assert options.time_col is None
     assert bool(np.isnan(data.timestamps).all())
     assert not SHAPES["music-heavy"].timestamps
+
+
+def test_seeds_summary_means_each_read_with_its_standard_error_over_seeds() -> None:
+    from bench.cross_device import summarise_seeds
+
+    def run(seed: int, fed: tuple[float, float], central: tuple[float, float]) -> dict:
+        return {
+            "seed": seed,
+            "federated": {"validation_ndcg@10": fed[0], "test": {"ndcg@10": fed[1]}},
+            "centralized": {"validation_ndcg@10": central[0], "test": {"ndcg@10": central[1]}},
+        }
+
+    runs = [run(0, (0.10, 0.09), (0.10, 0.10)), run(1, (0.12, 0.11), (0.10, 0.10))]
+    found = summarise_seeds(runs)
+    assert found["seeds"] == [0, 1]
+    test = found["test"]
+    assert test["federated"]["mean"] == pytest.approx(0.10)
+    # ratios 0.9 and 1.1: mean 1.0, sd 0.1414, s.e. 0.1
+    assert test["ratio"]["mean"] == pytest.approx(1.0)
+    assert test["ratio"]["se"] == pytest.approx(0.1)
+    assert test["difference"]["mean"] == pytest.approx(0.0)
+    assert test["difference"]["se"] == pytest.approx(0.01)
+    # validation: ratios 1.0 and 1.2
+    assert found["validation"]["ratio"]["mean"] == pytest.approx(1.1)
+    assert found["validation"]["centralized"]["se"] == pytest.approx(0.0)
+    # --validation-only runs: the federated side alone, no ratio, no test
+    alone = summarise_seeds(
+        [{"seed": s, "federated": {"validation_ndcg@10": v}} for s, v in [(0, 0.1), (1, 0.3)]]
+    )
+    assert set(alone) == {"seeds", "validation"}
+    assert alone["validation"] == {"federated": {"mean": 0.2, "se": 0.1}}
+
+
+def test_seeds_runs_the_path_under_each_seed_and_keeps_the_single_seed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+
+    from bench import cross_device
+
+    common = [
+        "cross_device",
+        "--shape",
+        "music-heavy",
+        "--max-users",
+        "100",
+        "--chosen",
+        "bpr+fedavg",
+        "--set",
+        "rounds=2",
+        "--set",
+        "patience=null",
+        "--set",
+        "dim=4",
+    ]
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "2", "--json", str(tmp_path / "n.json")])
+    cross_device.main()
+    found = json.loads((tmp_path / "n.json").read_text())
+    runs = found["runs"]
+    assert [run["seed"] for run in runs] == [0, 1] == found["summary"]["seeds"]
+    assert [run["chosen_options"]["seed"] for run in runs] == [0, 1]
+    tests = [run["federated"]["test"]["ndcg@10"] for run in runs]
+    assert found["summary"]["test"]["federated"]["mean"] == pytest.approx(sum(tests) / 2, abs=1e-5)
+    ratios = [run["ratio"] for run in runs]
+    assert found["summary"]["test"]["ratio"]["mean"] == pytest.approx(sum(ratios) / 2, abs=1e-5)
+    assert found["summary"]["paired"]["se_of_difference"] >= 0.0
+    # without --seeds: one run under --seed, the figures of the first seed above
+    monkeypatch.setattr(sys, "argv", [*common, "--json", str(tmp_path / "one.json")])
+    cross_device.main()
+    single = json.loads((tmp_path / "one.json").read_text())
+    assert "summary" not in single
+    assert single["federated"]["test"] == runs[0]["federated"]["test"]
+    assert single["centralized"]["test"] == runs[0]["centralized"]["test"]
+    # --seeds 1 is --seed: refused
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "1"])
+    with pytest.raises(SystemExit):
+        cross_device.main()
