@@ -131,26 +131,21 @@ async def _run(server: CoordinatorProcess, admin_token: str, polls: int, census:
     return {"before": before, "held": held, "answered": answered}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, default=2000)
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("--coordinator-source", type=Path, default=None)
-    parser.add_argument("--top", type=int, default=25, help="object types listed")
-    args = parser.parse_args(argv)
-    if not DRAWN < args.polls <= 20_000:
-        parser.error(f"--polls must be in ({DRAWN}, 20000]")
-    raise_file_limit(2 * args.polls + 1024)
+def measure(
+    polls: int, *, database_url: str | None = None, coordinator_source: Path | None = None
+) -> dict[str, Any]:
+    """The two censuses (``before``: no poll held; ``held``) and how many polls were held."""
+    raise_file_limit(2 * polls + 1024)
     admin_token = "fra_" + secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="fedrec-heap-") as tmp:
         probe = Path(tmp) / "probe"
         probe.mkdir()
         (probe / "sitecustomize.py").write_text(PROBE)
-        path = [str(probe)] + ([str(args.coordinator_source)] if args.coordinator_source else [])
+        path = [str(probe)] + ([str(coordinator_source)] if coordinator_source else [])
         census = Path(tmp) / "census.json"
         server = CoordinatorProcess(
             Path(tmp) / "data",
-            args.database_url,
+            database_url,
             admin_token=admin_token,
             secret_key=secrets.token_urlsafe(32),
             log_level="warning",
@@ -163,38 +158,65 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.start(timeout=300)
         try:
-            found = asyncio.run(_run(server, admin_token, args.polls, census))
+            found = asyncio.run(_run(server, admin_token, polls, census))
         finally:
             server.stop()
+    found["count"] = polls - found["answered"]
     before, held = found["before"], found["held"]
-    count = args.polls - found["answered"]
-    print(f"{args.polls} participants, {DRAWN} drawn; {count} polls held at the census")
-    print()
-    print("| | tracked objects | generations 0/1/2 | frozen | full collection CPU ms | RSS MB |")
-    print("|---|---|---|---|---|---|")
+    # frozen or not: with coordinator/heap.py the held polls are frozen once a full
+    # collection has seen them, and then only the frozen count shows them
+    grown = held["tracked"] - before["tracked"] + held["frozen"] - before["frozen"]
+    found["tracked_per_poll"] = grown / max(found["count"], 1)
+    return found
+
+
+def report(found: dict[str, Any], polls: int, top: int) -> str:
+    before, held, count = found["before"], found["held"], found["count"]
+    lines = [
+        f"{polls} participants, {DRAWN} drawn; {count} polls held at the census",
+        "",
+        "| | tracked objects (not frozen) | generations 0/1/2 | frozen | full collection CPU ms "
+        "| RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in (("no poll held", before), (f"{count} held", held)):
         generations = "/".join(str(n) for n in row["generations"])
-        print(
+        lines.append(
             f"| {name} | {row['tracked']:,} | {generations} | {row['frozen']:,} "
             f"| {row['full_collection_cpu'] * 1e3:.1f} | {row['rss'] / 1e6:.0f} |"
         )
     if count <= 0:
-        return 1
-    tracked = held["tracked"] - before["tracked"] + held["frozen"] - before["frozen"]
-    print()
-    print(
-        f"per held poll: {tracked / count:.1f} tracked objects (frozen or not), "
+        return "\n".join(lines)
+    cpu = (held["full_collection_cpu"] - before["full_collection_cpu"]) / count
+    lines += [
+        "",
+        f"per held poll: {found['tracked_per_poll']:.1f} tracked objects (frozen or not), "
         f"{(held['rss'] - before['rss']) / count / 1e3:.1f} KB of RSS, "
-        f"{(held['full_collection_cpu'] - before['full_collection_cpu']) / count * 1e6:.1f} µs "
-        "more per full collection"
-    )
-    print()
-    print("| type (objects the collector walks, per held poll) | count |")
-    print("|---|---|")
+        f"{cpu * 1e6:.1f} µs more per full collection",
+        "",
+        "| type (not frozen: what a full collection walks), per held poll | count |",
+        "|---|---|",
+    ]
     grown = {name: (n - before["types"].get(name, 0)) / count for name, n in held["types"].items()}
-    for name, per_poll in sorted(grown.items(), key=lambda item: -item[1])[: args.top]:
-        print(f"| {name} | {per_poll:.2f} |")
-    return 0
+    for name, per_poll in sorted(grown.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"| {name} | {per_poll:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--polls", type=int, default=2000)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--coordinator-source", type=Path, default=None)
+    parser.add_argument("--top", type=int, default=25, help="object types listed")
+    args = parser.parse_args(argv)
+    if not DRAWN < args.polls <= 20_000:
+        parser.error(f"--polls must be in ({DRAWN}, 20000]")
+    found = measure(
+        args.polls, database_url=args.database_url, coordinator_source=args.coordinator_source
+    )
+    print(report(found, args.polls, args.top))
+    return 0 if found["count"] > 0 else 1
 
 
 if __name__ == "__main__":
