@@ -1,8 +1,8 @@
 """What a held long-poll leaves on the coordinator's heap, and what a full collection costs.
 
 Starts ``fedrec serve`` (SQLite in a temporary folder, or ``--database-url``) with a probe
-on its path (a ``sitecustomize`` written to a temporary folder: on SIGUSR1 it counts the
-tracked objects by type and times one ``gc.collect()``), makes a federation that draws 10
+on its path (a ``sitecustomize`` written to a temporary folder: on SIGUSR1 it times one
+``gc.collect()``, then counts the tracked objects left by type), makes a federation that draws 10
 participants per round out of ``--polls``, enrols them, and has every one send the
 sampled-out wait (``rounds/current?after=0&in_cohort=true&wait=1700``): the 10 drawn are
 answered, the rest are held. Census before the polls and with them held; printed: tracked
@@ -50,13 +50,15 @@ def _name(t):
     return f"{module}.{t.__qualname__}"
 
 def _census(*_):
+    # the collection first: what is counted after it is alive (with coordinator/heap.py,
+    # also frozen by it)
+    started = time.thread_time()
+    collected = gc.collect()
+    cpu = time.thread_time() - started
     objects = gc.get_objects()
     types = Counter(_name(type(o)) for o in objects)
     generations = [len(gc.get_objects(g)) for g in range(3)]
     del objects
-    started = time.thread_time()
-    collected = gc.collect()
-    cpu = time.thread_time() - started
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     census = {"tracked": sum(types.values()), "generations": generations,
