@@ -131,7 +131,12 @@ class Usage:
     later_rounds_cpu_seconds: float | None = None
     later_rounds: int = 0
     later_rounds_wall_seconds: float = 0.0
+    # CLOCK_MONOTONIC at those two closes: to line up what the coordinator logs (a probe
+    # of its garbage collections, say) with the window
+    later_rounds_window: tuple[float, float] | None = None
     peak_rss_bytes: int = 0
+    # the process tree's RSS when each round's close was seen: (version, bytes)
+    rss_at_closes: list[tuple[int, int]] = field(default_factory=list)
     processes: int = 0
 
 
@@ -426,7 +431,7 @@ class _Sampler:
         except psutil.NoSuchProcess:
             return []
 
-    def _sample(self) -> None:
+    def _sample(self) -> int:
         rss = 0
         for process in self._tree():
             try:
@@ -438,6 +443,7 @@ class _Sampler:
             self._cpu[process.pid] = times.user + times.system
             self._start.setdefault(process.pid, self._cpu[process.pid])
         self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, rss)
+        return rss
 
     async def _run(self) -> None:
         while True:
@@ -466,6 +472,7 @@ class _Sampler:
             self.usage.later_rounds_cpu_seconds = last_cpu - first_cpu
             self.usage.later_rounds = versions[-1] - versions[0]
             self.usage.later_rounds_wall_seconds = last_at - first_at
+            self.usage.later_rounds_window = (self._started + first_at, self._started + last_at)
         self.usage.processes = len(self._cpu)
         return self.usage
 
@@ -474,7 +481,9 @@ class _Sampler:
 
     def round_closed(self, version: int) -> None:
         """CPU so far when ``version`` (made by round ``version``) was first seen."""
-        self._sample()
+        rss = self._sample()
+        if version not in self._closes:
+            self.usage.rss_at_closes.append((version, rss))
         self._closes.setdefault(version, (self.cpu_so_far(), time.monotonic() - self._started))
         if self._profile is not None:
             path, last = self._profile
@@ -887,7 +896,14 @@ def report(result: Result) -> str:
         "round: from the first round's close after every participant started (the "
         "--first-polls-per-second schedule) to the next-to-last round's close: "
         f"{result.usage.later_rounds} round(s), {result.usage.later_rounds_wall_seconds:.1f} s "
-        "of wall time (every participant has joined, and none has left yet)",
+        "of wall time (every participant has joined, and none has left yet)"
+        + (
+            " (CLOCK_MONOTONIC {:.1f}-{:.1f})".format(*usage.later_rounds_window)
+            if usage.later_rounds_window
+            else ""
+        ),
+        "coordinator RSS MB at each round's close (version: MB): "
+        + ", ".join(f"{v}: {rss / 1e6:.0f}" for v, rss in usage.rss_at_closes),
     ]
     if stats.errors:
         kinds = Counter(":".join(error.split(":")[:2]) for error in stats.errors)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from coordinator.config import BlobBackend, Settings
 from coordinator.domain.audit import AUDIT_KEY_INFO
 from coordinator.domain.auth import hash_token, register_bootstrap_token, renewal_hint
 from coordinator.domain.context import Context
+from coordinator.heap import prepare_serving_heap
 from coordinator.store.blobs import BlobStore
 from coordinator.store.database_blobs import DatabaseBlobStore
 from coordinator.store.db import (
@@ -218,21 +218,9 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
     return app
 
 
-def freeze_startup_heap() -> int:
-    """Put every object alive now (the loaded modules, the app, its schemas and settings:
-    ~195,000 of them) out of the garbage collector's reach; return how many.
-
-    They never become garbage, yet every full collection walked them: with 10,000 held
-    long-polls a full collection took up to ~0.9 s of CPU, and these were ~a fifth of it
-    (bench/RESULTS.md, sdk-join). Only for a serving process (``fedrec serve``): in one
-    that builds many apps (the tests), cyclic garbage frozen here would never be freed."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
-
-
 def create_served_app() -> FastAPI:
-    """``fedrec serve --workers N``'s factory: :func:`create_app`, its startup heap frozen."""
+    """``fedrec serve --workers N``'s factory: :func:`create_app`, then the serving heap's
+    collector policy (coordinator/heap.py: startup heap and held polls frozen)."""
     app = create_app()
-    freeze_startup_heap()
+    prepare_serving_heap()
     return app

@@ -126,9 +126,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **served,
         )
     else:
-        from coordinator.app import freeze_startup_heap
+        from coordinator.heap import prepare_serving_heap
 
-        freeze_startup_heap()  # what is alive now stays: no full collection walks it again
+        # what is alive now, and what survives each full collection later (the held
+        # long-polls), is frozen: full collections walk only what is new
+        prepare_serving_heap()
         uvicorn.run(app, **served)
     return 0
 

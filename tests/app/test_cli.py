@@ -208,10 +208,13 @@ def test_serve_workers_get_a_patient_health_check(
 ) -> None:
     import uvicorn
 
+    import coordinator.heap
     from coordinator.cli import WORKER_HEALTHCHECK_SECONDS
 
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda *_, **kwargs: calls.append(kwargs))
+    # not in the test process: it would freeze its heap (tests/app/test_serving_heap.py)
+    monkeypatch.setattr(coordinator.heap, "prepare_serving_heap", lambda: None)
     # serve exports these for its workers: set-then-delete makes monkeypatch restore them
     exported = ("HOST", "PORT", "DATA_DIR", "LOG_FORMAT")
     for name in ("PROMETHEUS_MULTIPROC_DIR", *(f"FEDREC_{option}" for option in exported)):
