@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.allocator import keep_round_buffers
 from coordinator.api import openapi, telemetry
 from coordinator.api.admission import AdmissionControl
 from coordinator.api.body_limit import BodyLimit
@@ -232,7 +233,9 @@ def freeze_startup_heap() -> int:
 
 
 def create_served_app() -> FastAPI:
-    """``fedrec serve --workers N``'s factory: :func:`create_app`, its startup heap frozen."""
+    """``fedrec serve --workers N``'s factory: :func:`create_app`, its startup heap frozen
+    and the allocator set to keep a round's buffers (:mod:`coordinator.allocator`)."""
     app = create_app()
     freeze_startup_heap()
+    keep_round_buffers()
     return app

@@ -126,9 +126,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **served,
         )
     else:
+        from coordinator.allocator import keep_round_buffers
         from coordinator.app import freeze_startup_heap
 
         freeze_startup_heap()  # what is alive now stays: no full collection walks it again
+        keep_round_buffers()  # a round's large buffers are reused, not faulted in anew
         uvicorn.run(app, **served)
     return 0
 
