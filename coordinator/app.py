@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from coordinator.allocator import keep_round_buffers
 from coordinator.api import openapi, telemetry
 from coordinator.api.admission import AdmissionControl
 from coordinator.api.body_limit import BodyLimit
@@ -220,7 +221,9 @@ def create_app(settings: Settings | None = None, *, run_timer: bool = True) -> F
 
 def create_served_app() -> FastAPI:
     """``fedrec serve --workers N``'s factory: :func:`create_app`, then the serving heap's
-    collector policy (coordinator/heap.py: startup heap and held polls frozen)."""
+    collector policy (coordinator/heap.py: startup heap and held polls frozen) and the
+    allocator set to keep a round's buffers (:mod:`coordinator.allocator`)."""
     app = create_app()
     prepare_serving_heap()
+    keep_round_buffers()
     return app

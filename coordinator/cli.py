@@ -126,11 +126,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **served,
         )
     else:
+        from coordinator.allocator import keep_round_buffers
         from coordinator.heap import prepare_serving_heap
 
         # what is alive now, and what survives each full collection later (the held
         # long-polls), is frozen: full collections walk only what is new
         prepare_serving_heap()
+        keep_round_buffers()  # a round's large buffers are reused, not faulted in anew
         uvicorn.run(app, **served)
     return 0
 

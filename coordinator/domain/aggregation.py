@@ -239,7 +239,13 @@ class FedAvgStep:
         state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
         touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - untouched rows: delta 0
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
-        return np.asarray(base, dtype=np.float64) + self.server_lr * delta, {}
+        # base + server_lr * delta in float64 with one model-sized array, not three (the
+        # base's float64 copy, the scaled delta, the sum): the same values, bit for bit
+        if self.server_lr == 1.0:
+            return np.add(base, delta, dtype=np.float64), {}
+        new = np.multiply(delta, self.server_lr)
+        np.add(base, new, out=new, dtype=np.float64)
+        return new, {}
 
 
 class FedAvgAccumulator:

@@ -111,6 +111,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
+from coordinator.store.round_change import write_round_change
 from participant_sdk.wire import decode_weights, encode_weights, representable
 
 __all__ = [
@@ -679,7 +680,22 @@ def claim_in(
         sampling.draw_if_due(session, round_row, policy, now)
     # a secure-aggregation phase past its deadline closes first (with who answered)
     secure_rounds.close_due_phase(session, federation, round_row, now)
-    step = lifecycle.next_step(session, federation, round_row, trigger=trigger, now=now)
+    settings = federation_settings(ctx, federation)
+    # a plaintext round's digests, read once: the decision counts them, the claim folds
+    # them (the locks held since keep them as read)
+    digests = (
+        tuple(UpdateRepository(session).digests_from_active(round_row.id))
+        if settings.privacy.secure_aggregation is None
+        else None
+    )
+    step = lifecycle.next_step(
+        session,
+        federation,
+        round_row,
+        trigger=trigger,
+        now=now,
+        contributing=None if digests is None else len(digests),
+    )
     if step is lifecycle.Step.EXTEND:
         lifecycle.extend_deadline(federation, round_row, now)
         return step, None, federation
@@ -704,13 +720,13 @@ def claim_in(
         if admin:
             raise RoundNotOpen(f"round {number} is already being aggregated", round=number)
         return lifecycle.Step.WAIT, None, federation
-    digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
+    if digests is None:
+        digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
     versions = ModelVersionRepository(session)
     base = versions.get(federation_id, round_row.base_version)
     assert base is not None
     restore = None
     step_scale = base.step_scale
-    settings = federation_settings(ctx, federation)
     dp_policy = settings.privacy.dp
     summed = (
         secure_rounds.secure_sum(session, round_row, settings.update_tensors)
@@ -1052,7 +1068,11 @@ def _record(
     if settings.privacy.secure_aggregation is not None:
         secure_rounds.forget_sum(session, claimed.round_id)
     lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
-    return _Committed(version, federation.current_round == claimed.number + 1)
+    opened = federation.current_round == claimed.number + 1
+    # the federation's counters and the next round's row by two Core statements, not the
+    # unit of work's flush at COMMIT (which still writes anything else, e.g. a stop's)
+    write_round_change(session, federation)
+    return _Committed(version, opened)
 
 
 def _served_after_commit(

@@ -203,12 +203,15 @@ def next_step(
     trigger: Trigger,
     now: datetime,
     selection: ParticipantSelection = ROUND_COHORT,
+    contributing: int | None = None,
 ) -> Step:
     """The one place that decides whether a round aggregates, fails, waits or is extended.
 
     The admin's call aggregates an open round with at least one update, or raises why not.
     Under secure aggregation the protocol decides (:mod:`secure_rounds`): the round
     aggregates once the survivors' sum is unmasked, and fails if the protocol aborted.
+    ``contributing``: the round's updates from active participants, if the caller counted
+    them in this transaction under the round's lock (else they are counted here).
     """
     if PrivacyPolicy.model_validate(federation.privacy).secure_aggregation is not None:
         admin = trigger is Trigger.ADMIN
@@ -222,7 +225,8 @@ def next_step(
         if round_row.state != RoundState.OPEN and not _lease_expired(round_row, now):
             return Step.WAIT
         return Step(secure_rounds.next_step_name(session, round_row, admin=admin))
-    contributing = UpdateRepository(session).count_from_active(round_row.id)
+    if contributing is None:
+        contributing = UpdateRepository(session).count_from_active(round_row.id)
     if trigger is Trigger.ADMIN:
         if round_row.state != RoundState.OPEN:
             raise RoundNotOpen(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from coordinator.app import create_app
 from coordinator.config import Settings
@@ -21,7 +22,7 @@ from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.context import Context
 from coordinator.domain.lifecycle import Step, Trigger
 from coordinator.domain.recent_updates import RecentUpdates
-from coordinator.store.models import ModelVersion, Round
+from coordinator.store.models import Federation, ModelVersion, Round
 from tests.factories import (
     create_federation,
     domain_federation,
@@ -258,3 +259,87 @@ def test_facts_outdated_by_an_aggregation_change_nothing(ctx: Context) -> None:
     assert outcome is not None
     assert outcome.version is None
     assert _round_one(ctx, fid) == ("closed", 1, 1)
+
+
+# ---------------------------------------------------------------- what the transaction runs
+
+
+@contextmanager
+def _watching(ctx: Context) -> Iterator[tuple[list[str], list[list[str]]]]:
+    """The data statements run on the context's database, and what each ORM flush
+    found to write (the class names of the new and changed objects)."""
+    statements: list[str] = []
+    flushes: list[list[str]] = []
+    engine = ctx.sessions.kw["bind"]
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        verb = statement.split()[0].upper()
+        if verb in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            statements.append(verb)
+
+    def flushing(session: Session, *_args: Any) -> None:
+        changed = [*session.new, *(o for o in session.dirty if session.is_modified(o))]
+        flushes.append(sorted(type(o).__name__ for o in changed))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(Session, "before_flush", flushing)
+    try:
+        yield statements, flushes
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        event.remove(Session, "before_flush", flushing)
+
+
+def test_a_small_round_writes_its_close_by_core_statements_without_a_flush(ctx: Context) -> None:
+    fid, parts = domain_federation(ctx, participants=2, deadline_seconds=600)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    receipt = rounds.submit_update(ctx, parts[1], fid, 1, update_bytes(seed=1))
+    with _watching(ctx) as (statements, flushes):
+        outcome = aggregation_job.run_if_small(ctx, fid, 1, receipt.facts)
+    assert outcome is not None
+    assert outcome.version is not None
+    # the federation's counters and round 2 went by Core: nothing left for the flush
+    assert flushes == []
+    # lock the federation and the round; the updates' digests (counted by the decision
+    # too); the cohort; claim; base version; validation figures; close; the version's
+    # blob row and chunk, the version; the audit head, event, head; the federation's
+    # counters; round 2 (PostgreSQL: the same; SQLite's BEGIN IMMEDIATE is no statement)
+    assert len(statements) == 16, statements
+    with ctx.read_sessions() as session:
+        federation = session.get(Federation, fid)
+        assert federation is not None
+        assert (federation.current_round, federation.latest_version) == (2, 1)
+        assert (federation.completed_rounds, federation.state) == (1, "active")
+        two = session.scalars(select(Round).where(Round.federation_id == fid, Round.number == 2))
+        opened = two.one()
+        assert (opened.state, opened.base_version, opened.update_count) == ("open", 1, 0)
+        assert opened.deadline_at is not None
+        assert len(opened.id) == 36
+        assert opened.sampled is False
+    # and round 2 takes uploads and aggregates as round 1 did
+    for seed, who in enumerate(parts):
+        body = update_bytes(round=2, base_version=1, seed=seed)
+        receipt = rounds.submit_update(ctx, who, fid, 2, body)
+    again = aggregation_job.run_if_small(ctx, fid, 2, receipt.facts)
+    assert again is not None
+    assert again.version is not None
+    assert again.version.version == 2
+
+
+def test_a_round_that_stops_the_federation_is_written_by_the_flush(ctx: Context) -> None:
+    fid, parts = domain_federation(ctx, participants=2, max_rounds=1)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    receipt = rounds.submit_update(ctx, parts[1], fid, 1, update_bytes(seed=1))
+    with _watching(ctx) as (_statements, flushes):
+        outcome = aggregation_job.run_if_small(ctx, fid, 1, receipt.facts)
+    assert outcome is not None
+    assert outcome.version is not None
+    assert flushes[-1:] == [["Federation"]]  # no next round: the unit of work writes the stop
+    with ctx.read_sessions() as session:
+        federation = session.get(Federation, fid)
+        assert federation is not None
+        assert federation.current_round is None
+        assert federation.state in ("evaluating", "completed")
+        assert (federation.latest_version, federation.completed_rounds) == (1, 1)
+        count = select(func.count()).where(Round.federation_id == fid)
+        assert session.scalar(count) == 1

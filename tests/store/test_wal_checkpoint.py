@@ -4,6 +4,7 @@ checkpoints, not inside the commits of requests (those only past a large backsto
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from coordinator.migrate import upgrade
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
 from coordinator.store.db import (
+    SQLITE_PAGE_SIZE,
     WAL_AUTOCHECKPOINT_PAGES,
     checkpoint_wal,
     create_db_engine,
@@ -63,7 +65,27 @@ def test_connections_leave_checkpoints_to_the_worker_up_to_the_backstop(
     with sqlite_ctx.sessions.kw["bind"].connect() as connection:
         pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
     assert pages == WAL_AUTOCHECKPOINT_PAGES
-    assert WAL_AUTOCHECKPOINT_PAGES * 4096 > 8 * MB  # a few K = 10 rounds of 437 KB updates
+    # a few K = 10 rounds of 437 KB updates, also in a database of 4 KB pages (made before
+    # SQLITE_PAGE_SIZE); and not far more than that in one of today's pages
+    assert WAL_AUTOCHECKPOINT_PAGES * 4096 > 8 * MB
+    assert WAL_AUTOCHECKPOINT_PAGES * SQLITE_PAGE_SIZE <= 64 * MB
+
+
+def test_a_new_database_has_large_pages_and_an_older_one_keeps_its_own(tmp_path: Path) -> None:
+    new = tmp_path / "new.db"
+    upgrade(f"sqlite:///{new}")
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as made_before:  # SQLite's default page size, then WAL
+        made_before.execute("PRAGMA journal_mode=WAL")
+        made_before.execute("CREATE TABLE t (x INTEGER)")
+    for path, expected in ((new, SQLITE_PAGE_SIZE), (older, 4096)):
+        engine = create_db_engine(f"sqlite:///{path}")
+        try:
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA page_size").scalar() == expected
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            engine.dispose()
 
 
 def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_ctx: Context) -> None:
@@ -75,7 +97,7 @@ def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_ctx: Context)
     done = checkpoint_wal(engine)
     assert done is not None
     logged, copied = done
-    assert logged > 6 * MB // 4096
+    assert logged > 6 * MB // SQLITE_PAGE_SIZE
     assert copied == logged
     assert _database_file(sqlite_ctx).stat().st_size >= before + 6 * MB
 
