@@ -54,6 +54,14 @@ router = APIRouter(
 # bounded to what the rounds.number column holds, so a huge number is a 422, never a 500
 RoundNumber = Annotated[int, Path(ge=0, le=DB_INT_MAX, description="The round number.")]
 _SEEN = problems(403) | problem(404, "No such federation")
+# both long-polling routes refuse a token's poll past its cap alike
+_LONG_POLLS_HELD = problem(
+    429,
+    "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
+    "(retry after `Retry-After`)",
+    detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
+    "wait for one to return",
+)
 _ROUND_SEEN = problems(403) | problem(
     404, "No such federation or round", slug="round-not-found", detail="round 9 does not exist"
 )
@@ -256,13 +264,7 @@ async def _fast_round_weights(request: Request) -> Response | None:
         detail="wait: this coordinator holds a long-poll at most 300 s "
         "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
     )
-    | problem(
-        429,
-        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
-        "(retry after `Retry-After`)",
-        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
-        "wait for one to return",
-    ),
+    | _LONG_POLLS_HELD,
 )
 @fast_path(_fast_current_round)
 async def get_current_round(
@@ -319,13 +321,7 @@ _ROUND_WEIGHTS: Responses = {
         detail="wait: this coordinator holds a long-poll at most 300 s "
         "(FEDREC_MAX_LONG_POLL_SECONDS); ask for at most that",
     )
-    | problem(
-        429,
-        "A rate limit, or this token already holds FEDREC_MAX_LONG_POLLS_PER_TOKEN long-polls "
-        "(retry after `Retry-After`)",
-        detail="this token already holds 4 long-polls (FEDREC_MAX_LONG_POLLS_PER_TOKEN); "
-        "wait for one to return",
-    ),
+    | _LONG_POLLS_HELD,
 )
 @fast_path(_fast_round_weights)
 async def get_current_round_weights(
