@@ -517,7 +517,11 @@ class FederatedRecommender:
         """The current round, read alone after ``…/rounds/current/weights`` answered
         ``exc``: if the round is there, the route was unknown (a coordinator before it),
         so the round and its weights are asked apart from now on; if not, the federation
-        is gone and ``exc`` is raised."""
+        is gone and ``exc`` is raised. A 404 that names what is missing (its problem type
+        is not the generic ``not-found`` of an unknown route: a model version gone, say)
+        is raised as it is and the route kept."""
+        if exc.slug not in (None, "not-found"):
+            raise exc
         try:
             current = self.client.rounds.current(self.federation_id)
         except NotFoundError:

@@ -23,6 +23,7 @@ from participant_sdk import (
     Client,
     FederatedRecommender,
     ModelSignatureError,
+    NotFoundError,
 )
 from participant_sdk.recsys import BPRConfig
 from participant_sdk.wire import ROUND_HEADER
@@ -162,6 +163,29 @@ def test_an_older_coordinator_gets_the_round_then_the_weights(coordinator: TestC
         "GET /models/1/weights",
         "PUT /rounds/2/update",
     ]
+
+
+def test_a_404_that_names_what_is_missing_is_raised_and_the_route_kept(
+    coordinator: TestClient,
+) -> None:
+    fid, members = _federation(coordinator, participants=1, max_rounds=3)
+    participant, wire = _participant(coordinator, fid, *members[0])
+
+    def version_gone(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/rounds/current/weights"):
+            problem = {"type": "urn:fedrec:problem:model-version-not-found", "title": "Not found"}
+            return httpx.Response(404, json={**problem, "status": 404, "detail": "gone"})
+        return None
+
+    wire.rewrite = version_gone
+    with pytest.raises(NotFoundError) as raised:
+        participant.step()
+    assert raised.value.slug == "model-version-not-found"
+    assert "GET /rounds/current" not in _paths(wire, fid)  # not taken for an older coordinator
+    wire.rewrite = None
+    wire.sent.clear()
+    assert participant.step() == "uploaded"
+    assert _paths(wire, fid)[:2] == [ROUND_WEIGHTS, "PUT /rounds/1/update"]
 
 
 def test_bytes_that_do_not_match_their_etag_are_refused(coordinator: TestClient) -> None:
