@@ -8,7 +8,8 @@ sampled-out wait (``rounds/current?after=0&in_cohort=true&wait=1700``): the 10 d
 answered, the rest are held. Census before the polls and with them held; printed: tracked
 objects per held poll by type, the full collection's CPU before and with them, the frozen
 count (``fedrec serve`` freezes its startup heap, and with coordinator/heap.py what
-survives each full collection), RSS per held poll::
+survives each full collection), RSS per held poll, and what the periodic thaw of
+coordinator/heap.py costs (a third census: everything unfrozen, then one full collection)::
 
     python -m bench.held_polls_heap --polls 2000
     python -m bench.held_polls_heap --polls 2000 --coordinator-source /tmp/main   # before
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 
 from bench.load import _enrol, _wait_drawn, raise_file_limit
+from coordinator.heap import THAW_SECONDS
 from fedrec.local_server import SAFE_PATH, CoordinatorProcess
 
 DRAWN = 10
@@ -69,14 +71,24 @@ def _census(*_):
         json.dump(census, out)
     os.replace(path + ".tmp", path)
 
+def _thawed_census(*_):
+    # what coordinator/heap.py's thaw does every THAW_SECONDS: unfreeze everything (the
+    # startup heap and every held poll), so the collection walks it all
+    gc.unfreeze()
+    _census()
+
 if os.environ.get("HELD_POLLS_CENSUS") and "serve" in sys.argv:
     signal.signal(signal.SIGUSR1, _census)
+    signal.signal(signal.SIGUSR2, _thawed_census)
 '''
 
 
-def _census(process: subprocess.Popen[bytes], path: Path) -> dict[str, Any]:
+def _census(
+    process: subprocess.Popen[bytes], path: Path, signal_number: int = signal.SIGUSR1
+) -> dict[str, Any]:
+    """The probe's census (SIGUSR1), or with SIGUSR2 the census of a thawing collection."""
     path.unlink(missing_ok=True)
-    process.send_signal(signal.SIGUSR1)
+    process.send_signal(signal_number)
     deadline = time.monotonic() + CENSUS_SECONDS
     while time.monotonic() < deadline:
         if path.exists():
@@ -127,10 +139,11 @@ async def _run(server: CoordinatorProcess, admin_token: str, polls: int, census:
         await asyncio.sleep(SETTLE_SECONDS)
         answered = sum(task.done() for task in waits)
         held = _census(server.process, census)
+        thawed = _census(server.process, census, signal.SIGUSR2)
         for task in waits:
             task.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
-    return {"before": before, "held": held, "answered": answered}
+    return {"before": before, "held": held, "thawed": thawed, "answered": answered}
 
 
 def measure(
@@ -190,11 +203,16 @@ def report(found: dict[str, Any], polls: int, top: int) -> str:
     if count <= 0:
         return "\n".join(lines)
     cpu = (held["full_collection_cpu"] - before["full_collection_cpu"]) / count
+    thaw = found["thawed"]["full_collection_cpu"]
     lines += [
         "",
         f"per held poll: {found['tracked_per_poll']:.1f} tracked objects (frozen or not), "
         f"{(held['rss'] - before['rss']) / count / 1e3:.1f} KB of RSS, "
         f"{cpu * 1e6:.1f} µs more per full collection",
+        f"a thaw (everything unfrozen, then one full collection; at most every "
+        f"{THAW_SECONDS:.0f} s): {thaw * 1e3:.1f} ms of CPU, "
+        f"{found['thawed']['collected']} objects freed, "
+        f"<= {100 * thaw / THAW_SECONDS:.3f} % of one core",
         "",
         "| type (not frozen: what a full collection walks), per held poll | count |",
         "|---|---|",
