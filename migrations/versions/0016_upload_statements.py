@@ -16,6 +16,10 @@ Fewer statements in every upload's write transaction (bench/RESULTS.md, "upload-
   INSERT alone (the coordinator's conditional insert checks the head it chained to in
   the same statement), not a head read, an insert and a head update. The downgrade
   drops the trigger (the code of 0015 moves the head itself).
+
+A coordinator of the code before this revision still works on the upgraded schema (during
+a rolling restart): its one-chunk blobs (a row without bytes, a chunk) read as before, and
+its explicit head update writes what the trigger already wrote.
 """
 
 from collections.abc import Sequence
