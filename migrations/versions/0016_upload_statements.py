@@ -17,9 +17,10 @@ Fewer statements in every upload's write transaction (bench/RESULTS.md, "upload-
   the same statement), not a head read, an insert and a head update. The downgrade
   drops the trigger (the code of 0015 moves the head itself).
 
-A coordinator of the code before this revision still works on the upgraded schema (during
-a rolling restart): its one-chunk blobs (a row without bytes, a chunk) read as before, and
-its explicit head update writes what the trigger already wrote.
+Upgrade with every coordinator process stopped, as for any migration: the code before this
+revision writes correctly on the upgraded schema (a row without bytes and a chunk, which the
+new code reads; a head update that writes what the trigger wrote) but does not read the
+bytes that the new code keeps in ``blobs.data``.
 """
 
 from collections.abc import Sequence
