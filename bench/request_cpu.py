@@ -57,10 +57,11 @@ class OpenRound:
 
 
 @contextmanager
-def open_round(participants: int, name: str) -> Iterator[OpenRound]:
+def open_round(participants: int, name: str, *, dense: bool = False) -> Iterator[OpenRound]:
     """A migrated SQLite coordinator in this process with one federation whose round 1
     waits for one participant more than ``participants`` (so no aggregation runs), each
-    participant's token, and a row-sparse update of ``ROWS`` rows for each."""
+    participant's token, and a row-sparse update of ``ROWS`` rows for each (``dense``: of
+    every row, as a small round's participants send)."""
     folder = Path(tempfile.mkdtemp(prefix=f"fedrec-{name}-"))
     url = f"sqlite:///{folder}/fedrec.sqlite"
     upgrade(url)
@@ -89,12 +90,13 @@ def open_round(participants: int, name: str) -> Iterator[OpenRound]:
             for i in range(participants)
         ]
         rng = np.random.default_rng(0)
-        rows = np.sort(rng.choice(NUM_ITEMS, ROWS, replace=False))
+        rows = None if dense else np.sort(rng.choice(NUM_ITEMS, ROWS, replace=False))
+        count = NUM_ITEMS if dense else ROWS
         bodies = [
             encode_update(
                 {
-                    "item_factors": (rng.standard_normal((ROWS, DIM)) * 0.01).astype(np.float32),
-                    "item_bias": (rng.standard_normal(ROWS) * 0.01).astype(np.float32),
+                    "item_factors": (rng.standard_normal((count, DIM)) * 0.01).astype(np.float32),
+                    "item_bias": (rng.standard_normal(count) * 0.01).astype(np.float32),
                 },
                 round=1,
                 base_version=0,

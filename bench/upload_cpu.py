@@ -12,6 +12,8 @@ uploads (timed). Printed per upload:
 * ``kick``: thread CPU of the worker's after-upload check (``RoundWorker._after_upload``),
   however it overlapped.
 
+``--dense``: every participant uploads all 1,682 rows (~437 KB, the Flower bench's shape).
+
 Nothing is asserted. Compare trees by putting one first on the import path::
 
     PYTHONSAFEPATH=1 PYTHONPATH=/tmp/old-tree python bench/upload_cpu.py
@@ -48,14 +50,14 @@ def _thread_cpu(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> C
     return timed
 
 
-def run(participants: int) -> dict[str, float]:
+def run(participants: int, *, dense: bool = False) -> dict[str, float]:
     """Milliseconds of CPU per upload: request, submit_update, kick."""
     spent: dict[str, float] = dict.fromkeys(("request", "submit_update", "kick"), 0.0)
     rounds.submit_update = _thread_cpu(spent, "submit_update", rounds.submit_update)
     worker.RoundWorker._after_upload = _thread_cpu(  # type: ignore[method-assign]
         spent, "kick", worker.RoundWorker._after_upload
     )
-    with open_round(participants, "upload-cpu") as opened:
+    with open_round(participants, "upload-cpu", dense=dense) as opened:
         client, fid = opened.client, opened.federation_id
         tokens, bodies = opened.tokens, opened.bodies
         spent.update(dict.fromkeys(spent, 0.0))
@@ -82,8 +84,13 @@ def run(participants: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--participants", type=int, default=150)
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="dense updates of all 1,682 rows (~437 KB, a small round's upload) instead of 60",
+    )
     args = parser.parse_args(argv)
-    figures = run(args.participants)
+    figures = run(args.participants, dense=args.dense)
     print(
         f"{args.participants} uploads, CPU ms per upload: "
         + ", ".join(f"{name} {value:.2f}" for name, value in figures.items())

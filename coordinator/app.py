@@ -25,7 +25,7 @@ from coordinator.api.router import include_v1
 from coordinator.api.routes import health, metrics
 from coordinator.bootstrap import check_production, load_secrets, load_signer
 from coordinator.config import BlobBackend, Settings
-from coordinator.domain.audit import AUDIT_KEY_INFO
+from coordinator.domain.audit import AUDIT_KEY_INFO, AUDIT_TAIL_INFO, AuditTail
 from coordinator.domain.auth import hash_token, register_bootstrap_token, renewal_hint
 from coordinator.domain.context import Context
 from coordinator.heap import prepare_serving_heap
@@ -67,7 +67,8 @@ def build_context(settings: Settings) -> Context:
     )
     sessions = create_session_factory(engine)
     # transitions that hold only a session append audit events with this key
-    sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key})
+    # the audit tail: this process's guess of the chain's head (one statement per append)
+    sessions.configure(info={AUDIT_KEY_INFO: secrets.audit_key, AUDIT_TAIL_INFO: AuditTail()})
     read_sessions = create_read_session_factory(engine)
     context = Context(
         sessions=sessions,

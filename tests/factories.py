@@ -174,6 +174,10 @@ def tamper_blob(ctx: Context, digest: str) -> None:
         path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
         return
     with ctx.sessions.begin() as session:
+        row = session.get(Blob, digest)
+        if row is not None and row.data is not None:  # its bytes in its row
+            row.data = row.data[:-1] + bytes([row.data[-1] ^ 1])
+            return
         chunk = session.get(BlobChunk, (digest, 0))
         assert chunk is not None, f"blob {digest} is neither a file nor rows"
         chunk.data = chunk.data[:-1] + bytes([chunk.data[-1] ^ 1])

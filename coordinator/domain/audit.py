@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # auth records its failures here: no import cycle at run time
 
 __all__ = [
     "AUDIT_KEY_INFO",
+    "AUDIT_TAIL_INFO",
+    "AuditTail",
     "AuditReport",
     "actor_of",
     "list_events",
@@ -50,6 +52,7 @@ __all__ = [
 log = logging.getLogger("fedrec.audit")
 
 AUDIT_KEY_INFO = "fedrec.audit_key"
+AUDIT_TAIL_INFO = "fedrec.audit_tail"
 GENESIS = "00" * 32
 MAX_PAGE = 500
 
@@ -96,9 +99,7 @@ def record(
     # Core statements, not ORM objects: every upload appends one event, and the unit of
     # work's flush was most of the append's cost
     repo = AuditRepository(session)
-    seq, prev = repo.head_for_append()
     event = AuditEvent(
-        seq=seq + 1,
         created_at=now or utc_now(),
         actor=actor[:80],
         action=action,
@@ -106,11 +107,42 @@ def record(
         subject=None if subject is None else subject[:100],
         outcome=outcome,
         detail=dict(detail or {}),
-        prev_hash=prev,
     )
-    event.hash = _event_hash(key, prev, event)
+    tail = session.info.get(AUDIT_TAIL_INFO)
+    if isinstance(tail, AuditTail) and tail.last is not None:
+        # one statement: the event, inserted only if the head is still the one this
+        # process saw last (the insert moves the head)
+        _chain(key, event, *tail.last)
+        if repo.append_after(event):
+            tail.last = (event.seq, event.hash)
+            return event
+    # no guess, or another process (or a rolled-back transaction) moved the head: read
+    # it, locked, and chain to it
+    _chain(key, event, *repo.head_for_append())
     repo.append(event)
+    if isinstance(tail, AuditTail):
+        tail.last = (event.seq, event.hash)
     return event
+
+
+def _chain(key: bytes, event: AuditEvent, seq: int, prev: str) -> None:
+    """Make ``event`` the one after the event ``seq`` whose hash is ``prev``."""
+    event.seq = seq + 1
+    event.prev_hash = prev
+    event.hash = _event_hash(key, prev, event)
+
+
+class AuditTail:
+    """The chain's head as this process last wrote or read it: a guess, which an append
+    checks in its own INSERT (:meth:`AuditRepository.append_after`). A stale guess
+    (another process appended since, or the transaction that appended rolled back)
+    costs the head read the guess saves, never a broken chain. One per write-session
+    factory (``session.info[AUDIT_TAIL_INFO]``, set by the composition root)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[int, str] | None = None
 
 
 def record_now(ctx: Context, **fields: Any) -> None:

@@ -33,8 +33,9 @@ def refresh(session: Session, digest: str) -> bool:
     return bool(result.rowcount)
 
 
-def register(session: Session, digest: str, size: int) -> bool:
-    """Add the row of a new blob; False if a concurrent store committed it first."""
+def register(session: Session, digest: str, size: int, data: bytes | None = None) -> bool:
+    """Add the row of a new blob (with its bytes ``data``, when they live in the row);
+    False if a concurrent store committed it first (nothing written)."""
     dialect = session.get_bind().dialect.name
     stmt = _REGISTER.get(dialect)
     if stmt is None:
@@ -44,7 +45,7 @@ def register(session: Session, digest: str, size: int) -> bool:
             insert(_BLOBS).on_conflict_do_nothing().returning(_BLOBS.c.digest)
         )
     result = session.connection().execute(
-        stmt, {"digest": digest, "size": size, "stored_at": utc_now()}
+        stmt, {"digest": digest, "size": size, "stored_at": utc_now(), "data": data}
     )
     return result.first() is not None
 

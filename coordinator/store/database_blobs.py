@@ -1,12 +1,13 @@
 """The ``postgres`` blob store: blob bytes as rows of the coordinator's own database.
 
 Replicas on different hosts then share nothing but the database. A blob is a ``blobs``
-row (coordinator/store/blob_index.py) and its bytes cut into ``blob_chunks`` rows of
-:data:`CHUNK_BYTES`, all inserted in one transaction: readers see the whole blob or none
-of it. Chunked ``bytea`` rather than large objects: a chunk stays far below ``bytea``'s
-1 GB limit and the driver's copies of it stay small, reads stream chunk by chunk, and
-removal is a plain ``DELETE`` (large objects need ``lo_unlink`` or ``vacuumlo`` and their
-own permissions).
+row (coordinator/store/blob_index.py) holding its bytes when they fit one chunk of
+:data:`CHUNK_BYTES` (one INSERT: an upload's blob is one statement), else its bytes cut
+into ``blob_chunks`` rows of that size, all inserted in one transaction: readers see the
+whole blob or none of it. Chunked ``bytea`` rather than large objects: a chunk stays far
+below ``bytea``'s 1 GB limit and the driver's copies of it stay small, reads stream chunk
+by chunk, and removal is a plain ``DELETE`` (large objects need ``lo_unlink`` or
+``vacuumlo`` and their own permissions).
 
 Durability: the blob's transaction commits with ``synchronous_commit = on`` whatever the
 server's default, so when :meth:`DatabaseBlobStore.put` returns the bytes are in the
@@ -17,9 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +34,7 @@ CHUNK_BYTES = 8 * 1024 * 1024
 # one statement (size and chunks), built once: small blobs are read per download and per
 # aggregated update, where a second query, and building this one, were most of the cost
 _READ = (
-    select(Blob.size, BlobChunk.data)
+    select(Blob.size, Blob.data, BlobChunk.data.label("chunk"))
     .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
     .where(Blob.digest == bindparam("digest"))
     .order_by(BlobChunk.seq)
@@ -47,8 +47,8 @@ READ_BATCH_DIGESTS = 256
 READ_BATCH_BYTES = 8 * 1024 * 1024
 _SIZES = select(Blob.digest, Blob.size).where(Blob.digest.in_(bindparam("digests", expanding=True)))
 _READ_MANY = (
-    select(Blob.digest, BlobChunk.data)
-    .join(BlobChunk, BlobChunk.digest == Blob.digest)
+    select(Blob.digest, Blob.data, BlobChunk.data.label("chunk"))
+    .outerjoin(BlobChunk, BlobChunk.digest == Blob.digest)
     .where(Blob.digest.in_(bindparam("digests", expanding=True)))
     .order_by(Blob.digest, BlobChunk.seq)
 )
@@ -135,26 +135,23 @@ def store_in(session: Session, data: bytes, digest: str, *, chunk_bytes: int = C
     """Add the blob's rows to ``session``'s transaction: stored when, and only if, it
     commits (so a row that refers to the blob may commit in the same transaction)."""
     check_digest(digest)
+    # bytes that fit one chunk go into the blob's own row: one statement
+    inline = data if len(data) <= chunk_bytes else None
     # the new blob (the usual case) first: one statement fewer than refresh-then-register
-    if not blob_index.register(session, digest, len(data)):
+    if not blob_index.register(session, digest, len(data), inline):
         if blob_index.refresh(session, digest):
-            return  # stored before: its chunks committed with its row
+            return  # stored before: its bytes committed with its row
         # the collector removed it between our two statements (refresh waited for its
         # lock, then found no row): store it anew
-        if not blob_index.register(session, digest, len(data)):
+        if not blob_index.register(session, digest, len(data), inline):
             blob_index.refresh(session, digest)  # a concurrent store committed it
             return
-    if len(data) <= chunk_bytes:  # one chunk (none for an empty blob): no copy of it
-        if data:
-            session.connection().execute(_CHUNK_INSERT, {"digest": digest, "seq": 0, "data": data})
+    if inline is not None:
         return
     view = memoryview(data)
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
         chunk = bytes(view[start : start + chunk_bytes])
         session.execute(insert(BlobChunk).values(digest=digest, seq=seq, data=chunk))
-
-
-_CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 
 
 def _read(session: Session, digest: str) -> bytes:
@@ -168,8 +165,11 @@ def _read(session: Session, digest: str) -> bytes:
     if first is None:
         raise BlobNotFound(digest)
     size = first.size
-    # an empty blob has no chunk: its one row carries data None
-    data = b"".join([first.data or b"", *(row.data for row in rows)])
+    if first.data is not None:  # in its row (one chunk at most): no chunk rows
+        data: bytes = first.data
+    else:
+        # chunks; an empty blob of an older database had none: its one row carries None
+        data = b"".join([first.chunk or b"", *(row.chunk for row in rows)])
     if len(data) != size:  # cannot happen with the transactional writes; say so if it does
         raise BlobNotFound(f"{digest}: {len(data)} of {size} bytes stored")
     return data
@@ -218,8 +218,9 @@ def _read_batch(session: Session, ahead: Sequence[str], sizes: dict[str, int]) -
         wanted.append(digest)
         total += size
     chunks: dict[str, list[bytes]] = {digest: [] for digest in wanted}
-    for digest, data in session.execute(_READ_MANY, {"digests": sorted(wanted)}):
-        chunks[digest].append(data)
+    for digest, data, chunk in session.execute(_READ_MANY, {"digests": sorted(wanted)}):
+        # bytes in the row (then no chunk joined), or a chunk (None: an empty blob)
+        chunks[digest].append(data if data is not None else chunk or b"")
     batch = {digest: b"".join(parts) for digest, parts in chunks.items()}
     for digest, data in batch.items():
         if len(data) != sizes[digest]:  # as _read: cannot happen with transactional writes

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     false,
 )
 from sqlalchemy.engine import Dialect
@@ -386,9 +388,9 @@ class IdempotencyRecord(Base):
 class Blob(Base):
     """A blob of the ``postgres`` or ``s3`` blob store (coordinator/store/blob_index.py).
 
-    The row says the blob is stored: for ``postgres`` its bytes are the chunks below,
-    written in the same transaction; for ``s3`` they are an object in the bucket. Rows
-    stay empty under the ``local`` store.
+    The row says the blob is stored: for ``postgres`` (and the small blobs of ``local``)
+    its bytes are ``data`` when they fit one chunk, else the chunks below, written in the
+    same transaction; for ``s3`` they are an object in the bucket.
     """
 
     __tablename__ = "blobs"
@@ -397,6 +399,9 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     # last stored (again): the collector's grace period counts from here
     stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the bytes of a blob of one chunk at most, written by the INSERT that registers it
+    # (an upload's blob is one statement); None: chunks (or an s3 object, or empty)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class BlobChunk(Base):
@@ -435,10 +440,35 @@ class AuditEvent(Base):
 
 class AuditHead(Base):
     """The chain's newest (seq, hash), one row: its row lock orders appends on every
-    backend, and it lets verification notice events deleted from the end."""
+    backend, and it lets verification notice events deleted from the end. An event's
+    INSERT moves it (the trigger ``audit_events_move_head``, migration 0016, and below
+    for ``create_all``)."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# the audit head follows every inserted event, in the INSERT's own statement (migration
+# 0016_upload_statements creates the same trigger; these are for metadata.create_all)
+_MOVE_HEAD = "UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE id = 1;"
+_ON_INSERT = "CREATE TRIGGER audit_events_move_head AFTER INSERT ON audit_events FOR EACH ROW "
+for _dialect, _statements in (
+    ("sqlite", [f"{_ON_INSERT}BEGIN {_MOVE_HEAD} END"]),
+    (
+        "postgresql",
+        [
+            "CREATE FUNCTION audit_events_move_head() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN {_MOVE_HEAD} RETURN NULL; END $$",
+            f"{_ON_INSERT}EXECUTE FUNCTION audit_events_move_head()",
+        ],
+    ),
+):
+    for _statement in _statements:
+        event.listen(
+            AuditEvent.__table__,
+            "after_create",
+            DDL(_statement).execute_if(dialect=_dialect),  # type: ignore[no-untyped-call]
+        )

@@ -280,13 +280,26 @@ class AuditRepository(_Repository):
         return int(row.seq), str(row.hash)
 
     def append(self, event: AuditEvent) -> None:
-        """Insert ``event`` and make it the head (after :meth:`head_for_append`)."""
-        events = _table(AuditEvent)
-        connection = self.session.connection()
-        connection.execute(
-            _AUDIT_INSERT, {column.name: getattr(event, column.name) for column in events.c}
+        """Insert ``event`` (after :meth:`head_for_append`); the insert moves the head
+        (the trigger ``audit_events_move_head``)."""
+        self.session.connection().execute(
+            _AUDIT_INSERT, {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS}
         )
-        connection.execute(_AUDIT_MOVE_HEAD, {"b_seq": event.seq, "b_hash": event.hash})
+
+    def append_after(self, event: AuditEvent) -> bool:
+        """Insert ``event`` if the head is still the event it chains to (``seq - 1``,
+        ``prev_hash``), in one statement that also moves the head (its row locked first
+        on PostgreSQL, as :meth:`head_for_append` locks it); False (nothing written) if
+        the head is another: read it with :meth:`head_for_append`."""
+        row = (
+            self.session.connection()
+            .execute(
+                _AUDIT_APPEND_AFTER,
+                {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS},
+            )
+            .first()
+        )
+        return row is not None
 
     def page(self, *, after: int, limit: int) -> Sequence[AuditEvent]:
         return self.session.scalars(
@@ -1071,12 +1084,26 @@ _AUDIT_HEAD_FOR_UPDATE = (
     .with_for_update()
 )
 _AUDIT_INSERT = insert(_table(AuditEvent))
-_MODEL_VERSION_INSERT = insert(_table(ModelVersion))
-_AUDIT_MOVE_HEAD = (
-    update(_table(AuditHead))
-    .where(_table(AuditHead).c.id == 1)
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+_AUDIT_COLUMNS = tuple(_table(AuditEvent).c)
+# INSERT … SELECT <the event> FROM audit_head WHERE the head is the event it chains to
+# [FOR UPDATE on PostgreSQL, where READ COMMITTED re-checks the condition on the head's
+# newest version once its lock is granted] RETURNING seq
+_AUDIT_APPEND_AFTER = (
+    insert(_table(AuditEvent))
+    .from_select(
+        [column.name for column in _AUDIT_COLUMNS],
+        select(*(bindparam(column.name, type_=column.type) for column in _AUDIT_COLUMNS))
+        .select_from(_table(AuditHead))
+        .where(
+            _table(AuditHead).c.id == 1,
+            _table(AuditHead).c.seq == bindparam("seq", type_=Integer) - 1,
+            _table(AuditHead).c.hash == bindparam("prev_hash"),
+        )
+        .with_for_update(),
+    )
+    .returning(_table(AuditEvent).c.seq)
 )
+_MODEL_VERSION_INSERT = insert(_table(ModelVersion))
 # by dialect name, built on first use
 _EVALUATION_PUT: dict[str, Any] = {}
 # built once: the aggregation job runs these every round (building a statement costs more

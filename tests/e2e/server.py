@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, select, update
 
-from coordinator.store.models import BlobChunk
+from coordinator.store.models import Blob, BlobChunk
 from fedrec.local_server import CoordinatorProcess
 
 __all__ = ["ADMIN_TOKEN", "ServerProcess"]
@@ -37,8 +37,8 @@ class ServerProcess(CoordinatorProcess):
         return self.env.get("FEDREC_DATABASE_URL", default)
 
     def tamper_blob(self, digest: str) -> None:
-        """Flip the last byte of a stored blob: its file, or (a small blob, kept as database
-        rows by the server) its first row. The server should be stopped."""
+        """Flip the last byte of a stored blob: its file, or (a small blob, kept in the
+        database by the server) its row's bytes. The server should be stopped."""
         path = self.data_dir / "blobs" / digest[:2] / digest
         if path.exists():
             data = path.read_bytes()
@@ -47,9 +47,18 @@ class ServerProcess(CoordinatorProcess):
         engine = create_engine(self.database_url)
         try:
             with engine.begin() as conn:
+                # in the blob's row (one chunk at most), else its first chunk
+                own = Blob.digest == digest
+                inline = conn.execute(select(Blob.data).where(own)).scalar_one()
+                if inline is not None:
+                    conn.execute(update(Blob).where(own).values(data=_flip(inline)))
+                    return
                 key = (BlobChunk.digest == digest) & (BlobChunk.seq == 0)
                 data = conn.execute(select(BlobChunk.data).where(key)).scalar_one()
-                flipped = data[:-1] + bytes([data[-1] ^ 1])
-                conn.execute(update(BlobChunk).where(key).values(data=flipped))
+                conn.execute(update(BlobChunk).where(key).values(data=_flip(data)))
         finally:
             engine.dispose()
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from coordinator.store.db import create_db_engine
-from coordinator.store.models import BlobChunk, ModelVersion, Round, Update
+from coordinator.store.models import Blob, BlobChunk, ModelVersion, Round, Update
 from participant_sdk import Client
 from tests.conftest import _scratch_postgres_database
 from tests.e2e.server import ADMIN_TOKEN, ServerProcess
@@ -123,10 +123,11 @@ def blob_files(server: ServerProcess) -> dict[str, Path]:
 def blob_rows(server: ServerProcess) -> dict[str, bytes]:
     """The small blobs kept as database rows (FEDREC_INLINE_BLOB_MAX_BYTES), by digest."""
     with db_session(server) as session:
+        own = session.execute(select(Blob.digest, Blob.data).where(Blob.data.is_not(None))).all()
         chunks = session.execute(
             select(BlobChunk.digest, BlobChunk.data).order_by(BlobChunk.digest, BlobChunk.seq)
         ).all()
-    rows: dict[str, bytes] = {}
+    rows: dict[str, bytes] = {digest: bytes(data or b"") for digest, data in own}  # in the row
     for digest, data in chunks:
         rows[digest] = rows.get(digest, b"") + data
     return rows
