@@ -103,7 +103,7 @@ from coordinator.domain.transport import encode_version
 from coordinator.domain.validation_curve import smoothed
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
-from coordinator.store.models import Federation, ModelVersion, utc_now
+from coordinator.store.models import Federation, ModelVersion, Round, utc_now
 from coordinator.store.repository import (
     FederationRepository,
     ModelVersionRepository,
@@ -169,6 +169,9 @@ class Claim:
     completed_rounds: int = 0
     # adaptive clipping: the C this round clips to, handed on by its base version
     clip_norm: float | None = None
+    # not claimed yet: the one transaction that decided records the round by a
+    # compare-and-set that claims it as of this time (lifecycle.claim_and_close)
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -352,7 +355,7 @@ def _run_at_once(
     weights = b""
     with ctx.sessions.begin() as session:
         step, claimed, federation = claim_in(
-            ctx, session, federation_id, number, trigger=trigger, now=utc_now()
+            ctx, session, federation_id, number, trigger=trigger, now=utc_now(), defer_claim=True
         )
         if claimed is not None:
             assert federation is not None
@@ -369,6 +372,7 @@ def _run_at_once(
                     owner=claimed.owner,
                     reason=f"aggregation refused: {exc.reason}",
                     now=utc_now(),
+                    claimed_at=claimed.claimed_at,
                 )
             else:
                 weights = result.weights
@@ -653,17 +657,29 @@ def claim_in(
     now: datetime,
     principal: Principal | None = None,
     may_claim: bool = True,
+    defer_claim: bool = False,
 ) -> tuple[lifecycle.Step, Claim | None, Federation | None]:
     """The claim's work inside the caller's write transaction: lock, decide, apply a
     fail/extend or claim the round and read what aggregation needs; also the locked
-    federation (None when it does not exist)."""
+    federation (None when it does not exist). ``defer_claim``: the caller records (or
+    fails) the round in this same transaction, by a compare-and-set that claims it too
+    (the returned claim's ``claimed_at``), so no claim is written here."""
     admin = trigger is lifecycle.Trigger.ADMIN
     if principal is not None:
         load_federation(session, principal, federation_id)  # 404/403 before any lock
-    # lock order everywhere: federation, then round
-    federation = FederationRepository(session).get(federation_id, for_update=True)
+    # lock order everywhere: federation, then round; one statement also reads the base
+    # version and counts the cohort (the decision's expected count)
     rounds = RoundRepository(session)
-    round_row = rounds.get(federation_id, number, for_update=True) if federation else None
+    loaded = rounds.lock_for_claim(federation_id, number)
+    base_row: ModelVersion | None = None
+    cohort_active: int | None = None
+    if loaded is not None:
+        federation: Federation | None = loaded.federation
+        round_row: Round | None = loaded.round
+        base_row, cohort_active = loaded.base, loaded.cohort_active
+    else:  # no such round (yet): lock the federation alone, and look again under its lock
+        federation = FederationRepository(session).get(federation_id, for_update=True)
+        round_row = rounds.get(federation_id, number, for_update=True) if federation else None
     if federation is None or round_row is None:
         if admin and federation is not None:
             _refuse_past_budget(session, federation, number)
@@ -678,6 +694,7 @@ def claim_in(
     if sampling.draw_pending(round_row):
         policy = RoundPolicy.model_validate(federation.round_policy)
         sampling.draw_if_due(session, round_row, policy, now)
+        cohort_active = None  # drawn now, perhaps: counted again
     # a secure-aggregation phase past its deadline closes first (with who answered)
     secure_rounds.close_due_phase(session, federation, round_row, now)
     settings = federation_settings(ctx, federation)
@@ -695,6 +712,7 @@ def claim_in(
         trigger=trigger,
         now=now,
         contributing=None if digests is None else len(digests),
+        expected=cohort_active,
     )
     if step is lifecycle.Step.EXTEND:
         lifecycle.extend_deadline(federation, round_row, now)
@@ -714,7 +732,10 @@ def claim_in(
                 round=number,
             )
         return lifecycle.Step.WAIT, None, federation
-    if not lifecycle.claim(
+    # deferred: the caller records the round in this transaction, where the close is the
+    # claim's compare-and-set too (lifecycle.claim_and_close); under the locks held since
+    # the decision, the round is as claimable then as now
+    if not defer_claim and not lifecycle.claim(
         session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
     ):
         if admin:
@@ -723,7 +744,7 @@ def claim_in(
     if digests is None:
         digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
     versions = ModelVersionRepository(session)
-    base = versions.get(federation_id, round_row.base_version)
+    base = base_row if base_row is not None else versions.get(federation_id, round_row.base_version)
     assert base is not None
     restore = None
     step_scale = base.step_scale
@@ -771,6 +792,7 @@ def claim_in(
             clip_norm=clip_norm_of(dp_policy, base.privacy_spent)
             if dp_policy is not None and dp_policy.adaptive_clipping is not None
             else None,
+            claimed_at=now if defer_claim else None,
         ),
         federation,
     )
@@ -1021,14 +1043,26 @@ def _record(
     # no autoflush: the round's close and the blob's rows are statements that do not
     # read the federation, whose changes are written once, with the version
     with session.no_autoflush:
-        if not lifecycle.close(
-            session,
-            federation,
-            claimed.round_id,
-            owner=claimed.owner,
-            result_version=federation.latest_version + 1,
-            now=now,
-        ):
+        if claimed.claimed_at is not None:  # claimed and closed by one compare-and-set
+            closed = lifecycle.claim_and_close(
+                session,
+                federation,
+                claimed.round_id,
+                owner=claimed.owner,
+                claimed_at=claimed.claimed_at,
+                result_version=federation.latest_version + 1,
+                now=now,
+            )
+        else:
+            closed = lifecycle.close(
+                session,
+                federation,
+                claimed.round_id,
+                owner=claimed.owner,
+                result_version=federation.latest_version + 1,
+                now=now,
+            )
+        if not closed:
             return None
         for data, blob_digest, in_rows in zip(
             result.blobs, result.digests, result.inline, strict=True

@@ -71,6 +71,7 @@ __all__ = [
     "advance",
     "certainly_waits",
     "claim",
+    "claim_and_close",
     "close",
     "complete_federation",
     "extend_deadline",
@@ -204,6 +205,7 @@ def next_step(
     now: datetime,
     selection: ParticipantSelection = ROUND_COHORT,
     contributing: int | None = None,
+    expected: int | None = None,
 ) -> Step:
     """The one place that decides whether a round aggregates, fails, waits or is extended.
 
@@ -211,7 +213,8 @@ def next_step(
     Under secure aggregation the protocol decides (:mod:`secure_rounds`): the round
     aggregates once the survivors' sum is unmasked, and fails if the protocol aborted.
     ``contributing``: the round's updates from active participants, if the caller counted
-    them in this transaction under the round's lock (else they are counted here).
+    them in this transaction under the round's lock (else they are counted here);
+    ``expected``: likewise, the cohort's active members (``selection.expected``).
     """
     if PrivacyPolicy.model_validate(federation.privacy).secure_aggregation is not None:
         admin = trigger is Trigger.ADMIN
@@ -253,7 +256,8 @@ def next_step(
         if PrivacyPolicy.model_validate(federation.privacy).dp is not None:
             return Step.AGGREGATE
         return Step.FAIL
-    expected = selection.expected(session, round_row)
+    if expected is None:
+        expected = selection.expected(session, round_row)
     if expected > 0 and contributing == expected:
         return Step.AGGREGATE
     if round_row.deadline_at is None or round_row.deadline_at > now:
@@ -329,6 +333,27 @@ def close(
     return True
 
 
+def claim_and_close(
+    session: Session,
+    federation: Federation,
+    round_id: str,
+    *,
+    owner: str,
+    claimed_at: datetime,
+    result_version: int,
+    now: datetime,
+) -> bool:
+    """:func:`claim` and :func:`close` as one compare-and-set, for a round claimed,
+    aggregated and recorded inside one transaction (nothing between them is visible):
+    ``open`` (or a lease expired at ``claimed_at``) ``-> closed``; counts the round."""
+    if not RoundRepository(session).claim_and_close(
+        round_id, owner=owner, now=claimed_at, result_version=result_version, closed_at=now
+    ):
+        return False
+    federation.completed_rounds += 1
+    return True
+
+
 def extend_deadline(federation: Federation, round_row: Round, now: datetime) -> None:
     """Below quorum at the deadline, policy "extend": one more deadline period."""
     policy = RoundPolicy.model_validate(federation.round_policy)
@@ -371,13 +396,21 @@ def fail_aggregation(
     owner: str,
     reason: str,
     now: datetime,
+    claimed_at: datetime | None = None,
 ) -> bool:
     """``aggregating -> failed`` if ``owner`` still holds the lease: the aggregate was
     refused (not finite), so no version is recorded and the next round opens on the same
-    base, unless the federation reached ``max_failed_rounds``."""
-    if not RoundRepository(session).fail_if_owned(
-        round_row.id, owner=owner, reason=reason[:500], closed_at=now
-    ):
+    base, unless the federation reached ``max_failed_rounds``. ``claimed_at``: the round
+    was not claimed yet, in this transaction (:func:`claim_and_close`): claim and fail it
+    as one compare-and-set (``open`` or a lease expired then)."""
+    rounds = RoundRepository(session)
+    if claimed_at is not None:
+        failed = rounds.claim_and_fail(
+            round_row.id, owner=owner, now=claimed_at, reason=reason[:500], closed_at=now
+        )
+    else:
+        failed = rounds.fail_if_owned(round_row.id, owner=owner, reason=reason[:500], closed_at=now)
+    if not failed:
         return False
     session.refresh(round_row)
     log.warning("round %d of %s failed: %s", round_row.number, federation.id, reason)

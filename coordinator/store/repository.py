@@ -56,6 +56,7 @@ __all__ = [
     "AdminTokenRepository",
     "AuditRepository",
     "AuthGenerationRepository",
+    "ClaimLoad",
     "DeploymentRepository",
     "EvaluationRepository",
     "FederationMark",
@@ -164,6 +165,18 @@ class RoundView:
     @classmethod
     def of(cls, row: Round) -> RoundView:
         return cls(*(getattr(row, name) for name in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class ClaimLoad:
+    """What a round's claim reads under its locks, loaded by one statement
+    (:meth:`RoundRepository.lock_for_claim`): the federation and the round (both locked),
+    the round's base version, and the active members of its cohort as counted then."""
+
+    federation: Federation
+    round: Round
+    base: ModelVersion | None
+    cohort_active: int
 
 
 class _Repository:
@@ -411,6 +424,19 @@ class RoundRepository(_Repository):
             stmt, {"federation_id": federation_id, "number": number}
         ).one_or_none()
 
+    def lock_for_claim(self, federation_id: str, number: int) -> ClaimLoad | None:
+        """Lock the federation and its round ``number`` (in that order: PostgreSQL's
+        ``FOR UPDATE OF federations, rounds``; SQLite's write lock is the caller's
+        BEGIN IMMEDIATE) and read, in the same statement, the round's base version and
+        its cohort's active members (:func:`sampling.cohort_count`'s count); None when
+        the round (or the federation) does not exist, nothing locked."""
+        row = self.session.execute(
+            _LOCK_FOR_CLAIM, {"federation_id": federation_id, "number": number}
+        ).one_or_none()
+        if row is None:
+            return None
+        return ClaimLoad(row[0], row[1], row[2], int(row[3] or 0))
+
     def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
         """The federation's round mark and its current round, in one Core statement (a poll
         reads this; loading the wide federation row and the round through the ORM cost
@@ -559,6 +585,45 @@ class RoundRepository(_Repository):
             },
         )
         return result.rowcount == 1
+
+    def claim_and_close(
+        self, round_id: str, *, owner: str, now: datetime, result_version: int, closed_at: datetime
+    ) -> bool:
+        """:meth:`claim_for_aggregation` and :meth:`close_if_owned` as one compare-and-set
+        (a round claimed, folded and recorded inside one transaction): ``open`` (or an
+        expired lease at ``now``) ``-> closed``, ``owner`` recorded as the lease's last
+        holder, as the two statements leave it; false if it is not claimable."""
+        result = self.session.connection().execute(
+            _CLAIM_AND_CLOSE,
+            {
+                "b_round_id": round_id,
+                "b_now": now,
+                "b_owner": owner,
+                "b_version": result_version,
+                "b_closed_at": closed_at,
+            },
+        )
+        return result.rowcount == 1
+
+    def claim_and_fail(
+        self, round_id: str, *, owner: str, now: datetime, reason: str, closed_at: datetime
+    ) -> bool:
+        """:meth:`claim_for_aggregation` and :meth:`fail_if_owned` as one compare-and-set
+        (as :meth:`claim_and_close`)."""
+        result = self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, _CLAIMABLE)
+            .values(
+                state="failed",
+                lease_owner=owner,
+                failure_reason=reason,
+                closed_at=closed_at,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False),
+            {"b_now": now},
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     def fail_if_owned(self, round_id: str, *, owner: str, reason: str, closed_at: datetime) -> bool:
         """Compare-and-set ``aggregating -> failed``; false if the lease was lost."""
@@ -1106,21 +1171,59 @@ _COUNT_ACTIVE = (
     .select_from(Participant)
     .where(Participant.federation_id == bindparam("federation_id"), Participant.state == "active")
 )
+# sampling.cohort_count as a column: a sampled round's drawn members still active, or
+# every active participant of an unsampled round's federation
+_COHORT_ACTIVE = case(
+    (
+        Round.sampled,
+        select(func.count())
+        .select_from(RoundCohortMember)
+        .join(Participant, Participant.id == RoundCohortMember.participant_id)
+        .where(RoundCohortMember.round_id == Round.id, Participant.state == "active")
+        .correlate(Round)
+        .scalar_subquery(),
+    ),
+    else_=select(func.count())
+    .select_from(Participant)
+    .where(Participant.federation_id == Round.federation_id, Participant.state == "active")
+    .correlate(Round)
+    .scalar_subquery(),
+)
+_LOCK_FOR_CLAIM = (
+    select(Federation, Round, ModelVersion, _COHORT_ACTIVE)
+    .join(Round, (Round.federation_id == Federation.id) & (Round.number == bindparam("number")))
+    .outerjoin(
+        ModelVersion,
+        (ModelVersion.federation_id == Federation.id)
+        & (ModelVersion.version == Round.base_version),
+    )
+    .where(Federation.id == bindparam("federation_id"))
+    .with_for_update(of=[_table(Federation), _table(Round)])
+)
 _AT = _table(Round).c.lease_expires_at.type  # the UTC timestamp type of every *_at column
+# open, or aggregating under a lease that expired at b_now
+_CLAIMABLE = (_table(Round).c.state == "open") | (
+    (_table(Round).c.state == "aggregating")
+    & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
+)
 _CLAIM = (
     update(_table(Round))
-    .where(
-        _table(Round).c.id == bindparam("b_round_id"),
-        (_table(Round).c.state == "open")
-        | (
-            (_table(Round).c.state == "aggregating")
-            & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
-        ),
-    )
+    .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
     .values(
         state="aggregating",
         lease_owner=bindparam("b_owner"),
         lease_expires_at=bindparam("b_until", type_=_AT),
+    )
+)
+_CLAIM_AND_CLOSE = (
+    update(_table(Round))
+    .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
+    .values(
+        state="closed",
+        lease_owner=bindparam("b_owner"),
+        result_version=bindparam("b_version"),
+        closed_at=bindparam("b_closed_at", type_=_AT),
+        lease_expires_at=None,
     )
 )
 _CLOSE = (
