@@ -1101,11 +1101,12 @@ def _record(
     )
     if settings.privacy.secure_aggregation is not None:
         secure_rounds.forget_sum(session, claimed.round_id)
-    lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
+    change = lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     opened = federation.current_round == claimed.number + 1
-    # the federation's counters and the next round's row by two Core statements, not the
-    # unit of work's flush at COMMIT (which still writes anything else, e.g. a stop's)
-    write_round_change(session, federation)
+    if change is not None:
+        # the federation's counters and the next round's row by two prebuilt statements,
+        # not the unit of work's flush at COMMIT (which writes a stop's or a draw's change)
+        write_round_change(session, federation, change)
     return _Committed(version, opened)
 
 

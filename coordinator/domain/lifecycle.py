@@ -49,7 +49,7 @@ from coordinator.domain import audit, deployment, sampling, secure_rounds
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
 from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
 from coordinator.domain.stopping import stop_reason
-from coordinator.store.models import Federation, Round
+from coordinator.store.models import Federation, Round, new_id
 from coordinator.store.repository import (
     EvaluationRepository,
     ModelVersionRepository,
@@ -58,6 +58,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
+from coordinator.store.round_change import NewRound, RoundChange
 
 __all__ = [
     "PLAINTEXT_PHASES",
@@ -168,7 +169,7 @@ def open_round(
 ) -> Round:
     """Open round ``number`` on ``base_version`` and make it the federation's current round."""
     policy = RoundPolicy.model_validate(federation.round_policy)
-    deadline = now + timedelta(seconds=policy.deadline_seconds) if policy.deadline_seconds else None
+    deadline = _deadline(policy, now)
     round_row = Round(
         federation_id=federation.id,
         number=number,
@@ -186,6 +187,10 @@ def open_round(
         round_row.sampled = True
         sampling.draw_if_due(session, round_row, policy, now)
     return round_row
+
+
+def _deadline(policy: RoundPolicy, now: datetime) -> datetime | None:
+    return now + timedelta(seconds=policy.deadline_seconds) if policy.deadline_seconds else None
 
 
 def _lease_expired(round_row: Round, now: datetime) -> bool:
@@ -514,17 +519,40 @@ def settle_final_evaluation(session: Session, federation: Federation, now: datet
     return True
 
 
-def advance(session: Session, federation: Federation, *, closed_round: int, now: datetime) -> None:
-    """After a round closed: open the next round, or stop training (see
-    :func:`stopping.stop_reason`) and evaluate the final version."""
+def advance(
+    session: Session, federation: Federation, *, closed_round: int, now: datetime
+) -> RoundChange | None:
+    """After a round closed (counted, its version recorded): open the next round, or
+    stop training (see :func:`stopping.stop_reason`) and evaluate the final version.
+
+    An unsampled next round is not added to the session: it comes back, with the
+    federation's round counters, as a :class:`RoundChange` of plain values for the
+    caller to write (``store.round_change.write_round_change``). None: training stopped,
+    or a sampled round (whose draw needs its row) was opened in the session; the unit of
+    work writes those."""
     reason = stop_reason(session, federation)
     if reason is not None:
         stop(session, federation, reason=reason, now=now)
-        return
-    open_round(
-        session,
-        federation,
-        number=closed_round + 1,
-        base_version=federation.latest_version,
-        now=now,
+        return None
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    number = closed_round + 1
+    if policy.sampling is not None:
+        open_round(
+            session, federation, number=number, base_version=federation.latest_version, now=now
+        )
+        return None
+    federation.current_round = number
+    return RoundChange(
+        federation_id=federation.id,
+        completed_rounds=federation.completed_rounds,
+        latest_version=federation.latest_version,
+        current_round=number,
+        opened=NewRound(
+            id=new_id(),
+            federation_id=federation.id,
+            number=number,
+            base_version=federation.latest_version,
+            opened_at=now,
+            deadline_at=_deadline(policy, now),
+        ),
     )
