@@ -9,6 +9,10 @@ Rounds::
      └──fail──▶ failed       (deadline passed below quorum, policy "fail"; or,
                               from aggregating, a result that is not finite)
 
+    (a small round claimed, folded and recorded in one transaction goes open ──▶
+    closed, or failed, by one compare-and-set: claim_and_close, the claim and the
+    close at once; nothing in between is visible)
+
 Federations::
 
     active ──stop──▶ evaluating ──complete──▶ completed
