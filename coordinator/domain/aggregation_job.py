@@ -667,16 +667,15 @@ def claim_in(
     admin = trigger is lifecycle.Trigger.ADMIN
     if principal is not None:
         load_federation(session, principal, federation_id)  # 404/403 before any lock
-    # lock order everywhere: federation, then round; one statement also reads the base
-    # version and counts the cohort (the decision's expected count)
+    # lock order everywhere: federation, then round; one statement, which also reads the
+    # round's base version
     rounds = RoundRepository(session)
     loaded = rounds.lock_for_claim(federation_id, number)
     base_row: ModelVersion | None = None
-    cohort_active: int | None = None
     if loaded is not None:
         federation: Federation | None = loaded.federation
         round_row: Round | None = loaded.round
-        base_row, cohort_active = loaded.base, loaded.cohort_active
+        base_row = loaded.base
     else:  # no such round (yet): lock the federation alone, and look again under its lock
         federation = FederationRepository(session).get(federation_id, for_update=True)
         round_row = rounds.get(federation_id, number, for_update=True) if federation else None
@@ -694,17 +693,19 @@ def claim_in(
     if sampling.draw_pending(round_row):
         policy = RoundPolicy.model_validate(federation.round_policy)
         sampling.draw_if_due(session, round_row, policy, now)
-        cohort_active = None  # drawn now, perhaps: counted again
     # a secure-aggregation phase past its deadline closes first (with who answered)
     secure_rounds.close_due_phase(session, federation, round_row, now)
     settings = federation_settings(ctx, federation)
     # a plaintext round's digests, read once: the decision counts them, the claim folds
-    # them (the locks held since keep them as read)
-    digests = (
-        tuple(UpdateRepository(session).digests_from_active(round_row.id))
-        if settings.privacy.secure_aggregation is None
-        else None
-    )
+    # them (the locks held since keep them as read); with them, the cohort's active
+    # members, the decision's expected count (counted by next_step when there is no digest)
+    digests: tuple[str, ...] | None = None
+    cohort_active: int | None = None
+    if settings.privacy.secure_aggregation is None:
+        read, cohort_active = UpdateRepository(session).digests_and_cohort(
+            round_row.id, federation_id=federation_id, sampled=round_row.sampled
+        )
+        digests = tuple(read)
     step = lifecycle.next_step(
         session,
         federation,

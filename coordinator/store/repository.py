@@ -171,12 +171,11 @@ class RoundView:
 class ClaimLoad:
     """What a round's claim reads under its locks, loaded by one statement
     (:meth:`RoundRepository.lock_for_claim`): the federation and the round (both locked),
-    the round's base version, and the active members of its cohort as counted then."""
+    and the round's base version."""
 
     federation: Federation
     round: Round
     base: ModelVersion | None
-    cohort_active: int
 
 
 class _Repository:
@@ -427,15 +426,17 @@ class RoundRepository(_Repository):
     def lock_for_claim(self, federation_id: str, number: int) -> ClaimLoad | None:
         """Lock the federation and its round ``number`` (in that order: PostgreSQL's
         ``FOR UPDATE OF federations, rounds``; SQLite's write lock is the caller's
-        BEGIN IMMEDIATE) and read, in the same statement, the round's base version and
-        its cohort's active members (:func:`sampling.cohort_count`'s count); None when
-        the round (or the federation) does not exist, nothing locked."""
+        BEGIN IMMEDIATE) and read the round's base version (immutable) in the same
+        statement; None when the round (or the federation) does not exist, nothing
+        locked. What may change under other rows' locks (the participants' states) is read
+        by later statements: on PostgreSQL a statement that waited for a row lock keeps the
+        snapshot it started with for the rows it did not lock."""
         row = self.session.execute(
             _LOCK_FOR_CLAIM, {"federation_id": federation_id, "number": number}
         ).one_or_none()
         if row is None:
             return None
-        return ClaimLoad(row[0], row[1], row[2], int(row[3] or 0))
+        return ClaimLoad(row[0], row[1], row[2])
 
     def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
         """The federation's round mark and its current round, in one Core statement (a poll
@@ -745,6 +746,22 @@ class UpdateRepository(_Repository):
         """The sha256 of the round's updates whose participant is still active, in the
         fixed aggregation order (participant id)."""
         return list(self.session.scalars(_DIGESTS_FROM_ACTIVE, {"round_id": round_id}))
+
+    def digests_and_cohort(
+        self, round_id: str, *, federation_id: str, sampled: bool
+    ) -> tuple[builtins.list[str], int | None]:
+        """:meth:`digests_from_active`, and in the same statement the round's cohort's
+        active members (``sampling.cohort_count``: a sampled round's drawn members still
+        active, else the federation's active participants); None if there is no digest."""
+        if sampled:
+            stmt, params = _DIGESTS_AND_MEMBERS, {"round_id": round_id}
+        else:
+            stmt, params = (
+                _DIGESTS_AND_ACTIVE,
+                {"round_id": round_id, "federation_id": federation_id},
+            )
+        rows = self.session.execute(stmt, params).all()
+        return [row[0] for row in rows], (int(rows[0][1]) if rows else None)
 
     def count_from_active(self, round_id: str) -> int:
         """Updates of a round whose participant is still active (they will be aggregated)."""
@@ -1156,6 +1173,23 @@ _MODEL_VERSION = select(ModelVersion).where(
     ModelVersion.federation_id == bindparam("federation_id"),
     ModelVersion.version == bindparam("version"),
 )
+_MEMBER = _table(Participant).alias("member")  # the subqueries' own participants
+_DIGESTS_AND_ACTIVE = _DIGESTS_FROM_ACTIVE.add_columns(
+    select(func.count())
+    .select_from(_MEMBER)
+    .where(_MEMBER.c.federation_id == bindparam("federation_id"), _MEMBER.c.state == "active")
+    .scalar_subquery()
+)
+_DIGESTS_AND_MEMBERS = _DIGESTS_FROM_ACTIVE.add_columns(
+    select(func.count())
+    .select_from(_table(RoundCohortMember))
+    .join(_MEMBER, _MEMBER.c.id == _table(RoundCohortMember).c.participant_id)
+    .where(
+        _table(RoundCohortMember).c.round_id == bindparam("round_id"),
+        _MEMBER.c.state == "active",
+    )
+    .scalar_subquery()
+)
 _COUNT_FROM_ACTIVE = (
     select(func.count())
     .select_from(Update)
@@ -1171,26 +1205,8 @@ _COUNT_ACTIVE = (
     .select_from(Participant)
     .where(Participant.federation_id == bindparam("federation_id"), Participant.state == "active")
 )
-# sampling.cohort_count as a column: a sampled round's drawn members still active, or
-# every active participant of an unsampled round's federation
-_COHORT_ACTIVE = case(
-    (
-        Round.sampled,
-        select(func.count())
-        .select_from(RoundCohortMember)
-        .join(Participant, Participant.id == RoundCohortMember.participant_id)
-        .where(RoundCohortMember.round_id == Round.id, Participant.state == "active")
-        .correlate(Round)
-        .scalar_subquery(),
-    ),
-    else_=select(func.count())
-    .select_from(Participant)
-    .where(Participant.federation_id == Round.federation_id, Participant.state == "active")
-    .correlate(Round)
-    .scalar_subquery(),
-)
 _LOCK_FOR_CLAIM = (
-    select(Federation, Round, ModelVersion, _COHORT_ACTIVE)
+    select(Federation, Round, ModelVersion)
     .join(Round, (Round.federation_id == Federation.id) & (Round.number == bindparam("number")))
     .outerjoin(
         ModelVersion,

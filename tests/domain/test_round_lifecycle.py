@@ -19,7 +19,7 @@ from coordinator.domain.lineage import verify_lineage
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
 from coordinator.store import database_blobs
 from coordinator.store.models import Blob, ModelVersion, Round, utc_now
-from coordinator.store.repository import ModelVersionRepository, RoundRepository
+from coordinator.store.repository import ModelVersionRepository, RoundRepository, UpdateRepository
 from tests.factories import domain_federation, update_bytes
 
 ADMIN = Principal(is_admin=True)
@@ -252,3 +252,33 @@ def test_deadline_below_quorum(ctx: Context, action: str, state: str) -> None:
         second = rounds.get_round(ctx, ADMIN, fid, 2)
         assert second.state == "open"
         assert second.base_version == first.base_version
+
+
+def test_the_claims_digests_come_with_the_cohorts_active_members(ctx: Context) -> None:
+    from coordinator.domain.participants import revoke_participant
+
+    fid, parts = _federation(ctx, participants=3)
+    for seed, who in enumerate(parts[:2]):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    round_id = _round_one_row(ctx, fid).id
+    with ctx.read_sessions() as session:
+        updates = UpdateRepository(session)
+        digests, active = updates.digests_and_cohort(round_id, federation_id=fid, sampled=False)
+        assert digests == updates.digests_from_active(round_id)
+        assert (len(digests), active) == (2, 3)
+    assert parts[0].participant_id is not None
+    revoke_participant(ctx, ADMIN, fid, parts[0].participant_id)
+    with ctx.read_sessions() as session:
+        digests, active = UpdateRepository(session).digests_and_cohort(
+            round_id, federation_id=fid, sampled=False
+        )
+        assert (len(digests), active) == (1, 2)  # neither counts the revoked participant
+        # a sampled round counts its drawn members (none drawn into round 1 here)
+        sampled = UpdateRepository(session).digests_and_cohort(
+            round_id, federation_id=fid, sampled=True
+        )
+        assert sampled == (digests, 0)
+        empty = UpdateRepository(session).digests_and_cohort(
+            "no-such-round", federation_id=fid, sampled=False
+        )
+        assert empty == ([], None)
