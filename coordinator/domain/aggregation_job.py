@@ -103,7 +103,7 @@ from coordinator.domain.transport import encode_version
 from coordinator.domain.validation_curve import smoothed
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
-from coordinator.store.models import Federation, ModelVersion, utc_now
+from coordinator.store.models import Federation, ModelVersion, Round, utc_now
 from coordinator.store.repository import (
     FederationRepository,
     ModelVersionRepository,
@@ -169,6 +169,9 @@ class Claim:
     completed_rounds: int = 0
     # adaptive clipping: the C this round clips to, handed on by its base version
     clip_norm: float | None = None
+    # not claimed yet: the one transaction that decided records the round by a
+    # compare-and-set that claims it as of this time (lifecycle.claim_and_close)
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -352,7 +355,7 @@ def _run_at_once(
     weights = b""
     with ctx.sessions.begin() as session:
         step, claimed, federation = claim_in(
-            ctx, session, federation_id, number, trigger=trigger, now=utc_now()
+            ctx, session, federation_id, number, trigger=trigger, now=utc_now(), defer_claim=True
         )
         if claimed is not None:
             assert federation is not None
@@ -369,6 +372,7 @@ def _run_at_once(
                     owner=claimed.owner,
                     reason=f"aggregation refused: {exc.reason}",
                     now=utc_now(),
+                    claimed_at=claimed.claimed_at,
                 )
             else:
                 weights = result.weights
@@ -653,17 +657,28 @@ def claim_in(
     now: datetime,
     principal: Principal | None = None,
     may_claim: bool = True,
+    defer_claim: bool = False,
 ) -> tuple[lifecycle.Step, Claim | None, Federation | None]:
     """The claim's work inside the caller's write transaction: lock, decide, apply a
     fail/extend or claim the round and read what aggregation needs; also the locked
-    federation (None when it does not exist)."""
+    federation (None when it does not exist). ``defer_claim``: the caller records (or
+    fails) the round in this same transaction, by a compare-and-set that claims it too
+    (the returned claim's ``claimed_at``), so no claim is written here."""
     admin = trigger is lifecycle.Trigger.ADMIN
     if principal is not None:
         load_federation(session, principal, federation_id)  # 404/403 before any lock
-    # lock order everywhere: federation, then round
-    federation = FederationRepository(session).get(federation_id, for_update=True)
+    # lock order everywhere: federation, then round; one statement, which also reads the
+    # round's base version
     rounds = RoundRepository(session)
-    round_row = rounds.get(federation_id, number, for_update=True) if federation else None
+    loaded = rounds.lock_for_claim(federation_id, number)
+    base_row: ModelVersion | None = None
+    if loaded is not None:
+        federation: Federation | None = loaded.federation
+        round_row: Round | None = loaded.round
+        base_row = loaded.base
+    else:  # no such round (yet): lock the federation alone, and look again under its lock
+        federation = FederationRepository(session).get(federation_id, for_update=True)
+        round_row = rounds.get(federation_id, number, for_update=True) if federation else None
     if federation is None or round_row is None:
         if admin and federation is not None:
             _refuse_past_budget(session, federation, number)
@@ -682,12 +697,15 @@ def claim_in(
     secure_rounds.close_due_phase(session, federation, round_row, now)
     settings = federation_settings(ctx, federation)
     # a plaintext round's digests, read once: the decision counts them, the claim folds
-    # them (the locks held since keep them as read)
-    digests = (
-        tuple(UpdateRepository(session).digests_from_active(round_row.id))
-        if settings.privacy.secure_aggregation is None
-        else None
-    )
+    # them (the locks held since keep them as read); with them, the cohort's active
+    # members, the decision's expected count (counted by next_step when there is no digest)
+    digests: tuple[str, ...] | None = None
+    cohort_active: int | None = None
+    if settings.privacy.secure_aggregation is None:
+        read, cohort_active = UpdateRepository(session).digests_and_cohort(
+            round_row.id, federation_id=federation_id, sampled=round_row.sampled
+        )
+        digests = tuple(read)
     step = lifecycle.next_step(
         session,
         federation,
@@ -695,6 +713,7 @@ def claim_in(
         trigger=trigger,
         now=now,
         contributing=None if digests is None else len(digests),
+        expected=cohort_active,
     )
     if step is lifecycle.Step.EXTEND:
         lifecycle.extend_deadline(federation, round_row, now)
@@ -714,7 +733,10 @@ def claim_in(
                 round=number,
             )
         return lifecycle.Step.WAIT, None, federation
-    if not lifecycle.claim(
+    # deferred: the caller records the round in this transaction, where the close is the
+    # claim's compare-and-set too (lifecycle.claim_and_close); under the locks held since
+    # the decision, the round is as claimable then as now
+    if not defer_claim and not lifecycle.claim(
         session, round_row, owner=ctx.instance_id, now=now, lease=ctx.lease_seconds
     ):
         if admin:
@@ -723,7 +745,7 @@ def claim_in(
     if digests is None:
         digests = tuple(UpdateRepository(session).digests_from_active(round_row.id))
     versions = ModelVersionRepository(session)
-    base = versions.get(federation_id, round_row.base_version)
+    base = base_row if base_row is not None else versions.get(federation_id, round_row.base_version)
     assert base is not None
     restore = None
     step_scale = base.step_scale
@@ -771,6 +793,7 @@ def claim_in(
             clip_norm=clip_norm_of(dp_policy, base.privacy_spent)
             if dp_policy is not None and dp_policy.adaptive_clipping is not None
             else None,
+            claimed_at=now if defer_claim else None,
         ),
         federation,
     )
@@ -1021,14 +1044,26 @@ def _record(
     # no autoflush: the round's close and the blob's rows are statements that do not
     # read the federation, whose changes are written once, with the version
     with session.no_autoflush:
-        if not lifecycle.close(
-            session,
-            federation,
-            claimed.round_id,
-            owner=claimed.owner,
-            result_version=federation.latest_version + 1,
-            now=now,
-        ):
+        if claimed.claimed_at is not None:  # claimed and closed by one compare-and-set
+            closed = lifecycle.claim_and_close(
+                session,
+                federation,
+                claimed.round_id,
+                owner=claimed.owner,
+                claimed_at=claimed.claimed_at,
+                result_version=federation.latest_version + 1,
+                now=now,
+            )
+        else:
+            closed = lifecycle.close(
+                session,
+                federation,
+                claimed.round_id,
+                owner=claimed.owner,
+                result_version=federation.latest_version + 1,
+                now=now,
+            )
+        if not closed:
             return None
         for data, blob_digest, in_rows in zip(
             result.blobs, result.digests, result.inline, strict=True
@@ -1067,11 +1102,12 @@ def _record(
     )
     if settings.privacy.secure_aggregation is not None:
         secure_rounds.forget_sum(session, claimed.round_id)
-    lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
+    change = lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     opened = federation.current_round == claimed.number + 1
-    # the federation's counters and the next round's row by two Core statements, not the
-    # unit of work's flush at COMMIT (which still writes anything else, e.g. a stop's)
-    write_round_change(session, federation)
+    if change is not None:
+        # the federation's counters and the next round's row by two prebuilt statements,
+        # not the unit of work's flush at COMMIT (which writes a stop's or a draw's change)
+        write_round_change(session, federation, change)
     return _Committed(version, opened)
 
 

@@ -9,6 +9,10 @@ Rounds::
      └──fail──▶ failed       (deadline passed below quorum, policy "fail"; or,
                               from aggregating, a result that is not finite)
 
+    (a small round claimed, folded and recorded in one transaction goes open ──▶
+    closed, or failed, by one compare-and-set: claim_and_close, the claim and the
+    close at once; nothing in between is visible)
+
 Federations::
 
     active ──stop──▶ evaluating ──complete──▶ completed
@@ -49,7 +53,7 @@ from coordinator.domain import audit, deployment, sampling, secure_rounds
 from coordinator.domain.errors import NoUpdates, RoundNotOpen
 from coordinator.domain.specs import PrivacyPolicy, RoundPolicy
 from coordinator.domain.stopping import stop_reason
-from coordinator.store.models import Federation, Round
+from coordinator.store.models import Federation, Round, new_id
 from coordinator.store.repository import (
     EvaluationRepository,
     ModelVersionRepository,
@@ -58,6 +62,7 @@ from coordinator.store.repository import (
     RoundRepository,
     UpdateRepository,
 )
+from coordinator.store.round_change import NewRound, RoundChange
 
 __all__ = [
     "PLAINTEXT_PHASES",
@@ -71,6 +76,7 @@ __all__ = [
     "advance",
     "certainly_waits",
     "claim",
+    "claim_and_close",
     "close",
     "complete_federation",
     "extend_deadline",
@@ -167,7 +173,7 @@ def open_round(
 ) -> Round:
     """Open round ``number`` on ``base_version`` and make it the federation's current round."""
     policy = RoundPolicy.model_validate(federation.round_policy)
-    deadline = now + timedelta(seconds=policy.deadline_seconds) if policy.deadline_seconds else None
+    deadline = _deadline(policy, now)
     round_row = Round(
         federation_id=federation.id,
         number=number,
@@ -187,6 +193,10 @@ def open_round(
     return round_row
 
 
+def _deadline(policy: RoundPolicy, now: datetime) -> datetime | None:
+    return now + timedelta(seconds=policy.deadline_seconds) if policy.deadline_seconds else None
+
+
 def _lease_expired(round_row: Round, now: datetime) -> bool:
     return (
         round_row.state == RoundState.AGGREGATING
@@ -204,6 +214,7 @@ def next_step(
     now: datetime,
     selection: ParticipantSelection = ROUND_COHORT,
     contributing: int | None = None,
+    expected: int | None = None,
 ) -> Step:
     """The one place that decides whether a round aggregates, fails, waits or is extended.
 
@@ -211,7 +222,8 @@ def next_step(
     Under secure aggregation the protocol decides (:mod:`secure_rounds`): the round
     aggregates once the survivors' sum is unmasked, and fails if the protocol aborted.
     ``contributing``: the round's updates from active participants, if the caller counted
-    them in this transaction under the round's lock (else they are counted here).
+    them in this transaction under the round's lock (else they are counted here);
+    ``expected``: likewise, the cohort's active members (``selection.expected``).
     """
     if PrivacyPolicy.model_validate(federation.privacy).secure_aggregation is not None:
         admin = trigger is Trigger.ADMIN
@@ -253,7 +265,8 @@ def next_step(
         if PrivacyPolicy.model_validate(federation.privacy).dp is not None:
             return Step.AGGREGATE
         return Step.FAIL
-    expected = selection.expected(session, round_row)
+    if expected is None:
+        expected = selection.expected(session, round_row)
     if expected > 0 and contributing == expected:
         return Step.AGGREGATE
     if round_row.deadline_at is None or round_row.deadline_at > now:
@@ -329,6 +342,27 @@ def close(
     return True
 
 
+def claim_and_close(
+    session: Session,
+    federation: Federation,
+    round_id: str,
+    *,
+    owner: str,
+    claimed_at: datetime,
+    result_version: int,
+    now: datetime,
+) -> bool:
+    """:func:`claim` and :func:`close` as one compare-and-set, for a round claimed,
+    aggregated and recorded inside one transaction (nothing between them is visible):
+    ``open`` (or a lease expired at ``claimed_at``) ``-> closed``; counts the round."""
+    if not RoundRepository(session).claim_and_close(
+        round_id, owner=owner, now=claimed_at, result_version=result_version, closed_at=now
+    ):
+        return False
+    federation.completed_rounds += 1
+    return True
+
+
 def extend_deadline(federation: Federation, round_row: Round, now: datetime) -> None:
     """Below quorum at the deadline, policy "extend": one more deadline period."""
     policy = RoundPolicy.model_validate(federation.round_policy)
@@ -371,13 +405,21 @@ def fail_aggregation(
     owner: str,
     reason: str,
     now: datetime,
+    claimed_at: datetime | None = None,
 ) -> bool:
     """``aggregating -> failed`` if ``owner`` still holds the lease: the aggregate was
     refused (not finite), so no version is recorded and the next round opens on the same
-    base, unless the federation reached ``max_failed_rounds``."""
-    if not RoundRepository(session).fail_if_owned(
-        round_row.id, owner=owner, reason=reason[:500], closed_at=now
-    ):
+    base, unless the federation reached ``max_failed_rounds``. ``claimed_at``: the round
+    was not claimed yet, in this transaction (:func:`claim_and_close`): claim and fail it
+    as one compare-and-set (``open`` or a lease expired then)."""
+    rounds = RoundRepository(session)
+    if claimed_at is not None:
+        failed = rounds.claim_and_fail(
+            round_row.id, owner=owner, now=claimed_at, reason=reason[:500], closed_at=now
+        )
+    else:
+        failed = rounds.fail_if_owned(round_row.id, owner=owner, reason=reason[:500], closed_at=now)
+    if not failed:
         return False
     session.refresh(round_row)
     log.warning("round %d of %s failed: %s", round_row.number, federation.id, reason)
@@ -481,17 +523,40 @@ def settle_final_evaluation(session: Session, federation: Federation, now: datet
     return True
 
 
-def advance(session: Session, federation: Federation, *, closed_round: int, now: datetime) -> None:
-    """After a round closed: open the next round, or stop training (see
-    :func:`stopping.stop_reason`) and evaluate the final version."""
+def advance(
+    session: Session, federation: Federation, *, closed_round: int, now: datetime
+) -> RoundChange | None:
+    """After a round closed (counted, its version recorded): open the next round, or
+    stop training (see :func:`stopping.stop_reason`) and evaluate the final version.
+
+    An unsampled next round is not added to the session: it comes back, with the
+    federation's round counters, as a :class:`RoundChange` of plain values for the
+    caller to write (``store.round_change.write_round_change``). None: training stopped,
+    or a sampled round (whose draw needs its row) was opened in the session; the unit of
+    work writes those."""
     reason = stop_reason(session, federation)
     if reason is not None:
         stop(session, federation, reason=reason, now=now)
-        return
-    open_round(
-        session,
-        federation,
-        number=closed_round + 1,
-        base_version=federation.latest_version,
-        now=now,
+        return None
+    policy = RoundPolicy.model_validate(federation.round_policy)
+    number = closed_round + 1
+    if policy.sampling is not None:
+        open_round(
+            session, federation, number=number, base_version=federation.latest_version, now=now
+        )
+        return None
+    federation.current_round = number
+    return RoundChange(
+        federation_id=federation.id,
+        completed_rounds=federation.completed_rounds,
+        latest_version=federation.latest_version,
+        current_round=number,
+        opened=NewRound(
+            id=new_id(),
+            federation_id=federation.id,
+            number=number,
+            base_version=federation.latest_version,
+            opened_at=now,
+            deadline_at=_deadline(policy, now),
+        ),
     )

@@ -56,6 +56,7 @@ __all__ = [
     "AdminTokenRepository",
     "AuditRepository",
     "AuthGenerationRepository",
+    "ClaimLoad",
     "DeploymentRepository",
     "EvaluationRepository",
     "FederationMark",
@@ -164,6 +165,17 @@ class RoundView:
     @classmethod
     def of(cls, row: Round) -> RoundView:
         return cls(*(getattr(row, name) for name in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class ClaimLoad:
+    """What a round's claim reads under its locks, loaded by one statement
+    (:meth:`RoundRepository.lock_for_claim`): the federation and the round (both locked),
+    and the round's base version."""
+
+    federation: Federation
+    round: Round
+    base: ModelVersion | None
 
 
 class _Repository:
@@ -424,6 +436,21 @@ class RoundRepository(_Repository):
             stmt, {"federation_id": federation_id, "number": number}
         ).one_or_none()
 
+    def lock_for_claim(self, federation_id: str, number: int) -> ClaimLoad | None:
+        """Lock the federation and its round ``number`` (in that order: PostgreSQL's
+        ``FOR UPDATE OF federations, rounds``; SQLite's write lock is the caller's
+        BEGIN IMMEDIATE) and read the round's base version (immutable) in the same
+        statement; None when the round (or the federation) does not exist, nothing
+        locked. What may change under other rows' locks (the participants' states) is read
+        by later statements: on PostgreSQL a statement that waited for a row lock keeps the
+        snapshot it started with for the rows it did not lock."""
+        row = self.session.execute(
+            _LOCK_FOR_CLAIM, {"federation_id": federation_id, "number": number}
+        ).one_or_none()
+        if row is None:
+            return None
+        return ClaimLoad(row[0], row[1], row[2])
+
     def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
         """The federation's round mark and its current round, in one Core statement (a poll
         reads this; loading the wide federation row and the round through the ORM cost
@@ -573,6 +600,45 @@ class RoundRepository(_Repository):
         )
         return result.rowcount == 1
 
+    def claim_and_close(
+        self, round_id: str, *, owner: str, now: datetime, result_version: int, closed_at: datetime
+    ) -> bool:
+        """:meth:`claim_for_aggregation` and :meth:`close_if_owned` as one compare-and-set
+        (a round claimed, folded and recorded inside one transaction): ``open`` (or an
+        expired lease at ``now``) ``-> closed``, ``owner`` recorded as the lease's last
+        holder, as the two statements leave it; false if it is not claimable."""
+        result = self.session.connection().execute(
+            _CLAIM_AND_CLOSE,
+            {
+                "b_round_id": round_id,
+                "b_now": now,
+                "b_owner": owner,
+                "b_version": result_version,
+                "b_closed_at": closed_at,
+            },
+        )
+        return result.rowcount == 1
+
+    def claim_and_fail(
+        self, round_id: str, *, owner: str, now: datetime, reason: str, closed_at: datetime
+    ) -> bool:
+        """:meth:`claim_for_aggregation` and :meth:`fail_if_owned` as one compare-and-set
+        (as :meth:`claim_and_close`)."""
+        result = self.session.execute(
+            update(Round)
+            .where(Round.id == round_id, _CLAIMABLE)
+            .values(
+                state="failed",
+                lease_owner=owner,
+                failure_reason=reason,
+                closed_at=closed_at,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False),
+            {"b_now": now},
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
     def fail_if_owned(self, round_id: str, *, owner: str, reason: str, closed_at: datetime) -> bool:
         """Compare-and-set ``aggregating -> failed``; false if the lease was lost."""
         result = self.session.execute(
@@ -693,6 +759,22 @@ class UpdateRepository(_Repository):
         """The sha256 of the round's updates whose participant is still active, in the
         fixed aggregation order (participant id)."""
         return list(self.session.scalars(_DIGESTS_FROM_ACTIVE, {"round_id": round_id}))
+
+    def digests_and_cohort(
+        self, round_id: str, *, federation_id: str, sampled: bool
+    ) -> tuple[builtins.list[str], int | None]:
+        """:meth:`digests_from_active`, and in the same statement the round's cohort's
+        active members (``sampling.cohort_count``: a sampled round's drawn members still
+        active, else the federation's active participants); None if there is no digest."""
+        if sampled:
+            stmt, params = _DIGESTS_AND_MEMBERS, {"round_id": round_id}
+        else:
+            stmt, params = (
+                _DIGESTS_AND_ACTIVE,
+                {"round_id": round_id, "federation_id": federation_id},
+            )
+        rows = self.session.execute(stmt, params).all()
+        return [row[0] for row in rows], (int(rows[0][1]) if rows else None)
 
     def count_from_active(self, round_id: str) -> int:
         """Updates of a round whose participant is still active (they will be aggregated)."""
@@ -1118,6 +1200,23 @@ _MODEL_VERSION = select(ModelVersion).where(
     ModelVersion.federation_id == bindparam("federation_id"),
     ModelVersion.version == bindparam("version"),
 )
+_MEMBER = _table(Participant).alias("member")  # the subqueries' own participants
+_DIGESTS_AND_ACTIVE = _DIGESTS_FROM_ACTIVE.add_columns(
+    select(func.count())
+    .select_from(_MEMBER)
+    .where(_MEMBER.c.federation_id == bindparam("federation_id"), _MEMBER.c.state == "active")
+    .scalar_subquery()
+)
+_DIGESTS_AND_MEMBERS = _DIGESTS_FROM_ACTIVE.add_columns(
+    select(func.count())
+    .select_from(_table(RoundCohortMember))
+    .join(_MEMBER, _MEMBER.c.id == _table(RoundCohortMember).c.participant_id)
+    .where(
+        _table(RoundCohortMember).c.round_id == bindparam("round_id"),
+        _MEMBER.c.state == "active",
+    )
+    .scalar_subquery()
+)
 _COUNT_FROM_ACTIVE = (
     select(func.count())
     .select_from(Update)
@@ -1133,21 +1232,41 @@ _COUNT_ACTIVE = (
     .select_from(Participant)
     .where(Participant.federation_id == bindparam("federation_id"), Participant.state == "active")
 )
+_LOCK_FOR_CLAIM = (
+    select(Federation, Round, ModelVersion)
+    .join(Round, (Round.federation_id == Federation.id) & (Round.number == bindparam("number")))
+    .outerjoin(
+        ModelVersion,
+        (ModelVersion.federation_id == Federation.id)
+        & (ModelVersion.version == Round.base_version),
+    )
+    .where(Federation.id == bindparam("federation_id"))
+    .with_for_update(of=[_table(Federation), _table(Round)])
+)
 _AT = _table(Round).c.lease_expires_at.type  # the UTC timestamp type of every *_at column
+# open, or aggregating under a lease that expired at b_now
+_CLAIMABLE = (_table(Round).c.state == "open") | (
+    (_table(Round).c.state == "aggregating")
+    & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
+)
 _CLAIM = (
     update(_table(Round))
-    .where(
-        _table(Round).c.id == bindparam("b_round_id"),
-        (_table(Round).c.state == "open")
-        | (
-            (_table(Round).c.state == "aggregating")
-            & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
-        ),
-    )
+    .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
     .values(
         state="aggregating",
         lease_owner=bindparam("b_owner"),
         lease_expires_at=bindparam("b_until", type_=_AT),
+    )
+)
+_CLAIM_AND_CLOSE = (
+    update(_table(Round))
+    .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
+    .values(
+        state="closed",
+        lease_owner=bindparam("b_owner"),
+        result_version=bindparam("b_version"),
+        closed_at=bindparam("b_closed_at", type_=_AT),
+        lease_expires_at=None,
     )
 )
 _CLOSE = (

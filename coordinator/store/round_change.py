@@ -1,77 +1,101 @@
-"""A round's close written by Core statements instead of the unit of work's flush.
+"""A round's close as plain values, written by prebuilt Core statements.
 
-Recording a round leaves two objects in the session's unit of work: the locked
-federation (its round counters changed: ``completed_rounds``, ``latest_version``,
-``current_round``) and the next round's new row. Flushed by the ORM at COMMIT they took
-~0.6 ms of a small round's ~6 ms of CPU (bench/RESULTS.md, round-job-core); written here
-they are one UPDATE of the changed columns and one INSERT, the objects detached so the
-COMMIT's flush finds nothing to do. Anything else in the unit of work (a sampled round's
-cohort, a stop's deployment, a failed round's bookkeeping) leaves it to the flush.
+Recording a round changes the locked federation's round counters (``completed_rounds``,
+``latest_version``, ``current_round``) and, unless training stopped, opens the next
+round. The domain (``lifecycle.advance``) hands these over as a :class:`RoundChange` of
+plain values; :func:`write_round_change` writes them by one UPDATE and one INSERT (the
+unit of work's flush of the same change took ~0.6 ms of a small round's ~6 ms of CPU,
+bench/RESULTS.md, round-job-core). No ``Round`` object is built for the new round, and
+the locked federation, whose counters the domain changed in memory and which are now
+written, leaves the session, so the COMMIT's flush finds nothing to write.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, inspect, update
-from sqlalchemy.orm import ColumnProperty, InstanceState, Session
+from sqlalchemy.orm import Session
 
-from coordinator.store.models import Federation, Round, new_id
+from coordinator.store.models import Federation, Round
 
-__all__ = ["write_round_change"]
+__all__ = ["COUNTERS", "NewRound", "RoundChange", "write_round_change"]
+
+# the federation's columns a round's close changes
+COUNTERS = ("completed_rounds", "latest_version", "current_round")
 
 
-def write_round_change(session: Session, federation: Federation) -> bool:
-    """Write the federation's changed columns and the next round's row now, by Core; True
-    if written (both objects are then detached, keeping their values), False (nothing
-    written) when the unit of work holds anything else, which the flush then writes."""
-    pending = list(session.new)
-    if len(pending) != 1 or not isinstance(pending[0], Round):
-        return False
-    if [obj for obj in session.dirty if session.is_modified(obj)] != [federation]:
-        return False
-    changed = _changed_columns(inspect(federation))
-    next_round = pending[0]
-    row = _column_values(inspect(next_round))
-    if changed is None or row is None or next_round.federation_id != federation.id:
-        return False
-    if next_round.id is None:
-        next_round.id = row["id"] = new_id()  # the flush would have drawn it the same way
+@dataclass(frozen=True)
+class NewRound:
+    """The row of a round to open, unsampled (a sampled round's draw needs its ``Round``
+    in the session); the other columns take their defaults, as in the flush."""
+
+    id: str
+    federation_id: str
+    number: int
+    base_version: int
+    opened_at: datetime
+    deadline_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RoundChange:
+    """The federation's round counters after a round closed, and the round it opens."""
+
+    federation_id: str
+    completed_rounds: int
+    latest_version: int
+    current_round: int | None
+    opened: NewRound | None
+
+
+def write_round_change(session: Session, federation: Federation, change: RoundChange) -> None:
+    """Write ``change`` in the session's transaction (which holds the federation's lock);
+    ``federation``, the loaded row it changes, then leaves the session unless another of
+    its columns changed too (which the flush then writes, with the counters again)."""
+    assert change.federation_id == federation.id
     connection = session.connection()
-    # built once: the columns to set are the parameters' names (compiled once per set)
-    connection.execute(_UPDATE_FEDERATION, {**changed, "b_federation_id": federation.id})
-    connection.execute(_INSERT_ROUND, row)
-    session.expunge(next_round)
-    session.expunge(federation)
-    return True
+    connection.execute(
+        _UPDATE_COUNTERS,
+        {
+            "b_federation_id": change.federation_id,
+            "completed_rounds": change.completed_rounds,
+            "latest_version": change.latest_version,
+            "current_round": change.current_round,
+        },
+    )
+    if change.opened is not None:
+        opened = change.opened
+        connection.execute(
+            _INSERT_ROUND,
+            {
+                "id": opened.id,
+                "federation_id": opened.federation_id,
+                "number": opened.number,
+                "state": "open",
+                "base_version": opened.base_version,
+                "update_count": 0,
+                "opened_at": opened.opened_at,
+                "deadline_at": opened.deadline_at,
+                "sampled": False,
+            },
+        )
+    # the loaded federation's changes are what was just written: it leaves the session,
+    # so the COMMIT finds nothing to flush (a change of any other column stays for it)
+    if set(inspect(federation).committed_state) <= set(COUNTERS):
+        session.expunge(federation)
 
 
 _FEDERATIONS = cast(Table, Federation.__table__)
-_UPDATE_FEDERATION = update(_FEDERATIONS).where(_FEDERATIONS.c.id == bindparam("b_federation_id"))
+_UPDATE_COUNTERS = (
+    update(_FEDERATIONS)
+    .where(_FEDERATIONS.c.id == bindparam("b_federation_id"))
+    .values(
+        completed_rounds=bindparam("completed_rounds"),
+        latest_version=bindparam("latest_version"),
+        current_round=bindparam("current_round"),
+    )
+)
 _INSERT_ROUND = insert(cast(Table, Round.__table__))
-
-
-def _changed_columns(state: InstanceState[Any]) -> dict[str, Any] | None:
-    """The changed plain columns of a loaded object, by column name; None if anything
-    else changed (a relationship)."""
-    values: dict[str, Any] = {}
-    for key in state.committed_state:
-        prop = state.mapper.attrs.get(key)
-        if not isinstance(prop, ColumnProperty) or len(prop.columns) != 1:
-            return None
-        values[prop.columns[0].name] = state.dict.get(key)
-    return values
-
-
-def _column_values(state: InstanceState[Any]) -> dict[str, Any] | None:
-    """The columns set on a new object, by column name (the others take their defaults,
-    as in the flush); None if a relationship was set on it."""
-    values: dict[str, Any] = {}
-    for key, value in state.dict.items():
-        prop = state.mapper.attrs.get(key)
-        if prop is None:
-            continue  # not mapped (the instance's own bookkeeping): the flush skips it too
-        if not isinstance(prop, ColumnProperty) or len(prop.columns) != 1:
-            return None
-        values[prop.columns[0].name] = value
-    return values

@@ -300,12 +300,13 @@ def test_a_small_round_writes_its_close_by_core_statements_without_a_flush(ctx: 
     assert outcome.version is not None
     # the federation's counters and round 2 went by Core: nothing left for the flush
     assert flushes == []
-    # lock the federation and the round; the updates' digests (counted by the decision
-    # too); the cohort; claim; base version; validation figures; close; the version's
-    # blob (its row holds its bytes), the version; the audit event (it checks and moves
-    # the head, migration 0016); the federation's counters; round 2 (PostgreSQL: the same;
-    # SQLite's BEGIN IMMEDIATE is no statement)
-    assert len(statements) == 13, statements
+    # lock the federation and the round, reading the base version and the cohort's
+    # count with them; the updates' digests (counted by the decision too); validation
+    # figures; claim and close (one compare-and-set); the version's blob (its row holds
+    # its bytes, migration 0016), the version; the audit event (it checks and moves the
+    # head); the federation's counters; round 2 (PostgreSQL: the same; SQLite's BEGIN
+    # IMMEDIATE is no statement)
+    assert len(statements) == 9, statements
     with ctx.read_sessions() as session:
         federation = session.get(Federation, fid)
         assert federation is not None
@@ -344,3 +345,62 @@ def test_a_round_that_stops_the_federation_is_written_by_the_flush(ctx: Context)
         assert (federation.latest_version, federation.completed_rounds) == (1, 1)
         count = select(func.count()).where(Round.federation_id == fid)
         assert session.scalar(count) == 1
+
+
+# The versions of a fixed federation (two participants: their float64 sum does not depend
+# on the order of their random ids), as main recorded them before the round job's claim and
+# record became Core statements (commit 0bfba90): weights sha256 and chain hash per version.
+_FIXED_LINEAGE = [
+    (
+        0,
+        None,
+        "69769b07ede95027c9046b2de1e5d815333dd82b709f6d6465afbae10eff4f75",
+        "b9a25b1ccea8c8588b052ca546f9cf5b65db73800fe9d45b50637e769c4b0080",
+    ),
+    (
+        1,
+        0,
+        "3b23af3ad3a1826c3abdd9e20b66361d6306de8662f03066645449d0e7319088",
+        "85ed78e3086dff87588b1c929d04dd53328ff039959503a4a21e1003db602156",
+    ),
+    (
+        2,
+        1,
+        "664434423524a72c0df156d6e3f7b99d9ae563419438614270eae51d208640f4",
+        "d39a295db05f3ecf9573f0cef8510ac40816cf3e6bb5fbb8ae34b18312e28571",
+    ),
+    (
+        3,
+        2,
+        "a302c9b007c1c90fd246b68e6a63378eefb749cc700e34cb03cb944c044afc50",
+        "375204e02dda39c02ad3edfa34a0d5985330bd8769bd537b271df3aefac8e1af",
+    ),
+]
+
+
+@pytest.mark.parametrize("path", ["one-transaction", "two-step"])
+def test_a_fixed_federation_records_the_same_versions_and_lineage_as_before(
+    ctx: Context, path: str
+) -> None:
+    from coordinator.domain.lineage import verify_lineage
+
+    fid, parts = domain_federation(ctx, participants=2, deadline_seconds=600)
+    for number in (1, 2, 3):
+        for seed, who in enumerate(parts):
+            body = update_bytes(round=number, base_version=number - 1, seed=10 * number + seed)
+            receipt = rounds.submit_update(ctx, who, fid, number, body)
+        if path == "one-transaction":
+            outcome = aggregation_job.run_if_small(ctx, fid, number, receipt.facts)
+        else:
+            outcome = aggregation_job.run(ctx, fid, number, trigger=Trigger.TIMER)
+        assert outcome is not None
+        assert outcome.version is not None
+    with ctx.read_sessions() as session:
+        versions = session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.federation_id == fid)
+            .order_by(ModelVersion.version)
+        ).all()
+        recorded = [(v.version, v.parent, v.sha256, v.chain_hash) for v in versions]
+    assert recorded == _FIXED_LINEAGE
+    assert verify_lineage(ctx, fid).ok

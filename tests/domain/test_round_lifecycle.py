@@ -19,7 +19,7 @@ from coordinator.domain.lineage import verify_lineage
 from coordinator.domain.specs import DifferentialPrivacy, PrivacyPolicy, StrategySpec
 from coordinator.store import database_blobs
 from coordinator.store.models import Blob, ModelVersion, Round, utc_now
-from coordinator.store.repository import ModelVersionRepository, RoundRepository
+from coordinator.store.repository import ModelVersionRepository, RoundRepository, UpdateRepository
 from tests.factories import domain_federation, update_bytes
 
 ADMIN = Principal(is_admin=True)
@@ -77,6 +77,74 @@ def test_expired_lease_is_taken_over_with_identical_bytes(ctx: Context) -> None:
     assert aggregation_job.complete_claim(crashed, claimed) is None
     with ctx.sessions() as session:
         assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+
+
+def _round_one_row(ctx: Context, fid: str) -> Round:
+    with ctx.read_sessions() as session:
+        row = RoundRepository(session).get(fid, 1)
+        assert row is not None
+        return row
+
+
+def test_the_one_transaction_path_takes_over_an_expired_lease_by_one_compare_and_set(
+    ctx: Context,
+) -> None:
+    # the one-transaction path writes no claim: its close is the claim's compare-and-set
+    fid, parts = _federation(ctx, participants=2)
+    for seed, who in enumerate(parts):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    crashed = replace(ctx, instance_id="crashed")
+    _, claimed = aggregation_job.claim_round(crashed, fid, 1, trigger=Trigger.UPLOAD)
+    assert claimed is not None
+    # a live lease: the one transaction decides to wait and writes nothing
+    waited = aggregation_job._run_at_once(ctx, fid, 1, trigger=Trigger.UPLOAD)
+    assert (waited.step, waited.version) == (Step.WAIT, None)
+    assert _round_one_row(ctx, fid).lease_owner == "crashed"
+    with ctx.sessions.begin() as session:
+        session.execute(update(Round).values(lease_expires_at=utc_now() - timedelta(seconds=1)))
+    outcome = aggregation_job._run_at_once(ctx, fid, 1, trigger=Trigger.UPLOAD)
+    assert outcome.version is not None
+    row = _round_one_row(ctx, fid)
+    assert (row.state, row.result_version, row.lease_owner) == ("closed", 1, ctx.instance_id)
+    assert row.lease_expires_at is None
+    assert row.closed_at is not None
+    # the crashed process wakes up late: its lease is gone, it cannot commit
+    assert aggregation_job.complete_claim(crashed, claimed) is None
+    with ctx.sessions() as session:
+        assert ModelVersionRepository(session).count_for_round(fid, 1) == 1
+    assert verify_lineage(ctx, fid).ok
+
+
+def test_claim_and_close_is_a_compare_and_set(ctx: Context) -> None:
+    fid, _parts = _federation(ctx, participants=2)
+    round_id = _round_one_row(ctx, fid).id
+    now = utc_now()
+    with ctx.sessions.begin() as session:
+        repo = RoundRepository(session)
+        assert repo.claim_for_aggregation(
+            round_id, owner="other", now=now, lease_until=now + timedelta(seconds=60)
+        )
+    with ctx.sessions.begin() as session:  # held under a live lease: not claimable
+        repo = RoundRepository(session)
+        assert not repo.claim_and_close(
+            round_id, owner="me", now=now, result_version=1, closed_at=now
+        )
+        assert not repo.claim_and_fail(round_id, owner="me", now=now, reason="x", closed_at=now)
+    later = now + timedelta(seconds=61)  # the lease expired: taken over and closed at once
+    with ctx.sessions.begin() as session:
+        repo = RoundRepository(session)
+        assert repo.claim_and_close(
+            round_id, owner="me", now=later, result_version=1, closed_at=later
+        )
+    row = _round_one_row(ctx, fid)
+    assert (row.state, row.lease_owner, row.result_version) == ("closed", "me", 1)
+    assert row.lease_expires_at is None
+    with ctx.sessions.begin() as session:  # closed: nothing more to claim
+        repo = RoundRepository(session)
+        assert not repo.claim_and_close(
+            round_id, owner="me", now=later, result_version=2, closed_at=later
+        )
+        assert not repo.claim_and_fail(round_id, owner="me", now=later, reason="x", closed_at=later)
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["weights-in-files", "weights-in-rows"])
@@ -184,3 +252,33 @@ def test_deadline_below_quorum(ctx: Context, action: str, state: str) -> None:
         second = rounds.get_round(ctx, ADMIN, fid, 2)
         assert second.state == "open"
         assert second.base_version == first.base_version
+
+
+def test_the_claims_digests_come_with_the_cohorts_active_members(ctx: Context) -> None:
+    from coordinator.domain.participants import revoke_participant
+
+    fid, parts = _federation(ctx, participants=3)
+    for seed, who in enumerate(parts[:2]):
+        rounds.submit_update(ctx, who, fid, 1, update_bytes(seed=seed))
+    round_id = _round_one_row(ctx, fid).id
+    with ctx.read_sessions() as session:
+        updates = UpdateRepository(session)
+        digests, active = updates.digests_and_cohort(round_id, federation_id=fid, sampled=False)
+        assert digests == updates.digests_from_active(round_id)
+        assert (len(digests), active) == (2, 3)
+    assert parts[0].participant_id is not None
+    revoke_participant(ctx, ADMIN, fid, parts[0].participant_id)
+    with ctx.read_sessions() as session:
+        digests, active = UpdateRepository(session).digests_and_cohort(
+            round_id, federation_id=fid, sampled=False
+        )
+        assert (len(digests), active) == (1, 2)  # neither counts the revoked participant
+        # a sampled round counts its drawn members (none drawn into round 1 here)
+        sampled = UpdateRepository(session).digests_and_cohort(
+            round_id, federation_id=fid, sampled=True
+        )
+        assert sampled == (digests, 0)
+        empty = UpdateRepository(session).digests_and_cohort(
+            "no-such-round", federation_id=fid, sampled=False
+        )
+        assert empty == ([], None)
