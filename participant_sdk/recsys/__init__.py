@@ -45,6 +45,7 @@ from .model import (
     LocalUpdate,
     init_item_tensors,
     recency_weights,
+    refresh_epochs,
     score_items,
 )
 from .popularity import PopularityModel
@@ -91,6 +92,7 @@ __all__ = [
     "rank_metrics",
     "recency_weights",
     "recommend",
+    "refresh_epochs",
     "score_items",
     "seen_matrix",
     "solve_users",
