@@ -90,10 +90,6 @@ class SimulationOptions:
     round_decay: float = 1.0
     # BPR: user-only epochs against the round's base before the local epochs (0 = none)
     user_epochs: int = 0
-    # BPR: a device whose users visit fewer interactions each per epoch refreshes longer,
-    # as many triples per user as this many interactions would give (0 = user_epochs for
-    # every device; participant_sdk.recsys.BPRConfig.user_refresh_size)
-    user_refresh_size: int = 0
     reg: float = 0.01
     negatives: int = 3
     recency_window: int = 10
@@ -276,7 +272,6 @@ class SimulationOptions:
             learning_rate=self.learning_rate,
             round_decay=self.round_decay,
             user_epochs=self.user_epochs,
-            user_refresh_size=self.user_refresh_size,
             reg=self.reg,
             negatives=self.negatives,
             recency_window=self.recency_window,

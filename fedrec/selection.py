@@ -88,15 +88,6 @@ MAX_SERVER_LR = 1000.0
 # (bench/RESULTS.md, "The per-user default path"). A patience the user chose above this
 # is kept; with none (0) every round up to the cap runs.
 SUM_PATIENCE = 15
-# Cross-device BPR's user refresh (below) runs longer on a light device: as many triples
-# per user as a user with this many interactions visits in an epoch
-# (BPRConfig.user_refresh_size). 10 is the recency window: a dated user's epoch visits its
-# 10 latest interactions in full and the older ones at 1/40, so every user with 10 or
-# more (movies-dated, ML-100K: all of them) refreshes for the local epochs as before, and
-# a user with 5 for twice as many. With one user per device an epoch of a light user is
-# one summed gradient step a few triples strong: a fixed number of epochs refits a light
-# user's vector less far than a heavy one's (bench/RESULTS.md, "peruser-light").
-REFRESH_SIZE = 10
 
 
 def ials_skip_reason(dim: int, users_per_participant: float | None) -> str | None:
@@ -173,7 +164,7 @@ def candidates_for(
         # (unmeasured; their default is at 0.98 x central already).
         pinned_epochs = "local_epochs" in options.pinned
         epochs = options.local_epochs if pinned_epochs else bpr["local_epochs"]
-        refresh = {"user_epochs": epochs, "user_refresh_size": REFRESH_SIZE}
+        refresh = {"user_epochs": epochs}
     recipes = [
         Candidate(
             "bpr+fedavg",

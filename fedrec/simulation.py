@@ -474,11 +474,6 @@ def _model_line(config: BPRConfig | IALSConfig | EASEConfig, options: Simulation
         if config.user_epochs
         else ""
     )
-    if config.user_epochs and config.user_refresh_size:
-        refresh += (
-            f" (more on a device under {config.user_refresh_size} interactions per user, "
-            "as many triples as that size)"
-        )
     return (
         f"model: BPR-MF, {config.dim} factors, lr {config.learning_rate:g}, "
         f"{config.negatives} negatives per positive, {config.epochs} local epochs{recency}"

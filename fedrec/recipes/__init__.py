@@ -33,7 +33,6 @@ BPR_FIELDS = (
     "learning_rate",
     "round_decay",
     "user_epochs",
-    "user_refresh_size",
     "reg",
     "negatives",
     "epochs",

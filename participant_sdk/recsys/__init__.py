@@ -45,7 +45,6 @@ from .model import (
     LocalUpdate,
     init_item_tensors,
     recency_weights,
-    refresh_epochs,
     score_items,
 )
 from .popularity import PopularityModel
@@ -92,7 +91,6 @@ __all__ = [
     "rank_metrics",
     "recency_weights",
     "recommend",
-    "refresh_epochs",
     "score_items",
     "seen_matrix",
     "solve_users",

@@ -29,7 +29,6 @@ users are split across participants, together they draw what one central trainer
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,17 +95,6 @@ class BPRConfig:
         only on the device, a few steps per round, while the server step moves its items
         by the sum over all their users: without a refresh it lags the items it is paired
         with (bench/RESULTS.md, "peruser-step"). 0 = none.
-    user_refresh_size:
-        Light devices refresh longer: a device whose users visit fewer than this many
-        interactions each in an epoch (on average; a recency-weighted epoch counts each
-        interaction by its visit weight) runs ``ceil(user_epochs * user_refresh_size /
-        visits)`` user-only epochs instead of ``user_epochs`` (:func:`refresh_epochs`), so
-        its refresh samples as many triples per user as that of a user with
-        ``user_refresh_size`` interactions. A device at or above that size refreshes for
-        ``user_epochs``, as with 0 (off). With one user per device, a light user's epoch
-        is one summed gradient step a few triples strong, so a fixed number of epochs
-        moves a light user's vector less than a heavy one's (bench/RESULTS.md,
-        "peruser-light").
     hard_negatives:
         Candidates drawn per negative; the one the current model scores highest is
         used (dynamic negative sampling). 1 = plain uniform sampling.
@@ -136,7 +124,6 @@ class BPRConfig:
     round_decay: float = 1.0
     hard_negatives: int = 1
     user_epochs: int = 0
-    user_refresh_size: int = 0
     recency_window: int = 0
     recency_weight: float = 1.0
 
@@ -149,8 +136,6 @@ class BPRConfig:
             raise ValueError(f"round_decay must be in (0, 1], got {self.round_decay}")
         if self.user_epochs < 0:
             raise ValueError(f"user_epochs must be >= 0, got {self.user_epochs}")
-        if self.user_refresh_size < 0:
-            raise ValueError(f"user_refresh_size must be >= 0, got {self.user_refresh_size}")
 
     def round_learning_rate(self, round_number: int) -> float:
         """The learning rate of federated round ``round_number`` (1-based; 0 or less,
@@ -167,22 +152,6 @@ class BPRConfig:
         values = asdict(self)
         values.update(changes)
         return BPRConfig(**values)
-
-
-def refresh_epochs(user_epochs: int, refresh_size: int, visits_per_user: float) -> int:
-    """User-only epochs of a device's refresh (:attr:`BPRConfig.user_refresh_size`).
-
-    ``user_epochs`` when ``refresh_size`` is 0 or the device's users visit at least
-    ``refresh_size`` interactions each per epoch; else enough epochs that the refresh
-    visits ``user_epochs * refresh_size`` interactions per user: ``ceil(user_epochs *
-    refresh_size / visits_per_user)``. A user with any interaction visits at least one
-    per epoch, so the count is at most ``user_epochs * refresh_size``.
-    """
-    if user_epochs <= 0 or refresh_size <= 0 or visits_per_user >= refresh_size:
-        return max(user_epochs, 0)
-    wanted = user_epochs * refresh_size / max(visits_per_user, 1.0)
-    # the 1e-9 keeps an exact quotient (e.g. 8 * 10 / 5) from rounding up past it
-    return max(user_epochs, math.ceil(wanted - 1e-9))
 
 
 def init_item_tensors(
@@ -422,7 +391,7 @@ class BPRTrainer(PrivateUserFactors):
                 visits = weights / weights.max()
             # the user refresh: fit the user factors to the base items first (its losses
             # are not reported; its steps move no item, so no row is touched)
-            refresh = self.refresh_epochs(train, visits) if update_items else 0
+            refresh = cfg.user_epochs if update_items else 0
             for epoch in range(refresh + n_epochs):
                 # an overflowing step is gated in _epoch, not warned about per batch
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -455,22 +424,6 @@ class BPRTrainer(PrivateUserFactors):
             loss=float(np.mean(losses)) if losses else 0.0,
             skipped_steps=self._skipped_steps,
         )
-
-    def refresh_epochs(
-        self, train: Interactions, visits: npt.NDArray[np.float64] | None = None
-    ) -> int:
-        """The user-only epochs this device's refresh runs on ``train`` (with ``visits``,
-        the recency visit weights an epoch samples by; None: every interaction once):
-        ``config.user_epochs``, longer for a light device (``user_refresh_size``)."""
-        cfg = self.config
-        if cfg.user_epochs <= 0 or cfg.user_refresh_size <= 0 or not len(train):
-            return cfg.user_epochs
-        if visits is None and cfg.recency_weighted:
-            weights = recency_weights(train, cfg.recency_window, cfg.recency_weight)
-            visits = weights / weights.max()
-        total = float(visits.sum()) if visits is not None else float(len(train))
-        users = int(np.unique(train.users).size)
-        return refresh_epochs(cfg.user_epochs, cfg.user_refresh_size, total / users)
 
     def _sample_negatives(self, users: IntArray, seen: _Seen, rng: np.random.Generator) -> IntArray:
         neg = rng.integers(0, self.num_items, size=users.size)

@@ -12,7 +12,6 @@ from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import (
     PLAIN_BPR_EPOCHS,
-    REFRESH_SIZE,
     SUM_PATIENCE,
     SUM_STEP,
     Candidate,
@@ -297,15 +296,9 @@ def test_cross_device_bpr_candidates_refresh_their_users() -> None:
         "bpr+fedadam": PLAIN_BPR_EPOCHS,
         "bpr+fedavg-sum": None,
     }
-    # ...and the touched-mean candidates refresh longer on a light device, the reference
-    # size REFRESH_SIZE (the summed one has no refresh to lengthen)
-    sizes = {c.name: c.apply(options).bpr_config().user_refresh_size for c in devices}
-    assert sizes == {"bpr+fedavg": REFRESH_SIZE, "bpr+fedadam": REFRESH_SIZE, "bpr+fedavg-sum": 0}
-    assert REFRESH_SIZE == 10
     # silos train as before
     silos = candidates_for(options, timestamps=True, users_per_participant=16, participants=5)
     assert all(c.apply(options).user_epochs == 0 for c in silos)
-    assert all(c.apply(options).user_refresh_size == 0 for c in silos)
     # a pinned --user-epochs (0 turns the refresh off) or --local-epochs is the user's
     off = dataclasses.replace(options, user_epochs=0, pinned=("user_epochs",))
     for c in candidates_for(off, timestamps=True, users_per_participant=1, participants=50):

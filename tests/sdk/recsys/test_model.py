@@ -18,7 +18,6 @@ from participant_sdk.recsys import (
     init_item_tensors,
     leave_one_out,
     recency_weights,
-    refresh_epochs,
 )
 from participant_sdk.wire import decode_update, encode_update, mf_spec
 
@@ -316,100 +315,3 @@ def test_a_fold_in_ignores_the_user_refresh(
 def test_config_rejects_negative_user_epochs() -> None:
     with pytest.raises(ValueError, match="user_epochs"):
         CFG.replace(user_epochs=-1)
-    with pytest.raises(ValueError, match="user_refresh_size"):
-        CFG.replace(user_refresh_size=-1)
-
-
-def test_refresh_epochs_give_a_light_user_the_triples_of_the_reference_size() -> None:
-    """``ceil(user_epochs * size / visits)`` below the size, ``user_epochs`` at or above
-    it, and nothing changes with the rule off or without a refresh."""
-    assert refresh_epochs(8, 10, 5.0) == 16
-    assert refresh_epochs(8, 10, 7.5) == 11  # 10.67 epochs, rounded up
-    assert refresh_epochs(8, 10, 1.0) == 80  # the most: one interaction
-    assert refresh_epochs(8, 10, 0.3) == 80  # a user visits at least one a epoch
-    assert refresh_epochs(2, 10, 4.0) == 5
-    for heavy in (10.0, 10.5, 200.0):
-        assert refresh_epochs(8, 10, heavy) == 8
-    assert refresh_epochs(8, 0, 1.0) == 8  # off
-    assert refresh_epochs(0, 10, 1.0) == 0  # no refresh: none to lengthen
-
-
-def _one_user(n: int, *, num_items: int = 50, dated: bool = True) -> Interactions:
-    """One user with ``n`` interactions (timestamps 0..n-1, or none)."""
-    times = np.arange(n, dtype=np.float64) if dated else np.full(n, np.nan)
-    return Interactions(
-        users=np.zeros(n, dtype=np.int64),
-        items=np.arange(n, dtype=np.int64),
-        timestamps=times,
-        ratings=np.ones(n),
-        user_ids=["u"],
-        item_ids=[f"i{k}" for k in range(num_items)],
-    )
-
-
-@pytest.mark.parametrize(
-    ("n", "recency", "expected"),
-    [
-        (5, 0, 16),  # light, plain epochs: 8 * 10 / 5
-        (4, 10, 20),  # light and dated: every interaction is recent, visited in full
-        (10, 0, 8),  # at the reference size
-        (30, 0, 8),  # heavy
-        # heavy and dated: its 10 latest in full, the 190 older at 1/40 (14.75 a epoch)
-        (200, 10, 8),
-    ],
-)
-def test_a_device_refreshes_for_the_epochs_the_rule_gives_its_size(
-    monkeypatch: pytest.MonkeyPatch, n: int, recency: int, expected: int
-) -> None:
-    """What ``train_round`` runs: ``expected`` user-only epochs (items frozen), then the
-    local epochs; with the rule off, ``user_epochs`` whatever the size."""
-    train = _one_user(n, num_items=max(n + 20, 50), dated=recency > 0)
-    cfg = CFG.replace(
-        dim=4,
-        epochs=3,
-        negatives=2,
-        user_epochs=8,
-        user_refresh_size=10,
-        recency_window=recency,
-        recency_weight=40.0 if recency else 1.0,
-    )
-    calls: list[bool] = []
-    epoch = BPRTrainer._epoch
-
-    def counted(self: BPRTrainer, *args: object) -> float:
-        calls.append(bool(args[-1]))  # update_items
-        return epoch(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(BPRTrainer, "_epoch", counted)
-    base = init_item_tensors(train.num_items, 4, seed=1)
-    trainer = BPRTrainer(num_users=1, num_items=train.num_items, config=cfg)
-    assert trainer.refresh_epochs(train) == expected
-    trainer.train_round(base, train)
-    assert calls == [False] * expected + [True] * 3
-    calls.clear()
-    off = BPRTrainer(
-        num_users=1, num_items=train.num_items, config=cfg.replace(user_refresh_size=0)
-    )
-    assert off.refresh_epochs(train) == 8
-    off.train_round(base, train)
-    assert calls == [False] * 8 + [True] * 3
-    # a fold-in (items frozen) runs its own epochs only, light or not
-    calls.clear()
-    trainer.train_round(base, train, epochs=2, update_items=False)
-    assert calls == [False] * 2
-
-
-def test_a_device_of_several_users_counts_its_visits_per_user() -> None:
-    """Two users of 5 interactions each on one device: 5 a user, so twice the epochs; the
-    device's 10 in total do not make it heavy."""
-    one = _one_user(5, num_items=50, dated=False)
-    two = Interactions(
-        users=np.repeat(np.arange(2, dtype=np.int64), 5),
-        items=np.concatenate([one.items, one.items + 5]),
-        timestamps=np.full(10, np.nan),
-        ratings=np.ones(10),
-        user_ids=["a", "b"],
-        item_ids=one.item_ids,
-    )
-    cfg = CFG.replace(user_epochs=8, user_refresh_size=10)
-    assert BPRTrainer(num_users=2, num_items=50, config=cfg).refresh_epochs(two) == 16
