@@ -20,6 +20,10 @@ deterministic federation as the winner's arm, so a slow start the search saw end
 plateau. The winner's ``min_rounds`` (the round policy's floor under patience) is the last
 round at which its arm's validation curve improved, by the stop policy's own rule
 (:func:`search_min_rounds`), unless the user set ``--min-rounds``.
+
+Where participants hold fewer users than factors, a lead at the last rung smaller than
+:data:`TIE_SE` paired standard errors is no choice: the two leaders train on to
+:data:`TIE_BUDGET_FACTOR` times that rung and the better there wins.
 """
 
 from __future__ import annotations
