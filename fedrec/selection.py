@@ -20,6 +20,10 @@ deterministic federation as the winner's arm, so a slow start the search saw end
 plateau. The winner's ``min_rounds`` (the round policy's floor under patience) is the last
 round at which its arm's validation curve improved, by the stop policy's own rule
 (:func:`search_min_rounds`), unless the user set ``--min-rounds``.
+
+Where participants hold fewer users than factors, a lead at the last rung smaller than
+:data:`TIE_SE` paired standard errors is no choice: the two leaders train on to
+:data:`TIE_BUDGET_FACTOR` times that rung and the better there wins.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ __all__ = [
     "candidates_for",
     "has_timestamps",
     "ials_skip_reason",
+    "paired_tie",
     "search_min_rounds",
     "select_recipe",
     "successive_halving",
@@ -88,6 +93,21 @@ MAX_SERVER_LR = 1000.0
 # (bench/RESULTS.md, "The per-user default path"). A patience the user chose above this
 # is kept; with none (0) every round up to the cap runs.
 SUM_PATIENCE = 15
+# Cross-device BPR's user refresh runs this many times the local epochs: on light users
+# (`sparse`, 1,000 users, validation) refresh 16 against 8 was ahead on 4 of 4 seeds
+# (0.1269 against 0.1242 deployed), on 2,000 users on 2 of 2, and on music-heavy (4
+# against 2: 0.1557 against 0.1495) (bench/RESULTS.md, "peruser-sparse").
+REFRESH_FACTOR = 2
+# The cross-device arms climb at very different speeds: the summed step is flat for ten
+# rounds and then climbs for fifty, a touched mean with the refresh starts fast and
+# levels off sooner. When the last rung's two leaders are within TIE_SE paired standard
+# errors of each other (per-user validation NDCG@10 at each arm's best round), both train
+# on to TIE_BUDGET_FACTOR times the last rung and the choice is made there: on
+# movies-dated the refreshed touched arm leads the summed one at round 12 (0.0543 against
+# 0.0525, within noise) and trails it at 24 (0.0647 against 0.0674); the summed path
+# deploys 0.0778, the touched one 0.0653 (bench/RESULTS.md, "peruser-light").
+TIE_SE = 2.0
+TIE_BUDGET_FACTOR = 2
 
 
 def ials_skip_reason(dim: int, users_per_participant: float | None) -> str | None:
@@ -152,7 +172,7 @@ def candidates_for(
     refresh: dict[str, Any] = {}
     if cross_device:
         # A device refits its user's factors to the round's base items before training
-        # (BPRConfig.user_epochs, as many user-only epochs as local epochs): its user
+        # (BPRConfig.user_epochs, REFRESH_FACTOR times the local epochs): its user
         # vector is trained only there, a few steps a round, while the items it pairs with
         # move every round, so without the refresh the device's item deltas come from a
         # user fitted to last round's items. For the touched-mean candidates: validation
@@ -164,7 +184,7 @@ def candidates_for(
         # (unmeasured; their default is at 0.98 x central already).
         pinned_epochs = "local_epochs" in options.pinned
         epochs = options.local_epochs if pinned_epochs else bpr["local_epochs"]
-        refresh = {"user_epochs": epochs}
+        refresh = {"user_epochs": REFRESH_FACTOR * epochs}
     recipes = [
         Candidate(
             "bpr+fedavg",
@@ -258,15 +278,21 @@ def successive_halving(
     workers: int = 1,
     patience: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    tie_budget: int | None = None,
+    tied: Callable[[Candidate, Candidate], bool] | None = None,
 ) -> Selection:
     """Train every candidate to each budget (cumulative rounds), keep the better half.
 
     ``arm(candidate)`` gives an ``advance()`` (one round) and a ``validate()``
     (validation NDCG@10). A candidate's score at a budget is its best validation so
     far, as the federation deploys its best version; a candidate stops training once
-    ``patience`` rounds in a row did not beat it (the stop policy would stop it there
-    too). Ties go to the earlier candidate.
-    Bounded: at most ``len(candidates) * budgets[-1]`` rounds in all.
+    ``patience`` rounds in a row did not beat it (its own ``patience`` setting where it
+    has one, as its federation's stop policy would stop it there too). Ties go to the
+    earlier candidate. With ``tie_budget`` and ``tied``: when ``tied(leader,
+    runner_up)`` says the last rung's two best are not told apart, both train on to
+    ``tie_budget`` rounds and the better there wins.
+    Bounded: at most ``len(candidates) * budgets[-1]`` rounds in all, plus
+    ``2 * tie_budget``.
     """
     arms = {c.name: arm(c) for c in candidates}
     alive = list(candidates)
@@ -280,8 +306,9 @@ def successive_halving(
     def run(candidate: Candidate, rounds: int) -> None:
         advance, validate = arms[candidate.name]
         curve = curves[candidate.name]
+        own = None if patience is None else candidate.settings.get("patience", patience)
         for _ in range(rounds):
-            if patience is not None and stale[candidate.name] >= patience:
+            if own is not None and stale[candidate.name] >= own:
                 return  # converged: more rounds would not change its score
             advance()
             value = validate()
@@ -289,6 +316,9 @@ def successive_halving(
             stale[candidate.name] = 0 if value > best[candidate.name] else stale[candidate.name] + 1
             best[candidate.name] = max(best[candidate.name], value)
 
+    ranked = list(alive)
+    done = tuple(budgets)
+    extended = ""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for budget in budgets:
             rounds = [budget - trained] * len(alive)
@@ -302,14 +332,43 @@ def successive_halving(
             if len(alive) == 1:
                 break
             alive = ranked[: max(1, math.ceil(len(alive) / 2))]
+        if (
+            tie_budget is not None
+            and tied is not None
+            and tie_budget > trained
+            and len(ranked) >= 2
+            and tied(ranked[0], ranked[1])
+        ):
+            pair = ranked[:2]
+            extended = f"{pair[0].name} and {pair[1].name} within noise after {trained} rounds"
+            log(f"{extended}: both train on to {tie_budget}")
+            list(pool.map(run, pair, [tie_budget - trained] * 2))
+            trained = tie_budget
+            done = (*done, tie_budget)
+            for c in pair:
+                scores[c.name][tie_budget] = best[c.name]
+            alive = sorted(pair, key=lambda c: -best[c.name])
+            shown = ", ".join(f"{c.name} {best[c.name]:.4f}" for c in alive)
+            log(f"after {tie_budget} rounds, validation NDCG@10: {shown}")
     winner = max(alive, key=lambda c: best[c.name])
     why = (
         f"highest validation NDCG@10 ({best[winner.name]:.4f}) after {trained} rounds of "
         f"successive halving over {len(candidates)} candidates"
+        + (f" ({extended})" if extended else "")
         if len(candidates) > 1
         else "the only candidate left by the pinned choices"
     )
-    return Selection(list(candidates), tuple(budgets), scores, winner, why, curves=curves)
+    return Selection(list(candidates), done, scores, winner, why, curves=curves)
+
+
+def paired_tie(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], *, se: float) -> bool:
+    """Whether ``a`` (the leader's per-user scores) is ahead of ``b`` (the same users' under
+    the runner-up) by less than ``se`` standard errors of the paired mean difference."""
+    if a.shape != b.shape or a.size < 2:
+        return False
+    diff = a - b
+    spread = float(diff.std(ddof=1)) / math.sqrt(diff.size)
+    return float(diff.mean()) < se * spread
 
 
 def search_min_rounds(curve: dict[int, float], *, window: int, min_delta: float) -> int | None:
@@ -368,9 +427,11 @@ def select_recipe(
     budgets = tuple(min(b, options.rounds) for b in budgets)
     ease = _ease_candidate(options, train, valid, len(groups), log)
 
+    federations: dict[str, ShortFederation] = {}
+
     def arm(candidate: Candidate) -> tuple[Callable[[], None], Callable[[], float]]:
         chosen = _resolved(candidate.apply(options))
-        federation = ShortFederation(
+        federation = federations[candidate.name] = ShortFederation(
             train,
             groups,
             chosen.trainer_config(),
@@ -391,6 +452,18 @@ def select_recipe(
             None if ease is None else ease.report(),
             left_out,
         )
+
+    def tied(leader: Candidate, runner_up: Candidate) -> bool:
+        a = federations[leader.name].best_per_user
+        b = federations[runner_up.name].best_per_user
+        return a is not None and b is not None and paired_tie(a, b, se=TIE_SE)
+
+    # cross-device only, where the arms' speeds differ (TIE_SE); silos choose as before
+    tie_budget = (
+        min(TIE_BUDGET_FACTOR * budgets[-1], options.rounds)
+        if ials_skipped is not None and budgets
+        else None
+    )
     selection = successive_halving(
         candidates,
         arm,
@@ -398,6 +471,8 @@ def select_recipe(
         workers=min(options.workers, 2),
         patience=options.patience,
         log=log,
+        tie_budget=tie_budget,
+        tied=tied,
     )
     if ease is not None:
         selection = with_ease(selection, ease)

@@ -25,7 +25,7 @@ from coordinator.domain.specs import StrategySpec
 from coordinator.domain.strategy import ServerState, build_strategy
 from coordinator.domain.validation_curve import smoothed
 from fedrec.partition import local_view
-from participant_sdk.recsys import BPRTrainer, Interactions, evaluate_loo, init_item_tensors
+from participant_sdk.recsys import BPRTrainer, Interactions, init_item_tensors, loo_ranks
 from participant_sdk.recsys.trainers import (
     Trainer,
     TrainerConfig,
@@ -69,6 +69,9 @@ class ShortFederation:
         self.window, self.min_delta = window, min_delta
         self.rounds = 0
         self.diverged: str | None = None
+        # NDCG@10 of each validation user at the best validated round (None: none yet):
+        # the recipe search's paired comparison of two arms (fedrec.selection)
+        self.best_per_user: npt.NDArray[np.float64] | None = None
         self.participants: list[tuple[npt.NDArray[np.int64], Interactions, Trainer]] = []
         for k, users in enumerate(groups):
             local = local_view(train, users)
@@ -150,7 +153,12 @@ class ShortFederation:
             self.diverged = f"round {self.rounds}: user factors are not finite"
             return float("-inf")
         with np.errstate(over="ignore", invalid="ignore"):  # huge but finite factors
-            value = float(evaluate_loo(score, self.train, valid)["ndcg@10"])
+            ranks = loo_ranks(score, self.train, valid)
+        # evaluate_loo's NDCG@10, kept per user
+        per_user = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+        value = float(per_user.mean()) if per_user.size else 0.0
         value = value if np.isfinite(value) else float("-inf")
+        if value > max(self.curve.values(), default=float("-inf")):
+            self.best_per_user = per_user
         self.curve[self.rounds] = value
         return value

@@ -25,6 +25,7 @@ __all__ = [
     "evaluate_loo",
     "evaluate_sampled",
     "evaluate_split",
+    "loo_ranks",
     "rank_metrics",
     "recommend",
     "seen_matrix",
@@ -103,13 +104,22 @@ def evaluate_loo(
     -------
     ``{"hr@10", "ndcg@10", "precision@10", "recall@10"}`` (with the given ``k``).
     """
+    return rank_metrics(loo_ranks(score_fn, train, targets, block=block), k)
+
+
+def loo_ranks(
+    score_fn: ScoreFn, train: Interactions, targets: Interactions, *, block: int = DEFAULT_BLOCK
+) -> IntArray:
+    """Each target's 0-based rank among its user's candidates (:func:`evaluate_loo`'s
+    ranking and tie rule), in the order of ``targets``: per-user metrics for a paired
+    comparison of two models on the same users."""
     users, items = targets.users, targets.items
     ranks = np.empty(users.size, dtype=np.int64)
     for sl in _blocks(users.size, block):
         scores = np.asarray(score_fn(users[sl]))
         candidates = ~seen_matrix(train, users[sl])
         ranks[sl] = _ranks(scores, candidates, items[sl])
-    return rank_metrics(ranks, k)
+    return ranks
 
 
 def draw_sampled_negatives(

@@ -12,19 +12,21 @@ from fedrec.options import SimulationOptions
 from fedrec.partition import partition_users
 from fedrec.selection import (
     PLAIN_BPR_EPOCHS,
+    REFRESH_FACTOR,
     SUM_PATIENCE,
     SUM_STEP,
     Candidate,
     candidates_for,
     has_timestamps,
     ials_skip_reason,
+    paired_tie,
     search_min_rounds,
     select_recipe,
     successive_halving,
     with_min_rounds,
 )
 from fedrec.synthetic import make_synthetic
-from participant_sdk.recsys import Interactions, evaluate_loo, leave_one_out
+from participant_sdk.recsys import Interactions, evaluate_loo, leave_one_out, loo_ranks
 
 
 def _fake_arms(curves: dict[str, list[float]], trained: dict[str, int]):  # type: ignore[no-untyped-def]
@@ -66,6 +68,99 @@ def test_a_converged_candidate_stops_training_at_its_patience() -> None:
     selection = successive_halving(candidates, _fake_arms(curves, trained), (10,), patience=2)
     assert trained == {"flat": 3, "rising": 10}
     assert selection.chosen.name == "rising"
+
+
+def test_a_candidate_with_its_own_patience_trains_past_the_searchs() -> None:
+    """The summed candidate's stop policy waits SUM_PATIENCE rounds: so does its arm."""
+    curves = {"dip": [0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.4, 0.5], "flat": [0.3] * 8}
+    trained = dict.fromkeys(curves, 0)
+    candidates = [Candidate("dip", {"patience": 6}), Candidate("flat", {})]
+    selection = successive_halving(candidates, _fake_arms(curves, trained), (8,), patience=2)
+    assert trained == {"dip": 8, "flat": 3}
+    assert selection.chosen.name == "dip"
+
+
+def _near_tie_curves() -> dict[str, list[float]]:
+    # "quick" leads by a hair at round 4 and levels off; "long" climbs on and leads at 8
+    return {
+        "quick": [0.20, 0.25, 0.28, 0.30, 0.30, 0.31, 0.31, 0.31],
+        "long": [0.10, 0.15, 0.22, 0.29, 0.32, 0.35, 0.37, 0.40],
+        "bad": [0.01] * 8,
+    }
+
+
+def test_a_near_tie_at_the_last_rung_trains_both_on_to_the_tie_budget() -> None:
+    curves = _near_tie_curves()
+    trained = dict.fromkeys(curves, 0)
+    candidates = [Candidate(name, {}) for name in curves]
+    asked: list[tuple[str, str]] = []
+
+    def tied(a: Candidate, b: Candidate) -> bool:
+        asked.append((a.name, b.name))
+        return True
+
+    selection = successive_halving(
+        candidates, _fake_arms(curves, trained), (2, 4), tie_budget=8, tied=tied
+    )
+    assert asked == [("quick", "long")]  # the last rung's leader and runner-up, once
+    assert selection.chosen.name == "long"
+    assert trained == {"quick": 8, "long": 8, "bad": 2}
+    assert selection.scores["long"] == {2: 0.15, 4: 0.29, 8: 0.40}
+    assert selection.report()["budgets"] == [2, 4, 8]
+    assert "within noise after 4 rounds" in selection.why
+
+
+def test_a_clear_lead_or_no_tie_budget_chooses_at_the_last_rung() -> None:
+    for tie_budget, answer in ((8, False), (None, True), (4, True)):
+        curves = _near_tie_curves()
+        trained = dict.fromkeys(curves, 0)
+        candidates = [Candidate(name, {}) for name in curves]
+
+        def tied(_a: Candidate, _b: Candidate, answer: bool = answer) -> bool:
+            return answer
+
+        selection = successive_halving(
+            candidates, _fake_arms(curves, trained), (2, 4), tie_budget=tie_budget, tied=tied
+        )
+        assert selection.chosen.name == "quick"
+        assert trained == {"quick": 4, "long": 4, "bad": 2}
+        assert selection.report()["budgets"] == [2, 4]
+
+
+def test_paired_tie_is_a_lead_below_the_paired_standard_errors() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(1000)
+    noise = rng.normal(0.0, 0.1, 1000)
+    # a lead of 0.001 against a paired s.e. of ~0.003: a tie
+    assert paired_tie(base + noise + 0.001, base, se=2.0)
+    # a lead of 0.02 (~6 s.e.): no tie; the runner-up ahead is a tie (no lead)
+    assert not paired_tie(base + noise + 0.02, base, se=2.0)
+    assert paired_tie(base, base + noise + 0.02, se=2.0)
+    # nothing to compare
+    assert not paired_tie(base[:1], base[:1], se=2.0)
+    assert not paired_tie(base, base[:10], se=2.0)
+
+
+def test_the_search_keeps_each_arms_per_user_validation_at_its_best_round() -> None:
+    """ShortFederation's per-user NDCG@10 at its best round: its mean is the curve's best,
+    and evaluate_loo's figure for that model."""
+    from fedrec.short_federation import ShortFederation
+    from participant_sdk.recsys import BPRConfig
+
+    data = make_synthetic(num_users=40, num_items=80, interactions_per_user=(5, 12), seed=4)
+    split = leave_one_out(data)
+    groups = [np.arange(k, k + 1) for k in range(40)]
+    federation = ShortFederation(
+        split.train, groups, BPRConfig(dim=4, epochs=2, user_epochs=2), {"name": "fedavg"}
+    )
+    assert federation.best_per_user is None
+    values = []
+    for _ in range(3):
+        federation.advance()
+        values.append(federation.validate(split.valid))
+    assert federation.best_per_user is not None
+    assert federation.best_per_user.shape == (len(split.valid),)
+    assert float(federation.best_per_user.mean()) == pytest.approx(max(values))
 
 
 def test_search_min_rounds_is_the_last_gain_on_the_stop_policys_curve() -> None:
@@ -227,7 +322,11 @@ def test_the_search_scores_validation_only_and_applies_the_winner(
         scored.append(targets)
         return evaluate_loo(score, train, targets, **kwargs)
 
-    monkeypatch.setattr("fedrec.short_federation.evaluate_loo", spy)
+    def ranks_spy(score, train, targets, **kwargs):
+        scored.append(targets)
+        return loo_ranks(score, train, targets, **kwargs)
+
+    monkeypatch.setattr("fedrec.short_federation.loo_ranks", ranks_spy)
     monkeypatch.setattr("fedrec.ease_search.evaluate_loo", spy)
     options = SimulationOptions(dim=8, local_epochs=1, rounds=50)
     chosen, selection = select_recipe(options, split.train, split.valid, groups, budgets=(1, 2))
@@ -283,17 +382,18 @@ def test_cross_device_bpr_candidates_refresh_their_users() -> None:
     options = SimulationOptions(dim=16)
     devices = candidates_for(options, timestamps=True, users_per_participant=1, participants=50)
     refreshed = {c.name: c.apply(options).bpr_config().user_epochs for c in devices}
-    # the touched-mean candidates: as many user-only epochs as local epochs; the summed
-    # step none (it alternated with the refresh)
+    # the touched-mean candidates: twice as many user-only epochs as local epochs; the
+    # summed step none (it alternated with the refresh)
+    assert REFRESH_FACTOR == 2
     assert refreshed == {
-        "bpr+fedavg": options.local_epochs,
-        "bpr+fedadam": options.local_epochs,
+        "bpr+fedavg": 2 * options.local_epochs,
+        "bpr+fedadam": 2 * options.local_epochs,
         "bpr+fedavg-sum": 0,
     }
     plain = candidates_for(options, timestamps=False, users_per_participant=1, participants=50)
     assert {c.name: c.settings.get("user_epochs") for c in plain} == {
-        "bpr+fedavg": PLAIN_BPR_EPOCHS,
-        "bpr+fedadam": PLAIN_BPR_EPOCHS,
+        "bpr+fedavg": 2 * PLAIN_BPR_EPOCHS,
+        "bpr+fedadam": 2 * PLAIN_BPR_EPOCHS,
         "bpr+fedavg-sum": None,
     }
     # silos train as before
@@ -306,4 +406,4 @@ def test_cross_device_bpr_candidates_refresh_their_users() -> None:
     three = dataclasses.replace(options, local_epochs=3, pinned=("local_epochs",))
     for c in candidates_for(three, timestamps=False, users_per_participant=1, participants=50):
         if c.name != "bpr+fedavg-sum":
-            assert c.apply(three).bpr_config().user_epochs == 3
+            assert c.apply(three).bpr_config().user_epochs == 6

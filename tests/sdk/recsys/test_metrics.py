@@ -12,6 +12,7 @@ from participant_sdk.recsys import (
     evaluate_sampled,
     evaluate_split,
     from_arrays,
+    loo_ranks,
     rank_metrics,
     recommend,
     top_k,
@@ -68,6 +69,15 @@ class TestLeaveOneOutRanks:
         m = evaluate_loo(_fixed(scores), train, target, k=10, block=1)
         assert m["hr@10"] == 1.0
         assert m["ndcg@10"] == pytest.approx((1.0 + 1.0 / 2.0) / 2)
+
+    def test_loo_ranks_are_each_targets_rank_in_target_order(self) -> None:
+        """The ranks evaluate_loo's metrics come from, per target: the paired comparison's."""
+        scores = np.array([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
+        train = _inter([(0, 3)], 2, 4)  # user 0 saw item 3: not a candidate
+        target = _inter([(1, 2), (0, 0)], 2, 4)
+        ranks = loo_ranks(_fixed(scores), train, target, block=1)
+        assert ranks.tolist() == [2, 2]
+        assert rank_metrics(ranks) == evaluate_loo(_fixed(scores), train, target)
 
     def test_rank_metrics_formula(self) -> None:
         m = rank_metrics(np.array([0, 1, 9, 10]), k=10)
