@@ -287,14 +287,19 @@ class EaseValidation:
 
 
 def validate_ease(
-    train: Interactions, valid: Interactions, *, participants: int = 1
+    train: Interactions,
+    valid: Interactions,
+    *,
+    participants: int = 1,
+    progress: Callable[[float, float, float], None] | None = None,
 ) -> EaseValidation:
     """Solve EASE on ``train`` for each λ of the data's grid; score each on ``valid``.
 
     The pooled Gram is the exact sum of the participants' Grams (integer counts), a
     user's scores are their own training rows times ``B`` (pruned as the federation
     would ship it), so this is what the federation would validate. ``train`` and
-    ``valid`` are all it reads.
+    ``valid`` are all it reads. ``progress(λ, validation NDCG@10, seconds so far)`` is
+    called after each λ (on a large catalogue each takes minutes).
     """
     started = time.perf_counter()
     top_k = ease_top_k_for(train.num_items)
@@ -304,7 +309,10 @@ def validate_ease(
 
     def score(lam: float) -> float:
         tensors = solver.model(lam, top_k)
-        return float(evaluate_loo(lambda u: scorer.score(u, tensors), train, valid)["ndcg@10"])
+        value = float(evaluate_loo(lambda u: scorer.score(u, tensors), train, valid)["ndcg@10"])
+        if progress is not None:
+            progress(lam, value, time.perf_counter() - started)
+        return value
 
     found = search_lambdas(score, ease_lambda_grid(train))
     cost = ease_cost(train.num_items, solver.num_users, participants)

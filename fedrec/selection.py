@@ -85,6 +85,8 @@ PLAIN_BPR_EPOCHS = 2
 # Capped at the coordinator's largest server_lr.
 SUM_STEP = 0.2
 MAX_SERVER_LR = 1000.0
+# EASE's search says each λ as it is done when its estimate is at least this long
+EASE_PROGRESS_SECONDS = 30.0
 # The sum candidate's stop policy waits longer: its validation curve climbs for a long
 # time through dips of several rounds (each round moves every item by a fifth of the sum
 # of its devices' steps). On ML-100K per user the default patience of 5 stopped at a
@@ -499,7 +501,16 @@ def _ease_candidate(
         log(f"ease skipped: {skipped}")
         cost = ease_cost(train.num_items, num_users, participants).report()
         return EaseValidation({}, skipped=skipped, cost=cost)
-    found = validate_ease(train, valid, participants=participants)
+    estimate = ease_cost(train.num_items, num_users, participants).search_seconds
+    progress = None
+    if estimate >= EASE_PROGRESS_SECONDS:
+        # a large catalogue: minutes of solves before the summary line, so say each λ
+        log(f"ease: solving and validating each lambda (~{estimate / 60:.0f} CPU minutes in all)")
+
+        def progress(lam: float, value: float, seconds: float) -> None:
+            log(f"  ease lambda {lam:g}: validation NDCG@10 {value:.4f} ({seconds:.0f} s so far)")
+
+    found = validate_ease(train, valid, participants=participants, progress=progress)
     shown = ", ".join(f"{lam:g}: {value:.4f}" for lam, value in found.scores.items())
     pruned = f", B pruned to {found.top_k} per column" if found.top_k else ""
     log(

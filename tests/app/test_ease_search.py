@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from fedrec import selection as selection_module
 from fedrec.ease_search import (
     DENSE_MAX_ITEMS,
     EASE_TOP_K,
@@ -143,6 +144,36 @@ def test_validate_ease_scores_each_lambda_as_the_centralized_model_does() -> Non
     report = found.report()
     assert report["best_lambda"] == found.best_lambda
     assert found.best_lambda in report["federation_lambdas"]
+
+
+def test_validate_ease_says_each_lambda_as_it_is_done() -> None:
+    data = make_synthetic(num_users=60, num_items=40, seed=3)
+    split = leave_one_out(data)
+    said: list[tuple[float, float, float]] = []
+    found = validate_ease(split.train, split.valid, progress=lambda *a: said.append(a))
+    assert [(lam, value) for lam, value, _ in said] == list(found.scores.items())
+    elapsed = [seconds for _, _, seconds in said]
+    assert elapsed == sorted(elapsed)
+
+
+@pytest.mark.parametrize(("threshold", "lines"), [(0.0, True), (1e9, False)])
+def test_the_search_says_each_ease_lambda_only_when_its_estimate_is_long(
+    monkeypatch: pytest.MonkeyPatch, threshold: float, lines: bool
+) -> None:
+    monkeypatch.setattr(selection_module, "EASE_PROGRESS_SECONDS", threshold)
+    data = make_synthetic(num_users=40, num_items=50, seed=1)
+    split = leave_one_out(data)
+    groups = partition_users(data, "iid", 2, seed=0)
+    options = SimulationOptions(dim=8, local_epochs=1, rounds=4)
+    logged: list[str] = []
+    _chosen, selection = select_recipe(options, split.train, split.valid, groups, log=logged.append)
+    assert selection.ease is not None
+    per_lambda = [line for line in logged if line.lstrip().startswith("ease lambda ")]
+    if lines:
+        assert len(per_lambda) == len(selection.ease["validation_ndcg@10_by_lambda"])
+        assert any(line.startswith("ease: solving and validating each lambda") for line in logged)
+    else:
+        assert per_lambda == []
 
 
 def _selection(best: float) -> Selection:
