@@ -28,6 +28,8 @@ BENCH_MAY_IMPORT = {
     # bench.upload_cpu times the upload's domain call and the worker's kick apart
     "coordinator.domain.rounds",
     "coordinator.worker",
+    # bench.held_polls_heap prices the heap policy's thaw per its interval
+    "coordinator.heap",
 }
 
 
