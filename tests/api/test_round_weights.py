@@ -199,3 +199,39 @@ def test_the_openapi_document_describes_the_route(client: TestClient) -> None:
     assert "application/octet-stream" in operation["responses"]["200"]["content"]
     names = {p["name"] for p in operation["parameters"]}
     assert {"wait", "after", "in_cohort", "encoding", "if-none-match"} <= names
+
+
+def test_the_cached_weights_reach_the_server_as_the_cache_holds_them(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """Both weights routes hand the server one body message whose bytes are the process
+    cache's own object: no copy, no join, no re-chunking on the way (bench/RESULTS.md,
+    download-writes: a download's write is the kernel's copy of those bytes)."""
+    fid = create_federation(client, admin_headers)["id"]
+    _, participant = enrol(client, admin_headers, fid)
+    paths = [
+        f"/v1/federations/{fid}/models/0/weights",
+        f"/v1/federations/{fid}/rounds/current/weights",
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def watched(scope: Any, receive: Any, send: Any) -> None:
+        async def watching_send(message: Any) -> None:
+            sent.append(message)
+            await send(message)
+
+        await app(scope, receive, watching_send)
+
+    watcher = TestClient(watched)  # no lifespan: client ran it
+    for path in paths:
+        client.get(path, headers=participant)  # the first read fills the cache
+        sent.clear()
+        answer = watcher.get(path, headers=participant)
+        assert answer.status_code == 200
+        cached = app.state.context.served_versions.cached_weights(answer.headers["etag"][1:-1])
+        assert cached is not None
+        assert answer.content == cached
+        bodies = [m for m in sent if m["type"] == "http.response.body"]
+        assert len(bodies) == 1, path
+        assert bodies[0]["body"] is cached, path
+        assert not bodies[0].get("more_body", False)
