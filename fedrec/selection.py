@@ -443,6 +443,22 @@ def select_recipe(
         )
         return federation.advance, lambda: federation.validate(valid)
 
+    if not candidates:
+        # the pinned choices leave EASE alone: its validation per λ is the whole search
+        if ease is None or not ease.scores:
+            why = ease.skipped if ease is not None and ease.skipped else "no candidate matches"
+            raise ValueError(f"the pinned choices leave no recipe to search ({why})")
+        alone = Candidate("ease", {"model": "ease", "ease_lambdas": ease.lambdas})
+        return _resolved(alone.apply(options)), Selection(
+            [alone],
+            (),
+            {alone.name: {0: ease.best}},
+            alone,
+            f"EASE, the only candidate left by the pinned choices (lambda {ease.best_lambda:g} "
+            f"best on validation, {ease.best:.4f})",
+            ease.report(),
+            left_out,
+        )
     if len(candidates) == 1 and (ease is None or not ease.scores):
         only = candidates[0]
         return _resolved(only.apply(options)), Selection(

@@ -212,3 +212,16 @@ def test_a_pinned_model_leaves_ease_out() -> None:
     assert selection.chosen.name == "ials+fedavg"
     assert selection.ease is None
     assert "ease" not in selection.report()
+
+
+def test_with_only_ease_left_the_search_is_its_lambda_validation() -> None:
+    data = make_synthetic(num_users=40, num_items=50, seed=1)
+    split = leave_one_out(data)
+    groups = partition_users(data, "iid", 2, seed=0)
+    options = dataclasses.replace(SimulationOptions(dim=8), model="ease", pinned=("model",))
+    chosen, selection = select_recipe(options, split.train, split.valid, groups)
+    assert selection.chosen.name == "ease"
+    assert chosen.model == "ease"
+    report = selection.report()
+    assert chosen.ease_lambdas == tuple(report["ease"]["federation_lambdas"])
+    assert "the only candidate left by the pinned choices" in selection.why
