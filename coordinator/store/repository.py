@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -429,6 +430,12 @@ class ParticipantRepository(_Repository):
         return seen
 
 
+def _changed_one_row(result: Result[Any]) -> bool:
+    """A compare-and-set's verdict: its guarded UPDATE matched exactly one row (the ORM's
+    ``Session.execute`` types its result as a plain ``Result``; an UPDATE's is a cursor's)."""
+    return cast("CursorResult[Any]", result).rowcount == 1
+
+
 class RoundRepository(_Repository):
     def get(self, federation_id: str, number: int, *, for_update: bool = False) -> Round | None:
         stmt = _ROUND_FOR_UPDATE if for_update else _ROUND
@@ -571,7 +578,7 @@ class RoundRepository(_Repository):
             _CLAIM,
             {"b_round_id": round_id, "b_now": now, "b_owner": owner, "b_until": lease_until},
         )
-        return result.rowcount == 1
+        return _changed_one_row(result)
 
     def renew_lease(self, round_id: str, *, owner: str, lease_until: datetime) -> bool:
         """Compare-and-set: extend ``owner``'s lease of an ``aggregating`` round; false if
@@ -582,7 +589,7 @@ class RoundRepository(_Repository):
             .values(lease_expires_at=lease_until)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return _changed_one_row(result)
 
     def close_if_owned(
         self, round_id: str, *, owner: str, result_version: int, closed_at: datetime
@@ -598,7 +605,7 @@ class RoundRepository(_Repository):
                 "b_closed_at": closed_at,
             },
         )
-        return result.rowcount == 1
+        return _changed_one_row(result)
 
     def claim_and_close(
         self, round_id: str, *, owner: str, now: datetime, result_version: int, closed_at: datetime
@@ -617,7 +624,7 @@ class RoundRepository(_Repository):
                 "b_closed_at": closed_at,
             },
         )
-        return result.rowcount == 1
+        return _changed_one_row(result)
 
     def claim_and_fail(
         self, round_id: str, *, owner: str, now: datetime, reason: str, closed_at: datetime
@@ -637,7 +644,7 @@ class RoundRepository(_Repository):
             .execution_options(synchronize_session=False),
             {"b_now": now},
         )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return _changed_one_row(result)
 
     def fail_if_owned(self, round_id: str, *, owner: str, reason: str, closed_at: datetime) -> bool:
         """Compare-and-set ``aggregating -> failed``; false if the lease was lost."""
@@ -649,7 +656,7 @@ class RoundRepository(_Repository):
             )
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return _changed_one_row(result)
 
     def count_failed(self, federation_id: str) -> int:
         return int(
