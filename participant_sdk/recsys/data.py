@@ -303,6 +303,19 @@ def _parse_timestamp(raw: str) -> float:
     return value
 
 
+# MovieLens 1M/10M's ``ratings.dat`` separator, recognised on the first line.
+MULTI_CHAR_DELIMITER = "::"
+_UNIT_SEPARATOR = "\x1f"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _pick_column(header: Sequence[str], given: str | None, candidates: Sequence[str]) -> int | None:
     lowered = [h.strip().lower() for h in header]
     if given is not None:
@@ -336,7 +349,8 @@ def load_csv(
     strength spellings ``strength``/``count``/``quantity``/``qty``/``plays``/
     ``playcount``/``clicks``;
     ``timestamp``/``time``/``ts``/``date``), case-insensitively. The delimiter is
-    sniffed among comma, tab, semicolon and pipe unless given.
+    sniffed among comma, tab, semicolon and pipe (and ``::`` on the first line, as
+    MovieLens 1M/10M write it) unless given.
 
     Rows are dropped (and counted in the report) when the user or item is empty,
     the row is too short, the rating or timestamp does not parse, or the rating is
@@ -421,10 +435,21 @@ def _load_text(
 ) -> tuple[Interactions, CleaningReport]:
     if delimiter is None:
         sample = text[:65536]
-        try:
-            delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
-        except csv.Error:
-            delimiter = ","
+        first_line = sample.split("\n", 1)[0]
+        if MULTI_CHAR_DELIMITER in first_line:
+            delimiter = MULTI_CHAR_DELIMITER
+        else:
+            try:
+                delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+            except csv.Error:
+                delimiter = ","
+    if len(delimiter) > 1:
+        # The csv module splits on one character: MovieLens 1M/10M's "::" becomes the
+        # ASCII unit separator, which no text export uses inside a field.
+        if _UNIT_SEPARATOR in text:
+            raise ValueError(f"the delimiter {delimiter!r} cannot be read in a file holding \\x1f")
+        text = text.replace(delimiter, _UNIT_SEPARATOR)
+        delimiter = _UNIT_SEPARATOR
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         header = next(reader)
@@ -432,6 +457,11 @@ def _load_text(
         raise ValueError("the file is empty (no header row)") from None
     if not header or all(not cell.strip() for cell in header):
         raise ValueError("the first line is blank; it must be the header row")
+    if all(_is_number(cell) for cell in header):
+        raise ValueError(
+            f"the first line {header} is data, not a header: add a header row naming the "
+            "columns (e.g. user,item,rating,timestamp)"
+        )
     u_col = _pick_column(header, user_col, USER_COLUMNS)
     i_col = _pick_column(header, item_col, ITEM_COLUMNS)
     if u_col is None or i_col is None:

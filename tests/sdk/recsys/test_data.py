@@ -9,6 +9,7 @@ import pytest
 
 from participant_sdk.recsys import (
     CleaningReport,
+    DataFileError,
     k_core,
     load_csv,
     load_movielens_100k,
@@ -43,6 +44,29 @@ class TestLoadCsv:
         inter, _ = load_csv(path, user_col="who", item_col="what", time_col="when")
         assert len(inter) == 1
         assert inter.timestamps[0] == pytest.approx(1577836800.0, abs=86400)
+
+    def test_reads_movielens_1m_double_colon_delimiter(self, tmp_path: Path) -> None:
+        path = _write(
+            tmp_path,
+            "ratings.dat",
+            "user::item::rating::timestamp\n1::1193::5::978300760\n2::661::3::978302109\n",
+        )
+        inter, report = load_csv(path)
+        assert report.rows_read == 2
+        assert sorted(inter.item_ids) == ["1193", "661"]
+        assert sorted(inter.ratings.tolist()) == [3.0, 5.0]
+        assert sorted(inter.timestamps.tolist()) == [978300760.0, 978302109.0]
+
+    def test_explicit_multi_character_delimiter(self, tmp_path: Path) -> None:
+        path = _write(tmp_path, "x.txt", "u||i\na:b||c,d\n")
+        inter, _ = load_csv(path, user_col="u", item_col="i", delimiter="||")
+        assert inter.user_ids == ["a:b"]
+        assert inter.item_ids == ["c,d"]
+
+    def test_headerless_file_is_refused_with_the_fix(self, tmp_path: Path) -> None:
+        path = _write(tmp_path, "ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n")
+        with pytest.raises(DataFileError, match="is data, not a header: add a header row"):
+            load_csv(path)
 
     def test_malformed_rows_are_counted_by_reason(self, tmp_path: Path) -> None:
         path = _write(
