@@ -4,8 +4,10 @@ SQLite's checkpoints.
 Every trigger of the aggregation job (an accepted upload, the timer, the admin's
 aggregate call) runs it on one worker thread, off the event loop, so health checks and
 uploads keep answering while a large round aggregates; except a small round completed by
-an upload, which that upload's own thread (an anyio worker, after its COMMIT) aggregates
-in one transaction before it answers (:meth:`RoundWorker.accept_upload`): no hand-off.
+an upload, aggregated before that upload answers, with no hand-off: on SQLite inside the
+upload's own transaction (the upload group commit's finish, before its COMMIT: one fsync
+for both), else by that upload's own thread (an anyio worker, after its COMMIT) in one
+transaction (:meth:`RoundWorker.accept_upload`).
 Heavy rounds (``ease``: a dense solve, minutes at 20 000 items) are claimed there and
 aggregated on threads of their own (``heavy_workers``, one by default), so the other
 federations' rounds do not queue behind a solve; a round finding every heavy thread busy
