@@ -276,7 +276,8 @@ def main() -> None:
         type=int,
         help="run the whole path (search, federation, baseline, test) under N training seeds, "
         "--seed, --seed + 1, ... (the data and its split do not change), print each and the "
-        "means over seeds with their standard errors, validation and test",
+        "means over seeds with their standard errors, validation and test (--json holds the "
+        "seeds done so far after each one, the summary at the end)",
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
@@ -350,6 +351,8 @@ def main() -> None:
         runs.append({"seed": seed, **found})
         per_user.append(dict(PER_USER))
         PER_USER.clear()
+        if args.json:  # the seeds done so far survive a run stopped before its summary
+            args.json.write_text(json.dumps({"runs": runs}, indent=2, default=str))
     summary = summarise_seeds(runs)
     if all({"federated", "centralized"} <= set(users) for users in per_user):
         summary["paired"] = paired_gap(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,53 @@ def test_seeds_runs_the_path_under_each_seed_and_keeps_the_single_seed_run(
     monkeypatch.setattr(sys, "argv", [*common, "--seeds", "1"])
     with pytest.raises(SystemExit):
         cross_device.main()
+
+
+def test_seeds_json_keeps_the_seeds_done_when_a_later_seed_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+
+    from bench import cross_device
+
+    real = cross_device.run_seed
+
+    def fails_on_the_second(args: Any, options: Any, *rest: Any) -> dict[str, Any]:
+        if options.seed == 4:
+            raise RuntimeError("stopped")
+        return real(args, options, *rest)
+
+    monkeypatch.setattr(cross_device, "run_seed", fails_on_the_second)
+    out = tmp_path / "partial.json"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "cross_device",
+            "--shape",
+            "music-heavy",
+            "--max-users",
+            "100",
+            "--chosen",
+            "bpr+fedavg",
+            "--set",
+            "rounds=2",
+            "--set",
+            "patience=null",
+            "--set",
+            "dim=4",
+            "--seeds",
+            "2",
+            "--seed",
+            "3",
+            "--json",
+            str(out),
+        ],
+    )
+    with pytest.raises(RuntimeError):
+        cross_device.main()
+    found = json.loads(out.read_text())
+    assert "summary" not in found
+    assert [run["seed"] for run in found["runs"]] == [3]
+    assert found["runs"][0]["federated"]["test"]["ndcg@10"] >= 0.0
