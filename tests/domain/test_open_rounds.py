@@ -4,6 +4,8 @@ conflicts, reused keys, closed rounds and invalid updates (both backends)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -217,3 +219,49 @@ def test_the_facts_kept_are_bounded() -> None:
     kept.forget("f", 3)
     assert kept.get("f", 3) is None
     assert kept.get("f", 2) is not None
+
+
+def test_a_repeat_in_a_batch_rolls_back_alone(ctx: Context) -> None:
+    """Two uploads without the read phase in one group-commit batch: the retry's unit finds
+    its repeat and rolls back to its SAVEPOINT (then the full path answers it), the first
+    upload beside it commits."""
+    fid, parts = domain_federation(ctx, participants=3, min_participants=3)
+    body = update_bytes(seed=0)
+    original = rounds.submit_update(ctx, parts[0], fid, 1, body, idempotency_key="k0")
+    commits = ctx.upload_commits
+    assert commits is not None
+    release, entered = threading.Event(), threading.Event()
+
+    def hold(_session: Any) -> None:
+        entered.set()
+        assert release.wait(30)
+
+    holder = threading.Thread(target=commits.run, args=(("-", 0), hold))
+    holder.start()
+    assert entered.wait(30)
+    answers: dict[str, Any] = {}
+
+    def send(name: str, principal: Any, data: bytes, key: str) -> None:
+        answers[name] = rounds.submit_update(ctx, principal, fid, 1, data, idempotency_key=key)
+
+    senders = [
+        threading.Thread(target=send, args=("retry", parts[0], body, "k0")),
+        threading.Thread(target=send, args=("first", parts[1], update_bytes(seed=1), "k1")),
+    ]
+    batches = commits.batches
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 30
+    while commits.waiting < 2:
+        assert time.monotonic() < deadline, "the uploads did not queue"
+        time.sleep(0.01)
+    release.set()
+    holder.join(timeout=30)
+    for sender in senders:
+        sender.join(timeout=30)
+    assert commits.batches > batches
+    assert not answers["retry"].created
+    assert answers["retry"].update.id == original.update.id
+    assert answers["first"].created
+    assert _round(ctx, fid, 1).update_count == 2
+    assert _updates(ctx, fid) == 2
