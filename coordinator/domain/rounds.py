@@ -52,6 +52,7 @@ from coordinator.store.repository import (
     RoundView,
     UpdateRepository,
 )
+from participant_sdk.wire import Update as DecodedUpdate
 from participant_sdk.wire import WireError, decode_update
 
 __all__ = [
@@ -516,7 +517,7 @@ def _checked_update(
     base_version: int,
     body: bytes,
     evaluation: BaseEvaluation | None,
-) -> Any:
+) -> DecodedUpdate:
     """The upload decoded and checked against the federation and the round's base, or
     the refusal (422, or 409 for a secure aggregation federation)."""
     if evaluation is not None:
@@ -566,7 +567,7 @@ def _store(
     body: bytes,
     digest: str,
     round_facts: OpenRoundFacts,
-    update: Any,
+    update: DecodedUpdate,
     idempotency_key: str | None,
     evaluation: BaseEvaluation | None,
     *,
