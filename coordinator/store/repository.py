@@ -1198,7 +1198,8 @@ _COUNT_UPDATE_JUDGED = text(_COUNT_UPDATE).columns(*_COMPLETENESS_COLUMNS)
 # with the same key), for an upload that skipped the read phase (domain/open_rounds.py): two
 # lookups of covering indexes, where one EXISTS with an OR read every update of the participant
 _COUNT_UPDATE_UNLESS_REPEAT = text(
-    _COUNT_UPDATE + ", EXISTS (SELECT 1 FROM updates AS u"
+    _COUNT_UPDATE  # nosec B608 # constant SQL text; every value is a bound parameter
+    + ", EXISTS (SELECT 1 FROM updates AS u"
     " WHERE u.round_id = rounds.id AND u.participant_id = :b_participant_id)"
     " OR EXISTS (SELECT 1 FROM updates AS k"
     " WHERE k.participant_id = :b_participant_id AND k.idempotency_key = :b_key)"
