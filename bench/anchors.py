@@ -105,14 +105,16 @@ def _setting_label(setting: dict[str, Any], step: int, anchor: Anchor) -> str:
 
 
 def tune(
-    anchor: Anchor, proto: Protocol
+    anchor: Anchor, proto: Protocol, verbose: bool = False
 ) -> tuple[dict[str, Any], int, float, list[dict[str, Any]]]:
-    """Each grid setting, seed 0, on ``Tr_u``; the best (setting, step) by validation NDCG@10."""
+    """Each grid setting, seed 0, on ``Tr_u``; the best (setting, step) by validation NDCG@10.
+    ``verbose`` prints each setting's best as it ends (a large grid runs for an hour)."""
     train, valid = proto.split.train, proto.split.valid
     best: tuple[float, dict[str, Any], int] | None = None
     curves: list[dict[str, Any]] = []
     for setting in anchor.grid:
         curve: list[tuple[int, float]] = []
+        started = time.perf_counter()
 
         def on_checkpoint(
             step: int, score: ScoreFn, curve: list[tuple[int, float]] = curve
@@ -126,6 +128,13 @@ def tune(
 
         anchor.fit(train, setting, 0, anchor.checkpoints, on_checkpoint)
         curves.append({"setting": dict(setting), "validation_ndcg@10": curve})
+        if verbose and curve:
+            step, ndcg = max(curve, key=lambda point: point[1])
+            print(
+                f"    {_setting_label(dict(setting), step, anchor)}: val NDCG@10 {ndcg:.4f} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
         for step, ndcg in curve:
             if best is None or ndcg > best[0]:
                 best = (ndcg, dict(setting), step)
@@ -150,10 +159,10 @@ def final_fit(
     return out
 
 
-def run_anchor(anchor: Anchor, proto: Protocol, seeds: list[int]) -> Row:
+def run_anchor(anchor: Anchor, proto: Protocol, seeds: list[int], verbose: bool = False) -> Row:
     """Tune on validation, then retrain and test with each seed (one if deterministic)."""
     started = time.perf_counter()
-    setting, step, val_ndcg, curves = tune(anchor, proto)
+    setting, step, val_ndcg, curves = tune(anchor, proto, verbose)
     tune_seconds = time.perf_counter() - started
     tests: list[dict[str, float]] = []
     fit_times: list[float] = []
@@ -368,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         anchor = models[method]
         print(f"{anchor.label}: {len(anchor.grid)} settings ...", flush=True)
-        row = run_anchor(anchor, proto, seeds)
+        row = run_anchor(anchor, proto, seeds, verbose=True)
         rows.append(row)
         print(
             f"  chose {row.setting}: val NDCG@10 {row.validation['ndcg@10']:.4f}, "

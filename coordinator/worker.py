@@ -4,8 +4,10 @@ SQLite's checkpoints.
 Every trigger of the aggregation job (an accepted upload, the timer, the admin's
 aggregate call) runs it on one worker thread, off the event loop, so health checks and
 uploads keep answering while a large round aggregates; except a small round completed by
-an upload, which that upload's own thread (an anyio worker, after its COMMIT) aggregates
-in one transaction before it answers (:meth:`RoundWorker.accept_upload`): no hand-off.
+an upload, aggregated before that upload answers, with no hand-off: on SQLite inside the
+upload's own transaction (the upload group commit's finish, before its COMMIT: one fsync
+for both), else by that upload's own thread (an anyio worker, after its COMMIT) in one
+transaction (:meth:`RoundWorker.accept_upload`).
 Heavy rounds (``ease``: a dense solve, minutes at 20 000 items) are claimed there and
 aggregated on threads of their own (``heavy_workers``, one by default), so the other
 federations' rounds do not queue behind a solve; a round finding every heavy thread busy
@@ -25,6 +27,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from coordinator.api import telemetry
 from coordinator.domain import aggregation_job, ease_process, idempotency, rounds
@@ -117,6 +121,8 @@ class RoundWorker:
         # rounds with a kick queued and not started yet (see kick)
         self._kicked: set[tuple[str, int]] = set()
         self._kicked_lock = threading.Lock()
+        if ctx.upload_commits is not None:
+            ctx.upload_commits.finish = self._aggregate_before_commit
 
     def start(self) -> None:
         self._timer = threading.Thread(target=self._run_timer, name="fedrec-timer", daemon=True)
@@ -161,9 +167,45 @@ class RoundWorker:
         """Run an upload (``submit``: ``rounds.submit_update``), then, on the same thread,
         :meth:`after_upload` if it created an update that may complete its round."""
         receipt = submit()
-        if receipt.created and receipt.may_complete:
+        if receipt.created and receipt.may_complete and not receipt.aggregated:
             self.after_upload(federation_id, number, receipt.facts)
         return receipt
+
+    def _aggregate_before_commit(
+        self, session: Session, units: list[tuple[tuple[str, int], Any]]
+    ) -> Callable[[], None] | None:
+        """The upload group commit's finish: a small round that a unit of this batch
+        completed is aggregated in the batch's own transaction, before its COMMIT
+        (:func:`aggregation_job.aggregate_before_commit`), so its completing upload's
+        answer waits for one fsync, not two. Each round once, from the facts of its last
+        unit in the batch (the one that counted every update of the batch)."""
+        if self._stop.is_set():
+            return None
+        last: dict[tuple[str, int], rounds.Receipt] = {}
+        for key, receipt in units:
+            if isinstance(receipt, rounds.Receipt) and receipt.created:
+                last[key] = receipt
+        done: list[Callable[[], aggregation_job.Outcome]] = []
+        for (federation_id, number), receipt in last.items():
+            if not receipt.may_complete or receipt.facts is None:
+                continue
+            after = aggregation_job.aggregate_before_commit(
+                self._ctx, session, federation_id, number, receipt.facts
+            )
+            if after is None:
+                continue  # the receipt's own thread kicks it after the COMMIT
+            done.append(after)
+            for key, other in units:
+                if key == (federation_id, number) and isinstance(other, rounds.Receipt):
+                    other.aggregated = True
+        if not done:
+            return None
+
+        def after_commit() -> None:
+            for after in done:
+                after()
+
+        return after_commit
 
     def after_upload(
         self, federation_id: str, number: int, facts: RoundCompleteness | None = None

@@ -213,7 +213,10 @@ def encode_weights(
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
-    chunks: list[bytes] = []
+    # the arrays themselves (little-endian, C order: views when they already are), copied
+    # once by the join below; a tobytes() each first was a second model-sized copy (and,
+    # above glibc's mmap threshold, a second round of page faults) per upload
+    chunks: list[memoryview] = []
     offset = 0
     for name in sorted(tensors):
         array = np.asarray(tensors[name])
@@ -221,14 +224,14 @@ def encode_weights(
         code = _DTYPE_CODES.get(native)
         if code is None:
             raise WireError(f"tensor '{name}' has unsupported dtype {array.dtype}", field=name)
-        raw = np.ascontiguousarray(array, dtype=native.newbyteorder("<")).tobytes()
+        raw = np.ascontiguousarray(array, dtype=native.newbyteorder("<"))
         header[name] = {
             "dtype": code,
             "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(raw)],
+            "data_offsets": [offset, offset + raw.nbytes],
         }
-        chunks.append(raw)
-        offset += len(raw)
+        chunks.append(raw.data)
+        offset += raw.nbytes
     encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     # the format pads the header with spaces so that the data starts 8-byte aligned
     encoded += b" " * (-len(encoded) % 8)

@@ -6,9 +6,11 @@ plus one bias per item), R rounds of:
 * **fedrec**: a real coordinator (``fedrec serve`` via :mod:`fedrec.local_server`, its
   own process, SQLite, every upload fsynced before its 201) and K participants in
   threads of this process, each downloading the round's base model over HTTP and
-  uploading its delta as safetensors. The round's time runs from the K downloads
-  starting to the next round being open (the last upload closes the round; the
-  coordinator aggregates and opens the next one), seen by one long-poll of the admin
+  uploading its delta as safetensors (httpx on the SDK's keep-alive transport, as
+  ``fedrec simulate``'s participants; httpx's own until 2026-12-07). The round's time
+  runs from the K downloads starting to the next round being open (the last upload
+  closes the round; the coordinator aggregates and opens the next one), seen by one
+  long-poll of the admin
   (``rounds/current?after=N&wait=60``; it polled every 2 ms until 2026-12-07).
 * **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
   installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
@@ -46,6 +48,7 @@ import numpy as np
 import psutil
 
 from fedrec.local_server import CoordinatorProcess, free_port
+from participant_sdk import keep_alive_transport
 from participant_sdk.wire import encode_update
 
 # a throwaway token of the bench's own loopback coordinator
@@ -201,10 +204,7 @@ def _fedrec_rounds(
         admin.post(f"/v1/federations/{fid}/participants", json={"name": f"p{i}"}).json()["token"]
         for i in range(case.participants)
     ]
-    clients = [
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {t}"}, timeout=600)
-        for t in tokens
-    ]
+    clients = participant_clients(url, tokens)
 
     def participant(index: int, number: int, base_version: int) -> None:
         client = clients[index]
@@ -247,6 +247,22 @@ def _fedrec_rounds(
             client.close()
         admin.close()
     return seconds
+
+
+def participant_clients(url: str, tokens: list[str]) -> list[httpx.Client]:
+    """One client per participant, on the SDK's keep-alive ``http.client`` transport
+    (what ``fedrec simulate`` gives its loopback participants): the participants share
+    the coordinator's 2 cores, and httpx's own transport cost each of them ~0.35 ms more
+    CPU per 437 KB download (bench/RESULTS.md, round-cpu)."""
+    return [
+        httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+            transport=keep_alive_transport(),
+        )
+        for token in tokens
+    ]
 
 
 def _next_round(admin: httpx.Client, path: str, number: int) -> dict[str, object]:

@@ -118,6 +118,7 @@ __all__ = [
     "Claim",
     "Offload",
     "Outcome",
+    "aggregate_before_commit",
     "claim_in",
     "claim_round",
     "complete_claim",
@@ -424,6 +425,81 @@ def run_if_small(
     finally:
         if outcome is not None and outcome.changed:
             ctx.notifier.poke()  # this process's long-polls learn of it now
+
+
+class _Declined(Exception):  # noqa: N818 - rolls back the SAVEPOINT, never raised out
+    """The round is not aggregated before the upload's COMMIT: left to the kick after it."""
+
+
+def aggregate_before_commit(
+    ctx: Context, session: Session, federation_id: str, number: int, facts: RoundCompleteness
+) -> Callable[[], Outcome] | None:
+    """The round job of a small plaintext round, inside the write transaction of the
+    upload that completed it (the upload group commit's finish, before its COMMIT): the
+    claim, the fold and the version's record of :func:`_run_at_once`, in a SAVEPOINT of
+    that transaction, so the uploads and the new version share one COMMIT (one fsync, no
+    second transaction). Returns what to run once that COMMIT succeeded (the served
+    version's cache, the long-polls' poke; its Outcome), or None when nothing was done
+    (the SAVEPOINT rolled back: the round is not this path's, was claimed elsewhere, or
+    folds to a non-finite model; any error is logged): then the caller kicks the round
+    after the COMMIT as before (:func:`run_if_small`), which decides it again.
+
+    SQLite only: there one writer lock serialises every transaction. On PostgreSQL the
+    upload batch holds its federation ``FOR KEY SHARE`` and the claim needs it ``FOR
+    UPDATE``: two processes' batches of one round could deadlock on that upgrade.
+
+    Exactly once and durable as :func:`_run_at_once`: the claim's compare-and-set and the
+    version are in the transaction that acknowledges the uploads; a crash before its
+    COMMIT loses the uploads' acknowledgements and the aggregation together."""
+    if (
+        session.get_bind().dialect.name != "sqlite"
+        or not _plaintext(ctx, federation_id)
+        or lifecycle.certainly_waits(facts, utc_now())
+        or not _at_once(ctx, federation_id, facts)
+    ):
+        return None
+    started = time.perf_counter()
+    try:
+        with session.begin_nested():
+            step, claimed, federation = claim_in(
+                ctx,
+                session,
+                federation_id,
+                number,
+                trigger=lifecycle.Trigger.UPLOAD,
+                now=utc_now(),
+                defer_claim=True,
+            )
+            if claimed is None or federation is None:
+                raise _Declined
+            try:
+                result = _aggregate(ctx, claimed)
+            except _NotFinite as exc:  # the kick after the COMMIT fails the round
+                raise _Declined from exc
+            committed = _record(ctx, session, federation, claimed, result)
+            if committed is None:
+                raise _Declined
+    except _Declined:
+        return None
+    except Exception:
+        log.exception(
+            "aggregation of round %d of %s before its upload's commit failed; "
+            "the round is aggregated after it",
+            number,
+            federation_id,
+        )
+        return None
+
+    def after_commit() -> Outcome:
+        ctx.recent_updates.forget(claimed.update_digests)
+        _served_after_commit(ctx, claimed, committed, result.weights)
+        ctx.observer.round_closed(time.perf_counter() - started)
+        if committed.next_round_opened:
+            ctx.observer.round_opened()
+        ctx.notifier.poke()  # this process's long-polls learn of it now
+        return Outcome(step, committed.version)
+
+    return after_commit
 
 
 def _plaintext(ctx: Context, federation_id: str) -> bool:

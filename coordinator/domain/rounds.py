@@ -78,6 +78,9 @@ class Receipt:
     # what it was judged from, read under the round's lock before the COMMIT (the kick of
     # a small round starts from these instead of reading them again)
     facts: RoundCompleteness | None = None
+    # its round was aggregated in the transaction that committed this update (the group
+    # commit's finish: RoundWorker): nobody need kick the job for it
+    aggregated: bool = False
 
 
 def _load_round(session: Session, federation: Federation, number: int) -> Round:
@@ -642,6 +645,10 @@ def _store(
         # blob, the row, the report, the audit event) change none of them (the kick
         # of a small round starts from them)
         waits = lifecycle.certainly_waits(facts, utc_now())
+        # the aggregation job reads these bytes from memory, and may fold them before the
+        # COMMIT (the group commit's finish, in this transaction); content-addressed, so
+        # bytes kept for an update whose transaction then failed name no stored row
+        ctx.recent_updates.put(digest, body)
         return Receipt(row, created=True, may_complete=not waits, facts=facts)
 
     try:
@@ -659,6 +666,4 @@ def _store(
         if earlier is None:
             raise
         return earlier
-    if receipt.created:  # committed: the aggregation job reads these bytes from memory
-        ctx.recent_updates.put(digest, body)
     return receipt

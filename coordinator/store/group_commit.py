@@ -16,11 +16,15 @@ as durable as with a transaction of its own.
 
 Units of one batch run in arrival order; a ``lock_first`` hook sees every unit's
 ``key`` before any unit runs, so a batch can take its row locks in one global order
-(no deadlock between processes that batch different sets of rows).
+(no deadlock between processes that batch different sets of rows). A ``finish`` hook
+sees the units that succeeded, in the same transaction, just before its COMMIT: work that
+follows from them (the round job of a round the batch completed) shares that commit, and
+what it returns runs once the COMMIT succeeded, before any unit's caller hears back.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,11 @@ __all__ = ["GroupCommit"]
 
 K = TypeVar("K")
 T = TypeVar("T")
+
+log = logging.getLogger("fedrec.group_commit")
+
+# (session, [(key, result) of each unit that succeeded]) -> what to run after the COMMIT
+Finish = Callable[[Session, list[tuple[K, Any]]], Callable[[], None] | None]
 
 
 @dataclass
@@ -56,10 +65,13 @@ class GroupCommit(Generic[K]):
         *,
         lock_first: Callable[[Session, Sequence[K]], None] | None = None,
         before_commit: Callable[[], None] | None = None,
+        finish: Finish[K] | None = None,
         max_batch: int = 128,
     ) -> None:
         self._sessions = sessions
         self._lock_first = lock_first
+        # may be set later (by the owner of the follow-up work); see the module docstring
+        self.finish = finish
         self._before_commit = before_commit  # the fault tests pause here to kill the process
         self._max_batch = max_batch
         self._cond = threading.Condition()
@@ -101,6 +113,7 @@ class GroupCommit(Generic[K]):
 
     def _commit(self, batch: list[_Unit[K]]) -> None:
         raise_later: BaseException | None = None
+        after_commit: Callable[[], None] | None = None
         try:
             with self._sessions.begin() as session:
                 if self._lock_first is not None:
@@ -116,6 +129,12 @@ class GroupCommit(Generic[K]):
                                 unit.result = unit.work(session)
                         except Exception as exc:  # this unit's refusal: rolled back alone
                             unit.error = exc
+                finish = self.finish
+                if finish is not None:
+                    # its own errors are its to contain: one raised here rolls back the batch
+                    after_commit = finish(
+                        session, [(u.key, u.result) for u in batch if u.error is None]
+                    )
                 if self._before_commit is not None:
                     self._before_commit()
         except BaseException as exc:
@@ -125,6 +144,12 @@ class GroupCommit(Generic[K]):
                     unit.error = exc
                     unit.result = None
             raise_later = exc
+        else:
+            if after_commit is not None:
+                try:
+                    after_commit()
+                except Exception:  # committed: every unit stays acknowledged
+                    log.exception("the group commit's follow-up after its COMMIT failed")
         with self._cond:
             self.batches += 1
             self.units += len(batch)

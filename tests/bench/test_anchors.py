@@ -100,6 +100,25 @@ class TestTune:
         tune(anchor, proto)
         assert [step for _, _, step in calls] == [1, 2, 3]
 
+    def test_verbose_prints_each_settings_best_as_it_ends(
+        self, proto: Protocol, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        anchor = Anchor(
+            "fake",
+            "fake",
+            ({"k": 0.0}, {"k": 1.0}),
+            (1, 2),
+            _fixed_fit([], _oracle(proto)),
+            deterministic=True,
+        )
+        tune(anchor, proto)
+        assert capsys.readouterr().out == ""
+        tune(anchor, proto, verbose=True)
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 2
+        assert lines[0].strip().startswith("k=0, steps=")
+        assert lines[1].strip().startswith("k=1, steps=1: val NDCG@10 1.0000 (")
+
 
 class TestFinalFit:
     def test_retrains_on_train_and_validation_and_scores_the_test_split(

@@ -35,6 +35,32 @@ def test_encode_is_deterministic_and_readable_by_safetensors() -> None:
     assert read_metadata(first) == meta
 
 
+def test_strided_big_endian_and_scalar_tensors_encode_as_their_little_endian_c_order_bytes() -> (
+    None
+):
+    """The writer joins the arrays themselves (no tobytes() copy first): a transposed view,
+    a big-endian array and a 0-d tensor still travel as little-endian C-order bytes."""
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    tensors = {
+        "a_view": base.T,  # not C-contiguous
+        "b_big": base.astype(">f4"),
+        "c_scalar": np.array(7, dtype=np.int64),
+    }
+    data = encode_weights(tensors)
+    (header_len,) = np.frombuffer(data[:8], dtype="<u8")
+    body = data[8 + int(header_len) :]
+    expected = b"".join(
+        np.ascontiguousarray(tensors[name], dtype=tensors[name].dtype.newbyteorder("<")).tobytes()
+        for name in sorted(tensors)
+    )
+    assert body == expected
+    loaded = load(data)
+    np.testing.assert_array_equal(loaded["a_view"], base.T)
+    np.testing.assert_array_equal(loaded["b_big"], base)
+    assert loaded["c_scalar"].shape == ()
+    assert int(loaded["c_scalar"]) == 7
+
+
 def test_decodes_library_written_bytes() -> None:
     data = save(_tensors(), metadata={"round": "2", "base_version": "1", "num_examples": "9"})
     update = decode_update(data, mf_spec(num_items=5, dim=3))

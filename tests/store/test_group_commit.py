@@ -188,3 +188,63 @@ def test_a_unit_waits_for_the_batch_ahead_of_it_before_answering(engine: Engine)
     follower.join(timeout=30)
     assert answered.is_set()
     assert _ids(engine) == [0, 1]
+
+
+def test_finish_writes_in_the_batchs_transaction_and_its_follow_up_runs_after_the_commit(
+    engine: Engine,
+) -> None:
+    """The finish hook sees the units that succeeded, writes in their transaction, and
+    what it returns runs once that transaction committed, before any caller returns."""
+    sessions = create_session_factory(engine)
+    commits: GroupCommit[int] = GroupCommit(sessions)
+    seen: list[list[tuple[int, Any]]] = []
+    followed: list[list[int]] = []
+
+    def finish(session: Session, units: list[tuple[int, Any]]) -> Any:
+        seen.append(units)
+        session.execute(text("INSERT INTO gc_rows (id) VALUES (:id)"), {"id": 100 + len(seen)})
+        return lambda: followed.append(_ids(engine))  # a new connection: committed rows only
+
+    commits.finish = finish
+
+    def refused(session: Session) -> None:
+        session.execute(text("INSERT INTO gc_rows (id) VALUES (500)"))
+        raise ValueError("refused after writing")
+
+    others = {1: _insert(1), 2: refused, 3: _insert(3)}
+    results, errors = _run_while_leader_holds(commits, _insert(0), others)
+    assert results == {0: 0, 1: 1, 3: 3}
+    assert isinstance(errors[2], ValueError)
+    assert seen == [[(0, 0)], [(1, 1), (3, 3)]]  # the refused unit is not offered
+    # each follow-up saw its own batch's rows and the finish's row committed
+    assert followed == [[0, 101], [0, 1, 3, 101, 102]]
+    assert _ids(engine) == [0, 1, 3, 101, 102]
+
+
+def test_a_failed_commit_runs_no_follow_up_and_a_failed_follow_up_keeps_the_units(
+    engine: Engine,
+) -> None:
+    sessions = create_session_factory(engine)
+    commits: GroupCommit[int] = GroupCommit(sessions)
+    followed: list[str] = []
+    failing = {"commit": True}
+
+    @event.listens_for(sessions, "before_commit")
+    def _fail(_session: Session) -> None:
+        if failing["commit"]:
+            raise RuntimeError("disk full")
+
+    commits.finish = lambda _session, _units: lambda: followed.append("ran")
+    with pytest.raises(RuntimeError, match="disk full"):
+        commits.run(1, _insert(1))
+    assert followed == []  # nothing follows a COMMIT that did not happen
+    assert _ids(engine) == []
+
+    failing["commit"] = False
+
+    def broken_follow_up() -> None:
+        raise RuntimeError("cache on fire")
+
+    commits.finish = lambda _session, _units: broken_follow_up
+    assert commits.run(2, _insert(2)) == 2  # committed: acknowledged all the same
+    assert _ids(engine) == [2]
