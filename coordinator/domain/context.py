@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.cohort_cache import CohortCache, drawn_reader
 from coordinator.domain.observer import NoObserver, Observer
+from coordinator.domain.open_rounds import OpenRounds
 from coordinator.domain.recent_updates import RecentUpdates
 from coordinator.domain.round_notifier import RoundNotifier, database_marks
 from coordinator.domain.round_snapshots import RoundSnapshots
@@ -88,6 +89,9 @@ class Context:
     # the bytes of updates this process accepted, until their round aggregates: the job
     # reads them from memory instead of the blob store (content-addressed, bounded)
     recent_updates: RecentUpdates = field(default_factory=RecentUpdates)
+    # the id and base of unsampled rounds an upload found open: the next uploads to the
+    # round skip the read of them (immutable once the round opened; domain/open_rounds.py)
+    open_rounds: OpenRounds = field(default_factory=OpenRounds)
     # write sessions whose COMMIT does not wait for its fsync: only the aggregation claim,
     # whose loss the lease repairs (built from ``sessions`` when not given)
     unsynced_sessions: sessionmaker[Session] | None = None

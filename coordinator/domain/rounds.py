@@ -25,6 +25,7 @@ from coordinator.domain.cohort_cache import drawn_reader
 from coordinator.domain.context import Context
 from coordinator.domain.ease_strategy import check_gram
 from coordinator.domain.errors import (
+    CoordinatorError,
     FederationCompleted,
     FutureRound,
     IdempotencyKeyReused,
@@ -35,7 +36,8 @@ from coordinator.domain.errors import (
     UpdateConflict,
 )
 from coordinator.domain.evaluation import BaseEvaluation, check_limits, record_validation
-from coordinator.domain.federations import federation_settings_by_id
+from coordinator.domain.federations import FederationSettings, federation_settings_by_id
+from coordinator.domain.open_rounds import OpenRoundFacts
 from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
@@ -50,6 +52,7 @@ from coordinator.store.repository import (
     RoundView,
     UpdateRepository,
 )
+from participant_sdk.wire import Update as DecodedUpdate
 from participant_sdk.wire import WireError, decode_update
 
 __all__ = [
@@ -391,12 +394,22 @@ def submit_update(
     the ``Idempotency-Key`` of another upload.
 
     Every upload pays for this path, so it reads and writes with few Core statements
-    (two reads, then in the shared write transaction: the round's count, the blob, the
+    (one read, then in the shared write transaction: the round's count, the blob, the
     row, the report, the audit event); the receipt of a concurrent repeat is looked up
-    only when the insert meets the unique (round, participant) constraint.
+    only when the insert meets the unique (round, participant) constraint. Once one
+    upload found an unsampled round open, the next ones to it skip the read
+    (:mod:`coordinator.domain.open_rounds`); any of them that is not a first upload to
+    a round still open is answered by the full path below.
     """
     participant_id = principal.require_participant()
     digest = sha256_hex(body)
+    known = ctx.open_rounds.get(federation_id, number)
+    if known is not None:
+        receipt = _submit_to_open_round(
+            ctx, principal, federation_id, number, body, digest, known, idempotency_key, evaluation
+        )
+        if receipt is not None:
+            return receipt
     # read-only (no lock): answer retries and closed rounds before decoding anything
     with ctx.read_sessions() as session:
         target = RoundRepository(session).upload_check(
@@ -429,6 +442,87 @@ def submit_update(
             )
         settings = federation_settings_by_id(ctx, session, federation_id)
         base_version = target.base_version
+    if not target.sampled:  # a sampled round's uploads check their cohort: always read
+        ctx.open_rounds.put(federation_id, number, OpenRoundFacts(round_id, base_version))
+    update = _checked_update(settings, federation_id, number, base_version, body, evaluation)
+    return _store(
+        ctx,
+        principal,
+        federation_id,
+        number,
+        body,
+        digest,
+        OpenRoundFacts(round_id, base_version),
+        update,
+        idempotency_key,
+        evaluation,
+        read_phase=True,
+    )
+
+
+class _TakeFullPath(Exception):
+    """An upload that skipped the read phase found, in its write transaction, the round
+    not open (``not_open``) or an update it may repeat: its unit rolled back."""
+
+    def __init__(self, *, not_open: bool) -> None:
+        super().__init__("take the full upload path")
+        self.not_open = not_open
+
+
+def _submit_to_open_round(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    number: int,
+    body: bytes,
+    digest: str,
+    known: OpenRoundFacts,
+    idempotency_key: str | None,
+    evaluation: BaseEvaluation | None,
+) -> Receipt | None:
+    """:func:`submit_update` of a first upload to a round this process found open, without
+    the read phase; None when the full path must answer (a refusal of any kind, which
+    it makes in its own order; a retry; the round no longer open). Nothing was stored."""
+    settings = ctx.settings_cache.get(federation_id)
+    if not isinstance(settings, FederationSettings):
+        return None
+    try:
+        principal.check_federation(federation_id)
+        update = _checked_update(
+            settings, federation_id, number, known.base_version, body, evaluation
+        )
+    except CoordinatorError:
+        return None
+    try:
+        return _store(
+            ctx,
+            principal,
+            federation_id,
+            number,
+            body,
+            digest,
+            known,
+            update,
+            idempotency_key,
+            evaluation,
+            read_phase=False,
+        )
+    except _TakeFullPath as exc:
+        if exc.not_open:
+            ctx.open_rounds.forget(federation_id, number)
+        return None
+
+
+def _checked_update(
+    settings: FederationSettings,
+    federation_id: str,
+    number: int,
+    base_version: int,
+    body: bytes,
+    evaluation: BaseEvaluation | None,
+) -> DecodedUpdate:
+    """The upload decoded and checked against the federation and the round's base, or
+    the refusal (422, or 409 for a secure aggregation federation)."""
     if evaluation is not None:
         check_limits(settings.limits, evaluation.metrics, evaluation.num_users)
     if settings.privacy.secure_aggregation is not None:
@@ -465,7 +559,28 @@ def submit_update(
             field="base_version",
             expected=base_version,
         )
+    return update
 
+
+def _store(
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    number: int,
+    body: bytes,
+    digest: str,
+    round_facts: OpenRoundFacts,
+    update: DecodedUpdate,
+    idempotency_key: str | None,
+    evaluation: BaseEvaluation | None,
+    *,
+    read_phase: bool,
+) -> Receipt:
+    """Store a checked update in the shared write transaction. ``read_phase``: whether
+    the upload's read phase ran (else its count also says whether it may repeat an
+    update, and raises :class:`_TakeFullPath` for that or for a round no longer open)."""
+    participant_id = principal.require_participant()
+    round_id, base_version = round_facts.round_id, round_facts.base_version
     # durable before (a file: its own fsyncs) or with (rows of the same transaction: its
     # COMMIT) the row that points at it
     inline = len(body) <= ctx.inline_blob_max_bytes
@@ -489,9 +604,16 @@ def submit_update(
         # (the batch took it first on PostgreSQL: RoundRepository.lock_in_order), which
         # orders this insert before or after the round's claim; the same statement returns
         # the round's completeness as counted with this update (judged below)
-        facts = RoundRepository(session).count_update_judged(
-            round_id, if_state=lifecycle.RoundState.OPEN
-        )
+        rounds = RoundRepository(session)
+        if not read_phase:
+            facts, repeats = rounds.count_update_unless_repeat(
+                round_id, participant_id, idempotency_key, if_state=lifecycle.RoundState.OPEN
+            )
+            if facts is None or repeats:
+                # rolled back (this unit's SAVEPOINT, or its transaction if alone)
+                raise _TakeFullPath(not_open=facts is None)
+        else:
+            facts = rounds.count_update_judged(round_id, if_state=lifecycle.RoundState.OPEN)
         if facts is None:
             earlier = _earlier_receipt(
                 session, participant_id, round_id, digest, number, idempotency_key

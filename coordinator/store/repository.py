@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    Boolean,
     Integer,
     Select,
     Table,
@@ -513,6 +514,32 @@ class RoundRepository(_Repository):
             .first()
         )
         return None if row is None else RoundCompleteness(*row)
+
+    def count_update_unless_repeat(
+        self, round_id: str, participant_id: str, key: str | None, *, if_state: str
+    ) -> tuple[RoundCompleteness | None, bool]:
+        """:meth:`count_update_judged`, and in the same statement whether the participant
+        already has an update in the round or one sent with ``key`` (``upload_check``'s
+        ``repeats``, read under the round's row lock): an upload that skipped the read
+        phase learns here that it may repeat one, and rolls its count back. ``(None,
+        False)`` if the round was not in state ``if_state``."""
+        row = (
+            self.session.connection()
+            .execute(
+                _COUNT_UPDATE_UNLESS_REPEAT,
+                {
+                    "b_round_id": round_id,
+                    "b_state": if_state,
+                    "b_participant_id": participant_id,
+                    "b_key": key,
+                },
+            )
+            .first()
+        )
+        if row is None:
+            return None, False
+        *facts, repeats = row
+        return RoundCompleteness(*facts), bool(repeats)
 
     def completeness(self, federation_id: str, number: int) -> RoundCompleteness | None:
         """What an upload's kick needs to tell an incomplete round, in one statement: the
@@ -1139,7 +1166,7 @@ _REPEATED_BY = select(Update).where(
 # RETURNING clause's columns unqualified on SQLite, subqueries included, which would make the
 # correlated counts' "id" and "state" mean their own tables' columns
 _ROUNDS = _table(Round)
-_COUNT_UPDATE_JUDGED = text(
+_COUNT_UPDATE = (
     "UPDATE rounds SET update_count = rounds.update_count + 1"
     " WHERE rounds.id = :b_round_id AND rounds.state = :b_state"
     " RETURNING rounds.state, rounds.update_count, rounds.deadline_at,"
@@ -1150,7 +1177,8 @@ _COUNT_UPDATE_JUDGED = text(
     " ELSE (SELECT count(*) FROM participants AS p"
     " WHERE p.federation_id = rounds.federation_id AND p.state = 'active') END"
     " AS cohort_active"
-).columns(
+)
+_COMPLETENESS_COLUMNS = (
     *(
         _ROUNDS.c[name]
         for name in (
@@ -1165,6 +1193,18 @@ _COUNT_UPDATE_JUDGED = text(
     ),
     column("cohort_active", Integer),
 )
+_COUNT_UPDATE_JUDGED = text(_COUNT_UPDATE).columns(*_COMPLETENESS_COLUMNS)
+# ... plus upload_check's "repeats" (an update of the participant in the round, or one sent
+# with the same key), for an upload that skipped the read phase (domain/open_rounds.py): two
+# lookups of covering indexes, where one EXISTS with an OR read every update of the participant
+_COUNT_UPDATE_UNLESS_REPEAT = text(
+    _COUNT_UPDATE  # nosec B608 # constant SQL text; every value is a bound parameter
+    + ", EXISTS (SELECT 1 FROM updates AS u"
+    " WHERE u.round_id = rounds.id AND u.participant_id = :b_participant_id)"
+    " OR EXISTS (SELECT 1 FROM updates AS k"
+    " WHERE k.participant_id = :b_participant_id AND k.idempotency_key = :b_key)"
+    " AS repeats"
+).columns(*_COMPLETENESS_COLUMNS, column("repeats", Boolean))
 _UPDATE_COLUMNS = tuple(_table(Update).c)
 _UPDATE_INSERT = insert(_table(Update))
 _AUDIT_HEAD_FOR_UPDATE = (
