@@ -20,13 +20,23 @@ Units of one batch run in arrival order; a ``lock_first`` hook sees every unit's
 sees the units that succeeded, in the same transaction, just before its COMMIT: work that
 follows from them (the round job of a round the batch completed) shares that commit, and
 what it returns runs once the COMMIT succeeded, before any unit's caller hears back.
+
+A unit that is on its way (its request's body is arriving, its update being checked)
+can be announced with :meth:`GroupCommit.expecting`: a leader about to begin alone waits,
+at most ``sibling_wait`` seconds, until an announced unit has joined the queue or every one
+gave up, so two uploads that arrive a millisecond apart share one transaction and one fsync
+instead of committing one after the other (PostgreSQL's ``commit_delay`` with
+``commit_siblings``, driven by what is known to be coming instead of a guess).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -44,6 +54,17 @@ Finish = Callable[[Session, list[tuple[K, Any]]], Callable[[], None] | None]
 
 
 @dataclass
+class _Announcement:
+    owner: GroupCommit[Any]
+    joined: bool = False
+
+
+# the announcement of the unit this context (a request; copied into its worker thread)
+# will run, so that ``run`` can mark it as joined
+_announced: ContextVar[_Announcement | None] = ContextVar("group_commit_announced", default=None)
+
+
+@dataclass
 class _Unit(Generic[K]):
     key: K
     work: Callable[[Session], Any]
@@ -56,7 +77,8 @@ class GroupCommit(Generic[K]):
     """Run write units in shared transactions (see the module docstring).
 
     ``max_batch`` bounds how many units one transaction holds (and how long the
-    database's write lock is held at a time).
+    database's write lock is held at a time); ``sibling_wait`` how long a leader waits
+    for announced units (:meth:`expecting`) before it begins without them.
     """
 
     def __init__(
@@ -67,6 +89,7 @@ class GroupCommit(Generic[K]):
         before_commit: Callable[[], None] | None = None,
         finish: Finish[K] | None = None,
         max_batch: int = 128,
+        sibling_wait: float = 0.003,
     ) -> None:
         self._sessions = sessions
         self._lock_first = lock_first
@@ -74,12 +97,43 @@ class GroupCommit(Generic[K]):
         self.finish = finish
         self._before_commit = before_commit  # the fault tests pause here to kill the process
         self._max_batch = max_batch
-        self._cond = threading.Condition()
+        self._sibling_wait = sibling_wait
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # the leader waiting for announced units sleeps on its own condition (same lock),
+        # so a joining unit does not wake every follower
+        self._joined = threading.Condition(lock)
         self._queue: list[_Unit[K]] = []
         self._leading = False
+        self._expected = 0  # announced units that have not joined the queue nor given up
         # observability for tests and the bench: transactions committed, units in them
         self.batches = 0
         self.units = 0
+        self.sibling_waits = 0  # leaders that waited for an announced unit
+
+    @property
+    def expected(self) -> int:
+        """Announced units that have neither joined the queue nor given up."""
+        with self._cond:
+            return self._expected
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce that this context will probably :meth:`run` a unit soon; a leader
+        about to begin waits for it (bounded). Leaving without running withdraws it."""
+        announcement = _Announcement(self)
+        with self._cond:
+            self._expected += 1
+        token = _announced.set(announcement)
+        try:
+            yield
+        finally:
+            _announced.reset(token)
+            with self._cond:
+                if not announcement.joined:
+                    announcement.joined = True
+                    self._expected -= 1
+                    self._joined.notify()
 
     @property
     def waiting(self) -> int:
@@ -91,13 +145,20 @@ class GroupCommit(Generic[K]):
         """Run ``work(session)`` in a shared write transaction; return its result once
         that transaction committed, or raise its own error (or the commit's)."""
         unit: _Unit[K] = _Unit(key, work)
+        announcement = _announced.get()
         with self._cond:
             self._queue.append(unit)
+            if announcement is not None and announcement.owner is self and not announcement.joined:
+                announcement.joined = True
+                self._expected -= 1
+                self._joined.notify()
             while self._leading and not unit.done:
                 self._cond.wait()
             if not unit.done:
-                # lead: everything queued so far (this unit included) goes in one batch
+                # lead: everything queued so far (this unit included) goes in one batch,
+                # once the units announced as on their way joined it (or the wait ran out)
                 self._leading = True
+                self._wait_for_siblings()
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
         if not unit.done:
@@ -110,6 +171,21 @@ class GroupCommit(Generic[K]):
         if unit.error is not None:
             raise unit.error
         return unit.result  # type: ignore[no-any-return]
+
+    def _wait_for_siblings(self) -> None:
+        """Called by a new leader, holding the lock: alone in its batch while units were
+        announced, wait (bounded) until one of them joins or every one gave up. A leader
+        with company does not wait: its batch already saves a commit, and in a steady
+        stream of uploads there is always one more on its way."""
+        if self._expected <= 0 or len(self._queue) > 1:
+            return
+        self.sibling_waits += 1
+        deadline = time.monotonic() + self._sibling_wait
+        while self._expected > 0 and len(self._queue) <= 1:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._joined.wait(remaining)
 
     def _commit(self, batch: list[_Unit[K]]) -> None:
         raise_later: BaseException | None = None

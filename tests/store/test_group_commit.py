@@ -4,6 +4,7 @@ and a caller hears back only after the transaction holding its unit committed.""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -248,3 +249,91 @@ def test_a_failed_commit_runs_no_follow_up_and_a_failed_follow_up_keeps_the_unit
     commits.finish = lambda _session, _units: broken_follow_up
     assert commits.run(2, _insert(2)) == 2  # committed: acknowledged all the same
     assert _ids(engine) == [2]
+
+
+def _announced_unit(
+    commits: GroupCommit[int], key: int, go: threading.Event, *, run: bool
+) -> tuple[threading.Thread, dict[int, Any]]:
+    """A caller that announces its unit, waits for ``go``, then runs it (or withdraws)."""
+    results: dict[int, Any] = {}
+
+    def call() -> None:
+        with commits.expecting():
+            assert go.wait(20), "the test never let the announced unit go"
+            if run:
+                results[key] = commits.run(key, _insert(key))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    _wait_for(lambda: commits.expected == 1, "the announcement")
+    return thread, results
+
+
+def _leader(commits: GroupCommit[int], key: int) -> tuple[threading.Thread, dict[int, Any]]:
+    results: dict[int, Any] = {}
+    thread = threading.Thread(target=lambda: results.update({key: commits.run(key, _insert(key))}))
+    thread.start()
+    return thread, results
+
+
+def test_a_leader_waits_for_an_announced_unit_and_both_share_one_commit(engine: Engine) -> None:
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine), sibling_wait=20)
+    go = threading.Event()
+    announced, announced_results = _announced_unit(commits, 1, go, run=True)
+    leader, leader_results = _leader(commits, 0)
+    _wait_for(lambda: commits.sibling_waits == 1, "the leader to wait for its sibling")
+    assert commits.batches == 0
+    assert _ids(engine) == []
+    go.set()
+    for thread in (announced, leader):
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert (leader_results, announced_results) == ({0: 0}, {1: 1})
+    assert (commits.batches, commits.units, commits.expected) == (1, 2, 0)
+    assert _ids(engine) == [0, 1]
+
+
+def test_a_withdrawn_announcement_releases_the_waiting_leader(engine: Engine) -> None:
+    # the wait's bound is far beyond the test's: only the withdrawal can end it
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine), sibling_wait=600)
+    go = threading.Event()
+    announced, _ = _announced_unit(commits, 1, go, run=False)  # e.g. its upload is refused
+    leader, leader_results = _leader(commits, 0)
+    _wait_for(lambda: commits.sibling_waits == 1, "the leader to wait for its sibling")
+    go.set()
+    for thread in (announced, leader):
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert leader_results == {0: 0}
+    assert (commits.batches, commits.units, commits.expected) == (1, 1, 0)
+
+
+def test_the_wait_for_an_announced_unit_is_bounded(engine: Engine) -> None:
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine), sibling_wait=0.05)
+    go = threading.Event()
+    announced, announced_results = _announced_unit(commits, 1, go, run=True)
+    leader, leader_results = _leader(commits, 0)
+    leader.join(timeout=30)  # commits alone once the wait ran out, the sibling still held
+    assert not leader.is_alive()
+    assert leader_results == {0: 0}
+    assert (commits.batches, commits.expected, _ids(engine)) == (1, 1, [0])
+    go.set()
+    announced.join(timeout=30)
+    assert announced_results == {1: 1}
+    assert (commits.batches, commits.expected, _ids(engine)) == (2, 0, [0, 1])
+
+
+def test_an_announcement_follows_its_context_into_a_worker_thread(engine: Engine) -> None:
+    # a request announces on the event loop and runs its unit on a worker thread, which
+    # gets a copy of the request's context (anyio's to_thread, Starlette's threadpool)
+    commits: GroupCommit[int] = GroupCommit(create_session_factory(engine))
+    with commits.expecting():
+        assert commits.expected == 1
+        copied = contextvars.copy_context()
+        worker = threading.Thread(target=copied.run, args=(commits.run, 7, _insert(7)))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert commits.expected == 0  # joined: a leader no longer waits for it
+    assert commits.expected == 0  # leaving does not count it twice
+    assert _ids(engine) == [7]

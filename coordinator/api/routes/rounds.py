@@ -399,45 +399,52 @@ async def _upload_answer(
         raise UnsupportedMediaType(
             f"send the update as 'application/octet-stream' (safetensors), not {content_type!r}"
         )
-    try:
-        body = await request.body()
-    except ClientDisconnect:
-        # the participant went away mid-body: nothing was stored, nobody reads a reply;
-        # an expected event on real networks, not an internal error (no 500, no traceback)
-        log.info("upload to round %d of %s cut off by the client", number, federation_id)
-        return Response(status_code=499)
-    try:
-        # the upload, then on the same thread the aggregation it may complete (a small
-        # round: aggregated there; any other: kicked to the worker's thread)
-        receipt = await run_in_threadpool(
-            accept_upload,
-            partial(
-                rounds.submit_update,
-                ctx,
-                principal,
-                federation_id,
-                number,
-                body,
-                idempotency_key=idempotency_key,
-                evaluation=evaluation,
-            ),
-            federation_id,
-            number,
-        )
-    except CoordinatorError as exc:
-        if exc.status_code < 500:  # a refusal, not a busy database
-            await run_in_threadpool(
+    refused: CoordinatorError | None = None
+    # from its first byte to its COMMIT the upload is announced to the upload group
+    # commit: a leader about to commit waits (briefly) for it to share its fsync
+    with rounds.upload_arriving(ctx):
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            # the participant went away mid-body: nothing was stored, nobody reads a
+            # reply; an expected event on real networks, not an internal error
+            log.info("upload to round %d of %s cut off by the client", number, federation_id)
+            return Response(status_code=499)
+        try:
+            # the upload, then on the same thread the aggregation it may complete (a small
+            # round: aggregated there; any other: kicked to the worker's thread)
+            receipt = await run_in_threadpool(
+                accept_upload,
                 partial(
-                    audit.record_refusal,
+                    rounds.submit_update,
                     ctx,
                     principal,
-                    action="upload",
-                    federation_id=federation_id,
-                    subject=f"round {number}",
-                    slug=exc.slug,
-                )
+                    federation_id,
+                    number,
+                    body,
+                    idempotency_key=idempotency_key,
+                    evaluation=evaluation,
+                ),
+                federation_id,
+                number,
             )
-        raise
+        except CoordinatorError as exc:
+            if exc.status_code >= 500:  # a busy database, not a refusal
+                raise
+            refused = exc
+    if refused is not None:
+        await run_in_threadpool(
+            partial(
+                audit.record_refusal,
+                ctx,
+                principal,
+                action="upload",
+                federation_id=federation_id,
+                subject=f"round {number}",
+                slug=refused.slug,
+            )
+        )
+        raise refused
     created = status.HTTP_201_CREATED if receipt.created else status.HTTP_200_OK
     return json_answer(receipt_out(receipt.update), created)
 
