@@ -435,7 +435,9 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
-    federation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # not indexed: every audited transaction (every upload) would write a page of it, and
+    # the log is read by seq only (0017_upload_indexes dropped the index)
+    federation_id: Mapped[str | None] = mapped_column(String(36))
     subject: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[dict[str, Any]]

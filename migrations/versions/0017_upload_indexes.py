@@ -1,4 +1,4 @@
-"""the indexes an upload writes and reads: three repeated ones dropped, the active count covered
+"""the indexes an upload writes and reads: four dropped, the active count covered
 
 Revision ID: 0017_upload_indexes
 Revises: 0016_upload_statements
@@ -16,6 +16,10 @@ index of the same table, which serves every lookup they served (and the foreign 
   (``participant_id``, ``idempotency_key``);
 - ``ix_evaluations_federation_id``: the unique (``federation_id``, ``version``,
   ``split``, ``participant_id``) constraint.
+
+``ix_audit_events_federation_id`` goes too: every audited transaction (every upload) wrote a
+page of it, and no query reads the log by federation (``GET /v1/audit`` and ``fedrec audit
+verify`` page by ``seq``, the primary key).
 
 And every upload's guarded count counts the federation's active participants (its
 round's cohort when unsampled): ``ix_participants_federation_id`` becomes
@@ -42,6 +46,7 @@ _DROPPED = (
     ("ix_updates_participant_id", "updates", ["participant_id"]),
     ("ix_evaluations_federation_id", "evaluations", ["federation_id"]),
     ("ix_participants_federation_id", "participants", ["federation_id"]),
+    ("ix_audit_events_federation_id", "audit_events", ["federation_id"]),
 )
 _CREATED = (("ix_participants_federation_state", "participants", ["federation_id", "state"]),)
 

@@ -28,12 +28,13 @@ from coordinator.store.repository import (
     UpdateRepository,
 )
 
-_TABLES = ("updates", "evaluations", "participants")
+_TABLES = ("updates", "evaluations", "participants", "audit_events")
 _DROPPED = {
     ("updates", "ix_updates_round_id"),
     ("updates", "ix_updates_participant_id"),
     ("evaluations", "ix_evaluations_federation_id"),
     ("participants", "ix_participants_federation_id"),
+    ("audit_events", "ix_audit_events_federation_id"),
 }
 _CREATED = {("participants", "ix_participants_federation_state")}
 
