@@ -42,6 +42,7 @@ from coordinator.domain.round_notifier import mark_of
 from coordinator.domain.secure_rounds import SecureAggregationRound
 from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
+from coordinator.store.db import read_connection
 from coordinator.store.models import Federation, Round, Update, new_id, utc_now
 from coordinator.store.repository import (
     EvaluationRepository,
@@ -51,6 +52,7 @@ from coordinator.store.repository import (
     RoundRepository,
     RoundView,
     UpdateRepository,
+    current_view,
 )
 from participant_sdk.wire import Update as DecodedUpdate
 from participant_sdk.wire import WireError, decode_update
@@ -84,6 +86,21 @@ class Receipt:
     aggregated: bool = False
 
 
+@dataclass(frozen=True)
+class _Upload:
+    """One upload being accepted: who sent which bytes to which round, and what came
+    with them. Built once per :func:`submit_update`; every step of the upload reads it."""
+
+    principal: Principal
+    participant_id: str
+    federation_id: str
+    number: int
+    body: bytes
+    digest: str  # sha256 of ``body``: the blob's content address, the receipt's
+    idempotency_key: str | None
+    evaluation: BaseEvaluation | None
+
+
 def _load_round(session: Session, federation: Federation, number: int) -> Round:
     row = RoundRepository(session).get(federation.id, number)
     if row is None:
@@ -111,10 +128,10 @@ def current_round(
     ctx: Context, principal: Principal, federation_id: str
 ) -> tuple[FederationMark, RoundView]:
     """The federation's current round (the last one once the federation completed): one
-    Core statement, no ORM objects (every poll reads this)."""
-    with ctx.read_sessions() as session:
-        rounds = RoundRepository(session)
-        found = rounds.current_view(federation_id)
+    Core statement on a Core connection, no ORM session or objects (every poll, and every
+    ``…/rounds/current/weights``, reads this)."""
+    with read_connection(ctx.read_sessions) as connection:
+        found = current_view(connection, federation_id)
         if found is None:
             raise NotFound(
                 f"federation {federation_id} does not exist", slug="federation-not-found"
@@ -122,10 +139,12 @@ def current_round(
         principal.check_federation(federation_id)  # after the 404, as load_federation
         federation, row = found
         if row is None:
-            history = rounds.list(federation.id)
-            if not history:
-                raise NotFound("federation has no rounds", slug="round-not-found")
-            row = RoundView.of(history[-1])
+            # no round numbered current_round: the last one, read in the same transaction
+            with Session(bind=connection) as session:
+                history = RoundRepository(session).list(federation.id)
+                if not history:
+                    raise NotFound("federation has no rounds", slug="round-not-found")
+                row = RoundView.of(history[-1])
         return federation, row
 
 
@@ -349,26 +368,20 @@ def _upload_target(session: Session, principal: Principal, federation_id: str, n
     return target
 
 
-def _earlier_receipt(
-    session: Session,
-    participant_id: str,
-    round_id: str | None,
-    digest: str,
-    number: int,
-    idempotency_key: str | None,
-) -> Receipt | None:
+def _earlier_receipt(session: Session, upload: _Upload, round_id: str | None) -> Receipt | None:
     """The receipt of an upload this one repeats (a retry whose response was lost): the
     one first sent with the same ``Idempotency-Key``, else the participant's update of
     the round; None if it repeats none."""
-    candidates = UpdateRepository(session).repeated_by(participant_id, round_id, idempotency_key)
-    if idempotency_key is not None:
-        keyed = [u for u in candidates if u.idempotency_key == idempotency_key]
+    key = upload.idempotency_key
+    candidates = UpdateRepository(session).repeated_by(upload.participant_id, round_id, key)
+    if key is not None:
+        keyed = [u for u in candidates if u.idempotency_key == key]
         if keyed:
             prior = min(keyed, key=lambda u: u.received_at)
-            return _replay_by_key(prior, digest, number, idempotency_key)
+            return _replay_by_key(prior, upload.digest, upload.number, key)
     for existing in candidates:
         if existing.round_id == round_id:
-            return _check_existing(existing, digest)
+            return _check_existing(existing, upload.digest)
     return None
 
 
@@ -413,12 +426,19 @@ def submit_update(
     a round still open is answered by the full path below.
     """
     participant_id = principal.require_participant()
-    digest = sha256_hex(body)
+    upload = _Upload(
+        principal,
+        participant_id,
+        federation_id,
+        number,
+        body,
+        sha256_hex(body),
+        idempotency_key,
+        evaluation,
+    )
     known = ctx.open_rounds.get(federation_id, number)
     if known is not None:
-        receipt = _submit_to_open_round(
-            ctx, principal, federation_id, number, body, digest, known, idempotency_key, evaluation
-        )
+        receipt = _submit_to_open_round(ctx, upload, known)
         if receipt is not None:
             return receipt
     # read-only (no lock): answer retries and closed rounds before decoding anything
@@ -434,15 +454,14 @@ def submit_update(
         # the same statement said whether a repeat is possible: a first upload (every
         # upload but a retry) skips the lookup of the receipt it would repeat
         if target.repeats:
-            earlier = _earlier_receipt(
-                session, participant_id, target.round_id, digest, number, idempotency_key
-            )
+            earlier = _earlier_receipt(session, upload, target.round_id)
             if earlier is not None:
                 return earlier
         if target.round_id is None or target.round_state != lifecycle.RoundState.OPEN:
             _refuse_closed(target, federation_id, number)
-        round_id: str = target.round_id
-        if target.sampled and not RoundCohortRepository(session).contains(round_id, participant_id):
+        if target.sampled and not RoundCohortRepository(session).contains(
+            target.round_id, participant_id
+        ):
             # the cohort is written once, when the round opens: no need to re-check below
             raise NotSampled(
                 f"this participant was not drawn into round {number}'s sample "
@@ -452,23 +471,10 @@ def submit_update(
                 current_round=target.current_round,
             )
         settings = federation_settings_by_id(ctx, session, federation_id)
-        base_version = target.base_version
+    facts = OpenRoundFacts(target.round_id, target.base_version)
     if not target.sampled:  # a sampled round's uploads check their cohort: always read
-        ctx.open_rounds.put(federation_id, number, OpenRoundFacts(round_id, base_version))
-    update = _checked_update(settings, federation_id, number, base_version, body, evaluation)
-    return _store(
-        ctx,
-        principal,
-        federation_id,
-        number,
-        body,
-        digest,
-        OpenRoundFacts(round_id, base_version),
-        update,
-        idempotency_key,
-        evaluation,
-        read_phase=True,
-    )
+        ctx.open_rounds.put(federation_id, number, facts)
+    return _store(ctx, upload, facts, _checked_update(settings, upload, facts), read_phase=True)
 
 
 class _TakeFullPath(Exception):
@@ -480,60 +486,33 @@ class _TakeFullPath(Exception):
         self.not_open = not_open
 
 
-def _submit_to_open_round(
-    ctx: Context,
-    principal: Principal,
-    federation_id: str,
-    number: int,
-    body: bytes,
-    digest: str,
-    known: OpenRoundFacts,
-    idempotency_key: str | None,
-    evaluation: BaseEvaluation | None,
-) -> Receipt | None:
+def _submit_to_open_round(ctx: Context, upload: _Upload, known: OpenRoundFacts) -> Receipt | None:
     """:func:`submit_update` of a first upload to a round this process found open, without
     the read phase; None when the full path must answer (a refusal of any kind, which
     it makes in its own order; a retry; the round no longer open). Nothing was stored."""
-    settings = ctx.settings_cache.get(federation_id)
+    settings = ctx.settings_cache.get(upload.federation_id)
     if not isinstance(settings, FederationSettings):
         return None
     try:
-        principal.check_federation(federation_id)
-        update = _checked_update(
-            settings, federation_id, number, known.base_version, body, evaluation
-        )
+        upload.principal.check_federation(upload.federation_id)
+        update = _checked_update(settings, upload, known)
     except CoordinatorError:
         return None
     try:
-        return _store(
-            ctx,
-            principal,
-            federation_id,
-            number,
-            body,
-            digest,
-            known,
-            update,
-            idempotency_key,
-            evaluation,
-            read_phase=False,
-        )
+        return _store(ctx, upload, known, update, read_phase=False)
     except _TakeFullPath as exc:
         if exc.not_open:
-            ctx.open_rounds.forget(federation_id, number)
+            ctx.open_rounds.forget(upload.federation_id, upload.number)
         return None
 
 
 def _checked_update(
-    settings: FederationSettings,
-    federation_id: str,
-    number: int,
-    base_version: int,
-    body: bytes,
-    evaluation: BaseEvaluation | None,
+    settings: FederationSettings, upload: _Upload, round_facts: OpenRoundFacts
 ) -> DecodedUpdate:
     """The upload decoded and checked against the federation and the round's base, or
     the refusal (422, or 409 for a secure aggregation federation)."""
+    federation_id, number, evaluation = upload.federation_id, upload.number, upload.evaluation
+    base_version = round_facts.base_version
     if evaluation is not None:
         check_limits(settings.limits, evaluation.metrics, evaluation.num_users)
     if settings.privacy.secure_aggregation is not None:
@@ -546,7 +525,7 @@ def _checked_update(
 
     try:
         update = decode_update(
-            body,
+            upload.body,
             settings.update_tensors,
             max_norm=settings.privacy.max_update_norm,
             max_num_examples=settings.limits.max_num_examples,
@@ -575,22 +554,21 @@ def _checked_update(
 
 def _store(
     ctx: Context,
-    principal: Principal,
-    federation_id: str,
-    number: int,
-    body: bytes,
-    digest: str,
+    upload: _Upload,
     round_facts: OpenRoundFacts,
     update: DecodedUpdate,
-    idempotency_key: str | None,
-    evaluation: BaseEvaluation | None,
     *,
     read_phase: bool,
 ) -> Receipt:
     """Store a checked update in the shared write transaction. ``read_phase``: whether
     the upload's read phase ran (else its count also says whether it may repeat an
     update, and raises :class:`_TakeFullPath` for that or for a round no longer open)."""
-    participant_id = principal.require_participant()
+    participant_id, federation_id, number = (
+        upload.participant_id,
+        upload.federation_id,
+        upload.number,
+    )
+    body, digest, evaluation = upload.body, upload.digest, upload.evaluation
     round_id, base_version = round_facts.round_id, round_facts.base_version
     # durable before (a file: its own fsyncs) or with (rows of the same transaction: its
     # COMMIT) the row that points at it
@@ -606,7 +584,7 @@ def _store(
         size=len(body),
         num_examples=update.num_examples,
         kind=update.kind,
-        idempotency_key=idempotency_key,
+        idempotency_key=upload.idempotency_key,
         received_at=utc_now(),
     )
 
@@ -618,7 +596,10 @@ def _store(
         rounds = RoundRepository(session)
         if not read_phase:
             facts, repeats = rounds.count_update_unless_repeat(
-                round_id, participant_id, idempotency_key, if_state=lifecycle.RoundState.OPEN
+                round_id,
+                participant_id,
+                upload.idempotency_key,
+                if_state=lifecycle.RoundState.OPEN,
             )
             if facts is None or repeats:
                 # rolled back (this unit's SAVEPOINT, or its transaction if alone)
@@ -626,13 +607,13 @@ def _store(
         else:
             facts = rounds.count_update_judged(round_id, if_state=lifecycle.RoundState.OPEN)
         if facts is None:
-            earlier = _earlier_receipt(
-                session, participant_id, round_id, digest, number, idempotency_key
-            )
+            earlier = _earlier_receipt(session, upload, round_id)
             if earlier is not None:
                 return earlier  # a repeat that committed while the round was open
             _refuse_closed(
-                _upload_target(session, principal, federation_id, number), federation_id, number
+                _upload_target(session, upload.principal, federation_id, number),
+                federation_id,
+                number,
             )
         if inline:
             store_in(session, body, digest)
@@ -642,7 +623,7 @@ def _store(
             record_validation(session, federation_id, base_version, participant_id, evaluation)
         audit.record(
             session,
-            actor=audit.actor_of(principal),
+            actor=audit.actor_of(upload.principal),
             action="upload",
             federation_id=federation_id,
             subject=f"round {number}",
@@ -671,9 +652,7 @@ def _store(
     except IntegrityError:
         # a concurrent request of the same participant won the unique (round, participant)
         with ctx.read_sessions() as session:
-            earlier = _earlier_receipt(
-                session, participant_id, round_id, digest, number, idempotency_key
-            )
+            earlier = _earlier_receipt(session, upload, round_id)
         if earlier is None:
             raise
         return earlier

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from sqlalchemy import Engine, column, create_engine, event, select, table
+from sqlalchemy import Connection, Engine, column, create_engine, event, select, table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
@@ -28,6 +28,7 @@ __all__ = [
     "create_session_factory",
     "create_unsynced_session_factory",
     "ping",
+    "read_connection",
     "uses_wal",
     "wal_written_at",
 ]
@@ -278,6 +279,16 @@ def create_read_session_factory(engine: Engine) -> sessionmaker[Session]:
             raise ReadOnlySessionError("a read-only session cannot execute a write statement")
 
     return factory
+
+
+def read_connection(read_sessions: sessionmaker[Session]) -> Connection:
+    """A Core connection of ``read_sessions``' engine (a ``create_read_session_factory``):
+    the same pool and the same read-only BEGIN (on SQLite it never waits for the write
+    lock), without an ORM session around it, for the hottest one-statement reads. Use it
+    as a context manager (its transaction is rolled back and the connection returned to
+    the pool on exit); nothing checks here that it only reads: use it only to read."""
+    engine: Engine = read_sessions.kw["bind"]
+    return engine.connect()
 
 
 def uses_wal(engine: Engine) -> bool:

@@ -125,11 +125,15 @@ class Federation(Base):
 
 class Participant(Base):
     __tablename__ = "participants"
+    __table_args__ = (
+        # every upload's guarded count counts its federation's active participants: from
+        # this index alone, not their rows; also the index of federation_id alone
+        # (0017_upload_indexes)
+        Index("ix_participants_federation_state", "federation_id", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    federation_id: Mapped[str] = mapped_column(
-        ForeignKey("federations.id", ondelete="CASCADE"), index=True
-    )
+    federation_id: Mapped[str] = mapped_column(ForeignKey("federations.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     # keyed hash (HMAC-SHA256) of the bearer token; the token itself is never stored
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -275,16 +279,17 @@ class SecAggShareCiphertext(Base):
 class Update(Base):
     __tablename__ = "updates"
     __table_args__ = (
+        # also the index of round_id alone (a round's updates, the foreign key's cascade)
         UniqueConstraint("round_id", "participant_id"),
-        # an upload retried with its Idempotency-Key finds the update it created
+        # an upload retried with its Idempotency-Key finds the update it created; also the
+        # index of participant_id alone. Every index here is a page every upload writes:
+        # none repeats another's leading column (0017_upload_indexes)
         Index("ix_updates_participant_idempotency_key", "participant_id", "idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
-    participant_id: Mapped[str] = mapped_column(
-        ForeignKey("participants.id", ondelete="CASCADE"), index=True
-    )
+    round_id: Mapped[str] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
     round_number: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
@@ -332,12 +337,12 @@ class ModelVersion(Base):
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
+    # also the index of federation_id alone (every upload's report writes these pages:
+    # 0017_upload_indexes dropped the one that repeated its leading column)
     __table_args__ = (UniqueConstraint("federation_id", "version", "split", "participant_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    federation_id: Mapped[str] = mapped_column(
-        ForeignKey("federations.id", ondelete="CASCADE"), index=True
-    )
+    federation_id: Mapped[str] = mapped_column(ForeignKey("federations.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(20))
     participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
@@ -430,7 +435,9 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
-    federation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # not indexed: every audited transaction (every upload) would write a page of it, and
+    # the log is read by seq only (0017_upload_indexes dropped the index)
+    federation_id: Mapped[str | None] = mapped_column(String(36))
     subject: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[dict[str, Any]]

@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import Connection, CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,7 @@ __all__ = [
     "RoundView",
     "SecAggRepository",
     "UpdateRepository",
+    "current_view",
     "referenced_blobs",
 ]
 
@@ -460,16 +461,8 @@ class RoundRepository(_Repository):
         return ClaimLoad(row[0], row[1], row[2])
 
     def current_view(self, federation_id: str) -> tuple[FederationMark, RoundView | None] | None:
-        """The federation's round mark and its current round, in one Core statement (a poll
-        reads this; loading the wide federation row and the round through the ORM cost
-        ~0.5 ms): None when there is no such federation, a None round when it has no round
-        numbered ``current_round``."""
-        row = self.session.connection().execute(_CURRENT_VIEW, {"federation_id": federation_id})
-        found = row.first()
-        if found is None:
-            return None
-        mark = FederationMark(*found[:4])
-        return mark, (None if found[4] is None else RoundView(*found[4:]))
+        """:func:`current_view` on this session's connection."""
+        return current_view(self.session.connection(), federation_id)
 
     def upload_target(self, federation_id: str, number: int) -> Any:
         """One row for an upload's checks: the federation's ``state`` and
@@ -718,6 +711,22 @@ class RoundRepository(_Repository):
 
     def open_rounds(self) -> Sequence[Round]:
         return self.session.scalars(select(Round).where(Round.state == "open")).all()
+
+
+def current_view(
+    connection: Connection, federation_id: str
+) -> tuple[FederationMark, RoundView | None] | None:
+    """The federation's round mark and its current round, in one Core statement (a poll
+    reads this; loading the wide federation row and the round through the ORM cost
+    ~0.5 ms): None when there is no such federation, a None round when it has no round
+    numbered ``current_round``. Takes a Core connection: every poll and every
+    ``…/rounds/current/weights`` reads this, and an ORM session around one statement cost
+    as much again (``domain.rounds.current_round``)."""
+    found = connection.execute(_CURRENT_VIEW, {"federation_id": federation_id}).first()
+    if found is None:
+        return None
+    mark = FederationMark(*found[:4])
+    return mark, (None if found[4] is None else RoundView(*found[4:]))
 
 
 class RoundCohortRepository(_Repository):

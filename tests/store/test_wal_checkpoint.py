@@ -59,6 +59,15 @@ def _database_file(ctx: Context) -> Path:
     return Path(ctx.sessions.kw["bind"].url.database)
 
 
+def _free_bytes(ctx: Context) -> int:
+    """Bytes of the file's free pages (a migration that dropped indexes leaves some), which
+    the next writes reuse instead of growing the file."""
+    with ctx.sessions.kw["bind"].connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA freelist_count").scalar()
+        page_size = connection.exec_driver_sql("PRAGMA page_size").scalar()
+    return int(pages) * int(page_size)
+
+
 def test_connections_leave_checkpoints_to_the_worker_up_to_the_backstop(
     sqlite_ctx: Context,
 ) -> None:
@@ -92,6 +101,7 @@ def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_ctx: Context)
     engine = sqlite_ctx.sessions.kw["bind"]
     checkpoint_wal(engine)
     before = _database_file(sqlite_ctx).stat().st_size
+    free = _free_bytes(sqlite_ctx)
     _write(sqlite_ctx, 6)  # past SQLite's default threshold (~4 MB), below the backstop
     assert _database_file(sqlite_ctx).stat().st_size == before  # no commit checkpointed
     done = checkpoint_wal(engine)
@@ -99,7 +109,7 @@ def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_ctx: Context)
     logged, copied = done
     assert logged > 6 * MB // SQLITE_PAGE_SIZE
     assert copied == logged
-    assert _database_file(sqlite_ctx).stat().st_size >= before + 6 * MB
+    assert _database_file(sqlite_ctx).stat().st_size >= before + 6 * MB - free
 
 
 def test_the_worker_skips_a_log_nobody_wrote(sqlite_ctx: Context) -> None:
@@ -117,7 +127,7 @@ def test_the_worker_skips_a_log_nobody_wrote(sqlite_ctx: Context) -> None:
 def test_the_worker_checkpoints_in_the_background(sqlite_ctx: Context) -> None:
     engine = sqlite_ctx.sessions.kw["bind"]
     checkpoint_wal(engine)
-    before = _database_file(sqlite_ctx).stat().st_size
+    before = _database_file(sqlite_ctx).stat().st_size - _free_bytes(sqlite_ctx)
     worker = RoundWorker(sqlite_ctx, interval_seconds=60, checkpoint_interval_seconds=0.05)
     worker.start()
     try:
