@@ -13,12 +13,23 @@ under its participant's id: when a round opens, the notifier reads that round's 
 cohort once (``cohort_of``, the process's cohort cache) and wakes only the members'
 polls. Under sampling nearly every poll waits so, and waking all of them at each round
 (10,000 wake-ups to answer 100) was a cost per round proportional to the population.
+
+When this process itself opened the next round, the job's committing thread knows the
+new round mark and the new round exactly as a read would answer them, and hands both to
+:meth:`RoundNotifier.poke`: the notifier wakes the federation's polls with that mark
+without reading, and the round goes into the process's round snapshots, so the woken
+polls answer from it without reading either (two thread hops and two reads fewer on the
+path from the round's COMMIT to its long-polls' answers). The periodic read still runs
+once per interval, for what other processes change; the mark handed over must equal
+``round_marks``' (:func:`mark_of` of the same columns), or that read would see a change
+and wake the polls a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -28,10 +39,11 @@ import anyio
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
+from coordinator.domain.round_snapshots import RoundSnapshots
 from coordinator.store.models import Federation, Round
 from coordinator.store.repository import FederationMark, FederationRepository, RoundView
 
-__all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
+__all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "Moved", "RoundNotifier", "database_marks", "mark_of"]
 
 log = logging.getLogger("fedrec.notifier")
 
@@ -42,6 +54,9 @@ MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 # (federation id, round number) -> (drawn, members: None when every participant takes part)
 CohortReader = Callable[[str, int], Awaitable[tuple[bool, frozenset[str] | None]]]
 _ACTIVE = "active"  # lifecycle.FederationState.ACTIVE: a poll waiting in it sits rounds out
+# what this process committed: a federation's new round mark and its new current round, as
+# a read of them would answer (rounds.current_round)
+Moved = tuple[FederationMark, RoundView]
 
 
 def mark_of(
@@ -102,7 +117,13 @@ class RoundNotifier:
         self._task: asyncio.Task[None] | None = None
         # set (from any thread) to cut the reader's sleep short: see poke
         self._poked: asyncio.Event | None = None
+        # rounds this process opened, handed over by poke, not applied yet (event loop)
+        self._moved: dict[str, Moved] = {}
+        # where a handed-over round goes, for the woken polls to answer from (set by the
+        # Context: its round snapshots); None: they read it
+        self.snapshots: RoundSnapshots | None = None
         self.reads = 0  # database reads so far (tests and the bench count them)
+        self.handed = 0  # wake-ups from a handed-over mark, without a read (tests count)
 
     @property
     def waiting(self) -> int:
@@ -245,17 +266,45 @@ class RoundNotifier:
             if event is not None:
                 event.set()
 
-    def poke(self) -> None:
+    def poke(self, moved: Moved | None = None) -> None:
         """Read the round marks now rather than at the end of the interval: this process
         has just committed a round change. Callable from any thread; a no-op while no
-        long-poll waits (a poll that starts later reads the round itself)."""
+        long-poll waits (a poll that starts later reads the round itself).
+
+        ``moved``: the change was the opening of the federation's next round, and these
+        are its new mark and round exactly as a read would answer them: the polls waiting
+        on it are woken from them, without a read (see the module's docstring)."""
         task, poked = self._task, self._poked
         if task is None or poked is None or task.done():
             return
         try:
-            task.get_loop().call_soon_threadsafe(poked.set)
+            task.get_loop().call_soon_threadsafe(self._poked_with, poked, moved)
         except RuntimeError:  # the loop closed meanwhile: nobody is left to wake
             pass
+
+    def _poked_with(self, poked: asyncio.Event, moved: Moved | None) -> None:
+        if moved is not None:
+            self._moved[moved[0].id] = moved
+        poked.set()
+
+    def _handed_marks(self, moved: dict[str, Moved]) -> dict[str, tuple[Any, ...]]:
+        """The marks of the rounds handed over that are news to the waiting polls: a
+        federation some poll waits on, whose known mark is of an earlier round (a read
+        since the COMMIT may already have seen this round, or a later one: then the
+        handed mark is old, and nothing is woken twice). Their rounds go into the
+        snapshots, for the woken polls to answer from."""
+        marks: dict[str, tuple[Any, ...]] = {}
+        for federation_id, (federation, row) in moved.items():
+            known = self._marks.get(federation_id)
+            if federation_id not in self._waiters or federation.current_round is None:
+                continue
+            if known is not None and known[0] is not None and known[0] >= federation.current_round:
+                continue
+            mark = mark_of(federation, row)
+            if self.snapshots is not None:
+                self.snapshots.put(federation, row, mark)
+            marks[federation_id] = mark
+        return marks
 
     def _ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -268,16 +317,26 @@ class RoundNotifier:
 
     async def _run(self) -> None:
         poked = self._poked = asyncio.Event()
+        self._moved.clear()  # handed to an earlier loop's task: a read starts this one
+        last_read = float("-inf")
         while self._waiters:
             poked.clear()  # before the read: a poke from now on is seen by it or the next
+            moved, self._moved = self._moved, {}
             ids = sorted(self._waiters)
-            try:
-                assert self.read_marks is not None, "the notifier has no mark reader"
-                marks = await anyio.to_thread.run_sync(self.read_marks, ids)
-                self.reads += 1
-            except Exception:  # a busy database: the next read (or the timeout) wakes them
-                log.warning("long-poll notifier could not read the rounds", exc_info=True)
-                marks = {}
+            if moved and time.monotonic() - last_read < self.interval_seconds:
+                # woken by this process's own commit, which said what it moved: no read
+                # (the periodic read stays on its schedule, for other processes' changes)
+                marks = self._handed_marks(moved)
+                self.handed += 1
+            else:
+                try:
+                    assert self.read_marks is not None, "the notifier has no mark reader"
+                    marks = await anyio.to_thread.run_sync(self.read_marks, ids)
+                    self.reads += 1
+                except Exception:  # a busy database: the next read (or the timeout) wakes them
+                    log.warning("long-poll notifier could not read the rounds", exc_info=True)
+                    marks = {}
+                last_read = time.monotonic()
             for federation_id, mark in marks.items():
                 if federation_id not in self._waiters:
                     continue
@@ -290,5 +349,6 @@ class RoundNotifier:
                     if event is not None:
                         event.set()
                     await self._wake_drawn(federation_id, mark)
-            with anyio.move_on_after(self.interval_seconds):
+            until_read = last_read + self.interval_seconds - time.monotonic()
+            with anyio.move_on_after(max(until_read, 0.0)):
                 await poked.wait()
