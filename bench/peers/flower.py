@@ -10,8 +10,11 @@ plus one bias per item), R rounds of:
   ``fedrec simulate``'s participants; httpx's own until 2026-12-07). The round's time
   runs from the K downloads starting to the next round being open (the last upload
   closes the round; the coordinator aggregates and opens the next one), seen by one
-  long-poll of the admin
-  (``rounds/current?after=N&wait=60``; it polled every 2 ms until 2026-12-07).
+  long-poll of the admin (``rounds/current?after=N&wait=60``) issued with the downloads
+  and answered when the next round opens, as a participant waiting for it is (it polled
+  every 2 ms until 2026-12-07, then asked once the participants had returned, until the
+  coordinator woke long-polls without a read: bench/RESULTS.md, "small-round (2026-12-07):
+  long-polls woken without a read").
 * **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
   installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
   first run: the server in one process, the K clients in threads of another. Its round
@@ -226,19 +229,22 @@ def _fedrec_rounds(
     seconds: list[float] = []
     current_path = f"/v1/federations/{fid}/rounds/current"
     try:
-        with ThreadPoolExecutor(max_workers=case.participants) as pool:
+        with ThreadPoolExecutor(max_workers=case.participants + 1) as pool:
             current = admin.get(current_path).json()
             for number in range(1, rounds + 1):
                 assert current["number"] == number, current
                 started = time.perf_counter()
                 cpu_before = cpu() if cpu else 0.0
+                # the long-poll for the next round waits while the participants work, as a
+                # participant's does: its answer is the round's end
+                next_round = pool.submit(_next_round, admin, current_path, number)
                 futures = [
                     pool.submit(participant, i, number, current["base_version"])
                     for i in range(case.participants)
                 ]
                 for future in futures:
                     future.result()
-                current = _next_round(admin, current_path, number)
+                current = next_round.result()
                 seconds.append(time.perf_counter() - started)
                 if cpu is not None and cpu_seconds is not None:
                     cpu_seconds.append(cpu() - cpu_before)
@@ -267,9 +273,9 @@ def participant_clients(url: str, tokens: list[str]) -> list[httpx.Client]:
 
 def _next_round(admin: httpx.Client, path: str, number: int) -> dict[str, object]:
     """The round after ``number``, by long-poll: one request per round in the common case
-    (the last upload answers once its round aggregated, so the next one is open). Polling
-    every 2 ms instead put up to dozens of the bench's own requests into each round's
-    coordinator CPU."""
+    (issued with the round's downloads, it waits for the next round to open; the client
+    is used by this one thread at a time). Polling every 2 ms instead put up to dozens of
+    the bench's own requests into each round's coordinator CPU."""
     deadline = time.monotonic() + 600
     while True:
         answer = admin.get(path, params={"after": number, "wait": 60}, timeout=120)
