@@ -7,7 +7,8 @@ plus one bias per item), R rounds of:
   own process, SQLite, every upload fsynced before its 201) and K participants in
   threads of this process, each downloading the round's base model over HTTP and
   uploading its delta as safetensors (httpx on the SDK's keep-alive transport, as
-  ``fedrec simulate``'s participants; httpx's own until 2026-12-07). The round's time
+  ``fedrec simulate``'s participants; httpx's own until 2026-12-07; the round's URLs
+  parsed once, as the SDK's client keeps them, since 2026-12-07). The round's time
   runs from the K downloads starting to the next round being open (the last upload
   closes the round; the coordinator aggregates and opens the next one), seen by one
   long-poll of the admin (``rounds/current?after=N&wait=60``) issued with the downloads
@@ -209,18 +210,16 @@ def _fedrec_rounds(
     ]
     clients = participant_clients(url, tokens)
 
-    def participant(index: int, number: int, base_version: int) -> None:
+    def participant(index: int, number: int, base_version: int, urls: RoundUrls) -> None:
         client = clients[index]
-        weights = _once_more(
-            lambda: client.get(f"/v1/federations/{fid}/models/{base_version}/weights")
-        )
+        weights = _once_more(lambda: client.get(urls.weights))
         weights.raise_for_status()
         body = encode_update(
             deltas, round=number, base_version=base_version, num_examples=1 + index
         )
         _once_more(
             lambda: client.put(  # the same bytes again return the original receipt
-                f"/v1/federations/{fid}/rounds/{number}/update",
+                urls.upload,
                 content=body,
                 headers={"Content-Type": "application/octet-stream"},
             )
@@ -238,8 +237,10 @@ def _fedrec_rounds(
                 # the long-poll for the next round waits while the participants work, as a
                 # participant's does: its answer is the round's end
                 next_round = pool.submit(_next_round, admin, current_path, number)
+                base_version = int(str(current["base_version"]))
+                urls = round_urls(url, fid, number, base_version)
                 futures = [
-                    pool.submit(participant, i, number, current["base_version"])
+                    pool.submit(participant, i, number, base_version, urls)
                     for i in range(case.participants)
                 ]
                 for future in futures:
@@ -253,6 +254,27 @@ def _fedrec_rounds(
             client.close()
         admin.close()
     return seconds
+
+
+@dataclass(frozen=True)
+class RoundUrls:
+    """A round's two participant URLs, absolute and parsed once for all its participants,
+    as the SDK's client keeps them (``participant_sdk._base_client._parsed_url``): httpx
+    parses a str URL character by character, twice per request when it is relative to
+    the client's ``base_url`` (~0.25 ms of a participant's CPU per request on this
+    machine, bench/RESULTS.md, "small-round (2026-12-07): long-polls woken without a
+    read"), on the coordinator's cores."""
+
+    weights: httpx.URL
+    upload: httpx.URL
+
+
+def round_urls(url: str, federation_id: str, number: int, base_version: int) -> RoundUrls:
+    federation = f"{url}/v1/federations/{federation_id}"
+    return RoundUrls(
+        weights=httpx.URL(f"{federation}/models/{base_version}/weights"),
+        upload=httpx.URL(f"{federation}/rounds/{number}/update"),
+    )
 
 
 def participant_clients(url: str, tokens: list[str]) -> list[httpx.Client]:

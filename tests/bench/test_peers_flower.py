@@ -64,3 +64,14 @@ def test_the_admin_long_polls_for_the_next_round_while_the_participants_work(
         assert mine.count("poll") == 1
         assert mine.count("upload") == 2
         assert mine.index("poll") < len(mine) - 1  # waiting before the last upload returned
+
+
+def test_a_rounds_urls_are_absolute_and_parsed_once_for_its_participants() -> None:
+    urls = flower.round_urls("http://127.0.0.1:1", "fed", 3, 2)
+    assert str(urls.weights) == "http://127.0.0.1:1/v1/federations/fed/models/2/weights"
+    assert str(urls.upload) == "http://127.0.0.1:1/v1/federations/fed/rounds/3/update"
+    [client] = participant_clients("http://127.0.0.1:1", ["t0"])
+    try:  # a client's base_url leaves an absolute URL as it is
+        assert client.build_request("GET", urls.weights).url == urls.weights
+    finally:
+        client.close()
