@@ -112,6 +112,10 @@ class RoundNotifier:
         self._cohort_events: dict[str, dict[tuple[str, int], anyio.Event]] = {}
         self._cohort_waiters: Counter[tuple[str, str, int]] = Counter()
         self._waiters: Counter[str] = Counter()
+        # federations nobody waits on any more whose marks are still read, until a moment
+        # (monotonic): a poll that comes back meanwhile (the next round's, a renewal)
+        # starts waiting without a read of its own or a new task's first read
+        self._lingering: dict[str, float] = {}
         self._holders: Counter[Hashable] = Counter()
         self._marks: dict[str, tuple[Any, ...]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -169,6 +173,9 @@ class RoundNotifier:
         is not drawn into), a later change wakes it only when a round numbered above
         ``after`` opens with it in the drawn cohort, or the federation stops being active;
         so its mark may have moved when its wait runs out."""
+        if federation_id not in self._waiters and self.mark(federation_id) is None:
+            self._marks.pop(federation_id, None)  # no longer read: not known
+        self._lingering.pop(federation_id, None)
         known = self._marks.setdefault(federation_id, seen)
         if known != seen:
             return known
@@ -198,7 +205,9 @@ class RoundNotifier:
                 del self._waiters[federation_id]
                 self._events.pop(federation_id, None)
                 self._cohort_events.pop(federation_id, None)
-                self._marks.pop(federation_id, None)
+                # its mark stays known (and read) one interval more, for the poll that
+                # comes back: see _lingering
+                self._lingering[federation_id] = time.monotonic() + self.interval_seconds
 
     def _forget_cohort_waiter(
         self, federation_id: str, key: tuple[str, int], event: anyio.Event
@@ -213,8 +222,13 @@ class RoundNotifier:
             del events[key]
 
     def mark(self, federation_id: str) -> tuple[Any, ...] | None:
-        """The round mark last read for ``federation_id`` while polls wait on it (None:
-        nobody waits, so nothing was read)."""
+        """The round mark last read for ``federation_id`` while polls wait on it, or
+        waited until less than an interval ago (None: nothing is read for it)."""
+        until = self._lingering.get(federation_id)
+        if until is not None and (
+            until <= time.monotonic() or self._task is None or self._task.done()
+        ):
+            return None  # no longer read (or the reader stopped): unknown
         return self._marks.get(federation_id)
 
     def notify(self, federation_id: str) -> None:
@@ -296,7 +310,7 @@ class RoundNotifier:
         marks: dict[str, tuple[Any, ...]] = {}
         for federation_id, (federation, row) in moved.items():
             known = self._marks.get(federation_id)
-            if federation_id not in self._waiters or federation.current_round is None:
+            if federation.current_round is None or not self._tracks(federation_id):
                 continue
             if known is not None and known[0] is not None and known[0] >= federation.current_round:
                 continue
@@ -305,6 +319,20 @@ class RoundNotifier:
                 self.snapshots.put(federation, row, mark)
             marks[federation_id] = mark
         return marks
+
+    def _tracks(self, federation_id: str) -> bool:
+        return federation_id in self._waiters or federation_id in self._lingering
+
+    def _tracked(self) -> bool:
+        """Whether any federation's mark is still read: polls wait on it, or waited until
+        less than an interval ago (the others' marks are forgotten here)."""
+        now = time.monotonic()
+        for federation_id, until in list(self._lingering.items()):
+            if until <= now:
+                del self._lingering[federation_id]
+                if federation_id not in self._waiters:
+                    self._marks.pop(federation_id, None)
+        return bool(self._waiters or self._lingering)
 
     def _ensure_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -319,10 +347,10 @@ class RoundNotifier:
         poked = self._poked = asyncio.Event()
         self._moved.clear()  # handed to an earlier loop's task: a read starts this one
         last_read = float("-inf")
-        while self._waiters:
+        while self._tracked():
             poked.clear()  # before the read: a poke from now on is seen by it or the next
             moved, self._moved = self._moved, {}
-            ids = sorted(self._waiters)
+            ids = sorted({*self._waiters, *self._lingering})
             if moved and time.monotonic() - last_read < self.interval_seconds:
                 # woken by this process's own commit, which said what it moved: no read
                 # (the periodic read stays on its schedule, for other processes' changes)
@@ -338,7 +366,7 @@ class RoundNotifier:
                     marks = {}
                 last_read = time.monotonic()
             for federation_id, mark in marks.items():
-                if federation_id not in self._waiters:
+                if not self._tracks(federation_id):
                     continue
                 changed = self._marks.get(federation_id, mark) != mark
                 # known before any wake-up: a poll entering meanwhile with an older mark

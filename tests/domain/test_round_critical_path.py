@@ -116,8 +116,15 @@ def test_the_aggregation_wakes_this_process_long_polls_at_once(
         assert ctx.notifier.reads == reads
         assert ctx.notifier.handed == 1
 
+        # the next round's poll, back within the interval: its federation's mark is still
+        # known, and the round handed over answers its first look without a read
+        marks_read = ctx.notifier.reads
+        with anyio.move_on_after(0.2):
+            await rounds.wait_for_round(ctx, parts[0], fid, after=2, wait_seconds=20)
+        assert ctx.notifier.reads == marks_read
+
     anyio.run(main)
-    assert round_reads == ["read"]  # the poll's first read (round 1) only
+    assert round_reads == ["read"]  # the first poll's first read (round 1) only
     [(federation, row)] = answers
     assert row.number == 2
     # the right round: what a read answers now, every column

@@ -265,3 +265,41 @@ def test_hand_overs_do_not_put_off_the_periodic_read() -> None:
             group.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def test_a_federations_mark_is_read_one_interval_after_its_last_poll_left() -> None:
+    """A poll that comes back soon (the next round's, a renewal) finds its federation's
+    mark still read, and so starts waiting with no first read of a new task; an interval
+    later nothing is read for it any more, and its mark is unknown."""
+    source = FakeMarks()
+    source.marks["f"] = (1, "active", 0, False)
+    notifier = RoundNotifier(source, interval_seconds=0.2)
+    woken: list[tuple[Any, ...]] = []
+
+    async def main() -> None:
+        async def waiter(seen: tuple[Any, ...]) -> None:
+            woken.append(await notifier.wait("f", seen, 30))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter, (1, "active", 0, False))
+            await _until(lambda: notifier.waiting == 1 and source.reads)
+            source.marks["f"] = (2, "active", 1, False)
+            notifier.poke()
+            await _until(lambda: woken)
+            assert notifier.waiting == 0
+            assert notifier.mark("f") == (2, "active", 1, False)  # still read
+            reads = len(source.reads)
+            group.start_soon(waiter, (2, "active", 1, False))  # back within the interval
+            await _until(lambda: notifier.waiting == 1)
+            assert len(source.reads) == reads  # no new task, no first read
+            source.marks["f"] = (3, "active", 2, False)
+            notifier.poke()
+            await _until(lambda: len(woken) == 2)
+            assert woken[1] == (3, "active", 2, False)
+            await _until(lambda: notifier.mark("f") is None)  # an interval later
+            assert notifier.mark("f") is None
+            await _until(lambda: notifier._task is not None and notifier._task.done())
+            assert notifier._task is not None
+            assert notifier._task.done()  # reads nothing
+
+    anyio.run(main)
