@@ -173,7 +173,8 @@ class RoundNotifier:
         is not drawn into), a later change wakes it only when a round numbered above
         ``after`` opens with it in the drawn cohort, or the federation stops being active;
         so its mark may have moved when its wait runs out."""
-        if federation_id not in self._waiters and self.mark(federation_id) is None:
+        tracked = federation_id in self._waiters or self.mark(federation_id) is not None
+        if not tracked:
             self._marks.pop(federation_id, None)  # no longer read: not known
         self._lingering.pop(federation_id, None)
         known = self._marks.setdefault(federation_id, seen)
@@ -192,7 +193,9 @@ class RoundNotifier:
             if event is None:
                 event = self._events[federation_id] = anyio.Event()
         self._waiters[federation_id] += 1
-        self._ensure_running()
+        # a federation not read until now is read at once, as a new task's first read
+        # would (a round moved between the caller's read and now is not missed)
+        self._ensure_running(read_now=not tracked)
         try:
             with anyio.move_on_after(timeout):
                 await event.wait()
@@ -321,7 +324,8 @@ class RoundNotifier:
         return marks
 
     def _tracks(self, federation_id: str) -> bool:
-        return federation_id in self._waiters or federation_id in self._lingering
+        until = self._lingering.get(federation_id)
+        return federation_id in self._waiters or (until is not None and until > time.monotonic())
 
     def _tracked(self) -> bool:
         """Whether any federation's mark is still read: polls wait on it, or waited until
@@ -334,10 +338,12 @@ class RoundNotifier:
                     self._marks.pop(federation_id, None)
         return bool(self._waiters or self._lingering)
 
-    def _ensure_running(self) -> None:
+    def _ensure_running(self, *, read_now: bool = False) -> None:
         loop = asyncio.get_running_loop()
         task = self._task
         if task is not None and not task.done() and task.get_loop() is loop:
+            if read_now and self._poked is not None:
+                self._poked.set()
             return
         # runs while anyone waits; no task group outlives a request, so the task goes on the
         # running loop (kept referenced: the loop holds tasks only weakly)

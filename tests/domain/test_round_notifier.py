@@ -303,3 +303,29 @@ def test_a_federations_mark_is_read_one_interval_after_its_last_poll_left() -> N
             assert notifier._task.done()  # reads nothing
 
     anyio.run(main)
+
+
+def test_a_federation_not_read_until_now_is_read_at_once_by_a_running_task() -> None:
+    """A poll of a federation the running task does not read yet (another federation's
+    polls keep it running) is not left with a round that moved after the poll's own read
+    until the next interval: its registration has the task read at once."""
+    source = FakeMarks()
+    source.marks = {"f": (2, "active", 1, False), "g": (1, "active", 0, False)}
+    notifier = RoundNotifier(source, interval_seconds=60)
+    woken: list[tuple[Any, ...]] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(notifier.wait, "g", (1, "active", 0, False), 30)
+            await _until(lambda: notifier.waiting == 1 and source.reads)
+
+            async def waiter() -> None:  # read round 1 of f just before round 2 opened
+                woken.append(await notifier.wait("f", (1, "active", 0, False), 30))
+
+            group.start_soon(waiter)
+            with anyio.fail_after(5):  # not the 60 s interval
+                await _until(lambda: woken)
+            assert woken == [(2, "active", 1, False)]
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
