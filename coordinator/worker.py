@@ -181,23 +181,26 @@ class RoundWorker:
         unit in the batch (the one that counted every update of the batch)."""
         if self._stop.is_set():
             return None
+        # one walk: per round, its last created receipt and every receipt of the batch
         last: dict[tuple[str, int], rounds.Receipt] = {}
+        receipts: dict[tuple[str, int], list[rounds.Receipt]] = {}
         for key, receipt in units:
-            if isinstance(receipt, rounds.Receipt) and receipt.created:
-                last[key] = receipt
+            if isinstance(receipt, rounds.Receipt):
+                receipts.setdefault(key, []).append(receipt)
+                if receipt.created:
+                    last[key] = receipt
         done: list[Callable[[], aggregation_job.Outcome]] = []
-        for (federation_id, number), receipt in last.items():
+        for key, receipt in last.items():
             if not receipt.may_complete or receipt.facts is None:
                 continue
             after = aggregation_job.aggregate_before_commit(
-                self._ctx, session, federation_id, number, receipt.facts
+                self._ctx, session, key[0], key[1], receipt.facts
             )
             if after is None:
                 continue  # the receipt's own thread kicks it after the COMMIT
             done.append(after)
-            for key, other in units:
-                if key == (federation_id, number) and isinstance(other, rounds.Receipt):
-                    other.aggregated = True
+            for other in receipts[key]:
+                other.aggregated = True
         if not done:
             return None
 

@@ -7,11 +7,15 @@ plus one bias per item), R rounds of:
   own process, SQLite, every upload fsynced before its 201) and K participants in
   threads of this process, each downloading the round's base model over HTTP and
   uploading its delta as safetensors (httpx on the SDK's keep-alive transport, as
-  ``fedrec simulate``'s participants; httpx's own until 2026-12-07). The round's time
+  ``fedrec simulate``'s participants; httpx's own until 2026-12-07; the round's URLs
+  parsed once, as the SDK's client keeps them, since 2026-12-07). The round's time
   runs from the K downloads starting to the next round being open (the last upload
   closes the round; the coordinator aggregates and opens the next one), seen by one
-  long-poll of the admin
-  (``rounds/current?after=N&wait=60``; it polled every 2 ms until 2026-12-07).
+  long-poll of the admin (``rounds/current?after=N&wait=60``) issued with the downloads
+  and answered when the next round opens, as a participant waiting for it is (it polled
+  every 2 ms until 2026-12-07, then asked once the participants had returned, until the
+  coordinator woke long-polls without a read: bench/RESULTS.md, "small-round (2026-12-07):
+  long-polls woken without a read").
 * **Flower** 1.42 (legacy gRPC ``start_server``/``start_client``, FedAvg, in memory),
   installed into ``.peers-venv`` (git-ignored; never a project dependency) on the
   first run: the server in one process, the K clients in threads of another. Its round
@@ -206,18 +210,16 @@ def _fedrec_rounds(
     ]
     clients = participant_clients(url, tokens)
 
-    def participant(index: int, number: int, base_version: int) -> None:
+    def participant(index: int, number: int, base_version: int, urls: RoundUrls) -> None:
         client = clients[index]
-        weights = _once_more(
-            lambda: client.get(f"/v1/federations/{fid}/models/{base_version}/weights")
-        )
+        weights = _once_more(lambda: client.get(urls.weights))
         weights.raise_for_status()
         body = encode_update(
             deltas, round=number, base_version=base_version, num_examples=1 + index
         )
         _once_more(
             lambda: client.put(  # the same bytes again return the original receipt
-                f"/v1/federations/{fid}/rounds/{number}/update",
+                urls.upload,
                 content=body,
                 headers={"Content-Type": "application/octet-stream"},
             )
@@ -226,19 +228,24 @@ def _fedrec_rounds(
     seconds: list[float] = []
     current_path = f"/v1/federations/{fid}/rounds/current"
     try:
-        with ThreadPoolExecutor(max_workers=case.participants) as pool:
+        with ThreadPoolExecutor(max_workers=case.participants + 1) as pool:
             current = admin.get(current_path).json()
             for number in range(1, rounds + 1):
                 assert current["number"] == number, current
                 started = time.perf_counter()
                 cpu_before = cpu() if cpu else 0.0
+                # the long-poll for the next round waits while the participants work, as a
+                # participant's does: its answer is the round's end
+                next_round = pool.submit(_next_round, admin, current_path, number)
+                base_version = int(str(current["base_version"]))
+                urls = round_urls(url, fid, number, base_version)
                 futures = [
-                    pool.submit(participant, i, number, current["base_version"])
+                    pool.submit(participant, i, number, base_version, urls)
                     for i in range(case.participants)
                 ]
                 for future in futures:
                     future.result()
-                current = _next_round(admin, current_path, number)
+                current = next_round.result()
                 seconds.append(time.perf_counter() - started)
                 if cpu is not None and cpu_seconds is not None:
                     cpu_seconds.append(cpu() - cpu_before)
@@ -247,6 +254,27 @@ def _fedrec_rounds(
             client.close()
         admin.close()
     return seconds
+
+
+@dataclass(frozen=True)
+class RoundUrls:
+    """A round's two participant URLs, absolute and parsed once for all its participants,
+    as the SDK's client keeps them (``participant_sdk._base_client._parsed_url``): httpx
+    parses a str URL character by character, twice per request when it is relative to
+    the client's ``base_url`` (~0.25 ms of a participant's CPU per request on this
+    machine, bench/RESULTS.md, "small-round (2026-12-07): long-polls woken without a
+    read"), on the coordinator's cores."""
+
+    weights: httpx.URL
+    upload: httpx.URL
+
+
+def round_urls(url: str, federation_id: str, number: int, base_version: int) -> RoundUrls:
+    federation = f"{url}/v1/federations/{federation_id}"
+    return RoundUrls(
+        weights=httpx.URL(f"{federation}/models/{base_version}/weights"),
+        upload=httpx.URL(f"{federation}/rounds/{number}/update"),
+    )
 
 
 def participant_clients(url: str, tokens: list[str]) -> list[httpx.Client]:
@@ -267,9 +295,9 @@ def participant_clients(url: str, tokens: list[str]) -> list[httpx.Client]:
 
 def _next_round(admin: httpx.Client, path: str, number: int) -> dict[str, object]:
     """The round after ``number``, by long-poll: one request per round in the common case
-    (the last upload answers once its round aggregated, so the next one is open). Polling
-    every 2 ms instead put up to dozens of the bench's own requests into each round's
-    coordinator CPU."""
+    (issued with the round's downloads, it waits for the next round to open; the client
+    is used by this one thread at a time). Polling every 2 ms instead put up to dozens of
+    the bench's own requests into each round's coordinator CPU."""
     deadline = time.monotonic() + 600
     while True:
         answer = admin.get(path, params={"after": number, "wait": 60}, timeout=120)

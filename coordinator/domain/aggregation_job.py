@@ -96,6 +96,7 @@ from coordinator.domain.privacy import (
     next_clip_norm,
     update_noise_multiplier,
 )
+from coordinator.domain.round_notifier import Moved
 from coordinator.domain.specs import DeployPolicy, RoundPolicy
 from coordinator.domain.stored_updates import load_stored_update
 from coordinator.domain.strategy import Strategy, build_strategy
@@ -105,13 +106,15 @@ from coordinator.store.blobs import sha256_hex
 from coordinator.store.database_blobs import store_in
 from coordinator.store.models import Federation, ModelVersion, Round, utc_now
 from coordinator.store.repository import (
+    FederationMark,
     FederationRepository,
     ModelVersionRepository,
     RoundCompleteness,
     RoundRepository,
+    RoundView,
     UpdateRepository,
 )
-from coordinator.store.round_change import write_round_change
+from coordinator.store.round_change import RoundChange, write_round_change
 from participant_sdk.wire import decode_weights, encode_weights, representable
 
 __all__ = [
@@ -177,10 +180,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class _Committed:
-    """A recorded version, and whether the transaction opened the next round."""
+    """A recorded version, and whether the transaction opened the next round (``moved``:
+    an unsampled one, with the federation's new round mark, as a read would answer them)."""
 
     version: ModelVersion
     next_round_opened: bool
+    moved: Moved | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,9 @@ class Outcome:
     step: lifecycle.Step
     version: ModelVersion | None = None
     pending: Future[Outcome] | None = None
+    # the round this run opened and its federation's mark, for this process's long-polls
+    # (RoundNotifier.poke): None when it opened none, or one a read must see (sampled)
+    moved: Moved | None = None
 
     @property
     def changed(self) -> bool:
@@ -244,7 +252,8 @@ def run(
         return outcome
     finally:
         if outcome is None or outcome.changed:  # a change (or an error after one)
-            ctx.notifier.poke()  # this process's long-polls learn of it now
+            # this process's long-polls learn of it now
+            ctx.notifier.poke(None if outcome is None else outcome.moved)
 
 
 def _run(
@@ -301,7 +310,7 @@ def _run(
         finally:
             keeper.stop()
             if outcome is None or outcome.changed:
-                ctx.notifier.poke()
+                ctx.notifier.poke(None if outcome is None else outcome.moved)
 
     def never_ran(pending: Future[Outcome]) -> None:
         if pending.cancelled():  # the process stopped before the job started
@@ -396,7 +405,7 @@ def _run_at_once(
     ctx.observer.round_closed(time.perf_counter() - started)
     if committed.next_round_opened:
         ctx.observer.round_opened()
-    return Outcome(step, committed.version)
+    return Outcome(step, committed.version, moved=committed.moved)
 
 
 def run_if_small(
@@ -424,7 +433,7 @@ def run_if_small(
         return outcome
     finally:
         if outcome is not None and outcome.changed:
-            ctx.notifier.poke()  # this process's long-polls learn of it now
+            ctx.notifier.poke(outcome.moved)  # this process's long-polls learn of it now
 
 
 class _Declined(Exception):  # noqa: N818 - rolls back the SAVEPOINT, never raised out
@@ -496,8 +505,9 @@ def aggregate_before_commit(
         ctx.observer.round_closed(time.perf_counter() - started)
         if committed.next_round_opened:
             ctx.observer.round_opened()
-        ctx.notifier.poke()  # this process's long-polls learn of it now
-        return Outcome(step, committed.version)
+        # this process's long-polls learn of it now, from the round it opened: no read
+        ctx.notifier.poke(committed.moved)
+        return Outcome(step, committed.version, moved=committed.moved)
 
     return after_commit
 
@@ -615,7 +625,7 @@ def _finish(
     ctx.observer.round_closed(time.perf_counter() - started)
     if committed.next_round_opened:  # unless training stopped
         ctx.observer.round_opened()
-    return Outcome(step, committed.version)
+    return Outcome(step, committed.version, moved=committed.moved)
 
 
 def _observe_next_round(ctx: Context, federation_id: str, number: int) -> None:
@@ -1180,11 +1190,44 @@ def _record(
         secure_rounds.forget_sum(session, claimed.round_id)
     change = lifecycle.advance(session, federation, closed_round=claimed.number, now=now)
     opened = federation.current_round == claimed.number + 1
+    moved: Moved | None = None
     if change is not None:
         # the federation's counters and the next round's row by two prebuilt statements,
         # not the unit of work's flush at COMMIT (which writes a stop's or a draw's change)
+        moved = _moved(federation.state, change)
         write_round_change(session, federation, change)
-    return _Committed(version, opened)
+    return _Committed(version, opened, moved)
+
+
+def _moved(state: str, change: RoundChange) -> Moved | None:
+    """The federation's round mark and its new round after ``change`` as
+    ``rounds.current_round`` reads them once committed (every column: the defaults of an
+    unsampled round just opened), for the long-polls this process wakes without a read."""
+    opened = change.opened
+    if opened is None:
+        return None
+    federation = FederationMark(
+        id=change.federation_id,
+        current_round=change.current_round,
+        state=state,
+        latest_version=change.latest_version,
+    )
+    row = RoundView(
+        id=opened.id,
+        federation_id=opened.federation_id,
+        number=opened.number,
+        state="open",
+        base_version=opened.base_version,
+        result_version=None,
+        update_count=0,
+        opened_at=opened.opened_at,
+        deadline_at=opened.deadline_at,
+        closed_at=None,
+        sampled=False,
+        cohort_size=None,
+        population=None,
+    )
+    return federation, row
 
 
 def _served_after_commit(

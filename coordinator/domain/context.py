@@ -128,3 +128,6 @@ class Context:
             self.notifier.read_marks = database_marks(self.read_sessions)
         if self.notifier.cohort_of is None:
             self.notifier.cohort_of = drawn_reader(self.cohort_cache, self.read_sessions)
+        if self.notifier.snapshots is None:
+            # a round this process opened reaches its woken long-polls without a read
+            self.notifier.snapshots = self.round_snapshots

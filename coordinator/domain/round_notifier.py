@@ -13,12 +13,23 @@ under its participant's id: when a round opens, the notifier reads that round's 
 cohort once (``cohort_of``, the process's cohort cache) and wakes only the members'
 polls. Under sampling nearly every poll waits so, and waking all of them at each round
 (10,000 wake-ups to answer 100) was a cost per round proportional to the population.
+
+When this process itself opened the next round, the job's committing thread knows the
+new round mark and the new round exactly as a read would answer them, and hands both to
+:meth:`RoundNotifier.poke`: the notifier wakes the federation's polls with that mark
+without reading, and the round goes into the process's round snapshots, so the woken
+polls answer from it without reading either (two thread hops and two reads fewer on the
+path from the round's COMMIT to its long-polls' answers). The periodic read still runs
+once per interval, for what other processes change; the mark handed over must equal
+``round_marks``' (:func:`mark_of` of the same columns), or that read would see a change
+and wake the polls a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -28,10 +39,11 @@ import anyio
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.errors import TooManyRequests
+from coordinator.domain.round_snapshots import RoundSnapshots
 from coordinator.store.models import Federation, Round
 from coordinator.store.repository import FederationMark, FederationRepository, RoundView
 
-__all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "RoundNotifier", "database_marks", "mark_of"]
+__all__ = ["MAX_LONG_POLL_SECONDS_LIMIT", "Moved", "RoundNotifier", "database_marks", "mark_of"]
 
 log = logging.getLogger("fedrec.notifier")
 
@@ -42,6 +54,9 @@ MarkReader = Callable[[list[str]], dict[str, tuple[Any, ...]]]
 # (federation id, round number) -> (drawn, members: None when every participant takes part)
 CohortReader = Callable[[str, int], Awaitable[tuple[bool, frozenset[str] | None]]]
 _ACTIVE = "active"  # lifecycle.FederationState.ACTIVE: a poll waiting in it sits rounds out
+# what this process committed: a federation's new round mark and its new current round, as
+# a read of them would answer (rounds.current_round)
+Moved = tuple[FederationMark, RoundView]
 
 
 def mark_of(
@@ -97,12 +112,22 @@ class RoundNotifier:
         self._cohort_events: dict[str, dict[tuple[str, int], anyio.Event]] = {}
         self._cohort_waiters: Counter[tuple[str, str, int]] = Counter()
         self._waiters: Counter[str] = Counter()
+        # federations nobody waits on any more whose marks are still read, until a moment
+        # (monotonic): a poll that comes back meanwhile (the next round's, a renewal)
+        # starts waiting without a read of its own or a new task's first read
+        self._lingering: dict[str, float] = {}
         self._holders: Counter[Hashable] = Counter()
         self._marks: dict[str, tuple[Any, ...]] = {}
         self._task: asyncio.Task[None] | None = None
         # set (from any thread) to cut the reader's sleep short: see poke
         self._poked: asyncio.Event | None = None
+        # rounds this process opened, handed over by poke, not applied yet (event loop)
+        self._moved: dict[str, Moved] = {}
+        # where a handed-over round goes, for the woken polls to answer from (set by the
+        # Context: its round snapshots); None: they read it
+        self.snapshots: RoundSnapshots | None = None
         self.reads = 0  # database reads so far (tests and the bench count them)
+        self.handed = 0  # wake-ups from a handed-over mark, without a read (tests count)
 
     @property
     def waiting(self) -> int:
@@ -148,6 +173,10 @@ class RoundNotifier:
         is not drawn into), a later change wakes it only when a round numbered above
         ``after`` opens with it in the drawn cohort, or the federation stops being active;
         so its mark may have moved when its wait runs out."""
+        tracked = federation_id in self._waiters or self.mark(federation_id) is not None
+        if not tracked:
+            self._marks.pop(federation_id, None)  # no longer read: not known
+        self._lingering.pop(federation_id, None)
         known = self._marks.setdefault(federation_id, seen)
         if known != seen:
             return known
@@ -164,7 +193,9 @@ class RoundNotifier:
             if event is None:
                 event = self._events[federation_id] = anyio.Event()
         self._waiters[federation_id] += 1
-        self._ensure_running()
+        # a federation not read until now is read at once, as a new task's first read
+        # would (a round moved between the caller's read and now is not missed)
+        self._ensure_running(read_now=not tracked)
         try:
             with anyio.move_on_after(timeout):
                 await event.wait()
@@ -177,7 +208,9 @@ class RoundNotifier:
                 del self._waiters[federation_id]
                 self._events.pop(federation_id, None)
                 self._cohort_events.pop(federation_id, None)
-                self._marks.pop(federation_id, None)
+                # its mark stays known (and read) one interval more, for the poll that
+                # comes back: see _lingering
+                self._lingering[federation_id] = time.monotonic() + self.interval_seconds
 
     def _forget_cohort_waiter(
         self, federation_id: str, key: tuple[str, int], event: anyio.Event
@@ -192,8 +225,13 @@ class RoundNotifier:
             del events[key]
 
     def mark(self, federation_id: str) -> tuple[Any, ...] | None:
-        """The round mark last read for ``federation_id`` while polls wait on it (None:
-        nobody waits, so nothing was read)."""
+        """The round mark last read for ``federation_id`` while polls wait on it, or
+        waited until less than an interval ago (None: nothing is read for it)."""
+        until = self._lingering.get(federation_id)
+        if until is not None and (
+            until <= time.monotonic() or self._task is None or self._task.done()
+        ):
+            return None  # no longer read (or the reader stopped): unknown
         return self._marks.get(federation_id)
 
     def notify(self, federation_id: str) -> None:
@@ -245,22 +283,67 @@ class RoundNotifier:
             if event is not None:
                 event.set()
 
-    def poke(self) -> None:
+    def poke(self, moved: Moved | None = None) -> None:
         """Read the round marks now rather than at the end of the interval: this process
         has just committed a round change. Callable from any thread; a no-op while no
-        long-poll waits (a poll that starts later reads the round itself)."""
+        long-poll waits (a poll that starts later reads the round itself).
+
+        ``moved``: the change was the opening of the federation's next round, and these
+        are its new mark and round exactly as a read would answer them: the polls waiting
+        on it are woken from them, without a read (see the module's docstring)."""
         task, poked = self._task, self._poked
         if task is None or poked is None or task.done():
             return
         try:
-            task.get_loop().call_soon_threadsafe(poked.set)
+            task.get_loop().call_soon_threadsafe(self._poked_with, poked, moved)
         except RuntimeError:  # the loop closed meanwhile: nobody is left to wake
             pass
 
-    def _ensure_running(self) -> None:
+    def _poked_with(self, poked: asyncio.Event, moved: Moved | None) -> None:
+        if moved is not None:
+            self._moved[moved[0].id] = moved
+        poked.set()
+
+    def _handed_marks(self, moved: dict[str, Moved]) -> dict[str, tuple[Any, ...]]:
+        """The marks of the rounds handed over that are news to the waiting polls: a
+        federation some poll waits on, whose known mark is of an earlier round (a read
+        since the COMMIT may already have seen this round, or a later one: then the
+        handed mark is old, and nothing is woken twice). Their rounds go into the
+        snapshots, for the woken polls to answer from."""
+        marks: dict[str, tuple[Any, ...]] = {}
+        for federation_id, (federation, row) in moved.items():
+            known = self._marks.get(federation_id)
+            if federation.current_round is None or not self._tracks(federation_id):
+                continue
+            if known is not None and known[0] is not None and known[0] >= federation.current_round:
+                continue
+            mark = mark_of(federation, row)
+            if self.snapshots is not None:
+                self.snapshots.put(federation, row, mark)
+            marks[federation_id] = mark
+        return marks
+
+    def _tracks(self, federation_id: str) -> bool:
+        until = self._lingering.get(federation_id)
+        return federation_id in self._waiters or (until is not None and until > time.monotonic())
+
+    def _tracked(self) -> bool:
+        """Whether any federation's mark is still read: polls wait on it, or waited until
+        less than an interval ago (the others' marks are forgotten here)."""
+        now = time.monotonic()
+        for federation_id, until in list(self._lingering.items()):
+            if until <= now:
+                del self._lingering[federation_id]
+                if federation_id not in self._waiters:
+                    self._marks.pop(federation_id, None)
+        return bool(self._waiters or self._lingering)
+
+    def _ensure_running(self, *, read_now: bool = False) -> None:
         loop = asyncio.get_running_loop()
         task = self._task
         if task is not None and not task.done() and task.get_loop() is loop:
+            if read_now and self._poked is not None:
+                self._poked.set()
             return
         # runs while anyone waits; no task group outlives a request, so the task goes on the
         # running loop (kept referenced: the loop holds tasks only weakly)
@@ -268,18 +351,28 @@ class RoundNotifier:
 
     async def _run(self) -> None:
         poked = self._poked = asyncio.Event()
-        while self._waiters:
+        self._moved.clear()  # handed to an earlier loop's task: a read starts this one
+        last_read = float("-inf")
+        while self._tracked():
             poked.clear()  # before the read: a poke from now on is seen by it or the next
-            ids = sorted(self._waiters)
-            try:
-                assert self.read_marks is not None, "the notifier has no mark reader"
-                marks = await anyio.to_thread.run_sync(self.read_marks, ids)
-                self.reads += 1
-            except Exception:  # a busy database: the next read (or the timeout) wakes them
-                log.warning("long-poll notifier could not read the rounds", exc_info=True)
-                marks = {}
+            moved, self._moved = self._moved, {}
+            ids = sorted({*self._waiters, *self._lingering})
+            if moved and time.monotonic() - last_read < self.interval_seconds:
+                # woken by this process's own commit, which said what it moved: no read
+                # (the periodic read stays on its schedule, for other processes' changes)
+                marks = self._handed_marks(moved)
+                self.handed += 1
+            else:
+                try:
+                    assert self.read_marks is not None, "the notifier has no mark reader"
+                    marks = await anyio.to_thread.run_sync(self.read_marks, ids)
+                    self.reads += 1
+                except Exception:  # a busy database: the next read (or the timeout) wakes them
+                    log.warning("long-poll notifier could not read the rounds", exc_info=True)
+                    marks = {}
+                last_read = time.monotonic()
             for federation_id, mark in marks.items():
-                if federation_id not in self._waiters:
+                if not self._tracks(federation_id):
                     continue
                 changed = self._marks.get(federation_id, mark) != mark
                 # known before any wake-up: a poll entering meanwhile with an older mark
@@ -290,5 +383,6 @@ class RoundNotifier:
                     if event is not None:
                         event.set()
                     await self._wake_drawn(federation_id, mark)
-            with anyio.move_on_after(self.interval_seconds):
+            until_read = last_read + self.interval_seconds - time.monotonic()
+            with anyio.move_on_after(max(until_read, 0.0)):
                 await poked.wait()

@@ -173,9 +173,10 @@ async def wait_for_round(
     # the admin is trusted and not capped
     holder = principal.participant_id
     skip_unsampled = until_in_cohort and holder is not None and after is not None
+    woken: tuple[Any, ...] | None = None  # the new mark the notifier last woke it with
     with ctx.notifier.hold(holder) if wait_seconds and holder else nullcontext():
         while True:
-            federation, row = await _current_or_unmoved(ctx, principal, federation_id, after)
+            federation, row = await _current_or_unmoved(ctx, principal, federation_id, after, woken)
             changed = (
                 after is None
                 or row.number > after
@@ -218,19 +219,29 @@ async def wait_for_round(
                     or remaining <= 0
                     or not await _passes_by(ctx, holder, federation.id, after, latest)
                 ):
+                    woken = latest if latest is not None and latest != seen else None
                     break  # read the round again: it may be this poll's answer
                 seen = latest
 
 
 async def _current_or_unmoved(
-    ctx: Context, principal: Principal, federation_id: str, after: int | None
+    ctx: Context,
+    principal: Principal,
+    federation_id: str,
+    after: int | None,
+    woken: tuple[Any, ...] | None = None,
 ) -> tuple[FederationMark, RoundView]:
     """The current round: for a long-poll, this process's last read of it while the
     notifier's mark says nothing moved since (a renewal reads nothing), or the read another
     long-poll started under that same mark (the polls a new round wakes share one read);
-    else a read."""
+    else a read. ``woken``: the new mark the notifier just woke this poll with, which
+    stands for the notifier's when it no longer tracks the federation (this poll was the
+    last to wait): a round this process opened and handed over is answered from the
+    snapshot taken under it, without a read."""
     snapshots = ctx.round_snapshots
     mark = ctx.notifier.mark(federation_id) if after is not None else None
+    if mark is None and after is not None:
+        mark = woken
     if mark is not None:
         snapshot = snapshots.unmoved(federation_id, mark)
         if snapshot is None:

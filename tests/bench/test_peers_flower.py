@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from bench.peers import flower
 from bench.peers.flower import participant_clients
 from participant_sdk import KeepAliveTransport
 
@@ -22,3 +27,51 @@ def test_the_participants_use_the_sdks_keep_alive_transport_with_their_tokens(
     finally:
         for client in clients:
             client.close()
+
+
+def test_the_admin_long_polls_for_the_next_round_while_the_participants_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each round ends with the answer of one long-poll issued with the round (not asked
+    once the participants returned): it is the next round, and it started waiting before
+    the round's last upload was answered."""
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    next_round = flower._next_round
+
+    def long_poll(admin: Any, path: str, number: int) -> dict[str, object]:
+        with lock:
+            events.append(("poll", number))
+        answer = next_round(admin, path, number)
+        assert answer["number"] == number + 1
+        return answer
+
+    once_more = flower._once_more
+
+    def uploaded(call: Any) -> Any:
+        response = once_more(call)
+        if response.request.method == "PUT":
+            with lock:
+                events.append(("upload", int(response.request.url.path.split("/")[-2])))
+        return response
+
+    monkeypatch.setattr(flower, "_next_round", long_poll)
+    monkeypatch.setattr(flower, "_once_more", uploaded)
+    seconds = flower.fedrec_rounds(flower.Case(2, 20), 3, tmp_path)
+    assert len(seconds) == 3
+    for number in (1, 2, 3):
+        mine = [kind for kind, n in events if n == number]
+        assert mine.count("poll") == 1
+        assert mine.count("upload") == 2
+        assert mine.index("poll") < len(mine) - 1  # waiting before the last upload returned
+
+
+def test_a_rounds_urls_are_absolute_and_parsed_once_for_its_participants() -> None:
+    urls = flower.round_urls("http://127.0.0.1:1", "fed", 3, 2)
+    assert str(urls.weights) == "http://127.0.0.1:1/v1/federations/fed/models/2/weights"
+    assert str(urls.upload) == "http://127.0.0.1:1/v1/federations/fed/rounds/3/update"
+    [client] = participant_clients("http://127.0.0.1:1", ["t0"])
+    try:  # a client's base_url leaves an absolute URL as it is
+        assert client.build_request("GET", urls.weights).url == urls.weights
+    finally:
+        client.close()

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 from coordinator.domain import aggregation_job, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
+from coordinator.domain.round_notifier import Moved, mark_of
 from coordinator.store.models import ModelVersion, Round, Update
+from coordinator.store.repository import FederationRepository
 from coordinator.worker import RoundWorker
 from tests.factories import domain_federation, update_bytes
 
@@ -78,10 +80,12 @@ def test_the_completing_upload_and_its_round_share_one_commit(
     assert not first.aggregated
     polls = threading.Event()
     poke = ctx.notifier.poke
+    handed: list[Moved | None] = []
 
-    def poked() -> None:
+    def poked(moved: Moved | None = None) -> None:
+        handed.append(moved)
         polls.set()
-        poke()
+        poke(moved)
 
     ctx.notifier.poke = poked  # type: ignore[method-assign]
     commits.clear()
@@ -89,6 +93,13 @@ def test_the_completing_upload_and_its_round_share_one_commit(
     assert last.created
     assert _state(ctx, fid) == ("closed", 1, 2, 2)  # version 0 and the new one
     assert polls.is_set()  # the long-polls were told
+    # of round 2 and the federation's mark, exactly as a read answers them once committed
+    # (a field that differed would make the notifier's next read wake every poll again)
+    [moved] = handed
+    assert moved is not None
+    assert moved == rounds.current_round(ctx, parts[0], fid)
+    with ctx.read_sessions() as session:
+        assert mark_of(*moved) == FederationRepository(session).round_marks([fid])[fid]
     with ctx.read_sessions() as session:
         version = session.scalars(
             select(ModelVersion).where(ModelVersion.federation_id == fid, ModelVersion.version == 1)
