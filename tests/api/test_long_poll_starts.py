@@ -72,12 +72,16 @@ def test_a_burst_of_first_long_polls_gets_back_pressure_and_every_one_is_answere
 
     def join(headers: dict[str, str]) -> None:
         token = headers["Authorization"].removeprefix("Bearer ")
-        sdk = Client(str(coordinator.base_url), token, http_client=coordinator, max_retries=50)
+        # once released, the refused polls retry in turn for the one slot: enough retries,
+        # a few milliseconds apart, for eleven of them on a loaded machine (a slot's poll
+        # can take a while there: authentication and answer on a busy event loop)
+        sdk = Client(str(coordinator.base_url), token, http_client=coordinator, max_retries=1000)
 
         def wait_out(seconds: float) -> None:  # stands in for time.sleep(Retry-After)
             with lock:
                 refusals.append(seconds)
             released.wait(BOUND)
+            time.sleep(0.005)
 
         sdk._sleep = wait_out
         # the SDK's join: after=0, in_cohort; round 1 is open and takes everyone: answered
