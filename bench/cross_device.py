@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from bench.generalisation import SHAPES, csv_columns, load_shape
 from bench.per_user_metrics import per_user_ndcg
@@ -55,6 +56,8 @@ from participant_sdk.recsys.trainers import fold_in, prepare_to_score
 # each tested model's per-user test NDCG@10, in the order of split.test (for the paired
 # standard error of the federated - centralized difference)
 PER_USER: dict[str, npt.NDArray[np.float64]] = {}
+# issue 9's bar for skewed and per-user partitions: federated test NDCG@10 >= BAR x central
+BAR = 0.95
 
 
 def _record(name: str, score: Any, split: LeaveOneOutSplit) -> None:
@@ -224,6 +227,15 @@ def summarise_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
         se = float(array.std(ddof=1) / np.sqrt(array.size)) if array.size > 1 else None
         return {"mean": round(float(array.mean()), 5), "se": None if se is None else round(se, 5)}
 
+    def with_interval(values: list[float]) -> dict[str, Any]:
+        # the mean's 95 % interval on Student's t with n - 1 degrees of freedom
+        found: dict[str, Any] = mean_se(values)
+        if found["se"] is not None:
+            half = float(stats.t.ppf(0.975, len(values) - 1)) * float(np.std(values, ddof=1))
+            half /= float(np.sqrt(len(values)))
+            found["t95"] = [round(found["mean"] - half, 4), round(found["mean"] + half, 4)]
+        return found
+
     summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
     for read in ("validation", "test"):
         sides = {
@@ -235,10 +247,16 @@ def summarise_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 found[side] = mean_se([v for v in values if v is not None])
         if {"federated", "centralized"} <= set(found):
             pairs = list(zip(sides["federated"], sides["centralized"], strict=True))
-            found["ratio"] = mean_se([f / c for f, c in pairs if f is not None and c])
-            found["difference"] = mean_se(
+            ratios = [f / c for f, c in pairs if f is not None and c]
+            found["ratio"] = with_interval(ratios)
+            found["difference"] = with_interval(
                 [f - c for f, c in pairs if f is not None and c is not None]
             )
+            found["ratio_of_means"] = round(
+                found["federated"]["mean"] / found["centralized"]["mean"], 4
+            )
+            # the bar of issue 9: federated >= BAR x central, seed by seed
+            found["seeds_at_or_above_bar"] = sum(r >= BAR for r in ratios)
         if found:
             summary[read] = found
     return summary
@@ -256,13 +274,36 @@ def _print_summary(summary: dict[str, Any]) -> None:
             if side in found
         ]
         if "ratio" in found:
-            parts.append(f"{found['ratio']['mean']:.3f} x central (s.e. {found['ratio']['se']})")
+            ratio, difference = found["ratio"], found["difference"]
             parts.append(
-                f"difference {found['difference']['mean']:+.4f} (s.e. {found['difference']['se']})"
+                f"{ratio['mean']:.3f} x central (s.e. {ratio['se']}, t 95 % {ratio.get('t95')})"
             )
+            parts.append(f"ratio of the means {found['ratio_of_means']:.3f}")
+            parts.append(
+                f"difference {difference['mean']:+.4f} (s.e. {difference['se']}, "
+                f"t 95 % {difference.get('t95')})"
+            )
+            parts.append(f"{found['seeds_at_or_above_bar']} of {len(seeds)} seeds >= {BAR} x")
         print(f"mean over seeds {seeds}, {read} NDCG@10: " + ", ".join(parts), flush=True)
     if "paired" in summary:
         print(f"paired over users, seed-averaged test NDCG@10: {summary['paired']}", flush=True)
+
+
+def combine_runs(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs of several ``--seeds`` JSON files (``{"runs": [...]}``, with or without
+    their ``summary``; a finished or a stopped run), in seed order. Refuses a seed found
+    twice: two files of the same seed are the same run or different code."""
+    runs: dict[int, dict[str, Any]] = {}
+    for path in paths:
+        found = json.loads(path.read_text())
+        if not isinstance(found, dict) or not isinstance(found.get("runs"), list):
+            raise ValueError(f"{path}: not the JSON of a --seeds run (no 'runs' list)")
+        for run in found["runs"]:
+            seed = int(run["seed"])
+            if seed in runs:
+                raise ValueError(f"{path}: seed {seed} is already in another file")
+            runs[seed] = run
+    return [runs[seed] for seed in sorted(runs)]
 
 
 def main() -> None:
@@ -323,7 +364,24 @@ def main() -> None:
         "stop rule) and print its best smoothed validation NDCG@10, the reference of the "
         "federated curves; no test",
     )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: summarise over seeds the runs of these --seeds JSON files (same "
+        "data, split and code; e.g. one seed range per process), print it and with --json "
+        "write it with the runs (no per-user paired gap: the files do not hold per-user "
+        "figures)",
+    )
     args = parser.parse_args()
+    if args.combine:
+        combined = combine_runs(args.combine)
+        summary = summarise_seeds(combined)
+        _print_summary(summary)
+        if args.json:
+            args.json.write_text(json.dumps({"summary": summary, "runs": combined}, indent=2))
+        return
     if args.max_users is not None and (args.shape is None or args.max_users < 3):
         parser.error("--max-users needs --shape and at least 3 users")
     if args.seeds is not None and args.seeds < 2:

@@ -119,6 +119,10 @@ def test_seeds_summary_means_each_read_with_its_standard_error_over_seeds() -> N
     assert test["ratio"]["se"] == pytest.approx(0.1)
     assert test["difference"]["mean"] == pytest.approx(0.0)
     assert test["difference"]["se"] == pytest.approx(0.01)
+    # Student's t with 1 degree of freedom: 12.706 s.e. either side of the mean
+    assert test["ratio"]["t95"] == pytest.approx([1.0 - 1.2706, 1.0 + 1.2706], abs=1e-4)
+    assert test["ratio_of_means"] == pytest.approx(0.10 / 0.10)
+    assert test["seeds_at_or_above_bar"] == 1  # 1.1, not 0.9
     # validation: ratios 1.0 and 1.2
     assert found["validation"]["ratio"]["mean"] == pytest.approx(1.1)
     assert found["validation"]["centralized"]["se"] == pytest.approx(0.0)
@@ -225,3 +229,56 @@ def test_seeds_json_keeps_the_seeds_done_when_a_later_seed_fails(
     assert "summary" not in found
     assert [run["seed"] for run in found["runs"]] == [3]
     assert found["runs"][0]["federated"]["test"]["ndcg@10"] >= 0.0
+
+
+def test_combine_summarises_the_runs_of_several_seeds_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sys
+
+    from bench import cross_device
+
+    def run(seed: int, fed: float, central: float) -> dict[str, Any]:
+        return {
+            "seed": seed,
+            "federated": {"validation_ndcg@10": 0.1, "test": {"ndcg@10": fed}},
+            "centralized": {"validation_ndcg@10": 0.1, "test": {"ndcg@10": central}},
+        }
+
+    # a finished run (with its summary) and one stopped after its first seed
+    first = [run(2, 0.12, 0.12), run(3, 0.09, 0.10)]
+    (tmp_path / "a.json").write_text(json.dumps({"summary": {}, "runs": first}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": [run(0, 0.10, 0.125)]}))
+    out = tmp_path / "all.json"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "cross_device",
+            "--combine",
+            str(tmp_path / "a.json"),
+            str(tmp_path / "b.json"),
+            "--json",
+            str(out),
+        ],
+    )
+    cross_device.main()
+    found = json.loads(out.read_text())
+    assert [r["seed"] for r in found["runs"]] == [0, 2, 3] == found["summary"]["seeds"]
+    test = found["summary"]["test"]
+    # per-seed ratios 0.8, 1.0, 0.9: mean 0.9, sd 0.1, t(0.975, 2) = 4.303
+    assert test["ratio"]["mean"] == pytest.approx(0.9)
+    assert test["ratio"]["se"] == pytest.approx(0.1 / 3**0.5, abs=1e-5)
+    assert test["ratio"]["t95"] == pytest.approx([0.9 - 0.2484, 0.9 + 0.2484], abs=1e-4)
+    assert test["ratio_of_means"] == pytest.approx((0.31 / 3) / (0.345 / 3), abs=1e-4)
+    assert test["seeds_at_or_above_bar"] == 1
+    assert "paired" not in found["summary"]
+    assert "1 of 3 seeds >= 0.95 x" in capsys.readouterr().out
+    # a seed in two files is refused, as is a file that is not a --seeds run
+    (tmp_path / "c.json").write_text(json.dumps({"runs": [run(3, 0.1, 0.1)]}))
+    with pytest.raises(ValueError, match="seed 3"):
+        cross_device.combine_runs([tmp_path / "a.json", tmp_path / "c.json"])
+    (tmp_path / "d.json").write_text(json.dumps({"federated": {}}))
+    with pytest.raises(ValueError, match="not the JSON"):
+        cross_device.combine_runs([tmp_path / "d.json"])
