@@ -106,11 +106,20 @@ def fold_in(
     train + validation for the part a participant owns.
 
     Implicit ALS and EASE fit users exactly (a closed-form solve; the rows ``x_u``); BPR
-    trains its user factors for one local round (``config.epochs``) with the items
-    frozen. The item tensors are not modified.
+    trains its user factors with the items frozen for as many epochs as a training round
+    gives them (``config.epochs`` plus the ``user_epochs`` refresh): a device whose user
+    was refreshed every round is not folded in with a third of that work (chosen on the
+    validation split one step back, bench/RESULTS.md "peruser-more"). The item tensors
+    are not modified.
     """
     if isinstance(trainer, BPRTrainer):
         if len(history):  # a participant without interactions has nothing to fit
-            trainer.train_round(item_tensors, history, update_items=False)
+            config = trainer.config
+            trainer.train_round(
+                item_tensors,
+                history,
+                update_items=False,
+                epochs=config.epochs + config.user_epochs,
+            )
     else:
         trainer.fit_users(item_tensors, history)

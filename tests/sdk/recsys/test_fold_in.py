@@ -49,6 +49,21 @@ def test_bpr_trains_one_user_only_round_with_the_items_frozen() -> None:
     np.testing.assert_array_equal(trainer.user_factors, twin.user_factors)
 
 
+def test_bpr_folds_in_with_a_training_rounds_user_work_refresh_included() -> None:
+    # a device refreshed its user for user_epochs before each round's epochs: the fold-in
+    # gives the user as many epochs (items frozen), not only config.epochs
+    config = BPRConfig(dim=8, epochs=2, user_epochs=3, seed=3)
+    trainer = make_trainer(config, num_users=DATA.num_users, num_items=DATA.num_items)
+    tensors = _tensors(8)
+    fold_in(trainer, tensors, HISTORY)
+    twin = make_trainer(config, num_users=DATA.num_users, num_items=DATA.num_items)
+    twin.train_round(tensors, HISTORY, update_items=False, epochs=5)
+    np.testing.assert_array_equal(trainer.user_factors, twin.user_factors)
+    short = make_trainer(config, num_users=DATA.num_users, num_items=DATA.num_items)
+    short.train_round(tensors, HISTORY, update_items=False)  # config.epochs only
+    assert not np.allclose(trainer.user_factors, short.user_factors)
+
+
 def test_bpr_without_local_interactions_has_nothing_to_fit() -> None:
     trainer = make_trainer(BPRConfig(dim=4), num_users=3, num_items=DATA.num_items)
     factors = trainer.user_factors.copy()
