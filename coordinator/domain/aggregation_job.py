@@ -1216,7 +1216,7 @@ def _moved(state: str, change: RoundChange) -> Moved | None:
         id=opened.id,
         federation_id=opened.federation_id,
         number=opened.number,
-        state="open",
+        state=lifecycle.RoundState.OPEN.value,
         base_version=opened.base_version,
         result_version=None,
         update_count=0,
