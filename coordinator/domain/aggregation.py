@@ -161,7 +161,14 @@ class WeightedMean:
         # the tighter of the two bounds (DP's and the strategy's), applied once, from
         # one computation of the norm
         factor = 1.0
-        if self._dp is not None or self._clip_norm is not None:
+        bounds = [
+            c for c in (self._dp.clip_norm if self._dp else None, self._clip_norm) if c is not None
+        ]
+        if bounds and update.norm_surely_within(min(bounds)):
+            # within every bound: factor 1 and unclipped, as the exact norm would say,
+            # without its float64 pass (most updates, under the default clip)
+            self.unclipped += self._dp is not None
+        elif self._dp is not None or self._clip_norm is not None:
             norm = update.norm()
             if self._dp is not None:
                 factor = clip_scale(norm, self._dp.clip_norm)
