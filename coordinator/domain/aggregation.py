@@ -246,13 +246,16 @@ class FedAvgStep:
         state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
         touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - untouched rows: delta 0
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
-        # base + server_lr * delta in float64 with one model-sized array, not three (the
-        # base's float64 copy, the scaled delta, the sum): the same values, bit for bit
-        if self.server_lr == 1.0:
-            return np.add(base, delta, dtype=np.float64), {}
-        new = np.multiply(delta, self.server_lr)
-        np.add(base, new, out=new, dtype=np.float64)
-        return new, {}
+        # base + server_lr * delta in float64, written over ``delta`` (an aggregator's
+        # mean_deltas yields fresh arrays its caller owns): no model-sized array at all,
+        # where a new one per round was faulted in afresh by the served coordinator
+        # (~100-200 pages a round). The same values, bit for bit
+        if delta.dtype != np.float64 or not delta.flags.writeable:
+            delta = np.array(delta, dtype=np.float64)
+        if self.server_lr != 1.0:
+            np.multiply(delta, self.server_lr, out=delta)
+        np.add(base, delta, out=delta, dtype=np.float64)
+        return delta, {}
 
 
 class FedAvgAccumulator:

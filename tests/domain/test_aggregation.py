@@ -445,3 +445,30 @@ def test_clipping_without_the_exact_norm_gives_the_same_bytes(
     assert fold() == shortcut
     if dp:
         assert shortcut[1] == sum(norm <= clip for norm in norms)
+
+
+@pytest.mark.parametrize("server_lr", [1.0, 0.7, 3.3])
+def test_fedavg_step_writes_over_the_delta_with_the_plain_formula_bits(server_lr: float) -> None:
+    """The step reuses the delta its aggregator handed over (no model-sized array of its
+    own) and gives the bytes of ``base + server_lr * delta`` in float64; a read-only
+    delta is copied, never written."""
+    from coordinator.domain.aggregation import FedAvgStep
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((40, 8)).astype(np.float32)
+    delta = rng.standard_normal((40, 8)) * 1e-3
+    expected = base.astype(np.float64) + server_lr * delta if server_lr != 1.0 else None
+    plain = np.add(base, delta if server_lr == 1.0 else np.multiply(delta, server_lr))
+    if expected is not None:
+        assert plain.tobytes() == expected.tobytes()
+    given = delta.copy()
+    new, state = FedAvgStep(server_lr).step("item_factors", base, given, {})
+    assert new is given
+    assert state == {}
+    assert new.dtype == np.float64
+    assert new.tobytes() == plain.tobytes()
+    frozen = delta.copy()
+    frozen.flags.writeable = False
+    again, _ = FedAvgStep(server_lr).step("item_factors", base, frozen, {})
+    assert again.tobytes() == plain.tobytes()
+    assert frozen.tobytes() == delta.tobytes()
