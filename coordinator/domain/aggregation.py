@@ -247,9 +247,8 @@ class FedAvgStep:
         touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - untouched rows: delta 0
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
         # base + server_lr * delta in float64, written over ``delta`` (an aggregator's
-        # mean_deltas yields fresh arrays its caller owns): no model-sized array at all,
-        # where a new one per round was faulted in afresh by the served coordinator
-        # (~100-200 pages a round). The same values, bit for bit
+        # mean_deltas yields fresh arrays its caller owns): no model-sized array of its
+        # own per tensor and round. The same values, bit for bit
         if delta.dtype != np.float64 or not delta.flags.writeable:
             delta = np.array(delta, dtype=np.float64)
         if self.server_lr != 1.0:
