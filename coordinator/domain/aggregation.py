@@ -161,7 +161,14 @@ class WeightedMean:
         # the tighter of the two bounds (DP's and the strategy's), applied once, from
         # one computation of the norm
         factor = 1.0
-        if self._dp is not None or self._clip_norm is not None:
+        bounds = [
+            c for c in (self._dp.clip_norm if self._dp else None, self._clip_norm) if c is not None
+        ]
+        if bounds and update.norm_surely_within(min(bounds)):
+            # within every bound: factor 1 and unclipped, as the exact norm would say,
+            # without its float64 pass (most updates, under the default clip)
+            self.unclipped += self._dp is not None
+        elif self._dp is not None or self._clip_norm is not None:
             norm = update.norm()
             if self._dp is not None:
                 factor = clip_scale(norm, self._dp.clip_norm)
@@ -239,13 +246,15 @@ class FedAvgStep:
         state: Mapping[str, npt.NDArray[np.generic]],  # noqa: ARG002
         touched: npt.NDArray[np.bool_] | None = None,  # noqa: ARG002 - untouched rows: delta 0
     ) -> tuple[npt.NDArray[np.float64], dict[str, npt.NDArray[np.float32]]]:
-        # base + server_lr * delta in float64 with one model-sized array, not three (the
-        # base's float64 copy, the scaled delta, the sum): the same values, bit for bit
-        if self.server_lr == 1.0:
-            return np.add(base, delta, dtype=np.float64), {}
-        new = np.multiply(delta, self.server_lr)
-        np.add(base, new, out=new, dtype=np.float64)
-        return new, {}
+        # base + server_lr * delta in float64, written over ``delta`` (an aggregator's
+        # mean_deltas yields fresh arrays its caller owns): no model-sized array of its
+        # own per tensor and round. The same values, bit for bit
+        if delta.dtype != np.float64 or not delta.flags.writeable:
+            delta = np.array(delta, dtype=np.float64)
+        if self.server_lr != 1.0:
+            np.multiply(delta, self.server_lr, out=delta)
+        np.add(base, delta, out=delta, dtype=np.float64)
+        return delta, {}
 
 
 class FedAvgAccumulator:

@@ -53,7 +53,10 @@ class Aggregator(Protocol):
 
     def add(self, update: Update) -> None: ...
 
-    def mean_deltas(self) -> Iterator[tuple[str, npt.NDArray[np.float64]]]: ...
+    def mean_deltas(self) -> Iterator[tuple[str, npt.NDArray[np.float64]]]:
+        """Each tensor's aggregated delta, as fresh arrays the caller owns (a server
+        optimizer may write over them); computed again on every call."""
+        ...
 
     def touched(self, name: str) -> npt.NDArray[np.bool_]:
         """Per row of tensor ``name``: did this round move it (every row under DP)?"""
@@ -74,7 +77,8 @@ class ServerOptimizer(Protocol):
         """Return the tensor's new weights (float64: the strategy scales the step, then
         rounds to float32) and its state entries for the next round (``state`` holds
         the entries this optimizer returned for the base version). Rows not ``touched``
-        (None: all are) must keep their weights and state."""
+        (None: all are) must keep their weights and state. ``delta`` is the caller's to
+        give away: the step may write its result over it."""
         ...
 
 

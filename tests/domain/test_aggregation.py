@@ -406,3 +406,69 @@ def test_accumulate_writes_through_a_non_contiguous_total() -> None:
     total = np.zeros((40, 6))[:, ::2]  # a strided view: no flat view exists
     accumulate(total, np.ones((40, 3), dtype=np.float32), 2.0)
     assert np.array_equal(total, np.full((40, 3), 2.0))
+
+
+@pytest.mark.parametrize("clip", [0.05, 2.0, 3.0, 5.0, 6.0, 11.0, 20.0, 10_000.0])
+@pytest.mark.parametrize("dp", [False, True])
+def test_clipping_without_the_exact_norm_gives_the_same_bytes(
+    clip: float, dp: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Updates proved within the clip by their peak skip the float64 norm: the sums, the
+    result's bytes and DP's unclipped count are those of the exact norm everywhere (clips
+    below, between and above the updates' norms, 2.5-5.4 here, and their ceilings
+    ``sqrt(n) * peak``, 5.5-14.1)."""
+    from coordinator.domain.aggregation import WeightedMean
+    from coordinator.domain.privacy import DPAggregation
+
+    updates = [_dense(seed, n) for seed, n in ((1, 3), (2, 7), (3, 1), (4, 2))]
+    norms = sorted(update.norm() for update in updates)
+    assert norms[0] < 3.0 < norms[-1]  # the clips fall on either side
+
+    def fold() -> tuple[bytes, int]:
+        dp_aggregation = (
+            DPAggregation(clip_norm=clip, noise_multiplier=0.0, seed=b"\0" * 32) if dp else None
+        )
+        mean = WeightedMean(
+            SPEC,
+            row_normalization="total" if dp else "touched",
+            weighting="uniform" if dp else "examples",
+            dp=dp_aggregation,
+            clip_norm=None if dp else clip,
+        )
+        for update in updates:
+            mean.add(update)
+        deltas = b"".join(delta.tobytes() for _, delta in mean.mean_deltas())
+        return deltas, mean.unclipped
+
+    shortcut = fold()
+    monkeypatch.setattr(Update, "norm_surely_within", lambda *_: False)
+    assert fold() == shortcut
+    if dp:
+        assert shortcut[1] == sum(norm <= clip for norm in norms)
+
+
+@pytest.mark.parametrize("server_lr", [1.0, 0.7, 3.3])
+def test_fedavg_step_writes_over_the_delta_with_the_plain_formula_bits(server_lr: float) -> None:
+    """The step reuses the delta its aggregator handed over (no model-sized array of its
+    own) and gives the bytes of ``base + server_lr * delta`` in float64; a read-only
+    delta is copied, never written."""
+    from coordinator.domain.aggregation import FedAvgStep
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((40, 8)).astype(np.float32)
+    delta = rng.standard_normal((40, 8)) * 1e-3
+    expected = base.astype(np.float64) + server_lr * delta if server_lr != 1.0 else None
+    plain = np.add(base, delta if server_lr == 1.0 else np.multiply(delta, server_lr))
+    if expected is not None:
+        assert plain.tobytes() == expected.tobytes()
+    given = delta.copy()
+    new, state = FedAvgStep(server_lr).step("item_factors", base, given, {})
+    assert new is given
+    assert state == {}
+    assert new.dtype == np.float64
+    assert new.tobytes() == plain.tobytes()
+    frozen = delta.copy()
+    frozen.flags.writeable = False
+    again, _ = FedAvgStep(server_lr).step("item_factors", base, frozen, {})
+    assert again.tobytes() == plain.tobytes()
+    assert frozen.tobytes() == delta.tobytes()

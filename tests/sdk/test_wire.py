@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import load, save
 
 from participant_sdk.wire import (
+    Update,
     WireError,
     decode_update,
     decode_weights,
@@ -137,3 +138,90 @@ def test_a_header_that_is_not_utf8_is_refused() -> None:
         read_metadata(broken)
     with pytest.raises(WireError):
         decode_update(broken, mf_spec(num_items=5, dim=3))
+
+
+def _update_of(tensors: dict[str, np.ndarray]) -> Update:
+    return Update(round=1, base_version=0, num_examples=1, tensors=tensors)
+
+
+def test_norm_surely_within_only_says_what_the_norm_says() -> None:
+    """The cheap ``sqrt(n) * peak`` test answers True only where ``norm() <= bound``
+    holds bit for bit, also at bounds one ulp around the norm and around its ceiling."""
+    rng = np.random.default_rng(7)
+    cases: list[dict[str, np.ndarray]] = [
+        {"item_factors": np.full((64, 8), 0.1, np.float32)},  # the ceiling is the norm
+        {"item_factors": np.full((3, 1), -3.0e38, np.float32)},  # float32's range
+        {"item_factors": np.zeros((4, 2), np.float32), "item_bias": np.zeros(0, np.float32)},
+    ]
+    for _ in range(150):
+        rows = int(rng.integers(1, 400))
+        scale = 10.0 ** rng.uniform(-30, 30)
+        cases.append(
+            {
+                "item_factors": (rng.standard_normal((rows, 8)) * scale).astype(np.float32),
+                "item_bias": (rng.standard_normal(rows) * scale).astype(np.float32),
+            }
+        )
+    shortcuts = 0
+    for tensors in cases:
+        update = _update_of(tensors)
+        norm = update.norm()
+        peak = max(float(np.abs(t).max()) for t in tensors.values() if t.size)
+        ceiling = float(np.sqrt(sum(t.size for t in tensors.values()))) * peak
+        for bound in (
+            norm,
+            np.nextafter(norm, 0.0),
+            np.nextafter(norm, np.inf),
+            ceiling,
+            np.nextafter(ceiling, 0.0),
+            ceiling * (1 + 2**-31),
+            ceiling * (1 + 2**-29),
+            ceiling * 2,
+        ):
+            if update.norm_surely_within(float(bound)):
+                shortcuts += 1
+                assert norm <= bound
+        assert update.norm_surely_within(ceiling * 2)  # far enough: proved without the norm
+        assert not update.norm_surely_within(float(np.nextafter(norm, 0.0))) or norm == 0
+    assert shortcuts >= 2 * len(cases)
+
+
+def test_norm_surely_within_is_false_for_values_it_cannot_bound() -> None:
+    for bad in (np.nan, np.inf, -np.inf):
+        factors = np.zeros((3, 2), np.float32)
+        factors[1, 1] = bad
+        assert not _update_of({"item_factors": factors}).norm_surely_within(1e300)
+    # float64 squares are not exact: left to the norm
+    wide = _update_of({"item_factors": np.full((2, 2), 1e-3, np.float64)})
+    assert not wide.norm_surely_within(1e6)
+    assert wide.norm() <= 1e6
+
+
+def test_max_norm_refuses_what_it_refused_on_either_side_of_the_shortcut() -> None:
+    spec = mf_spec(num_items=5, dim=3)
+    factors = np.full((5, 3), 1.0, np.float32)
+    factors[0, 0] = 2.0  # norm sqrt(18) = 4.243, ceiling sqrt(20) * 2 = 8.944
+    data = encode_update(
+        {"item_factors": factors, "item_bias": np.zeros(5, np.float32)},
+        round=1,
+        base_version=0,
+        num_examples=1,
+    )
+    assert decode_update(data, spec, max_norm=9.0).num_examples == 1  # the shortcut
+    assert decode_update(data, spec, max_norm=4.25).num_examples == 1  # the exact norm
+    with pytest.raises(WireError, match="exceeds the bound") as err:
+        decode_update(data, spec, max_norm=4.24)
+    assert err.value.field == "norm"
+    nan = factors.copy()
+    nan[2, 2] = np.nan
+    with pytest.raises(WireError, match="not finite"):
+        decode_update(
+            encode_update(
+                {"item_factors": nan, "item_bias": np.zeros(5, np.float32)},
+                round=1,
+                base_version=0,
+                num_examples=1,
+            ),
+            spec,
+            max_norm=1e30,
+        )
