@@ -14,9 +14,11 @@ connection and transaction, the same cursor events and the same wrapped errors, 
 columns' result processors, as ``execute`` would return them.
 
 Only statements whose compiled form needs nothing computed per execution qualify: no
-column default evaluated in Python (every column of an INSERT is given), no expanding
-``IN`` and no literal rendered at execution. :class:`Prebuilt` refuses the others when it
-compiles them. The repositories still own every statement; this module only runs them.
+column default evaluated in Python (every column of an INSERT is given), no bound callable,
+no expanding ``IN`` and no literal rendered at execution. :class:`Prebuilt` refuses the
+others when it compiles them. The repositories still own every statement; this module only
+runs them. Dialects that agree in name, driver and server version share one compiled form
+(the coordinator sets no per-engine type options such as a JSON serializer).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class _Compiled:
 
         def slot(name: str) -> tuple[str, str, Any, _Processor]:
             bind = binds[name]
+            if bind.callable is not None:
+                raise ValueError("a prebuilt statement cannot evaluate a bound callable per call")
             # a value given in the statement (a literal compared to): used unless passed
             constant = _MISSING if bind.required else bind.effective_value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -74,7 +78,7 @@ class _Compiled:
 
             def process_row(row: Iterable[Any]) -> tuple[Any, ...]:
                 return tuple(
-                    value if p is None or value is None else p(value)
+                    value if p is None else p(value)
                     for p, value in zip(processors, row, strict=True)
                 )
 
