@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.store.blobs import BlobEntry
 from coordinator.store.models import Blob, utc_now
+from coordinator.store.prebuilt import Prebuilt
 
 __all__ = ["forget", "lock_if_stale", "refresh", "register", "scan_index"]
 
@@ -29,36 +30,39 @@ SCAN_BATCH = 1000
 
 def refresh(session: Session, digest: str) -> bool:
     """Mark a known blob stored now; whether it was known."""
-    result = session.connection().execute(_REFRESH, {"b_digest": digest, "b_stored_at": utc_now()})
-    return bool(result.rowcount)
+    changed = _REFRESH.rowcount(
+        session.connection(), {"b_digest": digest, "b_stored_at": utc_now()}
+    )
+    return bool(changed)
 
 
 def register(session: Session, digest: str, size: int, data: bytes | None = None) -> bool:
     """Add the row of a new blob (with its bytes ``data``, when they live in the row);
     False if a concurrent store committed it first (nothing written)."""
-    dialect = session.get_bind().dialect.name
-    stmt = _REGISTER.get(dialect)
-    if stmt is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing
-        stmt = _REGISTER[dialect] = (
-            insert(_BLOBS).on_conflict_do_nothing().returning(_BLOBS.c.digest)
-        )
-    result = session.connection().execute(
-        stmt, {"digest": digest, "size": size, "stored_at": utc_now(), "data": data}
+    row = _REGISTER.first(
+        session.connection(),
+        {"digest": digest, "size": size, "stored_at": utc_now(), "data": data},
     )
-    return result.first() is not None
+    return row is not None
 
 
 # built once: the store of every small upload runs them (a statement's construction was a
 # good part of its cost)
 _BLOBS = cast(Table, Blob.__table__)
-_REFRESH = (
+_REFRESH = Prebuilt(
     update(_BLOBS)
     .where(_BLOBS.c.digest == bindparam("b_digest"))
     .values(stored_at=bindparam("b_stored_at"))
 )
-_REGISTER: dict[str, Any] = {}  # by dialect name, built on first use
+
+
+def _register(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing
+    return insert(_BLOBS).on_conflict_do_nothing().returning(_BLOBS.c.digest)
+
+
+_REGISTER = Prebuilt(_register)
 
 
 def lock_if_stale(session: Session, digest: str, older_than: float) -> bool:

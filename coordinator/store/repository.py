@@ -53,6 +53,7 @@ from coordinator.store.models import (
     Update,
     new_id,
 )
+from coordinator.store.prebuilt import Prebuilt
 
 __all__ = [
     "AdminTokenRepository",
@@ -197,7 +198,10 @@ def _table(model: type[Any]) -> Table:
 
 def _upsert(session: Session, table: Table) -> Any:
     """The dialect's ``INSERT`` that takes ``ON CONFLICT`` (SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
+    return _upsert_of(session.get_bind().dialect.name, table)
+
+
+def _upsert_of(dialect: str, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
@@ -288,17 +292,18 @@ class AuditRepository(_Repository):
         """(seq, hash) of the head, its row locked until the transaction ends (Core: no
         ORM object to flush)."""
         connection = self.session.connection()
-        row = connection.execute(_AUDIT_HEAD_FOR_UPDATE).first()
+        row = _AUDIT_HEAD_FOR_UPDATE.first(connection, {})
         if row is None:  # only a database created without the migrations
             connection.execute(insert(_table(AuditHead)).values(id=1, seq=0, hash="00" * 32))
             return 0, "00" * 32
-        return int(row.seq), str(row.hash)
+        return int(row[0]), str(row[1])
 
     def append(self, event: AuditEvent) -> None:
         """Insert ``event`` (after :meth:`head_for_append`); the insert moves the head
         (the trigger ``audit_events_move_head``)."""
-        self.session.connection().execute(
-            _AUDIT_INSERT, {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS}
+        _AUDIT_INSERT.execute(
+            self.session.connection(),
+            {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS},
         )
 
     def append_after(self, event: AuditEvent) -> bool:
@@ -306,13 +311,9 @@ class AuditRepository(_Repository):
         ``prev_hash``), in one statement that also moves the head (its row locked first
         on PostgreSQL, as :meth:`head_for_append` locks it); False (nothing written) if
         the head is another: read it with :meth:`head_for_append`."""
-        row = (
-            self.session.connection()
-            .execute(
-                _AUDIT_APPEND_AFTER,
-                {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS},
-            )
-            .first()
+        row = _AUDIT_APPEND_AFTER.first(
+            self.session.connection(),
+            {column.name: getattr(event, column.name) for column in _AUDIT_COLUMNS},
         )
         return row is not None
 
@@ -501,10 +502,8 @@ class RoundRepository(_Repository):
         caller's transaction holds the round's row lock from then on), and return its
         :meth:`completeness` as counted, in one statement (UPDATE … RETURNING); None if
         the round was not in that state (nothing counted)."""
-        row = (
-            self.session.connection()
-            .execute(_COUNT_UPDATE_JUDGED, {"b_round_id": round_id, "b_state": if_state})
-            .first()
+        row = _COUNT_UPDATE_JUDGED.first(
+            self.session.connection(), {"b_round_id": round_id, "b_state": if_state}
         )
         return None if row is None else RoundCompleteness(*row)
 
@@ -516,18 +515,14 @@ class RoundRepository(_Repository):
         ``repeats``, read under the round's row lock): an upload that skipped the read
         phase learns here that it may repeat one, and rolls its count back. ``(None,
         False)`` if the round was not in state ``if_state``."""
-        row = (
-            self.session.connection()
-            .execute(
-                _COUNT_UPDATE_UNLESS_REPEAT,
-                {
-                    "b_round_id": round_id,
-                    "b_state": if_state,
-                    "b_participant_id": participant_id,
-                    "b_key": key,
-                },
-            )
-            .first()
+        row = _COUNT_UPDATE_UNLESS_REPEAT.first(
+            self.session.connection(),
+            {
+                "b_round_id": round_id,
+                "b_state": if_state,
+                "b_participant_id": participant_id,
+                "b_key": key,
+            },
         )
         if row is None:
             return None, False
@@ -594,11 +589,11 @@ class RoundRepository(_Repository):
 
         A Core statement on the caller's connection: no autoflush, and the session's
         loaded ``Round`` is not updated (the callers read the round no further)."""
-        result = self.session.connection().execute(
-            _CLAIM,
+        changed = _CLAIM.rowcount(
+            self.session.connection(),
             {"b_round_id": round_id, "b_now": now, "b_owner": owner, "b_until": lease_until},
         )
-        return _changed_one_row(result)
+        return changed == 1
 
     def renew_lease(self, round_id: str, *, owner: str, lease_until: datetime) -> bool:
         """Compare-and-set: extend ``owner``'s lease of an ``aggregating`` round; false if
@@ -616,8 +611,8 @@ class RoundRepository(_Repository):
     ) -> bool:
         """Compare-and-set ``aggregating -> closed``; false if the lease was lost. A Core
         statement, as :meth:`claim_for_aggregation`."""
-        result = self.session.connection().execute(
-            _CLOSE,
+        changed = _CLOSE.rowcount(
+            self.session.connection(),
             {
                 "b_round_id": round_id,
                 "b_owner": owner,
@@ -625,7 +620,7 @@ class RoundRepository(_Repository):
                 "b_closed_at": closed_at,
             },
         )
-        return _changed_one_row(result)
+        return changed == 1
 
     def claim_and_close(
         self, round_id: str, *, owner: str, now: datetime, result_version: int, closed_at: datetime
@@ -634,8 +629,8 @@ class RoundRepository(_Repository):
         (a round claimed, folded and recorded inside one transaction): ``open`` (or an
         expired lease at ``now``) ``-> closed``, ``owner`` recorded as the lease's last
         holder, as the two statements leave it; false if it is not claimable."""
-        result = self.session.connection().execute(
-            _CLAIM_AND_CLOSE,
+        changed = _CLAIM_AND_CLOSE.rowcount(
+            self.session.connection(),
             {
                 "b_round_id": round_id,
                 "b_now": now,
@@ -644,7 +639,7 @@ class RoundRepository(_Repository):
                 "b_closed_at": closed_at,
             },
         )
-        return _changed_one_row(result)
+        return changed == 1
 
     def claim_and_fail(
         self, round_id: str, *, owner: str, now: datetime, reason: str, closed_at: datetime
@@ -816,7 +811,7 @@ class UpdateRepository(_Repository):
                 _DIGESTS_AND_ACTIVE,
                 {"round_id": round_id, "federation_id": federation_id},
             )
-        rows = self.session.execute(stmt, params).all()
+        rows = stmt.all(self.session.connection(), params)
         return [row[0] for row in rows], (int(rows[0][1]) if rows else None)
 
     def count_from_active(self, round_id: str) -> int:
@@ -839,8 +834,9 @@ class UpdateRepository(_Repository):
         """Insert ``row`` with one Core statement (its ``id`` and ``received_at`` set):
         the row stays a plain object, outside the session. Raises ``IntegrityError`` if
         the participant already has an update in the round."""
-        self.session.connection().execute(
-            _UPDATE_INSERT, {column.name: getattr(row, column.name) for column in _UPDATE_COLUMNS}
+        _UPDATE_INSERT.execute(
+            self.session.connection(),
+            {column.name: getattr(row, column.name) for column in _UPDATE_COLUMNS},
         )
 
     def by_idempotency_key(self, participant_id: str, key: str) -> Update | None:
@@ -861,8 +857,9 @@ class ModelVersionRepository(_Repository):
         if row.id is None:
             row.id = new_id()
         columns = _table(ModelVersion).c
-        self.session.connection().execute(
-            _MODEL_VERSION_INSERT, {column.name: getattr(row, column.name) for column in columns}
+        _MODEL_VERSION_INSERT.execute(
+            self.session.connection(),
+            {column.name: getattr(row, column.name) for column in columns},
         )
 
     def get(self, federation_id: str, version: int) -> ModelVersion | None:
@@ -903,21 +900,9 @@ class EvaluationRepository(_Repository):
     def put(self, row: Evaluation) -> None:
         """Insert ``row`` or replace the figures of the one with its key (federation,
         version, split, participant): one statement, no ORM object."""
-        table = _table(Evaluation)
-        dialect = self.session.get_bind().dialect.name
-        stmt = _EVALUATION_PUT.get(dialect)
-        if stmt is None:
-            upsert = _upsert(self.session, table)
-            stmt = _EVALUATION_PUT[dialect] = upsert.on_conflict_do_update(
-                index_elements=["federation_id", "version", "split", "participant_id"],
-                set_={
-                    "metrics": upsert.excluded.metrics,
-                    "num_users": upsert.excluded.num_users,
-                    "created_at": upsert.excluded.created_at,
-                },
-            )
-        self.session.connection().execute(
-            stmt, {column.name: getattr(row, column.name) for column in table.c}
+        _EVALUATION_PUT.execute(
+            self.session.connection(),
+            {column.name: getattr(row, column.name) for column in _table(Evaluation).c},
         )
 
     def get(
@@ -1202,31 +1187,33 @@ _COMPLETENESS_COLUMNS = (
     ),
     column("cohort_active", Integer),
 )
-_COUNT_UPDATE_JUDGED = text(_COUNT_UPDATE).columns(*_COMPLETENESS_COLUMNS)
+_COUNT_UPDATE_JUDGED = Prebuilt(text(_COUNT_UPDATE).columns(*_COMPLETENESS_COLUMNS))
 # ... plus upload_check's "repeats" (an update of the participant in the round, or one sent
 # with the same key), for an upload that skipped the read phase (domain/open_rounds.py): two
 # lookups of covering indexes, where one EXISTS with an OR read every update of the participant
-_COUNT_UPDATE_UNLESS_REPEAT = text(
-    _COUNT_UPDATE  # nosec B608 # constant SQL text; every value is a bound parameter
-    + ", EXISTS (SELECT 1 FROM updates AS u"
-    " WHERE u.round_id = rounds.id AND u.participant_id = :b_participant_id)"
-    " OR EXISTS (SELECT 1 FROM updates AS k"
-    " WHERE k.participant_id = :b_participant_id AND k.idempotency_key = :b_key)"
-    " AS repeats"
-).columns(*_COMPLETENESS_COLUMNS, column("repeats", Boolean))
+_COUNT_UPDATE_UNLESS_REPEAT = Prebuilt(
+    text(
+        _COUNT_UPDATE  # nosec B608 # constant SQL text; every value is a bound parameter
+        + ", EXISTS (SELECT 1 FROM updates AS u"
+        " WHERE u.round_id = rounds.id AND u.participant_id = :b_participant_id)"
+        " OR EXISTS (SELECT 1 FROM updates AS k"
+        " WHERE k.participant_id = :b_participant_id AND k.idempotency_key = :b_key)"
+        " AS repeats"
+    ).columns(*_COMPLETENESS_COLUMNS, column("repeats", Boolean))
+)
 _UPDATE_COLUMNS = tuple(_table(Update).c)
-_UPDATE_INSERT = insert(_table(Update))
-_AUDIT_HEAD_FOR_UPDATE = (
+_UPDATE_INSERT = Prebuilt(insert(_table(Update)))
+_AUDIT_HEAD_FOR_UPDATE = Prebuilt(
     select(_table(AuditHead).c.seq, _table(AuditHead).c.hash)
     .where(_table(AuditHead).c.id == 1)
     .with_for_update()
 )
-_AUDIT_INSERT = insert(_table(AuditEvent))
+_AUDIT_INSERT = Prebuilt(insert(_table(AuditEvent)))
 _AUDIT_COLUMNS = tuple(_table(AuditEvent).c)
 # INSERT … SELECT <the event> FROM audit_head WHERE the head is the event it chains to
 # [FOR UPDATE on PostgreSQL, where READ COMMITTED re-checks the condition on the head's
 # newest version once its lock is granted] RETURNING seq
-_AUDIT_APPEND_AFTER = (
+_AUDIT_APPEND_AFTER = Prebuilt(
     insert(_table(AuditEvent))
     .from_select(
         [column.name for column in _AUDIT_COLUMNS],
@@ -1239,11 +1226,25 @@ _AUDIT_APPEND_AFTER = (
         )
         .with_for_update(),
     )
-    .returning(_table(AuditEvent).c.seq)
+    .returning(_table(AuditEvent).c.seq),
+    column_keys=(),  # its columns are the SELECT's
 )
-_MODEL_VERSION_INSERT = insert(_table(ModelVersion))
-# by dialect name, built on first use
-_EVALUATION_PUT: dict[str, Any] = {}
+_MODEL_VERSION_INSERT = Prebuilt(insert(_table(ModelVersion)))
+
+
+def _evaluation_put(dialect: str) -> Any:
+    upsert = _upsert_of(dialect, _table(Evaluation))
+    return upsert.on_conflict_do_update(
+        index_elements=["federation_id", "version", "split", "participant_id"],
+        set_={
+            "metrics": upsert.excluded.metrics,
+            "num_users": upsert.excluded.num_users,
+            "created_at": upsert.excluded.created_at,
+        },
+    )
+
+
+_EVALUATION_PUT = Prebuilt(_evaluation_put)
 # built once: the aggregation job runs these every round (building a statement costs more
 # CPU than SQLite takes to run it)
 _FEDERATION = select(Federation).where(Federation.id == bindparam("federation_id"))
@@ -1257,21 +1258,25 @@ _MODEL_VERSION = select(ModelVersion).where(
     ModelVersion.version == bindparam("version"),
 )
 _MEMBER = _table(Participant).alias("member")  # the subqueries' own participants
-_DIGESTS_AND_ACTIVE = _DIGESTS_FROM_ACTIVE.add_columns(
-    select(func.count())
-    .select_from(_MEMBER)
-    .where(_MEMBER.c.federation_id == bindparam("federation_id"), _MEMBER.c.state == "active")
-    .scalar_subquery()
-)
-_DIGESTS_AND_MEMBERS = _DIGESTS_FROM_ACTIVE.add_columns(
-    select(func.count())
-    .select_from(_table(RoundCohortMember))
-    .join(_MEMBER, _MEMBER.c.id == _table(RoundCohortMember).c.participant_id)
-    .where(
-        _table(RoundCohortMember).c.round_id == bindparam("round_id"),
-        _MEMBER.c.state == "active",
+_DIGESTS_AND_ACTIVE = Prebuilt(
+    _DIGESTS_FROM_ACTIVE.add_columns(
+        select(func.count())
+        .select_from(_MEMBER)
+        .where(_MEMBER.c.federation_id == bindparam("federation_id"), _MEMBER.c.state == "active")
+        .scalar_subquery()
     )
-    .scalar_subquery()
+)
+_DIGESTS_AND_MEMBERS = Prebuilt(
+    _DIGESTS_FROM_ACTIVE.add_columns(
+        select(func.count())
+        .select_from(_table(RoundCohortMember))
+        .join(_MEMBER, _MEMBER.c.id == _table(RoundCohortMember).c.participant_id)
+        .where(
+            _table(RoundCohortMember).c.round_id == bindparam("round_id"),
+            _MEMBER.c.state == "active",
+        )
+        .scalar_subquery()
+    )
 )
 _COUNT_FROM_ACTIVE = (
     select(func.count())
@@ -1305,7 +1310,7 @@ _CLAIMABLE = (_table(Round).c.state == "open") | (
     (_table(Round).c.state == "aggregating")
     & (_table(Round).c.lease_expires_at < bindparam("b_now", type_=_AT))
 )
-_CLAIM = (
+_CLAIM = Prebuilt(
     update(_table(Round))
     .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
     .values(
@@ -1314,7 +1319,7 @@ _CLAIM = (
         lease_expires_at=bindparam("b_until", type_=_AT),
     )
 )
-_CLAIM_AND_CLOSE = (
+_CLAIM_AND_CLOSE = Prebuilt(
     update(_table(Round))
     .where(_table(Round).c.id == bindparam("b_round_id"), _CLAIMABLE)
     .values(
@@ -1325,7 +1330,7 @@ _CLAIM_AND_CLOSE = (
         lease_expires_at=None,
     )
 )
-_CLOSE = (
+_CLOSE = Prebuilt(
     update(_table(Round))
     .where(
         _table(Round).c.id == bindparam("b_round_id"),

@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, insert, inspect, update
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import Federation, Round
+from coordinator.store.prebuilt import Prebuilt
 
 __all__ = ["COUNTERS", "NewRound", "RoundChange", "write_round_change"]
 
@@ -57,8 +58,8 @@ def write_round_change(session: Session, federation: Federation, change: RoundCh
     its columns changed too (which the flush then writes, with the counters again)."""
     assert change.federation_id == federation.id
     connection = session.connection()
-    connection.execute(
-        _UPDATE_COUNTERS,
+    _UPDATE_COUNTERS.execute(
+        connection,
         {
             "b_federation_id": change.federation_id,
             "completed_rounds": change.completed_rounds,
@@ -68,8 +69,8 @@ def write_round_change(session: Session, federation: Federation, change: RoundCh
     )
     if change.opened is not None:
         opened = change.opened
-        connection.execute(
-            _INSERT_ROUND,
+        _INSERT_ROUND.execute(
+            connection,
             {
                 "id": opened.id,
                 "federation_id": opened.federation_id,
@@ -89,7 +90,7 @@ def write_round_change(session: Session, federation: Federation, change: RoundCh
 
 
 _FEDERATIONS = cast(Table, Federation.__table__)
-_UPDATE_COUNTERS = (
+_UPDATE_COUNTERS = Prebuilt(
     update(_FEDERATIONS)
     .where(_FEDERATIONS.c.id == bindparam("b_federation_id"))
     .values(
@@ -98,4 +99,11 @@ _UPDATE_COUNTERS = (
         current_round=bindparam("current_round"),
     )
 )
-_INSERT_ROUND = insert(cast(Table, Round.__table__))
+_NEW_ROUND_COLUMNS = (
+    *(field for field in NewRound.__dataclass_fields__),
+    "state",
+    "update_count",
+    "sampled",
+)
+# the other columns take their defaults, as in the flush: the server's, none in Python
+_INSERT_ROUND = Prebuilt(insert(cast(Table, Round.__table__)), column_keys=_NEW_ROUND_COLUMNS)
