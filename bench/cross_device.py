@@ -4,19 +4,22 @@
 does what ``fedrec simulate --dataset ml-100k --partition per-user --seed 0`` does with
 its defaults (``--shape NAME``: on one of :data:`bench.generalisation.SHAPES`, as
 ``fedrec simulate --dataset csv --data NAME.csv`` with its columns would; ``--max-users N``
-keeps N of its users), on the same arithmetic but without the coordinator's HTTP, database and
-per-round waits (:class:`fedrec.short_federation.ShortFederation`: the participants'
-trainers, the wire codec, the coordinator's strategy): the recipe search on validation
+keeps N of its users; ``--data-seed N`` draws another sample of the same kind of data, 0
+being the data of every run before it), on the same arithmetic but without the
+coordinator's HTTP, database and per-round waits
+(:class:`fedrec.short_federation.ShortFederation`: the participants' trainers, the wire
+codec, the coordinator's strategy): the recipe search on validation
 (:func:`fedrec.selection.select_recipe`), the chosen federation trained until its
 validation NDCG@10 stops improving (patience, cap), its best validated version deployed,
 each participant's users fitted to train + validation against it
 (:func:`participant_sdk.recsys.trainers.fold_in`), and the centralized baseline of
 :mod:`fedrec.simulation` beside it. The test split is read once, at the end.
 
-Over HTTP a cross-device round costs ~36 s for 943 participants on an idle 2-core
-machine (bench/RESULTS.md, "Cross-device round time"), several minutes on a loaded one:
-this script measures the quality of the default path where the full command cannot run
-in the time at hand. It prints wall and CPU seconds per phase.
+Over HTTP a cross-device round costs ~5 s for 943 participants on an idle 2-core
+machine (bench/RESULTS.md, "crossdev-core" and the quiet-machine per-user rounds of
+``bench.per_user_round``), far more on a loaded one, and a search and federation take
+dozens of rounds: this script measures the quality of the default path where the full
+command cannot run in the time at hand. It prints wall and CPU seconds per phase.
 """
 
 from __future__ import annotations
@@ -173,7 +176,8 @@ def _override(item: str) -> tuple[str, Any]:
 def load_data(args: argparse.Namespace, workdir: Path) -> tuple[Interactions, SimulationOptions]:
     """The data set (``--shape``, else ML-100K from ``--data``) and the default options
     `fedrec simulate` would start from for it (the CSV of a shape is written to
-    ``workdir`` and read back with the same columns as the simulate command)."""
+    ``workdir`` and read back with the same columns as the simulate command;
+    ``args.data_seed``, 0 if absent, is the draw of :func:`bench.generalisation.load_shape`)."""
     options = SimulationOptions(
         dataset="ml-100k", partition=args.partition, participants=args.participants, seed=args.seed
     )
@@ -181,7 +185,9 @@ def load_data(args: argparse.Namespace, workdir: Path) -> tuple[Interactions, Si
         data, _ = load_movielens_100k(args.data / "u.data")
         return data, options
     shape = SHAPES[args.shape]
-    found = load_shape(shape, workdir, max_users=args.max_users)
+    # bench.split_gap's arguments have no --data-seed: its data is draw 0
+    data_seed = getattr(args, "data_seed", 0)
+    found = load_shape(shape, workdir, max_users=args.max_users, data_seed=data_seed)
     if found is None:
         raise SystemExit(f"--shape {args.shape}: its data is not available here")
     data, csv_path = found
@@ -292,8 +298,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def combine_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """The runs of several ``--seeds`` JSON files (``{"runs": [...]}``, with or without
     their ``summary``; a finished or a stopped run), in seed order. Refuses a seed found
-    twice: two files of the same seed are the same run or different code."""
+    twice: two files of the same seed are the same run or different code; and runs of
+    different ``--data-seed`` draws (a run without one is of data seed 0): the summary is
+    over training seeds on one draw of the data."""
     runs: dict[int, dict[str, Any]] = {}
+    draws: set[int] = set()
     for path in paths:
         found = json.loads(path.read_text())
         if not isinstance(found, dict) or not isinstance(found.get("runs"), list):
@@ -302,6 +311,9 @@ def combine_runs(paths: list[Path]) -> list[dict[str, Any]]:
             seed = int(run["seed"])
             if seed in runs:
                 raise ValueError(f"{path}: seed {seed} is already in another file")
+            draws.add(int(run.get("data_seed", 0)))
+            if len(draws) > 1:
+                raise ValueError(f"{path}: runs of data seeds {sorted(draws)}: one draw at a time")
             runs[seed] = run
     return [runs[seed] for seed in sorted(runs)]
 
@@ -350,7 +362,17 @@ def main() -> None:
     parser.add_argument(
         "--max-users",
         type=int,
-        help="with --shape: keep this many of its users (seed 0), all their interactions",
+        help="with --shape: keep this many of its users (drawn with --data-seed), all "
+        "their interactions",
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="with --shape: another draw of the same kind of data. Seeds the synthetic "
+        "shape's generator (new items, tastes, users) and the --max-users draw; the ML-100K "
+        "shapes only redraw their users. 0 (the default) is the data of every earlier run; "
+        "--seed / --seeds stay the training seeds",
     )
     parser.add_argument(
         "--validation-only",
@@ -384,6 +406,8 @@ def main() -> None:
         return
     if args.max_users is not None and (args.shape is None or args.max_users < 3):
         parser.error("--max-users needs --shape and at least 3 users")
+    if args.data_seed != 0 and args.shape is None:
+        parser.error("--data-seed needs --shape (ML-100K from --data is one fixed data set)")
     if args.seeds is not None and args.seeds < 2:
         parser.error("--seeds needs at least 2 seeds (one seed is --seed)")
     clock = _Clock()
@@ -488,6 +512,7 @@ def run_seed(
     popularity = _test(PopularityModel(split.train).score, split, data)
     found = {
         "data": args.shape or "ml-100k",
+        "data_seed": args.data_seed,
         "size": {"users": data.num_users, "items": data.num_items, "interactions": len(data)},
         "partition": args.partition,
         "participants": len(groups),
