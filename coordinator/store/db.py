@@ -139,6 +139,11 @@ def create_db_engine(
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            # savepoints' statement journals in memory: on disk, every write transaction
+            # whose SAVEPOINTs changed more than 64 KiB of pages (4 pages of 16 KiB: each
+            # group-committed upload, each small round's job) created, unlinked and wrote
+            # a temporary file
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         @event.listens_for(engine, "begin")

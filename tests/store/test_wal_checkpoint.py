@@ -149,3 +149,11 @@ def test_postgresql_checkpoints_by_itself() -> None:
             assert wal_written_at(engine) is None
         finally:
             engine.dispose()
+
+
+def test_savepoint_journals_stay_in_memory(sqlite_ctx: Context) -> None:
+    # every group-committed upload and small round job runs in SAVEPOINTs: their statement
+    # journals past 64 KiB went to a temporary file per transaction (open, unlink, writes)
+    with sqlite_ctx.sessions.kw["bind"].connect() as connection:
+        temp_store = connection.exec_driver_sql("PRAGMA temp_store").scalar()
+    assert temp_store == 2  # MEMORY
