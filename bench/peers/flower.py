@@ -22,8 +22,12 @@ plus one bias per item), R rounds of:
   runs from ``configure_fit`` to the end of ``aggregate_fit`` (bench/peers/flower_round.py).
 
 The first round of each side is a warm-up; the median of the others is printed, with
-the ratio fedrec / Flower (< 1: fedrec is faster). Nothing is asserted: figures depend on
-the machine and its load, so compare ratios from one run.
+the ratio fedrec / Flower (< 1: fedrec is faster). Beside them, the **durable floor**: the
+time to write a round's bytes (K updates and the new version, each P x 4 bytes) into a
+file of the data directory's disk and fdatasync it once, what any design that acknowledges
+uploads only once they are on disk pays at least (median of R; the file's blocks are
+allocated once, as SQLite reuses its log's). Nothing is asserted: figures depend on the
+machine and its load, so compare ratios from one run.
 
 Usage::
 
@@ -318,6 +322,34 @@ def _once_more(call: Callable[[], httpx.Response]) -> httpx.Response:
         return call()
 
 
+# ---------------------------------------------------------------- the durable floor
+
+
+def durable_floor_seconds(case: Case, rounds: int, work_dir: Path) -> list[float]:
+    """Per round: write the round's K + 1 blobs of P float32 into one file and fdatasync
+    it (the file preallocated and written once before, as SQLite reuses its log's blocks:
+    an fsync that also commits a growing file's size costs more)."""
+    blob = np.random.default_rng(2).standard_normal(case.params).astype(np.float32).tobytes()
+    blobs = case.participants + 1
+    path = work_dir / f"floor-{case.participants}-{case.items}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for index in range(blobs):  # allocate the blocks once
+            os.pwrite(fd, blob, index * len(blob))
+        os.fsync(fd)
+        seconds = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for index in range(blobs):
+                os.pwrite(fd, blob, index * len(blob))
+            os.fdatasync(fd)
+            seconds.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return seconds
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -335,9 +367,9 @@ def _mean_ms(seconds: list[float]) -> float:
 def run(cases: list[Case], rounds: int, timeout: int, source: Path | None = None) -> None:
     print(
         "| K | params | fedrec round ms | Flower round ms | fedrec / Flower "
-        "| fedrec coordinator CPU ms / round |"
+        "| fedrec coordinator CPU ms / round | durable floor ms |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     work_dir = Path(tempfile.mkdtemp(prefix="fedrec-peers-"))
     try:
         for case in cases:
@@ -345,9 +377,10 @@ def run(cases: list[Case], rounds: int, timeout: int, source: Path | None = None
             cpu: list[float] = []
             fedrec = _ms(fedrec_rounds(case, rounds, work_dir, source, cpu))
             flower = _ms(flower_rounds(case, rounds, timeout))
+            floor = _ms(durable_floor_seconds(case, rounds, work_dir))
             print(
                 f"| {case.participants} | {case.params:,} | {fedrec:,.1f} | {flower:,.1f} "
-                f"| {fedrec / flower:.2f} | {_mean_ms(cpu):,.1f} |",
+                f"| {fedrec / flower:.2f} | {_mean_ms(cpu):,.1f} | {floor:,.1f} |",
                 flush=True,
             )
     finally:

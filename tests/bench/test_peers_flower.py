@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,31 @@ def test_a_rounds_urls_are_absolute_and_parsed_once_for_its_participants() -> No
         assert client.build_request("GET", urls.weights).url == urls.weights
     finally:
         client.close()
+
+
+def test_the_durable_floor_writes_the_rounds_bytes_and_syncs_once_a_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    syncs: list[int] = []
+    real_pwrite = os.pwrite
+    real_fdatasync = os.fdatasync
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        writes.append(len(data))
+        return real_pwrite(fd, data, offset)
+
+    def fdatasync(fd: int) -> None:
+        syncs.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    case = flower.Case(3, 20)
+    seconds = flower.durable_floor_seconds(case, 4, tmp_path)
+    assert len(seconds) == 4
+    assert all(s > 0 for s in seconds)
+    # K + 1 blobs of P float32 once to allocate, then once per round; one sync per round
+    assert writes == [case.params * 4] * (case.participants + 1) * 5
+    assert len(syncs) == 4
+    assert list(tmp_path.iterdir()) == []  # the file is removed
