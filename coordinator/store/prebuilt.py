@@ -8,10 +8,11 @@ every small round runs, :class:`Prebuilt` does that work once: the statement is 
 by SQLAlchemy for the connection's dialect (the SQL text is SQLAlchemy's, for SQLite and
 PostgreSQL alike; none is written by hand here), each bind value is converted by its
 column type's own bind processor (UTC datetimes, JSON, booleans), the text and the
-ordered values go to the driver through ``Connection.exec_driver_sql`` (the same
-connection and transaction, the same cursor events and the same wrapped errors, e.g.
-``sqlalchemy.exc.IntegrityError``), and the returned rows are converted by the selected
-columns' result processors, as ``execute`` would return them.
+ordered values go to the driver's cursor on the transaction's own connection (see
+``store/driver_cursor.py``: the same cursor events and the same wrapped errors as
+``Connection.exec_driver_sql``, e.g. ``sqlalchemy.exc.IntegrityError``), and the returned
+rows are converted by the selected columns' result processors, as ``execute`` would
+return them.
 
 Only statements whose compiled form needs nothing computed per execution qualify: no
 column default evaluated in Python (every column of an INSERT is given), no bound callable,
@@ -23,17 +24,21 @@ runs them. Dialects that agree in name, driver and server version share one comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
-from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
+
+from coordinator.store import driver_cursor
+from coordinator.store.driver_cursor import Rows
 
 __all__ = ["Prebuilt"]
 
 _Processor = Callable[[Any], Any] | None
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 class _Compiled:
@@ -147,21 +152,17 @@ class Prebuilt:
         """The statement's text for ``dialect``, as the driver receives it."""
         return self.compiled(dialect).sql
 
-    def execute(self, connection: Connection, params: Mapping[str, Any]) -> CursorResult[Any]:
-        """Run the statement; the result's rows are the driver's (see :meth:`first`,
-        :meth:`all` for converted rows). For a statement whose rows are not read."""
-        compiled = self.compiled(connection.dialect)
-        return connection.exec_driver_sql(compiled.sql, compiled.parameters(params))
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """Run the statement (an INSERT's, whose rows and count are not read)."""
+        self._run(connection, params, _nothing)
 
     def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run the statement; the rows it changed (an UPDATE's, a DELETE's)."""
-        return int(self.execute(connection, params).rowcount)
+        return self._run(connection, params, _rowcount)[1]
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """Run the statement; its first row converted as ``execute`` would (None if none)."""
-        compiled = self.compiled(connection.dialect)
-        result = connection.exec_driver_sql(compiled.sql, compiled.parameters(params))
-        row = result.first()
+        compiled, row = self._run(connection, params, _first_row)
         if row is None:
             return None
         process = compiled.process_row
@@ -169,7 +170,31 @@ class Prebuilt:
 
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run the statement; every row converted as ``execute`` would."""
-        compiled = self.compiled(connection.dialect)
-        rows = connection.exec_driver_sql(compiled.sql, compiled.parameters(params)).all()
+        compiled, rows = self._run(connection, params, _all_rows)
         process = compiled.process_row
         return [tuple(row) if process is None else process(row) for row in rows]
+
+    def _run(
+        self, connection: Connection, params: Mapping[str, Any], read: Callable[[Rows], _T]
+    ) -> tuple[_Compiled, _T]:
+        """Run the statement on ``connection`` with ``params``; what ``read`` reads."""
+        compiled = self.compiled(connection.dialect)
+        return compiled, driver_cursor.run(
+            connection, compiled.sql, compiled.parameters(params), read
+        )
+
+
+def _nothing(_rows: Rows) -> None:
+    return None
+
+
+def _rowcount(rows: Rows) -> int:
+    return int(rows.rowcount)
+
+
+def _first_row(rows: Rows) -> Any:
+    return rows.fetchone()
+
+
+def _all_rows(rows: Rows) -> Sequence[Any]:
+    return rows.fetchall()

@@ -7,27 +7,35 @@ the small round's hot statements compiled once per dialect and run at driver lev
 - a round run through the prebuilt statements stores the same rows and values as the
   same round run through ``connection.execute`` (the path before them);
 - a statement that would need a Python-side default per call is refused when compiled; a
-  missing parameter is an error, not a NULL.
+  missing parameter is an error, not a NULL;
+- on the driver's cursor (``store/driver_cursor.py``) a statement fires the same cursor
+  events as through ``Connection.exec_driver_sql`` (a ``retval`` listener's rewrite
+  included) and fails the same way: the same ``sqlalchemy.exc`` class, message and
+  original error (the optimistic insert's ``IntegrityError``), the connection invalidated
+  on a disconnect (a closed driver connection; on PostgreSQL a terminated backend) and on a
+  cancelled call; a statement outside a transaction, or with dialect-level listeners or
+  SQL logging, goes through ``exec_driver_sql`` itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, insert, select
+from sqlalchemy import Connection, Engine, event, exc, insert, select, text
 from sqlalchemy.dialects import sqlite
 
 from coordinator.domain import audit, rounds
 from coordinator.domain.auth import Principal
 from coordinator.domain.context import Context
 from coordinator.domain.evaluation import BaseEvaluation
-from coordinator.store import blob_index, repository, round_change
+from coordinator.store import blob_index, driver_cursor, repository, round_change
 from coordinator.store.models import (
     AuditEvent,
     AuditHead,
@@ -442,3 +450,248 @@ def test_the_chain_verifies_after_prebuilt_appends(ctx: Context) -> None:
     report = audit.verify_audit(ctx)
     assert report.ok
     assert report.checked >= 4
+
+
+# --- on the driver's cursor: events, errors, disconnects as exec_driver_sql ----------
+
+
+def _duplicate_update(ctx: Context) -> dict[str, Any]:
+    """An ``updates`` row for a participant who already uploaded in the round: the
+    optimistic insert's ``IntegrityError``."""
+    fid, parts = domain_federation(ctx, participants=3, deadline_seconds=600)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    params = dict(_samples(ctx, fid, parts)["repository._UPDATE_INSERT"])
+    params["participant_id"] = parts[0].participant_id
+    return params
+
+
+def _outcome(
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    cursor: bool,
+    before: Callable[[Connection], None] = lambda _c: None,
+    run: Callable[[Connection], Any],
+) -> dict[str, Any]:
+    """What ``run`` (after ``before``) does in a transaction, on the driver's cursor or
+    (``cursor=False``) through ``exec_driver_sql``: its value or error, the cursor events
+    seen (and whether each had an execution context), the connection invalidated or not."""
+    events: list[tuple[str, str, Any, Any]] = []
+    contexts: list[bool] = []
+    mine: list[Connection] = []
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(
+            conn: Any, _cursor: Any, sql: str, parameters: Any, context: Any, many: Any
+        ) -> None:
+            if conn in mine and not sql.startswith("BEGIN"):
+                events.append((name, sql, _normal_parameters(parameters), many))
+                contexts.append(context is not None)
+
+        return record
+
+    listeners = [
+        (name, recorder(name)) for name in ("before_cursor_execute", "after_cursor_execute")
+    ]
+    with monkeypatch.context() as patch:
+        if not cursor:
+            patch.setattr(driver_cursor, "_plain", lambda _connection: False)
+        with engine.connect() as connection:
+            mine.append(connection)
+            connection.begin()
+            for name, listener in listeners:
+                event.listen(engine, name, listener)
+            try:
+                before(connection)
+                outcome: dict[str, Any] = {"value": run(connection)}
+            except BaseException as error:  # noqa: BLE001 - an exit exception is compared too
+                outcome = {"error": type(error)}
+                if isinstance(error, exc.DBAPIError):
+                    outcome |= {
+                        "message": str(error),
+                        "orig": type(error.orig),
+                        "statement": error.statement,
+                        "connection_invalidated": error.connection_invalidated,
+                    }
+            finally:
+                for name, listener in listeners:
+                    event.remove(engine, name, listener)
+            outcome["invalidated"] = connection.invalidated
+            if connection.in_transaction():
+                connection.rollback()
+    outcome["events"] = events
+    # the driver's cursor has no execution context; exec_driver_sql passes its own
+    assert contexts == [not cursor] * len(contexts)
+    return outcome
+
+
+def _both(engine: Engine, monkeypatch: pytest.MonkeyPatch, **scenario: Any) -> dict[str, Any]:
+    on_cursor = _outcome(engine, monkeypatch, cursor=True, **scenario)
+    through_sqlalchemy = _outcome(engine, monkeypatch, cursor=False, **scenario)
+    assert on_cursor == through_sqlalchemy
+    return on_cursor
+
+
+def test_an_ordinary_transaction_runs_on_the_cursor(ctx: Context) -> None:
+    """The path taken by the store's units (a guard on SQLAlchemy's public API that stops
+    holding would silently send every statement back through ``exec_driver_sql``)."""
+    engine = _engine(ctx)
+    with engine.connect() as connection:
+        assert not driver_cursor._plain(connection)  # not begun: SQLAlchemy autobegins
+        with connection.begin():
+            assert driver_cursor._plain(connection)
+            nested = connection.begin_nested()
+            assert driver_cursor._plain(connection)
+            nested.rollback()
+    with ctx.sessions.begin() as session:
+        assert driver_cursor._plain(session.connection())
+
+
+def test_dialect_listeners_and_sql_logging_go_through_exec_driver_sql(ctx: Context) -> None:
+    params = _duplicate_update(ctx)
+    engine = _engine(ctx)
+    handled: list[type[BaseException]] = []
+
+    def handle_error(context: Any) -> None:
+        handled.append(type(context.original_exception))
+
+    event.listen(engine, "handle_error", handle_error)
+    try:
+        with engine.connect() as connection, connection.begin():
+            assert not driver_cursor._plain(connection)
+            with pytest.raises(exc.IntegrityError):
+                repository._UPDATE_INSERT.execute(connection, params)
+    finally:
+        event.remove(engine, "handle_error", handle_error)
+    assert len(handled) == 1
+    assert issubclass(handled[0], engine.dialect.loaded_dbapi.IntegrityError)
+    engine.echo = True
+    try:
+        with engine.connect() as connection, connection.begin():
+            assert not driver_cursor._plain(connection)
+    finally:
+        engine.echo = False
+
+
+def test_rows_and_events_on_the_cursor_are_exec_driver_sqls(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fid, parts = domain_federation(ctx, participants=3, deadline_seconds=600)
+    rounds.submit_update(ctx, parts[0], fid, 1, update_bytes(seed=0))
+    samples = _samples(ctx, fid, parts)
+    engine = _engine(ctx)
+    for name in ("repository._COUNT_UPDATE_UNLESS_REPEAT", "repository._AUDIT_HEAD_FOR_UPDATE"):
+        outcome = _both(engine, monkeypatch, run=partial(_ALL[name].first, params=samples[name]))
+        assert outcome["value"] is not None, name
+        assert [e[0] for e in outcome["events"]] == [
+            "before_cursor_execute",
+            "after_cursor_execute",
+        ]
+    outcome = _both(
+        engine,
+        monkeypatch,
+        run=partial(repository._CLAIM.rowcount, params=samples["repository._CLAIM"]),
+    )
+    assert outcome["value"] == 1
+
+    def tagged(_c: Any, _cursor: Any, sql: str, parameters: Any, *_: Any) -> tuple[str, Any]:
+        return f"{sql} -- tagged", parameters
+
+    def tag(connection: Connection) -> None:
+        event.listen(connection, "before_cursor_execute", tagged, retval=True)
+
+    outcome = _both(
+        engine,
+        monkeypatch,
+        before=tag,
+        run=partial(repository._AUDIT_HEAD_FOR_UPDATE.first, params={}),
+    )
+    # the rewrite reaches the driver and the listeners after it
+    assert outcome["value"] is not None
+    assert outcome["events"][-1][1].endswith(" -- tagged")
+
+
+def test_the_optimistic_inserts_conflict_is_sqlalchemys_integrity_error(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = _duplicate_update(ctx)
+    outcome = _both(
+        _engine(ctx), monkeypatch, run=partial(repository._UPDATE_INSERT.execute, params=params)
+    )
+    assert outcome["error"] is exc.IntegrityError
+    assert outcome["connection_invalidated"] is False
+    assert outcome["invalidated"] is False
+    assert "SQL parameters hidden" in outcome["message"]  # the engine's hide_parameters
+    # the statement's before event fired, its after event not
+    assert [e[0] for e in outcome["events"]] == ["before_cursor_execute"]
+
+
+def _close_driver_connection(connection: Connection) -> None:
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    dbapi_connection.close()
+
+
+def test_a_closed_driver_connection_is_a_disconnect_and_invalidated(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _engine(ctx)
+    outcome = _both(
+        engine,
+        monkeypatch,
+        before=_close_driver_connection,
+        run=partial(repository._AUDIT_HEAD_FOR_UPDATE.first, params={}),
+    )
+    assert issubclass(outcome["error"], exc.DBAPIError)
+    assert outcome["connection_invalidated"] is True
+    assert outcome["invalidated"] is True
+    # the pool replaced it
+    with engine.connect() as connection, connection.begin():
+        assert repository._AUDIT_HEAD_FOR_UPDATE.first(connection, {}) is not None
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_terminated_postgres_backend_is_a_disconnect_and_invalidated(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _engine(ctx)
+
+    def terminate(connection: Connection) -> None:
+        dbapi_connection: Any = connection.connection.dbapi_connection
+        with engine.connect() as other:
+            other.execute(
+                text("SELECT pg_terminate_backend(:pid)"),
+                {"pid": dbapi_connection.info.backend_pid},
+            )
+
+    outcome = _both(
+        engine,
+        monkeypatch,
+        before=terminate,
+        run=partial(repository._AUDIT_HEAD_FOR_UPDATE.first, params={}),
+    )
+    assert outcome["error"] is exc.OperationalError
+    assert outcome["connection_invalidated"] is True
+    assert outcome["invalidated"] is True
+
+
+def test_a_cancelled_statement_invalidates_the_connection(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy's exit exceptions (a cancelled task, KeyboardInterrupt) leave the driver
+    connection in an unknown state: invalidated, the exception itself raised."""
+
+    def cancel(*_: Any) -> None:
+        raise asyncio.CancelledError
+
+    def cancelling(connection: Connection) -> None:
+        event.listen(connection, "before_cursor_execute", cancel)
+
+    outcome = _both(
+        _engine(ctx),
+        monkeypatch,
+        before=cancelling,
+        run=partial(repository._AUDIT_HEAD_FOR_UPDATE.first, params={}),
+    )
+    assert outcome["error"] is asyncio.CancelledError
+    assert outcome["invalidated"] is True
