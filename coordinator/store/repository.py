@@ -905,6 +905,16 @@ class EvaluationRepository(_Repository):
             {column.name: getattr(row, column.name) for column in _table(Evaluation).c},
         )
 
+    def validation_figures(self, federation_id: str) -> builtins.list[tuple[Any, ...]]:
+        """``(version, metrics, num_users)`` of each validation report of the federation,
+        by version then participant: one prebuilt statement (every small round's claim
+        reads it), no ORM object. The session's pending changes are flushed first, as a
+        query through the session would (its autoflush): a report added by the unit of
+        work is among the figures."""
+        if self.session.autoflush:
+            self.session.flush()
+        return _VALIDATION_FIGURES.all(self.session.connection(), {"federation_id": federation_id})
+
     def get(
         self, federation_id: str, version: int, split: str, participant_id: str
     ) -> Evaluation | None:
@@ -1245,6 +1255,15 @@ def _evaluation_put(dialect: str) -> Any:
 
 
 _EVALUATION_PUT = Prebuilt(_evaluation_put)
+_EVALUATIONS = _table(Evaluation)
+_VALIDATION_FIGURES = Prebuilt(
+    select(_EVALUATIONS.c.version, _EVALUATIONS.c.metrics, _EVALUATIONS.c.num_users)
+    .where(
+        _EVALUATIONS.c.federation_id == bindparam("federation_id"),
+        _EVALUATIONS.c.split == "validation",
+    )
+    .order_by(_EVALUATIONS.c.version, _EVALUATIONS.c.participant_id)
+)
 # built once: the aggregation job runs these every round (building a statement costs more
 # CPU than SQLite takes to run it)
 _FEDERATION = select(Federation).where(Federation.id == bindparam("federation_id"))
