@@ -239,10 +239,11 @@ def _give_back_after_transactions(engine: Engine, turn: _WriterTurn) -> None:
 def _driver_savepoints(engine: Engine) -> None:
     """SAVEPOINT, RELEASE and ROLLBACK TO as the driver's SQL text, the same text
     SQLAlchemy compiles for them. Its default runs each as a clause compiled anew per call
-    (a savepoint's name is part of the clause, so the compiled cache never holds it): ~0.1
-    ms of the GIL per statement, and a round's job in its upload's transaction (and every
-    unit of a batch of uploads) takes a SAVEPOINT and releases it (bench/RESULTS.md,
-    roundjob). Names are SQLAlchemy's own (``sa_savepoint_<n>``), quoted as it would."""
+    (a savepoint's name is part of the clause, so the compiled cache never holds it): ~10 µs
+    a SAVEPOINT and its RELEASE in a warm loop, ~0.2 ms in a round's job, whose caches the
+    uploads just evicted. The job in its upload's transaction, and every unit of a batch of
+    uploads, takes one (bench/RESULTS.md, roundjob). Names are SQLAlchemy's own
+    (``sa_savepoint_<n>``), quoted as its compiler quotes them."""
     dialect = engine.dialect
     preparer = dialect.identifier_preparer
 
