@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.domain.context import Context
 from coordinator.store.models import AuditEvent, utc_now
-from coordinator.store.repository import AuditRepository
+from coordinator.store.repository import AuditEntry, AuditRepository
 
 if TYPE_CHECKING:  # auth records its failures here: no import cycle at run time
     from coordinator.domain.auth import Principal
@@ -66,7 +66,7 @@ def actor_of(principal: Principal | None) -> str:
     return f"participant:{principal.participant_id}"
 
 
-def _event_hash(key: bytes, prev: str, event: AuditEvent) -> str:
+def _event_hash(key: bytes, prev: str, event: AuditEvent | AuditEntry) -> str:
     fields = {
         "seq": event.seq,
         "created_at": event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
@@ -91,15 +91,16 @@ def record(
     outcome: str = "ok",
     detail: Mapping[str, Any] | None = None,
     now: datetime | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event in the caller's (write) transaction."""
     key = session.info.get(AUDIT_KEY_INFO)
     if not isinstance(key, bytes):
         raise RuntimeError("this session factory carries no audit key (see build_context)")
-    # Core statements, not ORM objects: every upload appends one event, and the unit of
-    # work's flush was most of the append's cost
+    # Core statements and plain values, not ORM objects: every upload appends one event,
+    # and the unit of work's flush, then the ORM object's attribute sets, were most of
+    # the append's cost
     repo = AuditRepository(session)
-    event = AuditEvent(
+    event = AuditEntry(
         created_at=now or utc_now(),
         actor=actor[:80],
         action=action,
@@ -115,17 +116,16 @@ def record(
         _chain(key, event, *tail.last)
         if repo.append_after(event):
             tail.last = (event.seq, event.hash)
-            return event
+            return
     # no guess, or another process (or a rolled-back transaction) moved the head: read
     # it, locked, and chain to it
     _chain(key, event, *repo.head_for_append())
     repo.append(event)
     if isinstance(tail, AuditTail):
         tail.last = (event.seq, event.hash)
-    return event
 
 
-def _chain(key: bytes, event: AuditEvent, seq: int, prev: str) -> None:
+def _chain(key: bytes, event: AuditEntry, seq: int, prev: str) -> None:
     """Make ``event`` the one after the event ``seq`` whose hash is ``prev``."""
     event.seq = seq + 1
     event.prev_hash = prev

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from coordinator.store.models import Evaluation
@@ -20,12 +20,6 @@ __all__ = ["AggregatedMetrics", "aggregate_in", "validation_scores"]
 
 # session.info key of the per-transaction memo of validation_scores
 _SCORES_MEMO = "fedrec.validation_scores"
-# built once: every round's claim and commit read it
-_VALIDATION_FIGURES = (
-    select(Evaluation.version, Evaluation.metrics, Evaluation.num_users)
-    .where(Evaluation.federation_id == bindparam("federation_id"), Evaluation.split == "validation")
-    .order_by(Evaluation.version, Evaluation.participant_id)
-)
 
 
 @dataclass
@@ -74,7 +68,7 @@ def validation_scores(session: Session, federation_id: str, metric: str) -> dict
     memo: dict[tuple[str, str], dict[int, float]] = session.info.setdefault(_SCORES_MEMO, {})
     key = (federation_id, metric)
     if key not in memo:
-        rows = session.execute(_VALIDATION_FIGURES, {"federation_id": federation_id})
+        rows = EvaluationRepository(session).validation_figures(federation_id)
         sums: dict[int, float] = defaultdict(float)
         users: dict[int, int] = defaultdict(int)
         reported: set[int] = set()

@@ -175,14 +175,17 @@ def create_db_engine(
             _give_back_after_transactions(engine, turn)
         else:
             turn = None
+        _driver_savepoints(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=POOL_SIZE if pool_size is None else pool_size,
         max_overflow=POOL_OVERFLOW,
         hide_parameters=True,
     )
+    _driver_savepoints(engine)
+    return engine
 
 
 # A process runs its requests' database work on 40 worker threads (anyio's default); a
@@ -236,6 +239,36 @@ def _give_back_after_transactions(engine: Engine, turn: _WriterTurn) -> None:
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     for name in ("checkin", "invalidate", "close"):
         event.listen(engine.pool, name, lambda dbapi, *_: turn.give_back(dbapi))
+
+
+def _driver_savepoints(engine: Engine) -> None:
+    """SAVEPOINT, RELEASE and ROLLBACK TO as the driver's SQL text, the same text
+    SQLAlchemy compiles for them. Its default runs each as a clause compiled anew per call
+    (a savepoint's name is part of the clause, so the compiled cache never holds it): ~10 µs
+    a SAVEPOINT and its RELEASE in a warm loop, ~0.2 ms in a round's job, whose caches the
+    uploads just evicted. The job in its upload's transaction, and every unit of a batch of
+    uploads, takes one (bench/RESULTS.md, roundjob). Names are SQLAlchemy's own
+    (``sa_savepoint_<n>``), quoted as its compiler quotes them."""
+    dialect = engine.dialect
+    preparer = dialect.identifier_preparer
+
+    def quoted(name: str) -> str:
+        # what SQLAlchemy's compiler renders a savepoint's name with
+        return str(preparer.format_savepoint(None, name))  # type: ignore[no-untyped-call]
+
+    def do_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {quoted(name)}")
+
+    def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quoted(name)}")
+
+    def do_release_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quoted(name)}")
+
+    # this engine's own dialect instance (as _give_back_after_transactions does)
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

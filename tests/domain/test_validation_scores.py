@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from coordinator.domain.context import Context
 from coordinator.domain.evaluation import submit_evaluation
 from coordinator.domain.metrics import aggregate_in, validation_scores
 from coordinator.store.models import Evaluation, utc_now
+from coordinator.store.repository import EvaluationRepository
 from tests.factories import domain_federation
 
 
@@ -60,3 +62,49 @@ def test_scores_are_read_once_per_transaction_and_again_after_a_flush(ctx: Conte
             assert len(selects) == 1
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_report_pending_in_the_session_is_among_the_scores_as_a_query_would_flush_it(
+    ctx: Context,
+) -> None:
+    """The figures are read by a prebuilt statement, not through the session: the pending
+    changes are flushed first all the same (the session's autoflush), and not inside a
+    ``no_autoflush`` block, as a query through the session would do."""
+    fid, (first, second) = domain_federation(ctx, 2)
+    submit_evaluation(ctx, first, fid, 0, split="validation", metrics={"ndcg@10": 0.2}, num_users=3)
+
+    def pending(session: Session) -> None:
+        session.add(
+            Evaluation(
+                federation_id=fid,
+                version=0,
+                split="validation",
+                participant_id=second.participant_id,
+                metrics={"ndcg@10": 0.6},
+                num_users=1,
+                created_at=utc_now(),
+            )
+        )
+
+    with ctx.sessions.begin() as session:
+        pending(session)
+        with session.no_autoflush:
+            assert validation_scores(session, fid, "ndcg@10") == {0: 0.2 * 3 / 3}
+        assert session.new  # not flushed by the read
+        session.rollback()
+    with ctx.sessions.begin() as session:
+        pending(session)
+        assert validation_scores(session, fid, "ndcg@10") == {0: (0.2 * 3 + 0.6) / 4}
+        assert not session.new
+        # the rows as the session's own query reads them, converted alike (JSON, ints)
+        rows = EvaluationRepository(session).validation_figures(fid)
+        assert rows == [
+            tuple(row)
+            for row in session.execute(
+                select(Evaluation.version, Evaluation.metrics, Evaluation.num_users)
+                .where(Evaluation.federation_id == fid, Evaluation.split == "validation")
+                .order_by(Evaluation.version, Evaluation.participant_id)
+            )
+        ]
+        assert sorted(row[1]["ndcg@10"] for row in rows) == [0.2, 0.6]
+        assert sorted(row[2] for row in rows) == [1, 3]

@@ -191,6 +191,7 @@ def _samples(ctx: Context, fid: str, parts: list[Principal]) -> dict[str, dict[s
             "num_users": 3,
             "created_at": now,
         },
+        "repository._VALIDATION_FIGURES": {"federation_id": fid},
         "repository._DIGESTS_AND_ACTIVE": {"round_id": round_id, "federation_id": fid},
         "repository._DIGESTS_AND_MEMBERS": {"round_id": round_id},
         "repository._CLAIM": {**claim, "b_until": now + timedelta(seconds=30)},
